@@ -1,0 +1,111 @@
+//! Command-line types: what was typed, validated for shape only.
+//!
+//! Nothing here touches the disk; `Config::load` resolves paths and files afterwards, so
+//! `--help` and `--version` work anywhere.
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "File-transfer batch ingestion: every file that lands is loaded once, or set aside with a reason.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Spool root [default: ./ferry-data, or `root` in the config]
+    #[arg(long, global = true, env = "FERRY_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Config file [default: <root>/ferry.toml if present]
+    #[arg(long, global = true, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// More log detail: -v logs every file, -vv debug
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process what is ready in the incoming folder once, then exit
+    Run(RunArgs),
+    /// Files by state, records per dataset, quarantine, waiting files and why
+    Status(StatusArgs),
+    /// The ledger: one row per file (and per attempt)
+    Files(FilesArgs),
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Folder to process [default: <root>/incoming]
+    pub dir: Option<PathBuf>,
+
+    /// Leave the files where they are; only content identity decides what is new
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar, even on a terminal
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    Ingested,
+    Duplicate,
+    Quarantined,
+}
+
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// Only files in this state
+    #[arg(long, value_enum)]
+    pub state: Option<StateArg>,
+
+    /// Only files of this dataset
+    #[arg(long)]
+    pub dataset: Option<String>,
+
+    /// Only the newest N rows
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Print as JSON (an array of objects)
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,210 @@
+//! Named events: the one place where what happens to a file is both logged and counted.
+//!
+//! The writer calls `Event::emit` once per file after its commit; that logs a sentence with
+//! key/value fields, adds to the run's `Summary`, and bumps the process-wide counters that
+//! `/metrics` serves. So the logs, the summary and the metrics cannot disagree.
+
+use crate::reject::Reject;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What happened to one file.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Ingested {
+        path: &'a str,
+        id: i64,
+        dataset: &'a str,
+        records: u64,
+        rejected: u64,
+        bytes: u64,
+        /// From claim (or first read) to commit.
+        latency: Duration,
+    },
+    Duplicate {
+        path: &'a str,
+        id: i64,
+        original: i64,
+        dataset: &'a str,
+        bytes: u64,
+    },
+    Quarantined {
+        path: &'a str,
+        id: i64,
+        dataset: Option<&'a str>,
+        reject: &'a Reject,
+        bytes: u64,
+    },
+    /// `--keep`: this exact file was handled before; nothing to do.
+    Unchanged { path: &'a str },
+    /// The file changed while it was read; it goes back to wait until it is finished.
+    Released { path: &'a str },
+    /// The file could not be read (permissions, …); it is left where it is.
+    Left { path: &'a str, why: &'a str },
+}
+
+/// Counts per dataset in a summary.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct DatasetTally {
+    pub files: u64,
+    pub records: u64,
+    pub rejected: u64,
+}
+
+/// What a run (or a daemon, so far) did.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub ingested: u64,
+    pub duplicate: u64,
+    pub quarantined: u64,
+    pub unchanged: u64,
+    pub released: u64,
+    pub left: u64,
+    pub records: u64,
+    pub rejected_records: u64,
+    pub bytes: u64,
+    pub datasets: BTreeMap<String, DatasetTally>,
+}
+
+/// Process-wide counters for `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub ingested: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub released: AtomicU64,
+    pub left: AtomicU64,
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Unix milliseconds of the last ingested file.
+    pub last_success_ms: AtomicI64,
+    /// Ingest latency histogram: counts per bucket of `LATENCY_BUCKETS_MS` (cumulative on read).
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
+    pub latency_sum_us: AtomicU64,
+    pub latency_count: AtomicU64,
+    /// Quarantined files by error kind.
+    pub quarantined_by_kind: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Upper bounds (ms) of the latency histogram buckets; one more bucket holds the rest.
+pub const LATENCY_BUCKETS_MS: [u64; 12] =
+    [5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000];
+
+pub fn counters() -> &'static Counters {
+    static C: std::sync::OnceLock<Counters> = std::sync::OnceLock::new();
+    C.get_or_init(Counters::default)
+}
+
+impl Event<'_> {
+    pub fn emit(&self, summary: &mut Summary) {
+        let c = counters();
+        match *self {
+            Event::Ingested {
+                path,
+                id,
+                dataset,
+                records,
+                rejected,
+                bytes,
+                latency,
+            } => {
+                tracing::info!(
+                    path,
+                    id,
+                    dataset,
+                    records,
+                    rejected,
+                    bytes,
+                    latency_ms = latency.as_millis() as u64,
+                    "file ingested"
+                );
+                summary.ingested += 1;
+                summary.records += records;
+                summary.rejected_records += rejected;
+                summary.bytes += bytes;
+                let d = summary.datasets.entry(dataset.to_string()).or_default();
+                d.files += 1;
+                d.records += records;
+                d.rejected += rejected;
+                c.ingested.fetch_add(1, Ordering::Relaxed);
+                c.records.fetch_add(records, Ordering::Relaxed);
+                c.bytes.fetch_add(bytes, Ordering::Relaxed);
+                c.last_success_ms
+                    .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                let ms = latency.as_millis() as u64;
+                // Slower than the last bound: counted only in the total (the +Inf bucket).
+                if let Some(b) = LATENCY_BUCKETS_MS.iter().position(|&b| ms <= b) {
+                    c.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
+                }
+                c.latency_sum_us
+                    .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+                c.latency_count.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Duplicate {
+                path,
+                id,
+                original,
+                dataset,
+                bytes,
+            } => {
+                tracing::info!(
+                    path,
+                    id,
+                    original,
+                    dataset,
+                    "file is a duplicate of one already ingested; archived, nothing stored"
+                );
+                summary.duplicate += 1;
+                summary.bytes += bytes;
+                summary.datasets.entry(dataset.to_string()).or_default();
+                c.duplicate.fetch_add(1, Ordering::Relaxed);
+                c.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            Event::Quarantined {
+                path,
+                id,
+                dataset,
+                reject,
+                bytes,
+            } => {
+                tracing::warn!(
+                    path,
+                    id,
+                    dataset,
+                    error_kind = reject.kind.id(),
+                    stage = reject.stage.id(),
+                    line = reject.line,
+                    "file quarantined: {}",
+                    reject.message
+                );
+                summary.quarantined += 1;
+                summary.bytes += bytes;
+                c.quarantined.fetch_add(1, Ordering::Relaxed);
+                *c.quarantined_by_kind
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(reject.kind.id())
+                    .or_default() += 1;
+            }
+            Event::Unchanged { path } => {
+                tracing::debug!(path, "file already handled; skipped");
+                summary.unchanged += 1;
+            }
+            Event::Released { path } => {
+                tracing::warn!(
+                    path,
+                    "file changed while it was read; it waits until it is finished"
+                );
+                summary.released += 1;
+                c.released.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Left { path, why } => {
+                tracing::error!(path, why, "file cannot be read; left where it is");
+                summary.left += 1;
+                c.left.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Formats: which parser a file gets, and the interface every parser writes rows into.
+//!
+//! Detection order (R-formats): the dataset's configured format, else the extension (after an
+//! optional `.gz`), else sniffing the first bytes of decoded text. Gzip is recognized by its
+//! extension or its magic bytes. Parsers stream: they hand each row to a `RowOut` as they read it.
+//! Nothing here knows about SQLite or the spool.
+
+pub mod csv;
+pub mod json;
+pub mod text;
+
+use crate::reject::Reject;
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+pub use text::Encoding;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Ndjson,
+    Json,
+}
+
+impl Format {
+    pub fn id(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Ndjson => "ndjson",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// A dataset's format options as configured; `None` means detect.
+#[derive(Debug, Clone)]
+pub struct FormatOptions {
+    pub format: Option<Format>,
+    /// `None`: by extension (`.tsv` → tab) or sniffed among `,` `;` `\t` `|`.
+    pub delimiter: Option<u8>,
+    pub quote: u8,
+    /// Whether the first CSV row names the columns.
+    pub header: bool,
+    /// Column names for CSV files without a header row.
+    pub names: Vec<String>,
+    /// JSON pointer to the array of records inside a top-level object (e.g. `/data/items`).
+    pub json_pointer: Option<String>,
+    /// A declared encoding other than UTF-8.
+    pub encoding: Option<Encoding>,
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        FormatOptions {
+            format: None,
+            delimiter: None,
+            quote: b'"',
+            header: true,
+            names: Vec::new(),
+            json_pointer: None,
+            encoding: None,
+        }
+    }
+}
+
+/// Whether a file is gzip: by name or by its first two bytes.
+pub fn is_gzip(name: &str, head: &[u8]) -> bool {
+    name.to_ascii_lowercase().ends_with(".gz") || head.starts_with(&[0x1f, 0x8b])
+}
+
+/// The format named by a file's extension, ignoring a trailing `.gz`.
+pub fn format_from_name(name: &str) -> Option<(Format, Option<u8>)> {
+    let lower = name.to_ascii_lowercase();
+    let base = lower.strip_suffix(".gz").unwrap_or(&lower);
+    let ext = base.rsplit_once('.').map(|(_, e)| e)?;
+    match ext {
+        "csv" => Some((Format::Csv, None)),
+        "tsv" | "tab" => Some((Format::Csv, Some(b'\t'))),
+        "psv" => Some((Format::Csv, Some(b'|'))),
+        "ndjson" | "jsonl" => Some((Format::Ndjson, None)),
+        "json" => Some((Format::Json, None)),
+        _ => None,
+    }
+}
+
+/// Guesses the format of decoded text from its first bytes: `[` is a JSON array, `{` a stream of
+/// JSON objects, anything else CSV.
+pub fn sniff_format(head: &[u8]) -> Format {
+    match head.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Format::Json,
+        Some(b'{') => Format::Json,
+        _ => Format::Csv,
+    }
+}
+
+/// Picks the delimiter among `,` `;` `\t` `|` from the first lines: the one that splits the
+/// header most often and the same number of times on the next line. Defaults to `,`.
+pub fn sniff_delimiter(head: &[u8], quote: u8) -> u8 {
+    const CANDIDATES: [u8; 4] = [b',', b';', b'\t', b'|'];
+    let mut lines = head.split(|&b| b == b'\n');
+    let count = |line: &[u8]| -> [usize; 4] {
+        let mut counts = [0; 4];
+        let mut quoted = false;
+        for &b in line {
+            if b == quote {
+                quoted = !quoted;
+            } else if !quoted {
+                if let Some(i) = CANDIDATES.iter().position(|&c| c == b) {
+                    counts[i] += 1;
+                }
+            }
+        }
+        counts
+    };
+    let Some(first) = lines.next() else {
+        return b',';
+    };
+    let h = count(first);
+    let next = lines.find(|l| !l.iter().all(|b| b.is_ascii_whitespace()));
+    let n = next.map(count);
+    let mut best: Option<(usize, bool, usize)> = None; // (count, consistent, index)
+    for i in 0..CANDIDATES.len() {
+        if h[i] == 0 {
+            continue;
+        }
+        let consistent = n.is_none_or(|n| n[i] == h[i]);
+        let better = match best {
+            None => true,
+            Some((bc, bcons, _)) => (consistent, h[i]) > (bcons, bc),
+        };
+        if better {
+            best = Some((h[i], consistent, i));
+        }
+    }
+    best.map_or(b',', |(_, _, i)| CANDIDATES[i])
+}
+
+/// Reads up to `n` bytes without losing them: returns them and a reader that yields them again
+/// followed by the rest.
+pub fn peek<'a>(
+    mut r: Box<dyn Read + Send + 'a>,
+    n: usize,
+) -> io::Result<(Vec<u8>, Box<dyn Read + Send + 'a>)> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    let again = io::Cursor::new(head.clone()).chain(r);
+    Ok((head, Box::new(again)))
+}
+
+/// Why a parser stopped early.
+#[derive(Debug)]
+pub enum Stop {
+    /// The file is bad (or could not be read).
+    Reject(Reject),
+    /// The consumer no longer wants rows (the file turned out to be a duplicate).
+    Cancelled,
+}
+
+impl From<Reject> for Stop {
+    fn from(r: Reject) -> Stop {
+        Stop::Reject(r)
+    }
+}
+
+/// Where parsers put what they read.
+pub trait RowOut {
+    /// All of the file's columns so far. Called before the first row, and again (with the list
+    /// grown) before a row that has a new column.
+    fn columns(&mut self, names: &[String]) -> Result<(), Stop>;
+    /// One record: `spans` index into `text`, one per column (`None` = null/empty).
+    fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop>;
+}
+
+/// The columns ferry adds to every dataset table.
+pub const SYSTEM_COLUMNS: [&str; 3] = ["_id", "_file_id", "_line"];
+
+/// Turns header names or JSON keys into column names that are unique in SQLite's eyes (which
+/// compares names without case): trimmed, empty ones named `column_N`, repeats and clashes with
+/// system columns suffixed `_2`, `_3`, ….
+#[derive(Debug, Default, Clone)]
+pub struct ColumnNames {
+    names: Vec<String>,
+    taken: std::collections::HashSet<String>,
+    by_raw: HashMap<String, usize>,
+}
+
+impl ColumnNames {
+    pub fn new() -> ColumnNames {
+        let mut c = ColumnNames::default();
+        for s in SYSTEM_COLUMNS {
+            c.taken.insert(s.to_string());
+        }
+        c
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The index of the column for a raw key, adding it if new.
+    pub fn index(&mut self, raw: &str) -> usize {
+        if let Some(&i) = self.by_raw.get(raw) {
+            return i;
+        }
+        let i = self.push(raw);
+        self.by_raw.insert(raw.to_string(), i);
+        i
+    }
+
+    /// Adds a column for a raw name (header cells may repeat, so no lookup).
+    pub fn push(&mut self, raw: &str) -> usize {
+        let trimmed = raw.trim();
+        let base = if trimmed.is_empty() {
+            format!("column_{}", self.names.len() + 1)
+        } else {
+            trimmed.to_string()
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while self.taken.contains(&name.to_lowercase()) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        self.taken.insert(name.to_lowercase());
+        self.names.push(name);
+        self.names.len() - 1
+    }
+}
+
+/// A file opened for parsing: decompressed, decoded, its format decided.
+pub struct Opened<'a> {
+    pub format: Format,
+    pub gzip: bool,
+    reader: Box<dyn Read + Send + 'a>,
+    csv: csv::CsvOptions,
+    pointer: Vec<String>,
+}
+
+/// How much decoded text detection looks at.
+const SNIFF_BYTES: usize = 16 * 1024;
+
+/// Prepares `raw` (a file's bytes) for parsing: gzip by name or magic, text decoding, then the
+/// format and CSV delimiter from the options, the name, or the text itself.
+pub fn open<'a>(
+    raw: Box<dyn Read + Send + 'a>,
+    name: &str,
+    opts: &FormatOptions,
+    pointer: &[String],
+) -> Result<Opened<'a>, Reject> {
+    let (magic, raw) = peek(raw, 2).map_err(text::classify)?;
+    let gzip = is_gzip(name, &magic);
+    let raw: Box<dyn Read + Send + 'a> = if gzip {
+        Box::new(text::Gunzip::new(raw))
+    } else {
+        raw
+    };
+    let decoded = text::decoded(raw, opts.encoding).map_err(text::classify)?;
+    let (head, reader) = peek(decoded, SNIFF_BYTES).map_err(text::classify)?;
+    let by_name = format_from_name(name);
+    let format = opts
+        .format
+        .or(by_name.map(|(f, _)| f))
+        .unwrap_or_else(|| sniff_format(&head));
+    let delimiter = opts
+        .delimiter
+        .or(by_name.and_then(|(_, d)| d))
+        .unwrap_or_else(|| sniff_delimiter(&head, opts.quote));
+    Ok(Opened {
+        format,
+        gzip,
+        reader,
+        csv: csv::CsvOptions {
+            delimiter,
+            quote: opts.quote,
+            header: opts.header,
+            names: opts.names.clone(),
+        },
+        pointer: pointer.to_vec(),
+    })
+}
+
+impl Opened<'_> {
+    /// Parses every record into `out`; returns how many records were read.
+    pub fn parse(self, out: &mut dyn RowOut) -> Result<u64, Stop> {
+        match self.format {
+            Format::Csv => csv::parse(self.reader, &self.csv, out),
+            Format::Ndjson => json::parse_ndjson(self.reader, out),
+            Format::Json => json::parse_json(self.reader, &self.pointer, out),
+        }
+    }
+}
+
+/// A `RowOut` that keeps everything, for parser tests.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Collect {
+    pub cols: Vec<String>,
+    pub rows: Vec<(u64, Vec<Option<String>>)>,
+}
+
+#[cfg(test)]
+impl RowOut for Collect {
+    fn columns(&mut self, names: &[String]) -> Result<(), Stop> {
+        self.cols = names.to_vec();
+        Ok(())
+    }
+    fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {
+        self.rows.push((
+            line,
+            spans
+                .iter()
+                .map(|s| s.map(|(a, b)| text[a..b].to_string()))
+                .collect(),
+        ));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_extensions() {
+        assert_eq!(format_from_name("a.CSV"), Some((Format::Csv, None)));
+        assert_eq!(
+            format_from_name("a.tsv.gz"),
+            Some((Format::Csv, Some(b'\t')))
+        );
+        assert_eq!(format_from_name("a.jsonl"), Some((Format::Ndjson, None)));
+        assert_eq!(format_from_name("a.json"), Some((Format::Json, None)));
+        assert_eq!(format_from_name("README"), None);
+        assert!(is_gzip("x.csv.gz", b""));
+        assert!(is_gzip("x.csv", &[0x1f, 0x8b, 8]));
+    }
+
+    #[test]
+    fn delimiters_are_sniffed() {
+        assert_eq!(sniff_delimiter(b"a;b;c\n1;2;3\n", b'"'), b';');
+        assert_eq!(sniff_delimiter(b"a,b\n1,2\n", b'"'), b',');
+        assert_eq!(sniff_delimiter(b"a\tb\tc\n1\t2\t3", b'"'), b'\t');
+        assert_eq!(sniff_delimiter(b"\"x;y\",b,c\n1,2,3\n", b'"'), b',');
+        // The header alone has more commas, but only the semicolon is consistent.
+        assert_eq!(sniff_delimiter(b"a,b;c,d;e\n1;2;3\n", b'"'), b';');
+        assert_eq!(sniff_delimiter(b"single\n1\n", b'"'), b',');
+    }
+
+    #[test]
+    fn column_names_are_unique_without_case() {
+        let mut c = ColumnNames::new();
+        c.push(" id ");
+        c.push("ID");
+        c.push("");
+        c.push("_line");
+        assert_eq!(c.names(), ["id", "ID_2", "column_3", "_line_2"]);
+        assert_eq!(c.index("x"), 4);
+        assert_eq!(c.index("x"), 4);
+    }
+}

@@ -1,0 +1,399 @@
+//! The SQLite ledger: what happened to every file, and the datasets' tables.
+//!
+//! One writer connection per process owns all writes (see `pipeline::writer`); reporting commands
+//! open their own. The database runs in WAL mode with `synchronous=FULL`, so a commit that
+//! returned is on disk before any file is moved because of it. PRAGMAs live here, schema changes
+//! in `schema`. This module never touches files other than the database.
+
+pub mod schema;
+pub mod tables;
+
+use crate::reject::Reject;
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+/// Time as the ledger stores it: RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// How long a connection waits for another process's write transaction before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+static GLOBAL_CONFIG: Once = Once::new();
+
+/// Process-wide SQLite settings, applied before the first connection.
+fn configure_sqlite() {
+    GLOBAL_CONFIG.call_once(|| {
+        // Memory statistics take a global mutex on every allocation; ferry never reads them.
+        // SAFETY: called before any connection is opened in this process (guarded by `Once`);
+        // a late call only returns SQLITE_MISUSE, which is harmless.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0);
+        }
+    });
+}
+
+/// The states a file ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Ingested,
+    Duplicate,
+    Quarantined,
+}
+
+impl State {
+    pub fn id(self) -> &'static str {
+        match self {
+            State::Ingested => "ingested",
+            State::Duplicate => "duplicate",
+            State::Quarantined => "quarantined",
+        }
+    }
+
+    pub fn from_id(s: &str) -> Option<State> {
+        match s {
+            "ingested" => Some(State::Ingested),
+            "duplicate" => Some(State::Duplicate),
+            "quarantined" => Some(State::Quarantined),
+            _ => None,
+        }
+    }
+}
+
+/// A ledger row to insert.
+#[derive(Debug, Clone)]
+pub struct NewFile<'a> {
+    pub path: &'a str,
+    pub source: &'a str,
+    pub claim: Option<&'a str>,
+    pub sha256: Option<&'a str>,
+    pub size: u64,
+    pub state: State,
+    pub dataset: Option<&'a str>,
+    pub format: Option<&'a str>,
+    pub duplicate_of: Option<i64>,
+    pub error: Option<&'a Reject>,
+    pub attempt: u32,
+    pub retry_of: Option<i64>,
+    pub received_at: &'a str,
+    pub hashed_at: Option<&'a str>,
+    pub finished_at: &'a str,
+    pub worker: &'a str,
+}
+
+/// A ledger row as reported by `ferry files` and friends.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FileRow {
+    pub id: i64,
+    pub path: String,
+    pub source: String,
+    pub claim: Option<String>,
+    pub sha256: Option<String>,
+    pub size: i64,
+    pub state: String,
+    pub dataset: Option<String>,
+    pub format: Option<String>,
+    pub records: i64,
+    pub rejected: i64,
+    pub duplicate_of: Option<i64>,
+    pub stored_at: Option<String>,
+    pub error_kind: Option<String>,
+    pub error_stage: Option<String>,
+    pub error_message: Option<String>,
+    pub error_line: Option<i64>,
+    pub error_offset: Option<i64>,
+    pub error_field: Option<String>,
+    pub attempt: i64,
+    pub retry_of: Option<i64>,
+    pub received_at: String,
+    pub hashed_at: Option<String>,
+    pub parsed_at: Option<String>,
+    pub finished_at: String,
+}
+
+const FILE_COLUMNS: &str =
+    "id, path, source, claim, sha256, size, state, dataset, format, records, \
+    rejected, duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
+    error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at";
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: r.get(0)?,
+        path: r.get(1)?,
+        source: r.get(2)?,
+        claim: r.get(3)?,
+        sha256: r.get(4)?,
+        size: r.get(5)?,
+        state: r.get(6)?,
+        dataset: r.get(7)?,
+        format: r.get(8)?,
+        records: r.get(9)?,
+        rejected: r.get(10)?,
+        duplicate_of: r.get(11)?,
+        stored_at: r.get(12)?,
+        error_kind: r.get(13)?,
+        error_stage: r.get(14)?,
+        error_message: r.get(15)?,
+        error_line: r.get(16)?,
+        error_offset: r.get(17)?,
+        error_field: r.get(18)?,
+        attempt: r.get(19)?,
+        retry_of: r.get(20)?,
+        received_at: r.get(21)?,
+        hashed_at: r.get(22)?,
+        parsed_at: r.get(23)?,
+        finished_at: r.get(24)?,
+    })
+}
+
+/// Which ledger rows to list.
+#[derive(Debug, Clone, Default)]
+pub struct FileFilter {
+    pub state: Option<State>,
+    pub dataset: Option<String>,
+    pub limit: Option<u64>,
+}
+
+pub struct Ledger {
+    pub conn: Connection,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        configure_sqlite();
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("opening the ledger {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            anyhow::bail!(
+                "the ledger {} cannot use WAL mode (got {mode}); is it on a network filesystem?",
+                path.display()
+            );
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL;
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 4000;
+             PRAGMA journal_size_limit = 67108864;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&mut conn)
+            .with_context(|| format!("migrating the ledger {}", path.display()))?;
+        Ok(Ledger { conn })
+    }
+
+    /// Opens the ledger for reporting; `None` when the spool has no ledger yet.
+    pub fn open_existing(path: &Path) -> Result<Option<Ledger>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ledger::open(path).map(Some)
+    }
+
+    /// Starts a write transaction, taking the write lock now (so later statements cannot fail
+    /// with a lock upgrade deadlock).
+    pub fn begin(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    pub fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// The ledger id of the ingested file with this content, if any.
+    pub fn ingested_with(&self, sha256: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM files WHERE sha256 = ?1 AND state = 'ingested'")?
+            .query_row([sha256], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Whether this exact file (same relative path, same content) is already in the ledger.
+    pub fn seen(&self, path: &str, sha256: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM files WHERE path = ?1 AND sha256 = ?2 LIMIT 1")?
+            .exists((path, sha256))?)
+    }
+
+    pub fn insert(&self, f: &NewFile<'_>) -> Result<i64> {
+        let e = f.error;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO files (path, source, claim, sha256, size, state, dataset, format, \
+                 duplicate_of, error_kind, error_stage, error_message, error_line, error_offset, \
+                 error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19, ?20, ?21)",
+            )?
+            .execute(rusqlite::params![
+                f.path,
+                f.source,
+                f.claim,
+                f.sha256,
+                f.size as i64,
+                f.state.id(),
+                f.dataset,
+                f.format,
+                f.duplicate_of,
+                e.map(|e| e.kind.id()),
+                e.map(|e| e.stage.id()),
+                e.map(|e| e.message.as_str()),
+                e.and_then(|e| e.line).map(|v| v as i64),
+                e.and_then(|e| e.offset).map(|v| v as i64),
+                e.and_then(|e| e.field.as_deref()),
+                f.attempt,
+                f.retry_of,
+                f.received_at,
+                f.hashed_at,
+                f.finished_at,
+                f.worker,
+            ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn set_records(&self, id: i64, records: u64, rejected: u64, parsed_at: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE files SET records = ?2, rejected = ?3, parsed_at = ?4 WHERE id = ?1",
+            )?
+            .execute((id, records as i64, rejected as i64, parsed_at))?;
+        Ok(())
+    }
+
+    pub fn set_stored_at(&self, id: i64, stored_at: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE files SET stored_at = ?2 WHERE id = ?1")?
+            .execute((id, stored_at))?;
+        Ok(())
+    }
+
+    pub fn stored_at_taken(&self, stored_at: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM files WHERE stored_at = ?1")?
+            .exists([stored_at])?)
+    }
+
+    /// The committed ledger row of a claim, if its file got that far.
+    pub fn by_claim(&self, claim: &str) -> Result<Option<FileRow>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {FILE_COLUMNS} FROM files WHERE claim = ?1"
+            ))?
+            .query_row([claim], file_row)
+            .optional()?)
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<FileRow>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))?
+            .query_row([id], file_row)
+            .optional()?)
+    }
+
+    pub fn files(&self, filter: &FileFilter) -> Result<Vec<FileRow>> {
+        let mut sql = format!("SELECT {FILE_COLUMNS} FROM files WHERE 1 = 1");
+        let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+        if let Some(s) = filter.state {
+            sql.push_str(" AND state = ?");
+            args.push(Box::new(s.id()));
+        }
+        if let Some(d) = &filter.dataset {
+            sql.push_str(" AND dataset = ?");
+            args.push(Box::new(d.clone()));
+        }
+        sql.push_str(" ORDER BY id");
+        if let Some(l) = filter.limit {
+            // The newest rows, still in ledger order.
+            sql = format!("SELECT * FROM ({sql} DESC LIMIT {l}) ORDER BY id");
+        }
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), file_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&dir.path().join("f.db")).unwrap();
+        l.begin().unwrap();
+        let reject = Reject::new(
+            crate::reject::Kind::CsvRaggedRow,
+            crate::reject::Stage::Parse,
+            "bad",
+        )
+        .at_line(3);
+        let t = now();
+        let base = NewFile {
+            path: "a/b.csv",
+            source: "/in",
+            claim: Some("tok.1"),
+            sha256: Some("ab"),
+            size: 10,
+            state: State::Ingested,
+            dataset: Some("a"),
+            format: Some("csv"),
+            duplicate_of: None,
+            error: None,
+            attempt: 1,
+            retry_of: None,
+            received_at: &t,
+            hashed_at: Some(&t),
+            finished_at: &t,
+            worker: "w",
+        };
+        let id = l.insert(&base).unwrap();
+        // A second ingest of the same content is refused by the ledger itself.
+        assert!(l.insert(&base).is_err());
+        let q = l
+            .insert(&NewFile {
+                state: State::Quarantined,
+                sha256: Some("cd"),
+                claim: Some("tok.2"),
+                error: Some(&reject),
+                ..base.clone()
+            })
+            .unwrap();
+        l.commit().unwrap();
+        assert_eq!(l.ingested_with("ab").unwrap(), Some(id));
+        assert!(l.seen("a/b.csv", "cd").unwrap());
+        let row = l.by_claim("tok.2").unwrap().unwrap();
+        assert_eq!(row.id, q);
+        assert_eq!(row.error_kind.as_deref(), Some("csv.ragged_row"));
+        assert_eq!(row.error_line, Some(3));
+        let all = l
+            .files(&FileFilter {
+                state: Some(State::Quarantined),
+                ..FileFilter::default()
+            })
+            .unwrap();
+        assert_eq!(all.len(), 1);
+    }
+}

@@ -1,0 +1,105 @@
+//! The ledger's schema, versioned through `PRAGMA user_version`.
+//!
+//! Each migration is applied once, in order, inside one transaction with the version bump.
+//! Never edit a migration that has shipped: add the next one.
+
+use rusqlite::Connection;
+
+/// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the file ledger and the dataset registry.
+    r#"
+    CREATE TABLE files (
+        id            INTEGER PRIMARY KEY,
+        path          TEXT NOT NULL,      -- as dropped, relative to the folder it was found in
+        source        TEXT NOT NULL,      -- that folder
+        claim         TEXT,               -- claim id under processing/ (NULL with --keep)
+        sha256        TEXT,               -- NULL only for entries never read (symlinks)
+        size          INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('ingested', 'duplicate', 'quarantined')),
+        dataset       TEXT,
+        format        TEXT,
+        records       INTEGER NOT NULL DEFAULT 0,
+        rejected      INTEGER NOT NULL DEFAULT 0,
+        duplicate_of  INTEGER REFERENCES files(id),
+        stored_at     TEXT,               -- where the file ended, relative to the spool root
+        error_kind    TEXT,
+        error_stage   TEXT,
+        error_message TEXT,
+        error_line    INTEGER,
+        error_offset  INTEGER,
+        error_field   TEXT,
+        attempt       INTEGER NOT NULL DEFAULT 1,
+        retry_of      INTEGER REFERENCES files(id),
+        received_at   TEXT NOT NULL,      -- claimed (or first read, with --keep)
+        hashed_at     TEXT,
+        parsed_at     TEXT,
+        finished_at   TEXT NOT NULL,      -- committed
+        worker        TEXT
+    );
+    CREATE UNIQUE INDEX files_one_ingest ON files(sha256) WHERE state = 'ingested';
+    CREATE INDEX files_path_sha ON files(path, sha256);
+    CREATE INDEX files_claim ON files(claim) WHERE claim IS NOT NULL;
+    CREATE UNIQUE INDEX files_stored_at ON files(stored_at) WHERE stored_at IS NOT NULL;
+    CREATE INDEX files_state ON files(state, id);
+    CREATE INDEX files_dataset ON files(dataset, state);
+
+    CREATE TABLE datasets (
+        name        TEXT PRIMARY KEY,
+        table_name  TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        created_at  TEXT NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Brings the database up to the latest schema. Refuses a database written by a newer ferry.
+pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > latest() {
+        anyhow::bail!(
+            "the ledger has schema version {current}, newer than this ferry understands ({}); \
+             upgrade ferry",
+            latest()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have migrated while we waited for the lock.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now > i as i64 {
+            continue;
+        }
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_in_order_and_are_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, latest());
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        conn.execute_batch(&format!("PRAGMA user_version = {}", latest() + 1))
+            .unwrap();
+        assert!(migrate(&mut conn).is_err());
+    }
+}

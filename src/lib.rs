@@ -1,0 +1,19 @@
+//! ferry: file-transfer batch ingestion.
+//!
+//! Every file that lands is loaded once, or set aside with a reason — never lost, never doubled,
+//! never half-read. See ARCHITECTURE.md for the map of these modules.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod discover;
+pub mod events;
+pub mod format;
+pub mod ident;
+pub mod ledger;
+pub mod logging;
+pub mod pipeline;
+pub mod record;
+pub mod reject;
+pub mod report;
+pub mod spool;

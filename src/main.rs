@@ -1,0 +1,24 @@
+//! The `ferry` binary: parse arguments, set up logging, run a command, map its outcome to an
+//! exit code (0 done, 1 fatal error, 2 bad usage or config, 3 done but files were quarantined).
+
+use clap::Parser;
+use ferry::cli::Cli;
+use ferry::config::ConfigError;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ferry::logging::init(cli.log_format, "warn", cli.verbose, cli.quiet);
+    match ferry::cmd::dispatch(&cli) {
+        Ok(outcome) => ExitCode::from(outcome.code()),
+        Err(e) => {
+            if e.downcast_ref::<ConfigError>().is_some() {
+                eprintln!("ferry: {e}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("ferry: error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}

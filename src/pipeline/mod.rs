@@ -1,0 +1,242 @@
+//! The ingest path shared by `ferry run` and `ferry watch`.
+//!
+//! ```text
+//! submit(Work) ──bounded──► rayon workers ──bounded──► writer thread
+//!                          claim, hash, parse,         one SQLite connection:
+//!                          stages → chunks             txn, ledger, records, then place
+//! ```
+//!
+//! Callers decide *which* files to take (discovery) and feed them in as `Work`; the pipeline
+//! does the rest and returns a `Summary` when the feed is closed. Back-pressure is the two bounded
+//! channels: a slow writer stalls the workers, stalled workers stall `submit`.
+
+pub mod place;
+pub mod worker;
+pub mod writer;
+
+use crate::config::Config;
+use crate::discover::Entry;
+use crate::events::Summary;
+use crate::format::Format;
+use crate::ledger::Ledger;
+use crate::record::Chunk;
+use crate::reject::Reject;
+use crate::spool::{Claim, Owner, RelPath, Spool};
+use anyhow::Result;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rayon::iter::{ParallelBridge, ParallelIterator};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Whether input files are moved through the spool or left where they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Claim by rename, then archive or quarantine (the normal case).
+    Move,
+    /// `--keep`: read in place, never move; content identity alone decides what is new.
+    Keep,
+}
+
+/// Everything the workers and the writer share; immutable once the pipeline starts.
+pub struct Ctx {
+    pub cfg: Config,
+    pub spool: Spool,
+    pub mode: Mode,
+    /// The folder files are taken from (the incoming folder, or the folder given to `run`).
+    pub source: PathBuf,
+    /// This process's claim identity (`Move` mode only).
+    pub owner: Option<Owner>,
+    /// `host:pid`, recorded in the ledger.
+    pub worker_name: String,
+    /// Ticks once per finished file, when a progress bar is shown.
+    pub progress: Option<indicatif::ProgressBar>,
+    /// Set when no new file may be claimed: shutdown began, or the writer failed.
+    halt: AtomicBool,
+}
+
+impl Ctx {
+    pub fn new(cfg: Config, mode: Mode, source: PathBuf) -> Result<Ctx> {
+        let spool = cfg.spool.clone();
+        spool.ensure()?;
+        let owner = match mode {
+            Mode::Move => Some(Owner::register(&spool)?),
+            Mode::Keep => None,
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        Ok(Ctx {
+            cfg,
+            spool,
+            mode,
+            source,
+            owner,
+            worker_name: format!("{host}:{}", std::process::id()),
+            progress: None,
+            halt: AtomicBool::new(false),
+        })
+    }
+
+    /// Stops workers from claiming anything new; files already claimed are finished.
+    pub fn halt(&self) {
+        self.halt.store(true, Ordering::SeqCst);
+    }
+
+    pub fn halted(&self) -> bool {
+        self.halt.load(Ordering::SeqCst)
+    }
+}
+
+/// A unit of work for the pipeline.
+#[derive(Debug)]
+pub enum Work {
+    /// A ready entry in the source folder.
+    Fresh(Entry),
+    /// A file already under `processing/` and owned by this process (recovered, or retried).
+    Claimed {
+        claim: Claim,
+        attempt: u32,
+        retry_of: Option<i64>,
+    },
+}
+
+/// Where a file is while the pipeline works on it.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Claimed(Claim),
+    /// `--keep`: read in place at this path.
+    Kept(PathBuf),
+}
+
+impl Source {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            Source::Claimed(c) => &c.path,
+            Source::Kept(p) => p,
+        }
+    }
+
+    pub fn claim_id(&self) -> Option<&str> {
+        match self {
+            Source::Claimed(c) => Some(&c.id),
+            Source::Kept(_) => None,
+        }
+    }
+}
+
+/// What the writer needs to know about a file besides its records.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    pub rel: RelPath,
+    pub source: Source,
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub dataset: String,
+    pub received_at: String,
+    pub received: Instant,
+    pub hashed_at: Option<String>,
+    pub attempt: u32,
+    pub retry_of: Option<i64>,
+}
+
+/// A file handed from a worker to the writer.
+pub struct Job {
+    pub meta: FileMeta,
+    pub body: Body,
+}
+
+pub enum Body {
+    /// Rejected before any record was read (symlink, empty, unreadable content).
+    Rejected(Reject),
+    /// Records stream in; the writer drops the receiver to cancel (duplicate).
+    Records(Receiver<Msg>),
+    /// Could not be read at all and was not claimed: left where it is.
+    Left(String),
+}
+
+/// The stream of one file's records, ending with `End`.
+pub enum Msg {
+    /// The file's columns so far (grows for JSON); precedes rows that use them.
+    Columns(Vec<String>),
+    Rows(Chunk),
+    End(End),
+}
+
+pub enum End {
+    Done {
+        format: Format,
+        records: u64,
+    },
+    Rejected {
+        format: Option<Format>,
+        reject: Reject,
+    },
+    /// The file changed while it was read: not finished after all.
+    Changed,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    work: Option<Sender<Work>>,
+    feeder: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<Result<Summary>>>,
+}
+
+/// Files waiting for a worker. Small: discovery should not run far ahead of claiming.
+const WORK_QUEUE: usize = 64;
+
+impl Pipeline {
+    pub fn start(ctx: Arc<Ctx>) -> Result<Pipeline> {
+        let ledger = Ledger::open(&ctx.spool.db)?;
+        let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
+        let (job_tx, job_rx) = bounded::<Job>(ctx.cfg.workers * 2);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(ctx.cfg.workers)
+            .thread_name(|i| format!("ferry-worker-{i}"))
+            .build()?;
+        let wctx = ctx.clone();
+        let writer = std::thread::Builder::new()
+            .name("ferry-writer".into())
+            .spawn(move || writer::run(&wctx, ledger, job_rx))?;
+        let fctx = ctx;
+        let feeder = std::thread::Builder::new()
+            .name("ferry-feeder".into())
+            .spawn(move || {
+                pool.install(|| {
+                    work_rx
+                        .into_iter()
+                        .par_bridge()
+                        .for_each_with(job_tx, |jobs, w| worker::process(&fctx, w, jobs))
+                })
+            })?;
+        Ok(Pipeline {
+            work: Some(work_tx),
+            feeder: Some(feeder),
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues work, waiting while the queue is full. False if the pipeline has stopped (the
+    /// writer failed); `finish` then says why.
+    pub fn submit(&self, w: Work) -> bool {
+        self.work.as_ref().is_some_and(|tx| tx.send(w).is_ok())
+    }
+
+    /// Closes the feed, waits for every file in flight, and returns what was done.
+    pub fn finish(mut self) -> Result<Summary> {
+        drop(self.work.take());
+        if let Some(f) = self.feeder.take() {
+            f.join()
+                .map_err(|_| anyhow::anyhow!("a worker thread panicked"))?;
+        }
+        match self.writer.take() {
+            Some(w) => w
+                .join()
+                .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?,
+            None => Ok(Summary::default()),
+        }
+    }
+}

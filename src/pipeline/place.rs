@@ -1,0 +1,168 @@
+//! Putting files where their ledger row says they belong, and reconciling after a crash.
+//!
+//! Placement happens only after the commit that decided it. Everything it needs can be
+//! rebuilt from the ledger row, so a crash between commit and placement is repaired by doing
+//! the placement again (`recover`).
+
+use super::{Ctx, Work};
+use crate::ledger::{FileRow, Ledger};
+use crate::spool;
+use anyhow::Result;
+use serde::Serialize;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A move to do once the commit that decided it has returned.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// Into `archive/`.
+    Archive { from: PathBuf, to: PathBuf },
+    /// Into `quarantine/`, with its reason file written first. With `--keep` the file is copied.
+    Quarantine {
+        from: PathBuf,
+        to: PathBuf,
+        reason: Vec<u8>,
+        copy: bool,
+    },
+    /// Back where it was found: it changed while read, so it was not finished.
+    Release { from: PathBuf, to: PathBuf },
+}
+
+impl Placement {
+    pub fn apply(&self) -> io::Result<()> {
+        match self {
+            Placement::Archive { from, to } | Placement::Release { from, to } => {
+                spool::place(from, to)
+            }
+            Placement::Quarantine {
+                from,
+                to,
+                reason,
+                copy,
+            } => {
+                spool::write_atomic(&reason_path(to), reason)?;
+                if *copy {
+                    spool::copy_into(from, to)
+                } else {
+                    spool::place(from, to)
+                }
+            }
+        }
+    }
+}
+
+/// `<name>.reason.json` beside a quarantined file.
+pub fn reason_path(quarantined: &Path) -> PathBuf {
+    let mut name = quarantined.file_name().unwrap_or_default().to_os_string();
+    name.push(".reason.json");
+    quarantined.with_file_name(name)
+}
+
+/// The reason file's content (R-reason), built from the ledger row alone.
+#[derive(Serialize)]
+struct ReasonDoc<'a> {
+    file: &'a str,
+    path: &'a str,
+    sha256: Option<&'a str>,
+    size: i64,
+    dataset: Option<&'a str>,
+    stage: Option<&'a str>,
+    error_kind: Option<&'a str>,
+    message: Option<&'a str>,
+    line: Option<i64>,
+    offset: Option<i64>,
+    field: Option<&'a str>,
+    time: &'a str,
+    attempt: i64,
+    ledger_id: i64,
+    quarantined_as: Option<&'a str>,
+}
+
+pub fn reason_json(row: &FileRow) -> Vec<u8> {
+    let file = row.path.rsplit('/').next().unwrap_or(&row.path);
+    let doc = ReasonDoc {
+        file,
+        path: &row.path,
+        sha256: row.sha256.as_deref(),
+        size: row.size,
+        dataset: row.dataset.as_deref(),
+        stage: row.error_stage.as_deref(),
+        error_kind: row.error_kind.as_deref(),
+        message: row.error_message.as_deref(),
+        line: row.error_line,
+        offset: row.error_offset,
+        field: row.error_field.as_deref(),
+        time: &row.finished_at,
+        attempt: row.attempt,
+        ledger_id: row.id,
+        quarantined_as: row.stored_at.as_deref(),
+    };
+    let mut out = serde_json::to_vec_pretty(&doc).expect("serializable");
+    out.push(b'\n');
+    out
+}
+
+/// The placement a committed row calls for, for a file now at `from`.
+pub fn placement_for(ctx: &Ctx, row: &FileRow, from: &Path) -> Option<Placement> {
+    let to = ctx.spool.root.join(row.stored_at.as_deref()?);
+    Some(if row.state == "quarantined" {
+        Placement::Quarantine {
+            from: from.to_path_buf(),
+            to,
+            reason: reason_json(row),
+            copy: false,
+        }
+    } else {
+        Placement::Archive {
+            from: from.to_path_buf(),
+            to,
+        }
+    })
+}
+
+/// Reconciles `processing/` after a crash: files of dead owners whose commit happened are
+/// placed now; the others are claimed by this process and returned as work to do again.
+pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
+    let Some(owner) = ctx.owner.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let left = spool::leftovers(&ctx.spool, owner)?;
+    if left.files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ledger = Ledger::open(&ctx.spool.db)?;
+    let mut work = Vec::new();
+    for l in &left.files {
+        match ledger.by_claim(&l.claim_id)? {
+            Some(row) => {
+                if let Some(p) = placement_for(ctx, &row, &l.path) {
+                    match p.apply() {
+                        Ok(()) => {
+                            spool::tidy_claim(&ctx.spool, &l.claim_id);
+                            tracing::info!(path = %row.path, id = row.id, state = %row.state, "recovered a committed file; placed it");
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %row.path, id = row.id, error = %e, "cannot place a recovered file; it stays in processing/")
+                        }
+                    }
+                }
+            }
+            None => match owner.reclaim(&ctx.spool, l) {
+                Ok(Some(claim)) => {
+                    tracing::info!(path = %claim.rel.display(), "recovered an unfinished file; processing it again");
+                    work.push(Work::Claimed {
+                        claim,
+                        attempt: 1,
+                        retry_of: None,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(path = %l.rel.display(), error = %e, "cannot reclaim a leftover file")
+                }
+            },
+        }
+    }
+    drop(left);
+    Ok(work)
+}

@@ -1,0 +1,433 @@
+//! A worker takes one file from ready to a stream of chunks for the writer.
+//!
+//! Steps: open the file where it was found (so a file we may not read is left in place, not
+//! claimed), claim it by rename, hash it, open its format, parse it into chunks. Small files are
+//! read once into memory and parsed before the writer sees them; big files are hashed in one
+//! pass and streamed in a second, so memory stays flat. A file whose size or mtime changed
+//! while it was read is not finished after all: the writer puts it back.
+//!
+//! Workers never write to SQLite and never move a file after claiming it.
+
+use super::{Body, Ctx, End, FileMeta, Job, Mode, Msg, Source, Work};
+use crate::discover::{marker_for, Entry, EntryKind, Stamp};
+use crate::format::{self, RowOut, Stop};
+use crate::ident::FileHash;
+use crate::ledger;
+use crate::record::Chunk;
+use crate::reject::{Kind, Reject, Stage};
+use crate::spool::{Claim, RelPath};
+use crossbeam_channel::{bounded, unbounded, Sender};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::Instant;
+
+/// Chunks buffered per big file between its worker and the writer.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+pub fn process(ctx: &Ctx, work: Work, jobs: &Sender<Job>) {
+    let rel = match &work {
+        Work::Fresh(e) => e.rel.display(),
+        Work::Claimed { claim, .. } => claim.rel.display(),
+    };
+    let span = tracing::info_span!("file", path = %rel);
+    let _guard = span.enter();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
+        Work::Fresh(entry) => fresh(ctx, entry, jobs),
+        Work::Claimed {
+            claim,
+            attempt,
+            retry_of,
+        } => claimed(ctx, claim, attempt, retry_of, jobs),
+    }));
+    if outcome.is_err() {
+        tracing::error!(
+            "a worker panicked on this file; it stays in processing/ for the next start"
+        );
+    }
+}
+
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn meta_for(
+    ctx: &Ctx,
+    rel: &RelPath,
+    source: Source,
+    size: u64,
+    attempt: u32,
+    retry_of: Option<i64>,
+) -> FileMeta {
+    FileMeta {
+        rel: rel.clone(),
+        source,
+        size,
+        sha256: None,
+        dataset: ctx.cfg.dataset_for(rel).name,
+        received_at: ledger::now(),
+        received: Instant::now(),
+        hashed_at: None,
+        attempt,
+        retry_of,
+    }
+}
+
+fn send(jobs: &Sender<Job>, meta: FileMeta, body: Body) {
+    // Fails only if the writer is gone; it reports its own error.
+    let _ = jobs.send(Job { meta, body });
+}
+
+/// Takes an entry that is not a regular file (symlink, FIFO, …): never read, always quarantined.
+fn not_a_file(ctx: &Ctx, entry: &Entry, kind: Kind, jobs: &Sender<Job>) {
+    let source = match ctx.mode {
+        Mode::Keep => Source::Kept(entry.path.clone()),
+        Mode::Move => {
+            let owner = ctx.owner.as_ref().expect("move mode has an owner");
+            match owner.claim(&ctx.spool, &entry.path, &entry.rel) {
+                Ok(Some(c)) => Source::Claimed(c),
+                Ok(None) => return,
+                Err(e) => {
+                    let why = format!("cannot claim: {e}");
+                    let meta = meta_for(
+                        ctx,
+                        &entry.rel,
+                        Source::Kept(entry.path.clone()),
+                        0,
+                        1,
+                        None,
+                    );
+                    return send(jobs, meta, Body::Left(why));
+                }
+            }
+        }
+    };
+    let message = match kind {
+        Kind::Symlink => "a symbolic link in the incoming folder; ferry never follows links \
+                          (its target was not read)"
+            .to_string(),
+        _ => "not a regular file (a FIFO, socket or device); ferry does not read these".to_string(),
+    };
+    let meta = meta_for(ctx, &entry.rel, source, 0, 1, None);
+    send(
+        jobs,
+        meta,
+        Body::Rejected(Reject::new(kind, Stage::Claim, message)),
+    );
+}
+
+fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
+    if ctx.halted() {
+        // Shutting down, or the writer failed: take nothing new.
+        return;
+    }
+    match entry.kind {
+        EntryKind::Symlink => return not_a_file(ctx, &entry, Kind::Symlink, jobs),
+        EntryKind::Special => return not_a_file(ctx, &entry, Kind::SpecialFile, jobs),
+        EntryKind::File => {}
+    }
+    let mut file = match open_nofollow(&entry.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return, // taken by another process
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return not_a_file(ctx, &entry, Kind::Symlink, jobs)
+        }
+        Err(e) => {
+            let meta = meta_for(
+                ctx,
+                &entry.rel,
+                Source::Kept(entry.path.clone()),
+                entry.stamp.size,
+                1,
+                None,
+            );
+            return send(jobs, meta, Body::Left(format!("cannot open: {e}")));
+        }
+    };
+    let source = match ctx.mode {
+        Mode::Keep => Source::Kept(entry.path.clone()),
+        Mode::Move => {
+            let owner = ctx.owner.as_ref().expect("move mode has an owner");
+            let claim = match owner.claim(&ctx.spool, &entry.path, &entry.rel) {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    let meta = meta_for(
+                        ctx,
+                        &entry.rel,
+                        Source::Kept(entry.path.clone()),
+                        entry.stamp.size,
+                        1,
+                        None,
+                    );
+                    return send(jobs, meta, Body::Left(format!("cannot claim: {e}")));
+                }
+            };
+            // Between our open and our rename another process may have claimed the file and a
+            // new one taken its name: read what we actually claimed.
+            let same = match (file.metadata(), claim.path.symlink_metadata()) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !same {
+                file = match open_nofollow(&claim.path) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let meta = meta_for(ctx, &entry.rel, Source::Claimed(claim), 0, 1, None);
+                        let r = Reject::new(
+                            Kind::IoRead,
+                            Stage::Claim,
+                            format!("cannot open the claimed file: {e}"),
+                        );
+                        return send(jobs, meta, Body::Rejected(r));
+                    }
+                };
+            }
+            if let Some(marker) = marker_for(&ctx.cfg.rules, &entry.path) {
+                // The marker has done its job; it holds no data.
+                let _ = std::fs::remove_file(marker);
+            }
+            Source::Claimed(claim)
+        }
+    };
+    ingest(ctx, file, source, &entry.rel, 1, None, jobs);
+}
+
+fn claimed(ctx: &Ctx, claim: Claim, attempt: u32, retry_of: Option<i64>, jobs: &Sender<Job>) {
+    match open_nofollow(&claim.path) {
+        Ok(f) => {
+            let rel = claim.rel.clone();
+            ingest(
+                ctx,
+                f,
+                Source::Claimed(claim),
+                &rel,
+                attempt,
+                retry_of,
+                jobs,
+            )
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            let meta = meta_for(
+                ctx,
+                &claim.rel.clone(),
+                Source::Claimed(claim),
+                0,
+                attempt,
+                retry_of,
+            );
+            let r = Reject::new(
+                Kind::Symlink,
+                Stage::Claim,
+                "a symbolic link; ferry never follows links",
+            );
+            send(jobs, meta, Body::Rejected(r));
+        }
+        Err(e) => {
+            let meta = meta_for(
+                ctx,
+                &claim.rel.clone(),
+                Source::Claimed(claim),
+                0,
+                attempt,
+                retry_of,
+            );
+            let r = Reject::new(
+                Kind::IoRead,
+                Stage::Read,
+                format!("cannot open the claimed file: {e}"),
+            );
+            send(jobs, meta, Body::Rejected(r));
+        }
+    }
+}
+
+fn ingest(
+    ctx: &Ctx,
+    mut file: File,
+    source: Source,
+    rel: &RelPath,
+    attempt: u32,
+    retry_of: Option<i64>,
+    jobs: &Sender<Job>,
+) {
+    let before = match file.metadata() {
+        Ok(m) if m.is_file() => Stamp::of(&m),
+        Ok(_) => {
+            let meta = meta_for(ctx, rel, source, 0, attempt, retry_of);
+            let r = Reject::new(Kind::SpecialFile, Stage::Claim, "not a regular file");
+            return send(jobs, meta, Body::Rejected(r));
+        }
+        Err(e) => {
+            let meta = meta_for(ctx, rel, source, 0, attempt, retry_of);
+            let r = Reject::new(
+                Kind::IoRead,
+                Stage::Read,
+                format!("cannot stat the file: {e}"),
+            );
+            return send(jobs, meta, Body::Rejected(r));
+        }
+    };
+    let mut meta = meta_for(ctx, rel, source, before.size, attempt, retry_of);
+    let dataset = ctx.cfg.dataset_for(rel);
+
+    // Identity first: the full content's hash.
+    let small = before.size <= ctx.cfg.small_file;
+    let hashed = if small {
+        let mut bytes = Vec::with_capacity(before.size as usize);
+        (&file).read_to_end(&mut bytes).map(|_| {
+            let h = FileHash::of_bytes(&bytes);
+            (h, bytes.len() as u64, Some(bytes))
+        })
+    } else {
+        FileHash::of_reader(&file).and_then(|(h, n)| file.rewind().map(|_| (h, n, None)))
+    };
+    let (hash, len, bytes) = match hashed {
+        Ok(v) => v,
+        Err(e) => {
+            let r = Reject::new(
+                Kind::IoRead,
+                Stage::Read,
+                format!("reading the file failed: {e}"),
+            );
+            return send(jobs, meta, Body::Rejected(r));
+        }
+    };
+    meta.sha256 = Some(hash.hex());
+    meta.hashed_at = Some(ledger::now());
+    meta.size = len;
+    if len == 0 {
+        let r = Reject::new(Kind::Empty, Stage::Read, "the file is empty (0 bytes)");
+        return send(jobs, meta, Body::Rejected(r));
+    }
+
+    let (tx, rx) = if small {
+        unbounded()
+    } else {
+        bounded(CHUNKS_IN_FLIGHT)
+    };
+    // The receiver must not stay here once the writer has it: dropping its end is how the
+    // writer cancels (a duplicate), and a bounded channel would otherwise block us forever.
+    let mut unsent = Some(rx);
+    if !small {
+        // Stream: the writer starts on this file while we parse it.
+        send(
+            jobs,
+            meta.clone(),
+            Body::Records(unsent.take().expect("not sent yet")),
+        );
+    }
+    let raw: Box<dyn Read + Send> = match bytes {
+        Some(b) => Box::new(io::Cursor::new(b)),
+        None => match file.try_clone() {
+            Ok(f) => Box::new(io::BufReader::with_capacity(256 * 1024, f)),
+            Err(e) => {
+                let r = Reject::new(
+                    Kind::IoRead,
+                    Stage::Read,
+                    format!("reading the file failed: {e}"),
+                );
+                let _ = tx.send(Msg::End(End::Rejected {
+                    format: None,
+                    reject: r,
+                }));
+                return;
+            }
+        },
+    };
+    let name = rel.file_name().to_string_lossy().into_owned();
+    let mut emitter = Emitter::new(&tx);
+    let (format, parsed) = match format::open(raw, &name, &dataset.options, &dataset.pointer) {
+        Ok(opened) => {
+            let f = opened.format;
+            (
+                Some(f),
+                opened
+                    .parse(&mut emitter)
+                    .and_then(|n| emitter.flush().map(|_| n)),
+            )
+        }
+        Err(r) => (None, Err(Stop::Reject(r))),
+    };
+    let changed = file
+        .metadata()
+        .map(|m| {
+            let after = Stamp::of(&m);
+            after.size != before.size || after.mtime_ns != before.mtime_ns
+        })
+        .unwrap_or(true);
+    let end = match parsed {
+        Err(Stop::Cancelled) => return,
+        _ if changed => End::Changed,
+        Ok(records) => End::Done {
+            format: format.expect("parsed, so opened"),
+            records,
+        },
+        Err(Stop::Reject(reject)) => End::Rejected { format, reject },
+    };
+    if tx.send(Msg::End(end)).is_err() {
+        return;
+    }
+    drop(tx);
+    if let Some(rx) = unsent {
+        send(jobs, meta, Body::Records(rx));
+    }
+}
+
+/// Collects rows into chunks and sends them on.
+struct Emitter<'a> {
+    tx: &'a Sender<Msg>,
+    chunk: Chunk,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(tx: &'a Sender<Msg>) -> Self {
+        Emitter {
+            tx,
+            chunk: Chunk::new(0),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), Stop> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let width = self.chunk.width;
+        let full = std::mem::replace(&mut self.chunk, Chunk::new(width));
+        self.tx.send(Msg::Rows(full)).map_err(|_| Stop::Cancelled)
+    }
+}
+
+impl RowOut for Emitter<'_> {
+    fn columns(&mut self, names: &[String]) -> Result<(), Stop> {
+        self.flush()?;
+        self.chunk = Chunk::new(names.len());
+        self.tx
+            .send(Msg::Columns(names.to_vec()))
+            .map_err(|_| Stop::Cancelled)
+    }
+
+    fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {
+        if !self.chunk.push_row(line, text, spans) {
+            self.flush()?;
+            if !self.chunk.push_row(line, text, spans) {
+                return Err(Stop::Reject(
+                    Reject::new(
+                        Kind::CsvSyntax,
+                        Stage::Parse,
+                        "a single record is larger than 4 GiB",
+                    )
+                    .at_line(line),
+                ));
+            }
+        }
+        if self.chunk.is_full() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! Why a file, or a record in it, is set aside.
+//!
+//! A rejection is data, not a formatted message: `Kind` has a stable string id that operators
+//! script against (`csv.ragged_row`, `json.syntax`, …), and `Reject` carries where in the file it
+//! happened. The ledger, `.reason.json` and `ferry quarantine` all print from this one type.
+//! Nothing here does IO.
+
+use serde::Serialize;
+use std::fmt;
+
+/// A stable identifier for a kind of rejection. The string ids are part of ferry's interface:
+/// never rename one, only add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The file has zero bytes (or nothing but a byte-order mark / whitespace).
+    Empty,
+    /// The entry in the incoming folder is a symbolic link; its target is never read.
+    Symlink,
+    /// The entry is a FIFO, socket or device: reading it could block or never end.
+    SpecialFile,
+    /// Bytes that are not UTF-8 in a dataset that declares no other encoding.
+    InvalidUtf8,
+    /// A CSV row with a different number of fields than the header.
+    CsvRaggedRow,
+    /// A quoted CSV field still open at the end of the file: the upload was cut short.
+    CsvUnterminatedQuote,
+    /// Any other CSV parse failure.
+    CsvSyntax,
+    /// JSON that does not parse.
+    JsonSyntax,
+    /// JSON that parses but does not hold records (objects).
+    JsonNotRecords,
+    /// The gzip stream is corrupt or truncated.
+    GzipCorrupt,
+    /// A column the dataset requires is missing from the file.
+    SchemaMissingColumn,
+    /// The file has a column the dataset does not declare, and the dataset refuses new columns.
+    SchemaNewColumn,
+    /// A record failed validation (type, required, allowed values) and the file allows none.
+    RecordInvalid,
+    /// More bad records than the dataset's `max_bad_records` allows.
+    TooManyBadRecords,
+    /// The file could not be read (I/O error) after every attempt.
+    IoRead,
+    /// The ledger could not be written for this file after every attempt.
+    IoStore,
+    /// A bug in ferry while processing this file; the file is kept for a retry after an upgrade.
+    Internal,
+}
+
+impl Kind {
+    pub const ALL: &'static [Kind] = &[
+        Kind::Empty,
+        Kind::Symlink,
+        Kind::SpecialFile,
+        Kind::InvalidUtf8,
+        Kind::CsvRaggedRow,
+        Kind::CsvUnterminatedQuote,
+        Kind::CsvSyntax,
+        Kind::JsonSyntax,
+        Kind::JsonNotRecords,
+        Kind::GzipCorrupt,
+        Kind::SchemaMissingColumn,
+        Kind::SchemaNewColumn,
+        Kind::RecordInvalid,
+        Kind::TooManyBadRecords,
+        Kind::IoRead,
+        Kind::IoStore,
+        Kind::Internal,
+    ];
+
+    /// The stable string id stored in the ledger and in `.reason.json`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Kind::Empty => "empty",
+            Kind::Symlink => "symlink",
+            Kind::SpecialFile => "special_file",
+            Kind::InvalidUtf8 => "encoding.invalid_utf8",
+            Kind::CsvRaggedRow => "csv.ragged_row",
+            Kind::CsvUnterminatedQuote => "csv.unterminated_quote",
+            Kind::CsvSyntax => "csv.syntax",
+            Kind::JsonSyntax => "json.syntax",
+            Kind::JsonNotRecords => "json.not_records",
+            Kind::GzipCorrupt => "gzip.corrupt",
+            Kind::SchemaMissingColumn => "schema.missing_column",
+            Kind::SchemaNewColumn => "schema.new_column",
+            Kind::RecordInvalid => "record.invalid",
+            Kind::TooManyBadRecords => "too_many_bad_records",
+            Kind::IoRead => "io.read",
+            Kind::IoStore => "io.store",
+            Kind::Internal => "internal",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.id() == id)
+    }
+
+    /// Whether the rejection is about the file's content (retrying the same bytes under the same
+    /// config cannot help) rather than about the environment.
+    pub fn is_content(self) -> bool {
+        !matches!(self, Kind::IoRead | Kind::IoStore | Kind::Internal)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// The step of a file's life that rejected it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Claim,
+    Read,
+    Decode,
+    Parse,
+    Validate,
+    Store,
+}
+
+impl Stage {
+    pub fn id(self) -> &'static str {
+        match self {
+            Stage::Claim => "claim",
+            Stage::Read => "read",
+            Stage::Decode => "decode",
+            Stage::Parse => "parse",
+            Stage::Validate => "validate",
+            Stage::Store => "store",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Stage> {
+        [
+            Stage::Claim,
+            Stage::Read,
+            Stage::Decode,
+            Stage::Parse,
+            Stage::Validate,
+            Stage::Store,
+        ]
+        .into_iter()
+        .find(|s| s.id() == id)
+    }
+}
+
+impl Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// Why a whole file was rejected, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub kind: Kind,
+    pub stage: Stage,
+    /// A sentence for a human: what is wrong and, where it helps, what to do.
+    pub message: String,
+    /// 1-based line in the (decoded) file, where known.
+    pub line: Option<u64>,
+    /// 0-based byte offset in the (decoded) file, where known.
+    pub offset: Option<u64>,
+    /// The column at fault, where known.
+    pub field: Option<String>,
+}
+
+impl Reject {
+    pub fn new(kind: Kind, stage: Stage, message: impl Into<String>) -> Reject {
+        Reject {
+            kind,
+            stage,
+            message: message.into(),
+            line: None,
+            offset: None,
+            field: None,
+        }
+    }
+
+    pub fn at_line(mut self, line: u64) -> Reject {
+        self.line = Some(line);
+        self
+    }
+
+    pub fn at_offset(mut self, offset: u64) -> Reject {
+        self.offset = Some(offset);
+        self
+    }
+
+    pub fn in_field(mut self, field: impl Into<String>) -> Reject {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Reject {}
+
+/// Why one record was rejected (kept in the ledger and in `<name>.rejects.ndjson`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordReject {
+    /// 1-based line (CSV, NDJSON) or record number (JSON array).
+    pub line: u64,
+    pub field: Option<String>,
+    /// The offending value, truncated to a readable length.
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+/// Values longer than this are cut in reject reports: enough to recognize, not enough to flood.
+pub const MAX_VALUE_CHARS: usize = 80;
+
+pub fn truncate_value(v: &str) -> String {
+    if v.chars().count() <= MAX_VALUE_CHARS {
+        v.to_string()
+    } else {
+        let mut s: String = v.chars().take(MAX_VALUE_CHARS).collect();
+        s.push('…');
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for k in Kind::ALL {
+            assert!(seen.insert(k.id()), "duplicate id {}", k.id());
+            assert_eq!(Kind::from_id(k.id()), Some(*k));
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = "é".repeat(200);
+        let cut = truncate_value(&long);
+        assert_eq!(cut.chars().count(), MAX_VALUE_CHARS + 1);
+        assert_eq!(truncate_value("short"), "short");
+    }
+}

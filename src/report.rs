@@ -1,0 +1,169 @@
+//! What the reporting commands print: the shapes of their JSON and their tables.
+//!
+//! Commands gather the data; this module only formats it. JSON field names are part of ferry's
+//! interface.
+
+use crate::discover::Hold;
+use crate::events::Summary;
+use crate::ledger::FileRow;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// A file that was not taken, and the rule holding it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Waiting {
+    pub path: String,
+    pub rule: &'static str,
+    pub reason: String,
+}
+
+impl Waiting {
+    pub fn new(path: String, hold: &Hold) -> Waiting {
+        Waiting {
+            path,
+            rule: hold.id(),
+            reason: hold.to_string(),
+        }
+    }
+}
+
+/// What `ferry run` prints.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub source: String,
+    pub elapsed_ms: u64,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub waiting: Vec<Waiting>,
+}
+
+/// Groups digits: 1234567 → "1,234,567".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl RunReport {
+    pub fn table(&self) -> String {
+        let s = &self.summary;
+        let files = s.ingested + s.duplicate + s.quarantined + s.unchanged + s.released + s.left;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "ferry run: {} files from {} in {:.2} s",
+            thousands(files),
+            self.source,
+            self.elapsed_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "  ingested     {:>8}  {} records",
+            thousands(s.ingested),
+            thousands(s.records)
+        );
+        let _ = writeln!(out, "  duplicate    {:>8}", thousands(s.duplicate));
+        let hint = if s.quarantined > 0 {
+            "  see: ferry files --state quarantined"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  quarantined  {:>8}{hint}", thousands(s.quarantined));
+        if s.unchanged > 0 {
+            let _ = writeln!(
+                out,
+                "  unchanged    {:>8}  already handled",
+                thousands(s.unchanged)
+            );
+        }
+        if s.released > 0 {
+            let _ = writeln!(
+                out,
+                "  changed      {:>8}  still being written; left for later",
+                thousands(s.released)
+            );
+        }
+        if s.left > 0 {
+            let _ = writeln!(
+                out,
+                "  unreadable   {:>8}  left in place (see the log)",
+                thousands(s.left)
+            );
+        }
+        if !self.waiting.is_empty() {
+            let _ = writeln!(
+                out,
+                "  waiting      {:>8}",
+                thousands(self.waiting.len() as u64)
+            );
+            for w in self.waiting.iter().take(10) {
+                let _ = writeln!(out, "    {}  ({})", w.path, w.reason);
+            }
+            if self.waiting.len() > 10 {
+                let _ = writeln!(out, "    … and {} more", self.waiting.len() - 10);
+            }
+        }
+        if !s.datasets.is_empty() {
+            let _ = writeln!(out);
+            let width = s.datasets.keys().map(|k| k.len()).max().unwrap_or(7).max(7);
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:>8}  {:>12}",
+                "dataset", "files", "records"
+            );
+            for (name, d) in &s.datasets {
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  {:>8}  {:>12}",
+                    name,
+                    thousands(d.files),
+                    thousands(d.records)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// `ferry files` as a table.
+pub fn files_table(rows: &[FileRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<11}  {:<14}  {:>9}  {:>10}  {:<24}  path",
+        "id", "state", "dataset", "records", "bytes", "error"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<11}  {:<14}  {:>9}  {:>10}  {:<24}  {}",
+            r.id,
+            r.state,
+            r.dataset.as_deref().unwrap_or("-"),
+            thousands(r.records as u64),
+            thousands(r.size as u64),
+            r.error_kind.as_deref().unwrap_or(""),
+            r.path
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(6_800_000), "6,800,000");
+    }
+}

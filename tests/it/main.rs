@@ -1,0 +1,1 @@
+//! Integration tests: the real `ferry` binary against temp spools.
