@@ -226,10 +226,11 @@ impl Ledger {
     }
 
     /// Whether this exact file (same relative path, same content) is already in the ledger.
-    pub fn seen(&self, path: &str, sha256: &str) -> Result<bool> {
+    /// Entries never read (symlinks) have no hash and match on the path alone.
+    pub fn seen(&self, path: &str, sha256: Option<&str>) -> Result<bool> {
         Ok(self
             .conn
-            .prepare_cached("SELECT 1 FROM files WHERE path = ?1 AND sha256 = ?2 LIMIT 1")?
+            .prepare_cached("SELECT 1 FROM files WHERE path = ?1 AND sha256 IS ?2 LIMIT 1")?
             .exists((path, sha256))?)
     }
 
@@ -383,7 +384,8 @@ mod tests {
             .unwrap();
         l.commit().unwrap();
         assert_eq!(l.ingested_with("ab").unwrap(), Some(id));
-        assert!(l.seen("a/b.csv", "cd").unwrap());
+        assert!(l.seen("a/b.csv", Some("cd")).unwrap());
+        assert!(!l.seen("a/b.csv", None).unwrap());
         let row = l.by_claim("tok.2").unwrap().unwrap();
         assert_eq!(row.id, q);
         assert_eq!(row.error_kind.as_deref(), Some("csv.ragged_row"));

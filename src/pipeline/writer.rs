@@ -216,10 +216,17 @@ impl Writer<'_> {
             Body::Rejected(reject) => {
                 self.begin()?;
                 self.count(&meta);
+                if self.unchanged(&meta)? {
+                    return Ok(());
+                }
                 self.quarantine(meta, None, reject)
             }
             Body::Records(rx) => {
                 self.begin()?;
+                self.count(&meta);
+                if self.unchanged(&meta)? {
+                    return Ok(());
+                }
                 self.records(meta, rx)
             }
         }
@@ -259,21 +266,28 @@ impl Writer<'_> {
         }
     }
 
+    /// With `--keep`, a file already handled (same path, same content) is left alone, so that
+    /// running again over the same folder is a no-op.
+    fn unchanged(&mut self, meta: &FileMeta) -> Result<bool> {
+        if self.ctx.mode != Mode::Keep
+            || !self
+                .ledger
+                .seen(&meta.rel.display(), meta.sha256.as_deref())?
+        {
+            return Ok(false);
+        }
+        self.finished.push(Finished {
+            meta: meta.clone(),
+            outcome: Outcome::Unchanged,
+            placement: None,
+        });
+        Ok(true)
+    }
+
     fn records(&mut self, meta: FileMeta, rx: Receiver<Msg>) -> Result<()> {
-        self.count(&meta);
         let path = meta.rel.display();
         let sha = meta.sha256.clone().unwrap_or_default();
         let now = ledger::now();
-
-        if self.ctx.mode == Mode::Keep && self.ledger.seen(&path, &sha)? {
-            drop(rx);
-            self.finished.push(Finished {
-                meta,
-                outcome: Outcome::Unchanged,
-                placement: None,
-            });
-            return Ok(());
-        }
         if let Some(original) = self.ledger.ingested_with(&sha)? {
             drop(rx);
             let id = self.ledger.insert(&NewFile {

@@ -1,1 +1,10 @@
-//! Integration tests: the real `ferry` binary against temp spools.
+//! Integration tests: the real `ferry` binary against a fresh temp spool per test.
+//!
+//! Assertions compare data — ledger rows, stored records, files on disk and their hashes — never
+//! log text. `harness` holds the helpers; each other module covers one area.
+
+mod harness;
+
+mod crash;
+mod formats;
+mod run;

@@ -1,0 +1,269 @@
+//! Helpers: a temp spool, running the built binary, reading the ledger and tables back.
+
+#![allow(dead_code)]
+
+use rusqlite::Connection;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// The repository's `fixtures/` folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every entry under `dir` (relative path → content hash; symlinks → `link:<target>`).
+pub fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if e.file_type().is_symlink() {
+            let target = fs::read_link(e.path()).unwrap();
+            out.insert(rel, format!("link:{}", target.display()));
+        } else if e.file_type().is_file() {
+            out.insert(rel, sha256_hex(&fs::read(e.path()).unwrap()));
+        }
+    }
+    out
+}
+
+/// Sets a file's mtime into the past, so the quiet period is already over.
+pub fn backdate(path: &Path) {
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+}
+
+/// Copies a folder tree, keeping symlinks as symlinks, and backdates the files.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from).min_depth(1) {
+        let e = e.unwrap();
+        let dest = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            fs::create_dir_all(&dest).unwrap();
+        } else if e.file_type().is_symlink() {
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &dest).unwrap();
+        } else {
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::copy(e.path(), &dest).unwrap();
+            backdate(&dest);
+        }
+    }
+}
+
+pub struct Spool {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Spool {
+    pub fn new() -> Spool {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("spool");
+        fs::create_dir_all(root.join("incoming")).unwrap();
+        Spool { _dir: dir, root }
+    }
+
+    pub fn incoming(&self) -> PathBuf {
+        self.root.join("incoming")
+    }
+
+    /// A scratch folder outside the spool.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let p = self.root.parent().unwrap().join(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// Drops a finished file into `incoming/` (its quiet period already over).
+    pub fn drop_file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.drop_fresh(rel, bytes);
+        backdate(&p);
+        p
+    }
+
+    /// Drops a file just now written.
+    pub fn drop_fresh(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.incoming().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(FERRY);
+        c.arg("--root").arg(&self.root);
+        c.env_remove("FERRY_LOG")
+            .env_remove("FERRY_CONFIG")
+            .env_remove("FERRY_ROOT");
+        c
+    }
+
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and expects an exit code; prints stderr when it differs.
+    pub fn ferry_ok(&self, args: &[&str], code: i32) -> Output {
+        let out = self.ferry(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "ferry {args:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.ferry_ok(args, 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The ledger, as `ferry files --json` prints it.
+    pub fn files(&self) -> Vec<Value> {
+        self.json(&["files", "--json"]).as_array().unwrap().clone()
+    }
+
+    /// Ledger rows by path (the latest row per path).
+    pub fn files_by_path(&self) -> BTreeMap<String, Value> {
+        self.files()
+            .into_iter()
+            .map(|f| (f["path"].as_str().unwrap().to_string(), f))
+            .collect()
+    }
+
+    pub fn db(&self) -> Connection {
+        Connection::open(self.root.join("ferry.db")).unwrap()
+    }
+
+    /// A table's rows as text (NULL → None), in `_id` order, without `_id` and `_file_id`.
+    pub fn rows(&self, table: &str) -> Vec<Vec<Option<String>>> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY _id"))
+            .unwrap();
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let keep: Vec<usize> = (0..names.len())
+            .filter(|&i| names[i] != "_id" && names[i] != "_file_id")
+            .collect();
+        stmt.query_map([], |r| {
+            Ok(keep
+                .iter()
+                .map(|&i| {
+                    let v: rusqlite::types::Value = r.get(i).unwrap();
+                    match v {
+                        rusqlite::types::Value::Null => None,
+                        rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+                        rusqlite::types::Value::Real(f) => Some(f.to_string()),
+                        rusqlite::types::Value::Text(t) => Some(t),
+                        rusqlite::types::Value::Blob(b) => Some(format!("{b:?}")),
+                    }
+                })
+                .collect())
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+    }
+
+    pub fn columns(&self, table: &str) -> Vec<String> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// Every stored record of a dataset with the path of the file it came from, sorted: the
+    /// content of a load, independent of ids and order.
+    pub fn records_with_paths(&self, table: &str) -> Vec<String> {
+        let db = self.db();
+        let cols: Vec<String> = self
+            .columns(table)
+            .into_iter()
+            .filter(|c| c != "_id" && c != "_file_id")
+            .collect();
+        let select: Vec<String> = cols.iter().map(|c| format!("quote(t.\"{c}\")")).collect();
+        let sql = format!(
+            "SELECT f.path || '|' || {} FROM \"{table}\" t JOIN files f ON f.id = t._file_id",
+            select.join(" || '|' || ")
+        );
+        let mut stmt = db.prepare(&sql).unwrap();
+        let mut v: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Files currently in `incoming/` and `processing/` (excluding ferry's own lock folder).
+    pub fn leftover_inputs(&self) -> Vec<String> {
+        let mut v: Vec<String> = tree(&self.incoming()).into_keys().collect();
+        v.extend(
+            tree(&self.root.join("processing"))
+                .into_keys()
+                .filter(|k| !k.starts_with(".owners")),
+        );
+        v
+    }
+}
+
+/// A small deterministic random number generator (xorshift64*), so failures can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn from_time() -> Rng {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("rng seed {seed}");
+        Rng::new(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
