@@ -105,7 +105,7 @@ impl Tables {
         match existing {
             None => {
                 let mut sql = format!(
-                    "CREATE TABLE {} (_id INTEGER PRIMARY KEY, _file_id INTEGER NOT NULL, _line INTEGER NOT NULL",
+                    "CREATE TABLE {} (_id INTEGER PRIMARY KEY, _file_id INTEGER, _line INTEGER",
                     ident(&table)
                 );
                 for c in columns {

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::discover::Entry;
 use crate::events::Summary;
 use crate::format::Format;
-use crate::ledger::Ledger;
+use crate::ledger::{Checkpointer, Ledger};
 use crate::record::Chunk;
 use crate::reject::Reject;
 use crate::spool::{Claim, Owner, RelPath, Spool};
@@ -190,7 +190,8 @@ const WORK_QUEUE: usize = 64;
 
 impl Pipeline {
     pub fn start(ctx: Arc<Ctx>) -> Result<Pipeline> {
-        let ledger = Ledger::open(&ctx.spool.db)?;
+        let ledger = Ledger::open_writer(&ctx.spool.db)?;
+        let checkpointer = Checkpointer::start(&ctx.spool.db)?;
         let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
         let (job_tx, job_rx) = bounded::<Job>(ctx.cfg.workers * 2);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -200,7 +201,11 @@ impl Pipeline {
         let wctx = ctx.clone();
         let writer = std::thread::Builder::new()
             .name("ferry-writer".into())
-            .spawn(move || writer::run(&wctx, ledger, job_rx))?;
+            .spawn(move || {
+                let r = writer::run(&wctx, ledger, job_rx);
+                drop(checkpointer);
+                r
+            })?;
         let fctx = ctx;
         let feeder = std::thread::Builder::new()
             .name("ferry-feeder".into())
