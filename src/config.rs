@@ -7,12 +7,15 @@
 
 use crate::discover::{Rules, DEFAULT_IGNORE};
 use crate::format::{json::pointer_segments, text, Format, FormatOptions};
+use crate::schema::{self, Case, ColType, ColumnSpec, Value};
 use crate::spool::{RelPath, Spool};
 use globset::{Glob, GlobMatcher};
 use serde::{de, Deserialize, Deserializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use toml::Spanned;
 
 /// A configuration that cannot be used. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,15 @@ pub struct DatasetSpec {
     pub options: FormatOptions,
     /// JSON pointer split into segments.
     pub pointer: Vec<String>,
+    /// Declared columns; empty for an untyped dataset (columns taken from the files).
+    pub columns: Vec<ColumnSpec>,
+    /// Columns whose values identify a record across files (R-record-key); may be empty.
+    pub key: Vec<String>,
+    pub max_bad: BadLimit,
+    /// A file column the dataset does not have yet.
+    pub on_new_column: Policy,
+    /// A dataset column the file does not have.
+    pub on_missing_column: Policy,
 }
 
 impl DatasetSpec {
@@ -43,6 +55,72 @@ impl DatasetSpec {
             matcher: None,
             options: FormatOptions::default(),
             pointer: Vec::new(),
+            columns: Vec::new(),
+            key: Vec::new(),
+            max_bad: BadLimit::Count(0),
+            on_new_column: Policy::Add,
+            on_missing_column: Policy::Ignore,
+        }
+    }
+
+    /// Whether the dataset declares its columns.
+    pub fn typed(&self) -> bool {
+        !self.columns.is_empty()
+    }
+}
+
+/// What to do when a file's columns differ from the dataset's (R-drift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Reject the file (`schema.new_column` / `schema.missing_column`).
+    Fail,
+    /// New columns: add them to the table (as TEXT in a typed dataset).
+    Add,
+    /// New columns: drop their values. Missing columns: store NULL.
+    Ignore,
+}
+
+impl Policy {
+    pub fn id(self) -> &'static str {
+        match self {
+            Policy::Fail => "fail",
+            Policy::Add => "add",
+            Policy::Ignore => "ignore",
+        }
+    }
+}
+
+/// How many bad records a file may have and still be loaded (R-bad-records).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BadLimit {
+    Count(u64),
+    /// A share of the file's records, in percent.
+    Percent(f64),
+}
+
+impl BadLimit {
+    /// Whether `bad` of `total` records is over the limit.
+    pub fn exceeded(self, bad: u64, total: u64) -> bool {
+        match self {
+            BadLimit::Count(n) => bad > n,
+            BadLimit::Percent(p) => bad as f64 > p / 100.0 * total as f64,
+        }
+    }
+
+    /// Whether `bad` already exceeds the limit whatever the rest of the file holds.
+    pub fn exceeded_early(self, bad: u64) -> bool {
+        match self {
+            BadLimit::Count(n) => bad > n,
+            BadLimit::Percent(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for BadLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadLimit::Count(n) => write!(f, "{n}"),
+            BadLimit::Percent(p) => write!(f, "{p}%"),
         }
     }
 }
@@ -57,7 +135,7 @@ pub struct Config {
     pub workers: usize,
     /// Attempts for failures outside a file's content before it is quarantined.
     pub max_attempts: u32,
-    pub datasets: Vec<DatasetSpec>,
+    pub datasets: Vec<Arc<DatasetSpec>>,
     /// Files up to this size are read into memory in one go (one read for hash and parse).
     pub small_file: u64,
 }
@@ -65,21 +143,19 @@ pub struct Config {
 impl Config {
     /// Resolves the configuration from the command line's `--root` and `--config`.
     pub fn load(root: Option<&Path>, config: Option<&Path>) -> Result<Config, ConfigError> {
-        let (file, raw) = match config {
-            Some(p) => (Some(p.to_path_buf()), Some(read_raw(p)?)),
+        let file = match config {
+            Some(p) => Some(p.to_path_buf()),
             None => {
                 let r = root
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
-                let p = r.join("ferry.toml");
-                if p.is_file() {
-                    (Some(p.clone()), Some(read_raw(&p)?))
-                } else {
-                    (None, None)
-                }
+                Some(r.join("ferry.toml")).filter(|p| p.is_file())
             }
         };
-        let raw = raw.unwrap_or_default();
+        let (raw, text) = match &file {
+            Some(p) => read_raw(p)?,
+            None => (RawConfig::default(), String::new()),
+        };
         let root = root
             .map(Path::to_path_buf)
             .or(raw.root.clone())
@@ -100,14 +176,19 @@ impl Config {
         let mut datasets = Vec::new();
         let mut names = std::collections::HashSet::new();
         for d in &raw.datasets {
-            if !names.insert(d.name.0.to_lowercase()) {
-                return Err(ConfigError(format!(
-                    "{}: dataset {:?} is defined twice",
+            let line = line_of(&text, d.span().start);
+            let d = d.get_ref();
+            let at = |e: String| {
+                ConfigError(format!(
+                    "{}: line {line}: dataset {:?}: {e}",
                     show(&file),
                     d.name.0
-                )));
+                ))
+            };
+            if !names.insert(d.name.0.to_lowercase()) {
+                return Err(at("a dataset with this name is already defined".into()));
             }
-            datasets.push(d.resolve());
+            datasets.push(Arc::new(d.resolve(&text).map_err(at)?));
         }
 
         let workers = raw
@@ -127,7 +208,7 @@ impl Config {
 
     /// The dataset a file belongs to: the first configured dataset whose `match` glob matches
     /// its path, else the zero-config dataset named after its first folder (`default` at the top).
-    pub fn dataset_for(&self, rel: &RelPath) -> DatasetSpec {
+    pub fn dataset_for(&self, rel: &RelPath) -> Arc<DatasetSpec> {
         let path = rel.display();
         for d in &self.datasets {
             if d.matcher.as_ref().is_some_and(|m| m.is_match(&path)) {
@@ -135,13 +216,14 @@ impl Config {
             }
         }
         let name = rel.first_dir().unwrap_or_else(|| "default".to_string());
-        match self
-            .datasets
-            .iter()
-            .find(|d| d.matcher.is_none() && d.name == name)
-        {
+        self.dataset_named(&name)
+    }
+
+    /// A dataset by name: the configured one, else the zero-config one.
+    pub fn dataset_named(&self, name: &str) -> Arc<DatasetSpec> {
+        match self.datasets.iter().find(|d| d.name == name) {
             Some(d) => d.clone(),
-            None => DatasetSpec::implied(&name),
+            None => Arc::new(DatasetSpec::implied(name)),
         }
     }
 }
@@ -159,10 +241,16 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+fn read_raw(path: &Path) -> Result<(RawConfig, String), ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{}: cannot read the config: {e}", path.display())))?;
-    parse_raw(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    let raw = parse_raw(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+    Ok((raw, text))
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// Parses config text; errors say line, column and key.
@@ -187,7 +275,7 @@ struct RawConfig {
     #[serde(default)]
     ready: RawReady,
     #[serde(default, rename = "dataset")]
-    datasets: Vec<RawDataset>,
+    datasets: Vec<Spanned<RawDataset>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,10 +300,35 @@ struct RawDataset {
     names: Option<Vec<String>>,
     json_pointer: Option<Pointer>,
     encoding: Option<EncodingName>,
+    #[serde(default)]
+    columns: Vec<Spanned<RawColumn>>,
+    key: Option<Vec<String>>,
+    max_bad_records: Option<BadLimitRaw>,
+    on_new_column: Option<PolicyName>,
+    on_missing_column: Option<PolicyName>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    name: String,
+    #[serde(rename = "type")]
+    ty: Option<TypeName>,
+    /// The header name (or JSON key) in the files, when it differs from `name`.
+    from: Option<String>,
+    #[serde(default)]
+    required: bool,
+    allowed: Option<Vec<toml::Value>>,
+    trim: Option<bool>,
+    case: Option<CaseName>,
+    formats: Option<Vec<String>>,
+    timezone: Option<Zone>,
+    scale: Option<u32>,
+    decimal_separator: Option<String>,
 }
 
 impl RawDataset {
-    fn resolve(&self) -> DatasetSpec {
+    fn resolve(&self, text: &str) -> Result<DatasetSpec, String> {
         let options = FormatOptions {
             format: self.format.map(|f| f.0),
             delimiter: self.delimiter.and_then(|d| d.0),
@@ -230,7 +343,79 @@ impl RawDataset {
             .as_ref()
             .map(|p| pointer_segments(&p.0).expect("validated when read"))
             .unwrap_or_default();
-        DatasetSpec {
+        if !options.header && options.names.is_empty() && self.columns.is_empty() {
+            return Err("header = false needs `names` (or `columns`) to name the columns".into());
+        }
+
+        let mut columns: Vec<ColumnSpec> = Vec::new();
+        for c in &self.columns {
+            let line = line_of(text, c.span().start);
+            let spec = c
+                .get_ref()
+                .resolve()
+                .map_err(|e| format!("column {:?} (line {line}): {e}", c.get_ref().name))?;
+            let clash = |a: &str| {
+                columns
+                    .iter()
+                    .any(|o: &ColumnSpec| o.name.eq_ignore_ascii_case(a))
+            };
+            if clash(&spec.name) {
+                return Err(format!(
+                    "column {:?} (line {line}) is declared twice",
+                    spec.name
+                ));
+            }
+            if columns
+                .iter()
+                .any(|o| o.source.eq_ignore_ascii_case(&spec.source))
+            {
+                return Err(format!(
+                    "column {:?} (line {line}): two columns read the same file column {:?}",
+                    spec.name, spec.source
+                ));
+            }
+            columns.push(spec);
+        }
+        // Without a header, the declared columns name the file's columns in order.
+        let mut options = options;
+        if !options.header && options.names.is_empty() {
+            options.names = columns.iter().map(|c| c.source.clone()).collect();
+        }
+
+        let key = self.key.clone().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for k in &key {
+            if !seen.insert(k.to_lowercase()) {
+                return Err(format!("key: column {k:?} is named twice"));
+            }
+            if !columns.is_empty() && !columns.iter().any(|c| c.name.eq_ignore_ascii_case(k)) {
+                return Err(format!(
+                    "key: {k:?} is not one of the dataset's columns ({})",
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if self.key.as_ref().is_some_and(Vec::is_empty) {
+            return Err("key: name at least one column, or leave `key` out".into());
+        }
+        let typed = !columns.is_empty();
+        let on_new_column = self
+            .on_new_column
+            .map_or(if typed { Policy::Fail } else { Policy::Add }, |p| p.0);
+        let on_missing_column = match self.on_missing_column.map(|p| p.0) {
+            Some(Policy::Add) => return Err(
+                "on_missing_column: \"add\" does not apply to a missing column (fail or ignore)"
+                    .into(),
+            ),
+            Some(p) => p,
+            None if typed => Policy::Fail,
+            None => Policy::Ignore,
+        };
+        Ok(DatasetSpec {
             name: self.name.0.clone(),
             pattern: self.pattern.as_ref().map(|p| p.0.clone()),
             matcher: self.pattern.as_ref().map(|p| {
@@ -240,7 +425,108 @@ impl RawDataset {
             }),
             options,
             pointer,
+            columns,
+            key,
+            max_bad: self.max_bad_records.map_or(BadLimit::Count(0), |b| b.0),
+            on_new_column,
+            on_missing_column,
+        })
+    }
+}
+
+impl RawColumn {
+    fn resolve(&self) -> Result<ColumnSpec, String> {
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err("a column needs a name".into());
         }
+        if crate::format::SYSTEM_COLUMNS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+        {
+            return Err(format!("{name:?} is a name ferry keeps for itself"));
+        }
+        let ty = self.ty.map_or(ColType::String, |t| t.0);
+        let mut c = ColumnSpec::new(name, ty);
+        c.source = self.from.clone().unwrap_or_else(|| name.to_string());
+        c.required = self.required;
+        c.trim = self.trim.unwrap_or(false);
+        if self.trim.is_some() && ty != ColType::String {
+            return Err(format!(
+                "trim applies to string columns ({} values are always read without surrounding spaces)",
+                ty.id()
+            ));
+        }
+        if let Some(case) = self.case {
+            if ty != ColType::String {
+                return Err("case applies to string columns".into());
+            }
+            c.case = case.0;
+        }
+        if let Some(formats) = &self.formats {
+            if !matches!(ty, ColType::Date | ColType::DateTime) {
+                return Err("formats apply to date and datetime columns".into());
+            }
+            if formats.is_empty() {
+                return Err("formats: name at least one format, or leave it out".into());
+            }
+            for f in formats {
+                schema::check_format(f)?;
+            }
+            c.formats = formats.clone();
+        }
+        if let Some(z) = self.timezone {
+            if ty != ColType::DateTime {
+                return Err("timezone applies to datetime columns".into());
+            }
+            c.timezone = z.0;
+        }
+        if let Some(scale) = self.scale {
+            if ty != ColType::Decimal {
+                return Err("scale applies to decimal columns".into());
+            }
+            if scale > 30 {
+                return Err(format!("scale {scale} is more than 30 digits"));
+            }
+            c.scale = Some(scale);
+        }
+        if let Some(sep) = &self.decimal_separator {
+            if !matches!(ty, ColType::Float | ColType::Decimal) {
+                return Err("decimal_separator applies to float and decimal columns".into());
+            }
+            c.decimal_separator = match sep.as_str() {
+                "." => '.',
+                "," => ',',
+                _ => return Err(format!("decimal_separator {sep:?} must be \".\" or \",\"")),
+            };
+        }
+        if let Some(allowed) = &self.allowed {
+            let mut canon = Vec::new();
+            for v in allowed {
+                let raw = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => return Err(format!("allowed value {other} is not a plain value")),
+                };
+                // Allowed values go through the same conversion as the data, so `case` and
+                // number formats apply to both sides alike.
+                let mut probe = c.clone();
+                probe.required = false;
+                probe.decimal_separator = '.';
+                match probe.convert(Some(&raw)) {
+                    Ok(Value::Null) => return Err("an allowed value cannot be empty".into()),
+                    Ok(v) => canon.push(v.into_owned()),
+                    Err(e) => return Err(format!("allowed value: {e}")),
+                }
+            }
+            if canon.is_empty() {
+                return Err("allowed: list at least one value, or leave it out".into());
+            }
+            c.allowed = canon;
+        }
+        Ok(c)
     }
 }
 
@@ -401,6 +687,117 @@ impl<'de> Deserialize<'de> for EncodingName {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct TypeName(ColType);
+
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, |s| {
+            ColType::from_id(&s.to_ascii_lowercase())
+                .map(TypeName)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown type {s:?} ({})",
+                        ColType::ALL.map(|t| t.id()).join(", ")
+                    )
+                })
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CaseName(Case);
+
+impl<'de> Deserialize<'de> for CaseName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, |s| match s.to_ascii_lowercase().as_str() {
+            "lower" => Ok(CaseName(Case::Lower)),
+            "upper" => Ok(CaseName(Case::Upper)),
+            "keep" => Ok(CaseName(Case::Keep)),
+            _ => Err(format!("unknown case {s:?} (lower, upper, keep)")),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PolicyName(Policy);
+
+impl<'de> Deserialize<'de> for PolicyName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, |s| match s.to_ascii_lowercase().as_str() {
+            "fail" => Ok(PolicyName(Policy::Fail)),
+            "add" => Ok(PolicyName(Policy::Add)),
+            "ignore" => Ok(PolicyName(Policy::Ignore)),
+            _ => Err(format!("unknown policy {s:?} (fail, add, ignore)")),
+        })
+    }
+}
+
+/// A zone for datetimes written without one: `UTC`, `Z`, or a fixed offset like `+02:00`.
+#[derive(Debug, Clone, Copy)]
+struct Zone(chrono::FixedOffset);
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, |s| {
+            let bad = || format!("{s:?} is not a timezone (UTC, or an offset like \"+02:00\")");
+            if s.eq_ignore_ascii_case("utc") || s == "Z" {
+                return Ok(Zone(chrono::FixedOffset::east_opt(0).expect("zero")));
+            }
+            let (sign, rest) = match s.as_bytes().first() {
+                Some(b'+') => (1, &s[1..]),
+                Some(b'-') => (-1, &s[1..]),
+                _ => return Err(bad()),
+            };
+            let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+            let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
+            chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+                .map(Zone)
+                .ok_or_else(bad)
+        })
+    }
+}
+
+/// `max_bad_records`: a count (`10`) or a share of the file (`"5%"`).
+#[derive(Debug, Clone, Copy)]
+struct BadLimitRaw(BadLimit);
+
+impl<'de> Deserialize<'de> for BadLimitRaw {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Count(i64),
+            Text(String),
+        }
+        let msg = |s: &str| {
+            format!("max_bad_records {s} is not a count (e.g. 10) or a percentage (e.g. \"5%\")")
+        };
+        match Either::deserialize(d)? {
+            Either::Count(n) if n >= 0 => Ok(BadLimitRaw(BadLimit::Count(n as u64))),
+            Either::Count(n) => Err(de::Error::custom(msg(&n.to_string()))),
+            Either::Text(s) => {
+                let t = s.trim();
+                if let Some(p) = t.strip_suffix('%') {
+                    match p.trim().parse::<f64>() {
+                        Ok(p) if (0.0..=100.0).contains(&p) => {
+                            Ok(BadLimitRaw(BadLimit::Percent(p)))
+                        }
+                        _ => Err(de::Error::custom(msg(&format!("{s:?}")))),
+                    }
+                } else {
+                    t.parse::<u64>()
+                        .map(|n| BadLimitRaw(BadLimit::Count(n)))
+                        .map_err(|_| de::Error::custom(msg(&format!("{s:?}"))))
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +831,11 @@ mod tests {
         )
         .unwrap();
         let cfg = Config {
-            datasets: raw.datasets.iter().map(RawDataset::resolve).collect(),
+            datasets: raw
+                .datasets
+                .iter()
+                .map(|d| Arc::new(d.get_ref().resolve("").unwrap()))
+                .collect(),
             ..Config::load(Some(Path::new("/nonexistent-root")), None).unwrap()
         };
         let rel = |p: &str| RelPath::from_relative(Path::new(p)).unwrap();

@@ -16,4 +16,5 @@ pub mod pipeline;
 pub mod record;
 pub mod reject;
 pub mod report;
+pub mod schema;
 pub mod spool;

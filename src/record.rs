@@ -26,6 +26,8 @@ pub struct Chunk {
     pub cells: Vec<Cell>,
     /// Per row: the line (CSV, NDJSON) or record number (JSON) it came from.
     pub lines: Vec<u64>,
+    /// Per row: the hash of its record key, when the dataset has a key (else empty).
+    pub keys: Vec<i64>,
 }
 
 impl Chunk {
@@ -35,6 +37,7 @@ impl Chunk {
             text: String::new(),
             cells: Vec::new(),
             lines: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -82,10 +85,28 @@ impl Chunk {
         true
     }
 
+    /// Appends a row whose cells a stage built over `text` (see `push_text`).
+    pub fn push_cells(&mut self, line: u64, cells: &[Cell]) {
+        debug_assert_eq!(cells.len(), self.width);
+        self.cells.extend_from_slice(cells);
+        self.lines.push(line);
+    }
+
+    /// Appends a row's source text, returning its offset in the buffer; `None` past 4 GiB.
+    pub fn push_text(&mut self, src: &str) -> Option<u32> {
+        let base = self.text.len();
+        if base + src.len() > u32::MAX as usize / 2 {
+            return None;
+        }
+        self.text.push_str(src);
+        Some(base as u32)
+    }
+
     /// Removes the last row (a stage rejected it). Its text stays in the buffer, unreferenced.
     pub fn pop_row(&mut self) {
         if self.lines.pop().is_some() {
             self.cells.truncate(self.lines.len() * self.width);
+            self.keys.truncate(self.lines.len());
         }
     }
 

@@ -181,7 +181,7 @@ pub trait RowOut {
 }
 
 /// The columns ferry adds to every dataset table.
-pub const SYSTEM_COLUMNS: [&str; 3] = ["_id", "_file_id", "_line"];
+pub const SYSTEM_COLUMNS: [&str; 4] = ["_id", "_file_id", "_line", "_key"];
 
 /// Turns header names or JSON keys into column names that are unique in SQLite's eyes (which
 /// compares names without case): trimmed, empty ones named `column_N`, repeats and clashes with

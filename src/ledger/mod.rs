@@ -8,7 +8,7 @@
 pub mod schema;
 pub mod tables;
 
-use crate::reject::Reject;
+use crate::reject::{RecordReject, Reject};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -114,12 +114,17 @@ pub struct FileRow {
     pub hashed_at: Option<String>,
     pub parsed_at: Option<String>,
     pub finished_at: String,
+    /// Records not stored because their key was already stored.
+    pub duplicate_records: i64,
+    /// Where the file's rejected records were written, relative to the spool root.
+    pub rejects_at: Option<String>,
 }
 
 const FILE_COLUMNS: &str =
     "id, path, source, claim, sha256, size, state, dataset, format, records, \
     rejected, duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
-    error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at";
+    error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at, \
+    duplicate_records, rejects_at";
 
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
@@ -148,7 +153,18 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         hashed_at: r.get(22)?,
         parsed_at: r.get(23)?,
         finished_at: r.get(24)?,
+        duplicate_records: r.get(25)?,
+        rejects_at: r.get(26)?,
     })
+}
+
+/// What became of a file's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub stored: u64,
+    pub rejected: u64,
+    /// Skipped: their key was already stored.
+    pub duplicates: u64,
 }
 
 /// Which ledger rows to list.
@@ -342,13 +358,67 @@ impl Ledger {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn set_records(&self, id: i64, records: u64, rejected: u64, parsed_at: &str) -> Result<()> {
+    pub fn set_records(&self, id: i64, counts: Counts, parsed_at: &str) -> Result<()> {
         self.conn
             .prepare_cached(
-                "UPDATE files SET records = ?2, rejected = ?3, parsed_at = ?4 WHERE id = ?1",
+                "UPDATE files SET records = ?2, rejected = ?3, duplicate_records = ?4, \
+                 parsed_at = ?5 WHERE id = ?1",
             )?
-            .execute((id, records as i64, rejected as i64, parsed_at))?;
+            .execute((
+                id,
+                counts.stored as i64,
+                counts.rejected as i64,
+                counts.duplicates as i64,
+                parsed_at,
+            ))?;
         Ok(())
+    }
+
+    pub fn set_rejects_at(&self, id: i64, at: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE files SET rejects_at = ?2 WHERE id = ?1")?
+            .execute((id, at))?;
+        Ok(())
+    }
+
+    /// Records a file's rejected records.
+    pub fn add_rejects(&self, file_id: i64, rejects: &[RecordReject]) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO rejects (file_id, line, field, value, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for r in rejects {
+            stmt.execute((file_id, r.line as i64, &r.field, &r.value, &r.reason))?;
+        }
+        Ok(())
+    }
+
+    /// A file's rejected records in file order, at most `limit`.
+    pub fn rejects(&self, file_id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT line, field, value, reason FROM rejects WHERE file_id = ?1 \
+             ORDER BY rowid LIMIT ?2",
+        )?;
+        let limit = limit.map_or(-1, |l| l as i64);
+        let rows = stmt
+            .query_map((file_id, limit), |r| {
+                Ok(RecordReject {
+                    line: r.get::<_, i64>(0)? as u64,
+                    field: r.get(1)?,
+                    value: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The ledger row that retried this one, if any.
+    pub fn retried_by(&self, id: i64) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM files WHERE retry_of = ?1 ORDER BY id LIMIT 1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
     }
 
     pub fn set_stored_at(&self, id: i64, stored_at: &str) -> Result<()> {

@@ -50,6 +50,20 @@ pub const MIGRATIONS: &[&str] = &[
         created_at  TEXT NOT NULL
     );
     "#,
+    // 2: record-level outcomes — rejected records, records skipped as duplicate keys, and where
+    // a file's rejects report was written.
+    r#"
+    ALTER TABLE files ADD COLUMN duplicate_records INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN rejects_at TEXT;
+    CREATE TABLE rejects (
+        file_id INTEGER NOT NULL REFERENCES files(id),
+        line    INTEGER,
+        field   TEXT,
+        value   TEXT,
+        reason  TEXT NOT NULL
+    );
+    CREATE INDEX rejects_file ON rejects(file_id);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -150,82 +150,113 @@ impl Tables {
             .unwrap_or_default())
     }
 
-    /// Inserts a chunk's rows into the dataset's table. `columns` names the chunk's cells.
+    /// Inserts chunk rows into the dataset's table with explicit record ids: the `k`-th row
+    /// inserted gets `first_id + k`. `columns` names the chunk's cells (`None`: not stored);
+    /// `rows` picks the rows to insert (all when `None`); `keyed` stores each row's key hash.
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
         conn: &Connection,
         dataset: &str,
-        columns: &[String],
+        columns: &[Option<String>],
+        keyed: bool,
         file_id: i64,
         chunk: &Chunk,
+        rows: Option<&[u32]>,
+        first_id: i64,
     ) -> Result<()> {
-        if chunk.is_empty() {
+        let n = rows.map_or(chunk.rows(), <[u32]>::len);
+        if n == 0 {
             return Ok(());
         }
         let table = table_for(dataset);
-        let width = chunk.width;
-        debug_assert!(width <= columns.len());
-        let params = width + 2;
+        debug_assert!(chunk.width <= columns.len());
+        let stored: Vec<&str> = columns[..chunk.width]
+            .iter()
+            .filter_map(|c| c.as_deref())
+            .collect();
+        let system = if keyed { 4 } else { 3 };
+        let params = stored.len() + system;
         let k = rows_per_statement(params);
-        let sql = |rows: usize| {
-            let mut s = format!("INSERT INTO {} (_file_id, _line", ident(&table));
-            for c in &columns[..width] {
+        let sql = |count: usize| {
+            let mut s = format!("INSERT INTO {} (_id, _file_id, _line", ident(&table));
+            if keyed {
+                s.push_str(", _key");
+            }
+            for c in &stored {
                 s.push_str(", ");
                 s.push_str(&ident(c));
             }
             s.push_str(") VALUES ");
             let one = format!("({})", vec!["?"; params].join(","));
-            s.push_str(&vec![one; rows].join(","));
+            s.push_str(&vec![one; count].join(","));
             s
         };
-        let n = chunk.rows();
-        let mut row = 0;
+        let row_at = |i: usize| rows.map_or(i, |r| r[i] as usize);
+        let bind =
+            |stmt: &mut rusqlite::Statement<'_>, p: &mut usize, i: usize| -> rusqlite::Result<()> {
+                let r = row_at(i);
+                stmt.raw_bind_parameter(*p, first_id + i as i64)?;
+                stmt.raw_bind_parameter(*p + 1, file_id)?;
+                stmt.raw_bind_parameter(*p + 2, chunk.lines[r] as i64)?;
+                *p += 3;
+                if keyed {
+                    stmt.raw_bind_parameter(*p, chunk.keys[r])?;
+                    *p += 1;
+                }
+                for (cell, col) in chunk.row(r).iter().zip(columns) {
+                    if col.is_none() {
+                        continue;
+                    }
+                    match *cell {
+                        Cell::Null => stmt.raw_bind_parameter(*p, Null)?,
+                        Cell::Text { start, end } => {
+                            stmt.raw_bind_parameter(*p, &chunk.text[start as usize..end as usize])?
+                        }
+                        Cell::Int(v) => stmt.raw_bind_parameter(*p, v)?,
+                        Cell::Real(v) => stmt.raw_bind_parameter(*p, v)?,
+                    }
+                    *p += 1;
+                }
+                Ok(())
+            };
+        let mut i = 0;
         if n >= k {
             let mut stmt = conn.prepare_cached(&sql(k))?;
-            while row + k <= n {
+            while i + k <= n {
                 let mut p = 1;
-                for r in row..row + k {
-                    bind_row(&mut stmt, &mut p, file_id, chunk, r)?;
+                for j in i..i + k {
+                    bind(&mut stmt, &mut p, j)?;
                 }
                 stmt.raw_execute()?;
-                row += k;
+                i += k;
             }
         }
-        if row < n {
+        if i < n {
             let mut stmt = conn.prepare_cached(&sql(1))?;
-            while row < n {
+            while i < n {
                 let mut p = 1;
-                bind_row(&mut stmt, &mut p, file_id, chunk, row)?;
+                bind(&mut stmt, &mut p, i)?;
                 stmt.raw_execute()?;
-                row += 1;
+                i += 1;
             }
         }
         Ok(())
     }
-}
 
-fn bind_row(
-    stmt: &mut rusqlite::Statement<'_>,
-    p: &mut usize,
-    file_id: i64,
-    chunk: &Chunk,
-    r: usize,
-) -> rusqlite::Result<()> {
-    stmt.raw_bind_parameter(*p, file_id)?;
-    stmt.raw_bind_parameter(*p + 1, chunk.lines[r] as i64)?;
-    *p += 2;
-    for &cell in chunk.row(r) {
-        match cell {
-            Cell::Null => stmt.raw_bind_parameter(*p, Null)?,
-            Cell::Text { start, end } => {
-                stmt.raw_bind_parameter(*p, &chunk.text[start as usize..end as usize])?
-            }
-            Cell::Int(v) => stmt.raw_bind_parameter(*p, v)?,
-            Cell::Real(v) => stmt.raw_bind_parameter(*p, v)?,
+    /// The highest record id in a dataset's table (0 when empty or missing).
+    pub fn max_id(&mut self, conn: &Connection, dataset: &str) -> Result<i64> {
+        let table = table_for(dataset);
+        if self.load(conn, &table)?.is_none() {
+            return Ok(0);
         }
-        *p += 1;
+        Ok(conn
+            .prepare_cached(&format!(
+                "SELECT coalesce(max(_id), 0) FROM {}",
+                ident(&table)
+            ))?
+            .query_row([], |r| r.get(0))?)
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -263,8 +294,17 @@ mod tests {
             let v = format!("{i}x");
             c.push_row(i + 2, &v, &[Some((0, v.len())), None]);
         }
-        t.insert(&conn, "s", &["b".into(), "a".into()], 7, &c)
-            .unwrap();
+        t.insert(
+            &conn,
+            "s",
+            &[Some("b".into()), Some("a".into())],
+            false,
+            7,
+            &c,
+            None,
+            1,
+        )
+        .unwrap();
         let (n, sum): (i64, i64) = conn
             .query_row(
                 "SELECT count(*), sum(_line) FROM s WHERE _file_id = 7 AND a IS NULL",

@@ -11,6 +11,7 @@
 //! channels: a slow writer stalls the workers, stalled workers stall `submit`.
 
 pub mod place;
+pub mod stages;
 pub mod worker;
 pub mod writer;
 
@@ -18,9 +19,10 @@ use crate::config::Config;
 use crate::discover::Entry;
 use crate::events::Summary;
 use crate::format::Format;
+use crate::ledger::tables::ColumnDef;
 use crate::ledger::{Checkpointer, Ledger};
 use crate::record::Chunk;
-use crate::reject::Reject;
+use crate::reject::{RecordReject, Reject};
 use crate::spool::{Claim, Owner, RelPath, Spool};
 use anyhow::Result;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -160,19 +162,26 @@ pub enum Body {
 /// The stream of one file's records, ending with `End`.
 pub enum Msg {
     /// The file's columns so far (grows for JSON); precedes rows that use them.
-    Columns(Vec<String>),
+    Columns(Vec<ColumnDef>),
     Rows(Chunk),
+    /// Records set aside within the dataset's `max_bad_records`.
+    Rejects(Vec<RecordReject>),
     End(End),
 }
 
 pub enum End {
     Done {
         format: Format,
+        /// Records that passed the stages (some may still be duplicate keys).
         records: u64,
+        /// Records rejected within the threshold.
+        rejected: u64,
     },
     Rejected {
         format: Option<Format>,
         reject: Reject,
+        /// The first rejected records, when bad records caused it.
+        rejects: Vec<RecordReject>,
     },
     /// The file changed while it was read: not finished after all.
     Changed,

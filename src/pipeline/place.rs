@@ -4,8 +4,10 @@
 //! rebuilt from the ledger row, so a crash between commit and placement is repaired by doing
 //! the placement again (`recover`).
 
+use super::stages::FIRST_REJECTS;
 use super::{Ctx, Work};
 use crate::ledger::{FileRow, Ledger};
+use crate::reject::RecordReject;
 use crate::spool;
 use anyhow::Result;
 use serde::Serialize;
@@ -15,8 +17,12 @@ use std::path::{Path, PathBuf};
 /// A move to do once the commit that decided it has returned.
 #[derive(Debug, Clone)]
 pub enum Placement {
-    /// Into `archive/`.
-    Archive { from: PathBuf, to: PathBuf },
+    /// Into `archive/`; first the report of its rejected records, if it has any.
+    Archive {
+        from: PathBuf,
+        to: PathBuf,
+        rejects: Option<(PathBuf, Vec<u8>)>,
+    },
     /// Into `quarantine/`, with its reason file written first. With `--keep` the file is copied.
     Quarantine {
         from: PathBuf,
@@ -24,6 +30,8 @@ pub enum Placement {
         reason: Vec<u8>,
         copy: bool,
     },
+    /// Only a report (the rejects of a file read in place with `--keep`).
+    Report { to: PathBuf, body: Vec<u8> },
     /// Back where it was found: it changed while read, so it was not finished.
     Release { from: PathBuf, to: PathBuf },
 }
@@ -31,9 +39,14 @@ pub enum Placement {
 impl Placement {
     pub fn apply(&self) -> io::Result<()> {
         match self {
-            Placement::Archive { from, to } | Placement::Release { from, to } => {
+            Placement::Archive { from, to, rejects } => {
+                if let Some((path, body)) = rejects {
+                    spool::write_atomic(path, body)?;
+                }
                 spool::place(from, to)
             }
+            Placement::Release { from, to } => spool::place(from, to),
+            Placement::Report { to, body } => spool::write_atomic(to, body),
             Placement::Quarantine {
                 from,
                 to,
@@ -76,9 +89,37 @@ struct ReasonDoc<'a> {
     attempt: i64,
     ledger_id: i64,
     quarantined_as: Option<&'a str>,
+    retry_of: Option<i64>,
+    /// The first rejected records, when bad records rejected the file.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    rejects: &'a [RecordReject],
 }
 
-pub fn reason_json(row: &FileRow) -> Vec<u8> {
+/// One line of `<name>.rejects.ndjson`.
+#[derive(Serialize)]
+struct RejectLine<'a> {
+    file: &'a str,
+    ledger_id: i64,
+    #[serde(flatten)]
+    reject: &'a RecordReject,
+}
+
+/// The rejects report of a file: one JSON object per rejected record, in file order.
+pub fn rejects_ndjson(row: &FileRow, rejects: &[RecordReject]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in rejects {
+        let line = RejectLine {
+            file: &row.path,
+            ledger_id: row.id,
+            reject: r,
+        };
+        serde_json::to_writer(&mut out, &line).expect("serializable");
+        out.push(b'\n');
+    }
+    out
+}
+
+pub fn reason_json(row: &FileRow, rejects: &[RecordReject]) -> Vec<u8> {
     let file = row.path.rsplit('/').next().unwrap_or(&row.path);
     let doc = ReasonDoc {
         file,
@@ -96,6 +137,8 @@ pub fn reason_json(row: &FileRow) -> Vec<u8> {
         attempt: row.attempt,
         ledger_id: row.id,
         quarantined_as: row.stored_at.as_deref(),
+        retry_of: row.retry_of,
+        rejects,
     };
     let mut out = serde_json::to_vec_pretty(&doc).expect("serializable");
     out.push(b'\n');
@@ -103,21 +146,38 @@ pub fn reason_json(row: &FileRow) -> Vec<u8> {
 }
 
 /// The placement a committed row calls for, for a file now at `from`.
-pub fn placement_for(ctx: &Ctx, row: &FileRow, from: &Path) -> Option<Placement> {
-    let to = ctx.spool.root.join(row.stored_at.as_deref()?);
-    Some(if row.state == "quarantined" {
+pub fn placement_for(
+    ctx: &Ctx,
+    ledger: &Ledger,
+    row: &FileRow,
+    from: &Path,
+) -> Result<Option<Placement>> {
+    let Some(stored) = row.stored_at.as_deref() else {
+        return Ok(None);
+    };
+    let to = ctx.spool.root.join(stored);
+    Ok(Some(if row.state == "quarantined" {
+        let first = ledger.rejects(row.id, Some(FIRST_REJECTS as u64))?;
         Placement::Quarantine {
             from: from.to_path_buf(),
             to,
-            reason: reason_json(row),
+            reason: reason_json(row, &first),
             copy: false,
         }
     } else {
+        let rejects = match &row.rejects_at {
+            Some(at) => Some((
+                ctx.spool.root.join(at),
+                rejects_ndjson(row, &ledger.rejects(row.id, None)?),
+            )),
+            None => None,
+        };
         Placement::Archive {
             from: from.to_path_buf(),
             to,
+            rejects,
         }
-    })
+    }))
 }
 
 /// Reconciles `processing/` after a crash: files of dead owners whose commit happened are
@@ -135,7 +195,7 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
     for l in &left.files {
         match ledger.by_claim(&l.claim_id)? {
             Some(row) => {
-                if let Some(p) = placement_for(ctx, &row, &l.path) {
+                if let Some(p) = placement_for(ctx, &ledger, &row, &l.path)? {
                     match p.apply() {
                         Ok(()) => {
                             spool::tidy_claim(&ctx.spool, &l.claim_id);

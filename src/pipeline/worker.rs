@@ -8,12 +8,12 @@
 //!
 //! Workers never write to SQLite and never move a file after claiming it.
 
+use super::stages::Stages;
 use super::{Body, Ctx, End, FileMeta, Job, Mode, Msg, Source, Work};
 use crate::discover::{marker_for, Entry, EntryKind, Stamp};
-use crate::format::{self, RowOut, Stop};
+use crate::format::{self, Format, Stop};
 use crate::ident::FileHash;
 use crate::ledger;
-use crate::record::Chunk;
 use crate::reject::{Kind, Reject, Stage};
 use crate::spool::{Claim, RelPath};
 use crossbeam_channel::{bounded, unbounded, Sender};
@@ -68,7 +68,7 @@ fn meta_for(
         source,
         size,
         sha256: None,
-        dataset: ctx.cfg.dataset_for(rel).name,
+        dataset: ctx.cfg.dataset_for(rel).name.clone(),
         received_at: ledger::now(),
         received: Instant::now(),
         hashed_at: None,
@@ -334,25 +334,23 @@ fn ingest(
                 let _ = tx.send(Msg::End(End::Rejected {
                     format: None,
                     reject: r,
+                    rejects: Vec::new(),
                 }));
                 return;
             }
         },
     };
     let name = rel.file_name().to_string_lossy().into_owned();
-    let mut emitter = Emitter::new(&tx);
-    let (format, parsed) = match format::open(raw, &name, &dataset.options, &dataset.pointer) {
-        Ok(opened) => {
-            let f = opened.format;
-            (
-                Some(f),
-                opened
-                    .parse(&mut emitter)
-                    .and_then(|n| emitter.flush().map(|_| n)),
-            )
-        }
-        Err(r) => (None, Err(Stop::Reject(r))),
-    };
+    let (format, parsed, rejects) =
+        match format::open(raw, &name, &dataset.options, &dataset.pointer) {
+            Ok(opened) => {
+                let f = opened.format;
+                let mut stages = Stages::new(&tx, &dataset, f == Format::Csv);
+                let parsed = opened.parse(&mut stages).and_then(|_| stages.finish());
+                (Some(f), parsed, stages.first_rejects())
+            }
+            Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),
+        };
     let changed = file
         .metadata()
         .map(|m| {
@@ -363,11 +361,16 @@ fn ingest(
     let end = match parsed {
         Err(Stop::Cancelled) => return,
         _ if changed => End::Changed,
-        Ok(records) => End::Done {
+        Ok((records, rejected)) => End::Done {
             format: format.expect("parsed, so opened"),
             records,
+            rejected,
         },
-        Err(Stop::Reject(reject)) => End::Rejected { format, reject },
+        Err(Stop::Reject(reject)) => End::Rejected {
+            format,
+            reject,
+            rejects,
+        },
     };
     if tx.send(Msg::End(end)).is_err() {
         return;
@@ -375,59 +378,5 @@ fn ingest(
     drop(tx);
     if let Some(rx) = unsent {
         send(jobs, meta, Body::Records(rx));
-    }
-}
-
-/// Collects rows into chunks and sends them on.
-struct Emitter<'a> {
-    tx: &'a Sender<Msg>,
-    chunk: Chunk,
-}
-
-impl<'a> Emitter<'a> {
-    fn new(tx: &'a Sender<Msg>) -> Self {
-        Emitter {
-            tx,
-            chunk: Chunk::new(0),
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), Stop> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        let width = self.chunk.width;
-        let full = std::mem::replace(&mut self.chunk, Chunk::new(width));
-        self.tx.send(Msg::Rows(full)).map_err(|_| Stop::Cancelled)
-    }
-}
-
-impl RowOut for Emitter<'_> {
-    fn columns(&mut self, names: &[String]) -> Result<(), Stop> {
-        self.flush()?;
-        self.chunk = Chunk::new(names.len());
-        self.tx
-            .send(Msg::Columns(names.to_vec()))
-            .map_err(|_| Stop::Cancelled)
-    }
-
-    fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {
-        if !self.chunk.push_row(line, text, spans) {
-            self.flush()?;
-            if !self.chunk.push_row(line, text, spans) {
-                return Err(Stop::Reject(
-                    Reject::new(
-                        Kind::CsvSyntax,
-                        Stage::Parse,
-                        "a single record is larger than 4 GiB",
-                    )
-                    .at_line(line),
-                ));
-            }
-        }
-        if self.chunk.is_full() {
-            self.flush()?;
-        }
-        Ok(())
     }
 }

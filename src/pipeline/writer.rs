@@ -7,15 +7,23 @@
 //! short linger, or when it is old or big enough. Only after `COMMIT` returns are files moved
 //! and their events emitted.
 
-use super::place::{reason_json, Placement};
+use super::place::{reason_json, rejects_ndjson, Placement};
+use super::stages::FIRST_REJECTS;
 use super::{Body, Ctx, End, FileMeta, Job, Mode, Msg, Source};
+use crate::config::{DatasetSpec, Policy};
 use crate::events::{Event, Summary};
-use crate::ledger::tables::{ColumnDef, Tables};
-use crate::ledger::{self, Ledger, NewFile, State};
-use crate::reject::{Kind, Reject, Stage};
+use crate::format::SYSTEM_COLUMNS;
+use crate::ledger::tables::{ident, table_for, ColumnDef, Tables};
+use crate::ledger::{self, Counts, Ledger, NewFile, State};
+use crate::record::{Cell, Chunk};
+use crate::reject::{Kind, RecordReject, Reject, Stage};
 use crate::spool;
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,7 +37,7 @@ const MAX_BYTES: u64 = 512 << 20;
 
 /// What a file came to, kept until its transaction commits.
 enum Outcome {
-    Ingested { id: i64, records: u64 },
+    Ingested { id: i64, counts: Counts },
     Duplicate { id: i64, original: i64 },
     Quarantined { id: i64, reject: Reject },
     Unchanged,
@@ -52,6 +60,10 @@ struct Writer<'a> {
     ctx: &'a Ctx,
     ledger: Ledger,
     tables: Tables,
+    /// Per dataset: the key hashes of its stored records.
+    keys: HashMap<String, KeyIndex>,
+    /// Per dataset: the next record id, known for the current transaction.
+    next_ids: HashMap<String, i64>,
     txn: Option<Txn>,
     finished: Vec<Finished>,
     summary: Summary,
@@ -65,6 +77,8 @@ pub fn run(ctx: &Ctx, ledger: Ledger, jobs: Receiver<Job>) -> Result<Summary> {
         ctx,
         ledger,
         tables: Tables::default(),
+        keys: HashMap::new(),
+        next_ids: HashMap::new(),
         txn: None,
         finished: Vec::new(),
         summary: Summary::default(),
@@ -127,6 +141,11 @@ impl Writer<'_> {
             }
         }
         self.tables.refresh(&self.ledger.conn)?;
+        // Other processes may have stored records since our last transaction.
+        self.next_ids.clear();
+        for k in self.keys.values_mut() {
+            k.synced = false;
+        }
         self.txn = Some(Txn {
             started: Instant::now(),
             files: 0,
@@ -141,7 +160,11 @@ impl Writer<'_> {
         }
         if let Err(e) = self.ledger.commit() {
             self.tables.invalidate();
+            self.keys.clear();
             return Err(e.context("committing to the ledger"));
+        }
+        for k in self.keys.values_mut() {
+            k.added.clear();
         }
         for f in std::mem::take(&mut self.finished) {
             if let Some(p) = &f.placement {
@@ -167,12 +190,12 @@ impl Writer<'_> {
         let path = f.meta.rel.display();
         let m = &f.meta;
         let event = match &f.outcome {
-            Outcome::Ingested { id, records } => Event::Ingested {
+            Outcome::Ingested { id, counts } => Event::Ingested {
                 path: &path,
                 id: *id,
                 dataset: &m.dataset,
-                records: *records,
-                rejected: 0,
+                records: counts.stored,
+                rejected: counts.rejected,
                 bytes: m.size,
                 latency: m.received.elapsed(),
             },
@@ -219,7 +242,7 @@ impl Writer<'_> {
                 if self.unchanged(&meta)? {
                     return Ok(());
                 }
-                self.quarantine(meta, None, reject)
+                self.quarantine(meta, None, reject, &[])
             }
             Body::Records(rx) => {
                 self.begin()?;
@@ -307,7 +330,9 @@ impl Writer<'_> {
         let id = self
             .ledger
             .insert(&self.row(&meta, &path, State::Ingested, &now))?;
-        let end = match self.store(&meta.dataset, id, &rx, &now) {
+        let spec = self.ctx.cfg.dataset_named(&meta.dataset);
+        let mut file = FileStore::default();
+        let end = match self.store(&spec, id, &rx, &now, &mut file) {
             Ok(end) => end,
             Err(e) if is_fatal(&e) => return Err(e),
             Err(e) => End::Rejected {
@@ -317,27 +342,53 @@ impl Writer<'_> {
                     Stage::Store,
                     format!("storing the records failed: {e:#}"),
                 ),
+                rejects: Vec::new(),
             },
         };
         drop(rx);
         match end {
-            End::Done { format, records } => {
-                self.ledger.set_records(id, records, 0, &ledger::now())?;
+            End::Done {
+                format, rejected, ..
+            } => {
+                let counts = Counts {
+                    stored: file.stored,
+                    rejected,
+                    duplicates: file.duplicates,
+                };
+                self.ledger.set_records(id, counts, &ledger::now())?;
                 self.ledger.conn.execute(
                     "UPDATE files SET format = ?2 WHERE id = ?1",
                     (id, format.id()),
                 )?;
+                let rejects = if rejected > 0 {
+                    Some(self.rejects_report(id, &meta)?)
+                } else {
+                    None
+                };
                 self.ledger.conn.execute_batch("RELEASE file")?;
-                let placement = self.archive(id, &meta)?;
+                for k in self.keys.values_mut() {
+                    k.file_done();
+                }
+                let placement = match self.archive(id, &meta)? {
+                    Some(Placement::Archive { from, to, .. }) => {
+                        Some(Placement::Archive { from, to, rejects })
+                    }
+                    // With --keep nothing moves, but the rejects report is still written.
+                    _ => rejects.map(|(to, body)| Placement::Report { to, body }),
+                };
                 self.finished.push(Finished {
                     meta,
-                    outcome: Outcome::Ingested { id, records },
+                    outcome: Outcome::Ingested { id, counts },
                     placement,
                 });
             }
-            End::Rejected { format, reject } => {
+            End::Rejected {
+                format,
+                reject,
+                rejects,
+            } => {
                 self.undo_file()?;
-                self.quarantine(meta, format.map(|f| f.id()), reject)?;
+                self.quarantine(meta, format.map(|f| f.id()), reject, &rejects)?;
             }
             End::Changed => {
                 self.undo_file()?;
@@ -358,36 +409,143 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Rolls back everything the current file did (rows, ledger row, added columns).
+    /// Reserves `quarantine/<name>.rejects.ndjson` for a file's rejected records and renders it.
+    fn rejects_report(&mut self, id: i64, meta: &FileMeta) -> Result<(PathBuf, Vec<u8>)> {
+        let mut name = meta.rel.file_name().to_os_string();
+        name.push(".rejects.ndjson");
+        let mut to = self.ctx.spool.quarantine.join(&name);
+        let taken = |w: &Self, p: &PathBuf| -> Result<bool> {
+            let rel = w.ctx.spool.relative(p);
+            Ok(p.symlink_metadata().is_ok()
+                || w.ledger
+                    .conn
+                    .prepare_cached("SELECT 1 FROM files WHERE rejects_at = ?1")?
+                    .exists([&rel])?)
+        };
+        if taken(self, &to)? {
+            let mut n = meta.rel.file_name().to_os_string();
+            n.push(format!("~{id}.rejects.ndjson"));
+            to = self.ctx.spool.quarantine.join(n);
+        }
+        self.ledger
+            .set_rejects_at(id, &self.ctx.spool.relative(&to))?;
+        let row = self
+            .ledger
+            .get(id)?
+            .context("the ledger row just written is missing")?;
+        let body = rejects_ndjson(&row, &self.ledger.rejects(id, None)?);
+        Ok((to, body))
+    }
+
+    /// Rolls back everything the current file did (rows, ledger row, added columns, keys).
     fn undo_file(&mut self) -> Result<()> {
         self.ledger
             .conn
             .execute_batch("ROLLBACK TO file; RELEASE file")?;
         self.tables.invalidate();
+        self.next_ids.clear();
+        for k in self.keys.values_mut() {
+            k.undo_file();
+        }
         Ok(())
     }
 
+    /// The next record id of a dataset's table.
+    fn next_id(&mut self, dataset: &str) -> Result<i64> {
+        if let Some(&n) = self.next_ids.get(dataset) {
+            return Ok(n);
+        }
+        let n = self.tables.max_id(&self.ledger.conn, dataset)? + 1;
+        self.next_ids.insert(dataset.to_string(), n);
+        Ok(n)
+    }
+
+    /// The key index of a dataset, brought up to date with what is stored.
+    fn key_index(&mut self, dataset: &str) -> Result<()> {
+        if self.keys.get(dataset).is_some_and(|k| k.synced) {
+            return Ok(());
+        }
+        let max = self.tables.max_id(&self.ledger.conn, dataset)?;
+        let idx = self.keys.entry(dataset.to_string()).or_default();
+        idx.sync(&self.ledger.conn, &table_for(dataset), max)
+    }
+
     /// Drains one file's stream into its dataset table.
-    fn store(&mut self, dataset: &str, id: i64, rx: &Receiver<Msg>, now: &str) -> Result<End> {
-        let mut columns: Vec<String> = Vec::new();
+    fn store(
+        &mut self,
+        spec: &DatasetSpec,
+        id: i64,
+        rx: &Receiver<Msg>,
+        now: &str,
+        file: &mut FileStore,
+    ) -> Result<End> {
+        let dataset = spec.name.as_str();
+        let keyed = !spec.key.is_empty();
         loop {
             match rx.recv() {
-                Ok(Msg::Columns(cols)) => {
-                    let defs: Vec<ColumnDef> = cols
-                        .iter()
-                        .map(|c| ColumnDef {
-                            name: c.clone(),
-                            sql_type: "TEXT",
-                        })
-                        .collect();
-                    self.tables.ensure(&self.ledger.conn, dataset, &defs, now)?;
-                    columns = cols;
+                Ok(Msg::Columns(defs)) => {
+                    if let Err(r) = self.columns(spec, &defs, now, file)? {
+                        return Ok(End::Rejected {
+                            format: None,
+                            reject: r,
+                            rejects: Vec::new(),
+                        });
+                    }
                 }
                 Ok(Msg::Rows(chunk)) => {
-                    self.tables
-                        .insert(&self.ledger.conn, dataset, &columns, id, &chunk)?;
+                    let first = self.next_id(dataset)?;
+                    let kept = if keyed {
+                        self.key_index(dataset)?;
+                        let table = table_for(dataset);
+                        let idx = self.keys.get_mut(dataset).expect("just synced");
+                        let conn = &self.ledger.conn;
+                        let key_cols = &file.key_cols;
+                        let mut dups = 0;
+                        let kept = dedupe(
+                            idx,
+                            &chunk,
+                            key_cols,
+                            first,
+                            |other, r| {
+                                same_key_stored(conn, &table, &spec.key, key_cols, other, &chunk, r)
+                            },
+                            &mut dups,
+                        )?;
+                        file.duplicates += dups;
+                        Some(kept)
+                    } else {
+                        None
+                    };
+                    let n = kept.as_ref().map_or(chunk.rows(), Vec::len) as i64;
+                    self.tables.insert(
+                        &self.ledger.conn,
+                        dataset,
+                        &file.cols,
+                        keyed,
+                        id,
+                        &chunk,
+                        kept.as_deref(),
+                        first,
+                    )?;
+                    self.next_ids.insert(dataset.to_string(), first + n);
+                    if let Some(idx) = self.keys.get_mut(dataset) {
+                        idx.through = idx.through.max(first + n - 1);
+                    }
+                    file.stored += n as u64;
                 }
-                Ok(Msg::End(end)) => return Ok(end),
+                Ok(Msg::Rejects(r)) => self.ledger.add_rejects(id, &r)?,
+                Ok(Msg::End(end)) => {
+                    if let End::Done { .. } = end {
+                        if let Some(r) = self.missing_columns(spec, file) {
+                            return Ok(End::Rejected {
+                                format: None,
+                                reject: r,
+                                rejects: Vec::new(),
+                            });
+                        }
+                    }
+                    return Ok(end);
+                }
                 Err(_) => {
                     return Ok(End::Rejected {
                         format: None,
@@ -396,13 +554,127 @@ impl Writer<'_> {
                             Stage::Parse,
                             "the worker stopped before finishing the file",
                         ),
+                        rejects: Vec::new(),
                     })
                 }
             }
         }
     }
 
-    fn quarantine(&mut self, meta: FileMeta, format: Option<&str>, reject: Reject) -> Result<()> {
+    /// Takes a file's column list: creates or grows the table, and applies the drift policy of
+    /// an untyped dataset (a typed one was checked by the worker against its declaration).
+    fn columns(
+        &mut self,
+        spec: &DatasetSpec,
+        defs: &[ColumnDef],
+        now: &str,
+        file: &mut FileStore,
+    ) -> Result<Result<(), Reject>> {
+        let conn = &self.ledger.conn;
+        let existing: Vec<String> = self
+            .tables
+            .columns(conn, &spec.name)?
+            .into_iter()
+            .filter(|c| !SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(c)))
+            .collect();
+        if file.before.is_none() {
+            file.before = Some(existing.clone());
+        }
+        let has = |name: &str| existing.iter().any(|e| e.eq_ignore_ascii_case(name));
+        let mut cols = Vec::with_capacity(defs.len());
+        let mut add: Vec<ColumnDef> = Vec::new();
+        let mut refused = Vec::new();
+        for d in defs {
+            file.seen.insert(d.name.to_lowercase());
+            let new = !existing.is_empty() && !has(&d.name);
+            let policy = if spec.typed() {
+                Policy::Add
+            } else {
+                spec.on_new_column
+            };
+            match (new, policy) {
+                (true, Policy::Fail) => {
+                    refused.push(d.name.clone());
+                    cols.push(None);
+                }
+                (true, Policy::Ignore) => cols.push(None),
+                _ => {
+                    add.push(d.clone());
+                    cols.push(Some(d.name.clone()));
+                }
+            }
+        }
+        if !refused.is_empty() {
+            return Ok(Err(Reject::new(
+                Kind::SchemaNewColumn,
+                Stage::Validate,
+                format!(
+                    "the file has column{} {} that dataset {:?} does not have \
+                     (on_new_column = fail)",
+                    if refused.len() == 1 { "" } else { "s" },
+                    quoted(&refused),
+                    spec.name
+                ),
+            )
+            .in_field(refused.join(", "))));
+        }
+        if !spec.key.is_empty() {
+            add.push(ColumnDef {
+                name: "_key".into(),
+                sql_type: "INTEGER",
+            });
+        }
+        self.tables.ensure(conn, &spec.name, &add, now)?;
+        file.key_cols = spec
+            .key
+            .iter()
+            .map(|k| {
+                cols.iter()
+                    .position(|c| c.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(k)))
+            })
+            .collect();
+        file.cols = cols;
+        Ok(Ok(()))
+    }
+
+    /// For an untyped dataset with `on_missing_column = fail`: the columns its table had that
+    /// the file never showed.
+    fn missing_columns(&self, spec: &DatasetSpec, file: &FileStore) -> Option<Reject> {
+        if spec.typed() || spec.on_missing_column != Policy::Fail {
+            return None;
+        }
+        let missing: Vec<String> = file
+            .before
+            .iter()
+            .flatten()
+            .filter(|c| !file.seen.contains(&c.to_lowercase()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        Some(
+            Reject::new(
+                Kind::SchemaMissingColumn,
+                Stage::Validate,
+                format!(
+                    "the file lacks column{} {} of dataset {:?} (on_missing_column = fail)",
+                    if missing.len() == 1 { "" } else { "s" },
+                    quoted(&missing),
+                    spec.name
+                ),
+            )
+            .in_field(missing.join(", ")),
+        )
+    }
+
+    fn quarantine(
+        &mut self,
+        meta: FileMeta,
+        format: Option<&str>,
+        reject: Reject,
+        rejects: &[RecordReject],
+    ) -> Result<()> {
         let path = meta.rel.display();
         let now = ledger::now();
         let id = self.ledger.insert(&NewFile {
@@ -410,6 +682,7 @@ impl Writer<'_> {
             error: Some(&reject),
             ..self.row(&meta, &path, State::Quarantined, &now)
         })?;
+        self.ledger.add_rejects(id, rejects)?;
         let name = meta.rel.file_name().to_os_string();
         let to = self.allocate(id, self.ctx.spool.quarantine.join(&name))?;
         let row = self
@@ -419,7 +692,7 @@ impl Writer<'_> {
         let placement = Placement::Quarantine {
             from: meta.source.path().to_path_buf(),
             to,
-            reason: reason_json(&row),
+            reason: reason_json(&row, &rejects[..rejects.len().min(FIRST_REJECTS)]),
             copy: self.ctx.mode == Mode::Keep,
         };
         self.finished.push(Finished {
@@ -442,6 +715,7 @@ impl Writer<'_> {
         Ok(Some(Placement::Archive {
             from: c.path.clone(),
             to,
+            rejects: None,
         }))
     }
 
@@ -495,4 +769,249 @@ fn is_fatal(e: &anyhow::Error) -> bool {
         ),
         None => false,
     }
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the writer tracks about the file it is storing.
+#[derive(Default)]
+struct FileStore {
+    /// Per chunk cell: the table column it goes to (`None`: dropped by policy).
+    cols: Vec<Option<String>>,
+    /// Per key column: its chunk cell.
+    key_cols: Vec<Option<usize>>,
+    /// The table's data columns before this file (untyped drift).
+    before: Option<Vec<String>>,
+    /// Lowercased names of every column the file has shown.
+    seen: std::collections::HashSet<String>,
+    stored: u64,
+    duplicates: u64,
+}
+
+/// Key hashes are already well mixed: use them as their own hash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_i64(&mut self, v: i64) {
+        self.0 = v as u64;
+    }
+}
+
+type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
+
+/// The key hashes of a dataset's stored records, each with the id of a record that has it.
+///
+/// This is what makes record keys cheap (R-record-key): a new key costs a hash-map insert, not a
+/// B-tree insert on disk (a UNIQUE index over the key columns made a 6.8 M-row load several
+/// times slower). A hash seen before is checked exactly: the stored record is read by its id and
+/// its key values compared, so two different keys that share a hash are both stored. Memory is
+/// about 20 bytes per stored record. The index is loaded from the table's `_key` column on first
+/// use and topped up at each transaction with the rows other processes stored.
+#[derive(Default)]
+struct KeyIndex {
+    map: IdMap<i64>,
+    /// Further records whose different keys share a hash with the one in `map`.
+    more: IdMap<Vec<i64>>,
+    /// Every record with an id up to this is in the index.
+    through: i64,
+    /// `through` when the current file started.
+    file_start: Option<i64>,
+    /// Hashes added since the last commit, by the current file and before it: (hash, in_more).
+    added: Vec<(i64, bool)>,
+    /// `added.len()` when the current file started.
+    file_mark: usize,
+    synced: bool,
+}
+
+impl KeyIndex {
+    fn sync(&mut self, conn: &Connection, table: &str, max: i64) -> Result<()> {
+        if max < self.through {
+            // Records were removed behind our back: start over.
+            *self = KeyIndex::default();
+        }
+        if max > self.through {
+            let started = Instant::now();
+            let mut stmt = conn.prepare(&format!(
+                "SELECT _id, _key FROM {} WHERE _id > ?1 AND _key IS NOT NULL ORDER BY _id",
+                ident(table)
+            ))?;
+            let mut rows = stmt.query([self.through])?;
+            let mut n = 0u64;
+            while let Some(r) = rows.next()? {
+                let (id, h): (i64, i64) = (r.get(0)?, r.get(1)?);
+                match self.map.get(&h) {
+                    None => {
+                        self.map.insert(h, id);
+                    }
+                    Some(_) => self.more.entry(h).or_default().push(id),
+                }
+                n += 1;
+            }
+            if n > 100_000 {
+                tracing::info!(
+                    table,
+                    keys = n,
+                    ms = started.elapsed().as_millis() as u64,
+                    "loaded record keys"
+                );
+            }
+            self.through = max;
+        }
+        self.synced = true;
+        self.file_start.get_or_insert(self.through);
+        self.file_mark = self.added.len();
+        Ok(())
+    }
+
+    fn candidates(&self, h: i64) -> impl Iterator<Item = i64> + '_ {
+        self.map
+            .get(&h)
+            .copied()
+            .into_iter()
+            .chain(self.more.get(&h).into_iter().flatten().copied())
+    }
+
+    fn add(&mut self, h: i64, id: i64) {
+        match self.map.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.more.entry(h).or_default().push(id);
+                self.added.push((h, true));
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+                self.added.push((h, false));
+            }
+        }
+    }
+
+    fn file_done(&mut self) {
+        self.file_start = None;
+        self.file_mark = self.added.len();
+    }
+
+    /// Forgets what the current file added (its savepoint was rolled back).
+    fn undo_file(&mut self) {
+        while self.added.len() > self.file_mark {
+            let (h, in_more) = self.added.pop().expect("longer than the mark");
+            if in_more {
+                if let Some(v) = self.more.get_mut(&h) {
+                    v.pop();
+                    if v.is_empty() {
+                        self.more.remove(&h);
+                    }
+                }
+            } else {
+                self.map.remove(&h);
+            }
+        }
+        if let Some(t) = self.file_start.take() {
+            self.through = t;
+        }
+        self.synced = false;
+    }
+}
+
+/// Picks the rows of a chunk whose key is new; counts the others in `dups`. Row ids are
+/// assigned from `first` in order. `stored_same(id, row)` says whether the stored record `id`
+/// has the key of chunk row `row`.
+fn dedupe(
+    idx: &mut KeyIndex,
+    chunk: &Chunk,
+    key_cols: &[Option<usize>],
+    first: i64,
+    mut stored_same: impl FnMut(i64, usize) -> Result<bool>,
+    dups: &mut u64,
+) -> Result<Vec<u32>> {
+    let mut kept: Vec<u32> = Vec::with_capacity(chunk.rows());
+    for r in 0..chunk.rows() {
+        let h = chunk.keys[r];
+        let mut dup = false;
+        for other in idx.candidates(h).collect::<Vec<_>>() {
+            let same = if other >= first {
+                let o = kept[(other - first) as usize] as usize;
+                same_key_in_chunk(chunk, key_cols, o, r)
+            } else {
+                stored_same(other, r)?
+            };
+            if same {
+                dup = true;
+                break;
+            }
+        }
+        if dup {
+            *dups += 1;
+            continue;
+        }
+        idx.add(h, first + kept.len() as i64);
+        kept.push(r as u32);
+    }
+    Ok(kept)
+}
+
+fn cell_at(chunk: &Chunk, row: usize, col: Option<usize>) -> Cell {
+    col.map_or(Cell::Null, |c| chunk.row(row)[c])
+}
+
+fn same_key_in_chunk(chunk: &Chunk, key_cols: &[Option<usize>], a: usize, b: usize) -> bool {
+    key_cols.iter().all(|&c| {
+        let (x, y) = (cell_at(chunk, a, c), cell_at(chunk, b, c));
+        match (x, y) {
+            (Cell::Text { .. }, Cell::Text { .. }) => chunk.text(x) == chunk.text(y),
+            (Cell::Real(p), Cell::Real(q)) => p == q,
+            _ => x == y,
+        }
+    })
+}
+
+/// Whether stored record `id` has the key of chunk row `r`: the exact check behind a hash match.
+fn same_key_stored(
+    conn: &Connection,
+    table: &str,
+    key_names: &[String],
+    key_cols: &[Option<usize>],
+    id: i64,
+    chunk: &Chunk,
+    r: usize,
+) -> Result<bool> {
+    let cols: Vec<String> = key_names.iter().map(|k| ident(k)).collect();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM {} WHERE _id = ?1",
+        cols.join(", "),
+        ident(table)
+    ))?;
+    let mut rows = stmt.query([id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(false);
+    };
+    for (i, &c) in key_cols.iter().enumerate() {
+        let cell = cell_at(chunk, r, c);
+        let same = match (row.get_ref(i)?, cell) {
+            (ValueRef::Null, Cell::Null) => true,
+            (ValueRef::Integer(a), Cell::Int(b)) => a == b,
+            (ValueRef::Real(a), Cell::Real(b)) => a == b,
+            (ValueRef::Text(a), t @ Cell::Text { .. }) => {
+                Some(a) == chunk.text(t).map(str::as_bytes)
+            }
+            _ => false,
+        };
+        if !same {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
