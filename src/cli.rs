@@ -52,6 +52,12 @@ pub enum Command {
     Status(StatusArgs),
     /// The ledger: one row per file (and per attempt)
     Files(FilesArgs),
+    /// Quarantined files: list them, show why, send them through again
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+    /// Check a configuration file
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
@@ -108,4 +114,47 @@ pub struct FilesArgs {
     /// Print as JSON (an array of objects)
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Files in quarantine that have not been retried
+    List {
+        /// Print as JSON (an array of ledger rows)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a file was quarantined: its reason, first rejected records and attempts
+    Show {
+        /// Ledger id (from `ferry quarantine list`)
+        id: i64,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send quarantined files through the pipeline again, under the current config
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Ledger ids to retry
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub ids: Vec<i64>,
+    /// Retry every file in quarantine
+    #[arg(long)]
+    pub all: bool,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print the datasets as resolved (exit 2 if invalid)
+    Check {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -7,6 +7,12 @@ use ferry::config::ConfigError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Output piped into `head` and the like: end quietly when the reader goes away, as other
+    // command-line tools do, instead of failing on a closed pipe.
+    // SAFETY: setting a signal disposition at startup, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     ferry::logging::init(cli.log_format, "warn", cli.verbose, cli.quiet);
     match ferry::cmd::dispatch(&cli) {

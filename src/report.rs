@@ -136,18 +136,23 @@ pub fn files_table(rows: &[FileRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:<11}  {:<14}  {:>9}  {:>10}  {:<24}  path",
-        "id", "state", "dataset", "records", "bytes", "error"
+        "{:>6}  {:<11}  {:<14}  {:>9}  {:>8}  {:>10}  {:>3}  {:<24}  path",
+        "id", "state", "dataset", "records", "rejected", "bytes", "try", "error"
     );
     for r in rows {
+        let retry = r
+            .retry_of
+            .map_or_else(String::new, |o| format!("  (retry of {o})"));
         let _ = writeln!(
             out,
-            "{:>6}  {:<11}  {:<14}  {:>9}  {:>10}  {:<24}  {}",
+            "{:>6}  {:<11}  {:<14}  {:>9}  {:>8}  {:>10}  {:>3}  {:<24}  {}{retry}",
             r.id,
             r.state,
             r.dataset.as_deref().unwrap_or("-"),
             thousands(r.records as u64),
+            thousands(r.rejected as u64),
             thousands(r.size as u64),
+            r.attempt,
             r.error_kind.as_deref().unwrap_or(""),
             r.path
         );

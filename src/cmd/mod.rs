@@ -1,6 +1,8 @@
 //! One module per subcommand, each the same shape: `run(cfg, args) -> Result<Outcome>`.
 
+pub mod config;
 pub mod files;
+pub mod quarantine;
 pub mod run;
 pub mod status;
 
@@ -37,6 +39,8 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         Command::Run(a) => run::run(&cfg, a),
         Command::Status(a) => status::run(&cfg, a),
         Command::Files(a) => files::run(&cfg, a),
+        Command::Quarantine(q) => quarantine::run(&cfg, q),
+        Command::Config(c) => config::run(&cfg, c),
         Command::Completions { .. } => unreachable!("handled above"),
     }
 }

@@ -92,13 +92,24 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
             .filter(|(_, h)| *h != Hold::IsMarker)
             .map(|(rel, h)| Waiting::new(rel.display(), h)),
     );
+    report(&source, started, summary, waiting, args.json)
+}
+
+/// Prints what a pipeline run did; the outcome says whether anything was quarantined.
+pub fn report(
+    source: &Path,
+    started: Instant,
+    summary: crate::events::Summary,
+    waiting: Vec<Waiting>,
+    json: bool,
+) -> Result<Outcome> {
     let report = report::RunReport {
         source: source.display().to_string(),
         elapsed_ms: started.elapsed().as_millis() as u64,
         summary,
         waiting,
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.table());

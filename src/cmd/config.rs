@@ -1,0 +1,229 @@
+//! `ferry config check`: validates the config (loading it already did) and prints the datasets
+//! as ferry resolved them, defaults filled in, so a user sees what a file will be held to.
+
+use super::Outcome;
+use crate::cli::ConfigCommand;
+use crate::config::{Config, DatasetSpec};
+use crate::schema::{Case, ColumnSpec};
+use anyhow::Result;
+use serde::Serialize;
+
+pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
+    let ConfigCommand::Check { json } = cmd;
+    let view = View {
+        file: cfg.file.as_ref().map(|f| f.display().to_string()),
+        root: cfg.spool.root.display().to_string(),
+        incoming: cfg.spool.incoming.display().to_string(),
+        workers: cfg.workers,
+        max_attempts: cfg.max_attempts,
+        settle_ms: cfg.rules.settle.as_millis() as u64,
+        done_marker: cfg.rules.done_marker.clone(),
+        datasets: cfg.datasets.iter().map(|d| DatasetView::of(d)).collect(),
+    };
+    if *json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(Outcome::Done);
+    }
+    match &view.file {
+        Some(f) => println!("{f}: valid"),
+        None => println!("no config file: built-in defaults"),
+    }
+    println!("  root          {}", view.root);
+    println!("  incoming      {}", view.incoming);
+    println!("  workers       {}", view.workers);
+    println!("  max_attempts  {}", view.max_attempts);
+    println!("  settle        {} ms", view.settle_ms);
+    if let Some(m) = &view.done_marker {
+        println!("  done_marker   {m}");
+    }
+    if view.datasets.is_empty() {
+        println!(
+            "  datasets      none configured: one per top-level folder, columns from the files"
+        );
+    }
+    for d in &view.datasets {
+        println!();
+        println!("dataset {}  (table {})", d.name, d.table);
+        println!(
+            "  match              {}",
+            d.matches.as_deref().unwrap_or("(its folder name)")
+        );
+        println!("  format             {}", d.format);
+        println!("  encoding           {}", d.encoding);
+        println!(
+            "  key                {}",
+            if d.key.is_empty() {
+                "-".into()
+            } else {
+                d.key.join(", ")
+            }
+        );
+        println!("  max_bad_records    {}", d.max_bad_records);
+        println!("  on_new_column      {}", d.on_new_column);
+        println!("  on_missing_column  {}", d.on_missing_column);
+        if d.columns.is_empty() {
+            println!("  columns            from the files (untyped)");
+        }
+        for c in &d.columns {
+            let mut extra = Vec::new();
+            if c.required {
+                extra.push("required".to_string());
+            }
+            if c.from != c.name {
+                extra.push(format!("from {:?}", c.from));
+            }
+            if !c.allowed.is_empty() {
+                extra.push(format!("allowed {}", c.allowed.join("|")));
+            }
+            if c.trim {
+                extra.push("trim".into());
+            }
+            if let Some(case) = &c.case {
+                extra.push(format!("case {case}"));
+            }
+            if !c.formats.is_empty() {
+                extra.push(format!("formats {}", c.formats.join(" | ")));
+            }
+            if let Some(tz) = &c.timezone {
+                extra.push(format!("timezone {tz}"));
+            }
+            if let Some(s) = c.scale {
+                extra.push(format!("scale {s}"));
+            }
+            if let Some(s) = &c.decimal_separator {
+                extra.push(format!("decimal_separator {s:?}"));
+            }
+            println!(
+                "  column {:<18} {:<9} {:<8} {}",
+                c.name,
+                c.r#type,
+                c.sql_type,
+                extra.join(", ")
+            );
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+#[derive(Serialize)]
+struct View {
+    file: Option<String>,
+    root: String,
+    incoming: String,
+    workers: usize,
+    max_attempts: u32,
+    settle_ms: u64,
+    done_marker: Option<String>,
+    datasets: Vec<DatasetView>,
+}
+
+#[derive(Serialize)]
+struct DatasetView {
+    name: String,
+    table: String,
+    #[serde(rename = "match")]
+    matches: Option<String>,
+    format: String,
+    encoding: String,
+    key: Vec<String>,
+    max_bad_records: String,
+    on_new_column: &'static str,
+    on_missing_column: &'static str,
+    columns: Vec<ColumnView>,
+}
+
+impl DatasetView {
+    fn of(d: &DatasetSpec) -> DatasetView {
+        let o = &d.options;
+        let mut format = o
+            .format
+            .map_or("by extension, else sniffed".to_string(), |f| {
+                f.id().to_string()
+            });
+        if o.format.is_none_or(|f| f == crate::format::Format::Csv) {
+            let delim = match o.delimiter {
+                None => "sniffed".to_string(),
+                Some(b'\t') => "tab".to_string(),
+                Some(c) => format!("{:?}", c as char),
+            };
+            format.push_str(&format!(
+                "; csv delimiter {delim}, header {}",
+                if o.header { "yes" } else { "no" }
+            ));
+            if !o.names.is_empty() {
+                format.push_str(&format!(", names {}", o.names.join(",")));
+            }
+        }
+        if let Some(p) = &o.json_pointer {
+            format.push_str(&format!("; json_pointer {p}"));
+        }
+        DatasetView {
+            name: d.name.clone(),
+            table: crate::ledger::tables::table_for(&d.name),
+            matches: d.pattern.clone(),
+            format,
+            encoding: o
+                .encoding
+                .map_or("utf-8".to_string(), |e| e.name().to_lowercase()),
+            key: d.key.clone(),
+            max_bad_records: d.max_bad.to_string(),
+            on_new_column: d.on_new_column.id(),
+            on_missing_column: d.on_missing_column.id(),
+            columns: d.columns.iter().map(ColumnView::of).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ColumnView {
+    name: String,
+    from: String,
+    r#type: &'static str,
+    sql_type: &'static str,
+    required: bool,
+    allowed: Vec<String>,
+    trim: bool,
+    case: Option<&'static str>,
+    formats: Vec<String>,
+    timezone: Option<String>,
+    scale: Option<u32>,
+    decimal_separator: Option<String>,
+}
+
+impl ColumnView {
+    fn of(c: &ColumnSpec) -> ColumnView {
+        use crate::schema::ColType;
+        let dated = matches!(c.ty, ColType::Date | ColType::DateTime);
+        let formats = if !dated {
+            Vec::new()
+        } else if c.formats.is_empty() {
+            let d = if c.ty == ColType::Date {
+                crate::schema::DEFAULT_DATE_FORMATS
+            } else {
+                crate::schema::DEFAULT_DATETIME_FORMATS
+            };
+            d.iter().map(|s| s.to_string()).collect()
+        } else {
+            c.formats.clone()
+        };
+        ColumnView {
+            name: c.name.clone(),
+            from: c.source.clone(),
+            r#type: c.ty.id(),
+            sql_type: c.ty.sql_type(),
+            required: c.required,
+            allowed: c.allowed.iter().map(|v| v.to_string()).collect(),
+            trim: c.trim,
+            case: match c.case {
+                Case::Keep => None,
+                Case::Lower => Some("lower"),
+                Case::Upper => Some("upper"),
+            },
+            formats,
+            timezone: (c.ty == ColType::DateTime).then(|| c.timezone.to_string()),
+            scale: c.scale,
+            decimal_separator: matches!(c.ty, ColType::Float | ColType::Decimal)
+                .then(|| c.decimal_separator.to_string()),
+        }
+    }
+}
