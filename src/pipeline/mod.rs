@@ -185,6 +185,8 @@ pub enum End {
     },
     /// The file changed while it was read: not finished after all.
     Changed,
+    /// Reading failed for a reason outside the content; the worker reads it again.
+    Retry,
 }
 
 /// The running pipeline.

@@ -21,7 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Chunks buffered per big file between its worker and the writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
@@ -277,6 +277,14 @@ fn ingest(
 
     // Identity first: the full content's hash.
     let small = before.size <= ctx.cfg.small_file;
+    if let Some(e) = injected_read_fault(rel) {
+        let r = Reject::new(
+            Kind::IoRead,
+            Stage::Read,
+            format!("reading the file failed: {e}"),
+        );
+        return again_or_reject(ctx, meta, r, jobs);
+    }
     let hashed = if small {
         let mut bytes = Vec::with_capacity(before.size as usize);
         (&file).read_to_end(&mut bytes).map(|_| {
@@ -294,7 +302,7 @@ fn ingest(
                 Stage::Read,
                 format!("reading the file failed: {e}"),
             );
-            return send(jobs, meta, Body::Rejected(r));
+            return again_or_reject(ctx, meta, r, jobs);
         }
     };
     meta.sha256 = Some(hash.hex());
@@ -361,6 +369,15 @@ fn ingest(
     let end = match parsed {
         Err(Stop::Cancelled) => return,
         _ if changed => End::Changed,
+        Err(Stop::Reject(r)) if !r.kind.is_content() && attempt < ctx.cfg.max_attempts => {
+            // Not the content's fault: the writer forgets what it stored of this attempt, and
+            // the file is read again after a pause.
+            if unsent.is_none() {
+                let _ = tx.send(Msg::End(End::Retry));
+            }
+            drop(tx);
+            return again_or_reject(ctx, meta, r, jobs);
+        }
         Ok((records, rejected)) => End::Done {
             format: format.expect("parsed, so opened"),
             records,
@@ -379,4 +396,69 @@ fn ingest(
     if let Some(rx) = unsent {
         send(jobs, meta, Body::Records(rx));
     }
+}
+
+/// The pause before attempt `n + 1`: 100 ms, doubling, at most 5 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.saturating_sub(1).min(6)))
+        .min(Duration::from_secs(5))
+}
+
+/// A failure outside the file's content (R-poison): tries the file again after a back-off,
+/// until `max_attempts`; then it is quarantined with the last error.
+fn again_or_reject(ctx: &Ctx, meta: FileMeta, reject: Reject, jobs: &Sender<Job>) {
+    if meta.attempt >= ctx.cfg.max_attempts || ctx.halted() {
+        let mut r = reject;
+        if meta.attempt > 1 {
+            r.message = format!(
+                "{} (attempt {} of {})",
+                r.message, meta.attempt, ctx.cfg.max_attempts
+            );
+        }
+        return send(jobs, meta, Body::Rejected(r));
+    }
+    tracing::warn!(
+        attempt = meta.attempt,
+        max_attempts = ctx.cfg.max_attempts,
+        error = %reject.message,
+        "reading the file failed; trying again"
+    );
+    std::thread::sleep(backoff(meta.attempt));
+    let next = meta.attempt + 1;
+    let rel = meta.rel.clone();
+    match open_nofollow(meta.source.path()) {
+        Ok(f) => ingest(ctx, f, meta.source, &rel, next, meta.retry_of, jobs),
+        Err(e) => {
+            let r = Reject::new(
+                Kind::IoRead,
+                Stage::Read,
+                format!("cannot open the file again: {e}"),
+            );
+            let meta = FileMeta {
+                attempt: next,
+                ..meta
+            };
+            again_or_reject(ctx, meta, r, jobs)
+        }
+    }
+}
+
+/// Test builds only: `FERRY_TEST_FAIL_READS=<text>:<n>` makes the first `n` reads of files whose
+/// path contains `<text>` fail, standing in for a flaky disk or network share.
+#[cfg(debug_assertions)]
+fn injected_read_fault(rel: &RelPath) -> Option<io::Error> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static FAILED: AtomicU32 = AtomicU32::new(0);
+    let spec = std::env::var("FERRY_TEST_FAIL_READS").ok()?;
+    let (pat, n) = spec.rsplit_once(':')?;
+    let n: u32 = n.parse().ok()?;
+    if !rel.display().contains(pat) || FAILED.fetch_add(1, Ordering::SeqCst) >= n {
+        return None;
+    }
+    Some(io::Error::from_raw_os_error(libc::EIO))
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_read_fault(_: &RelPath) -> Option<io::Error> {
+    None
 }

@@ -390,6 +390,10 @@ impl Writer<'_> {
                 self.undo_file()?;
                 self.quarantine(meta, format.map(|f| f.id()), reject, &rejects)?;
             }
+            End::Retry => {
+                // The worker tries again and hands the file over anew.
+                self.undo_file()?;
+            }
             End::Changed => {
                 self.undo_file()?;
                 let placement = match &meta.source {
@@ -1014,4 +1018,50 @@ fn same_key_stored(
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of one-column text rows with the given (forced) key hashes.
+    fn chunk(rows: &[(&str, i64)]) -> Chunk {
+        let mut c = Chunk::new(1);
+        for (i, (v, h)) in rows.iter().enumerate() {
+            c.push_row(i as u64 + 2, v, &[Some((0, v.len()))]);
+            c.keys.push(*h);
+        }
+        c
+    }
+
+    #[test]
+    fn equal_hashes_are_checked_against_the_values() {
+        let mut idx = KeyIndex::default();
+        // "a" and "b" collide on purpose; the second "a" is a true duplicate.
+        let c = chunk(&[("a", 7), ("b", 7), ("a", 7), ("c", 9)]);
+        let mut dups = 0;
+        let kept = dedupe(&mut idx, &c, &[Some(0)], 100, |_, _| Ok(false), &mut dups).unwrap();
+        assert_eq!(kept, [0, 1, 3]);
+        assert_eq!(dups, 1);
+        assert_eq!(idx.candidates(7).collect::<Vec<_>>(), [100, 101]);
+        // A later chunk: hash 7 is checked against the stored records by id.
+        let c2 = chunk(&[("b", 7), ("d", 7)]);
+        let mut dups = 0;
+        let kept = dedupe(
+            &mut idx,
+            &c2,
+            &[Some(0)],
+            103,
+            |id, r| Ok(id == 101 && r == 0),
+            &mut dups,
+        )
+        .unwrap();
+        assert_eq!(kept, [1]);
+        assert_eq!(dups, 1);
+        // Undoing the file forgets only what it added.
+        idx.file_mark = 3;
+        idx.undo_file();
+        assert_eq!(idx.candidates(7).collect::<Vec<_>>(), [100, 101]);
+        assert_eq!(idx.candidates(9).collect::<Vec<_>>(), [102]);
+    }
 }

@@ -71,6 +71,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A value as text, the way `sqlite3` prints it (NULL → None).
+fn cell_text(r: &rusqlite::Row<'_>, i: usize) -> Option<String> {
+    match r.get::<_, rusqlite::types::Value>(i).unwrap() {
+        rusqlite::types::Value::Null => None,
+        rusqlite::types::Value::Integer(n) => Some(n.to_string()),
+        rusqlite::types::Value::Real(f) => Some(f.to_string()),
+        rusqlite::types::Value::Text(t) => Some(t),
+        rusqlite::types::Value::Blob(b) => Some(format!("{b:?}")),
+    }
+}
+
 pub struct Spool {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
@@ -168,24 +179,21 @@ impl Spool {
         let keep: Vec<usize> = (0..names.len())
             .filter(|&i| names[i] != "_id" && names[i] != "_file_id")
             .collect();
-        stmt.query_map([], |r| {
-            Ok(keep
-                .iter()
-                .map(|&i| {
-                    let v: rusqlite::types::Value = r.get(i).unwrap();
-                    match v {
-                        rusqlite::types::Value::Null => None,
-                        rusqlite::types::Value::Integer(n) => Some(n.to_string()),
-                        rusqlite::types::Value::Real(f) => Some(f.to_string()),
-                        rusqlite::types::Value::Text(t) => Some(t),
-                        rusqlite::types::Value::Blob(b) => Some(format!("{b:?}")),
-                    }
-                })
-                .collect())
-        })
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+        stmt.query_map([], |r| Ok(keep.iter().map(|&i| cell_text(r, i)).collect()))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// Any query's rows as text (NULL → None).
+    pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let db = self.db();
+        let mut stmt = db.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| Ok((0..n).map(|i| cell_text(r, i)).collect()))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     pub fn columns(&self, table: &str) -> Vec<String> {

@@ -8,3 +8,4 @@ mod harness;
 mod crash;
 mod formats;
 mod run;
+mod typed;
