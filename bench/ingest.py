@@ -108,11 +108,31 @@ def drop_caches_hint():
     pass
 
 
-def run_ferry(d, files, name, extra_args=()):
+# The typed variant: all 7 columns typed, a record key on 3 of them.
+TYPED_CONFIG = """
+[[dataset]]
+name = "vehicles"
+key = ["vin", "make", "year"]
+columns = [
+  { name = "vin", required = true },
+  { name = "make", required = true },
+  { name = "model" },
+  { name = "year", type = "int" },
+  { name = "price", type = "decimal", scale = 2 },
+  { name = "registered_at", type = "datetime" },
+  { name = "dealer", trim = true },
+]
+"""
+
+
+def run_ferry(d, files, name, extra_args=(), typed=False):
     spool = os.path.join(WORK, "ferry-" + name)
     shutil.rmtree(spool, ignore_errors=True)
     inc = os.path.join(spool, "incoming", "vehicles")
     os.makedirs(inc)
+    if typed:
+        with open(os.path.join(spool, "ferry.toml"), "w") as fh:
+            fh.write(TYPED_CONFIG)
     for f in files:
         os.link(os.path.join(d, f), os.path.join(inc, f))
     el, rss = run_measured([FERRY, "--root", spool, "-q", "run", "--no-progress", *extra_args],
@@ -146,6 +166,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--set", choices=list(SETS), action="append")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--tools", default="ferry,typed,sqlite3",
+                    help="comma-separated among ferry (zero-config), typed (7 typed columns, key on 3), sqlite3")
     args = ap.parse_args()
     sets = args.set or list(SETS)
     if not os.path.exists(FERRY):
@@ -162,33 +184,36 @@ def main():
         d = generate(name)
         files, size = dataset_facts(d)
         rows_expected = SETS[name]["files"] * SETS[name]["rows"]
-        ferry_t, sqlite_t, ferry_rss = [], [], []
+        ferry_t, sqlite_t, typed_t, ferry_rss, typed_rss = [], [], [], [], []
+        tools = args.tools.split(",")
         for r in range(args.rounds):
-            # Alternate which tool goes first, so neither always gets the warmer machine.
-            order = ["ferry", "sqlite3"] if r % 2 == 0 else ["sqlite3", "ferry"]
+            # Rotate which tool goes first, so none always gets the warmer machine.
+            order = tools[r % len(tools):] + tools[:r % len(tools)]
             for tool in order:
-                if tool == "ferry":
-                    el, rss, n, nfiles = run_ferry(d, files, name)
+                if tool in ("ferry", "typed"):
+                    typed = tool == "typed"
+                    el, rss, n, nfiles = run_ferry(d, files, name, typed=typed)
                     assert n == rows_expected and nfiles == len(files), (n, nfiles)
-                    ferry_t.append(el)
-                    ferry_rss.append(rss)
+                    (typed_t if typed else ferry_t).append(el)
+                    (typed_rss if typed else ferry_rss).append(rss)
                 else:
                     el, rss, n = run_sqlite(d, files, name)
                     assert n == rows_expected, n
                     sqlite_t.append(el)
                 print("%-6s %-8s %6d %9d %10d %9.2f %12.0f %10.0f %9.1f" % (
                     name, tool, r + 1, len(files), n, el, n / el, len(files) / el, rss), flush=True)
-        fm, sm = statistics.median(ferry_t), statistics.median(sqlite_t)
-        summary.append((name, len(files), rows_expected, size, fm, sm, max(ferry_rss)))
+        med = lambda v: statistics.median(v) if v else float("nan")
+        summary.append((name, len(files), rows_expected, size, med(ferry_t), med(sqlite_t), med(typed_t),
+                        max(ferry_rss or [0]), max(typed_rss or [0])))
 
     print()
     print("median of %d rounds" % args.rounds)
-    print("%-6s %8s %10s %9s %14s %14s %13s %13s %7s %12s" % (
-        "set", "files", "rows", "MiB", "ferry rows/s", "sqlite rows/s", "ferry files/s", "sqlite files/s",
-        "ratio", "ferry RSS"))
-    for name, nf, nr, size, fm, sm, rss in summary:
-        print("%-6s %8d %10d %9.0f %14.0f %14.0f %13.0f %13.0f %6.2fx %8.1f MiB" % (
-            name, nf, nr, size / 2**20, nr / fm, nr / sm, nf / fm, nf / sm, sm / fm, rss))
+    print("%-6s %8s %10s %7s %13s %13s %13s %9s %11s %10s %10s" % (
+        "set", "files", "rows", "MiB", "ferry rows/s", "typed rows/s", "sqlite rows/s", "vs sqlite",
+        "typed/ferry", "ferry RSS", "typed RSS"))
+    for name, nf, nr, size, fm, sm, tm, rss, trss in summary:
+        print("%-6s %8d %10d %7.0f %13.0f %13.0f %13.0f %8.2fx %10.0f%% %6.0f MiB %6.0f MiB" % (
+            name, nf, nr, size / 2**20, nr / fm, nr / tm, nr / sm, sm / fm, 100 * fm / tm, rss, trss))
 
 
 if __name__ == "__main__":
