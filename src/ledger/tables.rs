@@ -175,14 +175,17 @@ impl Tables {
             .iter()
             .filter_map(|c| c.as_deref())
             .collect();
-        let system = if keyed { 4 } else { 3 };
+        // Keyed rows carry their id (the key index needs it); others get SQLite's next rowid,
+        // which is the same number, without binding it.
+        let system = if keyed { 4 } else { 2 };
         let params = stored.len() + system;
         let k = rows_per_statement(params);
         let sql = |count: usize| {
-            let mut s = format!("INSERT INTO {} (_id, _file_id, _line", ident(&table));
+            let mut s = format!("INSERT INTO {} (", ident(&table));
             if keyed {
-                s.push_str(", _key");
+                s.push_str("_id, _key, ");
             }
+            s.push_str("_file_id, _line");
             for c in &stored {
                 s.push_str(", ");
                 s.push_str(&ident(c));
@@ -196,14 +199,14 @@ impl Tables {
         let bind =
             |stmt: &mut rusqlite::Statement<'_>, p: &mut usize, i: usize| -> rusqlite::Result<()> {
                 let r = row_at(i);
-                stmt.raw_bind_parameter(*p, first_id + i as i64)?;
-                stmt.raw_bind_parameter(*p + 1, file_id)?;
-                stmt.raw_bind_parameter(*p + 2, chunk.lines[r] as i64)?;
-                *p += 3;
                 if keyed {
-                    stmt.raw_bind_parameter(*p, chunk.keys[r])?;
-                    *p += 1;
+                    stmt.raw_bind_parameter(*p, first_id + i as i64)?;
+                    stmt.raw_bind_parameter(*p + 1, chunk.keys[r])?;
+                    *p += 2;
                 }
+                stmt.raw_bind_parameter(*p, file_id)?;
+                stmt.raw_bind_parameter(*p + 1, chunk.lines[r] as i64)?;
+                *p += 2;
                 for (cell, col) in chunk.row(r).iter().zip(columns) {
                     if col.is_none() {
                         continue;

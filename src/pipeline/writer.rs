@@ -497,7 +497,8 @@ impl Writer<'_> {
                     }
                 }
                 Ok(Msg::Rows(chunk)) => {
-                    let first = self.next_id(dataset)?;
+                    // Keyed datasets number their records here; others let SQLite do it.
+                    let first = if keyed { self.next_id(dataset)? } else { 0 };
                     let kept = if keyed {
                         self.key_index(dataset)?;
                         let table = table_for(dataset);
@@ -531,9 +532,11 @@ impl Writer<'_> {
                         kept.as_deref(),
                         first,
                     )?;
-                    self.next_ids.insert(dataset.to_string(), first + n);
-                    if let Some(idx) = self.keys.get_mut(dataset) {
-                        idx.through = idx.through.max(first + n - 1);
+                    if keyed {
+                        self.next_ids.insert(dataset.to_string(), first + n);
+                        if let Some(idx) = self.keys.get_mut(dataset) {
+                            idx.through = idx.through.max(first + n - 1);
+                        }
                     }
                     file.stored += n as u64;
                 }
