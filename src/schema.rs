@@ -217,8 +217,13 @@ impl ColumnSpec {
             ColType::Bool => parse_bool(s)
                 .map(|b| Value::Int(b as i64))
                 .ok_or_else(|| format!("{s:?} is not a boolean (true/false, yes/no, 1/0)")),
-            ColType::Date => self.parse_date(s).map(|d| Value::Text(Cow::Owned(d))),
-            ColType::DateTime => self.parse_datetime(s).map(|d| Value::Text(Cow::Owned(d))),
+            ColType::Date => self.parse_date(s).map(Value::Text),
+            ColType::DateTime => self.parse_datetime(s).map(Value::Text),
+            ColType::Decimal
+                if self.decimal_separator == '.' && is_canonical_decimal(s, self.scale) =>
+            {
+                Ok(Value::Text(Cow::Borrowed(s)))
+            }
             ColType::Decimal => canonical_decimal(&self.with_point(s), self.scale)
                 .map(|d| Value::Text(Cow::Owned(d)))
                 .map_err(|why| format!("{s:?} is not a decimal{why}")),
@@ -245,11 +250,15 @@ impl ColumnSpec {
         }
     }
 
-    fn parse_date(&self, s: &str) -> Result<String, String> {
+    fn parse_date<'a>(&self, s: &'a str) -> Result<Cow<'a, str>, String> {
         let formats = self.formats(DEFAULT_DATE_FORMATS);
         for f in &formats {
             if let Ok(d) = NaiveDate::parse_from_str(s, f) {
-                return Ok(d.format("%Y-%m-%d").to_string());
+                // Already ISO 8601 (the common case): no rewriting.
+                if *f == "%Y-%m-%d" && s.len() == 10 {
+                    return Ok(Cow::Borrowed(s));
+                }
+                return Ok(Cow::Owned(d.format("%Y-%m-%d").to_string()));
             }
         }
         Err(format!(
@@ -259,11 +268,16 @@ impl ColumnSpec {
         ))
     }
 
-    fn parse_datetime(&self, s: &str) -> Result<String, String> {
+    fn parse_datetime<'a>(&self, s: &'a str) -> Result<Cow<'a, str>, String> {
         let formats = self.formats(DEFAULT_DATETIME_FORMATS);
         for f in &formats {
             if let Some(t) = self.datetime_in(s, f) {
-                return Ok(t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+                // Already canonical (`YYYY-MM-DDTHH:MM:SSZ`, the common case): no rewriting.
+                if *f == "rfc3339" && s.len() == 20 && s.as_bytes()[10] == b'T' && s.ends_with('Z')
+                {
+                    return Ok(Cow::Borrowed(s));
+                }
+                return Ok(Cow::Owned(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
             }
         }
         Err(format!(
@@ -329,6 +343,27 @@ fn parse_bool(s: &str) -> Option<bool> {
         "false" | "f" | "no" | "n" | "0" => Some(false),
         _ => None,
     }
+}
+
+/// Whether `s` already is the canonical text of a decimal (so it can be stored as it is).
+fn is_canonical_decimal(s: &str, scale: Option<u32>) -> bool {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (body, None),
+    };
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || (int.len() > 1 && int.starts_with('0')) {
+        return false;
+    }
+    let frac_ok = match (frac, scale) {
+        (None, Some(0)) | (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(f), Some(n)) => digits(f) && f.len() == n as usize,
+        (Some(f), None) => digits(f) && !f.ends_with('0'),
+    };
+    // "-0", "-0.00": the canonical zero has no sign.
+    frac_ok && !(s.starts_with('-') && body.bytes().all(|b| b == b'0' || b == b'.'))
 }
 
 /// The canonical text of a decimal: no leading `+`, no leading zeros, `-0` is `0`, and either
@@ -480,6 +515,26 @@ mod tests {
         assert!(canonical_decimal("1e5", None).is_err());
         assert!(canonical_decimal("-", None).is_err());
         assert!(canonical_decimal("1.2.3", None).is_err());
+        // Canonical input is recognized as such, and only canonical input.
+        for (s, scale) in [
+            ("12.50", Some(2)),
+            ("0.5", None),
+            ("-3", None),
+            ("7", Some(0)),
+        ] {
+            assert!(is_canonical_decimal(s, scale), "{s}");
+            assert_eq!(canonical_decimal(s, scale).unwrap(), s);
+        }
+        for (s, scale) in [
+            ("012.50", Some(2)),
+            ("0.50", None),
+            ("-0.00", Some(2)),
+            ("1.5", Some(2)),
+            ("+1", None),
+            (".5", None),
+        ] {
+            assert!(!is_canonical_decimal(s, scale), "{s}");
+        }
         let mut d = col(ColType::Decimal);
         d.scale = Some(2);
         d.decimal_separator = ',';

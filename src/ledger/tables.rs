@@ -150,9 +150,10 @@ impl Tables {
             .unwrap_or_default())
     }
 
-    /// Inserts chunk rows into the dataset's table with explicit record ids: the `k`-th row
-    /// inserted gets `first_id + k`. `columns` names the chunk's cells (`None`: not stored);
-    /// `rows` picks the rows to insert (all when `None`); `keyed` stores each row's key hash.
+    /// Inserts chunk rows into the dataset's table. `columns` names the chunk's cells (`None`:
+    /// not stored); `rows` picks the rows to insert (all when `None`); `keyed` stores each row's
+    /// key hash. Record ids are SQLite's: the largest id plus one, row after row. A caller that
+    /// predicted them passes `expect_first`, and the insert fails if SQLite numbered otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
@@ -163,7 +164,7 @@ impl Tables {
         file_id: i64,
         chunk: &Chunk,
         rows: Option<&[u32]>,
-        first_id: i64,
+        expect_first: Option<i64>,
     ) -> Result<()> {
         let n = rows.map_or(chunk.rows(), <[u32]>::len);
         if n == 0 {
@@ -175,15 +176,15 @@ impl Tables {
             .iter()
             .filter_map(|c| c.as_deref())
             .collect();
-        // Keyed rows carry their id (the key index needs it); others get SQLite's next rowid,
-        // which is the same number, without binding it.
-        let system = if keyed { 4 } else { 2 };
+        // Binding the id instead would make SQLite check it for a conflict (a seek per row, and
+        // a statement journal for the multi-row INSERT).
+        let system = if keyed { 3 } else { 2 };
         let params = stored.len() + system;
         let k = rows_per_statement(params);
         let sql = |count: usize| {
             let mut s = format!("INSERT INTO {} (", ident(&table));
             if keyed {
-                s.push_str("_id, _key, ");
+                s.push_str("_key, ");
             }
             s.push_str("_file_id, _line");
             for c in &stored {
@@ -200,9 +201,8 @@ impl Tables {
             |stmt: &mut rusqlite::Statement<'_>, p: &mut usize, i: usize| -> rusqlite::Result<()> {
                 let r = row_at(i);
                 if keyed {
-                    stmt.raw_bind_parameter(*p, first_id + i as i64)?;
-                    stmt.raw_bind_parameter(*p + 1, chunk.keys[r])?;
-                    *p += 2;
+                    stmt.raw_bind_parameter(*p, chunk.keys[r])?;
+                    *p += 1;
                 }
                 stmt.raw_bind_parameter(*p, file_id)?;
                 stmt.raw_bind_parameter(*p + 1, chunk.lines[r] as i64)?;
@@ -243,6 +243,15 @@ impl Tables {
                 stmt.raw_execute()?;
                 i += 1;
             }
+        }
+        if let Some(first) = expect_first {
+            let last = conn.last_insert_rowid();
+            anyhow::ensure!(
+                last == first + n as i64 - 1,
+                "record ids in {table} are not where ferry expected them (last {last}, expected \
+                 {}); was the table changed outside ferry?",
+                first + n as i64 - 1
+            );
         }
         Ok(())
     }
@@ -305,7 +314,7 @@ mod tests {
             7,
             &c,
             None,
-            1,
+            Some(1),
         )
         .unwrap();
         let (n, sum): (i64, i64) = conn

@@ -530,7 +530,7 @@ impl Writer<'_> {
                         id,
                         &chunk,
                         kept.as_deref(),
-                        first,
+                        keyed.then_some(first),
                     )?;
                     if keyed {
                         self.next_ids.insert(dataset.to_string(), first + n);
@@ -947,6 +947,12 @@ fn dedupe(
     let mut kept: Vec<u32> = Vec::with_capacity(chunk.rows());
     for r in 0..chunk.rows() {
         let h = chunk.keys[r];
+        if !idx.map.contains_key(&h) {
+            // The common case: a key never seen.
+            idx.add(h, first + kept.len() as i64);
+            kept.push(r as u32);
+            continue;
+        }
         let mut dup = false;
         for other in idx.candidates(h).collect::<Vec<_>>() {
             let same = if other >= first {
