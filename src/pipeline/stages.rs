@@ -43,13 +43,16 @@ struct Shape {
     conv: Vec<Option<usize>>,
     /// File columns mapped so far (JSON files reveal columns as they go).
     mapped: usize,
-    /// Per output column: key position, when it is part of the key.
-    key_pos: Vec<Option<usize>>,
+    /// Per key column (in `key` order): its output column, once the file has shown it.
+    key_out: Vec<Option<usize>>,
 }
 
 impl Shape {
     fn new(spec: &DatasetSpec) -> Shape {
-        let mut s = Shape::default();
+        let mut s = Shape {
+            key_out: vec![None; spec.key.len()],
+            ..Shape::default()
+        };
         for (i, c) in spec.columns.iter().enumerate() {
             s.push(spec, c.name.clone(), c.ty.sql_type(), None, Some(i));
         }
@@ -64,8 +67,9 @@ impl Shape {
         from: Option<usize>,
         conv: Option<usize>,
     ) {
-        self.key_pos
-            .push(spec.key.iter().position(|k| k.eq_ignore_ascii_case(&name)));
+        if let Some(p) = spec.key.iter().position(|k| k.eq_ignore_ascii_case(&name)) {
+            self.key_out[p] = Some(self.out.len());
+        }
         self.out.push(ColumnDef { name, sql_type });
         self.from.push(from);
         self.conv.push(conv);
@@ -161,9 +165,9 @@ impl Shape {
     fn missing_key(&self, spec: &DatasetSpec) -> Vec<String> {
         spec.key
             .iter()
-            .enumerate()
-            .filter(|(p, _)| !self.key_pos.contains(&Some(*p)))
-            .map(|(_, k)| k.clone())
+            .zip(&self.key_out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(k, _)| k.clone())
             .collect()
     }
 }
@@ -350,9 +354,6 @@ impl<'a> Stages<'a> {
             return self.staged_row(line, text, spans);
         };
         self.cells.clear();
-        let mut key = KeyHasher::default();
-        let mut key_cells: [Option<Cell>; 8] = [None; 8];
-        let mut key_more: Vec<(usize, Cell)> = Vec::new();
         for j in 0..self.shape.out.len() {
             let raw = self.shape.from[j]
                 .and_then(|i| spans.get(i).copied().flatten())
@@ -376,13 +377,6 @@ impl<'a> Stages<'a> {
                     }
                 },
             };
-            if let Some(p) = self.shape.key_pos[j] {
-                if p < key_cells.len() {
-                    key_cells[p] = Some(cell);
-                } else {
-                    key_more.push((p, cell));
-                }
-            }
             self.cells.push(cell);
         }
         if self.bad.doomed {
@@ -391,14 +385,9 @@ impl<'a> Stages<'a> {
             return Ok(());
         }
         if !self.spec.key.is_empty() {
-            key_more.sort_by_key(|(p, _)| *p);
-            let cells = key_cells
-                .iter()
-                .take(self.spec.key.len())
-                .copied()
-                .chain(key_more.into_iter().map(|(_, c)| Some(c)));
-            for c in cells {
-                match c.unwrap_or(Cell::Null) {
+            let mut key = KeyHasher::default();
+            for out in &self.shape.key_out {
+                match out.map_or(Cell::Null, |j| self.cells[j]) {
                     Cell::Null => key.null(),
                     Cell::Int(v) => key.int(v),
                     Cell::Real(v) => key.real(v),
