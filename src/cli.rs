@@ -48,6 +48,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Process what is ready in the incoming folder once, then exit
     Run(RunArgs),
+    /// The daemon: watch the incoming folder and take each file as soon as it is ready
+    Watch(WatchArgs),
     /// Files by state, records per dataset, quarantine, waiting files and why
     Status(StatusArgs),
     /// The ledger: one row per file (and per attempt)
@@ -157,4 +159,19 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Use no OS events; scan the folder every INTERVAL (for network filesystems)
+    #[arg(long, value_name = "INTERVAL", value_parser = duration)]
+    pub poll: Option<std::time::Duration>,
+
+    /// Full rescan interval, the backstop for missed events
+    #[arg(long, value_name = "INTERVAL", value_parser = duration, default_value = "30s")]
+    pub rescan: std::time::Duration,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
 }

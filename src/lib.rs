@@ -17,4 +17,5 @@ pub mod record;
 pub mod reject;
 pub mod report;
 pub mod schema;
+pub mod shutdown;
 pub mod spool;

@@ -5,6 +5,7 @@ pub mod files;
 pub mod quarantine;
 pub mod run;
 pub mod status;
+pub mod watch;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -37,6 +38,7 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
     let cfg = Config::load(cli.root.as_deref(), cli.config.as_deref())?;
     match &cli.command {
         Command::Run(a) => run::run(&cfg, a),
+        Command::Watch(a) => watch::run(&cfg, a),
         Command::Status(a) => status::run(&cfg, a),
         Command::Files(a) => files::run(&cfg, a),
         Command::Quarantine(q) => quarantine::run(&cfg, q),

@@ -207,6 +207,11 @@ impl Spool {
             .collect()
     }
 
+    /// Like `count`, but 0 while the ledger is not created yet.
+    pub fn count_or_zero(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         self.db().query_row(sql, [], |r| r.get(0)).unwrap()
     }

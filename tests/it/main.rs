@@ -9,3 +9,4 @@ mod crash;
 mod formats;
 mod run;
 mod typed;
+mod watch;
