@@ -237,6 +237,24 @@ pub fn truncate_value(v: &str) -> String {
     }
 }
 
+/// `"a", "b"`: column names as a reject message lists them.
+pub fn name_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `"s"` unless there is exactly one.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub fn run(cfg: &Config, args: &FilesArgs) -> Result<Outcome> {
         }),
         dataset: args.dataset.clone(),
         limit: args.limit,
+        latest: false,
     };
     let rows = match Ledger::open_existing(&cfg.spool.db)? {
         Some(l) => l.files(&filter)?,

@@ -32,17 +32,11 @@ pub fn run(cfg: &Config, cmd: &QuarantineCommand) -> Result<Outcome> {
 
 /// Quarantined rows not yet retried, oldest first.
 fn open_rows(ledger: &Ledger) -> Result<Vec<FileRow>> {
-    let rows = ledger.files(&FileFilter {
+    ledger.files(&FileFilter {
         state: Some(State::Quarantined),
+        latest: true,
         ..FileFilter::default()
-    })?;
-    let mut out = Vec::new();
-    for r in rows {
-        if ledger.retried_by(r.id)?.is_none() {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    })
 }
 
 fn list(cfg: &Config, json: bool) -> Result<Outcome> {

@@ -91,10 +91,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             next_full.saturating_duration_since(now)
         };
         // Capped, so a stop request is seen promptly.
-        let hinted = match wait_for_hints(&hints, wait.min(Duration::from_millis(200)), &mut disc) {
-            Hints::Some => true,
-            Hints::None | Hints::Gone => false,
-        };
+        let hinted = wait_for_hints(&hints, wait.min(Duration::from_millis(200)), &mut disc);
         let now = Instant::now();
         let recheck = settling && last_scan.is_none_or(|t| now >= t + RECHECK);
         if !(hinted || now >= next_full || recheck) {
@@ -117,19 +114,19 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
     Ok(Outcome::Done)
 }
 
-enum Hints {
-    Some,
-    None,
-    Gone,
-}
-
-/// Waits up to `wait` for OS events; drains a burst of them. Files moved in are marked complete.
-/// A close after writing is only a hint to look: a writer may reopen and append again.
-fn wait_for_hints(hints: &Receiver<Event>, wait: Duration, disc: &mut Discovery<'_>) -> Hints {
+/// Waits up to `wait` for OS events and drains a burst of them; true if any came. Files moved
+/// in are marked complete. A close after writing is only a hint to look: a writer may reopen
+/// and append again.
+fn wait_for_hints(hints: &Receiver<Event>, wait: Duration, disc: &mut Discovery<'_>) -> bool {
     let first = match hints.recv_timeout(wait) {
         Ok(ev) => ev,
-        Err(RecvTimeoutError::Timeout) => return Hints::None,
-        Err(RecvTimeoutError::Disconnected) => return Hints::Gone,
+        Err(RecvTimeoutError::Timeout) => return false,
+        Err(RecvTimeoutError::Disconnected) => {
+            // The watcher is gone: nothing more will come, so the wait is a plain sleep rather
+            // than a spin.
+            std::thread::sleep(wait);
+            return false;
+        }
     };
     for ev in std::iter::once(first).chain(hints.try_iter()) {
         use notify::event::{ModifyKind, RenameMode};
@@ -147,7 +144,7 @@ fn wait_for_hints(hints: &Receiver<Event>, wait: Duration, disc: &mut Discovery<
             }
         }
     }
-    Hints::Some
+    true
 }
 
 struct Discovery<'a> {

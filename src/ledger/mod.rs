@@ -173,6 +173,8 @@ pub struct FileFilter {
     pub state: Option<State>,
     pub dataset: Option<String>,
     pub limit: Option<u64>,
+    /// Only rows no later attempt retried (the latest attempt of each file).
+    pub latest: bool,
 }
 
 pub struct Ledger {
@@ -464,6 +466,9 @@ impl Ledger {
         if let Some(d) = &filter.dataset {
             sql.push_str(" AND dataset = ?");
             args.push(Box::new(d.clone()));
+        }
+        if filter.latest {
+            sql.push_str(" AND NOT EXISTS (SELECT 1 FROM files r WHERE r.retry_of = files.id)");
         }
         sql.push_str(" ORDER BY id");
         if let Some(l) = filter.limit {

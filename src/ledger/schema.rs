@@ -63,6 +63,7 @@ pub const MIGRATIONS: &[&str] = &[
         reason  TEXT NOT NULL
     );
     CREATE INDEX rejects_file ON rejects(file_id);
+    CREATE INDEX files_retry_of ON files(retry_of) WHERE retry_of IS NOT NULL;
     "#,
 ];
 

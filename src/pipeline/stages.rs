@@ -24,7 +24,7 @@ use crate::config::{BadLimit, DatasetSpec, Policy};
 use crate::format::{RowOut, Stop};
 use crate::ledger::tables::ColumnDef;
 use crate::record::{Cell, Chunk};
-use crate::reject::{truncate_value, Kind, RecordReject, Reject, Stage};
+use crate::reject::{name_list, plural, truncate_value, Kind, RecordReject, Reject, Stage};
 use crate::schema::{KeyHasher, Value};
 use crossbeam_channel::Sender;
 use std::borrow::Cow;
@@ -112,7 +112,7 @@ impl Shape {
                     "the file has column{} {} that dataset {:?} does not declare \
                      (on_new_column = {})",
                     plural(refused.len()),
-                    list(&refused),
+                    name_list(&refused),
                     spec.name,
                     spec.on_new_column.id()
                 ),
@@ -154,7 +154,7 @@ impl Shape {
             format!(
                 "the file lacks column{} {} of dataset {:?} ({why})",
                 plural(refused.len()),
-                list(&refused),
+                name_list(&refused),
                 spec.name
             ),
         )
@@ -170,22 +170,6 @@ impl Shape {
             .map(|(k, _)| k.clone())
             .collect()
     }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
-fn list(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Bad records and the file's verdict.
@@ -335,7 +319,7 @@ impl<'a> Stages<'a> {
             format!(
                 "the file lacks key column{} {} of dataset {:?}",
                 plural(cols.len()),
-                list(cols),
+                name_list(cols),
                 self.spec.name
             ),
         )
@@ -457,7 +441,7 @@ impl RowOut for Stages<'_> {
                         Reject::new(
                             Kind::CsvSyntax,
                             Stage::Parse,
-                            "a single record is larger than 2 GiB",
+                            "a single record is larger than 4 GiB",
                         )
                         .at_line(line),
                     ));

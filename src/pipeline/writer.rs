@@ -16,7 +16,7 @@ use crate::format::SYSTEM_COLUMNS;
 use crate::ledger::tables::{ident, table_for, ColumnDef, Tables};
 use crate::ledger::{self, Counts, Ledger, NewFile, State};
 use crate::record::{Cell, Chunk};
-use crate::reject::{Kind, RecordReject, Reject, Stage};
+use crate::reject::{name_list, plural, Kind, RecordReject, Reject, Stage};
 use crate::spool;
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -62,8 +62,6 @@ struct Writer<'a> {
     tables: Tables,
     /// Per dataset: the key hashes of its stored records.
     keys: HashMap<String, KeyIndex>,
-    /// Per dataset: the next record id, known for the current transaction.
-    next_ids: HashMap<String, i64>,
     txn: Option<Txn>,
     finished: Vec<Finished>,
     summary: Summary,
@@ -78,7 +76,6 @@ pub fn run(ctx: &Ctx, ledger: Ledger, jobs: Receiver<Job>) -> Result<Summary> {
         ledger,
         tables: Tables::default(),
         keys: HashMap::new(),
-        next_ids: HashMap::new(),
         txn: None,
         finished: Vec::new(),
         summary: Summary::default(),
@@ -142,7 +139,6 @@ impl Writer<'_> {
         }
         self.tables.refresh(&self.ledger.conn)?;
         // Other processes may have stored records since our last transaction.
-        self.next_ids.clear();
         for k in self.keys.values_mut() {
             k.synced = false;
         }
@@ -164,7 +160,7 @@ impl Writer<'_> {
             return Err(e.context("committing to the ledger"));
         }
         for k in self.keys.values_mut() {
-            k.added.clear();
+            k.committed();
         }
         for f in std::mem::take(&mut self.finished) {
             if let Some(p) = &f.placement {
@@ -317,7 +313,7 @@ impl Writer<'_> {
                 duplicate_of: Some(original),
                 ..self.row(&meta, &path, State::Duplicate, &now)
             })?;
-            let placement = self.archive(id, &meta)?;
+            let placement = self.archive(id, &meta, None)?;
             self.finished.push(Finished {
                 meta,
                 outcome: Outcome::Duplicate { id, original },
@@ -369,13 +365,7 @@ impl Writer<'_> {
                 for k in self.keys.values_mut() {
                     k.file_done();
                 }
-                let placement = match self.archive(id, &meta)? {
-                    Some(Placement::Archive { from, to, .. }) => {
-                        Some(Placement::Archive { from, to, rejects })
-                    }
-                    // With --keep nothing moves, but the rejects report is still written.
-                    _ => rejects.map(|(to, body)| Placement::Report { to, body }),
-                };
+                let placement = self.archive(id, &meta, rejects)?;
                 self.finished.push(Finished {
                     meta,
                     outcome: Outcome::Ingested { id, counts },
@@ -447,21 +437,10 @@ impl Writer<'_> {
             .conn
             .execute_batch("ROLLBACK TO file; RELEASE file")?;
         self.tables.invalidate();
-        self.next_ids.clear();
         for k in self.keys.values_mut() {
             k.undo_file();
         }
         Ok(())
-    }
-
-    /// The next record id of a dataset's table.
-    fn next_id(&mut self, dataset: &str) -> Result<i64> {
-        if let Some(&n) = self.next_ids.get(dataset) {
-            return Ok(n);
-        }
-        let n = self.tables.max_id(&self.ledger.conn, dataset)? + 1;
-        self.next_ids.insert(dataset.to_string(), n);
-        Ok(n)
     }
 
     /// The key index of a dataset, brought up to date with what is stored.
@@ -497,12 +476,14 @@ impl Writer<'_> {
                     }
                 }
                 Ok(Msg::Rows(chunk)) => {
-                    // Keyed datasets number their records here; others let SQLite do it.
-                    let first = if keyed { self.next_id(dataset)? } else { 0 };
+                    // Keyed records are numbered here (SQLite's next ids, predicted: the
+                    // index is in step with the table); others are left to SQLite.
+                    let mut first = 0;
                     let kept = if keyed {
                         self.key_index(dataset)?;
                         let table = table_for(dataset);
                         let idx = self.keys.get_mut(dataset).expect("just synced");
+                        first = idx.through + 1;
                         let conn = &self.ledger.conn;
                         let key_cols = &file.key_cols;
                         let mut dups = 0;
@@ -532,11 +513,8 @@ impl Writer<'_> {
                         kept.as_deref(),
                         keyed.then_some(first),
                     )?;
-                    if keyed {
-                        self.next_ids.insert(dataset.to_string(), first + n);
-                        if let Some(idx) = self.keys.get_mut(dataset) {
-                            idx.through = idx.through.max(first + n - 1);
-                        }
+                    if let Some(idx) = self.keys.get_mut(dataset).filter(|_| keyed) {
+                        idx.through = idx.through.max(first + n - 1);
                     }
                     file.stored += n as u64;
                 }
@@ -618,8 +596,8 @@ impl Writer<'_> {
                 format!(
                     "the file has column{} {} that dataset {:?} does not have \
                      (on_new_column = fail)",
-                    if refused.len() == 1 { "" } else { "s" },
-                    quoted(&refused),
+                    plural(refused.len()),
+                    name_list(&refused),
                     spec.name
                 ),
             )
@@ -666,8 +644,8 @@ impl Writer<'_> {
                 Stage::Validate,
                 format!(
                     "the file lacks column{} {} of dataset {:?} (on_missing_column = fail)",
-                    if missing.len() == 1 { "" } else { "s" },
-                    quoted(&missing),
+                    plural(missing.len()),
+                    name_list(&missing),
                     spec.name
                 ),
             )
@@ -710,11 +688,16 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Where an ingested or duplicate file goes: `archive/<date>/<path>`. Nothing moves with
-    /// `--keep`.
-    fn archive(&mut self, id: i64, meta: &FileMeta) -> Result<Option<Placement>> {
+    /// Where an ingested or duplicate file goes: `archive/<date>/<path>`, after its rejects
+    /// report if it has one. With `--keep` nothing moves, but the report is still written.
+    fn archive(
+        &mut self,
+        id: i64,
+        meta: &FileMeta,
+        rejects: Option<(PathBuf, Vec<u8>)>,
+    ) -> Result<Option<Placement>> {
         let Source::Claimed(c) = &meta.source else {
-            return Ok(None);
+            return Ok(rejects.map(|(to, body)| Placement::Report { to, body }));
         };
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         let want = self.ctx.spool.archive.join(day).join(meta.rel.as_path());
@@ -722,7 +705,7 @@ impl Writer<'_> {
         Ok(Some(Placement::Archive {
             from: c.path.clone(),
             to,
-            rejects: None,
+            rejects,
         }))
     }
 
@@ -778,14 +761,6 @@ fn is_fatal(e: &anyhow::Error) -> bool {
     }
 }
 
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// What the writer tracks about the file it is storing.
 #[derive(Default)]
 struct FileStore {
@@ -836,7 +811,8 @@ struct KeyIndex {
     more: IdMap<Vec<i64>>,
     /// Every record with an id up to this is in the index.
     through: i64,
-    /// `through` when the current file started.
+    /// `through` when the current file started (set when the index is first synced, then at
+    /// the end of each kept file).
     file_start: Option<i64>,
     /// Hashes added since the last commit, by the current file and before it: (hash, in_more).
     added: Vec<(i64, bool)>,
@@ -906,9 +882,17 @@ impl KeyIndex {
         }
     }
 
+    /// The current file is kept: the next one starts here.
     fn file_done(&mut self) {
-        self.file_start = None;
+        self.file_start = Some(self.through);
         self.file_mark = self.added.len();
+    }
+
+    /// The transaction committed: nothing before this point can be undone any more.
+    fn committed(&mut self) {
+        self.added.clear();
+        self.file_mark = 0;
+        self.file_start = Some(self.through);
     }
 
     /// Forgets what the current file added (its savepoint was rolled back).
