@@ -170,6 +170,10 @@ pub struct WatchArgs {
     /// Full rescan interval, the backstop for missed events
     #[arg(long, value_name = "INTERVAL", value_parser = duration, default_value = "30s")]
     pub rescan: std::time::Duration,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {

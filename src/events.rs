@@ -84,6 +84,12 @@ pub struct Counters {
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len()],
     pub latency_sum_us: AtomicU64,
     pub latency_count: AtomicU64,
+    /// Gauge: ready files queued for a worker (the daemon updates it).
+    pub queue_depth: AtomicU64,
+    /// Gauge: files in the incoming folder that are not ready yet.
+    pub waiting: AtomicU64,
+    /// Pipeline restarts after an error.
+    pub restarts: AtomicU64,
     /// Quarantined files by error kind.
     pub quarantined_by_kind: std::sync::Mutex<BTreeMap<&'static str, u64>>,
 }

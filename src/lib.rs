@@ -12,6 +12,7 @@ pub mod format;
 pub mod ident;
 pub mod ledger;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod reject;

@@ -14,56 +14,57 @@
 //!
 //! Shutdown is a value (`Shutdown`): SIGINT/SIGTERM flip it, the loop stops claiming, the pipeline
 //! finishes the files in flight, and the command returns.
+//!
+//! Resilience: the daemon supervises its own pipeline. When the writer stops on an error that is
+//! about the machine rather than a file (disk full, database unreadable or locked for too long),
+//! nothing of the open transaction happened; the daemon logs an ERROR, stops claiming, waits
+//! (1 s doubling to 60 s) and starts again: recovery takes the claimed files back from
+//! `processing/`, so they are loaded once space returns. An incoming folder that vanishes (an
+//! unmounted share) is looked for every second and watched again when it returns; files that
+//! cannot be read are left in place and tried again on every full rescan.
 
 use super::Outcome;
 use crate::cli::WatchArgs;
 use crate::config::Config;
 use crate::discover::{self, Readiness, Stamp};
+use crate::events::counters;
 use crate::pipeline::{place, Ctx, Mode, Pipeline, Work};
 use crate::shutdown::{self, Shutdown};
 use anyhow::{Context, Result};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often files still settling are looked at again.
 const RECHECK: Duration = Duration::from_millis(100);
+/// How often a vanished incoming folder is looked for.
+const MISSING_RECHECK: Duration = Duration::from_secs(1);
+/// Longest wait between loop turns, so a stop request is seen promptly.
+const TURN: Duration = Duration::from_millis(200);
+/// Back-off after the pipeline stopped on an error: first and longest wait.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// A pipeline that ran this long without failing resets the back-off.
+const HEALTHY: Duration = Duration::from_secs(60);
 
 pub fn run(cfg: &Config, args: &WatchArgs) -> Result<Outcome> {
     shutdown::install_signal_handlers();
     watch(cfg, args, &Shutdown::new())
 }
 
-/// The daemon loop, until `stop` is triggered.
+/// The daemon, until `stop` is triggered.
 pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome> {
     let incoming = cfg.spool.incoming.clone();
     std::fs::create_dir_all(&incoming)?;
-    let ctx = Arc::new(Ctx::new(cfg.clone(), Mode::Move, incoming.clone())?);
-    let recovered = place::recover(&ctx)?;
-    let pipeline = Pipeline::start(ctx.clone())?;
-    for w in recovered {
-        pipeline.submit(w);
+    if let Some(addr) = args.metrics {
+        crate::metrics::serve(addr)?;
     }
-
-    let (hint_tx, hints) = unbounded::<Event>();
-    // Kept alive for the loop's lifetime; dropping it stops the events.
-    let _watcher = match args.poll {
-        Some(_) => None,
-        None => {
-            let mut w = notify::recommended_watcher(move |ev: notify::Result<Event>| {
-                if let Ok(ev) = ev {
-                    let _ = hint_tx.send(ev);
-                }
-            })
-            .context("starting the file watcher")?;
-            w.watch(&incoming, RecursiveMode::Recursive)
-                .with_context(|| format!("watching {}", incoming.display()))?;
-            Some(w)
-        }
-    };
+    let mut events = Events::new(args.poll.is_none());
+    events.ensure(&incoming)?;
     let rescan = args
         .poll
         .unwrap_or(args.rescan)
@@ -74,120 +75,333 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         rescan_ms = rescan.as_millis() as u64,
         "watching"
     );
-
     let mut disc = Discovery {
         cfg,
         readiness: Readiness::default(),
         submitted: HashMap::new(),
+        rescan,
     };
+    let mut backoff = BACKOFF.0;
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let session = start_pipeline(cfg, &incoming);
+        let (ctx, pipeline) = match session {
+            Ok(s) => s,
+            // A first start that fails is a setup problem: say so and exit.
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    retry_in_s = backoff.as_secs(),
+                    "cannot restart the pipeline"
+                );
+                if sleep_unless(stop, backoff) {
+                    return Ok(Outcome::Done);
+                }
+                backoff = (backoff * 2).min(BACKOFF.1);
+                continue;
+            }
+        };
+        first = false;
+        // Files handed to the old pipeline and dropped when it stopped are still in the folder.
+        disc.submitted.clear();
+        discover_until_stopped(&mut disc, &mut events, &pipeline, &ctx, stop, rescan);
+        ctx.halt();
+        if stop.is_triggered() {
+            tracing::info!("stopping: finishing the files in flight");
+        }
+        let finished = pipeline.finish();
+        if stop.is_triggered() {
+            let summary = finished?;
+            tracing::info!(
+                ingested = summary.ingested,
+                quarantined = summary.quarantined,
+                "stopped"
+            );
+            return Ok(Outcome::Done);
+        }
+        // The pipeline stopped by itself: the writer failed on something about the machine.
+        counters().restarts.fetch_add(1, Ordering::Relaxed);
+        if started.elapsed() >= HEALTHY {
+            backoff = BACKOFF.0;
+        }
+        let why = match finished {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => "the pipeline stopped".to_string(),
+        };
+        tracing::error!(
+            error = why,
+            retry_in_s = backoff.as_secs(),
+            "stopped claiming files; files in flight stay in processing/ and are taken again on restart"
+        );
+        if sleep_unless(stop, backoff) {
+            return Ok(Outcome::Done);
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// A fresh claim identity, recovery of `processing/`, and a running pipeline fed the
+/// recovered files.
+fn start_pipeline(cfg: &Config, incoming: &Path) -> Result<(Arc<Ctx>, Pipeline)> {
+    let ctx = Arc::new(Ctx::new(cfg.clone(), Mode::Move, incoming.to_path_buf())?);
+    let recovered = place::recover(&ctx)?;
+    let pipeline = Pipeline::start(ctx.clone())?;
+    for w in recovered {
+        pipeline.submit(w);
+    }
+    Ok((ctx, pipeline))
+}
+
+/// Sleeps up to `d`; true if a stop was asked for meanwhile.
+fn sleep_unless(stop: &Shutdown, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.is_triggered() {
+            return true;
+        }
+        std::thread::sleep(TURN.min(until.saturating_duration_since(Instant::now())));
+    }
+    stop.is_triggered()
+}
+
+/// The discovery loop of one pipeline: until a stop is asked for or the pipeline halts.
+fn discover_until_stopped(
+    disc: &mut Discovery<'_>,
+    events: &mut Events,
+    pipeline: &Pipeline,
+    ctx: &Ctx,
+    stop: &Shutdown,
+    rescan: Duration,
+) {
+    let incoming = &disc.cfg.spool.incoming;
     let mut last_scan: Option<Instant> = None;
+    let mut last_full: Option<Instant> = None;
     let mut settling = false;
-    while !stop.is_triggered() {
+    let mut missing = false;
+    while !stop.is_triggered() && !ctx.halted() {
         let now = Instant::now();
-        let next_full = last_scan.map_or(now, |t| t + rescan);
+        let next_full =
+            last_full.map_or(now, |t| t + if missing { MISSING_RECHECK } else { rescan });
         let wait = if settling {
             RECHECK
         } else {
             next_full.saturating_duration_since(now)
         };
-        // Capped, so a stop request is seen promptly.
-        let hinted = wait_for_hints(&hints, wait.min(Duration::from_millis(200)), &mut disc);
+        let hinted = events.wait(wait.min(TURN), &mut disc.readiness);
+        counters()
+            .queue_depth
+            .store(pipeline.queued() as u64, Ordering::Relaxed);
         let now = Instant::now();
+        // The watched folder itself went away: look for it now rather than at the next rescan.
+        let full = now >= next_full || events.root_gone;
         let recheck = settling && last_scan.is_none_or(|t| now >= t + RECHECK);
-        if !(hinted || now >= next_full || recheck) {
+        if !(hinted || full || recheck) {
             continue;
         }
         last_scan = Some(now);
-        match disc.scan_and_submit(&pipeline, &ctx) {
+        if full {
+            last_full = Some(now);
+            // The folder may have vanished (an unmounted share) and come back as a new folder.
+            match events.ensure(incoming) {
+                Ok(present) => {
+                    if !present && !missing {
+                        tracing::error!(incoming = %incoming.display(), "the incoming folder is gone; looking for it every second");
+                    } else if present && missing {
+                        tracing::warn!(incoming = %incoming.display(), "the incoming folder is back");
+                    }
+                    missing = !present;
+                }
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot watch the incoming folder; relying on rescans"
+                ),
+            }
+        }
+        match disc.scan_and_submit(pipeline, ctx, stop, full) {
             Some(s) => settling = s,
-            None => break, // the pipeline stopped (the writer failed); `finish` says why
+            None => return,
         }
     }
-    ctx.halt();
-    tracing::info!("stopping: finishing the files in flight");
-    let summary = pipeline.finish()?;
-    tracing::info!(
-        ingested = summary.ingested,
-        quarantined = summary.quarantined,
-        "stopped"
-    );
-    Ok(Outcome::Done)
 }
 
-/// Waits up to `wait` for OS events and drains a burst of them; true if any came. Files moved
-/// in are marked complete. A close after writing is only a hint to look: a writer may reopen
-/// and append again.
-fn wait_for_hints(hints: &Receiver<Event>, wait: Duration, disc: &mut Discovery<'_>) -> bool {
-    let first = match hints.recv_timeout(wait) {
-        Ok(ev) => ev,
-        Err(RecvTimeoutError::Timeout) => return false,
-        Err(RecvTimeoutError::Disconnected) => {
-            // The watcher is gone: nothing more will come, so the wait is a plain sleep rather
-            // than a spin.
+/// OS file events, when used: a watcher on the incoming folder, re-created when the folder is
+/// replaced.
+struct Events {
+    enabled: bool,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Device and inode of the folder being watched.
+    watched: Option<(u64, u64)>,
+    /// The folder being watched.
+    dir: Option<PathBuf>,
+    /// Set when an event says the watched folder itself went away.
+    root_gone: bool,
+}
+
+impl Events {
+    fn new(enabled: bool) -> Events {
+        let (tx, rx) = unbounded();
+        Events {
+            enabled,
+            tx,
+            rx,
+            watcher: None,
+            watched: None,
+            dir: None,
+            root_gone: false,
+        }
+    }
+
+    /// Makes sure the folder is watched if it exists; returns whether it exists.
+    fn ensure(&mut self, dir: &Path) -> Result<bool> {
+        let meta = match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => m,
+            _ => {
+                self.watcher = None;
+                self.watched = None;
+                self.root_gone = false;
+                return Ok(false);
+            }
+        };
+        let id = (meta.dev(), meta.ino());
+        if !self.enabled || (self.watched == Some(id) && !self.root_gone) {
+            return Ok(true);
+        }
+        self.watcher = None;
+        self.watched = None;
+        self.root_gone = false;
+        let tx = self.tx.clone();
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<Event>| {
+            if let Ok(ev) = ev {
+                let _ = tx.send(ev);
+            }
+        })
+        .context("starting the file watcher")?;
+        w.watch(dir, RecursiveMode::Recursive)
+            .with_context(|| format!("watching {}", dir.display()))?;
+        self.watcher = Some(w);
+        self.watched = Some(id);
+        self.dir = Some(dir.to_path_buf());
+        Ok(true)
+    }
+
+    /// Waits up to `wait` for OS events and drains a burst of them; true if any came. Files
+    /// moved in are marked complete. A close after writing is only a hint to look: a writer may
+    /// reopen and append again.
+    fn wait(&mut self, wait: Duration, readiness: &mut Readiness) -> bool {
+        if !self.enabled {
             std::thread::sleep(wait);
             return false;
         }
-    };
-    for ev in std::iter::once(first).chain(hints.try_iter()) {
-        use notify::event::{ModifyKind, RenameMode};
-        let complete = matches!(
-            ev.kind,
-            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-        );
-        if complete {
-            for p in &ev.paths {
-                if let Ok(m) = p.symlink_metadata() {
-                    if m.is_file() {
-                        disc.readiness.hint_complete(p, Stamp::of(&m));
+        let first = match self.rx.recv_timeout(wait) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => return false,
+            // Cannot happen (we hold a sender), but never spin.
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(wait);
+                return false;
+            }
+        };
+        for ev in std::iter::once(first).chain(self.rx.try_iter()) {
+            use notify::event::{ModifyKind, RenameMode};
+            let complete = matches!(
+                ev.kind,
+                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            );
+            if complete {
+                for p in &ev.paths {
+                    if let Ok(m) = p.symlink_metadata() {
+                        if m.is_file() {
+                            readiness.hint_complete(p, Stamp::of(&m));
+                        }
                     }
                 }
             }
+            let gone = matches!(
+                ev.kind,
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
+            );
+            if gone
+                && self.watcher.is_some()
+                && ev.paths.iter().any(|p| Some(p.as_path()) == self.root())
+            {
+                self.root_gone = true;
+            }
         }
+        true
     }
-    true
+
+    fn root(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
 }
 
 struct Discovery<'a> {
     cfg: &'a Config,
     readiness: Readiness,
-    /// Files handed to the pipeline, with the stamp they had: not handed over again unless
-    /// they change (a claim removes them from the folder, so this stays small).
-    submitted: HashMap<PathBuf, Stamp>,
+    /// Files handed to the pipeline, with their stamp and when: not handed over again unless
+    /// they change, or a full rescan finds them still there (a file that could not be read is
+    /// left in place and tried again). A claim removes a file from the folder, so this stays
+    /// small.
+    submitted: HashMap<PathBuf, (Stamp, Instant)>,
+    rescan: Duration,
 }
 
 impl Discovery<'_> {
     /// Scans the incoming folder and submits what is ready. Returns whether some files are still
-    /// settling, or `None` if the pipeline has stopped.
-    fn scan_and_submit(&mut self, pipeline: &Pipeline, ctx: &Ctx) -> Option<bool> {
+    /// settling, or `None` if the pipeline has stopped or a stop was asked for.
+    fn scan_and_submit(
+        &mut self,
+        pipeline: &Pipeline,
+        ctx: &Ctx,
+        stop: &Shutdown,
+        full: bool,
+    ) -> Option<bool> {
         let cfg = self.cfg;
         let scan = discover::scan(&cfg.spool.incoming, &cfg.rules, &cfg.spool.internal_dirs());
-        for (path, e) in &scan.errors {
-            tracing::warn!(path = %path.display(), error = %e, "cannot look into this path");
+        if full {
+            for (path, e) in &scan.errors {
+                tracing::warn!(path = %path.display(), error = %e, "cannot look into this path");
+            }
         }
         let present: std::collections::HashSet<PathBuf> =
             scan.entries.iter().map(|e| e.path.clone()).collect();
-        self.submitted.retain(|p, _| present.contains(p));
-        self.readiness.retain(|p| present.contains(p));
         let (now, wall) = (Instant::now(), SystemTime::now());
+        let stale = self.rescan;
+        self.submitted.retain(|p, (_, at)| {
+            present.contains(p) && !(full && now.saturating_duration_since(*at) >= stale)
+        });
+        self.readiness.retain(|p| present.contains(p));
         let mut settling = false;
+        let mut waiting = 0u64;
+        let halted = || stop.is_triggered() || ctx.halted();
         for e in scan.entries {
-            if self.submitted.get(&e.path) == Some(&e.stamp) {
+            if self.submitted.get(&e.path).map(|s| s.0) == Some(e.stamp) {
                 continue;
             }
             match self.readiness.check(&cfg.rules, &e, now, wall) {
                 Ok(()) => {
-                    if ctx.halted() {
+                    if halted() {
                         return None;
                     }
-                    self.submitted.insert(e.path.clone(), e.stamp);
-                    if !pipeline.submit(Work::Fresh(e)) {
+                    self.submitted
+                        .insert(e.path.clone(), (e.stamp, Instant::now()));
+                    if !pipeline.submit_unless(Work::Fresh(e), halted) {
                         return None;
                     }
                 }
-                Err(discover::Hold::Settling { .. }) => settling = true,
-                Err(_) => {}
+                Err(discover::Hold::Settling { .. }) => {
+                    settling = true;
+                    waiting += 1;
+                }
+                Err(discover::Hold::Hidden | discover::Hold::IsMarker) => {}
+                Err(_) => waiting += 1,
             }
         }
+        counters().waiting.store(waiting, Ordering::Relaxed);
         Some(settling)
     }
 }

@@ -241,6 +241,31 @@ impl Pipeline {
         self.work.as_ref().is_some_and(|tx| tx.send(w).is_ok())
     }
 
+    /// Like `submit`, but gives up (false) when `stop` says so while the queue is full, so a
+    /// daemon feeding a storm of files still sees a shutdown request promptly.
+    pub fn submit_unless(&self, mut w: Work, stop: impl Fn() -> bool) -> bool {
+        let Some(tx) = self.work.as_ref() else {
+            return false;
+        };
+        loop {
+            match tx.send_timeout(w, std::time::Duration::from_millis(100)) {
+                Ok(()) => return true,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                    if stop() {
+                        return false;
+                    }
+                    w = back;
+                }
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return false,
+            }
+        }
+    }
+
+    /// Work queued and not yet taken by a worker.
+    pub fn queued(&self) -> usize {
+        self.work.as_ref().map_or(0, |tx| tx.len())
+    }
+
     /// Closes the feed, waits for every file in flight, and returns what was done.
     pub fn finish(mut self) -> Result<Summary> {
         drop(self.work.take());

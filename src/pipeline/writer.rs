@@ -126,6 +126,7 @@ impl Writer<'_> {
         if self.txn.is_some() {
             return Ok(());
         }
+        injected_disk_full(&self.ledger.conn)?;
         loop {
             match self.ledger.begin() {
                 Ok(()) => break,
@@ -724,6 +725,28 @@ impl Writer<'_> {
         self.ledger.set_stored_at(id, &stored)?;
         Ok(to)
     }
+}
+
+/// Test builds only: while the file named by `FERRY_TEST_DISK_FULL` exists, the ledger may not
+/// grow (SQLite's `max_page_count` is pinned to its current size), so writes fail with SQLite's
+/// real "database or disk is full" error, as on a full disk.
+#[cfg(debug_assertions)]
+fn injected_disk_full(conn: &rusqlite::Connection) -> Result<()> {
+    let Ok(flag) = std::env::var("FERRY_TEST_DISK_FULL") else {
+        return Ok(());
+    };
+    let pages: i64 = if std::path::Path::new(&flag).exists() {
+        conn.query_row("PRAGMA page_count", [], |r| r.get(0))?
+    } else {
+        i64::from(u32::MAX - 1)
+    };
+    conn.execute_batch(&format!("PRAGMA max_page_count = {pages}"))?;
+    Ok(())
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_disk_full(_: &rusqlite::Connection) -> Result<()> {
+    Ok(())
 }
 
 fn sqlite_code(e: &anyhow::Error) -> Option<rusqlite::ErrorCode> {

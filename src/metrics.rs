@@ -1,0 +1,215 @@
+//! `--metrics ADDR`: Prometheus text exposition of the process-wide counters on `GET /metrics`.
+//!
+//! A deliberately small HTTP/1.0 responder on its own thread: one request per connection, no
+//! keep-alive, reads at most the request head. Scrapes are rare (seconds apart) and tiny, so a
+//! thread per connection would be waste and an HTTP crate would be weight; one accept loop
+//! serving each scrape in turn is plenty.
+
+use crate::events::{counters, LATENCY_BUCKETS_MS};
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Binds `addr` and serves `/metrics` until the process exits. Returns the bound address (a
+/// port of 0 picks a free one).
+pub fn serve(addr: SocketAddr) -> Result<SocketAddr> {
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("ferry-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(s) => {
+                        if let Err(e) = respond(s) {
+                            tracing::debug!(error = %e, "metrics request failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    tracing::info!(addr = %bound, "serving metrics on /metrics");
+    Ok(bound)
+}
+
+fn respond(mut s: TcpStream) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 16 * 1024 {
+            break;
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render()),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain",
+            "not found; try /metrics\n".into(),
+        ),
+        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
+    };
+    let mut out = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if method != "HEAD" {
+        out.push_str(&body);
+    }
+    s.write_all(out.as_bytes())
+}
+
+/// The exposition text of every counter and gauge.
+pub fn render() -> String {
+    let c = counters();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut o = String::new();
+    let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+
+    head(
+        &mut o,
+        "ferry_files_total",
+        "counter",
+        "Files finished, by outcome.",
+    );
+    for (outcome, v) in [
+        ("ingested", &c.ingested),
+        ("duplicate", &c.duplicate),
+        ("quarantined", &c.quarantined),
+        ("released", &c.released),
+        ("left", &c.left),
+    ] {
+        let _ = writeln!(o, "ferry_files_total{{outcome=\"{outcome}\"}} {}", get(v));
+    }
+    head(
+        &mut o,
+        "ferry_quarantined_files_total",
+        "counter",
+        "Quarantined files, by error kind.",
+    );
+    for (kind, n) in c
+        .quarantined_by_kind
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        let _ = writeln!(o, "ferry_quarantined_files_total{{kind=\"{kind}\"}} {n}");
+    }
+    head(&mut o, "ferry_records_total", "counter", "Records stored.");
+    let _ = writeln!(o, "ferry_records_total {}", get(&c.records));
+    head(
+        &mut o,
+        "ferry_bytes_total",
+        "counter",
+        "Bytes of input files finished.",
+    );
+    let _ = writeln!(o, "ferry_bytes_total {}", get(&c.bytes));
+    head(
+        &mut o,
+        "ferry_queue_depth",
+        "gauge",
+        "Ready files handed to the pipeline and not yet taken by a worker.",
+    );
+    let _ = writeln!(o, "ferry_queue_depth {}", get(&c.queue_depth));
+    head(
+        &mut o,
+        "ferry_waiting_files",
+        "gauge",
+        "Files in the incoming folder not yet ready (settling, or waiting for a done marker).",
+    );
+    let _ = writeln!(o, "ferry_waiting_files {}", get(&c.waiting));
+    head(
+        &mut o,
+        "ferry_pipeline_restarts_total",
+        "counter",
+        "Times the daemon restarted its pipeline after an error (disk full, database error).",
+    );
+    let _ = writeln!(o, "ferry_pipeline_restarts_total {}", get(&c.restarts));
+    head(
+        &mut o,
+        "ferry_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last ingested file (0: none yet).",
+    );
+    let last = c.last_success_ms.load(Ordering::Relaxed);
+    let _ = writeln!(
+        o,
+        "ferry_last_success_timestamp_seconds {}.{:03}",
+        last / 1000,
+        last % 1000
+    );
+    head(
+        &mut o,
+        "ferry_ingest_latency_seconds",
+        "histogram",
+        "From first sight of a ready file (claim) to its ledger commit.",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
+        cumulative += get(&c.latency_buckets[i]);
+        let _ = writeln!(
+            o,
+            "ferry_ingest_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1000.0
+        );
+    }
+    let count = get(&c.latency_count);
+    let _ = writeln!(
+        o,
+        "ferry_ingest_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        o,
+        "ferry_ingest_latency_seconds_sum {}",
+        get(&c.latency_sum_us) as f64 / 1e6
+    );
+    let _ = writeln!(o, "ferry_ingest_latency_seconds_count {count}");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_with_the_count() {
+        let c = counters();
+        c.latency_buckets[0].fetch_add(2, Ordering::Relaxed);
+        c.latency_buckets[3].fetch_add(1, Ordering::Relaxed);
+        c.latency_count.fetch_add(4, Ordering::Relaxed);
+        let text = render();
+        let bucket = |le: &str| -> u64 {
+            let key = format!("ferry_ingest_latency_seconds_bucket{{le=\"{le}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&key)).unwrap();
+            line[key.len()..].parse().unwrap()
+        };
+        assert!(bucket("0.005") >= 2);
+        assert!(bucket("0.05") > bucket("0.005"));
+        assert!(bucket("+Inf") >= bucket("30"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+}
