@@ -305,8 +305,18 @@ impl Events {
                 return false;
             }
         };
+        let mut hinted = false;
         for ev in std::iter::once(first).chain(self.rx.try_iter()) {
-            use notify::event::{ModifyKind, RenameMode};
+            use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+            // Opening and reading — our own scans and reads among them — change nothing; counting
+            // them as hints would make every scan trigger the next.
+            if matches!(
+                ev.kind,
+                EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)
+            ) {
+                continue;
+            }
+            hinted = true;
             let complete = matches!(
                 ev.kind,
                 EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
@@ -331,7 +341,7 @@ impl Events {
                 self.root_gone = true;
             }
         }
-        true
+        hinted
     }
 
     fn root(&self) -> Option<&Path> {

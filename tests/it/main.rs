@@ -7,6 +7,7 @@ mod harness;
 
 mod crash;
 mod formats;
+mod model;
 mod run;
 mod typed;
 mod watch;
