@@ -50,6 +50,8 @@ pub enum Command {
     Run(RunArgs),
     /// The daemon: watch the incoming folder and take each file as soon as it is ready
     Watch(WatchArgs),
+    /// Write a dataset's new records as batch files for a downstream system, exactly once
+    Export(ExportArgs),
     /// Files by state, records per dataset, quarantine, waiting files and why
     Status(StatusArgs),
     /// The ledger: one row per file (and per attempt)
@@ -174,6 +176,41 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464)
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The dataset to export
+    #[arg(required_unless_present = "list")]
+    pub dataset: Option<String>,
+
+    /// Target folder [default: <root>/outgoing/<DATASET>]
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+
+    /// Batch file format
+    #[arg(long, value_enum, default_value_t = crate::export::Format::Csv)]
+    pub format: crate::export::Format,
+
+    /// Compress batch files with gzip
+    #[arg(long)]
+    pub gzip: bool,
+
+    /// Most records per batch file
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows: u64,
+
+    /// The target's name, which owns its own watermark [default: the target folder's path]
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+
+    /// List the export targets with their watermarks and pending records, and export nothing
+    #[arg(long, conflicts_with_all = ["dataset", "to", "gzip", "target"])]
+    pub list: bool,
+
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {

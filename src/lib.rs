@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod config;
 pub mod discover;
 pub mod events;
+pub mod export;
 pub mod format;
 pub mod ident;
 pub mod ledger;

@@ -1,5 +1,6 @@
 //! The `ferry` binary: parse arguments, set up logging, run a command, map its outcome to an
-//! exit code (0 done, 1 fatal error, 2 bad usage or config, 3 done but files were quarantined).
+//! exit code (0 done, 1 fatal error, 2 bad usage or config, 3 done but files were quarantined,
+//! 4 refused because another process holds the lock, e.g. an export to the same target).
 
 use clap::Parser;
 use ferry::cli::Cli;

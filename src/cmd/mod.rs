@@ -1,6 +1,7 @@
 //! One module per subcommand, each the same shape: `run(cfg, args) -> Result<Outcome>`.
 
 pub mod config;
+pub mod export;
 pub mod files;
 pub mod quarantine;
 pub mod run;
@@ -18,6 +19,8 @@ pub enum Outcome {
     Done,
     /// Finished, but some files were quarantined (exit 3).
     Quarantined,
+    /// Refused: another process holds the lock this needs (exit 4).
+    Busy,
 }
 
 impl Outcome {
@@ -25,6 +28,7 @@ impl Outcome {
         match self {
             Outcome::Done => 0,
             Outcome::Quarantined => 3,
+            Outcome::Busy => 4,
         }
     }
 }
@@ -39,6 +43,7 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
     match &cli.command {
         Command::Run(a) => run::run(&cfg, a),
         Command::Watch(a) => watch::run(&cfg, a),
+        Command::Export(a) => export::run(&cfg, a),
         Command::Status(a) => status::run(&cfg, a),
         Command::Files(a) => files::run(&cfg, a),
         Command::Quarantine(q) => quarantine::run(&cfg, q),

@@ -39,6 +39,7 @@ struct Status {
     ready: u64,
     waiting: Vec<Waiting>,
     last_activity: Option<String>,
+    exports: Vec<crate::export::TargetStatus>,
 }
 
 pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
@@ -56,6 +57,7 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
         ready: 0,
         waiting: Vec::new(),
         last_activity: None,
+        exports: Vec::new(),
     };
     if let Some(ledger) = Ledger::open_existing(&cfg.spool.db)? {
         let c = &ledger.conn;
@@ -88,6 +90,7 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
             st.datasets.push(d);
         }
         st.last_activity = c.query_row("SELECT max(finished_at) FROM files", [], |r| r.get(0))?;
+        st.exports = crate::export::targets(c)?;
     }
     if let Ok(rd) = std::fs::read_dir(&cfg.spool.processing) {
         st.processing = rd
@@ -171,6 +174,10 @@ fn table(st: &Status) -> String {
                 thousands(d.quarantined)
             );
         }
+    }
+    if !st.exports.is_empty() {
+        let _ = writeln!(out, "\nexports:");
+        out.push_str(&super::export::targets_table(&st.exports));
     }
     if !st.waiting.is_empty() {
         let _ = writeln!(out, "\nwaiting:");

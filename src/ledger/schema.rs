@@ -65,6 +65,41 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX rejects_file ON rejects(file_id);
     CREATE INDEX files_retry_of ON files(retry_of) WHERE retry_of IS NOT NULL;
     "#,
+    // 3: export targets — each with its watermark (the last record id exported) and the batch
+    // being written, fixed before its first byte so an interrupted export rewrites exactly it.
+    r#"
+    CREATE TABLE exports (
+        dataset            TEXT NOT NULL,
+        target             TEXT NOT NULL,
+        dir                TEXT NOT NULL,
+        watermark          INTEGER NOT NULL DEFAULT 0,
+        batches            INTEGER NOT NULL DEFAULT 0,
+        rows               INTEGER NOT NULL DEFAULT 0,
+        created_at         TEXT NOT NULL,
+        exported_at        TEXT,
+        pending_name       TEXT,
+        pending_format     TEXT,
+        pending_gzip       INTEGER,
+        pending_first      INTEGER,
+        pending_last       INTEGER,
+        pending_rows       INTEGER,
+        pending_created_at TEXT,
+        PRIMARY KEY (dataset, target)
+    );
+    CREATE TABLE export_batches (
+        dataset    TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        format     TEXT NOT NULL,
+        first_id   INTEGER NOT NULL,
+        last_id    INTEGER NOT NULL,
+        rows       INTEGER NOT NULL,
+        sha256     TEXT NOT NULL,
+        bytes      INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (dataset, target, first_id)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -14,7 +14,14 @@ use rusqlite::{types::Null, Connection};
 use std::collections::HashMap;
 
 /// Table names ferry keeps for itself; a dataset with one of these names gets `<name>_data`.
-const RESERVED: &[&str] = &["files", "datasets", "exports", "record_keys", "rejects"];
+const RESERVED: &[&str] = &[
+    "files",
+    "datasets",
+    "exports",
+    "export_batches",
+    "record_keys",
+    "rejects",
+];
 
 /// Quotes an SQL identifier.
 pub fn ident(name: &str) -> String {
