@@ -725,9 +725,8 @@ impl Encoder {
 /// A CSV field: quoted when it holds a delimiter, quote or line break (or is empty, so an empty
 /// string stays distinguishable from a missing value).
 fn csv_text(out: &mut Vec<u8>, t: &[u8], header: bool) {
-    let needs = t.is_empty() && !header
-        || t.iter()
-            .any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    let needs =
+        t.is_empty() && !header || t.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
     if !needs {
         out.extend_from_slice(t);
         return;

@@ -1,0 +1,486 @@
+//! `ferry export`: batches exactly once, never half-visible, byte-identical after a crash.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Final-named data files in a target folder, sorted (manifests, markers and temp files aside).
+fn batch_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            !n.starts_with('.') && !n.ends_with(".manifest.json") && !n.ends_with(".done")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn manifest(data: &Path) -> Value {
+    let mut m = data.as_os_str().to_owned();
+    m.push(".manifest.json");
+    serde_json::from_slice(&fs::read(m).unwrap()).unwrap()
+}
+
+/// A CSV batch's header and records.
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().iter().map(str::to_string).collect();
+    let rows = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    (header, rows)
+}
+
+/// Checks every batch in `dir` against its manifest and the done marker; returns the records of
+/// all batches in order, with each batch's id range.
+fn check_batches(dir: &Path) -> (Vec<Vec<String>>, Vec<(i64, i64)>) {
+    let mut all = Vec::new();
+    let mut ranges = Vec::new();
+    for f in batch_files(dir) {
+        let m = manifest(&f);
+        let bytes = fs::read(&f).unwrap();
+        assert_eq!(m["sha256"], sha256_hex(&bytes), "{}", f.display());
+        assert_eq!(m["bytes"], bytes.len() as u64);
+        assert_eq!(m["file"], f.file_name().unwrap().to_str().unwrap());
+        let mut done = f.as_os_str().to_owned();
+        done.push(".done");
+        assert!(
+            Path::new(&done).exists(),
+            "no done marker for {}",
+            f.display()
+        );
+        let (_, rows) = read_csv(&f);
+        assert_eq!(m["rows"], rows.len() as u64);
+        let (first, last) = (
+            m["first_record_id"].as_i64().unwrap(),
+            m["last_record_id"].as_i64().unwrap(),
+        );
+        let stem = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            stem.contains(&format!("-{first:012}-{last:012}.")),
+            "{stem}"
+        );
+        ranges.push((first, last));
+        all.extend(rows);
+    }
+    (all, ranges)
+}
+
+/// No gaps and no overlaps between consecutive batches, starting at record 1.
+fn assert_contiguous(ranges: &[(i64, i64)], last: i64) {
+    let mut next = 1;
+    for &(a, b) in ranges {
+        assert_eq!(a, next, "batches {ranges:?}");
+        assert!(b >= a);
+        next = b + 1;
+    }
+    assert_eq!(next - 1, last, "batches {ranges:?}");
+}
+
+/// Drops `files` files of `rows` rows each into `incoming/ev/`, numbering records from `*next`.
+fn drop_events(s: &Spool, tag: &str, files: usize, rows: usize, next: &mut u64) {
+    for f in 0..files {
+        let mut body = String::from("n,label\n");
+        for _ in 0..rows {
+            body.push_str(&format!("{next},\"label, {next}\"\n"));
+            *next += 1;
+        }
+        s.drop_file(&format!("ev/{tag}-{f}.csv"), body.as_bytes());
+    }
+}
+
+/// The exported records are the dataset's, each once, in stored (`_id`) order.
+fn assert_in_stored_order(s: &Spool, rows: &[Vec<String>], total: u64) {
+    let exported: Vec<u64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    let stored: Vec<u64> = s
+        .query("SELECT n FROM ev ORDER BY _id")
+        .into_iter()
+        .map(|r| r[0].as_ref().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        exported == stored,
+        "exported records differ from the stored ones"
+    );
+    let mut sorted = exported;
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert!(
+        sorted == (0..total).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
+}
+
+fn export_json(s: &Spool, args: &[&str]) -> Value {
+    let mut a = vec!["export"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    s.json(&a)
+}
+
+#[test]
+fn exports_with_new_data_between_them_send_every_record_exactly_once() {
+    let s = Spool::new();
+    let out = s.scratch("out");
+    let out_s = out.to_str().unwrap();
+    let mut next = 0;
+    for round in 0..5 {
+        drop_events(&s, &format!("r{round}"), 3, 17 + round * 5, &mut next);
+        s.ferry_ok(&["run"], 0);
+        let sum = export_json(&s, &["ev", "--to", out_s, "--max-rows", "40"]);
+        assert!(!sum["batches"].as_array().unwrap().is_empty());
+    }
+    // Nothing new: nothing written, still success.
+    let sum = export_json(&s, &["ev", "--to", out_s, "--max-rows", "40"]);
+    assert_eq!(sum["batches"].as_array().unwrap().len(), 0);
+    assert_eq!(sum["watermark"], next);
+
+    let (rows, ranges) = check_batches(&out);
+    assert_contiguous(&ranges, next as i64);
+    assert_in_stored_order(&s, &rows, next);
+    assert!(rows.iter().all(|r| r[1] == format!("label, {}", r[0])));
+    assert!(ranges.iter().all(|(a, b)| b - a < 40));
+
+    let list = s.json(&["export", "--list", "--json"]);
+    assert_eq!(list[0]["dataset"], "ev");
+    assert_eq!(list[0]["watermark"], next);
+    assert_eq!(list[0]["pending_records"], 0);
+    assert_eq!(list[0]["exported_records"], next);
+    drop_events(&s, "late", 1, 7, &mut next);
+    s.ferry_ok(&["run"], 0);
+    let status = s.json(&["status", "--json"]);
+    assert_eq!(status["exports"][0]["pending_records"], 7);
+}
+
+#[test]
+fn targets_keep_their_own_watermarks() {
+    let s = Spool::new();
+    let mut next = 0;
+    drop_events(&s, "a", 2, 30, &mut next);
+    s.ferry_ok(&["run"], 0);
+    let a = s.scratch("a");
+    let b = s.scratch("b");
+    export_json(
+        &s,
+        &["ev", "--to", a.to_str().unwrap(), "--target", "warehouse"],
+    );
+    drop_events(&s, "b", 1, 10, &mut next);
+    s.ferry_ok(&["run"], 0);
+    // A new target starts from the beginning; the first one only gets what is new.
+    export_json(
+        &s,
+        &["ev", "--to", b.to_str().unwrap(), "--target", "audit"],
+    );
+    let sum = export_json(
+        &s,
+        &["ev", "--to", a.to_str().unwrap(), "--target", "warehouse"],
+    );
+    assert_eq!(sum["rows"], 10);
+    assert_eq!(check_batches(&a).0.len(), 70);
+    assert_eq!(check_batches(&b).0.len(), 70);
+    // The default target is <root>/outgoing/<dataset>.
+    let sum = export_json(&s, &["ev"]);
+    assert_eq!(sum["rows"], 70);
+    assert_eq!(check_batches(&s.root.join("outgoing/ev")).0.len(), 70);
+    let list = s.json(&["export", "--list", "--json"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3);
+    assert!(names.contains(&"warehouse") && names.contains(&"audit"));
+}
+
+#[test]
+fn a_crash_at_each_step_then_export_again_rewrites_the_same_bytes() {
+    for point in ["planned", "data", "written"] {
+        let s = Spool::new();
+        let mut next = 0;
+        drop_events(&s, "x", 2, 25, &mut next);
+        s.ferry_ok(&["run"], 0);
+        let out = s.scratch("out");
+        let out_s = out.to_str().unwrap();
+        let died = s
+            .cmd()
+            .args(["export", "ev", "--to", out_s, "--max-rows", "20"])
+            .env("FERRY_TEST_EXPORT_DIE", point)
+            .output()
+            .unwrap();
+        assert_eq!(died.status.code(), Some(137), "{point}");
+        let before = tree(&out);
+        // A stray temp file as an interrupted write leaves it.
+        fs::write(
+            out.join(".ev-000000000001-000000000020.csv.999.ferry-tmp"),
+            b"n,la",
+        )
+        .unwrap();
+        let sum = export_json(&s, &["ev", "--to", out_s, "--max-rows", "20"]);
+        assert_eq!(sum["stray_temp_files_removed"], 1);
+        // The interrupted export had planned its first batch: this one rewrites exactly it.
+        assert_eq!(sum["batches"][0]["resumed"], true, "{point}");
+        let after = tree(&out);
+        for (name, hash) in &before {
+            assert_eq!(
+                after.get(name),
+                Some(hash),
+                "{point}: {name} rewritten differently"
+            );
+        }
+        assert!(after.keys().all(|k| !k.starts_with('.')), "{after:?}");
+        let (rows, ranges) = check_batches(&out);
+        assert_contiguous(&ranges, 50);
+        assert_eq!(ranges, vec![(1, 20), (21, 40), (41, 50)]);
+        assert_eq!(rows.len(), 50);
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_then_the_union_of_batches_is_the_dataset() {
+    let s = Spool::new();
+    let mut next = 0;
+    drop_events(&s, "k", 10, 500, &mut next);
+    s.ferry_ok(&["run"], 0);
+    let out = s.scratch("out");
+    let out_s = out.to_str().unwrap().to_string();
+    let mut rng = Rng::from_time();
+    // First sight of each final-named file: it must never change afterwards.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut finished = false;
+    for _ in 0..40 {
+        let mut child = s
+            .cmd()
+            .args(["export", "ev", "--to", &out_s, "--max-rows", "97"])
+            .env("FERRY_TEST_EXPORT_PAUSE_MS", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(60)));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        for (name, hash) in tree(&out) {
+            if !name.starts_with('.') {
+                let first = seen.entry(name.clone()).or_insert(hash.clone());
+                assert_eq!(*first, hash, "{name} changed after it appeared");
+            }
+        }
+        if status.success() {
+            finished = true;
+            break;
+        }
+    }
+    if !finished {
+        s.ferry_ok(&["export", "ev", "--to", &out_s, "--max-rows", "97"], 0);
+    }
+    s.ferry_ok(&["export", "ev", "--to", &out_s, "--max-rows", "97"], 0);
+    let (rows, ranges) = check_batches(&out);
+    assert_contiguous(&ranges, 5000);
+    assert_in_stored_order(&s, &rows, 5000);
+    assert!(tree(&out).keys().all(|k| !k.starts_with('.')));
+    for (name, hash) in tree(&out) {
+        if let Some(first) = seen.get(&name) {
+            assert_eq!(*first, hash, "{name} changed after it appeared");
+        }
+    }
+}
+
+#[test]
+fn a_reader_never_sees_a_partial_file_under_a_final_name() {
+    let s = Spool::new();
+    let mut next = 0;
+    drop_events(&s, "w", 8, 2500, &mut next);
+    s.ferry_ok(&["run"], 0);
+    let out = s.scratch("out");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let first_sight = std::thread::scope(|sc| {
+        let reader = sc.spawn(|| {
+            let mut first: BTreeMap<PathBuf, String> = BTreeMap::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for f in batch_files(&out) {
+                    if let std::collections::btree_map::Entry::Vacant(e) = first.entry(f) {
+                        if let Ok(bytes) = fs::read(e.key()) {
+                            e.insert(sha256_hex(&bytes));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            first
+        });
+        s.ferry_ok(
+            &[
+                "export",
+                "ev",
+                "--to",
+                out.to_str().unwrap(),
+                "--max-rows",
+                "500",
+            ],
+            0,
+        );
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().unwrap()
+    });
+    assert_eq!(first_sight.len(), 40, "the reader saw every batch");
+    for (f, hash) in &first_sight {
+        assert_eq!(
+            manifest(f)["sha256"],
+            *hash,
+            "{} read half-written",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn a_second_export_to_the_same_target_is_refused_not_interleaved() {
+    let s = Spool::new();
+    let mut next = 0;
+    drop_events(&s, "l", 4, 100, &mut next);
+    s.ferry_ok(&["run"], 0);
+    let out = s.scratch("out");
+    let out_s = out.to_str().unwrap();
+    let mut slow = s
+        .cmd()
+        .args(["export", "ev", "--to", out_s, "--max-rows", "10"])
+        .env("FERRY_TEST_EXPORT_PAUSE_MS", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while batch_files(&out).is_empty() {
+        assert!(Instant::now() < deadline, "the first export never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refused = s.ferry(&["export", "ev", "--to", out_s, "--max-rows", "10"]);
+    assert_eq!(refused.status.code(), Some(4));
+    // Another target is independent.
+    let other = s.scratch("other");
+    s.ferry_ok(&["export", "ev", "--to", other.to_str().unwrap()], 0);
+    assert!(slow.wait().unwrap().success());
+    let (rows, ranges) = check_batches(&out);
+    assert_contiguous(&ranges, 400);
+    assert_eq!(rows.len(), 400);
+}
+
+/// The data columns of a table in stored order, as text.
+fn data_rows(s: &Spool, table: &str) -> Vec<Vec<Option<String>>> {
+    let cols: Vec<String> = s
+        .columns(table)
+        .into_iter()
+        .filter(|c| !c.starts_with('_'))
+        .map(|c| format!("\"{c}\""))
+        .collect();
+    s.query(&format!(
+        "SELECT {} FROM \"{table}\" ORDER BY _id",
+        cols.join(", ")
+    ))
+}
+
+#[test]
+fn exported_batches_ingest_back_into_the_same_records() {
+    let src = Spool::new();
+    src.ferry_ok(
+        &[
+            "run",
+            "--keep",
+            fixtures().join("incoming").to_str().unwrap(),
+        ],
+        3,
+    );
+    for (format, gzip) in [("csv", false), ("ndjson", false), ("csv", true)] {
+        let dst = Spool::new();
+        let into = dst.incoming().join("customers");
+        let target = format!("rt-{format}-{gzip}");
+        let mut args = vec![
+            "export",
+            "customers",
+            "--to",
+            into.to_str().unwrap(),
+            "--format",
+            format,
+            "--target",
+            &target,
+        ];
+        if gzip {
+            args.push("--gzip");
+        }
+        src.ferry_ok(&args, 0);
+        // Manifests and markers are not data: the receiving side ignores them.
+        fs::write(
+            dst.root.join("ferry.toml"),
+            "[ready]\nsettle = \"0s\"\nignore = [\"*.manifest.json\", \"*.done\"]\n",
+        )
+        .unwrap();
+        dst.ferry_ok(&["run"], 0);
+        assert_eq!(
+            data_rows(&dst, "customers"),
+            data_rows(&src, "customers"),
+            "{format} gzip={gzip}"
+        );
+    }
+}
+
+#[test]
+fn typed_records_round_trip_in_their_canonical_form() {
+    let config = fixtures().join("typed/ferry.toml");
+    let config = config.to_str().unwrap();
+    let src = Spool::new();
+    let out = src.ferry(&[
+        "--config",
+        config,
+        "run",
+        "--keep",
+        fixtures().join("typed/incoming").to_str().unwrap(),
+    ]);
+    assert!(out.status.code().unwrap() <= 3);
+    assert!(src.count("SELECT count(*) FROM vehicles") > 10);
+    for format in ["csv", "ndjson"] {
+        let dst = Spool::new();
+        let into = dst.incoming().join("vehicles");
+        src.ferry_ok(
+            &[
+                "--config",
+                config,
+                "export",
+                "vehicles",
+                "--to",
+                into.to_str().unwrap(),
+                "--format",
+                format,
+                "--target",
+                format,
+            ],
+            0,
+        );
+        for f in fs::read_dir(&into).unwrap().flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".manifest.json") || n.ends_with(".done") {
+                fs::remove_file(f.path()).unwrap();
+            } else {
+                backdate(&f.path());
+            }
+        }
+        dst.ferry_ok(&["--config", config, "run"], 0);
+        assert_eq!(
+            data_rows(&dst, "vehicles"),
+            data_rows(&src, "vehicles"),
+            "{format}"
+        );
+        assert_eq!(
+            dst.query("SELECT typeof(year), typeof(price) FROM vehicles LIMIT 1"),
+            src.query("SELECT typeof(year), typeof(price) FROM vehicles LIMIT 1")
+        );
+    }
+}
