@@ -166,14 +166,16 @@ pub enum ConfigCommand {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Use no OS events; scan the folder every INTERVAL (for network filesystems)
+    /// [default: watch.poll]
     #[arg(long, value_name = "INTERVAL", value_parser = duration)]
     pub poll: Option<std::time::Duration>,
 
-    /// Full rescan interval, the backstop for missed events
-    #[arg(long, value_name = "INTERVAL", value_parser = duration, default_value = "30s")]
-    pub rescan: std::time::Duration,
+    /// Full rescan interval, the backstop for missed events [default: watch.rescan, 30s]
+    #[arg(long, value_name = "INTERVAL", value_parser = duration)]
+    pub rescan: Option<std::time::Duration>,
 
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464)
+    /// [default: watch.metrics]
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
 }

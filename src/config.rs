@@ -138,6 +138,19 @@ pub struct Config {
     pub datasets: Vec<Arc<DatasetSpec>>,
     /// Files up to this size are read into memory in one go (one read for hash and parse).
     pub small_file: u64,
+    /// `ferry watch` settings (flags override them).
+    pub watch: WatchSettings,
+}
+
+/// The daemon's discovery and operations settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Full rescan interval, the backstop for missed events.
+    pub rescan: Duration,
+    /// Scan every this often and use no OS events (network filesystems).
+    pub poll: Option<Duration>,
+    /// Serve Prometheus metrics on this address.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -195,6 +208,19 @@ impl Config {
             .workers
             .filter(|&w| w > 0)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let watch = WatchSettings {
+            rescan: raw.watch.rescan.map_or(Duration::from_secs(30), |d| d.0),
+            poll: raw.watch.poll.map(|d| d.0).filter(|d| !d.is_zero()),
+            metrics: match raw.watch.metrics.as_deref().filter(|m| !m.is_empty()) {
+                None => None,
+                Some(m) => Some(m.parse().map_err(|e| {
+                    ConfigError(format!(
+                        "{}: watch.metrics: {m:?} is not an address like 127.0.0.1:9464 ({e})",
+                        show(&file)
+                    ))
+                })?),
+            },
+        };
         Ok(Config {
             file,
             spool,
@@ -203,6 +229,7 @@ impl Config {
             max_attempts: raw.max_attempts.unwrap_or(5).max(1),
             datasets,
             small_file: 4 << 20,
+            watch,
         })
     }
 
@@ -274,6 +301,8 @@ struct RawConfig {
     max_attempts: Option<u32>,
     #[serde(default)]
     ready: RawReady,
+    #[serde(default)]
+    watch: RawWatch,
     #[serde(default, rename = "dataset")]
     datasets: Vec<Spanned<RawDataset>>,
 }
@@ -284,6 +313,14 @@ struct RawReady {
     settle: Option<Dur>,
     ignore: Option<Vec<Pattern>>,
     done_marker: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    rescan: Option<Dur>,
+    poll: Option<Dur>,
+    metrics: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

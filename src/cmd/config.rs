@@ -18,6 +18,9 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
         max_attempts: cfg.max_attempts,
         settle_ms: cfg.rules.settle.as_millis() as u64,
         done_marker: cfg.rules.done_marker.clone(),
+        watch_rescan_ms: cfg.watch.rescan.as_millis() as u64,
+        watch_poll_ms: cfg.watch.poll.map(|d| d.as_millis() as u64),
+        watch_metrics: cfg.watch.metrics.map(|a| a.to_string()),
         datasets: cfg.datasets.iter().map(|d| DatasetView::of(d)).collect(),
     };
     if *json {
@@ -35,6 +38,16 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
     println!("  settle        {} ms", view.settle_ms);
     if let Some(m) = &view.done_marker {
         println!("  done_marker   {m}");
+    }
+    match view.watch_poll_ms {
+        Some(p) => println!("  watch         poll every {p} ms"),
+        None => println!(
+            "  watch         file events, full rescan every {} ms",
+            view.watch_rescan_ms
+        ),
+    }
+    if let Some(m) = &view.watch_metrics {
+        println!("  metrics       http://{m}/metrics");
     }
     if view.datasets.is_empty() {
         println!(
@@ -114,6 +127,9 @@ struct View {
     max_attempts: u32,
     settle_ms: u64,
     done_marker: Option<String>,
+    watch_rescan_ms: u64,
+    watch_poll_ms: Option<u64>,
+    watch_metrics: Option<String>,
     datasets: Vec<DatasetView>,
 }
 

@@ -1,4 +1,4 @@
-//! `ferry watch [--poll INTERVAL] [--rescan INTERVAL]`: the daemon.
+//! `ferry watch [--poll INTERVAL] [--rescan INTERVAL] [--metrics ADDR]`: the daemon.
 //!
 //! It shares the ingest path with `ferry run` and adds only discovery and shutdown. Discovery:
 //! OS events (notify; inotify on Linux) are a *hint* that something changed — any hint triggers a
@@ -60,18 +60,19 @@ pub fn run(cfg: &Config, args: &WatchArgs) -> Result<Outcome> {
 pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome> {
     let incoming = cfg.spool.incoming.clone();
     std::fs::create_dir_all(&incoming)?;
-    if let Some(addr) = args.metrics {
+    // Flags win over the config file's [watch] section.
+    let poll = args.poll.or(cfg.watch.poll);
+    if let Some(addr) = args.metrics.or(cfg.watch.metrics) {
         crate::metrics::serve(addr)?;
     }
-    let mut events = Events::new(args.poll.is_none());
+    let mut events = Events::new(poll.is_none());
     events.ensure(&incoming)?;
-    let rescan = args
-        .poll
-        .unwrap_or(args.rescan)
+    let rescan = poll
+        .unwrap_or(args.rescan.unwrap_or(cfg.watch.rescan))
         .max(Duration::from_millis(10));
     tracing::info!(
         incoming = %incoming.display(),
-        mode = if args.poll.is_some() { "poll" } else { "events" },
+        mode = if poll.is_some() { "poll" } else { "events" },
         rescan_ms = rescan.as_millis() as u64,
         "watching"
     );

@@ -130,7 +130,11 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
         EntryKind::Special => return not_a_file(ctx, &entry, Kind::SpecialFile, jobs),
         EntryKind::File => {}
     }
-    let mut file = match open_nofollow(&entry.path) {
+    let opened = match injected_open_fault(&entry.rel) {
+        Some(e) => Err(e),
+        None => open_nofollow(&entry.path),
+    };
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return, // taken by another process
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -460,5 +464,21 @@ fn injected_read_fault(rel: &RelPath) -> Option<io::Error> {
 
 #[cfg(not(debug_assertions))]
 fn injected_read_fault(_: &RelPath) -> Option<io::Error> {
+    None
+}
+
+/// Test builds only: `FERRY_TEST_DENY_OPEN=<flag file>:<text>` makes opening files whose path
+/// contains `<text>` fail with "permission denied" while the flag file exists (tests run as any
+/// user, and root ignores file modes).
+#[cfg(debug_assertions)]
+fn injected_open_fault(rel: &RelPath) -> Option<io::Error> {
+    let spec = std::env::var("FERRY_TEST_DENY_OPEN").ok()?;
+    let (flag, pat) = spec.rsplit_once(':')?;
+    (rel.display().contains(pat) && Path::new(flag).exists())
+        .then(|| io::Error::from_raw_os_error(libc::EACCES))
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_open_fault(_: &RelPath) -> Option<io::Error> {
     None
 }

@@ -207,7 +207,13 @@ fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
     let addr = format!("127.0.0.1:{port}");
     s.drop_file("a/good.csv", b"x\n1\n2\n3\n");
     s.drop_file("a/bad.json", b"{not json");
-    let mut d = start(&s, &["--metrics", &addr]);
+    // Configured in ferry.toml this time (the flag does the same).
+    fs::write(
+        s.root.join("ferry.toml"),
+        format!("[watch]\nmetrics = \"{addr}\"\n"),
+    )
+    .unwrap();
+    let mut d = start(&s, &[]);
     wait_for_files(&s, 2);
     // Still being written: waiting.
     s.drop_fresh("a/fresh.csv", b"x\n9\n");
@@ -413,4 +419,52 @@ fn a_storm_of_10000_files_at_once_is_taken_whole() {
     wait_for_files_within(&s, 10_000, Duration::from_secs(120));
     assert_eq!(sigterm(&mut d), Some(0));
     assert_exactly_once(&s, "storm", 10_000);
+}
+
+#[test]
+fn a_file_that_cannot_be_opened_is_reported_left_and_retried() {
+    let s = Spool::new();
+    let flag = s.scratch("flags").join("deny");
+    fs::write(&flag, b"").unwrap();
+    let port = free_port();
+    let deny = format!("{}:locked", flag.display());
+    let mut d = start_with(
+        &s,
+        &[
+            "--rescan",
+            "300ms",
+            "--metrics",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[("FERRY_TEST_DENY_OPEN", &deny)],
+    );
+    s.drop_file("p/locked.csv", b"n\n1\n");
+    s.drop_file("p/open.csv", b"n\n2\n");
+    wait_for_files(&s, 1);
+    // Reported (counted as left, again on each rescan), never claimed or set aside.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = http_get(port, "/metrics")
+            .map(|t| sample(&t, "ferry_files_total{outcome=\"left\"}"))
+            .unwrap_or(0.0);
+        if left >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unreadable file was not retried"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.incoming().join("p/locked.csv").exists());
+    assert_eq!(s.count("SELECT count(*) FROM files"), 1);
+    // Readable again: taken on a later rescan.
+    fs::remove_file(&flag).unwrap();
+    wait_for_files(&s, 2);
+    assert_eq!(sigterm(&mut d), Some(0));
+    assert_eq!(
+        s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
+        2
+    );
+    assert!(s.leftover_inputs().is_empty());
 }
