@@ -22,7 +22,7 @@
 //! deletes records), so "ids after the watermark" is exactly "records not yet exported".
 
 use crate::config::ConfigError;
-use crate::ledger::{self, Ledger};
+use crate::ledger::{self, tables::ident, Ledger};
 use crate::spool::{self, Spool};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::bounded;
@@ -88,6 +88,9 @@ struct Plan {
     last: i64,
     rows: u64,
     created_at: String,
+    /// The dataset's columns when the batch was planned: a column added since (schema drift)
+    /// must not change a batch that is rewritten.
+    columns: Vec<String>,
 }
 
 /// The manifest beside each batch. Field order is the file's order.
@@ -197,10 +200,6 @@ fn data_columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// A file-name-safe form of a dataset name.
 fn file_stem(dataset: &str) -> String {
     dataset
@@ -244,7 +243,7 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
         })?;
     fs::create_dir_all(&req.dir)
         .with_context(|| format!("creating the target folder {}", req.dir.display()))?;
-    let removed = remove_stray_temps(&req.dir)?;
+    let removed = remove_stray_temps(&req.dir, &req.dataset)?;
     let columns = data_columns(conn, &table)?;
     if columns.is_empty() {
         bail!("dataset {:?} has no columns to export", req.dataset);
@@ -269,11 +268,11 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
         stray_temp_files_removed: removed,
     };
     loop {
-        let Some((plan, resumed)) = plan_next(conn, &table, req)? else {
+        let Some((plan, resumed)) = plan_next(conn, &table, &columns, req)? else {
             break;
         };
         injected_death("planned");
-        let written = write_batch(conn, &table, &columns, req, &plan)?;
+        let written = write_batch(conn, &table, req, &plan)?;
         injected_death("written");
         commit_batch(conn, req, &plan, &written)?;
         tracing::info!(
@@ -306,15 +305,16 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
     Ok(summary)
 }
 
-/// Removes temp files left in a target folder by an interrupted export. Only ours (hidden,
-/// ending in `.ferry-tmp`), and only under the target's lock.
-fn remove_stray_temps(dir: &Path) -> Result<u64> {
+/// Removes temp files left in a target folder by an interrupted export of this dataset: hidden,
+/// named after one of its batches, ending in `.ferry-tmp`. Runs under the target's lock.
+fn remove_stray_temps(dir: &Path, dataset: &str) -> Result<u64> {
+    let prefix = format!(".{}-", file_stem(dataset));
     let mut n = 0;
     for e in fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) && e.file_type()?.is_file() {
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) && e.file_type()?.is_file() {
             fs::remove_file(e.path())?;
             n += 1;
         }
@@ -327,12 +327,17 @@ fn remove_stray_temps(dir: &Path) -> Result<u64> {
 
 /// The target's pending batch if an earlier export was interrupted, else the next one planned
 /// from the watermark; `None` when everything is exported.
-fn plan_next(conn: &Connection, table: &str, req: &Request) -> Result<Option<(Plan, bool)>> {
+fn plan_next(
+    conn: &Connection,
+    table: &str,
+    columns: &[String],
+    req: &Request,
+) -> Result<Option<(Plan, bool)>> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let r = (|| -> Result<Option<(Plan, bool)>> {
         let (watermark, pending): (i64, Option<Plan>) = conn.query_row(
             "SELECT watermark, pending_name, pending_format, pending_gzip, pending_first,
-                    pending_last, pending_rows, pending_created_at
+                    pending_last, pending_rows, pending_created_at, pending_columns
              FROM exports WHERE dataset = ?1 AND target = ?2",
             params![req.dataset, req.target],
             |r| {
@@ -346,20 +351,27 @@ fn plan_next(conn: &Connection, table: &str, req: &Request) -> Result<Option<(Pl
                         last: r.get(5)?,
                         rows: r.get::<_, i64>(6)? as u64,
                         created_at: r.get(7)?,
+                        columns: r
+                            .get::<_, Option<String>>(8)?
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .unwrap_or_default(),
                     }),
                     None => None,
                 };
                 Ok((r.get(0)?, plan))
             },
         )?;
-        if let Some(p) = pending {
+        if let Some(mut p) = pending {
+            if p.columns.is_empty() {
+                p.columns = columns.to_vec();
+            }
             return Ok(Some((p, true)));
         }
         let (rows, first, last): (i64, Option<i64>, Option<i64>) = conn.query_row(
             &format!(
                 "SELECT count(*), min(_id), max(_id) FROM \
                  (SELECT _id FROM {} WHERE _id > ?1 ORDER BY _id LIMIT ?2)",
-                quote_ident(table)
+                ident(table)
             ),
             params![watermark, req.max_rows as i64],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -375,11 +387,12 @@ fn plan_next(conn: &Connection, table: &str, req: &Request) -> Result<Option<(Pl
             last,
             rows: rows as u64,
             created_at: ledger::now(),
+            columns: columns.to_vec(),
         };
         conn.execute(
             "UPDATE exports SET pending_name = ?3, pending_format = ?4, pending_gzip = ?5,
                     pending_first = ?6, pending_last = ?7, pending_rows = ?8,
-                    pending_created_at = ?9
+                    pending_created_at = ?9, pending_columns = ?10
              WHERE dataset = ?1 AND target = ?2",
             params![
                 req.dataset,
@@ -390,7 +403,8 @@ fn plan_next(conn: &Connection, table: &str, req: &Request) -> Result<Option<(Pl
                 plan.first,
                 plan.last,
                 plan.rows as i64,
-                plan.created_at
+                plan.created_at,
+                serde_json::to_string(&plan.columns)?
             ],
         )?;
         Ok(Some((plan, false)))
@@ -428,7 +442,7 @@ fn commit_batch(conn: &Connection, req: &Request, plan: &Plan, w: &Written) -> R
             "UPDATE exports SET watermark = ?3, batches = batches + 1, rows = rows + ?4,
                     exported_at = ?5, pending_name = NULL, pending_format = NULL,
                     pending_gzip = NULL, pending_first = NULL, pending_last = NULL,
-                    pending_rows = NULL, pending_created_at = NULL
+                    pending_rows = NULL, pending_created_at = NULL, pending_columns = NULL
              WHERE dataset = ?1 AND target = ?2",
             params![
                 req.dataset,
@@ -460,17 +474,11 @@ fn temp_path(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Writes the data file, its manifest and its done marker, each visible only when complete.
-fn write_batch(
-    conn: &Connection,
-    table: &str,
-    columns: &[String],
-    req: &Request,
-    plan: &Plan,
-) -> Result<Written> {
+fn write_batch(conn: &Connection, table: &str, req: &Request, plan: &Plan) -> Result<Written> {
     let dir = &req.dir;
     let final_path = dir.join(&plan.name);
     let tmp = temp_path(dir, &plan.name);
-    let written = write_data(conn, table, columns, plan, &tmp)
+    let written = write_data(conn, table, plan, &tmp)
         .with_context(|| format!("writing {}", final_path.display()));
     let written = match written {
         Ok(w) => w,
@@ -492,7 +500,7 @@ fn write_batch(
         rows: plan.rows,
         first_record_id: plan.first,
         last_record_id: plan.last,
-        columns,
+        columns: &plan.columns,
         sha256: &written.sha256,
         bytes: written.bytes,
         created_at: &plan.created_at,
@@ -542,13 +550,8 @@ impl<W: Write> Write for Hashing<W> {
 
 /// Reads the batch's records and writes them to `tmp`, fsynced. Encoding runs on this thread,
 /// hashing, compression and the writes on a second one, so the two overlap.
-fn write_data(
-    conn: &Connection,
-    table: &str,
-    columns: &[String],
-    plan: &Plan,
-    tmp: &Path,
-) -> Result<Written> {
+fn write_data(conn: &Connection, table: &str, plan: &Plan, tmp: &Path) -> Result<Written> {
+    let columns = &plan.columns;
     let file = File::create(tmp)?;
     let (full_tx, full_rx) = bounded::<Vec<u8>>(2);
     let (empty_tx, empty_rx) = bounded::<Vec<u8>>(3);
@@ -599,11 +602,11 @@ fn write_data(
         let enc = Encoder::new(plan.format, columns);
         let mut buf = empty_rx.recv()?;
         enc.header(&mut buf);
-        let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+        let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
         let mut stmt = conn.prepare(&format!(
             "SELECT {} FROM {} WHERE _id BETWEEN ?1 AND ?2 ORDER BY _id",
             cols.join(", "),
-            quote_ident(table)
+            ident(table)
         ))?;
         let mut rows = stmt.query(params![plan.first, plan.last])?;
         let mut n = 0u64;
@@ -816,10 +819,7 @@ pub fn targets(conn: &Connection) -> Result<Vec<TargetStatus>> {
     for (mut t, table) in rows {
         if let Some(table) = table {
             t.pending_records = conn.query_row(
-                &format!(
-                    "SELECT count(*) FROM {} WHERE _id > ?1",
-                    quote_ident(&table)
-                ),
+                &format!("SELECT count(*) FROM {} WHERE _id > ?1", ident(&table)),
                 [t.watermark],
                 |r| r.get::<_, i64>(0),
             )? as u64;

@@ -84,6 +84,7 @@ pub const MIGRATIONS: &[&str] = &[
         pending_last       INTEGER,
         pending_rows       INTEGER,
         pending_created_at TEXT,
+        pending_columns    TEXT,               -- JSON array: the columns the batch carries
         PRIMARY KEY (dataset, target)
     );
     CREATE TABLE export_batches (

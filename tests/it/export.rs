@@ -218,6 +218,12 @@ fn a_crash_at_each_step_then_export_again_rewrites_the_same_bytes() {
             .unwrap();
         assert_eq!(died.status.code(), Some(137), "{point}");
         let before = tree(&out);
+        // Meanwhile a file with a new column arrives: the interrupted batch must not change.
+        s.drop_file(
+            "ev/late.csv",
+            b"n,label,extra\n50,\"label, 50\",x\n51,\"label, 51\",y\n",
+        );
+        s.ferry_ok(&["run"], 0);
         // A stray temp file as an interrupted write leaves it.
         fs::write(
             out.join(".ev-000000000001-000000000020.csv.999.ferry-tmp"),
@@ -238,9 +244,18 @@ fn a_crash_at_each_step_then_export_again_rewrites_the_same_bytes() {
         }
         assert!(after.keys().all(|k| !k.starts_with('.')), "{after:?}");
         let (rows, ranges) = check_batches(&out);
-        assert_contiguous(&ranges, 50);
-        assert_eq!(ranges, vec![(1, 20), (21, 40), (41, 50)]);
-        assert_eq!(rows.len(), 50);
+        assert_contiguous(&ranges, 52);
+        assert_eq!(ranges, vec![(1, 20), (21, 40), (41, 52)]);
+        assert_eq!(rows.len(), 52);
+        let batches = batch_files(&out);
+        assert_eq!(
+            manifest(&batches[0])["columns"],
+            serde_json::json!(["n", "label"])
+        );
+        assert_eq!(
+            manifest(&batches[2])["columns"],
+            serde_json::json!(["n", "label", "extra"])
+        );
     }
 }
 
