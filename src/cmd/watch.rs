@@ -66,7 +66,13 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         crate::metrics::serve(addr)?;
     }
     let mut events = Events::new(poll.is_none());
-    events.ensure(&incoming)?;
+    if let Err(e) = events.ensure(&incoming) {
+        // E.g. the inotify watch limit: scans still find every file, only later.
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot watch the incoming folder; relying on rescans until it can"
+        );
+    }
     let rescan = poll
         .unwrap_or(args.rescan.unwrap_or(cfg.watch.rescan))
         .max(Duration::from_millis(10));
