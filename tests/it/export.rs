@@ -499,3 +499,50 @@ fn typed_records_round_trip_in_their_canonical_form() {
         );
     }
 }
+
+#[test]
+fn exports_while_a_daemon_ingests_miss_nothing_and_repeat_nothing() {
+    let s = Spool::new();
+    let mut daemon = s
+        .cmd()
+        .arg("watch")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = s.scratch("out");
+    let out_s = out.to_str().unwrap();
+    let staging = s.scratch("staging");
+    let total: u64 = 60 * 40;
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            fs::create_dir_all(s.incoming().join("ev")).unwrap();
+            for f in 0..60u64 {
+                let body: String = (0..40)
+                    .map(|r| format!("{},\"label, {}\"\n", f * 40 + r, f * 40 + r))
+                    .collect();
+                let tmp = staging.join(format!("f{f}.csv"));
+                fs::write(&tmp, format!("n,label\n{body}")).unwrap();
+                fs::rename(&tmp, s.incoming().join(format!("ev/f{f:03}.csv"))).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        // Export over and over while files arrive.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.count_or_zero("SELECT count(*) FROM files") < 60 {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not take every file"
+            );
+            let out = s.ferry(&["export", "ev", "--to", out_s, "--max-rows", "64"]);
+            // 2: no `ev` dataset yet.
+            assert!(matches!(out.status.code(), Some(0 | 2)), "{out:?}");
+        }
+    });
+    s.ferry_ok(&["export", "ev", "--to", out_s, "--max-rows", "64"], 0);
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    let (rows, ranges) = check_batches(&out);
+    assert_contiguous(&ranges, total as i64);
+    assert_in_stored_order(&s, &rows, total);
+}
