@@ -244,10 +244,6 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
     fs::create_dir_all(&req.dir)
         .with_context(|| format!("creating the target folder {}", req.dir.display()))?;
     let removed = remove_stray_temps(&req.dir, &req.dataset)?;
-    let columns = data_columns(conn, &table)?;
-    if columns.is_empty() {
-        bail!("dataset {:?} has no columns to export", req.dataset);
-    }
     conn.execute(
         "INSERT INTO exports (dataset, target, dir, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (dataset, target) DO UPDATE SET dir = excluded.dir",
@@ -268,7 +264,7 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
         stray_temp_files_removed: removed,
     };
     loop {
-        let Some((plan, resumed)) = plan_next(conn, &table, &columns, req)? else {
+        let Some((plan, resumed)) = plan_next(conn, &table, req)? else {
             break;
         };
         injected_death("planned");
@@ -327,12 +323,7 @@ fn remove_stray_temps(dir: &Path, dataset: &str) -> Result<u64> {
 
 /// The target's pending batch if an earlier export was interrupted, else the next one planned
 /// from the watermark; `None` when everything is exported.
-fn plan_next(
-    conn: &Connection,
-    table: &str,
-    columns: &[String],
-    req: &Request,
-) -> Result<Option<(Plan, bool)>> {
+fn plan_next(conn: &Connection, table: &str, req: &Request) -> Result<Option<(Plan, bool)>> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let r = (|| -> Result<Option<(Plan, bool)>> {
         let (watermark, pending): (i64, Option<Plan>) = conn.query_row(
@@ -351,20 +342,20 @@ fn plan_next(
                         last: r.get(5)?,
                         rows: r.get::<_, i64>(6)? as u64,
                         created_at: r.get(7)?,
-                        columns: r
-                            .get::<_, Option<String>>(8)?
-                            .and_then(|j| serde_json::from_str(&j).ok())
-                            .unwrap_or_default(),
+                        columns: serde_json::from_str(&r.get::<_, String>(8)?).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                8,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })?,
                     }),
                     None => None,
                 };
                 Ok((r.get(0)?, plan))
             },
         )?;
-        if let Some(mut p) = pending {
-            if p.columns.is_empty() {
-                p.columns = columns.to_vec();
-            }
+        if let Some(p) = pending {
             return Ok(Some((p, true)));
         }
         let (rows, first, last): (i64, Option<i64>, Option<i64>) = conn.query_row(
@@ -379,6 +370,12 @@ fn plan_next(
         let (Some(first), Some(last)) = (first, last) else {
             return Ok(None);
         };
+        // Read in the same transaction as the range: columns are added in the transaction that
+        // stores their first values, so these are exactly the columns the range's records have.
+        let columns = data_columns(conn, table)?;
+        if columns.is_empty() {
+            bail!("dataset {:?} has no columns to export", req.dataset);
+        }
         let plan = Plan {
             name: batch_name(&req.dataset, first, last, req.format, req.gzip),
             format: req.format,
@@ -387,7 +384,7 @@ fn plan_next(
             last,
             rows: rows as u64,
             created_at: ledger::now(),
-            columns: columns.to_vec(),
+            columns,
         };
         conn.execute(
             "UPDATE exports SET pending_name = ?3, pending_format = ?4, pending_gzip = ?5,

@@ -546,3 +546,45 @@ fn exports_while_a_daemon_ingests_miss_nothing_and_repeat_nothing() {
     assert_contiguous(&ranges, total as i64);
     assert_in_stored_order(&s, &rows, total);
 }
+
+#[test]
+fn a_column_added_during_a_long_export_is_in_the_batches_planned_after_it() {
+    let s = Spool::new();
+    let mut next = 0;
+    drop_events(&s, "d", 1, 30, &mut next);
+    s.ferry_ok(&["run"], 0);
+    let out = s.scratch("out");
+    let mut slow = s
+        .cmd()
+        .args([
+            "export",
+            "ev",
+            "--to",
+            out.to_str().unwrap(),
+            "--max-rows",
+            "10",
+        ])
+        .env("FERRY_TEST_EXPORT_PAUSE_MS", "400")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while batch_files(&out).is_empty() {
+        assert!(Instant::now() < deadline, "the export never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.drop_file(
+        "ev/wider.csv",
+        b"n,label,extra\n30,\"label, 30\",x30\n31,\"label, 31\",x31\n",
+    );
+    s.ferry_ok(&["run"], 0);
+    assert!(slow.wait().unwrap().success());
+    let last = batch_files(&out).pop().unwrap();
+    let (header, rows) = read_csv(&last);
+    assert_eq!(header, ["n", "label", "extra"]);
+    assert_eq!(rows.last().unwrap(), &["31", "label, 31", "x31"]);
+    let (all, ranges) = check_batches(&out);
+    assert_contiguous(&ranges, 32);
+    assert_in_stored_order(&s, &all, 32);
+}
