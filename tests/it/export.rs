@@ -119,6 +119,32 @@ fn assert_in_stored_order(s: &Spool, rows: &[Vec<String>], total: u64) {
     );
 }
 
+/// Starts `ferry export ev` into `out` in batches of 10 that pause `pause_ms` after each, and
+/// returns once its first batch is on disk.
+fn start_slow_export(s: &Spool, out: &Path, pause_ms: u64) -> std::process::Child {
+    let child = s
+        .cmd()
+        .args([
+            "export",
+            "ev",
+            "--to",
+            out.to_str().unwrap(),
+            "--max-rows",
+            "10",
+        ])
+        .env("FERRY_TEST_EXPORT_PAUSE_MS", pause_ms.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while batch_files(out).is_empty() {
+        assert!(Instant::now() < deadline, "the export never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
 fn export_json(s: &Spool, args: &[&str]) -> Value {
     let mut a = vec!["export"];
     a.extend_from_slice(args);
@@ -365,19 +391,7 @@ fn a_second_export_to_the_same_target_is_refused_not_interleaved() {
     s.ferry_ok(&["run"], 0);
     let out = s.scratch("out");
     let out_s = out.to_str().unwrap();
-    let mut slow = s
-        .cmd()
-        .args(["export", "ev", "--to", out_s, "--max-rows", "10"])
-        .env("FERRY_TEST_EXPORT_PAUSE_MS", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while batch_files(&out).is_empty() {
-        assert!(Instant::now() < deadline, "the first export never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut slow = start_slow_export(&s, &out, 100);
     let refused = s.ferry(&["export", "ev", "--to", out_s, "--max-rows", "10"]);
     assert_eq!(refused.status.code(), Some(4));
     // Another target is independent.
@@ -554,26 +568,7 @@ fn a_column_added_during_a_long_export_is_in_the_batches_planned_after_it() {
     drop_events(&s, "d", 1, 30, &mut next);
     s.ferry_ok(&["run"], 0);
     let out = s.scratch("out");
-    let mut slow = s
-        .cmd()
-        .args([
-            "export",
-            "ev",
-            "--to",
-            out.to_str().unwrap(),
-            "--max-rows",
-            "10",
-        ])
-        .env("FERRY_TEST_EXPORT_PAUSE_MS", "400")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while batch_files(&out).is_empty() {
-        assert!(Instant::now() < deadline, "the export never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut slow = start_slow_export(&s, &out, 400);
     s.drop_file(
         "ev/wider.csv",
         b"n,label,extra\n30,\"label, 30\",x30\n31,\"label, 31\",x31\n",
