@@ -143,7 +143,7 @@ pub fn render() -> String {
         &mut o,
         "ferry_pipeline_restarts_total",
         "counter",
-        "Times the daemon restarted its pipeline after an error (disk full, database error).",
+        "Times the daemon restarted its pipeline: after an error (disk full, database error), or to place files left in processing/.",
     );
     let _ = writeln!(o, "ferry_pipeline_restarts_total {}", get(&c.restarts));
     head(

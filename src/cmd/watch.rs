@@ -114,6 +114,8 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         // Files handed to the old pipeline and dropped when it stopped are still in the folder.
         disc.submitted.clear();
         discover_until_stopped(&mut disc, &mut events, &pipeline, &ctx, stop, rescan);
+        // Halted already: the writer failed. Otherwise we stopped for a reason of our own.
+        let failed = ctx.halted();
         ctx.halt();
         if stop.is_triggered() {
             tracing::info!("stopping: finishing the files in flight");
@@ -128,8 +130,11 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             );
             return Ok(Outcome::Done);
         }
-        // The pipeline stopped by itself: the writer failed on something about the machine.
         counters().restarts.fetch_add(1, Ordering::Relaxed);
+        if !failed && ctx.has_unplaced() {
+            continue; // a planned restart, to place files (see `discover_until_stopped`)
+        }
+        // The pipeline stopped by itself: the writer failed on something about the machine.
         if started.elapsed() >= HEALTHY {
             backoff = BACKOFF.0;
         }
@@ -208,6 +213,12 @@ fn discover_until_stopped(
             continue;
         }
         last_scan = Some(now);
+        if full && last_full.is_some() && ctx.has_unplaced() {
+            // Committed files wait in processing/ for their move (the disk was full, say):
+            // a fresh pipeline's recovery places them. Tried again at every full rescan.
+            tracing::warn!("restarting the pipeline to place files left in processing/");
+            return;
+        }
         if full {
             last_full = Some(now);
             // The folder may have vanished (an unmounted share) and come back as a new folder.

@@ -57,6 +57,9 @@ pub struct Ctx {
     pub progress: Option<indicatif::ProgressBar>,
     /// Set when no new file may be claimed: shutdown began, or the writer failed.
     halt: AtomicBool,
+    /// Set when a committed file could not be moved to its place (it waits in `processing/`
+    /// for recovery, which `ferry watch` runs by restarting its pipeline).
+    unplaced: AtomicBool,
 }
 
 impl Ctx {
@@ -79,6 +82,7 @@ impl Ctx {
             worker_name: format!("{host}:{}", std::process::id()),
             progress: None,
             halt: AtomicBool::new(false),
+            unplaced: AtomicBool::new(false),
         })
     }
 
@@ -89,6 +93,15 @@ impl Ctx {
 
     pub fn halted(&self) -> bool {
         self.halt.load(Ordering::SeqCst)
+    }
+
+    /// Notes that a committed file is still in `processing/`, waiting to be placed.
+    pub fn mark_unplaced(&self) {
+        self.unplaced.store(true, Ordering::SeqCst);
+    }
+
+    pub fn has_unplaced(&self) -> bool {
+        self.unplaced.load(Ordering::SeqCst)
     }
 }
 

@@ -38,6 +38,9 @@ pub enum Placement {
 
 impl Placement {
     pub fn apply(&self) -> io::Result<()> {
+        if let Some(e) = injected_place_fault() {
+            return Err(e);
+        }
         match self {
             Placement::Archive { from, to, rejects } => {
                 if let Some((path, body)) = rejects {
@@ -62,6 +65,21 @@ impl Placement {
             }
         }
     }
+}
+
+/// Test builds only: while the file named by `FERRY_TEST_FAIL_PLACE` exists, moving files to
+/// their place fails as on a full disk.
+#[cfg(debug_assertions)]
+fn injected_place_fault() -> Option<io::Error> {
+    let flag = std::env::var("FERRY_TEST_FAIL_PLACE").ok()?;
+    Path::new(&flag)
+        .exists()
+        .then(|| io::Error::from_raw_os_error(libc::ENOSPC))
+}
+
+#[cfg(not(debug_assertions))]
+fn injected_place_fault() -> Option<io::Error> {
+    None
 }
 
 /// `<name>.reason.json` beside a quarantined file.
@@ -202,7 +220,8 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
                             tracing::info!(path = %row.path, id = row.id, state = %row.state, "recovered a committed file; placed it");
                         }
                         Err(e) => {
-                            tracing::error!(path = %row.path, id = row.id, error = %e, "cannot place a recovered file; it stays in processing/")
+                            tracing::error!(path = %row.path, id = row.id, error = %e, "cannot place a recovered file; it stays in processing/");
+                            ctx.mark_unplaced();
                         }
                     }
                 }

@@ -171,11 +171,14 @@ impl Writer<'_> {
                             spool::tidy_claim(&self.ctx.spool, &c.id);
                         }
                     }
-                    Err(e) => tracing::error!(
-                        path = %f.meta.rel.display(),
-                        error = %e,
-                        "cannot move the file to its place; it stays in processing/ and is placed on the next start"
-                    ),
+                    Err(e) => {
+                        tracing::error!(
+                            path = %f.meta.rel.display(),
+                            error = %e,
+                            "cannot move the file to its place; it stays in processing/ and is placed by recovery"
+                        );
+                        self.ctx.mark_unplaced();
+                    }
                 }
             }
             self.emit(&f);

@@ -468,3 +468,52 @@ fn a_file_that_cannot_be_opened_is_reported_left_and_retried() {
     );
     assert!(s.leftover_inputs().is_empty());
 }
+
+#[test]
+fn files_that_cannot_be_moved_after_commit_are_placed_once_the_disk_allows() {
+    let s = Spool::new();
+    let flag = s.scratch("flags").join("no-place");
+    fs::write(&flag, b"").unwrap();
+    let flag_s = flag.to_str().unwrap().to_string();
+    let mut d = start_with(
+        &s,
+        &["--rescan", "300ms"],
+        &[("FERRY_TEST_FAIL_PLACE", &flag_s)],
+    );
+    for i in 0..3 {
+        s.drop_file(&format!("p/f{i}.csv"), format!("n\n{i}\n").as_bytes());
+    }
+    wait_for_files(&s, 3);
+    std::thread::sleep(Duration::from_millis(800));
+    // Committed, but still in processing/ (not lost, not redone) while moves fail.
+    assert_eq!(s.leftover_inputs().len(), 3, "{:?}", s.leftover_inputs());
+    assert!(d.try_wait().unwrap().is_none(), "the daemon keeps running");
+    fs::remove_file(&flag).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.leftover_inputs().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "never placed: {:?}",
+            s.leftover_inputs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(sigterm(&mut d), Some(0));
+    assert_eq!(
+        s.count("SELECT count(*) FROM files"),
+        3,
+        "placed, not ingested again"
+    );
+    assert_eq!(s.count("SELECT count(*) FROM p"), 3);
+    let archived = tree(&s.root.join("archive"));
+    assert_eq!(archived.len(), 3, "{archived:?}");
+    let stored: Vec<String> = s
+        .query("SELECT stored_at FROM files ORDER BY id")
+        .into_iter()
+        .map(|r| r[0].clone().unwrap())
+        .collect();
+    assert!(
+        stored.iter().all(|p| s.root.join(p).is_file()),
+        "{stored:?}"
+    );
+}
