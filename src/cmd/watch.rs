@@ -19,7 +19,9 @@
 //! about the machine rather than a file (disk full, database unreadable or locked for too long),
 //! nothing of the open transaction happened; the daemon logs an ERROR, stops claiming, waits
 //! (1 s doubling to 60 s) and starts again: recovery takes the claimed files back from
-//! `processing/`, so they are loaded once space returns. An incoming folder that vanishes (an
+//! `processing/`, so they are loaded once space returns. Committed files that could not be moved
+//! to their place wait in `processing/`; at the next full rescan the pipeline is restarted and
+//! recovery places them (without loading them again). An incoming folder that vanishes (an
 //! unmounted share) is looked for every second and watched again when it returns; files that
 //! cannot be read are left in place and tried again on every full rescan.
 
