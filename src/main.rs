@@ -15,7 +15,13 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    ferry::logging::init(cli.log_format, "warn", cli.verbose, cli.quiet);
+    // The daemon's log is its record of what happened: one line per file by default. One-shot
+    // commands print a summary instead and log only what needs attention.
+    let default_level = match cli.command {
+        ferry::cli::Command::Watch(_) => "info",
+        _ => "warn",
+    };
+    ferry::logging::init(cli.log_format, default_level, cli.verbose, cli.quiet);
     match ferry::cmd::dispatch(&cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(e) => {
