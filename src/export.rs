@@ -234,7 +234,7 @@ fn lock_path(spool: &Spool, dataset: &str, target: &str) -> PathBuf {
 pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
     let ledger = Ledger::open(&spool.db)?;
     let conn = &ledger.conn;
-    let table = table_of(conn, &req.dataset)?;
+    let table = table_of(conn, &req.dataset).context("looking up the dataset")?;
     let _lock = spool::try_lock_file(&lock_path(spool, &req.dataset, &req.target))
         .context("taking the export lock")?
         .ok_or_else(|| Busy {
@@ -253,7 +253,8 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
             req.dir.display().to_string(),
             ledger::now()
         ],
-    )?;
+    )
+    .context("recording the export target")?;
     let mut summary = Summary {
         dataset: req.dataset.clone(),
         target: req.target.clone(),
@@ -264,13 +265,16 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
         stray_temp_files_removed: removed,
     };
     loop {
-        let Some((plan, resumed)) = plan_next(conn, &table, req)? else {
+        let Some((plan, resumed)) =
+            plan_next(conn, &table, req).context("planning the next batch")?
+        else {
             break;
         };
         injected_death("planned");
         let written = write_batch(conn, &table, req, &plan)?;
         injected_death("written");
-        commit_batch(conn, req, &plan, &written)?;
+        commit_batch(conn, req, &plan, &written)
+            .with_context(|| format!("recording batch {} as exported", plan.name))?;
         tracing::info!(
             dataset = %req.dataset,
             target = %req.target,

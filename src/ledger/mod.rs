@@ -244,6 +244,28 @@ impl Drop for Checkpointer {
     }
 }
 
+/// Switches the connection to WAL mode. Turning a new database into WAL needs an exclusive
+/// lock, and SQLite answers "busy" at once there instead of calling the busy handler: several
+/// ferry processes starting on a new spool together (a daemon, an export, a run) would fail
+/// instead of waiting. So wait here, as the busy timeout would.
+fn wal_mode(conn: &Connection) -> Result<String> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) => return Ok(mode),
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 impl Ledger {
     /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Ledger> {
@@ -251,7 +273,7 @@ impl Ledger {
         let mut conn = Connection::open(path)
             .with_context(|| format!("opening the ledger {}", path.display()))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        let mode = wal_mode(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             anyhow::bail!(
                 "the ledger {} cannot use WAL mode (got {mode}); is it on a network filesystem?",

@@ -517,11 +517,12 @@ fn typed_records_round_trip_in_their_canonical_form() {
 #[test]
 fn exports_while_a_daemon_ingests_miss_nothing_and_repeat_nothing() {
     let s = Spool::new();
+    let log = s.scratch("log").join("daemon.log");
     let mut daemon = s
         .cmd()
         .arg("watch")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let out = s.scratch("out");
@@ -546,7 +547,8 @@ fn exports_while_a_daemon_ingests_miss_nothing_and_repeat_nothing() {
         while s.count_or_zero("SELECT count(*) FROM files") < 60 {
             assert!(
                 Instant::now() < deadline,
-                "the daemon did not take every file"
+                "the daemon did not take every file; its log:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
             );
             let out = s.ferry(&["export", "ev", "--to", out_s, "--max-rows", "64"]);
             // 2: no `ev` dataset yet.

@@ -517,3 +517,45 @@ fn files_that_cannot_be_moved_after_commit_are_placed_once_the_disk_allows() {
         "{stored:?}"
     );
 }
+
+#[test]
+fn processes_starting_together_on_a_new_spool_all_start() {
+    for round in 0..6 {
+        let s = Spool::new();
+        for i in 0..40 {
+            s.drop_file(
+                &format!("t/f{i:02}.csv"),
+                format!("n\n{round}{i:02}\n").as_bytes(),
+            );
+        }
+        // No ledger yet: every process races to create it.
+        let mut daemon = start(&s, &[]);
+        let runs: Vec<Child> = (0..4)
+            .map(|_| {
+                s.cmd()
+                    .arg("run")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for r in runs {
+            let out = r.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        wait_for_files(&s, 40);
+        assert_eq!(sigterm(&mut daemon), Some(0), "the daemon started and ran");
+        assert_eq!(
+            s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
+            40
+        );
+        assert_eq!(s.count("SELECT count(DISTINCT n) FROM t"), 40);
+        assert!(s.leftover_inputs().is_empty());
+    }
+}
