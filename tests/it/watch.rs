@@ -219,14 +219,18 @@ fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
     s.drop_fresh("a/fresh.csv", b"x\n9\n");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
+        // The counters move just after the commit the ledger shows (once files are placed).
         if let Some(t) = http_get(port, "/metrics") {
-            if t.contains("ferry_waiting_files 1") {
+            if t.contains("ferry_waiting_files 1")
+                && t.contains("ferry_files_total{outcome=\"ingested\"} 1")
+                && t.contains("ferry_files_total{outcome=\"quarantined\"} 1")
+            {
                 break t;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "metrics never showed the waiting file"
+            "metrics never showed both files done and the waiting one"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
