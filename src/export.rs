@@ -340,7 +340,16 @@ fn plan_next(conn: &Connection, table: &str, req: &Request) -> Result<Option<(Pl
                 let plan = match name {
                     Some(name) => Some(Plan {
                         name,
-                        format: Format::from_id(&r.get::<_, String>(2)?).unwrap_or(Format::Csv),
+                        format: {
+                            let f: String = r.get(2)?;
+                            Format::from_id(&f).ok_or_else(|| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    2,
+                                    rusqlite::types::Type::Text,
+                                    format!("unknown batch format {f:?}").into(),
+                                )
+                            })?
+                        },
                         gzip: r.get(3)?,
                         first: r.get(4)?,
                         last: r.get(5)?,

@@ -252,13 +252,17 @@ struct Events {
     enabled: bool,
     tx: Sender<Event>,
     rx: Receiver<Event>,
-    watcher: Option<notify::RecommendedWatcher>,
-    /// Device and inode of the folder being watched.
-    watched: Option<(u64, u64)>,
-    /// The folder being watched.
-    dir: Option<PathBuf>,
-    /// Set when an event says the watched folder itself went away.
+    watching: Option<Watching>,
+    /// Set when an event said the watched folder itself went away (until it is looked for).
     root_gone: bool,
+}
+
+/// A live watch on one folder.
+struct Watching {
+    _watcher: notify::RecommendedWatcher,
+    dir: PathBuf,
+    /// Device and inode: a folder replaced under the same name is a new folder to watch.
+    id: (u64, u64),
 }
 
 impl Events {
@@ -268,31 +272,26 @@ impl Events {
             enabled,
             tx,
             rx,
-            watcher: None,
-            watched: None,
-            dir: None,
+            watching: None,
             root_gone: false,
         }
     }
 
     /// Makes sure the folder is watched if it exists; returns whether it exists.
     fn ensure(&mut self, dir: &Path) -> Result<bool> {
+        self.root_gone = false;
         let meta = match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => m,
             _ => {
-                self.watcher = None;
-                self.watched = None;
-                self.root_gone = false;
+                self.watching = None;
                 return Ok(false);
             }
         };
         let id = (meta.dev(), meta.ino());
-        if !self.enabled || (self.watched == Some(id) && !self.root_gone) {
+        if !self.enabled || self.watching.as_ref().is_some_and(|w| w.id == id) {
             return Ok(true);
         }
-        self.watcher = None;
-        self.watched = None;
-        self.root_gone = false;
+        self.watching = None;
         let tx = self.tx.clone();
         let mut w = notify::recommended_watcher(move |ev: notify::Result<Event>| {
             if let Ok(ev) = ev {
@@ -302,9 +301,11 @@ impl Events {
         .context("starting the file watcher")?;
         w.watch(dir, RecursiveMode::Recursive)
             .with_context(|| format!("watching {}", dir.display()))?;
-        self.watcher = Some(w);
-        self.watched = Some(id);
-        self.dir = Some(dir.to_path_buf());
+        self.watching = Some(Watching {
+            _watcher: w,
+            dir: dir.to_path_buf(),
+            id,
+        });
         Ok(true)
     }
 
@@ -354,18 +355,13 @@ impl Events {
                 ev.kind,
                 EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
             );
-            if gone
-                && self.watcher.is_some()
-                && ev.paths.iter().any(|p| Some(p.as_path()) == self.root())
-            {
+            let root = self.watching.as_ref().map(|w| w.dir.as_path());
+            if gone && ev.paths.iter().any(|p| Some(p.as_path()) == root) {
+                self.watching = None;
                 self.root_gone = true;
             }
         }
         hinted
-    }
-
-    fn root(&self) -> Option<&Path> {
-        self.dir.as_deref()
     }
 }
 

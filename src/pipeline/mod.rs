@@ -251,7 +251,7 @@ impl Pipeline {
     /// Queues work, waiting while the queue is full. False if the pipeline has stopped (the
     /// writer failed); `finish` then says why.
     pub fn submit(&self, w: Work) -> bool {
-        self.work.as_ref().is_some_and(|tx| tx.send(w).is_ok())
+        self.submit_unless(w, || false)
     }
 
     /// Like `submit`, but gives up (false) when `stop` says so while the queue is full, so a

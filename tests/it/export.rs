@@ -517,14 +517,7 @@ fn typed_records_round_trip_in_their_canonical_form() {
 #[test]
 fn exports_while_a_daemon_ingests_miss_nothing_and_repeat_nothing() {
     let s = Spool::new();
-    let log = s.scratch("log").join("daemon.log");
-    let mut daemon = s
-        .cmd()
-        .arg("watch")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_watch(&s, &[]);
     let out = s.scratch("out");
     let out_s = out.to_str().unwrap();
     let staging = s.scratch("staging");
@@ -547,8 +540,7 @@ fn exports_while_a_daemon_ingests_miss_nothing_and_repeat_nothing() {
         while s.count_or_zero("SELECT count(*) FROM files") < 60 {
             assert!(
                 Instant::now() < deadline,
-                "the daemon did not take every file; its log:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
+                "the daemon did not take every file"
             );
             let out = s.ferry(&["export", "ev", "--to", out_s, "--max-rows", "64"]);
             // 2: no `ev` dataset yet.
@@ -556,8 +548,7 @@ fn exports_while_a_daemon_ingests_miss_nothing_and_repeat_nothing() {
         }
     });
     s.ferry_ok(&["export", "ev", "--to", out_s, "--max-rows", "64"], 0);
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    daemon.wait().unwrap();
+    assert_eq!(sigterm(&mut daemon), Some(0));
     let (rows, ranges) = check_batches(&out);
     assert_contiguous(&ranges, total as i64);
     assert_in_stored_order(&s, &rows, total);

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, SystemTime};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
@@ -278,5 +278,81 @@ impl Rng {
 
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+}
+
+// The daemon, as a real process.
+
+/// Starts `ferry watch` with its output discarded.
+pub fn start_watch(s: &Spool, args: &[&str]) -> Child {
+    start_watch_with(s, args, &[])
+}
+
+pub fn start_watch_with(s: &Spool, args: &[&str], env: &[(&str, &str)]) -> Child {
+    s.cmd()
+        .arg("watch")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+pub fn sigkill(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Whether the process has its SIGTERM handler installed (`SigCgt` in /proc/PID/status).
+pub fn handles_sigterm(pid: u32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+}
+
+pub fn sigterm(child: &mut Child) -> Option<i32> {
+    // A signal that arrives before the daemon installed its handler would just kill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !handles_sigterm(child.id()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never got ready for signals"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the ledger has `n` rows (the daemon commits asynchronously).
+pub fn wait_for_files(s: &Spool, n: i64) {
+    wait_for_files_within(s, n, Duration::from_secs(20))
+}
+
+pub fn wait_for_files_within(s: &Spool, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if s.root.join("ferry.db").exists() && s.count_or_zero("SELECT count(*) FROM files") >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {n} files");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

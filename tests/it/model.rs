@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -83,13 +83,12 @@ impl World<'_> {
             }
             Op::Crash => {
                 if let Some(mut d) = self.daemon.take() {
-                    d.kill().unwrap();
-                    d.wait().unwrap();
+                    sigkill(&mut d);
                 }
             }
             Op::Start => {
                 if self.daemon.is_none() {
-                    self.daemon = Some(start(self.s));
+                    self.daemon = Some(start_watch(self.s, &[]));
                 }
             }
         }
@@ -103,15 +102,6 @@ impl World<'_> {
             .expect("a partly written file was claimed");
         f.write_all(rest.as_bytes()).unwrap();
     }
-}
-
-fn start(s: &Spool) -> Child {
-    s.cmd()
-        .arg("watch")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 proptest! {
@@ -136,7 +126,7 @@ proptest! {
             w.finish_one();
         }
         if w.daemon.is_none() {
-            w.daemon = Some(start(&s));
+            w.daemon = Some(start_watch(&s, &[]));
         }
         let n = w.files.len() as i64;
         let deadline = Instant::now() + Duration::from_secs(40);
@@ -146,9 +136,7 @@ proptest! {
         }
         // A last crash right after the commits; a restart (here `ferry run`, the same recovery)
         // places what was committed but not yet moved.
-        let mut d = w.daemon.take().unwrap();
-        d.kill().unwrap();
-        d.wait().unwrap();
+        sigkill(&mut w.daemon.take().unwrap());
         let out = s.ferry(&["run"]);
         prop_assert_eq!(out.status.code(), Some(0));
 

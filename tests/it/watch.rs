@@ -6,84 +6,11 @@ use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn start(s: &Spool, args: &[&str]) -> Child {
-    start_with(s, args, &[])
-}
-
-fn start_with(s: &Spool, args: &[&str], env: &[(&str, &str)]) -> Child {
-    s.cmd()
-        .arg("watch")
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn sigkill(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// Whether the process has its SIGTERM handler installed (`SigCgt` in /proc/PID/status).
-fn handles_sigterm(pid: u32) -> bool {
-    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
-}
-
-fn sigterm(child: &mut Child) -> Option<i32> {
-    // A signal that arrives before the daemon installed its handler would just kill it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !handles_sigterm(child.id()) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the daemon exited early"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never got ready for signals"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code();
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the ledger has `n` rows (the daemon commits asynchronously).
-fn wait_for_files(s: &Spool, n: i64) {
-    wait_for_files_within(s, n, Duration::from_secs(20))
-}
-
-fn wait_for_files_within(s: &Spool, n: i64, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        if s.root.join("ferry.db").exists() && s.count_or_zero("SELECT count(*) FROM files") >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {n} files");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn files_present_at_start_and_renamed_in_are_taken_then_sigterm_stops_cleanly() {
     let s = Spool::new();
     s.drop_file("sales/before.csv", b"a,b\n1,2\n");
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     wait_for_files(&s, 1);
     // An upload under a temp name, then renamed: taken at once, whole.
     let tmp = s.incoming().join("sales/upload.csv.part");
@@ -103,7 +30,7 @@ fn files_present_at_start_and_renamed_in_are_taken_then_sigterm_stops_cleanly() 
 fn a_slow_writer_is_not_claimed_until_it_is_done() {
     let s = Spool::new();
     fs::write(s.root.join("ferry.toml"), "[ready]\nsettle = \"1s\"\n").unwrap();
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     let path = s.incoming().join("slow.csv");
     let mut expected = String::from("n\n");
     fs::write(&path, &expected).unwrap();
@@ -129,7 +56,7 @@ fn a_slow_writer_is_not_claimed_until_it_is_done() {
 #[test]
 fn poll_mode_finds_files_without_events() {
     let s = Spool::new();
-    let mut d = start(&s, &["--poll", "100ms"]);
+    let mut d = start_watch(&s, &["--poll", "100ms"]);
     std::thread::sleep(Duration::from_millis(200));
     s.drop_file("a/x.csv", b"k\n1\n");
     wait_for_files(&s, 1);
@@ -143,7 +70,7 @@ fn sigterm_mid_batch_then_run_takes_every_file_exactly_once() {
     for i in 0..300 {
         s.drop_file(&format!("bulk/f{i:04}.csv"), format!("n\n{i}\n").as_bytes());
     }
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(sigterm(&mut d), Some(0));
     s.ferry_ok(&["run"], 0);
@@ -161,7 +88,7 @@ fn done_marker_mode_takes_a_file_only_once_its_marker_exists() {
         "[ready]\nsettle = \"100ms\"\ndone_marker = \".done\"\n",
     )
     .unwrap();
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     s.drop_file("m/data.csv", b"v\n1\n2\n");
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(s.count_or_zero("SELECT count(*) FROM files"), 0);
@@ -213,7 +140,7 @@ fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
         format!("[watch]\nmetrics = \"{addr}\"\n"),
     )
     .unwrap();
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     wait_for_files(&s, 2);
     // Still being written: waiting.
     s.drop_fresh("a/fresh.csv", b"x\n9\n");
@@ -261,7 +188,7 @@ fn disk_full_stops_claiming_then_everything_loads_once_space_returns() {
     s.drop_file("warmup/w.csv", b"n\n0\n");
     let flag = s.scratch("flags").join("disk-full");
     let flag_s = flag.to_str().unwrap().to_string();
-    let mut d = start_with(&s, &[], &[("FERRY_TEST_DISK_FULL", &flag_s)]);
+    let mut d = start_watch_with(&s, &[], &[("FERRY_TEST_DISK_FULL", &flag_s)]);
     wait_for_files(&s, 1);
     fs::write(&flag, b"").unwrap();
     for i in 0..20 {
@@ -297,7 +224,7 @@ fn disk_full_stops_claiming_then_everything_loads_once_space_returns() {
 #[test]
 fn an_incoming_folder_that_vanishes_and_returns_is_watched_again() {
     let s = Spool::new();
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     s.drop_file("a/one.csv", b"n\n1\n");
     wait_for_files(&s, 1);
     fs::remove_dir_all(s.incoming()).unwrap();
@@ -353,7 +280,7 @@ fn assert_exactly_once(s: &Spool, table: &str, n: i64) {
 #[test]
 fn three_daemons_and_a_run_share_a_spool_and_take_each_of_2000_files_once() {
     let s = Spool::new();
-    let mut daemons: Vec<Child> = (0..3).map(|_| start(&s, &[])).collect();
+    let mut daemons: Vec<Child> = (0..3).map(|_| start_watch(&s, &[])).collect();
     std::thread::sleep(Duration::from_millis(300));
     std::thread::scope(|sc| {
         sc.spawn(|| drop_concurrently(&s, "shared", 2000, 4));
@@ -392,11 +319,11 @@ fn sigkill_at_random_moments_then_restart_loses_and_doubles_nothing() {
         s.drop_file(&format!("k/f{i:04}.csv"), format!("n,r\n{body}").as_bytes());
     }
     for _ in 0..6 {
-        let mut d = start(&s, &[]);
+        let mut d = start_watch(&s, &[]);
         std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
         sigkill(&mut d);
     }
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     wait_for_files_within(&s, total, Duration::from_secs(60));
     assert_eq!(sigterm(&mut d), Some(0));
     assert_eq!(s.count("SELECT count(*) FROM files"), total);
@@ -417,7 +344,7 @@ fn sigkill_at_random_moments_then_restart_loses_and_doubles_nothing() {
 #[test]
 fn a_storm_of_10000_files_at_once_is_taken_whole() {
     let s = Spool::new();
-    let mut d = start(&s, &[]);
+    let mut d = start_watch(&s, &[]);
     std::thread::sleep(Duration::from_millis(200));
     drop_concurrently(&s, "storm", 10_000, 2);
     wait_for_files_within(&s, 10_000, Duration::from_secs(120));
@@ -432,7 +359,7 @@ fn a_file_that_cannot_be_opened_is_reported_left_and_retried() {
     fs::write(&flag, b"").unwrap();
     let port = free_port();
     let deny = format!("{}:locked", flag.display());
-    let mut d = start_with(
+    let mut d = start_watch_with(
         &s,
         &[
             "--rescan",
@@ -479,7 +406,7 @@ fn files_that_cannot_be_moved_after_commit_are_placed_once_the_disk_allows() {
     let flag = s.scratch("flags").join("no-place");
     fs::write(&flag, b"").unwrap();
     let flag_s = flag.to_str().unwrap().to_string();
-    let mut d = start_with(
+    let mut d = start_watch_with(
         &s,
         &["--rescan", "300ms"],
         &[("FERRY_TEST_FAIL_PLACE", &flag_s)],
@@ -533,7 +460,7 @@ fn processes_starting_together_on_a_new_spool_all_start() {
             );
         }
         // No ledger yet: every process races to create it.
-        let mut daemon = start(&s, &[]);
+        let mut daemon = start_watch(&s, &[]);
         let runs: Vec<Child> = (0..4)
             .map(|_| {
                 s.cmd()
