@@ -337,6 +337,12 @@ struct RawDataset {
     names: Option<Vec<String>>,
     json_pointer: Option<Pointer>,
     encoding: Option<EncodingName>,
+    /// `strict` (RFC 4180, the default) or `lenient` (stray quotes read as csv-core reads them).
+    quotes: Option<QuotesName>,
+    /// The longest record accepted: bytes (`16777216`) or a size (`"16MiB"`).
+    max_line_bytes: Option<Size>,
+    /// Keep NUL characters instead of refusing the file.
+    allow_nul: Option<bool>,
     #[serde(default)]
     columns: Vec<Spanned<RawColumn>>,
     key: Option<Vec<String>>,
@@ -374,6 +380,11 @@ impl RawDataset {
             names: self.names.clone().unwrap_or_default(),
             json_pointer: self.json_pointer.as_ref().map(|p| p.0.clone()),
             encoding: self.encoding.map(|e| e.0),
+            strict_quotes: self.quotes.is_none_or(|q| q.0),
+            max_record: self
+                .max_line_bytes
+                .map_or(crate::format::DEFAULT_MAX_RECORD, |s| s.0),
+            allow_nul: self.allow_nul.unwrap_or(false),
         };
         let pointer = self
             .json_pointer
@@ -674,6 +685,70 @@ impl<'de> Deserialize<'de> for Delimiter {
                 "{s:?} is not a delimiter (one ASCII character, \"tab\" or \"auto\")"
             )),
         })
+    }
+}
+
+/// `quotes = "strict" | "lenient"`; true for strict.
+#[derive(Debug, Clone, Copy)]
+struct QuotesName(bool);
+
+impl<'de> Deserialize<'de> for QuotesName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, |s| match s.to_ascii_lowercase().as_str() {
+            "strict" => Ok(QuotesName(true)),
+            "lenient" => Ok(QuotesName(false)),
+            _ => Err(format!("unknown quotes {s:?} (strict, lenient)")),
+        })
+    }
+}
+
+/// A size in bytes: a count (`65536`) or with a unit (`"64KiB"`, `"16MiB"`, `"1GiB"`, also
+/// `KB`/`MB`/`GB` as powers of 1000). Between 1 KiB and 1 GiB.
+#[derive(Debug, Clone, Copy)]
+pub struct Size(pub usize);
+
+/// Parses a size like `16MiB`; see `Size`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (try 65536, \"64KiB\", \"16MiB\")"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown unit {u:?} in size {s:?} (use KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = n.saturating_mul(mult);
+    if !(1024..=1 << 30).contains(&bytes) {
+        return Err(format!("size {s:?} must be between 1KiB and 1GiB"));
+    }
+    Ok(bytes as usize)
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Count(i64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Count(n) => parse_size(&n.to_string()).map(Size),
+            Either::Text(s) => parse_size(&s).map(Size),
+        }
+        .map_err(de::Error::custom)
     }
 }
 

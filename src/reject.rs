@@ -24,20 +24,47 @@ pub enum Kind {
     CsvRaggedRow,
     /// A quoted CSV field still open at the end of the file: the upload was cut short.
     CsvUnterminatedQuote,
+    /// A quote where RFC 4180 allows none: text after a closing quote (`"b"c`), or a quote inside
+    /// an unquoted field (`a"b`). csv parsers disagree on what such a field holds, so ferry
+    /// refuses to guess (unless the dataset says `quotes = "lenient"`).
+    CsvStrayQuote,
+    /// A CSV record longer than the dataset's `max_line_bytes`.
+    CsvLineTooLong,
+    /// Every name in the header row is a number: most likely a data row read as the header (a
+    /// file whose first part was lost, or a headerless file in a dataset that expects one).
+    CsvNumericHeader,
     /// Any other CSV parse failure.
     CsvSyntax,
     /// JSON that does not parse.
     JsonSyntax,
     /// JSON that parses but does not hold records (objects).
     JsonNotRecords,
+    /// A JSON record names the same key twice (`{"a":1,"a":2}`): which value is meant is a guess.
+    JsonDuplicateKey,
+    /// A JSON record (an NDJSON line, or one element of an array) longer than `max_line_bytes`.
+    JsonRecordTooLong,
+    /// A NUL character in the text (or a `\u0000` escape in a JSON string): most tools cut the
+    /// value there, and PostgreSQL cannot store it. Allowed with `allow_nul = true`.
+    EncodingNul,
     /// The gzip stream is corrupt or truncated.
     GzipCorrupt,
     /// A column the dataset requires is missing from the file.
     SchemaMissingColumn,
     /// The file has a column the dataset does not declare, and the dataset refuses new columns.
     SchemaNewColumn,
+    /// Several of the file's columns could be the same declared column (they differ only in case
+    /// or surrounding spaces, and none matches exactly).
+    SchemaAmbiguousColumn,
+    /// A column name (header cell or JSON key) longer than ferry keeps (1 KiB).
+    SchemaColumnNameTooLong,
+    /// More columns than the store can hold in one table.
+    SchemaTooManyColumns,
     /// A record failed validation (type, required, allowed values) and the file allows none.
     RecordInvalid,
+    /// A record whose key columns are empty: it cannot be told apart from other records.
+    RecordEmptyKey,
+    /// A value or record larger than the store accepts.
+    RecordTooBig,
     /// More bad records than the dataset's `max_bad_records` allows.
     TooManyBadRecords,
     /// The file could not be read (I/O error) after every attempt.
@@ -46,6 +73,9 @@ pub enum Kind {
     IoStore,
     /// A bug in ferry while processing this file; the file is kept for a retry after an upgrade.
     Internal,
+    /// ferry stopped (crashed or was killed) `max_attempts` times while this file was in flight:
+    /// it is set aside so it cannot stop the next start too.
+    Poison,
 }
 
 impl Kind {
@@ -56,17 +86,29 @@ impl Kind {
         Kind::InvalidUtf8,
         Kind::CsvRaggedRow,
         Kind::CsvUnterminatedQuote,
+        Kind::CsvStrayQuote,
+        Kind::CsvLineTooLong,
+        Kind::CsvNumericHeader,
         Kind::CsvSyntax,
         Kind::JsonSyntax,
         Kind::JsonNotRecords,
+        Kind::JsonDuplicateKey,
+        Kind::JsonRecordTooLong,
+        Kind::EncodingNul,
         Kind::GzipCorrupt,
         Kind::SchemaMissingColumn,
         Kind::SchemaNewColumn,
+        Kind::SchemaAmbiguousColumn,
+        Kind::SchemaColumnNameTooLong,
+        Kind::SchemaTooManyColumns,
         Kind::RecordInvalid,
+        Kind::RecordEmptyKey,
+        Kind::RecordTooBig,
         Kind::TooManyBadRecords,
         Kind::IoRead,
         Kind::IoStore,
         Kind::Internal,
+        Kind::Poison,
     ];
 
     /// The stable string id stored in the ledger and in `.reason.json`.
@@ -78,17 +120,29 @@ impl Kind {
             Kind::InvalidUtf8 => "encoding.invalid_utf8",
             Kind::CsvRaggedRow => "csv.ragged_row",
             Kind::CsvUnterminatedQuote => "csv.unterminated_quote",
+            Kind::CsvStrayQuote => "csv.stray_quote",
+            Kind::CsvLineTooLong => "csv.line_too_long",
+            Kind::CsvNumericHeader => "csv.numeric_header",
             Kind::CsvSyntax => "csv.syntax",
             Kind::JsonSyntax => "json.syntax",
             Kind::JsonNotRecords => "json.not_records",
+            Kind::JsonDuplicateKey => "json.duplicate_key",
+            Kind::JsonRecordTooLong => "json.record_too_long",
+            Kind::EncodingNul => "encoding.nul",
             Kind::GzipCorrupt => "gzip.corrupt",
             Kind::SchemaMissingColumn => "schema.missing_column",
             Kind::SchemaNewColumn => "schema.new_column",
+            Kind::SchemaAmbiguousColumn => "schema.ambiguous_column",
+            Kind::SchemaColumnNameTooLong => "schema.column_name_too_long",
+            Kind::SchemaTooManyColumns => "schema.too_many_columns",
             Kind::RecordInvalid => "record.invalid",
+            Kind::RecordEmptyKey => "record.empty_key",
+            Kind::RecordTooBig => "record.too_big",
             Kind::TooManyBadRecords => "too_many_bad_records",
             Kind::IoRead => "io.read",
             Kind::IoStore => "io.store",
             Kind::Internal => "internal",
+            Kind::Poison => "poison",
         }
     }
 
@@ -99,7 +153,10 @@ impl Kind {
     /// Whether the rejection is about the file's content (retrying the same bytes under the same
     /// config cannot help) rather than about the environment.
     pub fn is_content(self) -> bool {
-        !matches!(self, Kind::IoRead | Kind::IoStore | Kind::Internal)
+        !matches!(
+            self,
+            Kind::IoRead | Kind::IoStore | Kind::Internal | Kind::Poison
+        )
     }
 }
 
@@ -216,6 +273,8 @@ impl std::error::Error for Reject {}
 /// Why one record was rejected (kept in the ledger and in `<name>.rejects.ndjson`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecordReject {
+    /// `record.invalid` (a value breaks its column's contract) or `record.empty_key`.
+    pub kind: Kind,
     /// 1-based line (CSV, NDJSON) or record number (JSON array).
     pub line: u64,
     pub field: Option<String>,

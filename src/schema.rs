@@ -209,8 +209,20 @@ impl ColumnSpec {
                 let t = self.with_point(s);
                 match t.parse::<f64>() {
                     Ok(f) if f.is_finite() && !t.contains(['i', 'I', 'n', 'N']) => {
+                        // A value too small for a float would be stored as 0: a silent change.
+                        let mantissa = t.split(['e', 'E']).next().unwrap_or("");
+                        if f == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+                            return Err(format!(
+                                "{s:?} is too small for a float (it would be stored as 0); \
+                                 declare the column as decimal to keep it exactly"
+                            ));
+                        }
                         Ok(Value::Real(f))
                     }
+                    Ok(_) => Err(format!(
+                        "{s:?} is too large for a float; declare the column as decimal to keep \
+                         it exactly"
+                    )),
                     _ => Err(format!("{s:?} is not a number")),
                 }
             }
@@ -367,21 +379,46 @@ fn is_canonical_decimal(s: &str, scale: Option<u32>) -> bool {
 }
 
 /// The canonical text of a decimal: no leading `+`, no leading zeros, `-0` is `0`, and either
-/// exactly `scale` fraction digits or, without a scale, no trailing zeros. Errors say why after
-/// "is not a decimal".
+/// exactly `scale` fraction digits or, without a scale, no trailing zeros. An exponent
+/// (`1.5E3`) is applied exactly. Errors say why after "is not a decimal".
 pub fn canonical_decimal(s: &str, scale: Option<u32>) -> Result<String, String> {
     let (neg, body) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => {
+            let e = &body[i + 1..];
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 4
+            {
+                return Err(String::new());
+            }
+            (&body[..i], e.parse::<i64>().map_err(|_| String::new())?)
+        }
+        None => (body, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
         return Err(String::new());
     }
+    // All digits, and where the point goes among them.
+    let all: String = [int, frac].concat();
+    let point = int.len() as i64 + exp;
+    let (int, frac): (String, String) = if point <= 0 {
+        let zeros = "0".repeat((-point) as usize);
+        (String::new(), format!("{zeros}{all}"))
+    } else if point as usize >= all.len() {
+        let zeros = "0".repeat(point as usize - all.len());
+        (format!("{all}{zeros}"), String::new())
+    } else {
+        let (i, f) = all.split_at(point as usize);
+        (i.to_string(), f.to_string())
+    };
     let int = int.trim_start_matches('0');
-    let mut frac = frac.to_string();
+    let mut frac = frac;
     match scale {
         Some(n) => {
             let n = n as usize;
@@ -494,6 +531,10 @@ mod tests {
         assert_eq!(ok(&f, "1.5e3"), Value::Real(1500.0));
         assert!(f.convert(Some("NaN")).is_err());
         assert!(f.convert(Some("inf")).is_err());
+        assert!(f.convert(Some("1e400")).is_err());
+        assert!(f.convert(Some("1e-400")).unwrap_err().contains("too small"));
+        assert_eq!(ok(&f, "0e-400"), Value::Real(0.0));
+        assert!(i.convert(Some("1E2")).is_err());
         let mut comma = col(ColType::Float);
         comma.decimal_separator = ',';
         assert_eq!(ok(&comma, "2,5"), Value::Real(2.5));
@@ -512,7 +553,18 @@ mod tests {
         assert_eq!(canonical_decimal("+3", Some(2)).unwrap(), "3.00");
         assert_eq!(canonical_decimal("1.2300", Some(2)).unwrap(), "1.23");
         assert!(canonical_decimal("1.234", Some(2)).is_err());
-        assert!(canonical_decimal("1e5", None).is_err());
+        assert_eq!(canonical_decimal("1e5", None).unwrap(), "100000");
+        assert_eq!(canonical_decimal("1E2", Some(2)).unwrap(), "100.00");
+        assert_eq!(canonical_decimal("-2.50E+1", None).unwrap(), "-25");
+        assert_eq!(canonical_decimal("1.5e-3", None).unwrap(), "0.0015");
+        assert_eq!(canonical_decimal("-0E7", None).unwrap(), "0");
+        assert!(canonical_decimal("1.5e-3", Some(2)).is_err());
+        assert!(canonical_decimal("1e", None).is_err());
+        assert!(canonical_decimal("1e99999", None).is_err());
+        assert_eq!(
+            canonical_decimal("123456789012345678901234567890", None).unwrap(),
+            "123456789012345678901234567890"
+        );
         assert!(canonical_decimal("-", None).is_err());
         assert!(canonical_decimal("1.2.3", None).is_err());
         // Canonical input is recognized as such, and only canonical input.

@@ -21,8 +21,20 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
         watch_rescan_ms: cfg.watch.rescan.as_millis() as u64,
         watch_poll_ms: cfg.watch.poll.map(|d| d.as_millis() as u64),
         watch_metrics: cfg.watch.metrics.map(|a| a.to_string()),
-        datasets: cfg.datasets.iter().map(|d| DatasetView::of(d)).collect(),
+        datasets: Vec::new(),
     };
+    let mut view = view;
+    let ledger = crate::ledger::Ledger::open_existing(&cfg.spool.db)?;
+    for d in &cfg.datasets {
+        let (table, exists) = match &ledger {
+            Some(l) => crate::ledger::registry::table_or_planned(&l.conn, &d.name)?,
+            None => (
+                crate::ledger::registry::table_name_for(&d.name, |_| false),
+                false,
+            ),
+        };
+        view.datasets.push(DatasetView::of(d, table, exists));
+    }
     if *json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(Outcome::Done);
@@ -56,7 +68,16 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
     }
     for d in &view.datasets {
         println!();
-        println!("dataset {}  (table {})", d.name, d.table);
+        println!(
+            "dataset {}  (table {}{})",
+            d.name,
+            d.table,
+            if d.table_exists {
+                ""
+            } else {
+                ", created with its first file"
+            }
+        );
         println!(
             "  match              {}",
             d.matches.as_deref().unwrap_or("(its folder name)")
@@ -136,7 +157,9 @@ struct View {
 #[derive(Serialize)]
 struct DatasetView {
     name: String,
+    /// The table the dataset's records are in, or will be in (from the ledger's registry).
     table: String,
+    table_exists: bool,
     #[serde(rename = "match")]
     matches: Option<String>,
     format: String,
@@ -149,7 +172,7 @@ struct DatasetView {
 }
 
 impl DatasetView {
-    fn of(d: &DatasetSpec) -> DatasetView {
+    fn of(d: &DatasetSpec, table: String, table_exists: bool) -> DatasetView {
         let o = &d.options;
         let mut format = o
             .format
@@ -175,7 +198,8 @@ impl DatasetView {
         }
         DatasetView {
             name: d.name.clone(),
-            table: crate::ledger::tables::table_for(&d.name),
+            table,
+            table_exists,
             matches: d.pattern.clone(),
             format,
             encoding: o

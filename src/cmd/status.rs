@@ -7,7 +7,7 @@ use super::Outcome;
 use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::discover::{self, Hold, Readiness};
-use crate::ledger::{tables, Ledger};
+use crate::ledger::{DatasetCounts, Ledger};
 use crate::report::{thousands, Waiting};
 use anyhow::Result;
 use serde::Serialize;
@@ -16,23 +16,16 @@ use std::fmt::Write;
 use std::time::{Instant, SystemTime};
 
 #[derive(Debug, Serialize)]
-struct DatasetStatus {
-    name: String,
-    table: String,
-    files: u64,
-    records: u64,
-    duplicates: u64,
-    quarantined: u64,
-}
-
-#[derive(Debug, Serialize)]
 struct Status {
     root: String,
     incoming: String,
+    /// Files by the state of their latest attempt.
     files: BTreeMap<String, u64>,
     records: u64,
+    rejected_records: u64,
+    duplicate_records: u64,
     quarantined: u64,
-    datasets: Vec<DatasetStatus>,
+    datasets: Vec<DatasetCounts>,
     /// Files claimed and not yet placed (in flight, or left by a crash).
     processing: u64,
     /// Files in the incoming folder that are ready and not yet taken.
@@ -46,11 +39,10 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
     let mut st = Status {
         root: cfg.spool.root.display().to_string(),
         incoming: cfg.spool.incoming.display().to_string(),
-        files: ["ingested", "duplicate", "quarantined"]
-            .iter()
-            .map(|s| (s.to_string(), 0))
-            .collect(),
+        files: BTreeMap::new(),
         records: 0,
+        rejected_records: 0,
+        duplicate_records: 0,
         quarantined: 0,
         datasets: Vec::new(),
         processing: 0,
@@ -60,37 +52,19 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
         exports: Vec::new(),
     };
     if let Some(ledger) = Ledger::open_existing(&cfg.spool.db)? {
-        let c = &ledger.conn;
-        let mut stmt = c.prepare("SELECT state, count(*) FROM files GROUP BY state")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (state, n) = row?;
-            st.files.insert(state, n as u64);
-        }
+        st.files = ledger.state_counts()?;
         st.quarantined = st.files.get("quarantined").copied().unwrap_or(0);
-        let mut stmt = c.prepare(
-            "SELECT dataset, \
-                    sum(state = 'ingested'), \
-                    sum(CASE WHEN state = 'ingested' THEN records ELSE 0 END), \
-                    sum(state = 'duplicate'), \
-                    sum(state = 'quarantined') \
-             FROM files WHERE dataset IS NOT NULL GROUP BY dataset ORDER BY dataset",
-        )?;
-        for row in stmt.query_map([], |r| {
-            Ok(DatasetStatus {
-                name: r.get(0)?,
-                table: tables::table_for(&r.get::<_, String>(0)?),
-                files: r.get::<_, i64>(1)? as u64,
-                records: r.get::<_, i64>(2)? as u64,
-                duplicates: r.get::<_, i64>(3)? as u64,
-                quarantined: r.get::<_, i64>(4)? as u64,
-            })
-        })? {
-            let d = row?;
+        st.datasets = ledger.dataset_counts()?;
+        for d in &st.datasets {
             st.records += d.records;
-            st.datasets.push(d);
+            st.rejected_records += d.rejected_records;
+            st.duplicate_records += d.duplicate_records;
         }
-        st.last_activity = c.query_row("SELECT max(finished_at) FROM files", [], |r| r.get(0))?;
-        st.exports = crate::export::targets(c)?;
+        st.last_activity =
+            ledger
+                .conn
+                .query_row("SELECT max(finished_at) FROM files", [], |r| r.get(0))?;
+        st.exports = crate::export::targets(&ledger.conn)?;
     }
     if let Ok(rd) = std::fs::read_dir(&cfg.spool.processing) {
         st.processing = rd
@@ -160,18 +134,21 @@ fn table(st: &Status) -> String {
             .max(7);
         let _ = writeln!(
             out,
-            "  {:<width$}  {:>8}  {:>12}  {:>10}  {:>11}",
-            "dataset", "files", "records", "duplicates", "quarantined"
+            "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}  {:>11}  table",
+            "dataset", "files", "records", "rejected", "dup keys", "duplicates", "quarantined"
         );
         for d in &st.datasets {
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:>8}  {:>12}  {:>10}  {:>11}",
+                "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}  {:>11}  {}",
                 d.name,
                 thousands(d.files),
                 thousands(d.records),
+                thousands(d.rejected_records),
+                thousands(d.duplicate_records),
                 thousands(d.duplicates),
-                thousands(d.quarantined)
+                thousands(d.quarantined),
+                d.table.as_deref().unwrap_or("-")
             );
         }
     }

@@ -2,44 +2,181 @@
 //!
 //! Records are JSON objects. A `.json` file holds an array of them, a stream of them
 //! (one or many, whitespace-separated), or, with a configured JSON pointer, an object holding the
-//! array somewhere inside. Values are kept as text in their JSON form: strings as they are,
-//! numbers and booleans as written, `null` as null, nested objects and arrays as compact JSON.
-//! Typed datasets convert later, in the stages.
+//! array somewhere inside. Values are kept exactly as sent: strings unescaped, numbers and
+//! booleans as their source text (`1E2` stays `1E2`, `-0` stays `-0`, 30 digits stay 30 digits:
+//! nothing goes through a float), `null` as null, nested objects and arrays as their source text
+//! byte for byte. Typed datasets convert later, in the stages, exactly or not at all.
+//!
+//! Strict by default: a record that names a key twice is `json.duplicate_key` (which value was
+//! meant would be a guess), a `\u0000` in a string is `encoding.nul`, and a record longer than
+//! `max_record` bytes is `json.record_too_long` before it is buffered whole.
 //!
 //! The array is never materialized: serde seeds visit it element by element and hand each
 //! record to the `RowOut` as soon as it is complete.
 
-use super::text::classify;
-use super::{ColumnNames, RowOut, Stop};
+use super::text::{classify, nul_reject, reject_io};
+use super::{RowOut, Stop, MAX_COLUMN_NAME};
 use crate::reject::{Kind, Reject, Stage};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use std::fmt::{self, Write as _};
+use serde_json::value::RawValue;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
+
+#[derive(Debug, Clone)]
+pub struct JsonOptions {
+    /// The longest record accepted, in bytes.
+    pub max_record: usize,
+    /// Keep `\u0000` in strings instead of refusing the file.
+    pub allow_nul: bool,
+}
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        JsonOptions {
+            max_record: super::DEFAULT_MAX_RECORD,
+            allow_nul: false,
+        }
+    }
+}
+
+/// Most distinct keys a file may use (bounds the column list, whatever the input).
+const MAX_KEYS: usize = 1 << 16;
+
+/// Counts the bytes read since the last record ended; refuses to go past the limit.
+struct Limit<R> {
+    inner: R,
+    read: Rc<Cell<usize>>,
+    max: usize,
+}
+
+impl<R: Read> Read for Limit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read.get() > self.max {
+            return Err(reject_io(Reject::new(
+                Kind::JsonRecordTooLong,
+                Stage::Parse,
+                format!(
+                    "a record is longer than max_line_bytes ({} bytes); the rest of it was not read",
+                    self.max
+                ),
+            )));
+        }
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n);
+        Ok(n)
+    }
+}
 
 /// Builds one record at a time and passes it on.
 struct Rows<'o> {
-    names: ColumnNames,
+    opt: JsonOptions,
+    /// Column names (keys without surrounding spaces) in order of first appearance.
+    names: Vec<String>,
+    by_name: HashMap<String, usize>,
+    /// Per column: the record that last set it (finds keys named twice in one record).
+    set_in: Vec<u64>,
     /// Columns already announced to `out`.
     announced: usize,
     text: String,
     spans: Vec<Option<(usize, usize)>>,
     out: &'o mut dyn RowOut,
-    /// Why the consumer stopped us, if it did (serde only carries strings).
+    /// Why we stopped, when serde can only carry a string: the consumer's stop, or a content
+    /// error found inside a record (its position is filled in from serde's error).
     stop: Option<Stop>,
     records: u64,
+    /// Bytes read since the last record ended (shared with the `Limit` reader).
+    since_record: Rc<Cell<usize>>,
 }
 
 impl<'o> Rows<'o> {
-    fn new(out: &'o mut dyn RowOut) -> Self {
+    fn new(out: &'o mut dyn RowOut, opt: &JsonOptions) -> Self {
         Rows {
-            names: ColumnNames::new(),
+            opt: opt.clone(),
+            names: Vec::new(),
+            by_name: HashMap::new(),
+            set_in: Vec::new(),
             announced: usize::MAX,
             text: String::new(),
             spans: Vec::new(),
             out,
             stop: None,
             records: 0,
+            since_record: Rc::new(Cell::new(0)),
         }
+    }
+
+    /// A reader of `r` that this record builder bounds.
+    fn limited<R: Read>(&self, r: R) -> BufReader<Limit<R>> {
+        BufReader::with_capacity(
+            64 * 1024,
+            Limit {
+                inner: r,
+                read: self.since_record.clone(),
+                max: self.opt.max_record,
+            },
+        )
+    }
+
+    /// Fails the parse with a content error; serde only carries a string, so the reject waits in
+    /// `stop` and `json_reject` picks it up with serde's position.
+    fn fail<E: de::Error>(&mut self, r: Reject) -> E {
+        let msg = r.message.clone();
+        self.stop = Some(Stop::Reject(r));
+        E::custom(msg)
+    }
+
+    /// The column of a key in the current record (`None` after `fail`: a key named twice).
+    fn column<E: de::Error>(&mut self, raw: &str) -> Result<usize, E> {
+        let key = raw.trim();
+        if key.len() > MAX_COLUMN_NAME {
+            return Err(self.fail(Reject::new(
+                Kind::SchemaColumnNameTooLong,
+                Stage::Parse,
+                format!(
+                    "record {} has a key of {} bytes; column names are at most {MAX_COLUMN_NAME} bytes",
+                    self.records + 1,
+                    key.len()
+                ),
+            )));
+        }
+        let col = match self.by_name.get(key) {
+            Some(&c) => c,
+            None => {
+                if self.names.len() >= MAX_KEYS {
+                    return Err(self.fail(Reject::new(
+                        Kind::SchemaTooManyColumns,
+                        Stage::Parse,
+                        format!("the file uses more than {MAX_KEYS} different keys"),
+                    )));
+                }
+                self.names.push(key.to_string());
+                self.by_name.insert(key.to_string(), self.names.len() - 1);
+                self.set_in.push(0);
+                self.names.len() - 1
+            }
+        };
+        let this = self.records + 1;
+        if self.set_in[col] == this {
+            let same = if raw == key {
+                format!("{key:?} twice")
+            } else {
+                format!(
+                    "{key:?} twice (keys that differ only in surrounding spaces name one column)"
+                )
+            };
+            return Err(self.fail(Reject::new(
+                Kind::JsonDuplicateKey,
+                Stage::Parse,
+                format!(
+                    "record {this} names the key {same}; which value is meant would be a guess"
+                ),
+            )));
+        }
+        self.set_in[col] = this;
+        Ok(col)
     }
 
     fn set(&mut self, col: usize, value: Option<&str>) {
@@ -53,20 +190,11 @@ impl<'o> Rows<'o> {
         });
     }
 
-    fn set_with(&mut self, col: usize, f: impl FnOnce(&mut String)) {
-        if self.spans.len() <= col {
-            self.spans.resize(col + 1, None);
-        }
-        let start = self.text.len();
-        f(&mut self.text);
-        self.spans[col] = Some((start, self.text.len()));
-    }
-
     /// Hands the finished record to `out`. `line` is the line (NDJSON) or record number (JSON).
     fn finish(&mut self, line: u64) -> Result<(), Stop> {
         let width = self.names.len();
         if self.announced != width {
-            self.out.columns(self.names.names())?;
+            self.out.columns(&self.names)?;
             self.announced = width;
         }
         self.spans.resize(width, None);
@@ -74,6 +202,7 @@ impl<'o> Rows<'o> {
         self.text.clear();
         self.spans.iter_mut().for_each(|s| *s = None);
         self.records += 1;
+        self.since_record.set(0);
         r
     }
 
@@ -81,7 +210,7 @@ impl<'o> Rows<'o> {
     /// (possibly empty) column list.
     fn close(&mut self) -> Result<(), Stop> {
         if self.announced == usize::MAX {
-            self.out.columns(self.names.names())?;
+            self.out.columns(&self.names)?;
             self.announced = self.names.len();
         }
         Ok(())
@@ -108,91 +237,61 @@ impl<'de> Visitor<'de> for RecordVisitor<'_, '_> {
         f.write_str(EXPECTED_RECORD)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(col) = map.next_key_seed(KeySeed(&mut self.0.names))? {
-            map.next_value_seed(ValueSeed(self.0, col))?;
+        while let Some(col) = map.next_key_seed(KeySeed(&mut *self.0))? {
+            let raw: Box<RawValue> = map.next_value()?;
+            value(self.0, col, raw.get())?;
         }
         Ok(())
     }
 }
 
-struct KeySeed<'a>(&'a mut ColumnNames);
+/// Stores one value as its text: strings unescaped, everything else as sent.
+fn value<E: de::Error>(rows: &mut Rows, col: usize, raw: &str) -> Result<(), E> {
+    match raw.as_bytes().first() {
+        Some(b'n') => rows.set(col, None),
+        Some(b'"') => {
+            // Borrowed when there is nothing to unescape.
+            let owned;
+            let s = match serde_json::from_str::<&str>(raw) {
+                Ok(s) => s,
+                Err(_) => match serde_json::from_str::<String>(raw) {
+                    Ok(o) => {
+                        owned = o;
+                        owned.as_str()
+                    }
+                    // A string serde could scan but not decode (a lone surrogate escape).
+                    Err(e) => {
+                        let msg = format!("invalid string: {}", bare_message(&e));
+                        return Err(rows.fail(Reject::new(Kind::JsonSyntax, Stage::Parse, msg)));
+                    }
+                },
+            };
+            if !rows.opt.allow_nul && s.contains('\0') {
+                return Err(rows.fail(nul_reject(0, 0)));
+            }
+            rows.set(col, Some(s));
+        }
+        _ => rows.set(col, Some(raw)),
+    }
+    Ok(())
+}
 
-impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+struct KeySeed<'a, 'o>(&'a mut Rows<'o>);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_, '_> {
     type Value = usize;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeySeed<'_> {
+impl<'de> Visitor<'de> for KeySeed<'_, '_> {
     type Value = usize;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a key")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<usize, E> {
-        Ok(self.0.index(v))
-    }
-}
-
-struct ValueSeed<'a, 'o>(&'a mut Rows<'o>, usize);
-
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.set(self.1, Some(v));
-        Ok(())
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.0.set(self.1, Some(if v { "true" } else { "false" }));
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.set_with(self.1, |t| {
-            let _ = write!(t, "{v}");
-        });
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.set_with(self.1, |t| {
-            let _ = write!(t, "{v}");
-        });
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        // Debug is the shortest text that reads back as the same number.
-        self.0.set_with(self.1, |t| {
-            let _ = write!(t, "{v:?}");
-        });
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.0.set(self.1, None);
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.visit_unit()
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let v: serde_json::Value =
-            de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        self.0.set(self.1, Some(&v.to_string()));
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        let v: serde_json::Value =
-            de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        self.0.set(self.1, Some(&v.to_string()));
-        Ok(())
+        self.0.column(v)
     }
 }
 
@@ -213,6 +312,8 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let rows = self.0;
+        // What came before the array (skipped on the way down a pointer) is not a record.
+        rows.since_record.set(0);
         loop {
             let n = rows.records + 1;
             if seq.next_element_seed(RecordSeed(rows))?.is_none() {
@@ -344,18 +445,49 @@ pub fn pointer_segments(pointer: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
-fn json_reject(e: serde_json::Error, rows: &mut Rows) -> Stop {
-    if let Some(stop) = rows.stop.take() {
-        return stop;
+/// serde_json's message without the " at line L column C" it appends (ferry says where itself).
+fn bare_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&suffix).unwrap_or(&full).to_string()
+}
+
+/// Turns a serde_json error into why the file stops. `ndjson_line`: the line of an NDJSON record
+/// (parsed on its own, so serde's line says nothing about the file).
+fn json_reject(e: serde_json::Error, rows: &mut Rows, ndjson_line: Option<u64>) -> Stop {
+    let line = ndjson_line.unwrap_or(e.line() as u64);
+    let column = e.column();
+    match rows.stop.take() {
+        Some(Stop::Reject(mut r)) => {
+            // A content error found inside a record: serde knows where.
+            if r.kind == Kind::EncodingNul {
+                r = nul_reject(line, 0);
+                r.offset = None;
+                r.message = format!(
+                    "line {line}: a string holds a \\u0000 (NUL) character; most tools cut a \
+                     value there and PostgreSQL cannot store it. If the partner really sends \
+                     NULs, set allow_nul = true on the dataset"
+                );
+            } else {
+                r.message = format!("line {line}: {}", r.message);
+            }
+            r.line = Some(line);
+            return Stop::Reject(r);
+        }
+        Some(stop) => return stop,
+        None => {}
     }
-    let (line, column) = (e.line() as u64, e.column());
     match e.classify() {
         serde_json::error::Category::Io => Stop::Reject(classify(io::Error::from(e))),
         serde_json::error::Category::Data => Stop::Reject(
             Reject::new(
                 Kind::JsonNotRecords,
                 Stage::Parse,
-                format!("record {} is not a JSON object: {e}", rows.records + 1),
+                format!(
+                    "record {} (line {line}) is not a JSON object: {}",
+                    rows.records + 1,
+                    bare_message(&e)
+                ),
             )
             .at_line(line),
         ),
@@ -363,7 +495,10 @@ fn json_reject(e: serde_json::Error, rows: &mut Rows) -> Stop {
             Reject::new(
                 Kind::JsonSyntax,
                 Stage::Parse,
-                format!("invalid JSON at line {line}, column {column}: {e}"),
+                format!(
+                    "invalid JSON at line {line}, column {column}: {}",
+                    bare_message(&e)
+                ),
             )
             .at_line(line),
         ),
@@ -371,9 +506,14 @@ fn json_reject(e: serde_json::Error, rows: &mut Rows) -> Stop {
 }
 
 /// Parses a `.json` file: an array of records, a stream of records, or the array at `pointer`.
-pub fn parse_json(r: impl Read, pointer: &[String], out: &mut dyn RowOut) -> Result<u64, Stop> {
-    let mut rows = Rows::new(out);
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 * 1024, r));
+pub fn parse_json(
+    r: impl Read,
+    pointer: &[String],
+    opt: &JsonOptions,
+    out: &mut dyn RowOut,
+) -> Result<u64, Stop> {
+    let mut rows = Rows::new(out, opt);
+    let mut de = serde_json::Deserializer::from_reader(rows.limited(r));
     if de.end().is_ok() {
         return Err(Reject::new(Kind::Empty, Stage::Parse, "the file holds no JSON value").into());
     }
@@ -382,10 +522,10 @@ pub fn parse_json(r: impl Read, pointer: &[String], out: &mut dyn RowOut) -> Res
         pointer,
     }
     .deserialize(&mut de)
-    .map_err(|e| json_reject(e, &mut rows))?;
+    .map_err(|e| json_reject(e, &mut rows, None))?;
     match top {
         Top::Array | Top::Found => {
-            de.end().map_err(|e| json_reject(e, &mut rows))?;
+            de.end().map_err(|e| json_reject(e, &mut rows, None))?;
         }
         Top::NotFound => {
             return Err(Reject::new(
@@ -405,7 +545,7 @@ pub fn parse_json(r: impl Read, pointer: &[String], out: &mut dyn RowOut) -> Res
                 let n = rows.records + 1;
                 RecordSeed(&mut rows)
                     .deserialize(&mut de)
-                    .map_err(|e| json_reject(e, &mut rows))?;
+                    .map_err(|e| json_reject(e, &mut rows, None))?;
                 rows.finish(n)?;
             }
         }
@@ -415,21 +555,37 @@ pub fn parse_json(r: impl Read, pointer: &[String], out: &mut dyn RowOut) -> Res
 }
 
 /// Parses NDJSON: one record per line; blank lines are skipped.
-pub fn parse_ndjson(r: impl Read, out: &mut dyn RowOut) -> Result<u64, Stop> {
-    let mut rows = Rows::new(out);
+pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Result<u64, Stop> {
+    let mut rows = Rows::new(out, opt);
     let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut line = Vec::new();
     let mut n = 0u64;
+    let mut offset = 0u64;
     let mut any = false;
     loop {
         line.clear();
-        let got = reader
+        let got = (&mut reader)
+            .take(opt.max_record as u64 + 1)
             .read_until(b'\n', &mut line)
             .map_err(|e| Stop::Reject(classify(e)))?;
         if got == 0 {
             break;
         }
         n += 1;
+        if got > opt.max_record && line.last() != Some(&b'\n') {
+            return Err(Reject::new(
+                Kind::JsonRecordTooLong,
+                Stage::Parse,
+                format!(
+                    "line {n} is longer than max_line_bytes ({} bytes); the rest of it was not read",
+                    opt.max_record
+                ),
+            )
+            .at_line(n)
+            .at_offset(offset)
+            .into());
+        }
+        offset += got as u64;
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
@@ -439,15 +595,10 @@ pub fn parse_ndjson(r: impl Read, out: &mut dyn RowOut) -> Result<u64, Stop> {
             .deserialize(&mut de)
             .and_then(|()| de.end());
         if let Err(e) = parsed {
-            let mut stop = json_reject(e, &mut rows);
+            let mut stop = json_reject(e, &mut rows, Some(n));
             if let Stop::Reject(r) = &mut stop {
-                r.line = Some(n);
                 if r.kind == Kind::JsonNotRecords {
                     r.message = format!("line {n} is not a JSON object");
-                } else {
-                    r.message = r
-                        .message
-                        .replacen("at line 1,", &format!("at line {n},"), 1);
                 }
             }
             return Err(stop);
@@ -469,7 +620,7 @@ mod tests {
     fn json(input: &str, pointer: &str) -> Result<Collect, Reject> {
         let mut c = Collect::default();
         let p = pointer_segments(pointer).unwrap();
-        match parse_json(input.as_bytes(), &p, &mut c) {
+        match parse_json(input.as_bytes(), &p, &JsonOptions::default(), &mut c) {
             Ok(_) => Ok(c),
             Err(Stop::Reject(r)) => Err(r),
             Err(Stop::Cancelled) => unreachable!(),
@@ -478,7 +629,7 @@ mod tests {
 
     fn ndjson(input: &str) -> Result<Collect, Reject> {
         let mut c = Collect::default();
-        match parse_ndjson(input.as_bytes(), &mut c) {
+        match parse_ndjson(input.as_bytes(), &JsonOptions::default(), &mut c) {
             Ok(_) => Ok(c),
             Err(Stop::Reject(r)) => Err(r),
             Err(Stop::Cancelled) => unreachable!(),
@@ -546,5 +697,77 @@ mod tests {
         let e = ndjson("{\"a\":1}\n[1]\n").unwrap_err();
         assert_eq!((e.kind, e.line), (Kind::JsonNotRecords, Some(2)));
         assert_eq!(ndjson("\n\n").unwrap_err().kind, Kind::Empty);
+    }
+
+    #[test]
+    fn numbers_and_nested_values_keep_their_source_text() {
+        let c = json(
+            r#"[{"a":123456789012345678901234567890,"b":3.141592653589793238,"c":1E2,"d":-0,
+                "e":{"z": 0.10, "a":[1 ,2]},"f":"\u00e9\n","g":""}]"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            c.rows[0].1,
+            vec![
+                s("123456789012345678901234567890"),
+                s("3.141592653589793238"),
+                s("1E2"),
+                s("-0"),
+                s(r#"{"z": 0.10, "a":[1 ,2]}"#),
+                s("é\n"),
+                s("")
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_named_twice_and_nuls_are_refused() {
+        for bad in [r#"[{"a":1,"a":2}]"#, r#"{"a":1," a ":2}"#] {
+            let e = json(bad, "").unwrap_err();
+            assert_eq!(e.kind, Kind::JsonDuplicateKey, "{bad}");
+            assert_eq!(e.line, Some(1));
+        }
+        let e = ndjson("{\"a\":1}\n{\"b\":1,\"b\":2}\n").unwrap_err();
+        assert_eq!((e.kind, e.line), (Kind::JsonDuplicateKey, Some(2)));
+        assert!(e.message.starts_with("line 2:"), "{}", e.message);
+        let e = ndjson("{\"a\":1}\n\n{\"a\":\"x\\u0000y\"}\n").unwrap_err();
+        assert_eq!((e.kind, e.line), (Kind::EncodingNul, Some(3)));
+        // The same key in different records is one column, not a duplicate.
+        assert_eq!(ndjson("{\"a\":1}\n{\"a\":2}\n").unwrap().rows.len(), 2);
+    }
+
+    #[test]
+    fn messages_name_the_line_the_error_is_recorded_at() {
+        let e = ndjson("{\"a\":1}\n{\"a\":\"\\ud800\"}\n").unwrap_err();
+        assert_eq!((e.kind, e.line), (Kind::JsonSyntax, Some(2)));
+        assert!(e.message.contains("line 2"), "{}", e.message);
+        assert!(!e.message.contains("line 1"), "{}", e.message);
+    }
+
+    #[test]
+    fn records_longer_than_the_limit_are_refused_unread() {
+        let opt = JsonOptions {
+            max_record: 100,
+            allow_nul: false,
+        };
+        let long = format!("[{{\"a\":\"{}\"}}]", "x".repeat(1 << 20));
+        let mut c = Collect::default();
+        match parse_json(long.as_bytes(), &[], &opt, &mut c) {
+            Err(Stop::Reject(r)) => assert_eq!(r.kind, Kind::JsonRecordTooLong),
+            other => panic!("{other:?}"),
+        }
+        let mut c = Collect::default();
+        let nd = format!("{{\"a\":1}}\n{{\"a\":\"{}\"}}\n", "x".repeat(1000));
+        match parse_ndjson(nd.as_bytes(), &opt, &mut c) {
+            Err(Stop::Reject(r)) => {
+                assert_eq!((r.kind, r.line), (Kind::JsonRecordTooLong, Some(2)))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Many small records are fine: the limit is per record.
+        let many = format!("[{}]", vec!["{\"a\":\"0123456789\"}"; 10_000].join(","));
+        let mut c = Collect::default();
+        assert!(parse_json(many.as_bytes(), &[], &opt, &mut c).is_ok());
     }
 }

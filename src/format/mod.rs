@@ -32,6 +32,11 @@ impl Format {
     }
 }
 
+/// The longest record (a CSV line, an NDJSON line, one JSON array element) read by default.
+pub const DEFAULT_MAX_RECORD: usize = 16 << 20;
+/// The longest column name (header cell, JSON key) accepted, in bytes.
+pub const MAX_COLUMN_NAME: usize = 1024;
+
 /// A dataset's format options as configured; `None` means detect.
 #[derive(Debug, Clone)]
 pub struct FormatOptions {
@@ -47,6 +52,12 @@ pub struct FormatOptions {
     pub json_pointer: Option<String>,
     /// A declared encoding other than UTF-8.
     pub encoding: Option<Encoding>,
+    /// RFC 4180 quoting only (`quotes = "strict"`, the default) or csv-core's lenient reading.
+    pub strict_quotes: bool,
+    /// The longest record accepted, in bytes (`max_line_bytes`).
+    pub max_record: usize,
+    /// Whether NUL characters are kept instead of refused.
+    pub allow_nul: bool,
 }
 
 impl Default for FormatOptions {
@@ -59,6 +70,9 @@ impl Default for FormatOptions {
             names: Vec::new(),
             json_pointer: None,
             encoding: None,
+            strict_quotes: true,
+            max_record: DEFAULT_MAX_RECORD,
+            allow_nul: false,
         }
     }
 }
@@ -183,64 +197,62 @@ pub trait RowOut {
 /// The columns ferry adds to every dataset table.
 pub const SYSTEM_COLUMNS: [&str; 4] = ["_id", "_file_id", "_line", "_key"];
 
-/// Turns header names or JSON keys into column names that are unique in SQLite's eyes (which
-/// compares names without case): trimmed, empty ones named `column_N`, repeats and clashes with
-/// system columns suffixed `_2`, `_3`, ….
-#[derive(Debug, Default, Clone)]
-pub struct ColumnNames {
-    names: Vec<String>,
-    taken: std::collections::HashSet<String>,
-    by_raw: HashMap<String, usize>,
+/// How a file names one of its columns, as ferry recognizes it across files: the name without
+/// surrounding spaces and, when one CSV header repeats a name, which occurrence it is. The same
+/// key always lands in the same table column of a dataset (the writer keeps the map); names that
+/// differ in anything else (case included) are different columns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ColumnKey {
+    pub name: String,
+    /// 1 for the first column of that name in the file, 2 for the second, …
+    pub occurrence: u32,
+    /// 1-based position in the file that shows it (names blank headers `column_N`).
+    pub position: u32,
 }
 
-impl ColumnNames {
-    pub fn new() -> ColumnNames {
-        let mut c = ColumnNames::default();
-        for s in SYSTEM_COLUMNS {
-            c.taken.insert(s.to_string());
-        }
-        c
+impl ColumnKey {
+    /// Keys for a header row: trimmed names, repeats numbered by occurrence.
+    pub fn for_header(names: &[String]) -> Vec<ColumnKey> {
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let name = raw.trim();
+                let n = seen.entry(name).or_insert(0);
+                *n += 1;
+                ColumnKey {
+                    name: name.to_string(),
+                    occurrence: *n,
+                    position: i as u32 + 1,
+                }
+            })
+            .collect()
     }
 
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    /// The index of the column for a raw key, adding it if new.
-    pub fn index(&mut self, raw: &str) -> usize {
-        if let Some(&i) = self.by_raw.get(raw) {
-            return i;
-        }
-        let i = self.push(raw);
-        self.by_raw.insert(raw.to_string(), i);
-        i
-    }
-
-    /// Adds a column for a raw name (header cells may repeat, so no lookup).
-    pub fn push(&mut self, raw: &str) -> usize {
-        let trimmed = raw.trim();
-        let base = if trimmed.is_empty() {
-            format!("column_{}", self.names.len() + 1)
+    /// The column name this key gets when nothing else holds it: the name itself, `column_N`
+    /// for a blank one; repeats and clashes are numbered by the writer.
+    pub fn stem(&self) -> String {
+        if self.name.is_empty() {
+            format!("column_{}", self.position)
         } else {
-            trimmed.to_string()
-        };
-        let mut name = base.clone();
-        let mut n = 2;
-        while self.taken.contains(&name.to_lowercase()) {
-            name = format!("{base}_{n}");
-            n += 1;
+            self.name.clone()
         }
-        self.taken.insert(name.to_lowercase());
-        self.names.push(name);
-        self.names.len() - 1
+    }
+
+    /// How the key reads in a message: `"name"`, `"name" (2nd)`, `blank header 3`.
+    pub fn describe(&self) -> String {
+        let base = if self.name.is_empty() {
+            format!("blank header {}", self.position)
+        } else {
+            format!("{:?}", self.name)
+        };
+        match self.occurrence {
+            1 => base,
+            2 => format!("{base} (2nd)"),
+            3 => format!("{base} (3rd)"),
+            n => format!("{base} ({n}th)"),
+        }
     }
 }
 
@@ -250,6 +262,7 @@ pub struct Opened<'a> {
     pub gzip: bool,
     reader: Box<dyn Read + Send + 'a>,
     csv: csv::CsvOptions,
+    json: json::JsonOptions,
     pointer: Vec<String>,
 }
 
@@ -258,11 +271,14 @@ const SNIFF_BYTES: usize = 16 * 1024;
 
 /// Prepares `raw` (a file's bytes) for parsing: gzip by name or magic, text decoding, then the
 /// format and CSV delimiter from the options, the name, or the text itself.
+/// `numeric_header_check`: refuse a CSV header of numbers (datasets that take their columns from
+/// the files; a typed dataset's drift rules catch it already).
 pub fn open<'a>(
     raw: Box<dyn Read + Send + 'a>,
     name: &str,
     opts: &FormatOptions,
     pointer: &[String],
+    numeric_header_check: bool,
 ) -> Result<Opened<'a>, Reject> {
     let (magic, raw) = peek(raw, 2).map_err(text::classify)?;
     let gzip = is_gzip(name, &magic);
@@ -271,7 +287,7 @@ pub fn open<'a>(
     } else {
         raw
     };
-    let decoded = text::decoded(raw, opts.encoding).map_err(text::classify)?;
+    let decoded = text::decoded(raw, opts.encoding, opts.allow_nul).map_err(text::classify)?;
     let (head, reader) = peek(decoded, SNIFF_BYTES).map_err(text::classify)?;
     let by_name = format_from_name(name);
     let format = opts
@@ -291,6 +307,13 @@ pub fn open<'a>(
             quote: opts.quote,
             header: opts.header,
             names: opts.names.clone(),
+            strict_quotes: opts.strict_quotes,
+            max_record: opts.max_record,
+            numeric_header_check: numeric_header_check && opts.header,
+        },
+        json: json::JsonOptions {
+            max_record: opts.max_record,
+            allow_nul: opts.allow_nul,
         },
         pointer: pointer.to_vec(),
     })
@@ -301,8 +324,8 @@ impl Opened<'_> {
     pub fn parse(self, out: &mut dyn RowOut) -> Result<u64, Stop> {
         match self.format {
             Format::Csv => csv::parse(self.reader, &self.csv, out),
-            Format::Ndjson => json::parse_ndjson(self.reader, out),
-            Format::Json => json::parse_json(self.reader, &self.pointer, out),
+            Format::Ndjson => json::parse_ndjson(self.reader, &self.json, out),
+            Format::Json => json::parse_json(self.reader, &self.pointer, &self.json, out),
         }
     }
 }
@@ -363,14 +386,19 @@ mod tests {
     }
 
     #[test]
-    fn column_names_are_unique_without_case() {
-        let mut c = ColumnNames::new();
-        c.push(" id ");
-        c.push("ID");
-        c.push("");
-        c.push("_line");
-        assert_eq!(c.names(), ["id", "ID_2", "column_3", "_line_2"]);
-        assert_eq!(c.index("x"), 4);
-        assert_eq!(c.index("x"), 4);
+    fn header_keys_depend_on_the_text_only() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let keys = ColumnKey::for_header(&names(&[" id ", "ID", "", "id", ""]));
+        let short: Vec<(&str, u32)> = keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.occurrence))
+            .collect();
+        assert_eq!(short, [("id", 1), ("ID", 1), ("", 1), ("id", 2), ("", 2)]);
+        assert_eq!(keys[2].stem(), "column_3");
+        assert_eq!(keys[3].describe(), "\"id\" (2nd)");
+        // The same names in another order are the same keys.
+        let again = ColumnKey::for_header(&names(&["ID", "id", "id"]));
+        assert_eq!((again[0].name.as_str(), again[0].occurrence), ("ID", 1));
+        assert_eq!((again[2].name.as_str(), again[2].occurrence), ("id", 2));
     }
 }

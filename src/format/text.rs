@@ -4,8 +4,9 @@
 //! UTF-8 validation (or transcoding from a declared encoding) → the parser. Each layer is a
 //! `Read` adapter, so memory stays flat whatever the file size.
 //!
-//! Content errors (invalid UTF-8, a corrupt gzip stream) travel up through `io::Error` carrying a
-//! `Reject`, so the parsers can tell them from real IO errors with `classify`.
+//! Content errors (invalid UTF-8, a NUL character, a corrupt gzip stream) travel up through
+//! `io::Error` carrying a `Reject`, so the parsers can tell them from real IO errors with
+//! `classify`. Lines are counted the way people see them: LF, CRLF and a lone CR each end one.
 
 use crate::reject::{Kind, Reject, Stage};
 use std::io::{self, Read};
@@ -83,13 +84,113 @@ impl<R: Read> Read for Gunzip<R> {
     }
 }
 
+/// Counts line ends in a stream fed piece by piece: LF, CRLF (one end, even when split between
+/// two pieces) and a lone CR (old Mac files) each end a line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lines {
+    ends: u64,
+    /// The last byte fed was a CR: an LF at the start of the next piece completes it.
+    cr_pending: bool,
+}
+
+impl Lines {
+    pub fn feed(&mut self, b: &[u8]) {
+        let Some(&last) = b.last() else { return };
+        for i in memchr::memchr2_iter(b'\r', b'\n', b) {
+            let after_cr = if i == 0 {
+                self.cr_pending
+            } else {
+                b[i - 1] == b'\r'
+            };
+            if b[i] == b'\r' || !after_cr {
+                self.ends += 1;
+            }
+        }
+        self.cr_pending = last == b'\r';
+    }
+
+    /// The 1-based line of the next byte.
+    pub fn line(&self) -> u64 {
+        self.ends + 1
+    }
+
+    /// The line of the next byte if `more` were fed first.
+    pub fn line_after(&self, more: &[u8]) -> u64 {
+        let mut l = *self;
+        l.feed(more);
+        l.line()
+    }
+}
+
+/// Fails with `encoding.nul` (line and offset) at the first NUL character of decoded text.
+pub struct NulCheck<R: Read> {
+    inner: R,
+    offset: u64,
+    lines: Lines,
+}
+
+impl<R: Read> NulCheck<R> {
+    pub fn new(inner: R, start_offset: u64) -> Self {
+        NulCheck {
+            inner,
+            offset: start_offset,
+            lines: Lines::default(),
+        }
+    }
+}
+
+impl<R: Read> Read for NulCheck<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let got = &buf[..n];
+        if let Some(at) = memchr::memchr(0, got) {
+            let line = self.lines.line_after(&got[..at]);
+            let offset = self.offset + at as u64;
+            return Err(reject_io(nul_reject(line, offset)));
+        }
+        self.lines.feed(got);
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// The reject for a NUL character at `line`/`offset`.
+pub fn nul_reject(line: u64, offset: u64) -> Reject {
+    Reject::new(
+        Kind::EncodingNul,
+        Stage::Decode,
+        format!(
+            "line {line} holds a NUL character (byte {offset}); most tools cut a value there and \
+             PostgreSQL cannot store it. If the partner really sends NULs, set allow_nul = true on \
+             the dataset"
+        ),
+    )
+    .at_line(line)
+    .at_offset(offset)
+}
+
 /// Reads the first bytes to find a byte-order mark, then returns a reader of UTF-8 text:
 /// a UTF-8 BOM is dropped; a UTF-16 BOM (or a declared encoding) means transcoding; otherwise
-/// the bytes are validated as UTF-8 as they pass.
+/// the bytes are validated as UTF-8 as they pass. Unless `allow_nul`, a NUL character is an
+/// error (`encoding.nul`).
 pub fn decoded<'a>(
+    raw: Box<dyn Read + Send + 'a>,
+    declared: Option<Encoding>,
+    allow_nul: bool,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let (text, skipped) = decode(raw, declared)?;
+    Ok(if allow_nul {
+        text
+    } else {
+        Box::new(NulCheck::new(text, skipped))
+    })
+}
+
+/// `decoded` without the NUL check; also returns how many leading bytes (a BOM) were dropped.
+fn decode<'a>(
     mut raw: Box<dyn Read + Send + 'a>,
     declared: Option<Encoding>,
-) -> io::Result<Box<dyn Read + Send + 'a>> {
+) -> io::Result<(Box<dyn Read + Send + 'a>, u64)> {
     let mut head = [0u8; 3];
     let mut n = 0;
     while n < head.len() {
@@ -112,7 +213,7 @@ pub fn decoded<'a>(
     if let Some(enc) = utf16.or(declared) {
         // encoding_rs sniffs and removes any BOM itself (and a BOM wins over the label).
         let whole = io::Cursor::new(head.to_vec()).chain(raw);
-        return Ok(Box::new(Transcode::new(whole, enc)));
+        return Ok((Box::new(Transcode::new(whole, enc)), 0));
     }
     let rest: Vec<u8> = if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
         Vec::new()
@@ -120,10 +221,10 @@ pub fn decoded<'a>(
         head.to_vec()
     };
     let skipped = (head.len() - rest.len()) as u64;
-    Ok(Box::new(Utf8Check::new(
-        io::Cursor::new(rest).chain(raw),
+    Ok((
+        Box::new(Utf8Check::new(io::Cursor::new(rest).chain(raw), skipped)),
         skipped,
-    )))
+    ))
 }
 
 /// Passes bytes through, failing with `encoding.invalid_utf8` (exact byte offset and line) at
@@ -138,8 +239,8 @@ pub struct Utf8Check<R: Read> {
     filled: usize,
     /// Offset in the file of `buf[pos]`.
     offset: u64,
-    /// Newlines handed out so far.
-    newlines: u64,
+    /// Line ends handed out so far.
+    lines: Lines,
 }
 
 impl<R: Read> Utf8Check<R> {
@@ -151,13 +252,13 @@ impl<R: Read> Utf8Check<R> {
             valid: 0,
             filled: 0,
             offset: start_offset,
-            newlines: 0,
+            lines: Lines::default(),
         }
     }
 
     fn invalid(&self, valid_len: usize, bad: &[u8]) -> io::Error {
         let valid = &self.buf[self.pos..self.pos + valid_len];
-        let line = self.newlines + memchr::memchr_iter(b'\n', valid).count() as u64 + 1;
+        let line = self.lines.line_after(valid);
         let offset = self.offset + valid_len as u64;
         let shown: Vec<String> = bad.iter().take(4).map(|b| format!("0x{b:02X}")).collect();
         reject_io(
@@ -214,8 +315,7 @@ impl<R: Read> Utf8Check<R> {
     }
 
     fn consume_bytes(&mut self, n: usize) {
-        let out = &self.buf[self.pos..self.pos + n];
-        self.newlines += memchr::memchr_iter(b'\n', out).count() as u64;
+        self.lines.feed(&self.buf[self.pos..self.pos + n]);
         self.offset += n as u64;
         self.pos += n;
     }
@@ -327,7 +427,7 @@ mod tests {
             at: 0,
             step,
         };
-        let mut r = decoded(Box::new(src), enc).map_err(classify)?;
+        let mut r = decoded(Box::new(src), enc, false).map_err(classify)?;
         let mut out = Vec::new();
         let mut buf = [0u8; 3];
         loop {
@@ -380,6 +480,36 @@ mod tests {
             }
             assert_eq!(decode(&u16, None, step).unwrap(), "a,é\n");
         }
+    }
+
+    #[test]
+    fn lines_end_at_lf_crlf_and_lone_cr_even_when_split() {
+        let text = b"a\nb\r\nc\rd\r\r\ne";
+        for step in 1..text.len() {
+            let mut l = Lines::default();
+            for piece in text.chunks(step) {
+                l.feed(piece);
+            }
+            assert_eq!(l.line(), 6, "pieces of {step}");
+        }
+        assert_eq!(Lines::default().line_after(b"x\r"), 2);
+    }
+
+    #[test]
+    fn nul_characters_are_refused_with_their_place() {
+        for step in [1, 3, 4096] {
+            let err = decode(b"id\r1,a\x00b\n", None, step).unwrap_err();
+            assert_eq!(err.kind, Kind::EncodingNul);
+            assert_eq!((err.line, err.offset), (Some(2), Some(6)));
+            // After a BOM the offset is still the file's.
+            let err = decode(b"\xEF\xBB\xBFa\x00", None, step).unwrap_err();
+            assert_eq!(err.offset, Some(4));
+        }
+        let mut u16 = vec![0xFF, 0xFE];
+        for c in "a\0".encode_utf16() {
+            u16.extend_from_slice(&c.to_le_bytes());
+        }
+        assert_eq!(decode(&u16, None, 2).unwrap_err().kind, Kind::EncodingNul);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! returned is on disk before any file is moved because of it. PRAGMAs live here, schema changes
 //! in `schema`. This module never touches files other than the database.
 
+pub mod registry;
 pub mod schema;
 pub mod tables;
 
@@ -118,13 +119,16 @@ pub struct FileRow {
     pub duplicate_records: i64,
     /// Where the file's rejected records were written, relative to the spool root.
     pub rejects_at: Option<String>,
+    /// What the file was stored with that a reader should know (columns stored under another
+    /// name than the file's, …).
+    pub warnings: Vec<String>,
 }
 
 const FILE_COLUMNS: &str =
     "id, path, source, claim, sha256, size, state, dataset, format, records, \
     rejected, duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
     error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at, \
-    duplicate_records, rejects_at";
+    duplicate_records, rejects_at, warnings";
 
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
@@ -155,6 +159,10 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         finished_at: r.get(24)?,
         duplicate_records: r.get(25)?,
         rejects_at: r.get(26)?,
+        warnings: r
+            .get::<_, Option<String>>(27)?
+            .and_then(|w| serde_json::from_str(&w).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -166,6 +174,27 @@ pub struct Counts {
     /// Skipped: their key was already stored.
     pub duplicates: u64,
 }
+
+/// A dataset's files and records, counted once per file (its latest attempt).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DatasetCounts {
+    pub name: String,
+    /// The table its records are in (`None` until a file of it was stored).
+    pub table: Option<String>,
+    pub files: u64,
+    pub records: u64,
+    /// Records set aside within `max_bad_records`, in files that were ingested.
+    pub rejected_records: u64,
+    /// Records not stored because their key was already stored.
+    pub duplicate_records: u64,
+    /// Files whose content was already ingested for the dataset.
+    pub duplicates: u64,
+    pub quarantined: u64,
+}
+
+/// Rows that are a file's latest attempt: no later row retried them. Every count of files by
+/// state goes through this, so `status`, `quarantine list` and the metrics agree.
+const LATEST: &str = "NOT EXISTS (SELECT 1 FROM files r WHERE r.retry_of = files.id)";
 
 /// Which ledger rows to list.
 #[derive(Debug, Clone, Default)]
@@ -328,13 +357,31 @@ impl Ledger {
         }
     }
 
-    /// The ledger id of the ingested file with this content, if any.
-    pub fn ingested_with(&self, sha256: &str) -> Result<Option<i64>> {
+    /// The ledger id of the file of this dataset ingested with this content, if any: a file's
+    /// identity is its dataset plus its content.
+    pub fn ingested_with(&self, dataset: &str, sha256: &str) -> Result<Option<i64>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT id FROM files WHERE sha256 = ?1 AND state = 'ingested'")?
-            .query_row([sha256], |r| r.get(0))
+            .prepare_cached(
+                "SELECT id FROM files WHERE dataset = ?1 AND sha256 = ?2 AND state = 'ingested'",
+            )?
+            .query_row([dataset, sha256], |r| r.get(0))
             .optional()?)
+    }
+
+    pub fn set_format(&self, id: i64, format: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE files SET format = ?2 WHERE id = ?1")?
+            .execute((id, format))?;
+        Ok(())
+    }
+
+    /// Records what a file was stored with that a reader should know (renamed columns, …).
+    pub fn set_warnings(&self, id: i64, warnings: &[String]) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE files SET warnings = ?2 WHERE id = ?1")?
+            .execute((id, serde_json::to_string(warnings)?))?;
+        Ok(())
     }
 
     /// Whether this exact file (same relative path, same content) is already in the ledger.
@@ -408,10 +455,18 @@ impl Ledger {
     /// Records a file's rejected records.
     pub fn add_rejects(&self, file_id: i64, rejects: &[RecordReject]) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(
-            "INSERT INTO rejects (file_id, line, field, value, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO rejects (file_id, line, field, value, reason, kind) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
         for r in rejects {
-            stmt.execute((file_id, r.line as i64, &r.field, &r.value, &r.reason))?;
+            stmt.execute((
+                file_id,
+                r.line as i64,
+                &r.field,
+                &r.value,
+                &r.reason,
+                r.kind.id(),
+            ))?;
         }
         Ok(())
     }
@@ -419,13 +474,17 @@ impl Ledger {
     /// A file's rejected records in file order, at most `limit`.
     pub fn rejects(&self, file_id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT line, field, value, reason FROM rejects WHERE file_id = ?1 \
+            "SELECT line, field, value, reason, kind FROM rejects WHERE file_id = ?1 \
              ORDER BY rowid LIMIT ?2",
         )?;
         let limit = limit.map_or(-1, |l| l as i64);
         let rows = stmt
             .query_map((file_id, limit), |r| {
                 Ok(RecordReject {
+                    kind: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|k| crate::reject::Kind::from_id(&k))
+                        .unwrap_or(crate::reject::Kind::RecordInvalid),
                     line: r.get::<_, i64>(0)? as u64,
                     field: r.get(1)?,
                     value: r.get(2)?,
@@ -478,6 +537,56 @@ impl Ledger {
             .optional()?)
     }
 
+    /// Files by the state of their latest attempt (a quarantined file that was retried counts
+    /// as what its retry became, not twice).
+    pub fn state_counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let mut out: std::collections::BTreeMap<String, u64> =
+            [State::Ingested, State::Duplicate, State::Quarantined]
+                .iter()
+                .map(|s| (s.id().to_string(), 0))
+                .collect();
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT state, count(*) FROM files WHERE {LATEST} GROUP BY state"
+        ))?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            out.insert(state, n as u64);
+        }
+        Ok(out)
+    }
+
+    /// Per dataset: files and records, each file counted once (its latest attempt).
+    pub fn dataset_counts(&self) -> Result<Vec<DatasetCounts>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT f.dataset, d.table_name, \
+                    sum(f.state = 'ingested'), \
+                    sum(CASE WHEN f.state = 'ingested' THEN f.records ELSE 0 END), \
+                    sum(CASE WHEN f.state = 'ingested' THEN f.rejected ELSE 0 END), \
+                    sum(CASE WHEN f.state = 'ingested' THEN f.duplicate_records ELSE 0 END), \
+                    sum(f.state = 'duplicate'), \
+                    sum(f.state = 'quarantined') \
+             FROM files f LEFT JOIN datasets d ON d.name = f.dataset \
+             WHERE f.dataset IS NOT NULL AND {} GROUP BY f.dataset ORDER BY f.dataset",
+            LATEST.replace("files.id", "f.id")
+        ))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let n = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                Ok(DatasetCounts {
+                    name: r.get(0)?,
+                    table: r.get(1)?,
+                    files: n(2)?,
+                    records: n(3)?,
+                    rejected_records: n(4)?,
+                    duplicate_records: n(5)?,
+                    duplicates: n(6)?,
+                    quarantined: n(7)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn files(&self, filter: &FileFilter) -> Result<Vec<FileRow>> {
         let mut sql = format!("SELECT {FILE_COLUMNS} FROM files WHERE 1 = 1");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
@@ -490,7 +599,8 @@ impl Ledger {
             args.push(Box::new(d.clone()));
         }
         if filter.latest {
-            sql.push_str(" AND NOT EXISTS (SELECT 1 FROM files r WHERE r.retry_of = files.id)");
+            sql.push_str(" AND ");
+            sql.push_str(LATEST);
         }
         sql.push_str(" ORDER BY id");
         if let Some(l) = filter.limit {
@@ -552,7 +662,8 @@ mod tests {
             })
             .unwrap();
         l.commit().unwrap();
-        assert_eq!(l.ingested_with("ab").unwrap(), Some(id));
+        assert_eq!(l.ingested_with("a", "ab").unwrap(), Some(id));
+        assert_eq!(l.ingested_with("other", "ab").unwrap(), None);
         assert!(l.seen("a/b.csv", Some("cd")).unwrap());
         assert!(!l.seen("a/b.csv", None).unwrap());
         let row = l.by_claim("tok.2").unwrap().unwrap();

@@ -101,6 +101,24 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (dataset, target, first_id)
     );
     "#,
+    // 4: names decided once (the column each file column lands in, per dataset); a file's
+    // identity is its dataset plus its content (the same bytes sent for two feeds load into
+    // both); warnings a file was stored with; the kind of each rejected record.
+    r#"
+    CREATE TABLE dataset_columns (
+        dataset     TEXT NOT NULL,
+        source      TEXT NOT NULL,      -- the file's column name, without surrounding spaces
+        occurrence  INTEGER NOT NULL,   -- 2 for the second column of that name in one header, …
+        column_name TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (dataset, source, occurrence),
+        UNIQUE (dataset, column_name)
+    );
+    DROP INDEX files_one_ingest;
+    CREATE UNIQUE INDEX files_one_ingest ON files(dataset, sha256) WHERE state = 'ingested';
+    ALTER TABLE files ADD COLUMN warnings TEXT;   -- JSON array of sentences
+    ALTER TABLE rejects ADD COLUMN kind TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,6 +1,6 @@
 //! Dataset tables: creating them, growing them, and inserting chunks fast.
 //!
-//! Every dataset is one table with the system columns `_id` (the record id, increasing in stored
+//! Every dataset is one table (its name decided by the `registry`) with the system columns `_id` (the record id, increasing in stored
 //! order), `_file_id` (the ledger row of the file it came from) and `_line`, then the data
 //! columns. Inserts bind many rows per statement: the per-statement cost dominates SQLite's
 //! insert path, and binding 16 rows at once roughly doubles throughput.
@@ -9,36 +9,14 @@
 //! that may have changed them rolls back, and reloaded when another process changed the schema.
 
 use crate::record::{Cell, Chunk};
+use crate::schema::ColType;
 use anyhow::{Context, Result};
 use rusqlite::{types::Null, Connection};
 use std::collections::HashMap;
 
-/// Table names ferry keeps for itself; a dataset with one of these names gets `<name>_data`.
-const RESERVED: &[&str] = &[
-    "files",
-    "datasets",
-    "exports",
-    "export_batches",
-    "record_keys",
-    "rejects",
-];
-
 /// Quotes an SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The table a dataset is stored in.
-pub fn table_for(dataset: &str) -> String {
-    let lower = dataset.to_lowercase();
-    if RESERVED.contains(&lower.as_str())
-        || lower.starts_with("sqlite_")
-        || lower.starts_with("ferry_")
-    {
-        format!("{dataset}_data")
-    } else {
-        dataset.to_string()
-    }
 }
 
 /// Rows bound per INSERT statement, keeping under SQLite's bound-parameter limit.
@@ -48,7 +26,7 @@ fn rows_per_statement(columns: usize) -> usize {
 
 #[derive(Debug, Clone)]
 struct TableInfo {
-    /// Lowercased column names, for case-insensitive matching as SQLite does.
+    /// Lowercased column name → the name as created (SQLite matches names without case).
     columns: HashMap<String, String>,
 }
 
@@ -59,11 +37,11 @@ pub struct Tables {
     schema_version: i64,
 }
 
-/// A column to create: name and SQL type.
+/// A column to create: its name and type.
 #[derive(Debug, Clone)]
-pub struct ColumnDef {
+pub struct NewColumn {
     pub name: String,
-    pub sql_type: &'static str,
+    pub ty: ColType,
 }
 
 impl Tables {
@@ -97,63 +75,64 @@ impl Tables {
         Ok(self.known.get(table))
     }
 
-    /// Makes sure the dataset's table exists with at least these columns; returns the columns
-    /// it added (none when the table was created with all of them).
+    /// Makes sure the table exists with at least these columns (and `_key` when `keyed`);
+    /// returns the columns it added (none when the table was created with all of them).
     pub fn ensure(
         &mut self,
         conn: &Connection,
-        dataset: &str,
-        columns: &[ColumnDef],
-        now: &str,
+        table: &str,
+        columns: &[NewColumn],
+        keyed: bool,
     ) -> Result<Vec<String>> {
-        let table = table_for(dataset);
-        let existing = self.load(conn, &table)?.cloned();
+        let existing = self.load(conn, table)?.cloned();
+        let sql_type = |c: &NewColumn| c.ty.sql_type();
+        let mut wanted: Vec<(&str, &str)> = columns
+            .iter()
+            .map(|c| (c.name.as_str(), sql_type(c)))
+            .collect();
+        if keyed {
+            wanted.push(("_key", "INTEGER"));
+        }
         let mut added = Vec::new();
         match existing {
             None => {
                 let mut sql = format!(
                     "CREATE TABLE {} (_id INTEGER PRIMARY KEY, _file_id INTEGER, _line INTEGER",
-                    ident(&table)
+                    ident(table)
                 );
-                for c in columns {
-                    sql.push_str(&format!(", {} {}", ident(&c.name), c.sql_type));
+                for (name, ty) in &wanted {
+                    sql.push_str(&format!(", {} {ty}", ident(name)));
                 }
                 sql.push(')');
                 conn.execute_batch(&sql)
                     .with_context(|| format!("creating table {table}"))?;
-                conn.execute(
-                    "INSERT OR IGNORE INTO datasets(name, table_name, created_at) VALUES (?1, ?2, ?3)",
-                    (dataset, &table, now),
-                )?;
-                self.known.remove(&table);
+                self.known.remove(table);
             }
             Some(info) => {
-                for c in columns {
-                    if !info.columns.contains_key(&c.name.to_lowercase()) {
+                for (name, ty) in &wanted {
+                    if !info.columns.contains_key(&name.to_lowercase()) {
                         conn.execute_batch(&format!(
-                            "ALTER TABLE {} ADD COLUMN {} {}",
-                            ident(&table),
-                            ident(&c.name),
-                            c.sql_type
+                            "ALTER TABLE {} ADD COLUMN {} {ty}",
+                            ident(table),
+                            ident(name),
                         ))
-                        .with_context(|| format!("adding column {} to {table}", c.name))?;
-                        added.push(c.name.clone());
+                        .with_context(|| format!("adding column {name} to {table}"))?;
+                        added.push(name.to_string());
                     }
                 }
                 if !added.is_empty() {
-                    self.known.remove(&table);
+                    self.known.remove(table);
                 }
             }
         }
         Ok(added)
     }
 
-    /// The existing column names of a dataset's table (empty if it has no table yet).
-    pub fn columns(&mut self, conn: &Connection, dataset: &str) -> Result<Vec<String>> {
-        let table = table_for(dataset);
+    /// The table's columns: lowercased name → name as created (empty if there is no table yet).
+    pub fn columns(&mut self, conn: &Connection, table: &str) -> Result<HashMap<String, String>> {
         Ok(self
-            .load(conn, &table)?
-            .map(|t| t.columns.values().cloned().collect())
+            .load(conn, table)?
+            .map(|t| t.columns.clone())
             .unwrap_or_default())
     }
 
@@ -165,7 +144,7 @@ impl Tables {
     pub fn insert(
         &self,
         conn: &Connection,
-        dataset: &str,
+        table: &str,
         columns: &[Option<String>],
         keyed: bool,
         file_id: i64,
@@ -177,7 +156,6 @@ impl Tables {
         if n == 0 {
             return Ok(());
         }
-        let table = table_for(dataset);
         debug_assert!(chunk.width <= columns.len());
         let stored: Vec<&str> = columns[..chunk.width]
             .iter()
@@ -189,7 +167,7 @@ impl Tables {
         let params = stored.len() + system;
         let k = rows_per_statement(params);
         let sql = |count: usize| {
-            let mut s = format!("INSERT INTO {} (", ident(&table));
+            let mut s = format!("INSERT INTO {} (", ident(table));
             if keyed {
                 s.push_str("_key, ");
             }
@@ -263,16 +241,15 @@ impl Tables {
         Ok(())
     }
 
-    /// The highest record id in a dataset's table (0 when empty or missing).
-    pub fn max_id(&mut self, conn: &Connection, dataset: &str) -> Result<i64> {
-        let table = table_for(dataset);
-        if self.load(conn, &table)?.is_none() {
+    /// The highest record id in a table (0 when empty or missing).
+    pub fn max_id(&mut self, conn: &Connection, table: &str) -> Result<i64> {
+        if self.load(conn, table)?.is_none() {
             return Ok(0);
         }
         Ok(conn
             .prepare_cached(&format!(
                 "SELECT coalesce(max(_id), 0) FROM {}",
-                ident(&table)
+                ident(table)
             ))?
             .query_row([], |r| r.get(0))?)
     }
@@ -283,10 +260,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reserved_names_are_mapped() {
-        assert_eq!(table_for("files"), "files_data");
-        assert_eq!(table_for("Files"), "Files_data");
-        assert_eq!(table_for("sales"), "sales");
+    fn identifiers_are_quoted() {
         assert_eq!(ident("a\"b"), "\"a\"\"b\"");
     }
 
@@ -295,16 +269,16 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
         let mut t = Tables::default();
-        let text = |n: &str| ColumnDef {
+        let text = |n: &str| NewColumn {
             name: n.into(),
-            sql_type: "TEXT",
+            ty: ColType::String,
         };
         assert!(t
-            .ensure(&conn, "s", &[text("a")], "now")
+            .ensure(&conn, "s", &[text("a")], false)
             .unwrap()
             .is_empty());
         assert_eq!(
-            t.ensure(&conn, "s", &[text("A"), text("b")], "now")
+            t.ensure(&conn, "s", &[text("A"), text("b")], false)
                 .unwrap(),
             ["b"]
         );

@@ -18,11 +18,12 @@ pub mod writer;
 use crate::config::Config;
 use crate::discover::Entry;
 use crate::events::Summary;
+use crate::format::ColumnKey;
 use crate::format::Format;
-use crate::ledger::tables::ColumnDef;
 use crate::ledger::{Checkpointer, Ledger};
 use crate::record::Chunk;
 use crate::reject::{RecordReject, Reject};
+use crate::schema::ColType;
 use crate::spool::{Claim, Owner, RelPath, Spool};
 use anyhow::Result;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -172,10 +173,44 @@ pub enum Body {
     Left(String),
 }
 
+/// Where one of the columns a file's chunks carry comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnSource {
+    /// A declared column of a typed dataset: its name is the table column's.
+    Declared(String),
+    /// A column of the file itself: the writer finds (or gives) its table column.
+    File(ColumnKey),
+}
+
+impl ColumnSource {
+    /// The name as the dataset's contract or the file says it.
+    pub fn name(&self) -> &str {
+        match self {
+            ColumnSource::Declared(n) => n,
+            ColumnSource::File(k) => &k.name,
+        }
+    }
+}
+
+/// One of the columns of a file's chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnDef {
+    pub source: ColumnSource,
+    pub ty: ColType,
+}
+
+/// A file's columns so far, as its chunks carry them.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    pub defs: Vec<ColumnDef>,
+    /// Per key column of the dataset: the chunk cell holding it, once the file has shown it.
+    pub key: Vec<Option<usize>>,
+}
+
 /// The stream of one file's records, ending with `End`.
 pub enum Msg {
     /// The file's columns so far (grows for JSON); precedes rows that use them.
-    Columns(Vec<ColumnDef>),
+    Columns(Columns),
     Rows(Chunk),
     /// Records set aside within the dataset's `max_bad_records`.
     Rejects(Vec<RecordReject>),

@@ -19,13 +19,13 @@
 //! Rows are built in place in the chunk's text buffer: a value that needs no rewriting costs no
 //! copy beyond the row's text.
 
-use super::Msg;
+use super::{ColumnDef, ColumnSource, Columns, Msg};
 use crate::config::{BadLimit, DatasetSpec, Policy};
-use crate::format::{RowOut, Stop};
-use crate::ledger::tables::ColumnDef;
+use crate::format::{ColumnKey, RowOut, Stop};
+use crate::ledger::registry::MAX_DATA_COLUMNS;
 use crate::record::{Cell, Chunk};
 use crate::reject::{name_list, plural, truncate_value, Kind, RecordReject, Reject, Stage};
-use crate::schema::{KeyHasher, Value};
+use crate::schema::{ColType, KeyHasher, Value};
 use crossbeam_channel::Sender;
 use std::borrow::Cow;
 
@@ -35,75 +35,134 @@ pub const FIRST_REJECTS: usize = 10;
 /// Maps a file's columns onto the dataset's.
 #[derive(Debug, Default)]
 struct Shape {
-    /// Output columns: the declared ones first (typed datasets), then any added from the file.
+    /// Output columns: the declared ones first (typed datasets), then the file's own.
     out: Vec<ColumnDef>,
     /// Per output column: the file column it is read from.
     from: Vec<Option<usize>>,
     /// Per output column: the declared column whose contract converts it.
     conv: Vec<Option<usize>>,
-    /// File columns mapped so far (JSON files reveal columns as they go).
-    mapped: usize,
+    /// Per declared column: whether its file column matched its name exactly (not only
+    /// without case).
+    exact: Vec<bool>,
+    /// The file's columns so far (JSON files reveal columns as they go).
+    keys: Vec<ColumnKey>,
     /// Per key column (in `key` order): its output column, once the file has shown it.
     key_out: Vec<Option<usize>>,
+}
+
+fn ambiguous(spec: &DatasetSpec, what: &str, a: &ColumnKey, b: &ColumnKey) -> Reject {
+    Reject::new(
+        Kind::SchemaAmbiguousColumn,
+        Stage::Validate,
+        format!(
+            "the file's columns {} and {} could both be {what} of dataset {:?} (they differ only \
+             in case or surrounding spaces, and neither matches exactly)",
+            a.describe(),
+            b.describe(),
+            spec.name
+        ),
+    )
+    .in_field(format!("{}, {}", a.name, b.name))
 }
 
 impl Shape {
     fn new(spec: &DatasetSpec) -> Shape {
         let mut s = Shape {
             key_out: vec![None; spec.key.len()],
+            exact: vec![false; spec.columns.len()],
             ..Shape::default()
         };
         for (i, c) in spec.columns.iter().enumerate() {
-            s.push(spec, c.name.clone(), c.ty.sql_type(), None, Some(i));
+            s.push(ColumnSource::Declared(c.name.clone()), c.ty, None, Some(i));
         }
         s
     }
 
     fn push(
         &mut self,
-        spec: &DatasetSpec,
-        name: String,
-        sql_type: &'static str,
+        source: ColumnSource,
+        ty: ColType,
         from: Option<usize>,
         conv: Option<usize>,
     ) {
-        if let Some(p) = spec.key.iter().position(|k| k.eq_ignore_ascii_case(&name)) {
-            self.key_out[p] = Some(self.out.len());
-        }
-        self.out.push(ColumnDef { name, sql_type });
+        self.out.push(ColumnDef { source, ty });
         self.from.push(from);
         self.conv.push(conv);
     }
 
     /// Maps the file columns not mapped yet. Errors when drift policy rejects the file.
     fn map(&mut self, spec: &DatasetSpec, names: &[String]) -> Result<(), Reject> {
-        let mut refused = Vec::new();
-        for (i, name) in names.iter().enumerate().skip(self.mapped) {
-            if !spec.typed() {
-                self.push(spec, name.clone(), "TEXT", Some(i), None);
-                continue;
+        let first_new = self.keys.len();
+        self.keys = ColumnKey::for_header(names);
+        let new = first_new..self.keys.len();
+        if !spec.typed() {
+            for i in new {
+                self.push(
+                    ColumnSource::File(self.keys[i].clone()),
+                    ColType::String,
+                    Some(i),
+                    None,
+                );
             }
-            match spec
-                .columns
-                .iter()
-                .position(|c| c.source.eq_ignore_ascii_case(name.trim()))
-            {
-                Some(d) => self.from[d] = Some(i),
-                None => match spec.on_new_column {
-                    Policy::Fail => refused.push(name.clone()),
-                    Policy::Ignore => {}
-                    Policy::Add => {
-                        // An undeclared column cannot clash with a declared one's name.
-                        if self.out.iter().any(|c| c.name.eq_ignore_ascii_case(name)) {
-                            refused.push(name.clone());
-                        } else {
-                            self.push(spec, name.clone(), "TEXT", Some(i), None);
-                        }
+            return self.map_key(spec);
+        }
+        // Declared columns take the file column of exactly their name first, then one that
+        // differs only in case; two candidates and no exact match is a guess, so refused.
+        let mut rest = Vec::new();
+        for i in new {
+            let k = &self.keys[i];
+            let d = (k.occurrence == 1)
+                .then(|| spec.columns.iter().position(|c| c.source == k.name))
+                .flatten();
+            match d {
+                Some(d) => match self.from[d] {
+                    None => {
+                        self.from[d] = Some(i);
+                        self.exact[d] = true;
+                    }
+                    Some(j) => {
+                        let other = self.keys[j].clone();
+                        return Err(ambiguous(
+                            spec,
+                            &format!("column {:?}", spec.columns[d].name),
+                            &other,
+                            &self.keys[i],
+                        ));
                     }
                 },
+                None => rest.push(i),
             }
         }
-        self.mapped = names.len();
+        let mut refused = Vec::new();
+        for i in rest {
+            let k = self.keys[i].clone();
+            let d = spec
+                .columns
+                .iter()
+                .position(|c| c.source.eq_ignore_ascii_case(&k.name));
+            match d.map(|d| (d, self.from[d])) {
+                Some((d, None)) => {
+                    self.from[d] = Some(i);
+                    self.exact[d] = false;
+                    continue;
+                }
+                Some((d, Some(j))) if !self.exact[d] => {
+                    let other = self.keys[j].clone();
+                    return Err(ambiguous(
+                        spec,
+                        &format!("column {:?}", spec.columns[d].name),
+                        &other,
+                        &k,
+                    ));
+                }
+                _ => {}
+            }
+            match spec.on_new_column {
+                Policy::Fail => refused.push(k.name.clone()),
+                Policy::Ignore => {}
+                Policy::Add => self.push(ColumnSource::File(k), ColType::String, Some(i), None),
+            }
+        }
         if !refused.is_empty() {
             return Err(Reject::new(
                 Kind::SchemaNewColumn,
@@ -118,6 +177,43 @@ impl Shape {
                 ),
             )
             .in_field(refused.join(", ")));
+        }
+        self.map_key(spec)
+    }
+
+    /// Finds the output column of each key column: a declared column by name (without case),
+    /// else the file column of exactly that name, else the one differing only in case.
+    fn map_key(&mut self, spec: &DatasetSpec) -> Result<(), Reject> {
+        for (p, k) in spec.key.iter().enumerate() {
+            let declared = self.out.iter().position(
+                |c| matches!(&c.source, ColumnSource::Declared(n) if n.eq_ignore_ascii_case(k)),
+            );
+            if declared.is_some() {
+                self.key_out[p] = declared;
+                continue;
+            }
+            let file = |j: usize| match &self.out[j].source {
+                ColumnSource::File(key) if key.occurrence == 1 => Some(key),
+                _ => None,
+            };
+            let exact = (0..self.out.len()).find(|&j| file(j).is_some_and(|f| f.name == *k));
+            let near: Vec<usize> = (0..self.out.len())
+                .filter(|&j| file(j).is_some_and(|f| f.name.eq_ignore_ascii_case(k)))
+                .collect();
+            self.key_out[p] = match (exact, near.as_slice()) {
+                (Some(j), _) => Some(j),
+                (None, [j]) => Some(*j),
+                (None, []) => None,
+                (None, [a, b, ..]) => {
+                    let (a, b) = (file(*a).cloned(), file(*b).cloned());
+                    return Err(ambiguous(
+                        spec,
+                        &format!("key column {k:?}"),
+                        &a.expect("a file column"),
+                        &b.expect("a file column"),
+                    ));
+                }
+            };
         }
         Ok(())
     }
@@ -222,6 +318,13 @@ impl BadRecords {
             None => format!("line {}: {}", first.line, first.reason),
         };
         let (kind, message) = match self.limit {
+            BadLimit::Count(0) if first.kind == Kind::RecordEmptyKey => (
+                Kind::RecordEmptyKey,
+                format!(
+                    "a record has an empty key and the dataset allows no bad records \
+                     (max_bad_records = 0): {at}"
+                ),
+            ),
             BadLimit::Count(0) => (
                 Kind::RecordInvalid,
                 format!(
@@ -352,8 +455,9 @@ impl<'a> Stages<'a> {
                     Err(reason) => {
                         self.chunk.text.truncate(base as usize);
                         self.bad.record(RecordReject {
+                            kind: Kind::RecordInvalid,
                             line,
-                            field: Some(self.shape.out[j].name.clone()),
+                            field: Some(self.shape.out[j].source.name().to_string()),
                             value: raw.map(truncate_value),
                             reason,
                         });
@@ -370,13 +474,34 @@ impl<'a> Stages<'a> {
         }
         if !self.spec.key.is_empty() {
             let mut key = KeyHasher::default();
-            for out in &self.shape.key_out {
+            let mut empty = Vec::new();
+            for (p, out) in self.shape.key_out.iter().enumerate() {
                 match out.map_or(Cell::Null, |j| self.cells[j]) {
-                    Cell::Null => key.null(),
                     Cell::Int(v) => key.int(v),
                     Cell::Real(v) => key.real(v),
-                    t @ Cell::Text { .. } => key.text(self.chunk.text(t).unwrap_or_default()),
+                    t @ Cell::Text { start, end } if end > start => {
+                        key.text(self.chunk.text(t).unwrap_or_default())
+                    }
+                    // Null or an empty string: this record cannot be told apart by its key.
+                    _ => empty.push(self.spec.key[p].clone()),
                 }
+            }
+            if !empty.is_empty() {
+                self.chunk.text.truncate(base as usize);
+                self.bad.record(RecordReject {
+                    kind: Kind::RecordEmptyKey,
+                    line,
+                    field: Some(empty.join(", ")),
+                    value: None,
+                    reason: format!(
+                        "the key column{} {} {} empty, so the record cannot be told apart from \
+                         others by its key",
+                        plural(empty.len()),
+                        name_list(&empty),
+                        if empty.len() == 1 { "is" } else { "are" }
+                    ),
+                });
+                return Ok(());
             }
             self.chunk.keys.push(key.finish());
         }
@@ -384,6 +509,15 @@ impl<'a> Stages<'a> {
         self.good += 1;
         Ok(())
     }
+}
+
+/// The reject for a file (or table) with more columns than a table can hold.
+pub fn too_many_columns(n: usize) -> Reject {
+    Reject::new(
+        Kind::SchemaTooManyColumns,
+        Stage::Validate,
+        format!("{n} columns are more than a dataset table holds ({MAX_DATA_COLUMNS})"),
+    )
 }
 
 /// A cell for a slice of the row's source text (copied into the chunk at `base`).
@@ -409,6 +543,9 @@ impl RowOut for Stages<'_> {
     fn columns(&mut self, names: &[String]) -> Result<(), Stop> {
         self.flush()?;
         self.shape.map(self.spec, names)?;
+        if self.shape.out.len() > MAX_DATA_COLUMNS {
+            return Err(too_many_columns(self.shape.out.len()).into());
+        }
         if self.fixed {
             if self.spec.typed() {
                 self.shape.check_missing(self.spec)?;
@@ -420,7 +557,10 @@ impl RowOut for Stages<'_> {
         }
         self.chunk = Chunk::new(self.shape.out.len());
         self.tx
-            .send(Msg::Columns(self.shape.out.clone()))
+            .send(Msg::Columns(Columns {
+                defs: self.shape.out.clone(),
+                key: self.shape.key_out.clone(),
+            }))
             .map_err(|_| Stop::Cancelled)
     }
 

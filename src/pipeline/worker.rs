@@ -353,16 +353,21 @@ fn ingest(
         },
     };
     let name = rel.file_name().to_string_lossy().into_owned();
-    let (format, parsed, rejects) =
-        match format::open(raw, &name, &dataset.options, &dataset.pointer) {
-            Ok(opened) => {
-                let f = opened.format;
-                let mut stages = Stages::new(&tx, &dataset, f == Format::Csv);
-                let parsed = opened.parse(&mut stages).and_then(|_| stages.finish());
-                (Some(f), parsed, stages.first_rejects())
-            }
-            Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),
-        };
+    let (format, parsed, rejects) = match format::open(
+        raw,
+        &name,
+        &dataset.options,
+        &dataset.pointer,
+        !dataset.typed(),
+    ) {
+        Ok(opened) => {
+            let f = opened.format;
+            let mut stages = Stages::new(&tx, &dataset, f == Format::Csv);
+            let parsed = opened.parse(&mut stages).and_then(|_| stages.finish());
+            (Some(f), parsed, stages.first_rejects())
+        }
+        Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),
+    };
     let changed = file
         .metadata()
         .map(|m| {

@@ -8,21 +8,24 @@
 //! and their events emitted.
 
 use super::place::{reason_json, rejects_ndjson, Placement};
+use super::stages::too_many_columns;
 use super::stages::FIRST_REJECTS;
-use super::{Body, Ctx, End, FileMeta, Job, Mode, Msg, Source};
+use super::{Body, ColumnSource, Columns, Ctx, End, FileMeta, Job, Mode, Msg, Source};
 use crate::config::{DatasetSpec, Policy};
 use crate::events::{Event, Summary};
-use crate::format::SYSTEM_COLUMNS;
-use crate::ledger::tables::{ident, table_for, ColumnDef, Tables};
+use crate::format::{ColumnKey, SYSTEM_COLUMNS};
+use crate::ledger::registry::{Registry, MAX_DATA_COLUMNS, MAX_NAME};
+use crate::ledger::tables::{ident, NewColumn, Tables};
 use crate::ledger::{self, Counts, Ledger, NewFile, State};
 use crate::record::{Cell, Chunk};
 use crate::reject::{name_list, plural, Kind, RecordReject, Reject, Stage};
+use crate::schema::ColType;
 use crate::spool;
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -60,6 +63,7 @@ struct Writer<'a> {
     ctx: &'a Ctx,
     ledger: Ledger,
     tables: Tables,
+    registry: Registry,
     /// Per dataset: the key hashes of its stored records.
     keys: HashMap<String, KeyIndex>,
     txn: Option<Txn>,
@@ -75,6 +79,7 @@ pub fn run(ctx: &Ctx, ledger: Ledger, jobs: Receiver<Job>) -> Result<Summary> {
         ctx,
         ledger,
         tables: Tables::default(),
+        registry: Registry::default(),
         keys: HashMap::new(),
         txn: None,
         finished: Vec::new(),
@@ -139,6 +144,7 @@ impl Writer<'_> {
             }
         }
         self.tables.refresh(&self.ledger.conn)?;
+        self.registry.refresh(&self.ledger.conn)?;
         // Other processes may have stored records since our last transaction.
         for k in self.keys.values_mut() {
             k.synced = false;
@@ -157,6 +163,7 @@ impl Writer<'_> {
         }
         if let Err(e) = self.ledger.commit() {
             self.tables.invalidate();
+            self.registry.invalidate();
             self.keys.clear();
             return Err(e.context("committing to the ledger"));
         }
@@ -311,7 +318,7 @@ impl Writer<'_> {
         let path = meta.rel.display();
         let sha = meta.sha256.clone().unwrap_or_default();
         let now = ledger::now();
-        if let Some(original) = self.ledger.ingested_with(&sha)? {
+        if let Some(original) = self.ledger.ingested_with(&meta.dataset, &sha)? {
             drop(rx);
             let id = self.ledger.insert(&NewFile {
                 duplicate_of: Some(original),
@@ -356,10 +363,10 @@ impl Writer<'_> {
                     duplicates: file.duplicates,
                 };
                 self.ledger.set_records(id, counts, &ledger::now())?;
-                self.ledger.conn.execute(
-                    "UPDATE files SET format = ?2 WHERE id = ?1",
-                    (id, format.id()),
-                )?;
+                self.ledger.set_format(id, format.id())?;
+                if !file.warnings.is_empty() {
+                    self.ledger.set_warnings(id, &file.warnings)?;
+                }
                 let rejects = if rejected > 0 {
                     Some(self.rejects_report(id, &meta)?)
                 } else {
@@ -441,6 +448,7 @@ impl Writer<'_> {
             .conn
             .execute_batch("ROLLBACK TO file; RELEASE file")?;
         self.tables.invalidate();
+        self.registry.invalidate();
         for k in self.keys.values_mut() {
             k.undo_file();
         }
@@ -448,13 +456,13 @@ impl Writer<'_> {
     }
 
     /// The key index of a dataset, brought up to date with what is stored.
-    fn key_index(&mut self, dataset: &str) -> Result<()> {
+    fn key_index(&mut self, dataset: &str, table: &str) -> Result<()> {
         if self.keys.get(dataset).is_some_and(|k| k.synced) {
             return Ok(());
         }
-        let max = self.tables.max_id(&self.ledger.conn, dataset)?;
+        let max = self.tables.max_id(&self.ledger.conn, table)?;
         let idx = self.keys.entry(dataset.to_string()).or_default();
-        idx.sync(&self.ledger.conn, &table_for(dataset), max)
+        idx.sync(&self.ledger.conn, table, max)
     }
 
     /// Drains one file's stream into its dataset table.
@@ -470,8 +478,8 @@ impl Writer<'_> {
         let keyed = !spec.key.is_empty();
         loop {
             match rx.recv() {
-                Ok(Msg::Columns(defs)) => {
-                    if let Err(r) = self.columns(spec, &defs, now, file)? {
+                Ok(Msg::Columns(cols)) => {
+                    if let Err(r) = self.columns(spec, &cols, now, file)? {
                         return Ok(End::Rejected {
                             format: None,
                             reject: r,
@@ -484,12 +492,16 @@ impl Writer<'_> {
                     // index is in step with the table); others are left to SQLite.
                     let mut first = 0;
                     let kept = if keyed {
-                        self.key_index(dataset)?;
-                        let table = table_for(dataset);
+                        self.key_index(dataset, &file.table)?;
                         let idx = self.keys.get_mut(dataset).expect("just synced");
                         first = idx.through + 1;
                         let conn = &self.ledger.conn;
                         let key_cols = &file.key_cols;
+                        let key_names: Vec<&str> = key_cols
+                            .iter()
+                            .map(|c| c.and_then(|c| file.cols[c].as_deref()).unwrap_or("_id"))
+                            .collect();
+                        let table = &file.table;
                         let mut dups = 0;
                         let kept = dedupe(
                             idx,
@@ -497,7 +509,7 @@ impl Writer<'_> {
                             key_cols,
                             first,
                             |other, r| {
-                                same_key_stored(conn, &table, &spec.key, key_cols, other, &chunk, r)
+                                same_key_stored(conn, table, &key_names, key_cols, other, &chunk, r)
                             },
                             &mut dups,
                         )?;
@@ -509,7 +521,7 @@ impl Writer<'_> {
                     let n = kept.as_ref().map_or(chunk.rows(), Vec::len) as i64;
                     self.tables.insert(
                         &self.ledger.conn,
-                        dataset,
+                        &file.table,
                         &file.cols,
                         keyed,
                         id,
@@ -550,50 +562,112 @@ impl Writer<'_> {
         }
     }
 
-    /// Takes a file's column list: creates or grows the table, and applies the drift policy of
-    /// an untyped dataset (a typed one was checked by the worker against its declaration).
+    /// Takes a file's column list: finds (or decides, through the registry) the table and the
+    /// column each of the file's columns lands in, creates or grows the table, and applies the
+    /// drift policy of an untyped dataset (a typed one was checked by the worker against its
+    /// declaration). A column stored under another name than the file's is reported on the file.
     fn columns(
         &mut self,
         spec: &DatasetSpec,
-        defs: &[ColumnDef],
+        cols: &Columns,
         now: &str,
         file: &mut FileStore,
     ) -> Result<Result<(), Reject>> {
         let conn = &self.ledger.conn;
-        let existing: Vec<String> = self
-            .tables
-            .columns(conn, &spec.name)?
-            .into_iter()
-            .filter(|c| !SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(c)))
-            .collect();
+        let dataset = spec.name.as_str();
+        let table = match self.registry.table(conn, dataset)? {
+            Some(t) => t,
+            None => self.registry.create_table(conn, dataset, now)?,
+        };
+        let existing = self.tables.columns(conn, &table)?;
+        let data_columns = existing
+            .iter()
+            .filter(|(l, _)| !SYSTEM_COLUMNS.contains(&l.as_str()))
+            .count();
         if file.before.is_none() {
-            file.before = Some(existing.clone());
+            file.before = Some(
+                existing
+                    .iter()
+                    .filter(|(l, _)| !SYSTEM_COLUMNS.contains(&l.as_str()))
+                    .map(|(_, c)| c.clone())
+                    .collect(),
+            );
         }
-        let has = |name: &str| existing.iter().any(|e| e.eq_ignore_ascii_case(name));
-        let mut cols = Vec::with_capacity(defs.len());
-        let mut add: Vec<ColumnDef> = Vec::new();
+        // Declared columns own their names; a file column never takes one.
+        let mut reserved: HashSet<String> =
+            spec.columns.iter().map(|c| c.name.to_lowercase()).collect();
+        let mut mapped = Vec::with_capacity(cols.defs.len());
+        let mut create: Vec<NewColumn> = Vec::new();
         let mut refused = Vec::new();
-        for d in defs {
-            file.seen.insert(d.name.to_lowercase());
-            let new = !existing.is_empty() && !has(&d.name);
+        let mut renamed = Vec::new();
+        for d in &cols.defs {
+            let key = match &d.source {
+                ColumnSource::Declared(name) => {
+                    if !existing.contains_key(&name.to_lowercase()) {
+                        create.push(NewColumn {
+                            name: name.clone(),
+                            ty: d.ty,
+                        });
+                    }
+                    file.seen.insert(name.to_lowercase());
+                    mapped.push(Some(name.clone()));
+                    continue;
+                }
+                ColumnSource::File(key) => key,
+            };
+            if let Some(col) = self.registry.column(conn, dataset, key)? {
+                let lower = col.to_lowercase();
+                if !existing.contains_key(&lower) && reserved.insert(lower.clone()) {
+                    create.push(NewColumn {
+                        name: col.clone(),
+                        ty: ColType::String,
+                    });
+                }
+                if col != key.name {
+                    renamed.push(rename_warning(key, &col));
+                }
+                file.seen.insert(lower);
+                mapped.push(Some(col));
+                continue;
+            }
+            // A column this dataset has never stored from a file.
+            let adopt = self
+                .registry
+                .adoptable(conn, dataset, key, &existing, &reserved)?;
             let policy = if spec.typed() {
                 Policy::Add
             } else {
                 spec.on_new_column
             };
-            match (new, policy) {
+            let new_to_table = data_columns > 0 && !adopt;
+            match (new_to_table, policy) {
                 (true, Policy::Fail) => {
-                    refused.push(d.name.clone());
-                    cols.push(None);
+                    refused.push(key);
+                    mapped.push(None);
                 }
-                (true, Policy::Ignore) => cols.push(None),
+                (true, Policy::Ignore) => mapped.push(None),
                 _ => {
-                    add.push(d.clone());
-                    cols.push(Some(d.name.clone()));
+                    let (col, new) = self
+                        .registry
+                        .assign_column(conn, dataset, key, &existing, &reserved, now)?;
+                    reserved.insert(col.to_lowercase());
+                    if new {
+                        create.push(NewColumn {
+                            name: col.clone(),
+                            ty: ColType::String,
+                        });
+                    }
+                    if col != key.name {
+                        renamed.push(rename_warning(key, &col));
+                    }
+                    file.seen.insert(col.to_lowercase());
+                    mapped.push(Some(col));
                 }
             }
         }
         if !refused.is_empty() {
+            let described: Vec<String> = refused.iter().map(|k| k.describe()).collect();
+            let names: Vec<&str> = refused.iter().map(|k| k.name.as_str()).collect();
             return Ok(Err(Reject::new(
                 Kind::SchemaNewColumn,
                 Stage::Validate,
@@ -601,28 +675,25 @@ impl Writer<'_> {
                     "the file has column{} {} that dataset {:?} does not have \
                      (on_new_column = fail)",
                     plural(refused.len()),
-                    name_list(&refused),
+                    described.join(", "),
                     spec.name
                 ),
             )
-            .in_field(refused.join(", "))));
+            .in_field(names.join(", "))));
         }
-        if !spec.key.is_empty() {
-            add.push(ColumnDef {
-                name: "_key".into(),
-                sql_type: "INTEGER",
-            });
+        if data_columns + create.len() > MAX_DATA_COLUMNS {
+            return Ok(Err(too_many_columns(data_columns + create.len())));
         }
-        self.tables.ensure(conn, &spec.name, &add, now)?;
-        file.key_cols = spec
-            .key
-            .iter()
-            .map(|k| {
-                cols.iter()
-                    .position(|c| c.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(k)))
-            })
-            .collect();
-        file.cols = cols;
+        self.tables
+            .ensure(conn, &table, &create, !spec.key.is_empty())?;
+        for w in renamed {
+            if !file.warnings.contains(&w) {
+                file.warnings.push(w);
+            }
+        }
+        file.key_cols = cols.key.clone();
+        file.cols = mapped;
+        file.table = table;
         Ok(Ok(()))
     }
 
@@ -787,19 +858,43 @@ fn is_fatal(e: &anyhow::Error) -> bool {
     }
 }
 
+/// Why a file column is stored under another name than its own, as a sentence for the ledger.
+fn rename_warning(key: &ColumnKey, col: &str) -> String {
+    let why = if key.name.is_empty() {
+        "its header is blank"
+    } else if key.occurrence > 1 {
+        "the header names it more than once"
+    } else if key.name.len() > MAX_NAME {
+        "the name is longer than 63 bytes"
+    } else if SYSTEM_COLUMNS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(&key.name))
+    {
+        "ferry keeps that name for itself"
+    } else {
+        "the dataset has another column of that name (names that differ in case are different \
+         columns)"
+    };
+    format!("column {} is stored as {col:?}: {why}", key.describe())
+}
+
 /// What the writer tracks about the file it is storing.
 #[derive(Default)]
 struct FileStore {
+    /// The dataset's table.
+    table: String,
     /// Per chunk cell: the table column it goes to (`None`: dropped by policy).
     cols: Vec<Option<String>>,
     /// Per key column: its chunk cell.
     key_cols: Vec<Option<usize>>,
     /// The table's data columns before this file (untyped drift).
     before: Option<Vec<String>>,
-    /// Lowercased names of every column the file has shown.
-    seen: std::collections::HashSet<String>,
+    /// Lowercased names of every table column the file has shown.
+    seen: HashSet<String>,
     stored: u64,
     duplicates: u64,
+    /// What the file was stored with that a reader should know (renamed columns).
+    warnings: Vec<String>,
 }
 
 /// Key hashes are already well mixed: use them as their own hash.
@@ -1005,7 +1100,7 @@ fn same_key_in_chunk(chunk: &Chunk, key_cols: &[Option<usize>], a: usize, b: usi
 fn same_key_stored(
     conn: &Connection,
     table: &str,
-    key_names: &[String],
+    key_names: &[&str],
     key_cols: &[Option<usize>],
     id: i64,
     chunk: &Chunk,

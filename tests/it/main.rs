@@ -6,6 +6,7 @@
 mod harness;
 
 mod crash;
+mod edges;
 mod export;
 mod formats;
 mod model;
