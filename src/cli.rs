@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Create the spool if the root named by --root (or the config) is not one yet
+    #[arg(long)]
+    pub init: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +182,10 @@ pub struct WatchArgs {
     /// [default: watch.metrics]
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// Create the spool if the root named by --root (or the config) is not one yet
+    #[arg(long)]
+    pub init: bool,
 }
 
 #[derive(Debug, Args)]

@@ -140,7 +140,21 @@ pub struct Config {
     pub small_file: u64,
     /// `ferry watch` settings (flags override them).
     pub watch: WatchSettings,
+    /// Whether the spool root was named (flag, environment, config) rather than the default: a
+    /// named root that is not a spool is a mistake to report, not a spool to create.
+    pub root_named: bool,
+    /// Files that match no configured dataset wait with a reason instead of becoming datasets
+    /// of their own (`strict_datasets = true`).
+    pub strict_datasets: bool,
+    /// Things in the config that are valid but probably not what was meant (a `match` that
+    /// looks like a regex, a dataset no file can reach). `config check` prints them; `run` and
+    /// `watch` log them.
+    pub warnings: Vec<String>,
 }
+
+/// Bounds of numeric settings: a value outside is a config error, not a crash later.
+const MAX_WORKERS: usize = 256;
+const MAX_ATTEMPTS: u32 = 100;
 
 /// The daemon's discovery and operations settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,13 +176,16 @@ impl Config {
                 let r = root
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
-                Some(r.join("ferry.toml")).filter(|p| p.is_file())
+                // Present means used: a `ferry.toml` that is a folder (or a FIFO) is an error,
+                // never silently skipped.
+                Some(r.join("ferry.toml")).filter(|p| p.symlink_metadata().is_ok())
             }
         };
         let (raw, text) = match &file {
             Some(p) => read_raw(p)?,
             None => (RawConfig::default(), String::new()),
         };
+        let root_named = root.is_some() || raw.root.is_some();
         let root = root
             .map(Path::to_path_buf)
             .or(raw.root.clone())
@@ -204,13 +221,45 @@ impl Config {
             datasets.push(Arc::new(d.resolve(&text).map_err(at)?));
         }
 
-        let workers = raw
-            .workers
-            .filter(|&w| w > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let bad = |key: &str, why: String| ConfigError(format!("{}: {key}: {why}", show(&file)));
+        let workers = match raw.workers {
+            None | Some(0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            Some(w) if w <= MAX_WORKERS => w,
+            Some(w) => {
+                return Err(bad(
+                    "workers",
+                    format!("{w} is more than {MAX_WORKERS} (0 means one per CPU)"),
+                ))
+            }
+        };
+        let max_attempts = match raw.max_attempts {
+            None => 5,
+            Some(n) if (1..=MAX_ATTEMPTS).contains(&n) => n,
+            Some(n) => {
+                return Err(bad(
+                    "max_attempts",
+                    format!("{n} is not between 1 and {MAX_ATTEMPTS}"),
+                ))
+            }
+        };
+        let within = |key: &str, d: Duration, lo: Duration, hi: Duration| {
+            if d < lo || d > hi {
+                Err(bad(key, format!("{d:?} is not between {lo:?} and {hi:?}")))
+            } else {
+                Ok(d)
+            }
+        };
+        let day = Duration::from_secs(86_400);
+        within("ready.settle", settle, Duration::ZERO, day)?;
+        let rescan = raw.watch.rescan.map_or(Duration::from_secs(30), |d| d.0);
+        within("watch.rescan", rescan, Duration::from_millis(100), day)?;
+        let poll = raw.watch.poll.map(|d| d.0).filter(|d| !d.is_zero());
+        if let Some(p) = poll {
+            within("watch.poll", p, Duration::from_millis(10), day)?;
+        }
         let watch = WatchSettings {
-            rescan: raw.watch.rescan.map_or(Duration::from_secs(30), |d| d.0),
-            poll: raw.watch.poll.map(|d| d.0).filter(|d| !d.is_zero()),
+            rescan,
+            poll,
             metrics: match raw.watch.metrics.as_deref().filter(|m| !m.is_empty()) {
                 None => None,
                 Some(m) => Some(m.parse().map_err(|e| {
@@ -221,38 +270,175 @@ impl Config {
                 })?),
             },
         };
+        let warnings = pattern_warnings(&datasets);
         Ok(Config {
             file,
             spool,
             rules,
             workers,
-            max_attempts: raw.max_attempts.unwrap_or(5).max(1),
+            max_attempts,
             datasets,
             small_file: 4 << 20,
             watch,
+            root_named,
+            strict_datasets: raw.strict_datasets.unwrap_or(false),
+            warnings,
         })
     }
 
     /// The dataset a file belongs to: the first configured dataset whose `match` glob matches
-    /// its path, else the zero-config dataset named after its first folder (`default` at the top).
-    pub fn dataset_for(&self, rel: &RelPath) -> Arc<DatasetSpec> {
+    /// its path, else the dataset named after its first folder (`default` at the top): the
+    /// configured one of that name, or a zero-config one — unless `strict_datasets`, where a
+    /// file no configured dataset takes has none (`None`).
+    pub fn dataset_for(&self, rel: &RelPath) -> Option<Arc<DatasetSpec>> {
         let path = rel.display();
         for d in &self.datasets {
             if d.matcher.as_ref().is_some_and(|m| m.is_match(&path)) {
-                return d.clone();
+                return Some(d.clone());
             }
         }
         let name = rel.first_dir().unwrap_or_else(|| "default".to_string());
-        self.dataset_named(&name)
-    }
-
-    /// A dataset by name: the configured one, else the zero-config one.
-    pub fn dataset_named(&self, name: &str) -> Arc<DatasetSpec> {
         match self.datasets.iter().find(|d| d.name == name) {
-            Some(d) => d.clone(),
-            None => Arc::new(DatasetSpec::implied(name)),
+            Some(d) => Some(d.clone()),
+            None if self.strict_datasets => None,
+            None => Some(Arc::new(DatasetSpec::implied(&name))),
         }
     }
+
+    /// What holds a file back for config reasons: no dataset takes it (`strict_datasets`).
+    pub fn hold(&self, rel: &RelPath) -> Option<crate::discover::Hold> {
+        self.dataset_for(rel)
+            .is_none()
+            .then_some(crate::discover::Hold::NoDataset)
+    }
+}
+
+/// Globs that look like regular expressions, and datasets whose files an earlier dataset takes.
+fn pattern_warnings(datasets: &[Arc<DatasetSpec>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (j, d) in datasets.iter().enumerate() {
+        if let Some(p) = &d.pattern {
+            if looks_like_regex(p) {
+                out.push(format!(
+                    "dataset {:?}: match = {p:?} looks like a regular expression, but match is a \
+                     glob (`*` any name, `**` any folders, `?` one character, `{{a,b}}` either): \
+                     for example \"orders/**/*.csv\"",
+                    d.name
+                ));
+            }
+        }
+        let samples = sample_paths(d);
+        if samples.is_empty() {
+            continue;
+        }
+        for earlier in &datasets[..j] {
+            let Some(m) = &earlier.matcher else { continue };
+            if samples.iter().all(|s| m.is_match(s)) {
+                out.push(format!(
+                    "dataset {:?} can never take a file: dataset {:?} comes first and its match \
+                     = {:?} takes every path that {} (put the more specific dataset first)",
+                    d.name,
+                    earlier.name,
+                    earlier.pattern.as_deref().unwrap_or(""),
+                    match &d.pattern {
+                        Some(p) => format!("match = {p:?} takes"),
+                        None => format!("the folder {:?} holds", d.name),
+                    }
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Whether a glob reads like a regular expression (anchors, escapes, `+`, alternation).
+fn looks_like_regex(p: &str) -> bool {
+    p.starts_with('^')
+        || p.ends_with('$')
+        || [
+            "\\d", "\\w", "\\s", "\\.", ".+", ".*$", "(?", ")*", ")+", "]+", "]*",
+        ]
+        .iter()
+        .any(|s| p.contains(s))
+        || (p.contains('(') && p.contains('|'))
+}
+
+/// Paths a dataset's files could have: its glob with wildcards filled in, or its folder.
+fn sample_paths(d: &DatasetSpec) -> Vec<String> {
+    match &d.pattern {
+        None => ["csv", "json", "ndjson", "tsv", "csv.gz", "txt"]
+            .iter()
+            .flat_map(|ext| {
+                [
+                    format!("{}/f.{ext}", d.name),
+                    format!("{}/sub/f.{ext}", d.name),
+                ]
+            })
+            .collect(),
+        Some(p) => expand_glob(p, 64),
+    }
+}
+
+/// Concrete paths a glob matches (a few per wildcard), at most `max`.
+fn expand_glob(p: &str, max: usize) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        let options: Vec<String> = match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                if chars.peek() == Some(&'/') {
+                    chars.next();
+                    vec![String::new(), "a/".into(), "a/b/".into()]
+                } else {
+                    vec!["x".into(), "a/x".into()]
+                }
+            }
+            '*' => vec!["x".into(), "data.2".into()],
+            '?' => vec!["x".into()],
+            '[' => {
+                let mut class = String::new();
+                for c in chars.by_ref() {
+                    if c == ']' && !class.is_empty() {
+                        break;
+                    }
+                    class.push(c);
+                }
+                match class.strip_prefix(['!', '^']) {
+                    Some(_) => vec!["\u{1}".into()],
+                    None => vec![class.chars().next().unwrap_or('x').to_string()],
+                }
+            }
+            '{' => {
+                let mut alt = String::new();
+                let mut depth = 1;
+                for c in chars.by_ref() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    alt.push(c);
+                }
+                alt.split(',').map(String::from).collect()
+            }
+            '\\' => vec![chars.next().map(String::from).unwrap_or_default()],
+            c => vec![c.to_string()],
+        };
+        out = out
+            .iter()
+            .flat_map(|prefix| options.iter().map(move |o| format!("{prefix}{o}")))
+            .take(max)
+            .collect();
+    }
+    out.retain(|s| !s.is_empty() && Glob::new(p).is_ok_and(|g| g.compile_matcher().is_match(s)));
+    out
 }
 
 fn show(file: &Option<PathBuf>) -> String {
@@ -269,8 +455,9 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 fn read_raw(path: &Path) -> Result<(RawConfig, String), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{}: cannot read the config: {e}", path.display())))?;
+    let text = crate::fsio::open_regular(path)
+        .and_then(std::io::read_to_string)
+        .map_err(|e| ConfigError(format!("cannot read the config: {e}")))?;
     let raw = parse_raw(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
     Ok((raw, text))
 }
@@ -299,6 +486,7 @@ struct RawConfig {
     incoming: Option<PathBuf>,
     workers: Option<usize>,
     max_attempts: Option<u32>,
+    strict_datasets: Option<bool>,
     #[serde(default)]
     ready: RawReady,
     #[serde(default)]
@@ -951,10 +1139,53 @@ mod tests {
             ..Config::load(Some(Path::new("/nonexistent-root")), None).unwrap()
         };
         let rel = |p: &str| RelPath::from_relative(Path::new(p)).unwrap();
-        let d = cfg.dataset_for(&rel("fleet/2026/a.csv"));
+        let d = cfg.dataset_for(&rel("fleet/2026/a.csv")).unwrap();
         assert_eq!(d.name, "vehicles");
         assert_eq!(d.options.delimiter, Some(b';'));
-        assert_eq!(cfg.dataset_for(&rel("sales/a.csv")).name, "sales");
-        assert_eq!(cfg.dataset_for(&rel("a.csv")).name, "default");
+        assert_eq!(cfg.dataset_for(&rel("sales/a.csv")).unwrap().name, "sales");
+        assert_eq!(cfg.dataset_for(&rel("a.csv")).unwrap().name, "default");
+        let strict = Config {
+            strict_datasets: true,
+            ..cfg
+        };
+        assert!(strict.dataset_for(&rel("sales/a.csv")).is_none());
+        assert!(strict.dataset_for(&rel("fleet/x/a.csv")).is_some());
+    }
+
+    #[test]
+    fn regex_looking_and_shadowed_patterns_are_warned_about() {
+        let raw = parse_raw(
+            "[[dataset]]\nname = \"all\"\nmatch = \"**/*.csv\"\n\n\
+             [[dataset]]\nname = \"orders\"\nmatch = \"orders/*.csv\"\n\n\
+             [[dataset]]\nname = \"re\"\nmatch = \"^orders_.*\\\\.json$\"\n\n\
+             [[dataset]]\nname = \"json\"\nmatch = \"**/*.{json,ndjson}\"\n\n\
+             [[dataset]]\nname = \"vehicles\"\n",
+        )
+        .unwrap();
+        let datasets: Vec<Arc<DatasetSpec>> = raw
+            .datasets
+            .iter()
+            .map(|d| Arc::new(d.get_ref().resolve("").unwrap()))
+            .collect();
+        let w = pattern_warnings(&datasets);
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].contains("\"orders\" can never take a file"),
+            "{}",
+            w[0]
+        );
+        assert!(
+            w[1].contains("\"re\"") && w[1].contains("regular expression"),
+            "{}",
+            w[1]
+        );
+        // A folder-named dataset is shadowed only if every kind of file in it is taken.
+        assert!(!w.iter().any(|x| x.contains("\"vehicles\"")));
+        for glob in ["*.csv", "orders.*", "data/{a,b}/*.json", "x[0-9]?.tsv"] {
+            assert!(!looks_like_regex(glob), "{glob}");
+        }
+        for re in ["^a.csv", r"a\.csv", "a.csv$", "(a|b).csv", "a.+"] {
+            assert!(looks_like_regex(re), "{re}");
+        }
     }
 }

@@ -134,10 +134,19 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hold {
     Hidden,
-    TempName { pattern: String },
+    TempName {
+        pattern: String,
+    },
     IsMarker,
-    NoMarker { marker: String },
-    Settling { quiet: Duration, settle: Duration },
+    NoMarker {
+        marker: String,
+    },
+    Settling {
+        quiet: Duration,
+        settle: Duration,
+    },
+    /// No configured dataset takes it, and the config says `strict_datasets = true`.
+    NoDataset,
 }
 
 impl Hold {
@@ -149,6 +158,7 @@ impl Hold {
             Hold::IsMarker => "done_marker",
             Hold::NoMarker { .. } => "no_done_marker",
             Hold::Settling { .. } => "settling",
+            Hold::NoDataset => "no_dataset",
         }
     }
 }
@@ -165,6 +175,11 @@ impl fmt::Display for Hold {
                 "still changing: quiet for {} ms, needs {} ms",
                 quiet.as_millis(),
                 settle.as_millis()
+            ),
+            Hold::NoDataset => write!(
+                f,
+                "no configured dataset takes it (strict_datasets = true); add a dataset whose \
+                 match takes it"
             ),
         }
     }
@@ -337,10 +352,6 @@ impl Readiness {
             complete: None,
         });
         s.complete = Some(stamp);
-    }
-
-    pub fn forget(&mut self, path: &Path) {
-        self.seen.remove(path);
     }
 
     /// Drops what is no longer present.

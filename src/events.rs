@@ -18,7 +18,12 @@ pub enum Event<'a> {
         id: i64,
         dataset: &'a str,
         records: u64,
+        /// Records set aside within `max_bad_records`.
         rejected: u64,
+        /// Records not stored because their key was already stored.
+        duplicate_records: u64,
+        /// What the file was stored with that a reader should know (renamed columns).
+        warnings: &'a [String],
         bytes: u64,
         /// From claim (or first read) to commit.
         latency: Duration,
@@ -43,6 +48,9 @@ pub enum Event<'a> {
     Released { path: &'a str },
     /// The file could not be read (permissions, …); it is left where it is.
     Left { path: &'a str, why: &'a str },
+    /// The file's outcome is committed, but it could not be moved to its place (or its
+    /// quarantine copy written); it waits for the next run.
+    Unplaced { path: &'a str, why: &'a str },
 }
 
 /// Counts per dataset in a summary.
@@ -51,7 +59,18 @@ pub struct DatasetTally {
     pub files: u64,
     pub records: u64,
     pub rejected: u64,
+    pub duplicate_records: u64,
 }
+
+/// A file and a sentence about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Note {
+    pub path: String,
+    pub what: String,
+}
+
+/// The most notes a summary keeps of each list (the counts are always complete).
+pub const MAX_NOTES: usize = 100;
 
 /// What a run (or a daemon, so far) did.
 #[derive(Debug, Default, Clone, Serialize, PartialEq)]
@@ -61,11 +80,70 @@ pub struct Summary {
     pub quarantined: u64,
     pub unchanged: u64,
     pub released: u64,
+    /// Files that could not be read and were left where they are.
     pub left: u64,
+    /// Files whose outcome is recorded but that could not be moved to their place.
+    pub unplaced: u64,
     pub records: u64,
     pub rejected_records: u64,
+    pub duplicate_records: u64,
     pub bytes: u64,
+    /// Ingested files with records set aside, duplicate keys or warnings, and what.
+    pub losses: Vec<Note>,
+    /// Files an operator must look at (left unread, not placed), and why.
+    pub problems: Vec<Note>,
     pub datasets: BTreeMap<String, DatasetTally>,
+}
+
+impl Summary {
+    /// Files finished one way or another (or left), for "N files" lines.
+    pub fn files(&self) -> u64 {
+        self.ingested
+            + self.duplicate
+            + self.quarantined
+            + self.unchanged
+            + self.released
+            + self.left
+    }
+
+    /// Adds another summary's counts (a run made of several pipelines).
+    pub fn absorb(&mut self, o: Summary) {
+        self.ingested += o.ingested;
+        self.duplicate += o.duplicate;
+        self.quarantined += o.quarantined;
+        self.unchanged += o.unchanged;
+        self.released += o.released;
+        self.left += o.left;
+        self.unplaced += o.unplaced;
+        self.records += o.records;
+        self.rejected_records += o.rejected_records;
+        self.duplicate_records += o.duplicate_records;
+        self.bytes += o.bytes;
+        note_all(&mut self.losses, o.losses);
+        note_all(&mut self.problems, o.problems);
+        for (name, t) in o.datasets {
+            let d = self.datasets.entry(name).or_default();
+            d.files += t.files;
+            d.records += t.records;
+            d.rejected += t.rejected;
+            d.duplicate_records += t.duplicate_records;
+        }
+    }
+}
+
+fn note(list: &mut Vec<Note>, path: &str, what: String) {
+    if list.len() < MAX_NOTES {
+        list.push(Note {
+            path: path.to_string(),
+            what,
+        });
+    }
+}
+
+fn note_all(list: &mut Vec<Note>, more: Vec<Note>) {
+    for n in more {
+        note(list, &n.path, n.what);
+    }
 }
 
 /// Process-wide counters for `/metrics`.
@@ -77,6 +155,11 @@ pub struct Counters {
     pub released: AtomicU64,
     pub left: AtomicU64,
     pub records: AtomicU64,
+    /// Records set aside within `max_bad_records`.
+    pub rejected_records: AtomicU64,
+    /// Records not stored because their key was already stored.
+    pub duplicate_records: AtomicU64,
+    pub unplaced: AtomicU64,
     pub bytes: AtomicU64,
     /// Unix milliseconds of the last ingested file.
     pub last_success_ms: AtomicI64,
@@ -113,29 +196,63 @@ impl Event<'_> {
                 dataset,
                 records,
                 rejected,
+                duplicate_records,
+                warnings,
                 bytes,
                 latency,
             } => {
-                tracing::info!(
-                    path,
-                    id,
-                    dataset,
-                    records,
-                    rejected,
-                    bytes,
-                    latency_ms = latency.as_millis() as u64,
-                    "file ingested"
-                );
+                let mut losses = Vec::new();
+                if rejected > 0 {
+                    losses.push(format!(
+                        "{rejected} record{} set aside (see its .rejects.ndjson)",
+                        crate::reject::plural(rejected as usize)
+                    ));
+                }
+                if duplicate_records > 0 {
+                    losses.push(format!(
+                        "{duplicate_records} record{} not stored: key already stored",
+                        crate::reject::plural(duplicate_records as usize)
+                    ));
+                }
+                losses.extend(warnings.iter().cloned());
+                if losses.is_empty() {
+                    tracing::info!(
+                        path,
+                        id,
+                        dataset,
+                        records,
+                        bytes,
+                        latency_ms = latency.as_millis() as u64,
+                        "file ingested"
+                    );
+                } else {
+                    tracing::warn!(
+                        path,
+                        id,
+                        dataset,
+                        records,
+                        rejected,
+                        duplicate_records,
+                        "file ingested, but not as sent: {}",
+                        losses.join("; ")
+                    );
+                    note(&mut summary.losses, path, losses.join("; "));
+                }
                 summary.ingested += 1;
                 summary.records += records;
                 summary.rejected_records += rejected;
+                summary.duplicate_records += duplicate_records;
                 summary.bytes += bytes;
                 let d = summary.datasets.entry(dataset.to_string()).or_default();
                 d.files += 1;
                 d.records += records;
                 d.rejected += rejected;
+                d.duplicate_records += duplicate_records;
                 c.ingested.fetch_add(1, Ordering::Relaxed);
                 c.records.fetch_add(records, Ordering::Relaxed);
+                c.rejected_records.fetch_add(rejected, Ordering::Relaxed);
+                c.duplicate_records
+                    .fetch_add(duplicate_records, Ordering::Relaxed);
                 c.bytes.fetch_add(bytes, Ordering::Relaxed);
                 c.last_success_ms
                     .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
@@ -209,7 +326,14 @@ impl Event<'_> {
             Event::Left { path, why } => {
                 tracing::error!(path, why, "file cannot be read; left where it is");
                 summary.left += 1;
+                note(&mut summary.problems, path, format!("left unread: {why}"));
                 c.left.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Unplaced { path, why } => {
+                tracing::error!(path, why, "the file's outcome is recorded, but it could not be put in its place; the next run does it");
+                summary.unplaced += 1;
+                note(&mut summary.problems, path, format!("not placed: {why}"));
+                c.unplaced.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -22,8 +22,9 @@
 //! deletes records), so "ids after the watermark" is exactly "records not yet exported".
 
 use crate::config::ConfigError;
+use crate::fsio;
 use crate::ledger::{self, tables::ident, Ledger};
-use crate::spool::{self, Spool};
+use crate::spool::Spool;
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::bounded;
 use rusqlite::types::ValueRef;
@@ -36,8 +37,6 @@ use std::path::{Path, PathBuf};
 
 /// The columns every dataset table has that are ferry's bookkeeping, not the partner's data.
 const INTERNAL: &[&str] = &["_id", "_file_id", "_line", "_key"];
-/// Suffix of temp files in a target folder (hidden: the name starts with a dot).
-const TEMP_SUFFIX: &str = ".ferry-tmp";
 /// Encoded bytes handed to the file-writing thread at a time.
 const BUFFER: usize = 1 << 20;
 
@@ -235,7 +234,7 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
     let ledger = Ledger::open(&spool.db)?;
     let conn = &ledger.conn;
     let table = table_of(conn, &req.dataset).context("looking up the dataset")?;
-    let _lock = spool::try_lock_file(&lock_path(spool, &req.dataset, &req.target))
+    let _lock = fsio::try_lock_file(&lock_path(spool, &req.dataset, &req.target))
         .context("taking the export lock")?
         .ok_or_else(|| Busy {
             dataset: req.dataset.clone(),
@@ -243,6 +242,16 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
         })?;
     fs::create_dir_all(&req.dir)
         .with_context(|| format!("creating the target folder {}", req.dir.display()))?;
+    if let Some(other) = other_target_in(conn, req)? {
+        return Err(ConfigError(format!(
+            "{} is already the folder of target {other:?} of dataset {:?}: two targets in one \
+             folder would write the same records twice. Use --target {other:?}, or another \
+             folder",
+            req.dir.display(),
+            req.dataset
+        ))
+        .into());
+    }
     let removed = remove_stray_temps(&req.dir, &req.dataset)?;
     conn.execute(
         "INSERT INTO exports (dataset, target, dir, created_at) VALUES (?1, ?2, ?3, ?4)
@@ -270,9 +279,9 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
         else {
             break;
         };
-        injected_death("planned");
+        crate::faults::export_die("planned");
         let written = write_batch(conn, &table, req, &plan)?;
-        injected_death("written");
+        crate::faults::export_die("written");
         commit_batch(conn, req, &plan, &written)
             .with_context(|| format!("recording batch {} as exported", plan.name))?;
         tracing::info!(
@@ -295,7 +304,7 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
             bytes: written.bytes,
             resumed,
         });
-        injected_pause();
+        crate::faults::export_pause();
     }
     summary.watermark = conn.query_row(
         "SELECT watermark FROM exports WHERE dataset = ?1 AND target = ?2",
@@ -303,6 +312,21 @@ pub fn export(spool: &Spool, req: &Request) -> Result<Summary> {
         |r| r.get(0),
     )?;
     Ok(summary)
+}
+
+/// Another target of the dataset that writes into the request's folder (compared as canonical
+/// paths), if any.
+fn other_target_in(conn: &Connection, req: &Request) -> Result<Option<String>> {
+    let mut stmt = conn.prepare("SELECT target, dir FROM exports WHERE dataset = ?1")?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map([&req.dataset], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let here = req.dir.canonicalize().unwrap_or_else(|_| req.dir.clone());
+    Ok(rows.into_iter().find_map(|(target, dir)| {
+        let dir = Path::new(&dir);
+        let same = dir.canonicalize().map_or(dir == here, |d| d == here);
+        (same && target != req.target).then_some(target)
+    }))
 }
 
 /// Removes temp files left in a target folder by an interrupted export of this dataset: hidden,
@@ -314,13 +338,16 @@ fn remove_stray_temps(dir: &Path, dataset: &str) -> Result<u64> {
         let e = e?;
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) && e.file_type()?.is_file() {
+        if name.starts_with(&prefix)
+            && name.ends_with(fsio::TEMP_SUFFIX)
+            && e.file_type()?.is_file()
+        {
             fs::remove_file(e.path())?;
             n += 1;
         }
     }
     if n > 0 {
-        spool::sync_dir(dir)?;
+        fsio::sync_dir(dir)?;
     }
     Ok(n)
 }
@@ -479,15 +506,11 @@ struct Written {
     bytes: u64,
 }
 
-fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()))
-}
-
 /// Writes the data file, its manifest and its done marker, each visible only when complete.
 fn write_batch(conn: &Connection, table: &str, req: &Request, plan: &Plan) -> Result<Written> {
     let dir = &req.dir;
     let final_path = dir.join(&plan.name);
-    let tmp = temp_path(dir, &plan.name);
+    let tmp = fsio::temp_path(dir, plan.name.as_ref());
     let written = write_data(conn, table, plan, &tmp)
         .with_context(|| format!("writing {}", final_path.display()));
     let written = match written {
@@ -498,8 +521,8 @@ fn write_batch(conn: &Connection, table: &str, req: &Request, plan: &Plan) -> Re
         }
     };
     fs::rename(&tmp, &final_path)?;
-    spool::sync_dir(dir)?;
-    injected_death("data");
+    fsio::sync_dir(dir)?;
+    crate::faults::export_die("data");
 
     let manifest = Manifest {
         dataset: &req.dataset,
@@ -518,24 +541,10 @@ fn write_batch(conn: &Connection, table: &str, req: &Request, plan: &Plan) -> Re
     };
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
-    write_file_atomic(dir, &format!("{}.manifest.json", plan.name), &json)?;
-    write_file_atomic(dir, &format!("{}.done", plan.name), b"")?;
-    spool::sync_dir(dir)?;
+    fsio::write_atomic(&dir.join(format!("{}.manifest.json", plan.name)), &json)?;
+    fsio::write_atomic(&dir.join(format!("{}.done", plan.name)), b"")?;
+    fsio::sync_dir(dir)?;
     Ok(written)
-}
-
-fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(dir, name);
-    let r = (|| -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(name))
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.with_context(|| format!("writing {}", dir.join(name).display()))
 }
 
 /// Counts and hashes what goes into the file.
@@ -838,35 +847,6 @@ pub fn targets(conn: &Connection) -> Result<Vec<TargetStatus>> {
     }
     Ok(out)
 }
-
-/// Test builds only: `FERRY_TEST_EXPORT_PAUSE_MS` sleeps after each committed batch, so tests
-/// can catch an export in the middle.
-#[cfg(debug_assertions)]
-fn injected_pause() {
-    if let Some(ms) = std::env::var("FERRY_TEST_EXPORT_PAUSE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
-}
-
-#[cfg(not(debug_assertions))]
-fn injected_pause() {}
-
-/// Test builds only: `FERRY_TEST_EXPORT_DIE=<point>` ends the process abruptly (as `kill -9`
-/// would) at that point of the first batch: `planned`, `data` (data file renamed, no manifest
-/// yet) or `written` (everything on disk, watermark not moved).
-#[cfg(debug_assertions)]
-fn injected_death(point: &str) {
-    if std::env::var("FERRY_TEST_EXPORT_DIE").is_ok_and(|p| p == point) {
-        // SAFETY: `_exit` ends the process without running anything else, like a kill.
-        unsafe { libc::_exit(137) };
-    }
-}
-
-#[cfg(not(debug_assertions))]
-fn injected_death(_: &str) {}
 
 #[cfg(test)]
 mod tests {

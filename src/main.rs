@@ -1,6 +1,7 @@
 //! The `ferry` binary: parse arguments, set up logging, run a command, map its outcome to an
 //! exit code (0 done, 1 fatal error, 2 bad usage or config, 3 done but files were quarantined,
-//! 4 refused because another process holds the lock, e.g. an export to the same target).
+//! 4 refused because another process holds the lock, e.g. an export to the same target,
+//! 5 done but files were left where they are (unreadable, or not placed), 130 interrupted).
 
 use clap::Parser;
 use ferry::cli::Cli;
@@ -25,13 +26,13 @@ fn main() -> ExitCode {
     match ferry::cmd::dispatch(&cli) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(e) => {
-            if e.downcast_ref::<ConfigError>().is_some() {
-                eprintln!("ferry: {e}");
-                ExitCode::from(2)
+            // The whole chain, always: "looking up the dataset: no dataset named …".
+            eprintln!("ferry: error: {e:#}");
+            ExitCode::from(if e.downcast_ref::<ConfigError>().is_some() {
+                2
             } else {
-                eprintln!("ferry: error: {e:#}");
-                ExitCode::from(1)
-            }
+                1
+            })
         }
     }
 }

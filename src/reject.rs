@@ -71,6 +71,9 @@ pub enum Kind {
     IoRead,
     /// The ledger could not be written for this file after every attempt.
     IoStore,
+    /// The file matches no configured dataset and the config says `strict_datasets = true`
+    /// (only for files already claimed; discovery leaves new ones where they are).
+    NoDataset,
     /// A bug in ferry while processing this file; the file is kept for a retry after an upgrade.
     Internal,
     /// ferry stopped (crashed or was killed) `max_attempts` times while this file was in flight:
@@ -107,6 +110,7 @@ impl Kind {
         Kind::TooManyBadRecords,
         Kind::IoRead,
         Kind::IoStore,
+        Kind::NoDataset,
         Kind::Internal,
         Kind::Poison,
     ];
@@ -141,6 +145,7 @@ impl Kind {
             Kind::TooManyBadRecords => "too_many_bad_records",
             Kind::IoRead => "io.read",
             Kind::IoStore => "io.store",
+            Kind::NoDataset => "config.no_dataset",
             Kind::Internal => "internal",
             Kind::Poison => "poison",
         }
@@ -155,7 +160,7 @@ impl Kind {
     pub fn is_content(self) -> bool {
         !matches!(
             self,
-            Kind::IoRead | Kind::IoStore | Kind::Internal | Kind::Poison
+            Kind::IoRead | Kind::IoStore | Kind::NoDataset | Kind::Internal | Kind::Poison
         )
     }
 }

@@ -32,9 +32,18 @@ impl Waiting {
 pub struct RunReport {
     pub source: String,
     pub elapsed_ms: u64,
+    /// A stop was asked for (SIGINT/SIGTERM) before every ready file was taken.
+    pub interrupted: bool,
+    /// Ready files not taken because of the stop (the next run takes them).
+    pub not_taken: u64,
     #[serde(flatten)]
     pub summary: Summary,
     pub waiting: Vec<Waiting>,
+}
+
+/// `1 file`, `2 files`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
 
 /// Groups digits: 1234567 → "1,234,567".
@@ -53,21 +62,34 @@ pub fn thousands(n: u64) -> String {
 impl RunReport {
     pub fn table(&self) -> String {
         let s = &self.summary;
-        let files = s.ingested + s.duplicate + s.quarantined + s.unchanged + s.released + s.left;
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "ferry run: {} files from {} in {:.2} s",
-            thousands(files),
+            "ferry run: {} from {} in {:.2} s",
+            count(s.files(), "file", "files"),
             self.source,
             self.elapsed_ms as f64 / 1000.0
         );
         let _ = writeln!(
             out,
-            "  ingested     {:>8}  {} records",
+            "  ingested     {:>8}  {}",
             thousands(s.ingested),
-            thousands(s.records)
+            count(s.records, "record", "records")
         );
+        if s.rejected_records > 0 {
+            let _ = writeln!(
+                out,
+                "               {:>8}  set aside as bad (within max_bad_records; see quarantine/*.rejects.ndjson)",
+                thousands(s.rejected_records),
+            );
+        }
+        if s.duplicate_records > 0 {
+            let _ = writeln!(
+                out,
+                "               {:>8}  not stored: their key was already stored",
+                thousands(s.duplicate_records),
+            );
+        }
         let _ = writeln!(out, "  duplicate    {:>8}", thousands(s.duplicate));
         let hint = if s.quarantined > 0 {
             "  see: ferry files --state quarantined"
@@ -92,9 +114,43 @@ impl RunReport {
         if s.left > 0 {
             let _ = writeln!(
                 out,
-                "  unreadable   {:>8}  left in place (see the log)",
+                "  unreadable   {:>8}  left where they are; the next run tries again",
                 thousands(s.left)
             );
+        }
+        if s.unplaced > 0 {
+            let _ = writeln!(
+                out,
+                "  not placed   {:>8}  recorded, but still in processing/; the next run places them",
+                thousands(s.unplaced)
+            );
+        }
+        if self.interrupted {
+            let _ = writeln!(
+                out,
+                "  interrupted: stopped taking files ({} ready and not taken); files in flight \
+                 were finished; the next run takes the rest",
+                thousands(self.not_taken)
+            );
+        }
+        if !s.problems.is_empty() {
+            let _ = writeln!(out, "  needs attention:");
+            for n in &s.problems {
+                let _ = writeln!(out, "    {}  ({})", n.path, n.what);
+            }
+        }
+        if !s.losses.is_empty() {
+            let _ = writeln!(out, "  stored, but not as sent:");
+            for n in s.losses.iter().take(10) {
+                let _ = writeln!(out, "    {}  ({})", n.path, n.what);
+            }
+            if s.losses.len() > 10 {
+                let _ = writeln!(
+                    out,
+                    "    … and {} more (--json lists them)",
+                    s.losses.len() - 10
+                );
+            }
         }
         if !self.waiting.is_empty() {
             let _ = writeln!(
@@ -114,16 +170,18 @@ impl RunReport {
             let width = s.datasets.keys().map(|k| k.len()).max().unwrap_or(7).max(7);
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:>8}  {:>12}",
-                "dataset", "files", "records"
+                "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}",
+                "dataset", "files", "records", "rejected", "dup keys"
             );
             for (name, d) in &s.datasets {
                 let _ = writeln!(
                     out,
-                    "  {:<width$}  {:>8}  {:>12}",
+                    "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}",
                     name,
                     thousands(d.files),
-                    thousands(d.records)
+                    thousands(d.records),
+                    thousands(d.rejected),
+                    thousands(d.duplicate_records)
                 );
             }
         }

@@ -3,17 +3,21 @@
 //! Everything that renames an input file lives here, so the rules are in one place:
 //! - a claim is an atomic rename from the incoming folder into `processing/` under a name that
 //!   starts with the claiming process's owner token (`<token>.<seq>~<escaped relative path>`);
+//!   a file taken back from a process that died with it carries how many times a worker started
+//!   on it (`<token>.<seq>!<starts>~…`; a plain claim is one start), so a file that crashes
+//!   ferry is set aside after `max_attempts` starts instead of crashing every start;
 //! - every live process holds an exclusive lock on `processing/.owners/<token>`; a claim whose
 //!   owner's lock can be taken belongs to a dead process and may be recovered;
 //! - placement into `archive/` or `quarantine/` never replaces an existing file.
 //!
 //! This module does not open SQLite and does not read file contents.
 
+use crate::fsio::{self, NAME_MAX};
 use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,6 +48,12 @@ impl Spool {
         }
     }
 
+    /// Whether a spool is here already (its ledger, or its incoming or processing folder).
+    pub fn exists(&self) -> bool {
+        self.root.is_dir()
+            && (self.db.exists() || self.incoming.is_dir() || self.processing.is_dir())
+    }
+
     /// Creates the folders ferry writes to. The incoming folder is created too, so a fresh spool
     /// is ready to receive drops.
     pub fn ensure(&self) -> io::Result<()> {
@@ -63,10 +73,19 @@ impl Spool {
         self.processing.join(".owners")
     }
 
-    /// A path under the root, as stored in the ledger (relative, `/`-separated).
+    /// A path under the root, as stored in the ledger (relative, `/`-separated, exact: see
+    /// `RelPath::display`).
     pub fn relative(&self, p: &Path) -> String {
         let rel = p.strip_prefix(&self.root).unwrap_or(p);
         RelPath::from_relative(rel).map_or_else(|| p.display().to_string(), |r| r.display())
+    }
+
+    /// The path a ledger's `relative` path names.
+    pub fn resolve(&self, stored: &str) -> PathBuf {
+        match RelPath::from_display(stored) {
+            Some(r) => self.root.join(r.as_path()),
+            None => self.root.join(stored),
+        }
     }
 
     /// The folders inside the root that discovery must never walk into (when the folder being
@@ -107,22 +126,34 @@ impl RelPath {
         &self.0
     }
 
-    /// `/`-separated, lossy for names that are not UTF-8 (for the ledger and for humans).
+    /// `/`-separated text that names the exact bytes (for the ledger and for humans): a byte
+    /// that is not UTF-8 is written `%XX`, and a `%` that would read as such an escape is written
+    /// `%25`. Names that are plain UTF-8 without `%XX` look as they are. Two different paths never
+    /// display the same, and `from_display` gives the path back.
     pub fn display(&self) -> String {
         let parts: Vec<String> = self
             .0
             .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .map(|c| escape_name(c.as_os_str().as_bytes()))
             .collect();
         parts.join("/")
     }
 
-    /// The first folder, if the file is not at the top.
+    /// The path a `display` string names.
+    pub fn from_display(s: &str) -> Option<RelPath> {
+        let mut out = PathBuf::new();
+        for part in s.split('/') {
+            out.push(OsStr::from_bytes(&unescape_name(part)));
+        }
+        RelPath::from_relative(&out)
+    }
+
+    /// The first folder (as `display` writes it), if the file is not at the top.
     pub fn first_dir(&self) -> Option<String> {
         let mut it = self.0.components();
         let first = it.next()?;
         it.next()?;
-        Some(first.as_os_str().to_string_lossy().into_owned())
+        Some(escape_name(first.as_os_str().as_bytes()))
     }
 
     pub fn file_name(&self) -> &OsStr {
@@ -134,8 +165,56 @@ impl RelPath {
     }
 }
 
-/// The longest file name most filesystems accept.
-const NAME_MAX: usize = 255;
+fn is_hex(b: Option<&u8>) -> bool {
+    b.is_some_and(u8::is_ascii_hexdigit)
+}
+
+/// A name's bytes as text that keeps them exact (see `RelPath::display`).
+fn escape_name(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (valid, bad) = match std::str::from_utf8(rest) {
+            Ok(s) => (s, 0),
+            Err(e) => (
+                std::str::from_utf8(&rest[..e.valid_up_to()]).expect("checked"),
+                e.error_len().unwrap_or(rest.len() - e.valid_up_to()),
+            ),
+        };
+        let vb = valid.as_bytes();
+        for (i, c) in valid.char_indices() {
+            if c == '%' && is_hex(vb.get(i + 1)) && is_hex(vb.get(i + 2)) {
+                out.push_str("%25");
+            } else {
+                out.push(c);
+            }
+        }
+        let after = &rest[vb.len()..];
+        for b in &after[..bad] {
+            let _ = write!(out, "%{b:02X}");
+        }
+        rest = &after[bad..];
+    }
+    out
+}
+
+/// The bytes `escape_name` wrote as text.
+fn unescape_name(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && is_hex(b.get(i + 1)) && is_hex(b.get(i + 2)) {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).expect("ASCII");
+            out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
 
 /// This process's identity for claims, held for its lifetime.
 pub struct Owner {
@@ -155,7 +234,7 @@ impl Owner {
             .create_new(true)
             .write(true)
             .open(&lock_path)?;
-        flock(&lock, libc::LOCK_EX)?;
+        fsio::flock(&lock, libc::LOCK_EX)?;
         let mut l = &lock;
         let _ = writeln!(l, "pid {}", std::process::id());
         Ok(Owner {
@@ -181,27 +260,43 @@ impl Owner {
     /// Claims `src` (found at `rel` in its folder) by renaming it into `processing/`.
     /// `Ok(None)` means another process took it first: not an error.
     pub fn claim(&self, spool: &Spool, src: &Path, rel: &RelPath) -> io::Result<Option<Claim>> {
+        self.claim_with(spool, src, rel, 0)
+    }
+
+    fn claim_with(
+        &self,
+        spool: &Spool,
+        src: &Path,
+        rel: &RelPath,
+        starts: u32,
+    ) -> io::Result<Option<Claim>> {
         let id = self.next_id();
-        let path = claim_path(spool, &id, rel)?;
-        match fs::rename(src, &path) {
-            Ok(()) => Ok(Some(Claim {
-                id,
-                path,
-                rel: rel.clone(),
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !src_parent_missing(src) => Ok(None),
+        let path = claim_path(spool, &id, starts, rel)?;
+        let claim = Claim {
+            id,
+            path,
+            rel: rel.clone(),
+            starts,
+        };
+        match fs::rename(src, &claim.path) {
+            Ok(()) => Ok(Some(claim)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !src_parent_missing(src) => {
+                claim.tidy(spool);
+                Ok(None)
+            }
             Err(e) => {
-                tidy_claim(spool, &id);
+                claim.tidy(spool);
                 Err(e)
             }
         }
     }
 
-    /// Moves a leftover claim of a dead owner under this owner, so it is processed as ours.
+    /// Moves a leftover claim of a dead owner under this owner, so it is processed as ours. It
+    /// keeps its count of starts (`Claim::started` adds to it when a worker starts on it).
     pub fn reclaim(&self, spool: &Spool, left: &Leftover) -> io::Result<Option<Claim>> {
-        let claim = self.claim(spool, &left.path, &left.rel)?;
+        let claim = self.claim_with(spool, &left.path, &left.rel, left.starts)?;
         if claim.is_some() {
-            tidy_claim(spool, &left.claim_id);
+            tidy_nested(spool, &left.path);
         }
         Ok(claim)
     }
@@ -272,6 +367,31 @@ pub struct Claim {
     pub path: PathBuf,
     /// Where it was dropped, relative to the incoming folder.
     pub rel: RelPath,
+    /// For a file taken back from a process that died: how many times a worker started on it
+    /// (each start ended with a dead process). 0 for a plain claim (started once, now).
+    pub starts: u32,
+}
+
+impl Claim {
+    /// A worker starts on a file taken back from a dead process: one more start, recorded in
+    /// the claim's name, so that if this process dies too the next start knows. A plain claim
+    /// needs nothing (a leftover without a count was started once).
+    pub fn started(&mut self, spool: &Spool) -> io::Result<()> {
+        if self.starts == 0 {
+            return Ok(());
+        }
+        let to = claim_path(spool, &self.id, self.starts + 1, &self.rel)?;
+        fs::rename(&self.path, &to)?;
+        tidy_nested(spool, &self.path);
+        self.path = to;
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// Removes the claim's own folder (very long paths only) once its file has left.
+    pub fn tidy(&self, spool: &Spool) {
+        tidy_nested(spool, &self.path);
+    }
 }
 
 /// Escapes a relative path into one file name: `%` → `%25`, `/` → `%2F`.
@@ -311,25 +431,53 @@ fn unescape_rel(name: &[u8]) -> Option<RelPath> {
     RelPath::from_relative(Path::new(OsStr::from_bytes(&out)))
 }
 
-/// Where a claim goes: a flat name when it fits, else a folder named after the claim id holding
+/// The name prefix of a claim: its id, and `!<starts>` for a file taken back from a dead
+/// process.
+fn claim_prefix(id: &str, starts: u32) -> String {
+    if starts == 0 {
+        id.to_string()
+    } else {
+        format!("{id}!{starts}")
+    }
+}
+
+/// A leftover's claim prefix back into its id and how many times it was started (a plain claim
+/// was started once).
+fn split_prefix(prefix: &str) -> (&str, u32) {
+    match prefix.split_once('!') {
+        Some((id, n)) => (id, n.parse().unwrap_or(1).max(1)),
+        None => (prefix, 1),
+    }
+}
+
+/// Where a claim goes: a flat name when it fits, else a folder named after the claim holding
 /// the relative path (only for very long paths).
-fn claim_path(spool: &Spool, id: &str, rel: &RelPath) -> io::Result<PathBuf> {
-    let mut flat = OsString::from(id);
+fn claim_path(spool: &Spool, id: &str, starts: u32, rel: &RelPath) -> io::Result<PathBuf> {
+    let prefix = claim_prefix(id, starts);
+    let mut flat = OsString::from(&prefix);
     flat.push("~");
     flat.push(escape_rel(rel));
     if flat.len() <= NAME_MAX {
         return Ok(spool.processing.join(flat));
     }
-    let path = spool.processing.join(id).join(rel.as_path());
+    let path = spool.processing.join(prefix).join(rel.as_path());
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
     Ok(path)
 }
 
-/// Removes the folder of a nested claim (very long paths) once its file has left.
-pub fn tidy_claim(spool: &Spool, id: &str) {
-    let dir = spool.processing.join(id);
+/// Removes the folder of a nested claim (very long paths) once its file has left; nothing for a
+/// flat claim.
+fn tidy_nested(spool: &Spool, claim_path: &Path) {
+    let Ok(rel) = claim_path.strip_prefix(&spool.processing) else {
+        return;
+    };
+    let mut parts = rel.components();
+    let (Some(first), Some(_)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let dir = spool.processing.join(first);
     if dir.is_dir() {
         // Only empty folders go; a file left inside keeps its folder.
         for e in walkdir::WalkDir::new(&dir)
@@ -350,6 +498,15 @@ pub struct Leftover {
     pub claim_id: String,
     pub path: PathBuf,
     pub rel: RelPath,
+    /// How many times a worker started on it (each start ended with a dead process).
+    pub starts: u32,
+}
+
+impl Leftover {
+    /// Removes the leftover's claim folder (very long paths only) once its file has left.
+    pub fn tidy(&self, spool: &Spool) {
+        tidy_nested(spool, &self.path);
+    }
 }
 
 /// The lock of a dead owner, held while its leftovers are recovered; removed on drop.
@@ -393,8 +550,10 @@ pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
         }
         let ft = entry.file_type()?;
         if ft.is_dir() {
-            // A nested claim: the folder is the claim id, the file is at its relative path.
-            let id = name.to_string_lossy().into_owned();
+            // A nested claim: the folder is the claim, the file is at its relative path.
+            let prefix = name.to_string_lossy().into_owned();
+            let (id, starts) = split_prefix(&prefix);
+            let id = id.to_string();
             let Some(token) = owner_of(&id) else { continue };
             for e in walkdir::WalkDir::new(entry.path()).min_depth(1) {
                 let e = e.map_err(io::Error::other)?;
@@ -413,22 +572,24 @@ pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
                             claim_id: id.clone(),
                             path: e.path().to_path_buf(),
                             rel,
+                            starts,
                         },
                     ));
                 }
             }
         } else if let Some(tilde) = bytes.iter().position(|&b| b == b'~') {
-            let id = String::from_utf8_lossy(&bytes[..tilde]).into_owned();
-            let (Some(token), Some(rel)) = (owner_of(&id), unescape_rel(&bytes[tilde + 1..]))
-            else {
+            let prefix = String::from_utf8_lossy(&bytes[..tilde]).into_owned();
+            let (id, starts) = split_prefix(&prefix);
+            let (Some(token), Some(rel)) = (owner_of(id), unescape_rel(&bytes[tilde + 1..])) else {
                 continue;
             };
             found.push((
                 token.to_string(),
                 Leftover {
-                    claim_id: id.clone(),
+                    claim_id: id.to_string(),
                     path: entry.path(),
                     rel,
+                    starts,
                 },
             ));
         }
@@ -470,7 +631,7 @@ fn take_if_dead(spool: &Spool, token: &str) -> io::Result<Option<DeadOwner>> {
         .truncate(false)
         .write(true)
         .open(&lock_path)?;
-    match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+    match fsio::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
         Ok(()) => Ok(Some(DeadOwner {
             lock_path,
             _lock: f,
@@ -478,155 +639,6 @@ fn take_if_dead(spool: &Spool, token: &str) -> io::Result<Option<DeadOwner>> {
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a valid, open file descriptor.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// An exclusive, non-blocking lock on a file: `Ok(None)` when someone else holds it.
-pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)?;
-    match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => Ok(Some(f)),
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Moves `from` to `to`, creating `to`'s folder, and never replacing an existing file.
-pub fn place(from: &Path, to: &Path) -> io::Result<()> {
-    if let Some(parent) = to.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    rename_noreplace(from, to)
-}
-
-#[cfg(target_os = "linux")]
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    let f = CString::new(from.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let t = CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        // Filesystems without RENAME_NOREPLACE: check, then rename.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
-            rename_checked(from, to)
-        }
-        _ => Err(e),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    rename_checked(from, to)
-}
-
-fn rename_checked(from: &Path, to: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} already exists", to.display()),
-        ));
-    }
-    fs::rename(from, to)
-}
-
-/// Writes `bytes` to `path` so that `path` is never seen half-written: temp name, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)
-}
-
-/// Copies `from` to `to` (never replacing), via a temp name and fsync.
-pub fn copy_into(from: &Path, to: &Path) -> io::Result<()> {
-    let dir = to.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(to.file_name().unwrap_or_default());
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let meta = fs::symlink_metadata(from)?;
-    if meta.file_type().is_symlink() {
-        // Copy the link itself, never its target.
-        let target = fs::read_link(from)?;
-        std::os::unix::fs::symlink(target, &tmp)?;
-    } else {
-        fs::copy(from, &tmp)?;
-        File::open(&tmp)?.sync_all()?;
-    }
-    let r = rename_noreplace(&tmp, to);
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r
-}
-
-/// Fsyncs a folder, making renames into it durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Adds `suffix` to a file name before its extension(s): `orders.csv.gz` + `~7` →
-/// `orders~7.csv.gz`.
-pub fn name_with_suffix(name: &OsStr, suffix: &str) -> OsString {
-    let bytes = name.as_bytes();
-    let lower = bytes.to_ascii_lowercase();
-    let compound = [".gz", ".bz2", ".zst", ".xz"]
-        .iter()
-        .any(|c| lower.ends_with(c.as_bytes()));
-    let mut cut = bytes.iter().rposition(|&b| b == b'.');
-    if compound {
-        if let Some(c) = cut {
-            cut = bytes[..c].iter().rposition(|&b| b == b'.').or(Some(c));
-        }
-    }
-    // A leading dot is not an extension separator.
-    let cut = cut.filter(|&c| c > 0).unwrap_or(bytes.len());
-    let mut out = bytes[..cut].to_vec();
-    out.extend_from_slice(suffix.as_bytes());
-    out.extend_from_slice(&bytes[cut..]);
-    OsString::from_vec(out)
 }
 
 #[cfg(test)]
@@ -658,13 +670,28 @@ mod tests {
     }
 
     #[test]
-    fn suffixes_go_before_extensions() {
-        let f = |n: &str| name_with_suffix(OsStr::new(n), "~7").into_string().unwrap();
-        assert_eq!(f("orders.csv"), "orders~7.csv");
-        assert_eq!(f("orders.csv.gz"), "orders~7.csv.gz");
-        assert_eq!(f("README"), "README~7");
-        assert_eq!(f(".hidden"), ".hidden~7");
-        assert_eq!(f("a.b.json"), "a.b~7.json");
+    fn displayed_paths_keep_the_exact_bytes() {
+        let cases: [&[u8]; 8] = [
+            b"sales/a.csv",
+            b"caf\xe9/a.csv",
+            b"caf\xc3\xa9/a.csv",
+            b"caf%E9/a.csv",
+            b"100%/x%2.csv",
+            b"%25/%%41\xff",
+            b"a\xff\xfe%/b",
+            b"\xe2\x82/x",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for c in cases {
+            let rel = RelPath::from_relative(Path::new(OsStr::from_bytes(c))).unwrap();
+            let shown = rel.display();
+            assert!(seen.insert(shown.clone()), "{shown} twice");
+            assert_eq!(RelPath::from_display(&shown), Some(rel), "{shown}");
+        }
+        let plain = RelPath::from_relative(Path::new("100%/café.csv")).unwrap();
+        assert_eq!(plain.display(), "100%/café.csv");
+        let raw = RelPath::from_relative(Path::new(OsStr::from_bytes(b"caf\xe9/a"))).unwrap();
+        assert_eq!(raw.first_dir().as_deref(), Some("caf%E9"));
     }
 
     #[test]
@@ -691,10 +718,34 @@ mod tests {
         // A claim left by an owner whose lock nobody holds is recoverable, and its lock goes
         // once the recoverer is done with it.
         fs::write(spool.processing.join("dead-1-x.3~sales%2Fy.csv"), "a\n").unwrap();
+        fs::write(spool.processing.join("dead-1-x.4!2~z.csv"), "a\n").unwrap();
         let left = leftovers(&spool, &b).unwrap();
-        assert_eq!(left.files.len(), 1);
+        assert_eq!(left.files.len(), 2);
         assert_eq!(left.files[0].claim_id, "dead-1-x.3");
         assert_eq!(left.files[0].rel.display(), "sales/y.csv");
+        assert_eq!(left.files[0].starts, 1, "a plain claim was started once");
+        assert_eq!(
+            (left.files[1].claim_id.as_str(), left.files[1].starts),
+            ("dead-1-x.4", 2)
+        );
+        // Taking it back keeps the count; starting on it adds one, in the claim's name.
+        let mut c = b.reclaim(&spool, &left.files[1]).unwrap().unwrap();
+        assert_eq!(c.starts, 2);
+        assert!(c
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("!2~z.csv"));
+        c.started(&spool).unwrap();
+        assert_eq!(c.starts, 3);
+        assert!(c
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("!3~z.csv"));
+        assert_eq!(fs::read(&c.path).unwrap(), b"a\n");
         drop(left);
         assert!(!spool.owners_dir().join("dead-1-x").exists());
         let a_lock = spool.owners_dir().join(a.token());

@@ -21,6 +21,8 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
         watch_rescan_ms: cfg.watch.rescan.as_millis() as u64,
         watch_poll_ms: cfg.watch.poll.map(|d| d.as_millis() as u64),
         watch_metrics: cfg.watch.metrics.map(|a| a.to_string()),
+        strict_datasets: cfg.strict_datasets,
+        warnings: cfg.warnings.clone(),
         datasets: Vec::new(),
     };
     let mut view = view;
@@ -42,6 +44,12 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
     match &view.file {
         Some(f) => println!("{f}: valid"),
         None => println!("no config file: built-in defaults"),
+    }
+    for w in &view.warnings {
+        println!("  warning: {w}");
+    }
+    if view.strict_datasets {
+        println!("  strict_datasets  files no dataset takes wait in incoming/");
     }
     println!("  root          {}", view.root);
     println!("  incoming      {}", view.incoming);
@@ -151,6 +159,9 @@ struct View {
     watch_rescan_ms: u64,
     watch_poll_ms: Option<u64>,
     watch_metrics: Option<String>,
+    strict_datasets: bool,
+    /// Valid, but probably not what was meant.
+    warnings: Vec<String>,
     datasets: Vec<DatasetView>,
 }
 

@@ -18,10 +18,16 @@ pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
         .dataset
         .clone()
         .expect("clap requires a dataset unless --list");
+    // A folder has one identity however it is written (`./a/../b`, a symlink, the absolute
+    // path): the target's name defaults to it, so the same records are never exported twice
+    // into one folder under two names.
     let dir = match &args.to {
         Some(d) => std::path::absolute(d)?,
-        None => cfg.spool.root.join("outgoing").join(&dataset),
+        None => cfg.spool.outgoing.join(&dataset),
     };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| crate::fsio::with_path(e, "cannot create the target folder", &dir))?;
+    let dir = dir.canonicalize()?;
     let target = args
         .target
         .clone()

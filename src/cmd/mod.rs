@@ -9,7 +9,7 @@ pub mod status;
 pub mod watch;
 
 use crate::cli::{Cli, Command};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use anyhow::Result;
 
 /// How a command ended, for the exit code.
@@ -21,6 +21,13 @@ pub enum Outcome {
     Quarantined,
     /// Refused: another process holds the lock this needs (exit 4).
     Busy,
+    /// Finished, but some files were left where they are: they could not be read, or their
+    /// outcome is recorded but they could not be put in their place (exit 5). The next run
+    /// takes them up again; an operator should look (permissions, disk space).
+    Left,
+    /// Stopped by SIGINT/SIGTERM before everything was done (exit 130). Files in flight were
+    /// finished; the rest is taken by the next run.
+    Interrupted,
 }
 
 impl Outcome {
@@ -29,8 +36,43 @@ impl Outcome {
             Outcome::Done => 0,
             Outcome::Quarantined => 3,
             Outcome::Busy => 4,
+            Outcome::Left => 5,
+            Outcome::Interrupted => 130,
         }
     }
+}
+
+/// Reporting commands read a spool; a root that is not one is a mistake (a mistyped `--root`)
+/// to say, not an empty spool to report.
+fn require_spool(cfg: &Config) -> Result<()> {
+    if cfg.spool.exists() {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "there is no ferry spool at {} (no ferry.db, no incoming/); check --root, or create one \
+         with `ferry run --init` or `ferry watch --init`",
+        cfg.spool.root.display()
+    ))
+    .into())
+}
+
+/// `run` and `watch` create a spool only where it is expected: at the default root, or when
+/// asked (`--init`). A named root that is not a spool is refused, naming the path.
+pub fn prepare_spool(cfg: &Config, init: bool) -> Result<()> {
+    if cfg.spool.exists() {
+        return Ok(());
+    }
+    if cfg.root_named && !init {
+        return Err(ConfigError(format!(
+            "there is no ferry spool at {} (no ferry.db, no incoming/); check --root, or create \
+             it with --init",
+            cfg.spool.root.display()
+        ))
+        .into());
+    }
+    cfg.spool.ensure()?;
+    eprintln!("ferry: created a new spool at {}", cfg.spool.root.display());
+    Ok(())
 }
 
 pub fn dispatch(cli: &Cli) -> Result<Outcome> {
@@ -40,6 +82,12 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         return Ok(Outcome::Done);
     }
     let cfg = Config::load(cli.root.as_deref(), cli.config.as_deref())?;
+    if matches!(
+        cli.command,
+        Command::Status(_) | Command::Files(_) | Command::Quarantine(_) | Command::Export(_)
+    ) {
+        require_spool(&cfg)?;
+    }
     match &cli.command {
         Command::Run(a) => run::run(&cfg, a),
         Command::Watch(a) => watch::run(&cfg, a),

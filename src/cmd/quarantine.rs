@@ -18,7 +18,6 @@ use crate::report::files_table;
 use crate::spool::RelPath;
 use anyhow::Result;
 use serde::Serialize;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -193,8 +192,8 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
             tracing::error!(id = row.id, path = %row.path, "no quarantined file recorded; skipped");
             continue;
         };
-        let at = cfg.spool.root.join(stored);
-        let Some(rel) = RelPath::from_relative(Path::new(&row.path)) else {
+        let at = cfg.spool.resolve(stored);
+        let Some(rel) = RelPath::from_display(&row.path) else {
             tracing::error!(id = row.id, path = %row.path, "the recorded path is not relative; skipped");
             continue;
         };
@@ -229,6 +228,7 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
         started,
         summary,
         Vec::new(),
+        None,
         args.json,
     )
 }

@@ -77,6 +77,10 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
         let mut readiness = Readiness::default();
         let (now, wall) = (Instant::now(), SystemTime::now());
         for e in &scan.entries {
+            if let Some(h) = cfg.hold(&e.rel) {
+                st.waiting.push(Waiting::new(e.rel.display(), &h));
+                continue;
+            }
             match readiness.check(&cfg.rules, e, now, wall) {
                 Ok(()) => st.ready += 1,
                 Err(h) => st.waiting.push(Waiting::new(e.rel.display(), &h)),

@@ -60,6 +60,10 @@ pub fn run(cfg: &Config, args: &WatchArgs) -> Result<Outcome> {
 
 /// The daemon, until `stop` is triggered.
 pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome> {
+    super::prepare_spool(cfg, args.init)?;
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
+    }
     let incoming = cfg.spool.incoming.clone();
     std::fs::create_dir_all(&incoming)?;
     // Flags win over the config file's [watch] section.
@@ -127,7 +131,14 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             let summary = finished?;
             tracing::info!(
                 ingested = summary.ingested,
+                duplicate = summary.duplicate,
                 quarantined = summary.quarantined,
+                released = summary.released,
+                left = summary.left,
+                unplaced = summary.unplaced,
+                records = summary.records,
+                rejected_records = summary.rejected_records,
+                duplicate_records = summary.duplicate_records,
                 "stopped"
             );
             return Ok(Outcome::Done);
@@ -161,6 +172,13 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
 fn start_pipeline(cfg: &Config, incoming: &Path) -> Result<(Arc<Ctx>, Pipeline)> {
     let ctx = Arc::new(Ctx::new(cfg.clone(), Mode::Move, incoming.to_path_buf())?);
     let recovered = place::recover(&ctx)?;
+    let (isolated, recovered) = place::isolate(recovered, cfg.max_attempts);
+    for w in isolated {
+        // In flight at more than one crash: alone, so a crash names it and nothing else.
+        let pipeline = Pipeline::start(ctx.clone())?;
+        pipeline.submit(w);
+        pipeline.finish()?;
+    }
     let pipeline = Pipeline::start(ctx.clone())?;
     for w in recovered {
         pipeline.submit(w);
@@ -406,6 +424,10 @@ impl Discovery<'_> {
         let halted = || stop.is_triggered() || ctx.halted();
         for e in scan.entries {
             if self.submitted.get(&e.path).map(|s| s.0) == Some(e.stamp) {
+                continue;
+            }
+            if cfg.hold(&e.rel).is_some() {
+                waiting += 1;
                 continue;
             }
             match self.readiness.check(&cfg.rules, &e, now, wall) {

@@ -15,7 +15,7 @@ pub mod stages;
 pub mod worker;
 pub mod writer;
 
-use crate::config::Config;
+use crate::config::{Config, DatasetSpec};
 use crate::discover::Entry;
 use crate::events::Summary;
 use crate::format::ColumnKey;
@@ -127,6 +127,13 @@ pub enum Source {
     Kept(PathBuf),
 }
 
+impl FileMeta {
+    /// The dataset's name, for the ledger and the events.
+    pub fn dataset(&self) -> Option<&str> {
+        self.spec.as_ref().map(|s| s.name.as_str())
+    }
+}
+
 impl Source {
     pub fn path(&self) -> &std::path::Path {
         match self {
@@ -150,7 +157,9 @@ pub struct FileMeta {
     pub source: Source,
     pub size: u64,
     pub sha256: Option<String>,
-    pub dataset: String,
+    /// The file's dataset, resolved once when the file was taken (`None`: it matches none, with
+    /// `strict_datasets`).
+    pub spec: Option<Arc<DatasetSpec>>,
     pub received_at: String,
     pub received: Instant,
     pub hashed_at: Option<String>,
@@ -171,6 +180,8 @@ pub enum Body {
     Records(Receiver<Msg>),
     /// Could not be read at all and was not claimed: left where it is.
     Left(String),
+    /// Changed since it was judged finished (before any byte was read): it goes back.
+    Changed,
 }
 
 /// Where one of the columns a file's chunks carry comes from.

@@ -6,9 +6,9 @@
 
 use super::stages::FIRST_REJECTS;
 use super::{Ctx, Work};
+use crate::fsio;
 use crate::ledger::{FileRow, Ledger};
 use crate::reject::RecordReject;
-use crate::spool;
 use anyhow::Result;
 use serde::Serialize;
 use std::io;
@@ -23,12 +23,12 @@ pub enum Placement {
         to: PathBuf,
         rejects: Option<(PathBuf, Vec<u8>)>,
     },
-    /// Into `quarantine/`, with its reason file written first. With `--keep` the file is copied.
+    /// Into `quarantine/`, with its reason file written first.
     Quarantine {
         from: PathBuf,
         to: PathBuf,
         reason: Vec<u8>,
-        copy: bool,
+        how: Transfer,
     },
     /// Only a report (the rejects of a file read in place with `--keep`).
     Report { to: PathBuf, body: Vec<u8> },
@@ -38,48 +38,44 @@ pub enum Placement {
 
 impl Placement {
     pub fn apply(&self) -> io::Result<()> {
-        if let Some(e) = injected_place_fault() {
+        if let Some(e) = crate::faults::place() {
             return Err(e);
         }
         match self {
             Placement::Archive { from, to, rejects } => {
                 if let Some((path, body)) = rejects {
-                    spool::write_atomic(path, body)?;
+                    fsio::write_atomic(path, body)?;
                 }
-                spool::place(from, to)
+                fsio::place(from, to)
             }
-            Placement::Release { from, to } => spool::place(from, to),
-            Placement::Report { to, body } => spool::write_atomic(to, body),
+            Placement::Release { from, to } => fsio::place(from, to),
+            Placement::Report { to, body } => fsio::write_atomic(to, body),
             Placement::Quarantine {
                 from,
                 to,
                 reason,
-                copy,
+                how,
             } => {
-                spool::write_atomic(&reason_path(to), reason)?;
-                if *copy {
-                    spool::copy_into(from, to)
-                } else {
-                    spool::place(from, to)
+                fsio::write_atomic(&reason_path(to), reason)?;
+                match how {
+                    Transfer::Move => fsio::place(from, to),
+                    Transfer::Copy => fsio::copy_into(from, to),
+                    Transfer::None => Ok(()),
                 }
             }
         }
     }
 }
 
-/// Test builds only: while the file named by `FERRY_TEST_FAIL_PLACE` exists, moving files to
-/// their place fails as on a full disk.
-#[cfg(debug_assertions)]
-fn injected_place_fault() -> Option<io::Error> {
-    let flag = std::env::var("FERRY_TEST_FAIL_PLACE").ok()?;
-    Path::new(&flag)
-        .exists()
-        .then(|| io::Error::from_raw_os_error(libc::ENOSPC))
-}
-
-#[cfg(not(debug_assertions))]
-fn injected_place_fault() -> Option<io::Error> {
-    None
+/// How a quarantined file gets to `quarantine/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Moved (a claimed file).
+    Move,
+    /// Copied (`--keep`: the original stays where it is).
+    Copy,
+    /// Not at all: a FIFO or device read in place, which ferry never opens. Only the reason.
+    None,
 }
 
 /// `<name>.reason.json` beside a quarantined file.
@@ -173,19 +169,19 @@ pub fn placement_for(
     let Some(stored) = row.stored_at.as_deref() else {
         return Ok(None);
     };
-    let to = ctx.spool.root.join(stored);
+    let to = ctx.spool.resolve(stored);
     Ok(Some(if row.state == "quarantined" {
         let first = ledger.rejects(row.id, Some(FIRST_REJECTS as u64))?;
         Placement::Quarantine {
             from: from.to_path_buf(),
             to,
             reason: reason_json(row, &first),
-            copy: false,
+            how: Transfer::Move,
         }
     } else {
         let rejects = match &row.rejects_at {
             Some(at) => Some((
-                ctx.spool.root.join(at),
+                ctx.spool.resolve(at),
                 rejects_ndjson(row, &ledger.rejects(row.id, None)?),
             )),
             None => None,
@@ -199,12 +195,14 @@ pub fn placement_for(
 }
 
 /// Reconciles `processing/` after a crash: files of dead owners whose commit happened are
-/// placed now; the others are claimed by this process and returned as work to do again.
+/// placed now; the others are claimed by this process and returned as work to do again. Use
+/// `isolate` on the result: files that were in flight at more than one death are processed one
+/// at a time, so a file that crashes ferry does not take innocent files down with it.
 pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
     let Some(owner) = ctx.owner.as_ref() else {
         return Ok(Vec::new());
     };
-    let left = spool::leftovers(&ctx.spool, owner)?;
+    let left = crate::spool::leftovers(&ctx.spool, owner)?;
     if left.files.is_empty() {
         return Ok(Vec::new());
     }
@@ -216,7 +214,7 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
                 if let Some(p) = placement_for(ctx, &ledger, &row, &l.path)? {
                     match p.apply() {
                         Ok(()) => {
-                            spool::tidy_claim(&ctx.spool, &l.claim_id);
+                            l.tidy(&ctx.spool);
                             tracing::info!(path = %row.path, id = row.id, state = %row.state, "recovered a committed file; placed it");
                         }
                         Err(e) => {
@@ -226,9 +224,16 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
                     }
                 }
             }
+            // Not committed: the process died with the file in flight. The claim's name counts
+            // how many times a worker started on it, so a file that crashes every process that
+            // reads it is set aside (as `poison`, at `max_attempts`), not retried forever.
             None => match owner.reclaim(&ctx.spool, l) {
                 Ok(Some(claim)) => {
-                    tracing::info!(path = %claim.rel.display(), "recovered an unfinished file; processing it again");
+                    if claim.starts >= ctx.cfg.max_attempts {
+                        tracing::warn!(path = %claim.rel.display(), starts = claim.starts, "ferry stopped every time it worked on this file; setting it aside");
+                    } else {
+                        tracing::info!(path = %claim.rel.display(), starts = claim.starts, "recovered an unfinished file; processing it again");
+                    }
                     work.push(Work::Claimed {
                         claim,
                         attempt: 1,
@@ -244,4 +249,13 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
     }
     drop(left);
     Ok(work)
+}
+
+/// Splits recovered work into files to process one at a time (started more than once, each
+/// time by a process that died, but not yet set aside) and the rest.
+pub fn isolate(work: Vec<Work>, max_attempts: u32) -> (Vec<Work>, Vec<Work>) {
+    work.into_iter().partition(|w| match w {
+        Work::Claimed { claim, .. } => claim.starts >= 2 && claim.starts < max_attempts,
+        Work::Fresh(_) => false,
+    })
 }

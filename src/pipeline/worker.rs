@@ -1,9 +1,11 @@
 //! A worker takes one file from ready to a stream of chunks for the writer.
 //!
 //! Steps: open the file where it was found (so a file we may not read is left in place, not
-//! claimed), claim it by rename, hash it, open its format, parse it into chunks. Small files are
-//! read once into memory and parsed before the writer sees them; big files are hashed in one
-//! pass and streamed in a second, so memory stays flat. A file whose size or mtime changed
+//! claimed), claim it by rename, check it is still what readiness judged finished (size and
+//! mtime), hash it, open its format, parse it into chunks. Small files are read once into memory,
+//! hashed and parsed from those bytes; big files are hashed in one pass (so a duplicate is known
+//! before any parsing) and streamed in a second that hashes again, so the records stored come
+//! from exactly the bytes the recorded hash names. A file whose size, mtime or content changed
 //! while it was read is not finished after all: the writer puts it back.
 //!
 //! Workers never write to SQLite and never move a file after claiming it.
@@ -11,16 +13,18 @@
 use super::stages::Stages;
 use super::{Body, Ctx, End, FileMeta, Job, Mode, Msg, Source, Work};
 use crate::discover::{marker_for, Entry, EntryKind, Stamp};
+use crate::faults;
 use crate::format::{self, Format, Stop};
-use crate::ident::FileHash;
+use crate::fsio::open_nofollow;
+use crate::ident::{FileHash, Hasher};
 use crate::ledger;
 use crate::reject::{Kind, Reject, Stage};
 use crate::spool::{Claim, RelPath};
 use crossbeam_channel::{bounded, unbounded, Sender};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Chunks buffered per big file between its worker and the writer.
@@ -48,13 +52,6 @@ pub fn process(ctx: &Ctx, work: Work, jobs: &Sender<Job>) {
     }
 }
 
-fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-}
-
 fn meta_for(
     ctx: &Ctx,
     rel: &RelPath,
@@ -68,7 +65,7 @@ fn meta_for(
         source,
         size,
         sha256: None,
-        dataset: ctx.cfg.dataset_for(rel).name.clone(),
+        spec: ctx.cfg.dataset_for(rel),
         received_at: ledger::now(),
         received: Instant::now(),
         hashed_at: None,
@@ -130,7 +127,7 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
         EntryKind::Special => return not_a_file(ctx, &entry, Kind::SpecialFile, jobs),
         EntryKind::File => {}
     }
-    let opened = match injected_open_fault(&entry.rel) {
+    let opened = match faults::open(&entry.rel.display()) {
         Some(e) => Err(e),
         None => open_nofollow(&entry.path),
     };
@@ -156,6 +153,7 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
         Mode::Keep => Source::Kept(entry.path.clone()),
         Mode::Move => {
             let owner = ctx.owner.as_ref().expect("move mode has an owner");
+            faults::before_claim(&entry.path, &entry.rel.display());
             let claim = match owner.claim(&ctx.spool, &entry.path, &entry.rel) {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
@@ -191,17 +189,44 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
                     }
                 };
             }
-            if let Some(marker) = marker_for(&ctx.cfg.rules, &entry.path) {
-                // The marker has done its job; it holds no data.
-                let _ = std::fs::remove_file(marker);
-            }
             Source::Claimed(claim)
         }
     };
+    // Readiness judged the file finished as it was then; if it changed since (a writer came back
+    // between the scan and the claim), it is not finished after all: it goes back.
+    let now = file.metadata().map(|m| Stamp::of(&m));
+    if now.map_or(true, |n| {
+        n.size != entry.stamp.size || n.mtime_ns != entry.stamp.mtime_ns
+    }) {
+        let meta = meta_for(ctx, &entry.rel, source, entry.stamp.size, 1, None);
+        return send(jobs, meta, Body::Changed);
+    }
+    if let (Source::Claimed(_), Some(marker)) = (&source, marker_for(&ctx.cfg.rules, &entry.path)) {
+        // The marker has done its job; it holds no data.
+        let _ = std::fs::remove_file(marker);
+    }
     ingest(ctx, file, source, &entry.rel, 1, None, jobs);
 }
 
-fn claimed(ctx: &Ctx, claim: Claim, attempt: u32, retry_of: Option<i64>, jobs: &Sender<Job>) {
+fn claimed(ctx: &Ctx, mut claim: Claim, attempt: u32, retry_of: Option<i64>, jobs: &Sender<Job>) {
+    if claim.starts >= ctx.cfg.max_attempts {
+        let size = claim.path.symlink_metadata().map_or(0, |m| m.len());
+        let message = format!(
+            "ferry stopped (crashed or was killed) each of the {} times it worked on this file; \
+             it is set aside so it cannot stop the next start too. If ferry was stopped for \
+             other reasons, send it through again with `ferry quarantine retry`",
+            claim.starts
+        );
+        let rel = claim.rel.clone();
+        let meta = meta_for(ctx, &rel, Source::Claimed(claim), size, attempt, retry_of);
+        let r = Reject::new(Kind::Poison, Stage::Claim, message);
+        return send(jobs, meta, Body::Rejected(r));
+    }
+    if let Err(e) = claim.started(&ctx.spool) {
+        // Counting the start failed (the disk?): still process it; at worst a crash on this
+        // file is counted once less.
+        tracing::warn!(error = %e, "cannot record that work on this recovered file started");
+    }
     match open_nofollow(&claim.path) {
         Ok(f) => {
             let rel = claim.rel.clone();
@@ -277,11 +302,18 @@ fn ingest(
         }
     };
     let mut meta = meta_for(ctx, rel, source, before.size, attempt, retry_of);
-    let dataset = ctx.cfg.dataset_for(rel);
+    let Some(dataset) = meta.spec.clone() else {
+        let r = Reject::new(
+            Kind::NoDataset,
+            Stage::Claim,
+            "the file matches no configured dataset, and the config says strict_datasets = true",
+        );
+        return send(jobs, meta, Body::Rejected(r));
+    };
 
     // Identity first: the full content's hash.
     let small = before.size <= ctx.cfg.small_file;
-    if let Some(e) = injected_read_fault(rel) {
+    if let Some(e) = faults::read(&rel.display()) {
         let r = Reject::new(
             Kind::IoRead,
             Stage::Read,
@@ -317,6 +349,9 @@ fn ingest(
         return send(jobs, meta, Body::Rejected(r));
     }
 
+    if !small {
+        faults::between_passes(meta.source.path(), &rel.display());
+    }
     let (tx, rx) = if small {
         unbounded()
     } else {
@@ -333,10 +368,18 @@ fn ingest(
             Body::Records(unsent.take().expect("not sent yet")),
         );
     }
+    // Big files: the bytes parsed are hashed again, and must give the hash recorded.
+    let rehash = Arc::new(Mutex::new(Hasher::default()));
     let raw: Box<dyn Read + Send> = match bytes {
         Some(b) => Box::new(io::Cursor::new(b)),
         None => match file.try_clone() {
-            Ok(f) => Box::new(io::BufReader::with_capacity(256 * 1024, f)),
+            Ok(f) => Box::new(io::BufReader::with_capacity(
+                256 * 1024,
+                Hashing {
+                    inner: f,
+                    hasher: rehash.clone(),
+                },
+            )),
             Err(e) => {
                 let r = Reject::new(
                     Kind::IoRead,
@@ -353,28 +396,50 @@ fn ingest(
         },
     };
     let name = rel.file_name().to_string_lossy().into_owned();
-    let (format, parsed, rejects) = match format::open(
-        raw,
-        &name,
-        &dataset.options,
-        &dataset.pointer,
-        !dataset.typed(),
-    ) {
-        Ok(opened) => {
-            let f = opened.format;
-            let mut stages = Stages::new(&tx, &dataset, f == Format::Csv);
-            let parsed = opened.parse(&mut stages).and_then(|_| stages.finish());
-            (Some(f), parsed, stages.first_rejects())
-        }
-        Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),
+    let parse = || {
+        faults::crash_on(&rel.display());
+        faults::slow();
+        parse_with_stages(raw, &name, &dataset, &tx)
     };
-    let changed = file
+    // A bug in a parser must not strand the file: it is set aside as `internal`.
+    let (format, parsed, rejects) =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
+            Ok(v) => v,
+            Err(_) => {
+                tracing::error!("ferry hit a bug while parsing this file; it is set aside");
+                let r = Reject::new(
+                    Kind::Internal,
+                    Stage::Parse,
+                    "ferry hit a bug while parsing this file (see the log); it is kept for a \
+                     retry after an upgrade",
+                );
+                (None, Err(Stop::Reject(r)), Vec::new())
+            }
+        };
+    let mut changed = file
         .metadata()
         .map(|m| {
             let after = Stamp::of(&m);
             after.size != before.size || after.mtime_ns != before.mtime_ns
         })
         .unwrap_or(true);
+    if !small && !changed && parsed.is_ok() {
+        // Hash what the parser did not read (trailing bytes), then compare: the records must
+        // come from exactly the bytes the recorded hash names, even if the file was rewritten in
+        // place (size and mtime kept) between the two passes.
+        let mut rest = Hashing {
+            inner: &file,
+            hasher: rehash.clone(),
+        };
+        let again = io::copy(&mut rest, &mut io::sink()).ok().map(|_| {
+            let mut h = rehash.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *h).finish().0
+        });
+        if again != Some(hash) {
+            tracing::warn!("the file's content changed while it was read; it goes back");
+            changed = true;
+        }
+    }
     let end = match parsed {
         Err(Stop::Cancelled) => return,
         _ if changed => End::Changed,
@@ -404,6 +469,53 @@ fn ingest(
     drop(tx);
     if let Some(rx) = unsent {
         send(jobs, meta, Body::Records(rx));
+    }
+}
+
+type Parsed = (
+    Option<Format>,
+    Result<(u64, u64), Stop>,
+    Vec<crate::reject::RecordReject>,
+);
+
+/// Opens the file's format and parses it through the dataset's stages into `tx`.
+fn parse_with_stages(
+    raw: Box<dyn Read + Send>,
+    name: &str,
+    dataset: &crate::config::DatasetSpec,
+    tx: &Sender<super::Msg>,
+) -> Parsed {
+    match format::open(
+        raw,
+        name,
+        &dataset.options,
+        &dataset.pointer,
+        !dataset.typed(),
+    ) {
+        Ok(opened) => {
+            let f = opened.format;
+            let mut stages = Stages::new(tx, dataset, f == Format::Csv);
+            let parsed = opened.parse(&mut stages).and_then(|_| stages.finish());
+            (Some(f), parsed, stages.first_rejects())
+        }
+        Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),
+    }
+}
+
+/// Passes bytes through and hashes them into a shared hasher.
+struct Hashing<R> {
+    inner: R,
+    hasher: Arc<Mutex<Hasher>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -450,40 +562,4 @@ fn again_or_reject(ctx: &Ctx, meta: FileMeta, reject: Reject, jobs: &Sender<Job>
             again_or_reject(ctx, meta, r, jobs)
         }
     }
-}
-
-/// Test builds only: `FERRY_TEST_FAIL_READS=<text>:<n>` makes the first `n` reads of files whose
-/// path contains `<text>` fail, standing in for a flaky disk or network share.
-#[cfg(debug_assertions)]
-fn injected_read_fault(rel: &RelPath) -> Option<io::Error> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static FAILED: AtomicU32 = AtomicU32::new(0);
-    let spec = std::env::var("FERRY_TEST_FAIL_READS").ok()?;
-    let (pat, n) = spec.rsplit_once(':')?;
-    let n: u32 = n.parse().ok()?;
-    if !rel.display().contains(pat) || FAILED.fetch_add(1, Ordering::SeqCst) >= n {
-        return None;
-    }
-    Some(io::Error::from_raw_os_error(libc::EIO))
-}
-
-#[cfg(not(debug_assertions))]
-fn injected_read_fault(_: &RelPath) -> Option<io::Error> {
-    None
-}
-
-/// Test builds only: `FERRY_TEST_DENY_OPEN=<flag file>:<text>` makes opening files whose path
-/// contains `<text>` fail with "permission denied" while the flag file exists (tests run as any
-/// user, and root ignores file modes).
-#[cfg(debug_assertions)]
-fn injected_open_fault(rel: &RelPath) -> Option<io::Error> {
-    let spec = std::env::var("FERRY_TEST_DENY_OPEN").ok()?;
-    let (flag, pat) = spec.rsplit_once(':')?;
-    (rel.display().contains(pat) && Path::new(flag).exists())
-        .then(|| io::Error::from_raw_os_error(libc::EACCES))
-}
-
-#[cfg(not(debug_assertions))]
-fn injected_open_fault(_: &RelPath) -> Option<io::Error> {
-    None
 }

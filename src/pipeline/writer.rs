@@ -7,20 +7,20 @@
 //! short linger, or when it is old or big enough. Only after `COMMIT` returns are files moved
 //! and their events emitted.
 
-use super::place::{reason_json, rejects_ndjson, Placement};
+use super::place::{reason_json, rejects_ndjson, Placement, Transfer};
 use super::stages::too_many_columns;
 use super::stages::FIRST_REJECTS;
 use super::{Body, ColumnSource, Columns, Ctx, End, FileMeta, Job, Mode, Msg, Source};
 use crate::config::{DatasetSpec, Policy};
 use crate::events::{Event, Summary};
 use crate::format::{ColumnKey, SYSTEM_COLUMNS};
+use crate::fsio;
 use crate::ledger::registry::{Registry, MAX_DATA_COLUMNS, MAX_NAME};
 use crate::ledger::tables::{ident, NewColumn, Tables};
 use crate::ledger::{self, Counts, Ledger, NewFile, State};
 use crate::record::{Cell, Chunk};
 use crate::reject::{name_list, plural, Kind, RecordReject, Reject, Stage};
 use crate::schema::ColType;
-use crate::spool;
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rusqlite::types::ValueRef;
@@ -29,6 +29,11 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The name of a file's rejected-records report, after the file's name.
+const REPORT: &str = ".rejects.ndjson";
+/// Room kept in a quarantined file's name for its sidecars (`.reason.json`, the report).
+const SIDECAR: usize = REPORT.len();
 
 /// With a transaction open and nothing queued, wait this long for more before committing.
 const LINGER: Duration = Duration::from_millis(2);
@@ -40,9 +45,19 @@ const MAX_BYTES: u64 = 512 << 20;
 
 /// What a file came to, kept until its transaction commits.
 enum Outcome {
-    Ingested { id: i64, counts: Counts },
-    Duplicate { id: i64, original: i64 },
-    Quarantined { id: i64, reject: Reject },
+    Ingested {
+        id: i64,
+        counts: Counts,
+        warnings: Vec<String>,
+    },
+    Duplicate {
+        id: i64,
+        original: i64,
+    },
+    Quarantined {
+        id: i64,
+        reject: Reject,
+    },
     Unchanged,
     Released,
 }
@@ -172,37 +187,71 @@ impl Writer<'_> {
         }
         for f in std::mem::take(&mut self.finished) {
             if let Some(p) = &f.placement {
-                match p.apply() {
-                    Ok(()) => {
-                        if let Source::Claimed(c) = &f.meta.source {
-                            spool::tidy_claim(&self.ctx.spool, &c.id);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            path = %f.meta.rel.display(),
-                            error = %e,
-                            "cannot move the file to its place; it stays in processing/ and is placed by recovery"
-                        );
-                        self.ctx.mark_unplaced();
-                    }
-                }
+                self.apply(&f.meta, p);
             }
             self.emit(&f);
         }
         Ok(())
     }
 
+    /// Puts a file where its outcome says; a failure leaves it for recovery (and is counted).
+    fn apply(&mut self, meta: &FileMeta, p: &Placement) {
+        match p.apply() {
+            Ok(()) => {
+                if let Source::Claimed(c) = &meta.source {
+                    c.tidy(&self.ctx.spool);
+                }
+            }
+            Err(e) => {
+                let why = match &meta.source {
+                    Source::Claimed(_) => format!("{e} (it waits in processing/)"),
+                    Source::Kept(_) => {
+                        format!("{e} (its quarantine copy or report; the file is where it was)")
+                    }
+                };
+                Event::Unplaced {
+                    path: &meta.rel.display(),
+                    why: &why,
+                }
+                .emit(&mut self.summary);
+                self.ctx.mark_unplaced();
+            }
+        }
+    }
+
+    /// Where a file that is not finished after all goes: back where it was found (under another
+    /// name if a new file took its name meanwhile). Nothing moves with `--keep`.
+    fn release(&self, meta: &FileMeta) -> Option<Placement> {
+        let Source::Claimed(c) = &meta.source else {
+            return None;
+        };
+        let mut to = self.ctx.source.join(meta.rel.as_path());
+        if to.symlink_metadata().is_ok() {
+            let name = fsio::name_with_suffix(meta.rel.file_name(), &format!("~{}", c.id));
+            to = to.with_file_name(fsio::fit_name(&name, 0));
+        }
+        Some(Placement::Release {
+            from: c.path.clone(),
+            to,
+        })
+    }
+
     fn emit(&mut self, f: &Finished) {
         let path = f.meta.rel.display();
         let m = &f.meta;
         let event = match &f.outcome {
-            Outcome::Ingested { id, counts } => Event::Ingested {
+            Outcome::Ingested {
+                id,
+                counts,
+                warnings,
+            } => Event::Ingested {
                 path: &path,
                 id: *id,
-                dataset: &m.dataset,
+                dataset: m.dataset().unwrap_or_default(),
                 records: counts.stored,
                 rejected: counts.rejected,
+                duplicate_records: counts.duplicates,
+                warnings,
                 bytes: m.size,
                 latency: m.received.elapsed(),
             },
@@ -210,13 +259,13 @@ impl Writer<'_> {
                 path: &path,
                 id: *id,
                 original: *original,
-                dataset: &m.dataset,
+                dataset: m.dataset().unwrap_or_default(),
                 bytes: m.size,
             },
             Outcome::Quarantined { id, reject } => Event::Quarantined {
                 path: &path,
                 id: *id,
-                dataset: Some(&m.dataset),
+                dataset: m.dataset(),
                 reject,
                 bytes: m.size,
             },
@@ -241,6 +290,18 @@ impl Writer<'_> {
                 if let Some(p) = &self.ctx.progress {
                     p.inc(1);
                 }
+                Ok(())
+            }
+            Body::Changed => {
+                // Nothing was read or recorded: put it back at once.
+                if let Some(p) = self.release(&meta) {
+                    self.apply(&meta, &p);
+                }
+                self.emit(&Finished {
+                    meta,
+                    outcome: Outcome::Released,
+                    placement: None,
+                });
                 Ok(())
             }
             Body::Rejected(reject) => {
@@ -283,7 +344,7 @@ impl Writer<'_> {
             sha256: meta.sha256.as_deref(),
             size: meta.size,
             state,
-            dataset: Some(&meta.dataset),
+            dataset: meta.dataset(),
             format: None,
             duplicate_of: None,
             error: None,
@@ -318,7 +379,11 @@ impl Writer<'_> {
         let path = meta.rel.display();
         let sha = meta.sha256.clone().unwrap_or_default();
         let now = ledger::now();
-        if let Some(original) = self.ledger.ingested_with(&meta.dataset, &sha)? {
+        let spec = meta
+            .spec
+            .clone()
+            .context("a file with records has a dataset")?;
+        if let Some(original) = self.ledger.ingested_with(&spec.name, &sha)? {
             drop(rx);
             let id = self.ledger.insert(&NewFile {
                 duplicate_of: Some(original),
@@ -337,18 +402,13 @@ impl Writer<'_> {
         let id = self
             .ledger
             .insert(&self.row(&meta, &path, State::Ingested, &now))?;
-        let spec = self.ctx.cfg.dataset_named(&meta.dataset);
         let mut file = FileStore::default();
         let end = match self.store(&spec, id, &rx, &now, &mut file) {
             Ok(end) => end,
             Err(e) if is_fatal(&e) => return Err(e),
             Err(e) => End::Rejected {
                 format: None,
-                reject: Reject::new(
-                    Kind::IoStore,
-                    Stage::Store,
-                    format!("storing the records failed: {e:#}"),
-                ),
+                reject: store_reject(&e),
                 rejects: Vec::new(),
             },
         };
@@ -379,7 +439,11 @@ impl Writer<'_> {
                 let placement = self.archive(id, &meta, rejects)?;
                 self.finished.push(Finished {
                     meta,
-                    outcome: Outcome::Ingested { id, counts },
+                    outcome: Outcome::Ingested {
+                        id,
+                        counts,
+                        warnings: std::mem::take(&mut file.warnings),
+                    },
                     placement,
                 });
             }
@@ -397,13 +461,7 @@ impl Writer<'_> {
             }
             End::Changed => {
                 self.undo_file()?;
-                let placement = match &meta.source {
-                    Source::Claimed(c) => Some(Placement::Release {
-                        from: c.path.clone(),
-                        to: self.ctx.source.join(meta.rel.as_path()),
-                    }),
-                    Source::Kept(_) => None,
-                };
+                let placement = self.release(&meta);
                 self.finished.push(Finished {
                     meta,
                     outcome: Outcome::Released,
@@ -416,9 +474,12 @@ impl Writer<'_> {
 
     /// Reserves `quarantine/<name>.rejects.ndjson` for a file's rejected records and renders it.
     fn rejects_report(&mut self, id: i64, meta: &FileMeta) -> Result<(PathBuf, Vec<u8>)> {
-        let mut name = meta.rel.file_name().to_os_string();
-        name.push(".rejects.ndjson");
-        let mut to = self.ctx.spool.quarantine.join(&name);
+        let report = |name: &std::ffi::OsStr| {
+            let mut n = fsio::fit_name(name, REPORT.len());
+            n.push(REPORT);
+            n
+        };
+        let mut to = self.ctx.spool.quarantine.join(report(meta.rel.file_name()));
         let taken = |w: &Self, p: &PathBuf| -> Result<bool> {
             let rel = w.ctx.spool.relative(p);
             Ok(p.symlink_metadata().is_ok()
@@ -429,8 +490,8 @@ impl Writer<'_> {
         };
         if taken(self, &to)? {
             let mut n = meta.rel.file_name().to_os_string();
-            n.push(format!("~{id}.rejects.ndjson"));
-            to = self.ctx.spool.quarantine.join(n);
+            n.push(format!("~{id}"));
+            to = self.ctx.spool.quarantine.join(report(&n));
         }
         self.ledger
             .set_rejects_at(id, &self.ctx.spool.relative(&to))?;
@@ -743,17 +804,27 @@ impl Writer<'_> {
             ..self.row(&meta, &path, State::Quarantined, &now)
         })?;
         self.ledger.add_rejects(id, rejects)?;
-        let name = meta.rel.file_name().to_os_string();
-        let to = self.allocate(id, self.ctx.spool.quarantine.join(&name))?;
+        let to = self.allocate(
+            id,
+            self.ctx.spool.quarantine.clone(),
+            meta.rel.file_name(),
+            SIDECAR,
+        )?;
         let row = self
             .ledger
             .get(id)?
             .context("the ledger row just written is missing")?;
+        let how = match (&meta.source, reject.kind) {
+            (Source::Claimed(_), _) => Transfer::Move,
+            // A FIFO or device read in place is never opened, so never copied.
+            (Source::Kept(_), Kind::SpecialFile) => Transfer::None,
+            (Source::Kept(_), _) => Transfer::Copy,
+        };
         let placement = Placement::Quarantine {
             from: meta.source.path().to_path_buf(),
             to,
             reason: reason_json(&row, &rejects[..rejects.len().min(FIRST_REJECTS)]),
-            copy: self.ctx.mode == Mode::Keep,
+            how,
         };
         self.finished.push(Finished {
             meta,
@@ -775,8 +846,11 @@ impl Writer<'_> {
             return Ok(rejects.map(|(to, body)| Placement::Report { to, body }));
         };
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let want = self.ctx.spool.archive.join(day).join(meta.rel.as_path());
-        let to = self.allocate(id, want)?;
+        let mut dir = self.ctx.spool.archive.join(day);
+        if let Some(parent) = meta.rel.parent() {
+            dir.push(parent);
+        }
+        let to = self.allocate(id, dir, meta.rel.file_name(), 0)?;
         Ok(Some(Placement::Archive {
             from: c.path.clone(),
             to,
@@ -784,16 +858,22 @@ impl Writer<'_> {
         }))
     }
 
-    /// Reserves a final name for a file in the ledger: `want` if free, else with `~<id>`
-    /// before the extension. Names are unique because every reservation happens inside a write
-    /// transaction, serialized across all ferry processes on this spool.
-    fn allocate(&mut self, id: i64, want: PathBuf) -> Result<PathBuf> {
-        let mut to = want;
+    /// Reserves a final name for a file in the ledger: `dir/name` if free, else with `~<id>`
+    /// before the extension; either cut to fit the filesystem with `reserve` bytes to spare for
+    /// sidecars. Names are unique because every reservation happens inside a write transaction,
+    /// serialized across all ferry processes on this spool.
+    fn allocate(
+        &mut self,
+        id: i64,
+        dir: PathBuf,
+        name: &std::ffi::OsStr,
+        reserve: usize,
+    ) -> Result<PathBuf> {
+        let mut to = dir.join(fsio::fit_name(name, reserve));
         let mut stored = self.ctx.spool.relative(&to);
         if self.ledger.stored_at_taken(&stored)? || to.symlink_metadata().is_ok() {
-            let name =
-                spool::name_with_suffix(to.file_name().unwrap_or_default(), &format!("~{id}"));
-            to = to.with_file_name(name);
+            let suffixed = fsio::name_with_suffix(name, &format!("~{id}"));
+            to = dir.join(fsio::fit_name(&suffixed, reserve));
             stored = self.ctx.spool.relative(&to);
         }
         self.ledger.set_stored_at(id, &stored)?;
@@ -801,25 +881,19 @@ impl Writer<'_> {
     }
 }
 
-/// Test builds only: while the file named by `FERRY_TEST_DISK_FULL` exists, the ledger may not
-/// grow (SQLite's `max_page_count` is pinned to its current size), so writes fail with SQLite's
-/// real "database or disk is full" error, as on a full disk.
-#[cfg(debug_assertions)]
+/// The `FERRY_FAULT_DISK_FULL` fault point: while its flag file exists the ledger may not grow
+/// (SQLite's `max_page_count` is pinned to its current size), so writes fail with SQLite's real
+/// "database or disk is full" error, as on a full disk.
 fn injected_disk_full(conn: &rusqlite::Connection) -> Result<()> {
-    let Ok(flag) = std::env::var("FERRY_TEST_DISK_FULL") else {
+    let Some(full) = crate::faults::disk_full() else {
         return Ok(());
     };
-    let pages: i64 = if std::path::Path::new(&flag).exists() {
+    let pages: i64 = if full {
         conn.query_row("PRAGMA page_count", [], |r| r.get(0))?
     } else {
         i64::from(u32::MAX - 1)
     };
     conn.execute_batch(&format!("PRAGMA max_page_count = {pages}"))?;
-    Ok(())
-}
-
-#[cfg(not(debug_assertions))]
-fn injected_disk_full(_: &rusqlite::Connection) -> Result<()> {
     Ok(())
 }
 
@@ -834,6 +908,27 @@ fn is_busy(e: &anyhow::Error) -> bool {
         sqlite_code(e),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+/// Why storing a file's records failed, for a failure that is not about the machine: a limit
+/// of the store the file's content runs into has its own kind (the file needs changing, or the
+/// dataset's shape); anything else is `io.store`.
+fn store_reject(e: &anyhow::Error) -> Reject {
+    let text = format!("{e:#}");
+    let (kind, what) = if sqlite_code(e) == Some(rusqlite::ErrorCode::TooBig) {
+        (
+            Kind::RecordTooBig,
+            "a value or record is larger than the store accepts",
+        )
+    } else if text.contains("too many columns") {
+        (
+            Kind::SchemaTooManyColumns,
+            "the table would have more columns than the store allows",
+        )
+    } else {
+        (Kind::IoStore, "storing the records failed")
+    };
+    Reject::new(kind, Stage::Store, format!("{what}: {text}"))
 }
 
 /// Errors that are about the database or the machine, not the file: stop and let recovery redo

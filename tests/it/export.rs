@@ -132,7 +132,7 @@ fn start_slow_export(s: &Spool, out: &Path, pause_ms: u64) -> std::process::Chil
             "--max-rows",
             "10",
         ])
-        .env("FERRY_TEST_EXPORT_PAUSE_MS", pause_ms.to_string())
+        .env("FERRY_FAULT_EXPORT_PAUSE_MS", pause_ms.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -239,7 +239,7 @@ fn a_crash_at_each_step_then_export_again_rewrites_the_same_bytes() {
         let died = s
             .cmd()
             .args(["export", "ev", "--to", out_s, "--max-rows", "20"])
-            .env("FERRY_TEST_EXPORT_DIE", point)
+            .env("FERRY_FAULT_EXPORT_DIE", point)
             .output()
             .unwrap();
         assert_eq!(died.status.code(), Some(137), "{point}");
@@ -301,7 +301,7 @@ fn kill_9_at_random_moments_then_the_union_of_batches_is_the_dataset() {
         let mut child = s
             .cmd()
             .args(["export", "ev", "--to", &out_s, "--max-rows", "97"])
-            .env("FERRY_TEST_EXPORT_PAUSE_MS", "3")
+            .env("FERRY_FAULT_EXPORT_PAUSE_MS", "3")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

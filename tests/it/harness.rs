@@ -356,3 +356,43 @@ pub fn wait_for_files_within(s: &Spool, n: i64, within: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Runs ferry with `--json` output and any exit code: (code, parsed stdout).
+pub fn json_any(s: &Spool, args: &[&str]) -> (Option<i32>, Value) {
+    let out = s.ferry(args);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ferry {args:?}: {e}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}
+
+/// Makes a FIFO at `path`.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+/// Waits for a child with a deadline (a hang is a failure, not a stuck test run).
+pub fn wait_within(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the process did not finish within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether these tests run as root (which file modes do not stop).
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}

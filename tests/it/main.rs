@@ -7,6 +7,8 @@ mod harness;
 
 mod crash;
 mod edges;
+mod edges_files;
+mod edges_ops;
 mod export;
 mod formats;
 mod model;

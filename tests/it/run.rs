@@ -255,14 +255,21 @@ fn exit_codes_say_how_it_went() {
         err.contains("ferry.toml") && err.contains("line 3") && err.contains("ignor"),
         "{err}"
     );
-    // A fatal error: the root is a file.
+    // The root is a file: not a spool (bad usage), and with --init a fatal error.
     let not_dir = s.scratch("x").join("file");
     fs::write(&not_dir, "").unwrap();
-    let out = std::process::Command::new(FERRY)
-        .args(["--root", not_dir.to_str().unwrap(), "run"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    for (init, code) in [(false, 2), (true, 1)] {
+        let mut cmd = std::process::Command::new(FERRY);
+        cmd.args(["--root", not_dir.to_str().unwrap(), "run"]);
+        if init {
+            cmd.arg("--init");
+        }
+        assert_eq!(
+            cmd.output().unwrap().status.code(),
+            Some(code),
+            "--init {init}"
+        );
+    }
 }
 
 fn is_rfc3339_millis_utc(s: &str) -> bool {

@@ -585,7 +585,7 @@ fn read_failures_are_retried_with_back_off_then_quarantined() {
     s.drop_file("sales/flaky.csv", b"a,b\n1,2\n");
     let out = s
         .cmd()
-        .env("FERRY_TEST_FAIL_READS", "flaky:2")
+        .env("FERRY_FAULT_FAIL_READS", "flaky:2")
         .args(["run"])
         .output()
         .unwrap();
@@ -607,7 +607,7 @@ fn read_failures_are_retried_with_back_off_then_quarantined() {
     s.drop_file("sales/fine.csv", b"a,b\n3,4\n");
     let out = s
         .cmd()
-        .env("FERRY_TEST_FAIL_READS", "broken:100")
+        .env("FERRY_FAULT_FAIL_READS", "broken:100")
         .args(["run"])
         .output()
         .unwrap();

@@ -188,7 +188,7 @@ fn disk_full_stops_claiming_then_everything_loads_once_space_returns() {
     s.drop_file("warmup/w.csv", b"n\n0\n");
     let flag = s.scratch("flags").join("disk-full");
     let flag_s = flag.to_str().unwrap().to_string();
-    let mut d = start_watch_with(&s, &[], &[("FERRY_TEST_DISK_FULL", &flag_s)]);
+    let mut d = start_watch_with(&s, &[], &[("FERRY_FAULT_DISK_FULL", &flag_s)]);
     wait_for_files(&s, 1);
     fs::write(&flag, b"").unwrap();
     for i in 0..20 {
@@ -367,7 +367,7 @@ fn a_file_that_cannot_be_opened_is_reported_left_and_retried() {
             "--metrics",
             &format!("127.0.0.1:{port}"),
         ],
-        &[("FERRY_TEST_DENY_OPEN", &deny)],
+        &[("FERRY_FAULT_DENY_OPEN", &deny)],
     );
     s.drop_file("p/locked.csv", b"n\n1\n");
     s.drop_file("p/open.csv", b"n\n2\n");
@@ -409,7 +409,7 @@ fn files_that_cannot_be_moved_after_commit_are_placed_once_the_disk_allows() {
     let mut d = start_watch_with(
         &s,
         &["--rescan", "300ms"],
-        &[("FERRY_TEST_FAIL_PLACE", &flag_s)],
+        &[("FERRY_FAULT_FAIL_PLACE", &flag_s)],
     );
     for i in 0..3 {
         s.drop_file(&format!("p/f{i}.csv"), format!("n\n{i}\n").as_bytes());
