@@ -120,6 +120,35 @@ pub fn render() -> String {
     let _ = writeln!(o, "ferry_records_total {}", get(&c.records));
     head(
         &mut o,
+        "ferry_rejected_records_total",
+        "counter",
+        "Records set aside as bad within max_bad_records, in files that were ingested.",
+    );
+    let _ = writeln!(
+        o,
+        "ferry_rejected_records_total {}",
+        get(&c.rejected_records)
+    );
+    head(
+        &mut o,
+        "ferry_duplicate_records_total",
+        "counter",
+        "Records not stored because their key was already stored.",
+    );
+    let _ = writeln!(
+        o,
+        "ferry_duplicate_records_total {}",
+        get(&c.duplicate_records)
+    );
+    head(
+        &mut o,
+        "ferry_unplaced_files_total",
+        "counter",
+        "Files whose outcome was recorded but that could not be moved to their place.",
+    );
+    let _ = writeln!(o, "ferry_unplaced_files_total {}", get(&c.unplaced));
+    head(
+        &mut o,
         "ferry_bytes_total",
         "counter",
         "Bytes of input files finished.",

@@ -205,6 +205,11 @@ struct Records<R: Read> {
     /// Where the current record started.
     rec_line: u64,
     rec_byte: u64,
+    /// The line the next record starts on if no blank line comes first.
+    next_line: u64,
+    /// Blank lines skipped between records (not those at the end), and the first few of them.
+    blank: u64,
+    blank_at: Vec<u64>,
 }
 
 impl<R: Read> Records<R> {
@@ -228,6 +233,9 @@ impl<R: Read> Records<R> {
             max_record: opt.max_record,
             rec_line: 1,
             rec_byte: 0,
+            next_line: 1,
+            blank: 0,
+            blank_at: Vec::new(),
         }
     }
 
@@ -280,6 +288,15 @@ impl<R: Read> Records<R> {
                 started = true;
                 self.rec_line = self.lines.line();
                 self.rec_byte = self.byte;
+                if self.pos < self.len && self.rec_line > self.next_line {
+                    // Blank lines before a record: csv-core skips them; ferry says so.
+                    for l in self.next_line..self.rec_line {
+                        if self.blank_at.len() < 5 {
+                            self.blank_at.push(l);
+                        }
+                    }
+                    self.blank += self.rec_line - self.next_line;
+                }
             }
             let (res, nin, nout, nend) = self.core.read_record(
                 &self.buf[self.pos..self.len],
@@ -312,7 +329,10 @@ impl<R: Read> Records<R> {
                     let n = self.ends.len() * 2;
                     self.ends.resize(n, 0);
                 }
-                csv_core::ReadRecordResult::Record => return Ok(true),
+                csv_core::ReadRecordResult::Record => {
+                    self.next_line = self.lines.line();
+                    return Ok(true);
+                }
                 csv_core::ReadRecordResult::End => return Ok(false),
             }
         }
@@ -466,6 +486,21 @@ pub fn parse(r: impl Read, opt: &CsvOptions, out: &mut dyn RowOut) -> Result<u64
         out.row(line, text, &spans)?;
         rows += 1;
     }
+    if recs.blank > 0 {
+        let at: Vec<String> = recs.blank_at.iter().map(u64::to_string).collect();
+        out.note(format!(
+            "{} blank line{} skipped (line{} {}{})",
+            recs.blank,
+            crate::reject::plural(recs.blank as usize),
+            crate::reject::plural(at.len()),
+            at.join(", "),
+            if recs.blank > at.len() as u64 {
+                ", …"
+            } else {
+                ""
+            }
+        ));
+    }
     Ok(rows)
 }
 
@@ -567,6 +602,33 @@ mod tests {
         };
         let c = run("a,b\n'x,y',say \"hi\"\n", &single).unwrap();
         assert_eq!(c.rows[0].1[1].as_deref(), Some("say \"hi\""));
+    }
+
+    #[test]
+    fn blank_lines_between_records_are_noted_not_trailing_ones() {
+        #[derive(Default)]
+        struct Notes(Collect, Vec<String>);
+        impl RowOut for Notes {
+            fn columns(&mut self, n: &[String]) -> Result<(), Stop> {
+                self.0.columns(n)
+            }
+            fn row(&mut self, l: u64, t: &str, s: &[Option<(usize, usize)>]) -> Result<(), Stop> {
+                self.0.row(l, t, s)
+            }
+            fn note(&mut self, n: String) {
+                self.1.push(n);
+            }
+        }
+        let parse_notes = |input: &str| {
+            let mut n = Notes::default();
+            assert!(parse(input.as_bytes(), &CsvOptions::default(), &mut n).is_ok());
+            (n.0.rows.iter().map(|r| r.0).collect::<Vec<_>>(), n.1)
+        };
+        let (lines, notes) = parse_notes("a,b\n1,2\n\n3,4\r\n\r\n\r\n5,6\n\n\n");
+        assert_eq!(lines, [2, 4, 7]);
+        assert_eq!(notes, ["3 blank lines skipped (lines 3, 5, 6)"]);
+        let (_, notes) = parse_notes("a,b\n1,2\n3,\"x\ny\"\n4,5\n\n");
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]

@@ -131,6 +131,10 @@ impl<'o> Rows<'o> {
     /// The column of a key in the current record (`None` after `fail`: a key named twice).
     fn column<E: de::Error>(&mut self, raw: &str) -> Result<usize, E> {
         let key = raw.trim();
+        if key.contains('\0') {
+            // Not even with allow_nul: a column name cannot hold a NUL.
+            return Err(self.fail(nul_reject(0, 0)));
+        }
         if key.len() > MAX_COLUMN_NAME {
             return Err(self.fail(Reject::new(
                 Kind::SchemaColumnNameTooLong,
@@ -733,6 +737,8 @@ mod tests {
         assert!(e.message.starts_with("line 2:"), "{}", e.message);
         let e = ndjson("{\"a\":1}\n\n{\"a\":\"x\\u0000y\"}\n").unwrap_err();
         assert_eq!((e.kind, e.line), (Kind::EncodingNul, Some(3)));
+        let e = json(r#"{"foo\u0000bar": 42}"#, "").unwrap_err();
+        assert_eq!(e.kind, Kind::EncodingNul);
         // The same key in different records is one column, not a duplicate.
         assert_eq!(ndjson("{\"a\":1}\n{\"a\":2}\n").unwrap().rows.len(), 2);
     }

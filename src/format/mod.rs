@@ -192,6 +192,9 @@ pub trait RowOut {
     fn columns(&mut self, names: &[String]) -> Result<(), Stop>;
     /// One record: `spans` index into `text`, one per column (`None` = null/empty).
     fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop>;
+    /// Something the parser passed over that a reader of the ledger should know about (blank
+    /// lines skipped): recorded as a warning on the file.
+    fn note(&mut self, _note: String) {}
 }
 
 /// The columns ferry adds to every dataset table.

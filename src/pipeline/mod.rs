@@ -235,6 +235,8 @@ pub enum End {
         records: u64,
         /// Records rejected within the threshold.
         rejected: u64,
+        /// What the parser passed over (blank lines), recorded as warnings on the file.
+        notes: Vec<String>,
     },
     Rejected {
         format: Option<Format>,

@@ -363,6 +363,8 @@ pub struct Stages<'a> {
     cells: Vec<Cell>,
     /// Whether rows go through the per-cell path (typed columns or a key).
     staged: bool,
+    /// What the parser passed over (blank lines), for the file's warnings.
+    pub notes: Vec<String>,
 }
 
 impl<'a> Stages<'a> {
@@ -377,6 +379,7 @@ impl<'a> Stages<'a> {
             good: 0,
             cells: Vec::new(),
             staged: spec.typed() || !spec.key.is_empty(),
+            notes: Vec::new(),
         }
     }
 
@@ -562,6 +565,10 @@ impl RowOut for Stages<'_> {
                 key: self.shape.key_out.clone(),
             }))
             .map_err(|_| Stop::Cancelled)
+    }
+
+    fn note(&mut self, note: String) {
+        self.notes.push(note);
     }
 
     fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {

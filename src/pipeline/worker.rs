@@ -452,10 +452,11 @@ fn ingest(
             drop(tx);
             return again_or_reject(ctx, meta, r, jobs);
         }
-        Ok((records, rejected)) => End::Done {
+        Ok((records, rejected, notes)) => End::Done {
             format: format.expect("parsed, so opened"),
             records,
             rejected,
+            notes,
         },
         Err(Stop::Reject(reject)) => End::Rejected {
             format,
@@ -474,7 +475,7 @@ fn ingest(
 
 type Parsed = (
     Option<Format>,
-    Result<(u64, u64), Stop>,
+    Result<(u64, u64, Vec<String>), Stop>,
     Vec<crate::reject::RecordReject>,
 );
 
@@ -495,7 +496,10 @@ fn parse_with_stages(
         Ok(opened) => {
             let f = opened.format;
             let mut stages = Stages::new(tx, dataset, f == Format::Csv);
-            let parsed = opened.parse(&mut stages).and_then(|_| stages.finish());
+            let parsed = opened
+                .parse(&mut stages)
+                .and_then(|_| stages.finish())
+                .map(|(good, bad)| (good, bad, std::mem::take(&mut stages.notes)));
             (Some(f), parsed, stages.first_rejects())
         }
         Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),

@@ -415,8 +415,12 @@ impl Writer<'_> {
         drop(rx);
         match end {
             End::Done {
-                format, rejected, ..
+                format,
+                rejected,
+                notes,
+                ..
             } => {
+                file.warnings.extend(notes);
                 let counts = Counts {
                     stored: file.stored,
                     rejected,

@@ -507,7 +507,15 @@ fn lone_cr_lines_and_error_lines_agree() {
     let s = Spool::new();
     s.drop_file("cr/a.csv", b"a,b\r1,2\r3,4\r5,6\r");
     s.drop_file("j/bad.ndjson", b"{\"a\":1}\n{\"a\":\"\\ud800\"}\n");
+    // Blank lines carry no record, but they are not passed over in silence.
+    s.drop_file("blank/a.csv", b"a,b\n1,2\n\n3,4\n\n");
     s.ferry_ok(&["run"], 3);
+    let blank = &s.files_by_path()["blank/a.csv"];
+    assert_eq!(blank["records"], 2);
+    assert_eq!(
+        blank["warnings"],
+        serde_json::json!(["1 blank line skipped (line 3)"])
+    );
     assert_eq!(
         s.query("SELECT _line FROM cr ORDER BY _id"),
         [["2"], ["3"], ["4"]].map(|r| r.map(|v| Some(v.to_string())).to_vec())
@@ -517,4 +525,103 @@ fn lone_cr_lines_and_error_lines_agree() {
     assert_eq!(f["error_line"], 2);
     let msg = f["error_message"].as_str().unwrap();
     assert!(msg.contains("line 2") && !msg.contains("line 1"), "{msg}");
+}
+
+/// A gzip file that decompresses to `head` followed by `mib` MiB of `x`: the same 1 MiB member
+/// repeated (gzip allows members one after another), so it is small to write and to store.
+fn gzip_bomb(head: &[u8], mib: usize) -> Vec<u8> {
+    use std::io::Write;
+    let member = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let xs = vec![b'x'; 1 << 20];
+    let mut out = member(&[head, &xs[..]].concat());
+    let rest = member(&xs);
+    for _ in 1..mib {
+        out.extend_from_slice(&rest);
+    }
+    out
+}
+
+#[test]
+fn lines_of_any_length_are_refused_with_flat_memory() {
+    let s = Spool::new();
+    let mut huge = b"a,b\n1,".to_vec();
+    huge.resize(100 << 20, b'y');
+    huge.extend_from_slice(b"\n2,3\n");
+    s.drop_file("plain/huge.csv", &huge);
+    s.drop_file("gz/line.csv.gz", &gzip_bomb(b"a\n", 1024));
+    s.drop_file("gz/line.ndjson.gz", &gzip_bomb(b"{\"a\":\"", 1024));
+    s.drop_file("gz/array.json.gz", &gzip_bomb(b"[{\"a\":\"", 1024));
+    assert!(
+        fs::metadata(s.incoming().join("gz/line.csv.gz"))
+            .unwrap()
+            .len()
+            < 8 << 20
+    );
+    let mut cmd = s.cmd();
+    cmd.arg("run");
+    let (code, rss) = run_measuring_rss(cmd);
+    assert_eq!(code, Some(3));
+    assert!(rss < 200.0, "peak RSS {rss:.0} MiB");
+    let files = s.files_by_path();
+    assert_eq!(files["plain/huge.csv"]["error_kind"], "csv.line_too_long");
+    assert_eq!(files["plain/huge.csv"]["error_line"], 2);
+    assert_eq!(files["plain/huge.csv"]["error_offset"], 4);
+    assert_eq!(files["gz/line.csv.gz"]["error_kind"], "csv.line_too_long");
+    assert_eq!(
+        files["gz/line.ndjson.gz"]["error_kind"],
+        "json.record_too_long"
+    );
+    assert_eq!(
+        files["gz/array.json.gz"]["error_kind"],
+        "json.record_too_long"
+    );
+    // The next run has nothing to do: the files are set aside, not retried into a crash.
+    s.ferry_ok(&["run"], 0);
+}
+
+#[test]
+fn a_header_of_numbers_is_a_data_row_not_columns() {
+    let s = Spool::new();
+    fs::write(
+        s.root.join("ferry.toml"),
+        "[[dataset]]\nname = \"nohead\"\nheader = false\nnames = [\"a\", \"b\"]\n\n\
+         [[dataset]]\nname = \"typed\"\ncolumns = [{ name = \"a\", type = \"int\" }, { name = \"b\" }]\n",
+    )
+    .unwrap();
+    // A writer paused mid-file and the tail arrived as a file of its own.
+    s.drop_file("feed/head.csv", b"a,b\n1,x\n");
+    s.ferry_ok(&["run"], 0);
+    for (name, body) in [
+        ("tail.csv", &b"2,20\n3,30\n"[..]),
+        ("neg.csv", b"-1.5,1e3\n"),
+        ("comma.csv", b"7;8,5;9\n1;2;3\n"),
+    ] {
+        s.drop_file(&format!("feed/{name}"), body);
+    }
+    s.drop_file("nohead/a.csv", b"2,20\n3,30\n");
+    s.drop_file("typed/a.csv", b"2,20\n3,30\n");
+    s.ferry_ok(&["run"], 3);
+    let files = s.files_by_path();
+    for name in ["tail.csv", "neg.csv", "comma.csv"] {
+        assert_eq!(
+            files[&format!("feed/{name}")]["error_kind"],
+            "csv.numeric_header",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        s.columns("feed"),
+        ["_id", "_file_id", "_line", "a", "b"],
+        "no column named 2"
+    );
+    assert_eq!(
+        files["nohead/a.csv"]["records"], 2,
+        "header = false takes them as data"
+    );
+    // Declared columns: drift, under the dataset's policy (fail by default).
+    assert_eq!(files["typed/a.csv"]["error_kind"], "schema.new_column");
 }

@@ -396,3 +396,20 @@ pub fn wait_within(child: &mut Child, within: Duration) -> std::process::ExitSta
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Runs a command to its end; its exit code and peak resident memory in MiB (from `wait4`).
+// The child is reaped by `wait4` itself (that is how its peak RSS is read), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+pub fn run_measuring_rss(mut cmd: Command) -> (Option<i32>, f64) {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss as f64 / 1024.0)
+}

@@ -134,14 +134,19 @@ fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
     let addr = format!("127.0.0.1:{port}");
     s.drop_file("a/good.csv", b"x\n1\n2\n3\n");
     s.drop_file("a/bad.json", b"{not json");
+    // One record set aside (empty key), one not stored (its key was), one stored.
+    s.drop_file("k/a.csv", b"id,x\n1,a\n1,b\n,c\n");
     // Configured in ferry.toml this time (the flag does the same).
     fs::write(
         s.root.join("ferry.toml"),
-        format!("[watch]\nmetrics = \"{addr}\"\n"),
+        format!(
+            "[watch]\nmetrics = \"{addr}\"\n\n\
+             [[dataset]]\nname = \"k\"\nkey = [\"id\"]\nmax_bad_records = 5\n"
+        ),
     )
     .unwrap();
     let mut d = start_watch(&s, &[]);
-    wait_for_files(&s, 2);
+    wait_for_files(&s, 3);
     // Still being written: waiting.
     s.drop_fresh("a/fresh.csv", b"x\n9\n");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -149,7 +154,7 @@ fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
         // The counters move just after the commit the ledger shows (once files are placed).
         if let Some(t) = http_get(port, "/metrics") {
             if t.contains("ferry_waiting_files 1")
-                && t.contains("ferry_files_total{outcome=\"ingested\"} 1")
+                && t.contains("ferry_files_total{outcome=\"ingested\"} 2")
                 && t.contains("ferry_files_total{outcome=\"quarantined\"} 1")
             {
                 break t;
@@ -164,17 +169,19 @@ fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
     assert!(text.starts_with("HTTP/1.0 200 OK"));
     assert_eq!(
         sample(&text, "ferry_files_total{outcome=\"ingested\"}"),
-        1.0
+        2.0
     );
     assert_eq!(
         sample(&text, "ferry_files_total{outcome=\"quarantined\"}"),
         1.0
     );
-    assert_eq!(sample(&text, "ferry_records_total"), 3.0);
-    assert_eq!(sample(&text, "ferry_ingest_latency_seconds_count"), 1.0);
+    assert_eq!(sample(&text, "ferry_records_total"), 4.0);
+    assert_eq!(sample(&text, "ferry_rejected_records_total"), 1.0);
+    assert_eq!(sample(&text, "ferry_duplicate_records_total"), 1.0);
+    assert_eq!(sample(&text, "ferry_ingest_latency_seconds_count"), 2.0);
     assert_eq!(
         sample(&text, "ferry_ingest_latency_seconds_bucket{le=\"+Inf\"}"),
-        1.0
+        2.0
     );
     assert!(sample(&text, "ferry_last_success_timestamp_seconds") > 1.6e9);
     assert_eq!(sample(&text, "ferry_queue_depth"), 0.0);
