@@ -13,6 +13,8 @@ and prints rows/s, files/s, the ratio, and ferry's peak RSS.
   python3 bench/ingest.py                 # both sets, 3 rounds
   python3 bench/ingest.py --set small     # one set
   python3 bench/ingest.py --rounds 5
+  python3 bench/ingest.py --before /path/to/older/ferry --tools ferry,before,typed,typed-before
+                                          # an older build as a contender in the same rounds
 """
 
 import argparse
@@ -125,7 +127,7 @@ columns = [
 """
 
 
-def run_ferry(d, files, name, extra_args=(), typed=False):
+def run_ferry(d, files, name, extra_args=(), typed=False, binary=None):
     spool = os.path.join(WORK, "ferry-" + name)
     shutil.rmtree(spool, ignore_errors=True)
     inc = os.path.join(spool, "incoming", "vehicles")
@@ -135,7 +137,7 @@ def run_ferry(d, files, name, extra_args=(), typed=False):
             fh.write(TYPED_CONFIG)
     for f in files:
         os.link(os.path.join(d, f), os.path.join(inc, f))
-    el, rss = run_measured([FERRY, "--root", spool, "-q", "run", "--no-progress", *extra_args],
+    el, rss = run_measured([binary or FERRY, "--root", spool, "-q", "run", "--no-progress", *extra_args],
                            stdout=subprocess.DEVNULL)
     out = subprocess.run(["sqlite3", os.path.join(spool, "ferry.db"),
                           "select count(*) from vehicles; select count(*) from files where state='ingested';"],
@@ -167,7 +169,9 @@ def main():
     ap.add_argument("--set", choices=list(SETS), action="append")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tools", default="ferry,typed,sqlite3",
-                    help="comma-separated among ferry (zero-config), typed (7 typed columns, key on 3), sqlite3")
+                    help="comma-separated among ferry (zero-config), typed (7 typed columns, key on 3), "
+                         "sqlite3, before and typed-before (the --before binary)")
+    ap.add_argument("--before", help="another ferry binary, run as the contenders 'before' and 'typed-before'")
     args = ap.parse_args()
     sets = args.set or list(SETS)
     if not os.path.exists(FERRY):
@@ -185,12 +189,18 @@ def main():
         files, size = dataset_facts(d)
         rows_expected = SETS[name]["files"] * SETS[name]["rows"]
         ferry_t, sqlite_t, typed_t, ferry_rss, typed_rss = [], [], [], [], []
+        before_t, typed_before_t = [], []
         tools = args.tools.split(",")
         for r in range(args.rounds):
             # Rotate which tool goes first, so none always gets the warmer machine.
             order = tools[r % len(tools):] + tools[:r % len(tools)]
             for tool in order:
-                if tool in ("ferry", "typed"):
+                if tool in ("before", "typed-before"):
+                    el, rss, n, nfiles = run_ferry(d, files, name, typed=tool == "typed-before",
+                                                   binary=args.before)
+                    assert n == rows_expected and nfiles == len(files), (n, nfiles)
+                    (typed_before_t if tool == "typed-before" else before_t).append(el)
+                elif tool in ("ferry", "typed"):
                     typed = tool == "typed"
                     el, rss, n, nfiles = run_ferry(d, files, name, typed=typed)
                     assert n == rows_expected and nfiles == len(files), (n, nfiles)
@@ -205,6 +215,14 @@ def main():
         med = lambda v: statistics.median(v) if v else float("nan")
         summary.append((name, len(files), rows_expected, size, med(ferry_t), med(sqlite_t), med(typed_t),
                         max(ferry_rss or [0]), max(typed_rss or [0])))
+        if before_t or typed_before_t:
+            print("%-6s before: ferry %s rows/s (now/before %s), typed %s rows/s (now/before %s)" % (
+                name,
+                "%.0f" % (rows_expected / med(before_t)) if before_t else "-",
+                "%.3f" % (med(before_t) / med(ferry_t)) if before_t and ferry_t else "-",
+                "%.0f" % (rows_expected / med(typed_before_t)) if typed_before_t else "-",
+                "%.3f" % (med(typed_before_t) / med(typed_t)) if typed_before_t and typed_t else "-"),
+                flush=True)
 
     print()
     print("median of %d rounds" % args.rounds)

@@ -21,6 +21,7 @@
 
 #[cfg(feature = "fault-injection")]
 mod points {
+    use crate::spool::RelPath;
     use std::io;
     use std::path::Path;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,19 +38,19 @@ mod points {
         }};
     }
 
-    pub fn read(rel: &str) -> Option<io::Error> {
+    pub fn read(rel: &RelPath) -> Option<io::Error> {
         static FAILED: AtomicU32 = AtomicU32::new(0);
         let (pat, n) = setting!("FERRY_FAULT_FAIL_READS")?.rsplit_once(':')?;
         let n: u32 = n.parse().ok()?;
-        if !rel.contains(pat) || FAILED.fetch_add(1, Ordering::SeqCst) >= n {
+        if !rel.display().contains(pat) || FAILED.fetch_add(1, Ordering::SeqCst) >= n {
             return None;
         }
         Some(io::Error::from_raw_os_error(libc::EIO))
     }
 
-    pub fn open(rel: &str) -> Option<io::Error> {
+    pub fn open(rel: &RelPath) -> Option<io::Error> {
         let (flag, pat) = setting!("FERRY_FAULT_DENY_OPEN")?.rsplit_once(':')?;
-        (rel.contains(pat) && Path::new(flag).exists())
+        (rel.display().contains(pat) && Path::new(flag).exists())
             .then(|| io::Error::from_raw_os_error(libc::EACCES))
     }
 
@@ -64,8 +65,8 @@ mod points {
             .then(|| io::Error::from_raw_os_error(libc::ENOSPC))
     }
 
-    pub fn before_claim(path: &Path, rel: &str) {
-        if setting!("FERRY_FAULT_CHANGE_BEFORE_CLAIM").is_some_and(|p| rel.contains(p)) {
+    pub fn before_claim(path: &Path, rel: &RelPath) {
+        if setting!("FERRY_FAULT_CHANGE_BEFORE_CLAIM").is_some_and(|p| rel.display().contains(p)) {
             use std::io::Write;
             if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
                 let _ = f.write_all(b"\n");
@@ -73,8 +74,10 @@ mod points {
         }
     }
 
-    pub fn between_passes(path: &Path, rel: &str) {
-        if !setting!("FERRY_FAULT_REWRITE_BETWEEN_PASSES").is_some_and(|p| rel.contains(p)) {
+    pub fn between_passes(path: &Path, rel: &RelPath) {
+        if !setting!("FERRY_FAULT_REWRITE_BETWEEN_PASSES")
+            .is_some_and(|p| rel.display().contains(p))
+        {
             return;
         }
         // Swap two digits in place, keep the size, put the mtime back: invisible to a stat.
@@ -101,8 +104,8 @@ mod points {
         let _ = f.set_modified(mtime);
     }
 
-    pub fn crash_on(rel: &str) {
-        if setting!("FERRY_FAULT_ABORT_ON").is_some_and(|p| rel.contains(p)) {
+    pub fn crash_on(rel: &RelPath) {
+        if setting!("FERRY_FAULT_ABORT_ON").is_some_and(|p| rel.display().contains(p)) {
             std::process::abort();
         }
     }
@@ -129,15 +132,16 @@ mod points {
 
 #[cfg(not(feature = "fault-injection"))]
 mod points {
+    use crate::spool::RelPath;
     use std::io;
     use std::path::Path;
 
     #[inline(always)]
-    pub fn read(_: &str) -> Option<io::Error> {
+    pub fn read(_: &RelPath) -> Option<io::Error> {
         None
     }
     #[inline(always)]
-    pub fn open(_: &str) -> Option<io::Error> {
+    pub fn open(_: &RelPath) -> Option<io::Error> {
         None
     }
     #[inline(always)]
@@ -149,11 +153,11 @@ mod points {
         None
     }
     #[inline(always)]
-    pub fn before_claim(_: &Path, _: &str) {}
+    pub fn before_claim(_: &Path, _: &RelPath) {}
     #[inline(always)]
-    pub fn between_passes(_: &Path, _: &str) {}
+    pub fn between_passes(_: &Path, _: &RelPath) {}
     #[inline(always)]
-    pub fn crash_on(_: &str) {}
+    pub fn crash_on(_: &RelPath) {}
     #[inline(always)]
     pub fn slow() {}
     #[inline(always)]

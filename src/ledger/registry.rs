@@ -154,8 +154,8 @@ pub fn table_or_planned(conn: &Connection, dataset: &str) -> Result<(String, boo
 #[derive(Debug, Default, Clone)]
 struct Names {
     table: Option<String>,
-    /// File column (name, occurrence) → table column.
-    columns: HashMap<(String, u32), String>,
+    /// File column name → (occurrence, table column).
+    columns: HashMap<String, Vec<(u32, String)>>,
     /// Lowercased table columns that a file column owns.
     owned: HashSet<String>,
 }
@@ -202,7 +202,7 @@ impl Registry {
             for row in rows {
                 let (source, occ, col) = row?;
                 n.owned.insert(col.to_lowercase());
-                n.columns.insert((source, occ), col);
+                n.columns.entry(source).or_default().push((occ, col));
             }
             self.known.insert(dataset.to_string(), n);
         }
@@ -237,8 +237,9 @@ impl Registry {
         Ok(self
             .names(conn, dataset)?
             .columns
-            .get(&(key.name.clone(), key.occurrence))
-            .cloned())
+            .get(&key.name)
+            .and_then(|v| v.iter().find(|(o, _)| *o == key.occurrence))
+            .map(|(_, c)| c.clone()))
     }
 
     /// Whether a file column without a column yet would take an existing table column: one of
@@ -296,7 +297,9 @@ impl Registry {
         names.owned.insert(column.to_lowercase());
         names
             .columns
-            .insert((key.name.clone(), key.occurrence), column.clone());
+            .entry(key.name.clone())
+            .or_default()
+            .push((key.occurrence, column.clone()));
         Ok((column, new))
     }
 }

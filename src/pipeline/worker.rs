@@ -127,7 +127,7 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
         EntryKind::Special => return not_a_file(ctx, &entry, Kind::SpecialFile, jobs),
         EntryKind::File => {}
     }
-    let opened = match faults::open(&entry.rel.display()) {
+    let opened = match faults::open(&entry.rel) {
         Some(e) => Err(e),
         None => open_nofollow(&entry.path),
     };
@@ -153,7 +153,7 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
         Mode::Keep => Source::Kept(entry.path.clone()),
         Mode::Move => {
             let owner = ctx.owner.as_ref().expect("move mode has an owner");
-            faults::before_claim(&entry.path, &entry.rel.display());
+            faults::before_claim(&entry.path, &entry.rel);
             let claim = match owner.claim(&ctx.spool, &entry.path, &entry.rel) {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
@@ -313,7 +313,7 @@ fn ingest(
 
     // Identity first: the full content's hash.
     let small = before.size <= ctx.cfg.small_file;
-    if let Some(e) = faults::read(&rel.display()) {
+    if let Some(e) = faults::read(rel) {
         let r = Reject::new(
             Kind::IoRead,
             Stage::Read,
@@ -350,7 +350,7 @@ fn ingest(
     }
 
     if !small {
-        faults::between_passes(meta.source.path(), &rel.display());
+        faults::between_passes(meta.source.path(), rel);
     }
     let (tx, rx) = if small {
         unbounded()
@@ -397,7 +397,7 @@ fn ingest(
     };
     let name = rel.file_name().to_string_lossy().into_owned();
     let parse = || {
-        faults::crash_on(&rel.display());
+        faults::crash_on(rel);
         faults::slow();
         parse_with_stages(raw, &name, &dataset, &tx)
     };
