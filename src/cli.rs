@@ -199,8 +199,8 @@ pub struct ExportArgs {
     pub to: Option<PathBuf>,
 
     /// Batch file format
-    #[arg(long, value_enum, default_value_t = crate::export::Format::Csv)]
-    pub format: crate::export::Format,
+    #[arg(long, value_enum, default_value_t = crate::export::BatchFormat::Csv)]
+    pub format: crate::export::BatchFormat,
 
     /// Compress batch files with gzip
     #[arg(long)]

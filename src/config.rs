@@ -6,6 +6,7 @@
 //! and key. `--help` never gets here: clap answers it before any file is touched.
 
 use crate::discover::{Rules, DEFAULT_IGNORE};
+use crate::exit::ExitError;
 use crate::format::{json::pointer_segments, text, Format, FormatOptions};
 use crate::schema::{self, Case, ColType, ColumnSpec, Value};
 use crate::spool::{RelPath, Spool};
@@ -16,11 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
-
-/// A configuration that cannot be used. Exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
 
 /// Where the spool is by default.
 pub const DEFAULT_ROOT: &str = "./ferry-data";
@@ -169,7 +165,7 @@ pub struct WatchSettings {
 
 impl Config {
     /// Resolves the configuration from the command line's `--root` and `--config`.
-    pub fn load(root: Option<&Path>, config: Option<&Path>) -> Result<Config, ConfigError> {
+    pub fn load(root: Option<&Path>, config: Option<&Path>) -> Result<Config, ExitError> {
         let file = match config {
             Some(p) => Some(p.to_path_buf()),
             None => {
@@ -201,7 +197,7 @@ impl Config {
         let settle = raw.ready.settle.map_or(Duration::from_secs(1), |d| d.0);
         let marker = raw.ready.done_marker.clone().filter(|m| !m.is_empty());
         let rules = Rules::new(&ignore, marker, settle)
-            .map_err(|e| ConfigError(format!("{}: ready.ignore: {e}", show(&file))))?;
+            .map_err(|e| ExitError::Usage(format!("{}: ready.ignore: {e}", show(&file))))?;
 
         let mut datasets = Vec::new();
         let mut names = std::collections::HashSet::new();
@@ -209,7 +205,7 @@ impl Config {
             let line = line_of(&text, d.span().start);
             let d = d.get_ref();
             let at = |e: String| {
-                ConfigError(format!(
+                ExitError::Usage(format!(
                     "{}: line {line}: dataset {:?}: {e}",
                     show(&file),
                     d.name.0
@@ -221,7 +217,8 @@ impl Config {
             datasets.push(Arc::new(d.resolve(&text).map_err(at)?));
         }
 
-        let bad = |key: &str, why: String| ConfigError(format!("{}: {key}: {why}", show(&file)));
+        let bad =
+            |key: &str, why: String| ExitError::Usage(format!("{}: {key}: {why}", show(&file)));
         let workers = match raw.workers {
             None | Some(0) => std::thread::available_parallelism().map_or(2, |n| n.get()),
             Some(w) if w <= MAX_WORKERS => w,
@@ -263,7 +260,7 @@ impl Config {
             metrics: match raw.watch.metrics.as_deref().filter(|m| !m.is_empty()) {
                 None => None,
                 Some(m) => Some(m.parse().map_err(|e| {
-                    ConfigError(format!(
+                    ExitError::Usage(format!(
                         "{}: watch.metrics: {m:?} is not an address like 127.0.0.1:9464 ({e})",
                         show(&file)
                     ))
@@ -454,11 +451,11 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-fn read_raw(path: &Path) -> Result<(RawConfig, String), ConfigError> {
+fn read_raw(path: &Path) -> Result<(RawConfig, String), ExitError> {
     let text = crate::fsio::open_regular(path)
         .and_then(std::io::read_to_string)
-        .map_err(|e| ConfigError(format!("cannot read the config: {e}")))?;
-    let raw = parse_raw(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        .map_err(|e| ExitError::Usage(format!("cannot read the config: {e}")))?;
+    let raw = parse_raw(&text).map_err(|e| ExitError::Usage(format!("{}: {e}", path.display())))?;
     Ok((raw, text))
 }
 

@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use ferry::cli::Cli;
-use ferry::config::ConfigError;
+use ferry::exit::ExitError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -28,11 +28,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // The whole chain, always: "looking up the dataset: no dataset named …".
             eprintln!("ferry: error: {e:#}");
-            ExitCode::from(if e.downcast_ref::<ConfigError>().is_some() {
-                2
-            } else {
-                1
-            })
+            ExitCode::from(e.downcast_ref::<ExitError>().map_or(1, ExitError::code))
         }
     }
 }

@@ -4,15 +4,20 @@
 use super::Outcome;
 use crate::cli::ExportArgs;
 use crate::config::Config;
-use crate::export::{self, Busy, Request, TargetStatus};
-use crate::ledger::Ledger;
-use crate::report::thousands;
+use crate::export::{self, Request};
+use crate::fsio;
+use crate::report::{self, ExportReport, TargetsReport};
+use crate::store;
 use anyhow::Result;
-use std::fmt::Write;
 
 pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
     if args.list {
-        return list(cfg, args.json);
+        let targets = match store::open_existing(&cfg.spool)? {
+            Some(mut s) => s.targets()?,
+            None => Vec::new(),
+        };
+        report::print(&TargetsReport(targets), args.json)?;
+        return Ok(Outcome::Done);
     }
     let dataset = args
         .dataset
@@ -26,7 +31,7 @@ pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
         None => cfg.spool.outgoing.join(&dataset),
     };
     std::fs::create_dir_all(&dir)
-        .map_err(|e| crate::fsio::with_path(e, "cannot create the target folder", &dir))?;
+        .map_err(|e| fsio::with_path(e, "cannot create the target folder", &dir))?;
     let dir = dir.canonicalize()?;
     let target = args
         .target
@@ -40,98 +45,8 @@ pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
         gzip: args.gzip,
         max_rows: args.max_rows,
     };
-    if !cfg.spool.db.exists() {
-        return Err(crate::config::ConfigError(format!(
-            "no ledger at {}: nothing has been ingested into this spool yet",
-            cfg.spool.db.display()
-        ))
-        .into());
-    }
-    let summary = match export::export(&cfg.spool, &req) {
-        Ok(s) => s,
-        Err(e) if e.downcast_ref::<Busy>().is_some() => {
-            eprintln!("ferry: {e}");
-            return Ok(Outcome::Busy);
-        }
-        Err(e) => return Err(e),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "ferry export: {} → {} (target {:?})",
-            summary.dataset, summary.dir, summary.target
-        );
-        for b in &summary.batches {
-            let _ = writeln!(
-                out,
-                "  {}  {:>10} records  ids {}–{}{}",
-                b.file,
-                thousands(b.rows),
-                b.first_record_id,
-                b.last_record_id,
-                if b.resumed {
-                    "  (rewritten: an earlier export was interrupted)"
-                } else {
-                    ""
-                }
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  {} batches, {} records; watermark {}",
-            summary.batches.len(),
-            thousands(summary.rows),
-            summary.watermark
-        );
-        print!("{out}");
-    }
+    let mut store = store::open(&cfg.spool)?;
+    let summary = export::export(&cfg.spool, &mut *store, &req)?;
+    report::print(&ExportReport(summary), args.json)?;
     Ok(Outcome::Done)
-}
-
-fn list(cfg: &Config, json: bool) -> Result<Outcome> {
-    let targets = match Ledger::open_existing(&cfg.spool.db)? {
-        Some(l) => export::targets(&l.conn)?,
-        None => Vec::new(),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&targets)?);
-    } else {
-        print!("{}", targets_table(&targets));
-    }
-    Ok(Outcome::Done)
-}
-
-/// The targets as a table (also part of `ferry status`).
-pub fn targets_table(targets: &[TargetStatus]) -> String {
-    let mut out = String::new();
-    if targets.is_empty() {
-        out.push_str("no export targets yet\n");
-        return out;
-    }
-    let _ = writeln!(
-        out,
-        "  {:<12} {:>12} {:>12} {:>8} {:>12}  {:<24}  target",
-        "dataset", "watermark", "pending", "batches", "exported", "last export"
-    );
-    for t in targets {
-        let _ = writeln!(
-            out,
-            "  {:<12} {:>12} {:>12} {:>8} {:>12}  {:<24}  {}{}",
-            t.dataset,
-            t.watermark,
-            thousands(t.pending_records),
-            thousands(t.batches),
-            thousands(t.exported_records),
-            t.last_export.as_deref().unwrap_or("never"),
-            t.target,
-            match &t.interrupted_batch {
-                Some(b) => format!("  (interrupted: {b})"),
-                None => String::new(),
-            }
-        );
-    }
-    out
 }

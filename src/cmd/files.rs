@@ -4,29 +4,25 @@
 use super::Outcome;
 use crate::cli::{FilesArgs, StateArg};
 use crate::config::Config;
-use crate::ledger::{FileFilter, Ledger, State};
-use crate::report;
+use crate::report::{self, FilesReport};
+use crate::store::{self, FileFilter, FileState};
 use anyhow::Result;
 
 pub fn run(cfg: &Config, args: &FilesArgs) -> Result<Outcome> {
     let filter = FileFilter {
         state: args.state.map(|s| match s {
-            StateArg::Ingested => State::Ingested,
-            StateArg::Duplicate => State::Duplicate,
-            StateArg::Quarantined => State::Quarantined,
+            StateArg::Ingested => FileState::Ingested,
+            StateArg::Duplicate => FileState::Duplicate,
+            StateArg::Quarantined => FileState::Quarantined,
         }),
         dataset: args.dataset.clone(),
         limit: args.limit,
         latest: false,
     };
-    let rows = match Ledger::open_existing(&cfg.spool.db)? {
-        Some(l) => l.files(&filter)?,
+    let rows = match store::open_existing(&cfg.spool)? {
+        Some(mut s) => s.files(&filter)?,
         None => Vec::new(),
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", report::files_table(&rows));
-    }
+    report::print(&FilesReport(rows), args.json)?;
     Ok(Outcome::Done)
 }

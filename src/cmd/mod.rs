@@ -9,7 +9,8 @@ pub mod status;
 pub mod watch;
 
 use crate::cli::{Cli, Command};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+use crate::exit::ExitError;
 use anyhow::Result;
 
 /// How a command ended, for the exit code.
@@ -19,8 +20,6 @@ pub enum Outcome {
     Done,
     /// Finished, but some files were quarantined (exit 3).
     Quarantined,
-    /// Refused: another process holds the lock this needs (exit 4).
-    Busy,
     /// Finished, but some files were left where they are: they could not be read, or their
     /// outcome is recorded but they could not be put in their place (exit 5). The next run
     /// takes them up again; an operator should look (permissions, disk space).
@@ -35,7 +34,6 @@ impl Outcome {
         match self {
             Outcome::Done => 0,
             Outcome::Quarantined => 3,
-            Outcome::Busy => 4,
             Outcome::Left => 5,
             Outcome::Interrupted => 130,
         }
@@ -48,7 +46,7 @@ fn require_spool(cfg: &Config) -> Result<()> {
     if cfg.spool.exists() {
         return Ok(());
     }
-    Err(ConfigError(format!(
+    Err(ExitError::Usage(format!(
         "there is no ferry spool at {} (no ferry.db, no incoming/); check --root, or create one \
          with `ferry run --init` or `ferry watch --init`",
         cfg.spool.root.display()
@@ -63,7 +61,7 @@ pub fn prepare_spool(cfg: &Config, init: bool) -> Result<()> {
         return Ok(());
     }
     if cfg.root_named && !init {
-        return Err(ConfigError(format!(
+        return Err(ExitError::Usage(format!(
             "there is no ferry spool at {} (no ferry.db, no incoming/); check --root, or create \
              it with --init",
             cfg.spool.root.display()

@@ -8,16 +8,15 @@
 
 use super::Outcome;
 use crate::cli::{QuarantineCommand, RetryArgs};
-use crate::config::{Config, ConfigError};
-use crate::ledger::{FileFilter, FileRow, Ledger, State};
+use crate::config::Config;
+use crate::exit::ExitError;
 use crate::pipeline::place::reason_path;
 use crate::pipeline::stages::FIRST_REJECTS;
 use crate::pipeline::{Ctx, Mode, Pipeline, Work};
-use crate::reject::RecordReject;
-use crate::report::files_table;
+use crate::report::{self, FileShown, QuarantineList};
 use crate::spool::RelPath;
+use crate::store::{self, FileFilter, FileRow, FileState, Store};
 use anyhow::Result;
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,145 +29,71 @@ pub fn run(cfg: &Config, cmd: &QuarantineCommand) -> Result<Outcome> {
 }
 
 /// Quarantined rows not yet retried, oldest first.
-fn open_rows(ledger: &Ledger) -> Result<Vec<FileRow>> {
-    ledger.files(&FileFilter {
-        state: Some(State::Quarantined),
+fn open_rows(store: &mut dyn Store) -> Result<Vec<FileRow>> {
+    store.files(&FileFilter {
+        state: Some(FileState::Quarantined),
         latest: true,
         ..FileFilter::default()
     })
 }
 
 fn list(cfg: &Config, json: bool) -> Result<Outcome> {
-    let rows = match Ledger::open_existing(&cfg.spool.db)? {
-        Some(l) => open_rows(&l)?,
+    let rows = match store::open_existing(&cfg.spool)? {
+        Some(mut s) => open_rows(&mut *s)?,
         None => Vec::new(),
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else if rows.is_empty() {
-        println!("quarantine is empty");
-    } else {
-        print!("{}", files_table(&rows));
-        for r in &rows {
-            println!(
-                "  {}: {}",
-                r.id,
-                r.error_message.as_deref().unwrap_or("(no message)")
-            );
-        }
-    }
+    report::print(&QuarantineList(rows), json)?;
     Ok(Outcome::Done)
 }
 
-#[derive(Serialize)]
-struct Shown {
-    file: FileRow,
-    rejects: Vec<RecordReject>,
-    /// Every attempt of this file, oldest first (this one included).
-    attempts: Vec<FileRow>,
-    retried_by: Option<i64>,
+fn no_such_file(id: i64) -> ExitError {
+    ExitError::NotFound(format!("no file with id {id} in the ledger"))
 }
 
 fn show(cfg: &Config, id: i64, json: bool) -> Result<Outcome> {
-    let ledger = Ledger::open_existing(&cfg.spool.db)?
-        .ok_or_else(|| ConfigError(format!("no ledger at {}", cfg.spool.db.display())))?;
-    let file = ledger
-        .get(id)?
-        .ok_or_else(|| ConfigError(format!("no file with id {id} in the ledger")))?;
+    let mut store = store::open(&cfg.spool)?;
+    let file = store.file(id)?.ok_or_else(|| no_such_file(id))?;
     // Walk back to the first attempt, then forward through the retries.
     let mut first = file.clone();
-    while let Some(prev) = first.retry_of.and_then(|p| ledger.get(p).ok().flatten()) {
+    while let Some(prev) = first.retry_of.and_then(|p| store.file(p).ok().flatten()) {
         first = prev;
     }
-    let mut attempts = vec![first.clone()];
-    while let Some(next) = ledger.retried_by(attempts.last().expect("non-empty").id)? {
-        match ledger.get(next)? {
+    let mut attempts = vec![first];
+    while let Some(next) = store.retried_by(attempts.last().expect("non-empty").id)? {
+        match store.file(next)? {
             Some(r) => attempts.push(r),
             None => break,
         }
     }
-    let shown = Shown {
-        rejects: ledger.rejects(id, Some(FIRST_REJECTS as u64))?,
-        retried_by: ledger.retried_by(id)?,
+    let shown = FileShown {
+        rejects: store.rejects(id, Some(FIRST_REJECTS as u64))?,
+        retried_by: store.retried_by(id)?,
         attempts,
         file,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&shown)?);
-        return Ok(Outcome::Done);
-    }
-    let f = &shown.file;
-    println!("file {}  {}", f.id, f.path);
-    println!("  state      {}", f.state);
-    println!("  dataset    {}", f.dataset.as_deref().unwrap_or("-"));
-    println!("  sha256     {}", f.sha256.as_deref().unwrap_or("-"));
-    println!("  size       {} bytes", f.size);
-    if let Some(k) = &f.error_kind {
-        println!(
-            "  error      {k} (stage {})",
-            f.error_stage.as_deref().unwrap_or("-")
-        );
-        println!("  message    {}", f.error_message.as_deref().unwrap_or(""));
-        if let Some(l) = f.error_line {
-            println!("  line       {l}");
-        }
-        if let Some(fl) = &f.error_field {
-            println!("  field      {fl}");
-        }
-    }
-    println!("  stored at  {}", f.stored_at.as_deref().unwrap_or("-"));
-    println!("  attempt    {}", f.attempt);
-    if !shown.rejects.is_empty() {
-        println!("  rejected records:");
-        for r in &shown.rejects {
-            println!(
-                "    line {:>6}  {:<16} {:<24} {}",
-                r.line,
-                r.field.as_deref().unwrap_or("-"),
-                r.value.as_deref().map_or("-".into(), |v| format!("{v:?}")),
-                r.reason
-            );
-        }
-    }
-    if shown.attempts.len() > 1 {
-        println!("  attempts:");
-        for a in &shown.attempts {
-            println!(
-                "    {:>6}  {:<11}  {}  {}",
-                a.id,
-                a.state,
-                a.finished_at,
-                a.error_kind.as_deref().unwrap_or("")
-            );
-        }
-    }
-    if let Some(r) = shown.retried_by {
-        println!("  retried as {r}");
-    }
+    report::print(&shown, json)?;
     Ok(Outcome::Done)
 }
 
 fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
     let started = Instant::now();
-    let ledger = Ledger::open_existing(&cfg.spool.db)?
-        .ok_or_else(|| ConfigError(format!("no ledger at {}", cfg.spool.db.display())))?;
+    let mut store = store::open(&cfg.spool)?;
     let rows = if args.all {
-        open_rows(&ledger)?
+        open_rows(&mut *store)?
     } else {
         let mut rows = Vec::new();
         for &id in &args.ids {
-            let row = ledger
-                .get(id)?
-                .ok_or_else(|| ConfigError(format!("no file with id {id} in the ledger")))?;
-            if row.state != State::Quarantined.id() {
-                return Err(ConfigError(format!(
+            let row = store.file(id)?.ok_or_else(|| no_such_file(id))?;
+            if row.state != FileState::Quarantined {
+                return Err(ExitError::Usage(format!(
                     "file {id} ({}) is {}, not quarantined",
-                    row.path, row.state
+                    row.path,
+                    row.state.id()
                 ))
                 .into());
             }
-            if let Some(by) = ledger.retried_by(id)? {
-                return Err(ConfigError(format!(
+            if let Some(by) = store.retried_by(id)? {
+                return Err(ExitError::Usage(format!(
                     "file {id} ({}) was already retried as {by}; retry that one",
                     row.path
                 ))
@@ -178,7 +103,7 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
         }
         rows
     };
-    drop(ledger);
+    drop(store);
 
     let ctx = Arc::new(Ctx::new(
         cfg.clone(),

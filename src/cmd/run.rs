@@ -8,9 +8,10 @@
 
 use super::Outcome;
 use crate::cli::RunArgs;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::discover::{self, Entry, Hold, Readiness, Stamp};
 use crate::events::{Event, Summary};
+use crate::exit::ExitError;
 use crate::pipeline::{place, Ctx, Mode, Pipeline, Work};
 use crate::report::{self, Waiting};
 use crate::shutdown::{self, Shutdown};
@@ -30,7 +31,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
     };
     let mode = if args.keep { Mode::Keep } else { Mode::Move };
     if args.dir.is_some() && !source.is_dir() {
-        return Err(ConfigError(format!("{} is not a folder", source.display())).into());
+        return Err(ExitError::Usage(format!("{} is not a folder", source.display())).into());
     }
     super::prepare_spool(cfg, args.init)?;
     for w in &cfg.warnings {
@@ -43,7 +44,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
             std::fs::metadata(&cfg.spool.root)?.dev(),
         );
         if a != b {
-            return Err(ConfigError(format!(
+            return Err(ExitError::Usage(format!(
                 "{} is on another filesystem than the spool {}: files cannot be claimed by an \
                  atomic rename. Use --keep to read them in place, or move the spool.",
                 source.display(),
@@ -144,11 +145,7 @@ pub fn report(
         summary,
         waiting,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
+    report::print(&report, json)?;
     let s = &report.summary;
     Ok(if report.interrupted {
         Outcome::Interrupted

@@ -20,7 +20,6 @@ use crate::discover::Entry;
 use crate::events::Summary;
 use crate::format::ColumnKey;
 use crate::format::Format;
-use crate::ledger::{Checkpointer, Ledger};
 use crate::record::Chunk;
 use crate::reject::{RecordReject, Reject};
 use crate::schema::ColType;
@@ -262,8 +261,7 @@ const WORK_QUEUE: usize = 64;
 
 impl Pipeline {
     pub fn start(ctx: Arc<Ctx>) -> Result<Pipeline> {
-        let ledger = Ledger::open_writer(&ctx.spool.db)?;
-        let checkpointer = Checkpointer::start(&ctx.spool.db)?;
+        let store = crate::store::open_ingest(&ctx.spool)?;
         let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
         let (job_tx, job_rx) = bounded::<Job>(ctx.cfg.workers * 2);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -273,11 +271,7 @@ impl Pipeline {
         let wctx = ctx.clone();
         let writer = std::thread::Builder::new()
             .name("ferry-writer".into())
-            .spawn(move || {
-                let r = writer::run(&wctx, ledger, job_rx);
-                drop(checkpointer);
-                r
-            })?;
+            .spawn(move || writer::run(&wctx, store, job_rx))?;
         let fctx = ctx;
         let feeder = std::thread::Builder::new()
             .name("ferry-feeder".into())

@@ -7,8 +7,8 @@
 use super::stages::FIRST_REJECTS;
 use super::{Ctx, Work};
 use crate::fsio;
-use crate::ledger::{FileRow, Ledger};
 use crate::reject::RecordReject;
+use crate::store::{self, FileRow, FileState, Store};
 use anyhow::Result;
 use serde::Serialize;
 use std::io;
@@ -162,7 +162,7 @@ pub fn reason_json(row: &FileRow, rejects: &[RecordReject]) -> Vec<u8> {
 /// The placement a committed row calls for, for a file now at `from`.
 pub fn placement_for(
     ctx: &Ctx,
-    ledger: &Ledger,
+    store: &mut dyn Store,
     row: &FileRow,
     from: &Path,
 ) -> Result<Option<Placement>> {
@@ -170,8 +170,8 @@ pub fn placement_for(
         return Ok(None);
     };
     let to = ctx.spool.resolve(stored);
-    Ok(Some(if row.state == "quarantined" {
-        let first = ledger.rejects(row.id, Some(FIRST_REJECTS as u64))?;
+    Ok(Some(if row.state == FileState::Quarantined {
+        let first = store.rejects(row.id, Some(FIRST_REJECTS as u64))?;
         Placement::Quarantine {
             from: from.to_path_buf(),
             to,
@@ -182,7 +182,7 @@ pub fn placement_for(
         let rejects = match &row.rejects_at {
             Some(at) => Some((
                 ctx.spool.resolve(at),
-                rejects_ndjson(row, &ledger.rejects(row.id, None)?),
+                rejects_ndjson(row, &store.rejects(row.id, None)?),
             )),
             None => None,
         };
@@ -206,16 +206,16 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
     if left.files.is_empty() {
         return Ok(Vec::new());
     }
-    let ledger = Ledger::open(&ctx.spool.db)?;
+    let mut store = store::open(&ctx.spool)?;
     let mut work = Vec::new();
     for l in &left.files {
-        match ledger.by_claim(&l.claim_id)? {
+        match store.by_claim(&l.claim_id)? {
             Some(row) => {
-                if let Some(p) = placement_for(ctx, &ledger, &row, &l.path)? {
+                if let Some(p) = placement_for(ctx, &mut *store, &row, &l.path)? {
                     match p.apply() {
                         Ok(()) => {
                             l.tidy(&ctx.spool);
-                            tracing::info!(path = %row.path, id = row.id, state = %row.state, "recovered a committed file; placed it");
+                            tracing::info!(path = %row.path, id = row.id, state = row.state.id(), "recovered a committed file; placed it");
                         }
                         Err(e) => {
                             tracing::error!(path = %row.path, id = row.id, error = %e, "cannot place a recovered file; it stays in processing/");

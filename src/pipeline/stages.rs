@@ -22,10 +22,10 @@
 use super::{ColumnDef, ColumnSource, Columns, Msg};
 use crate::config::{BadLimit, DatasetSpec, Policy};
 use crate::format::{ColumnKey, RowOut, Stop};
-use crate::ledger::registry::MAX_DATA_COLUMNS;
 use crate::record::{Cell, Chunk};
 use crate::reject::{name_list, plural, truncate_value, Kind, RecordReject, Reject, Stage};
 use crate::schema::{ColType, KeyHasher, Value};
+use crate::store::names::MAX_DATA_COLUMNS;
 use crossbeam_channel::Sender;
 use std::borrow::Cow;
 
@@ -164,19 +164,8 @@ impl Shape {
             }
         }
         if !refused.is_empty() {
-            return Err(Reject::new(
-                Kind::SchemaNewColumn,
-                Stage::Validate,
-                format!(
-                    "the file has column{} {} that dataset {:?} does not declare \
-                     (on_new_column = {})",
-                    plural(refused.len()),
-                    name_list(&refused),
-                    spec.name,
-                    spec.on_new_column.id()
-                ),
-            )
-            .in_field(refused.join(", ")));
+            let described: Vec<String> = refused.iter().map(|n| format!("{n:?}")).collect();
+            return Err(new_columns_reject(spec, &described, &refused));
         }
         self.map_key(spec)
     }
@@ -240,21 +229,11 @@ impl Shape {
             return Ok(());
         }
         let why = if spec.on_missing_column == Policy::Fail {
-            "on_missing_column = fail".to_string()
+            "on_missing_column = fail"
         } else {
-            "required".to_string()
+            "required"
         };
-        Err(Reject::new(
-            Kind::SchemaMissingColumn,
-            Stage::Validate,
-            format!(
-                "the file lacks column{} {} of dataset {:?} ({why})",
-                plural(refused.len()),
-                name_list(&refused),
-                spec.name
-            ),
-        )
-        .in_field(refused.join(", ")))
+        Err(missing_columns_reject(spec, &refused, why))
     }
 
     /// Key columns with no output column (untyped datasets whose files lack them).
@@ -512,6 +491,39 @@ impl<'a> Stages<'a> {
         self.good += 1;
         Ok(())
     }
+}
+
+/// The reject for file columns a dataset refuses (R-drift), typed or not: `described` as the
+/// message shows them, `fields` as the reject's field lists them.
+pub fn new_columns_reject(spec: &DatasetSpec, described: &[String], fields: &[String]) -> Reject {
+    Reject::new(
+        Kind::SchemaNewColumn,
+        Stage::Validate,
+        format!(
+            "the file has column{} {} that dataset {:?} does not {} (on_new_column = {})",
+            plural(described.len()),
+            described.join(", "),
+            spec.name,
+            if spec.typed() { "declare" } else { "have" },
+            spec.on_new_column.id()
+        ),
+    )
+    .in_field(fields.join(", "))
+}
+
+/// The reject for dataset columns a file lacks (R-drift), typed or not; `why` names the rule.
+pub fn missing_columns_reject(spec: &DatasetSpec, names: &[String], why: &str) -> Reject {
+    Reject::new(
+        Kind::SchemaMissingColumn,
+        Stage::Validate,
+        format!(
+            "the file lacks column{} {} of dataset {:?} ({why})",
+            plural(names.len()),
+            name_list(names),
+            spec.name
+        ),
+    )
+    .in_field(names.join(", "))
 }
 
 /// The reject for a file (or table) with more columns than a table can hold.

@@ -17,7 +17,6 @@ use crate::faults;
 use crate::format::{self, Format, Stop};
 use crate::fsio::open_nofollow;
 use crate::ident::{FileHash, Hasher};
-use crate::ledger;
 use crate::reject::{Kind, Reject, Stage};
 use crate::spool::{Claim, RelPath};
 use crossbeam_channel::{bounded, unbounded, Sender};
@@ -66,7 +65,7 @@ fn meta_for(
         size,
         sha256: None,
         spec: ctx.cfg.dataset_for(rel),
-        received_at: ledger::now(),
+        received_at: crate::store::now(),
         received: Instant::now(),
         hashed_at: None,
         attempt,
@@ -342,7 +341,7 @@ fn ingest(
         }
     };
     meta.sha256 = Some(hash.hex());
-    meta.hashed_at = Some(ledger::now());
+    meta.hashed_at = Some(crate::store::now());
     meta.size = len;
     if len == 0 {
         let r = Reject::new(Kind::Empty, Stage::Read, "the file is empty (0 bytes)");

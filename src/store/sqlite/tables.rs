@@ -9,7 +9,7 @@
 //! that may have changed them rolls back, and reloaded when another process changed the schema.
 
 use crate::record::{Cell, Chunk};
-use crate::schema::ColType;
+use crate::store::NewColumn;
 use anyhow::{Context, Result};
 use rusqlite::{types::Null, Connection};
 use std::collections::HashMap;
@@ -35,13 +35,6 @@ struct TableInfo {
 pub struct Tables {
     known: HashMap<String, TableInfo>,
     schema_version: i64,
-}
-
-/// A column to create: its name and type.
-#[derive(Debug, Clone)]
-pub struct NewColumn {
-    pub name: String,
-    pub ty: ColType,
 }
 
 impl Tables {
@@ -258,6 +251,7 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::ColType;
 
     #[test]
     fn identifiers_are_quoted() {
@@ -267,7 +261,7 @@ mod tests {
     #[test]
     fn tables_grow_and_take_chunks() {
         let mut conn = Connection::open_in_memory().unwrap();
-        super::super::schema::migrate(&mut conn).unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
         let mut t = Tables::default();
         let text = |n: &str| NewColumn {
             name: n.into(),

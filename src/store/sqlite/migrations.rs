@@ -1,4 +1,4 @@
-//! The ledger's schema, versioned through `PRAGMA user_version`.
+//! The SQLite store's schema, versioned through `PRAGMA user_version`.
 //!
 //! Each migration is applied once, in order, inside one transaction with the version bump.
 //! Never edit a migration that has shipped: add the next one.
@@ -118,6 +118,10 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX files_one_ingest ON files(dataset, sha256) WHERE state = 'ingested';
     ALTER TABLE files ADD COLUMN warnings TEXT;   -- JSON array of sentences
     ALTER TABLE rejects ADD COLUMN kind TEXT;
+    "#,
+    // 5: a report's name is checked for collisions like a file's place.
+    r#"
+    CREATE INDEX files_rejects_at ON files(rejects_at) WHERE rejects_at IS NOT NULL;
     "#,
 ];
 

@@ -1,31 +1,9 @@
-//! What the reporting commands print: the shapes of their JSON and their tables.
-//!
-//! Commands gather the data; this module only formats it. JSON field names are part of ferry's
-//! interface.
+//! What `ferry run` and `ferry quarantine retry` print: the run's summary.
 
-use crate::discover::Hold;
+use super::{count, thousands, Report, Waiting};
 use crate::events::Summary;
-use crate::ledger::FileRow;
 use serde::Serialize;
 use std::fmt::Write;
-
-/// A file that was not taken, and the rule holding it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Waiting {
-    pub path: String,
-    pub rule: &'static str,
-    pub reason: String,
-}
-
-impl Waiting {
-    pub fn new(path: String, hold: &Hold) -> Waiting {
-        Waiting {
-            path,
-            rule: hold.id(),
-            reason: hold.to_string(),
-        }
-    }
-}
 
 /// What `ferry run` prints.
 #[derive(Debug, Serialize)]
@@ -41,26 +19,8 @@ pub struct RunReport {
     pub waiting: Vec<Waiting>,
 }
 
-/// `1 file`, `2 files`.
-pub fn count(n: u64, one: &str, many: &str) -> String {
-    format!("{} {}", thousands(n), if n == 1 { one } else { many })
-}
-
-/// Groups digits: 1234567 → "1,234,567".
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-impl RunReport {
-    pub fn table(&self) -> String {
+impl Report for RunReport {
+    fn table(&self) -> String {
         let s = &self.summary;
         let mut out = String::new();
         let _ = writeln!(
@@ -186,47 +146,5 @@ impl RunReport {
             }
         }
         out
-    }
-}
-
-/// `ferry files` as a table.
-pub fn files_table(rows: &[FileRow]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:>6}  {:<11}  {:<14}  {:>9}  {:>8}  {:>10}  {:>3}  {:<24}  path",
-        "id", "state", "dataset", "records", "rejected", "bytes", "try", "error"
-    );
-    for r in rows {
-        let retry = r
-            .retry_of
-            .map_or_else(String::new, |o| format!("  (retry of {o})"));
-        let _ = writeln!(
-            out,
-            "{:>6}  {:<11}  {:<14}  {:>9}  {:>8}  {:>10}  {:>3}  {:<24}  {}{retry}",
-            r.id,
-            r.state,
-            r.dataset.as_deref().unwrap_or("-"),
-            thousands(r.records as u64),
-            thousands(r.rejected as u64),
-            thousands(r.size as u64),
-            r.attempt,
-            r.error_kind.as_deref().unwrap_or(""),
-            r.path
-        );
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digits_are_grouped() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(6_800_000), "6,800,000");
     }
 }

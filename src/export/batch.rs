@@ -1,0 +1,217 @@
+//! A batch on disk: the data file under a hidden temp name, fsynced and renamed; then its
+//! manifest and done marker, each also complete under its final name only; the folder fsynced
+//! after each rename. Encoding runs on the calling thread, hashing, compression and writes on a
+//! second one, so the two overlap. Reads records through the store, writes no state.
+
+use super::encode::Encoder;
+use super::{BatchFormat, Request};
+use crate::fsio;
+use crate::store::{BatchPlan, Store};
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::bounded;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Encoded bytes handed to the file-writing thread at a time.
+const BUFFER: usize = 1 << 20;
+
+/// The data file as written.
+pub struct Written {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The manifest beside each batch. Field order is the file's order.
+#[derive(Debug, Serialize)]
+struct Manifest<'a> {
+    dataset: &'a str,
+    target: &'a str,
+    file: &'a str,
+    format: BatchFormat,
+    compression: Option<&'static str>,
+    rows: u64,
+    first_record_id: i64,
+    last_record_id: i64,
+    columns: &'a [String],
+    sha256: &'a str,
+    bytes: u64,
+    created_at: &'a str,
+    ferry_version: &'static str,
+}
+
+/// Writes the data file, its manifest and its done marker, each visible only when complete.
+pub fn write_batch(
+    store: &mut dyn Store,
+    table: &str,
+    req: &Request,
+    plan: &BatchPlan,
+    format: BatchFormat,
+) -> Result<Written> {
+    let dir = &req.dir;
+    let final_path = dir.join(&plan.name);
+    let tmp = fsio::temp_path(dir, plan.name.as_ref());
+    let written = write_data(store, table, plan, format, &tmp)
+        .with_context(|| format!("writing {}", final_path.display()));
+    let written = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    fs::rename(&tmp, &final_path)?;
+    fsio::sync_dir(dir)?;
+    crate::faults::export_die("data");
+
+    let manifest = Manifest {
+        dataset: &req.dataset,
+        target: &req.target,
+        file: &plan.name,
+        format,
+        compression: plan.gzip.then_some("gzip"),
+        rows: plan.rows,
+        first_record_id: plan.first,
+        last_record_id: plan.last,
+        columns: &plan.columns,
+        sha256: &written.sha256,
+        bytes: written.bytes,
+        created_at: &plan.created_at,
+        ferry_version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut json = serde_json::to_vec_pretty(&manifest)?;
+    json.push(b'\n');
+    fsio::write_atomic(&dir.join(format!("{}.manifest.json", plan.name)), &json)?;
+    fsio::write_atomic(&dir.join(format!("{}.done", plan.name)), b"")?;
+    fsio::sync_dir(dir)?;
+    Ok(written)
+}
+
+/// Counts and hashes what goes into the file.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The second thread: takes full buffers, hashes, compresses (gzip with a fixed header, so the
+/// same batch is the same bytes) and writes them, fsyncs, and hands buffers back for reuse.
+fn sink(
+    file: File,
+    gzip: bool,
+    full: crossbeam_channel::Receiver<Vec<u8>>,
+    empty: crossbeam_channel::Sender<Vec<u8>>,
+) -> io::Result<Written> {
+    let hashing = Hashing {
+        inner: io::BufWriter::with_capacity(BUFFER, file),
+        sha: Sha256::new(),
+        bytes: 0,
+    };
+    let reuse = |mut buf: Vec<u8>| {
+        buf.clear();
+        let _ = empty.send(buf);
+    };
+    let mut hashing = if gzip {
+        // No name and mtime 0 in the gzip header: the same batch is the same bytes.
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(hashing, flate2::Compression::default());
+        for buf in full {
+            gz.write_all(&buf)?;
+            reuse(buf);
+        }
+        gz.finish()?
+    } else {
+        let mut h = hashing;
+        for buf in full {
+            h.write_all(&buf)?;
+            reuse(buf);
+        }
+        h
+    };
+    hashing.flush()?;
+    let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(Written {
+        sha256: hashing
+            .sha
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        bytes: hashing.bytes,
+    })
+}
+
+/// Reads the batch's records and writes them to `tmp`, fsynced.
+fn write_data(
+    store: &mut dyn Store,
+    table: &str,
+    plan: &BatchPlan,
+    format: BatchFormat,
+    tmp: &Path,
+) -> Result<Written> {
+    let file = File::create(tmp)?;
+    let (full_tx, full_rx) = bounded::<Vec<u8>>(2);
+    let (empty_tx, empty_rx) = bounded::<Vec<u8>>(3);
+    for _ in 0..3 {
+        let _ = empty_tx.send(Vec::with_capacity(BUFFER + 64 * 1024));
+    }
+    let gzip = plan.gzip;
+    let io_thread = std::thread::Builder::new()
+        .name("ferry-export-io".into())
+        .spawn(move || sink(file, gzip, full_rx, empty_tx))?;
+
+    let enc = Encoder::new(format, &plan.columns);
+    let mut buf = empty_rx.recv()?;
+    enc.header(&mut buf);
+    let mut sink_gone = false;
+    let width = plan.columns.len();
+    let encoded = store.read_batch(table, plan, &mut |record| {
+        if sink_gone {
+            return Ok(());
+        }
+        for i in 0..width {
+            enc.value(&mut buf, i, record.value(i)?);
+        }
+        enc.end_row(&mut buf);
+        if buf.len() >= BUFFER {
+            let full = std::mem::take(&mut buf);
+            if full_tx.send(full).is_err() {
+                sink_gone = true; // the writing thread failed; its error is reported below
+                return Ok(());
+            }
+            buf = empty_rx.recv()?;
+        }
+        Ok(())
+    });
+    let _ = full_tx.send(buf);
+    drop(full_tx);
+    let written = io_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the export writing thread panicked"))??;
+    let n = encoded?;
+    if n != plan.rows {
+        bail!(
+            "batch {} was planned with {} records but {n} were read; were records deleted?",
+            plan.name,
+            plan.rows
+        );
+    }
+    Ok(written)
+}

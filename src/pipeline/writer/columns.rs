@@ -1,0 +1,197 @@
+//! Where a file's columns go: the table of its dataset and the column of that table each of the
+//! file's columns lands in, decided once through the store's registry and reported when a column
+//! is stored under another name. Datasets without declared columns apply their drift policy
+//! here, against the table (a typed dataset was checked by the worker against its declaration);
+//! the rules and their messages are the stages'.
+
+use super::Writer;
+use crate::config::{DatasetSpec, Policy};
+use crate::format::{ColumnKey, SYSTEM_COLUMNS};
+use crate::pipeline::stages::{missing_columns_reject, new_columns_reject, too_many_columns};
+use crate::pipeline::{ColumnSource, Columns};
+use crate::reject::Reject;
+use crate::schema::ColType;
+use crate::store::names::MAX_NAME;
+use crate::store::NewColumn;
+use anyhow::Result;
+use std::collections::HashSet;
+
+/// What the writer tracks about the file it is storing.
+#[derive(Default)]
+pub(super) struct FileColumns {
+    /// The dataset's table.
+    pub table: String,
+    /// Per chunk cell: the table column it goes to (`None`: dropped by policy).
+    pub cols: Vec<Option<String>>,
+    /// Per key column of the dataset: its chunk cell.
+    pub key_cells: Vec<Option<usize>>,
+    /// The table's data columns before this file (untyped drift).
+    before: Option<Vec<String>>,
+    /// Lowercased names of every table column the file has shown.
+    seen: HashSet<String>,
+    pub stored: u64,
+    pub duplicates: u64,
+    /// What the file was stored with that a reader should know (renamed columns, …).
+    pub warnings: Vec<String>,
+}
+
+impl FileColumns {
+    /// For an untyped dataset with `on_missing_column = fail`: the columns its table had that
+    /// the file never showed.
+    pub fn missing_columns(&self, spec: &DatasetSpec) -> Option<Reject> {
+        if spec.typed() || spec.on_missing_column != Policy::Fail {
+            return None;
+        }
+        let missing: Vec<String> = self
+            .before
+            .iter()
+            .flatten()
+            .filter(|c| !self.seen.contains(&c.to_lowercase()))
+            .cloned()
+            .collect();
+        (!missing.is_empty())
+            .then(|| missing_columns_reject(spec, &missing, "on_missing_column = fail"))
+    }
+}
+
+/// Why a file column is stored under another name than its own, as a sentence for the ledger.
+fn rename_warning(key: &ColumnKey, col: &str) -> String {
+    let why = if key.name.is_empty() {
+        "its header is blank"
+    } else if key.occurrence > 1 {
+        "the header names it more than once"
+    } else if key.name.len() > MAX_NAME {
+        "the name is longer than 63 bytes"
+    } else if SYSTEM_COLUMNS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(&key.name))
+    {
+        "ferry keeps that name for itself"
+    } else {
+        "the dataset has another column of that name (names that differ in case are different \
+         columns)"
+    };
+    format!("column {} is stored as {col:?}: {why}", key.describe())
+}
+
+impl Writer<'_> {
+    /// Takes a file's column list: finds (or decides) the table and the column each of the
+    /// file's columns lands in, applies the drift policy of an untyped dataset, and creates or
+    /// grows the table.
+    pub(super) fn columns(
+        &mut self,
+        spec: &DatasetSpec,
+        cols: &Columns,
+        file: &mut FileColumns,
+    ) -> Result<Result<(), Reject>> {
+        let dataset = spec.name.as_str();
+        let table = match self.store.table(dataset)? {
+            Some(t) => t,
+            None => self.store.create_table_name(dataset)?,
+        };
+        let existing = self.store.table_columns(&table)?;
+        let data: Vec<&String> = existing
+            .iter()
+            .filter(|(l, _)| !SYSTEM_COLUMNS.contains(&l.as_str()))
+            .map(|(_, c)| c)
+            .collect();
+        let data_columns = data.len();
+        if file.before.is_none() {
+            file.before = Some(data.into_iter().cloned().collect());
+        }
+        // Declared columns own their names; a file column never takes one.
+        let mut reserved: HashSet<String> =
+            spec.columns.iter().map(|c| c.name.to_lowercase()).collect();
+        let mut mapped = Vec::with_capacity(cols.defs.len());
+        let mut create: Vec<NewColumn> = Vec::new();
+        let mut refused: Vec<&ColumnKey> = Vec::new();
+        let mut renamed = Vec::new();
+        for d in &cols.defs {
+            let key = match &d.source {
+                ColumnSource::Declared(name) => {
+                    if !existing.contains_key(&name.to_lowercase()) {
+                        create.push(NewColumn {
+                            name: name.clone(),
+                            ty: d.ty,
+                        });
+                    }
+                    file.seen.insert(name.to_lowercase());
+                    mapped.push(Some(name.clone()));
+                    continue;
+                }
+                ColumnSource::File(key) => key,
+            };
+            let col = match self.store.file_column(dataset, key)? {
+                Some(col) => {
+                    // Known: its column exists, unless a rollback or a hand took it away.
+                    let lower = col.to_lowercase();
+                    if !existing.contains_key(&lower) && reserved.insert(lower) {
+                        create.push(NewColumn {
+                            name: col.clone(),
+                            ty: ColType::String,
+                        });
+                    }
+                    col
+                }
+                None => {
+                    // A column this dataset has never stored from a file.
+                    let (_, new) = self
+                        .store
+                        .assign_column(dataset, key, &existing, &reserved, false)?;
+                    let policy = if spec.typed() {
+                        Policy::Add
+                    } else {
+                        spec.on_new_column
+                    };
+                    match (new && data_columns > 0, policy) {
+                        (true, Policy::Fail) => {
+                            refused.push(key);
+                            mapped.push(None);
+                            continue;
+                        }
+                        (true, Policy::Ignore) => {
+                            mapped.push(None);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let (col, new) = self
+                        .store
+                        .assign_column(dataset, key, &existing, &reserved, true)?;
+                    reserved.insert(col.to_lowercase());
+                    if new {
+                        create.push(NewColumn {
+                            name: col.clone(),
+                            ty: ColType::String,
+                        });
+                    }
+                    col
+                }
+            };
+            if col != key.name {
+                renamed.push(rename_warning(key, &col));
+            }
+            file.seen.insert(col.to_lowercase());
+            mapped.push(Some(col));
+        }
+        if !refused.is_empty() {
+            let described: Vec<String> = refused.iter().map(|k| k.describe()).collect();
+            let names: Vec<String> = refused.iter().map(|k| k.name.clone()).collect();
+            return Ok(Err(new_columns_reject(spec, &described, &names)));
+        }
+        if data_columns + create.len() > self.store.max_data_columns() {
+            return Ok(Err(too_many_columns(data_columns + create.len())));
+        }
+        self.store
+            .ensure_columns(&table, &create, !spec.key.is_empty())?;
+        for w in renamed {
+            if !file.warnings.contains(&w) {
+                file.warnings.push(w);
+            }
+        }
+        file.key_cells = cols.key.clone();
+        file.cols = mapped;
+        file.table = table;
+        Ok(Ok(()))
+    }
+}

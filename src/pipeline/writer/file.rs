@@ -1,0 +1,368 @@
+//! One file's outcome inside the group transaction: duplicate, ingested (its records stored
+//! under a savepoint) or quarantined, its ledger row, and the name it will have in `archive/` or
+//! `quarantine/`, reserved in the ledger so concurrent processes never pick the same one.
+
+use super::columns::FileColumns;
+use super::{FileOutcome, Finished, Writer};
+use crate::config::DatasetSpec;
+use crate::fsio;
+use crate::pipeline::place::{reason_json, rejects_ndjson, Placement, Transfer};
+use crate::pipeline::stages::FIRST_REJECTS;
+use crate::pipeline::{End, FileMeta, Mode, Msg, Source};
+use crate::reject::{Kind, RecordReject, Reject, Stage};
+use crate::store::{now, ChunkInsert, Counts, Failure, FileState, FileUpdate, NewFile};
+use anyhow::{Context, Result};
+use crossbeam_channel::Receiver;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+/// The name of a file's rejected-records report, after the file's name.
+const REPORT: &str = ".rejects.ndjson";
+/// Room kept in a quarantined file's name for its sidecars (`.reason.json`, the report).
+const SIDECAR: usize = REPORT.len();
+
+/// A file's ledger row as the writer first records it; `source` is the folder files are taken
+/// from, `worker` this process.
+fn new_file<'m>(
+    source: &'m str,
+    worker: &'m str,
+    meta: &'m FileMeta,
+    path: &'m str,
+    state: FileState,
+    now: &'m str,
+) -> NewFile<'m> {
+    NewFile {
+        path,
+        source,
+        claim: meta.source.claim_id(),
+        sha256: meta.sha256.as_deref(),
+        size: meta.size,
+        state,
+        dataset: meta.dataset(),
+        format: None,
+        duplicate_of: None,
+        error: None,
+        attempt: meta.attempt,
+        retry_of: meta.retry_of,
+        received_at: &meta.received_at,
+        hashed_at: meta.hashed_at.as_deref(),
+        finished_at: now,
+        worker,
+    }
+}
+
+impl Writer<'_> {
+    /// With `--keep`, a file already handled (same path, same content) is left alone, so that
+    /// running again over the same folder is a no-op.
+    pub(super) fn unchanged(&mut self, meta: &FileMeta) -> Result<bool> {
+        if self.ctx.mode != Mode::Keep
+            || !self
+                .store
+                .seen(&meta.rel.display(), meta.sha256.as_deref())?
+        {
+            return Ok(false);
+        }
+        self.finished.push(Finished {
+            meta: meta.clone(),
+            outcome: FileOutcome::Unchanged,
+            placement: None,
+        });
+        Ok(true)
+    }
+
+    pub(super) fn records(&mut self, meta: FileMeta, rx: Receiver<Msg>) -> Result<()> {
+        let path = meta.rel.display();
+        let sha = meta.sha256.clone().unwrap_or_default();
+        let now = now();
+        let spec = meta
+            .spec
+            .clone()
+            .context("a file with records has a dataset")?;
+        if let Some(original) = self.store.ingested_with(&spec.name, &sha)? {
+            drop(rx);
+            let row = NewFile {
+                duplicate_of: Some(original),
+                ..new_file(
+                    &self.source,
+                    &self.ctx.worker_name,
+                    &meta,
+                    &path,
+                    FileState::Duplicate,
+                    &now,
+                )
+            };
+            let id = self.store.insert_file(&row)?;
+            let placement = self.archive(id, &meta, None)?;
+            self.finished.push(Finished {
+                meta,
+                outcome: FileOutcome::Duplicate { id, original },
+                placement,
+            });
+            return Ok(());
+        }
+
+        self.store.begin_file()?;
+        let row = new_file(
+            &self.source,
+            &self.ctx.worker_name,
+            &meta,
+            &path,
+            FileState::Ingested,
+            &now,
+        );
+        let id = self.store.insert_file(&row)?;
+        let mut file = FileColumns::default();
+        let end = match self.store_records(&spec, id, &rx, &mut file) {
+            Ok(end) => end,
+            Err(e) => match self.store.classify(&e) {
+                Failure::Machine => return Err(e),
+                Failure::Content(reject) => rejected(reject),
+                Failure::Other => rejected(Reject::new(
+                    Kind::IoStore,
+                    Stage::Store,
+                    format!("storing the records failed: {e:#}"),
+                )),
+            },
+        };
+        drop(rx);
+        match end {
+            End::Done {
+                format,
+                rejected,
+                notes,
+                ..
+            } => {
+                file.warnings.extend(notes);
+                let counts = Counts {
+                    stored: file.stored,
+                    rejected,
+                    duplicates: file.duplicates,
+                };
+                self.store.update_file(
+                    id,
+                    &FileUpdate::Parsed {
+                        counts,
+                        format: format.id(),
+                        warnings: &file.warnings,
+                        parsed_at: &crate::store::now(),
+                    },
+                )?;
+                let rejects = if rejected > 0 {
+                    Some(self.rejects_report(id, &meta)?)
+                } else {
+                    None
+                };
+                self.store.keep_file()?;
+                let placement = self.archive(id, &meta, rejects)?;
+                self.finished.push(Finished {
+                    meta,
+                    outcome: FileOutcome::Ingested {
+                        id,
+                        counts,
+                        warnings: std::mem::take(&mut file.warnings),
+                    },
+                    placement,
+                });
+            }
+            End::Rejected {
+                format,
+                reject,
+                rejects,
+            } => {
+                self.store.undo_file()?;
+                self.quarantine(meta, format.map(|f| f.id()), reject, &rejects)?;
+            }
+            End::Retry => {
+                // The worker tries again and hands the file over anew.
+                self.store.undo_file()?;
+            }
+            End::Changed => {
+                self.store.undo_file()?;
+                let placement = self.release(&meta);
+                self.finished.push(Finished {
+                    meta,
+                    outcome: FileOutcome::Released,
+                    placement,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains one file's stream into its dataset table.
+    fn store_records(
+        &mut self,
+        spec: &DatasetSpec,
+        id: i64,
+        rx: &Receiver<Msg>,
+        file: &mut FileColumns,
+    ) -> Result<End> {
+        loop {
+            match rx.recv() {
+                Ok(Msg::Columns(cols)) => {
+                    if let Err(r) = self.columns(spec, &cols, file)? {
+                        return Ok(rejected(r));
+                    }
+                }
+                Ok(Msg::Rows(chunk)) => {
+                    let stored = self.store.insert_chunk(&ChunkInsert {
+                        dataset: &spec.name,
+                        table: &file.table,
+                        columns: &file.cols,
+                        key_cells: &file.key_cells,
+                        file_id: id,
+                        chunk: &chunk,
+                    })?;
+                    file.stored += stored.stored;
+                    file.duplicates += stored.duplicates;
+                }
+                Ok(Msg::Rejects(r)) => self.store.add_rejects(id, &r)?,
+                Ok(Msg::End(end)) => {
+                    if let End::Done { .. } = end {
+                        if let Some(r) = file.missing_columns(spec) {
+                            return Ok(rejected(r));
+                        }
+                    }
+                    return Ok(end);
+                }
+                Err(_) => {
+                    return Ok(rejected(Reject::new(
+                        Kind::Internal,
+                        Stage::Parse,
+                        "the worker stopped before finishing the file",
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Reserves `quarantine/<name>.rejects.ndjson` for a file's rejected records and renders it.
+    fn rejects_report(&mut self, id: i64, meta: &FileMeta) -> Result<(PathBuf, Vec<u8>)> {
+        let report = |name: &OsStr| {
+            let mut n = fsio::fit_name(name, REPORT.len());
+            n.push(REPORT);
+            n
+        };
+        let q = self.ctx.spool.quarantine.clone();
+        let mut to = q.join(report(meta.rel.file_name()));
+        if self.taken(&to)? {
+            let mut n = meta.rel.file_name().to_os_string();
+            n.push(format!("~{id}"));
+            to = q.join(report(&n));
+        }
+        let rel = self.ctx.spool.relative(&to);
+        self.store.update_file(id, &FileUpdate::RejectsAt(&rel))?;
+        let row = self
+            .store
+            .file(id)?
+            .context("the ledger row just written is missing")?;
+        let body = rejects_ndjson(&row, &self.store.rejects(id, None)?);
+        Ok((to, body))
+    }
+
+    /// Whether a path is some file's place already, on disk or reserved in the ledger.
+    fn taken(&mut self, p: &std::path::Path) -> Result<bool> {
+        Ok(p.symlink_metadata().is_ok() || self.store.place_taken(&self.ctx.spool.relative(p))?)
+    }
+
+    pub(super) fn quarantine(
+        &mut self,
+        meta: FileMeta,
+        format: Option<&str>,
+        reject: Reject,
+        rejects: &[RecordReject],
+    ) -> Result<()> {
+        let path = meta.rel.display();
+        let now = now();
+        let row = NewFile {
+            format,
+            error: Some(&reject),
+            ..new_file(
+                &self.source,
+                &self.ctx.worker_name,
+                &meta,
+                &path,
+                FileState::Quarantined,
+                &now,
+            )
+        };
+        let id = self.store.insert_file(&row)?;
+        self.store.add_rejects(id, rejects)?;
+        let to = self.allocate(
+            id,
+            self.ctx.spool.quarantine.clone(),
+            meta.rel.file_name(),
+            SIDECAR,
+        )?;
+        let row = self
+            .store
+            .file(id)?
+            .context("the ledger row just written is missing")?;
+        let how = match (&meta.source, reject.kind) {
+            (Source::Claimed(_), _) => Transfer::Move,
+            // A FIFO or device read in place is never opened, so never copied.
+            (Source::Kept(_), Kind::SpecialFile) => Transfer::None,
+            (Source::Kept(_), _) => Transfer::Copy,
+        };
+        let placement = Placement::Quarantine {
+            from: meta.source.path().to_path_buf(),
+            to,
+            reason: reason_json(&row, &rejects[..rejects.len().min(FIRST_REJECTS)]),
+            how,
+        };
+        self.finished.push(Finished {
+            meta,
+            outcome: FileOutcome::Quarantined { id, reject },
+            placement: Some(placement),
+        });
+        Ok(())
+    }
+
+    /// Where an ingested or duplicate file goes: `archive/<date>/<path>`, after its rejects
+    /// report if it has one. With `--keep` nothing moves, but the report is still written.
+    fn archive(
+        &mut self,
+        id: i64,
+        meta: &FileMeta,
+        rejects: Option<(PathBuf, Vec<u8>)>,
+    ) -> Result<Option<Placement>> {
+        let Source::Claimed(c) = &meta.source else {
+            return Ok(rejects.map(|(to, body)| Placement::Report { to, body }));
+        };
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let mut dir = self.ctx.spool.archive.join(day);
+        if let Some(parent) = meta.rel.parent() {
+            dir.push(parent);
+        }
+        let to = self.allocate(id, dir, meta.rel.file_name(), 0)?;
+        Ok(Some(Placement::Archive {
+            from: c.path.clone(),
+            to,
+            rejects,
+        }))
+    }
+
+    /// Reserves a final name for a file in the ledger: `dir/name` if free, else with `~<id>`
+    /// before the extension; either cut to fit the filesystem with `reserve` bytes to spare for
+    /// sidecars. Names are unique because every reservation happens inside a write transaction,
+    /// serialized across all ferry processes on this spool.
+    fn allocate(&mut self, id: i64, dir: PathBuf, name: &OsStr, reserve: usize) -> Result<PathBuf> {
+        let mut to = dir.join(fsio::fit_name(name, reserve));
+        if self.taken(&to)? {
+            let suffixed = fsio::name_with_suffix(name, &format!("~{id}"));
+            to = dir.join(fsio::fit_name(&suffixed, reserve));
+        }
+        let stored = self.ctx.spool.relative(&to);
+        self.store.update_file(id, &FileUpdate::StoredAt(&stored))?;
+        Ok(to)
+    }
+}
+
+/// A file rejected for a reason found while storing it.
+fn rejected(reject: Reject) -> End {
+    End::Rejected {
+        format: None,
+        reject,
+        rejects: Vec::new(),
+    }
+}

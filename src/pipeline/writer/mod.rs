@@ -1,0 +1,287 @@
+//! The writer: the one thread that writes to the store.
+//!
+//! It takes files in the order workers hand them over and, inside one group transaction,
+//! checks identity (duplicate? already seen with `--keep`?), stores the ledger row and the
+//! records under a savepoint per file (undone if the file turns out bad halfway), and reserves
+//! the file's final name. Files are grouped: the transaction commits when no file arrives within
+//! a short linger, or when it is old or big enough. Only after the commit returns are files
+//! moved and their events emitted.
+//!
+//! This file is the transaction loop; `file` decides one file's outcome, `columns` where its
+//! columns go. The store (`store::Ingest`) does the storing, and deduplicates record keys.
+
+mod columns;
+mod file;
+
+use super::place::Placement;
+use super::{Body, Ctx, FileMeta, Job, Source};
+use crate::events::{Event, Summary};
+use crate::fsio;
+use crate::reject::Reject;
+use crate::store::{Counts, Ingest};
+use anyhow::Result;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// With a transaction open and nothing queued, wait this long for more before committing.
+const LINGER: Duration = Duration::from_millis(2);
+/// Commit at least this often while files keep coming (bounds latency).
+const MAX_AGE: Duration = Duration::from_millis(50);
+/// Commit after this many files or input bytes (bounds the WAL and the work redone after a crash).
+const MAX_FILES: usize = 2000;
+const MAX_BYTES: u64 = 512 << 20;
+
+/// What a file came to, kept until its transaction commits.
+enum FileOutcome {
+    Ingested {
+        id: i64,
+        counts: Counts,
+        warnings: Vec<String>,
+    },
+    Duplicate {
+        id: i64,
+        original: i64,
+    },
+    Quarantined {
+        id: i64,
+        reject: Reject,
+    },
+    Unchanged,
+    Released,
+}
+
+struct Finished {
+    meta: FileMeta,
+    outcome: FileOutcome,
+    placement: Option<Placement>,
+}
+
+struct Txn {
+    started: Instant,
+    files: usize,
+    bytes: u64,
+}
+
+struct Writer<'a> {
+    ctx: &'a Ctx,
+    store: Box<dyn Ingest>,
+    txn: Option<Txn>,
+    finished: Vec<Finished>,
+    summary: Summary,
+    /// The folder files are taken from, as recorded in the ledger.
+    source: String,
+}
+
+/// Runs until every worker has hung up; returns what was committed.
+pub fn run(ctx: &Ctx, store: Box<dyn Ingest>, jobs: Receiver<Job>) -> Result<Summary> {
+    let mut w = Writer {
+        ctx,
+        store,
+        txn: None,
+        finished: Vec::new(),
+        summary: Summary::default(),
+        source: ctx.source.display().to_string(),
+    };
+    match w.run(&jobs) {
+        Ok(()) => Ok(w.summary),
+        Err(e) => {
+            // Nothing of the open transaction happened; its files stay in processing/ and are
+            // redone by recovery. Stop claiming more.
+            ctx.halt();
+            w.store.rollback();
+            Err(e)
+        }
+    }
+}
+
+impl Writer<'_> {
+    fn run(&mut self, jobs: &Receiver<Job>) -> Result<()> {
+        loop {
+            let job = match &self.txn {
+                None => match jobs.recv() {
+                    Ok(j) => j,
+                    Err(_) => return Ok(()),
+                },
+                Some(t) => {
+                    let wait = LINGER.min(MAX_AGE.saturating_sub(t.started.elapsed()));
+                    match jobs.recv_timeout(wait) {
+                        Ok(j) => j,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.commit()?;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return self.commit(),
+                    }
+                }
+            };
+            self.handle(job)?;
+            if let Some(t) = &self.txn {
+                if t.files >= MAX_FILES || t.bytes >= MAX_BYTES || t.started.elapsed() >= MAX_AGE {
+                    self.commit()?;
+                }
+            }
+        }
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        if self.txn.is_none() {
+            self.store.begin()?;
+            self.txn = Some(Txn {
+                started: Instant::now(),
+                files: 0,
+                bytes: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if self.txn.take().is_none() {
+            return Ok(());
+        }
+        self.store.commit()?;
+        for f in std::mem::take(&mut self.finished) {
+            if let Some(p) = &f.placement {
+                self.apply(&f.meta, p);
+            }
+            self.emit(&f);
+        }
+        Ok(())
+    }
+
+    /// Puts a file where its outcome says; a failure leaves it for recovery (and is counted).
+    fn apply(&mut self, meta: &FileMeta, p: &Placement) {
+        match p.apply() {
+            Ok(()) => {
+                if let Source::Claimed(c) = &meta.source {
+                    c.tidy(&self.ctx.spool);
+                }
+            }
+            Err(e) => {
+                let why = match &meta.source {
+                    Source::Claimed(_) => format!("{e} (it waits in processing/)"),
+                    Source::Kept(_) => {
+                        format!("{e} (its quarantine copy or report; the file is where it was)")
+                    }
+                };
+                Event::Unplaced {
+                    path: &meta.rel.display(),
+                    why: &why,
+                }
+                .emit(&mut self.summary);
+                self.ctx.mark_unplaced();
+            }
+        }
+    }
+
+    /// Where a file that is not finished after all goes: back where it was found (under another
+    /// name if a new file took its name meanwhile). Nothing moves with `--keep`.
+    fn release(&self, meta: &FileMeta) -> Option<Placement> {
+        let Source::Claimed(c) = &meta.source else {
+            return None;
+        };
+        let mut to = self.ctx.source.join(meta.rel.as_path());
+        if to.symlink_metadata().is_ok() {
+            let name = fsio::name_with_suffix(meta.rel.file_name(), &format!("~{}", c.id));
+            to = to.with_file_name(fsio::fit_name(&name, 0));
+        }
+        Some(Placement::Release {
+            from: c.path.clone(),
+            to,
+        })
+    }
+
+    fn emit(&mut self, f: &Finished) {
+        let path = f.meta.rel.display();
+        let m = &f.meta;
+        let event = match &f.outcome {
+            FileOutcome::Ingested {
+                id,
+                counts,
+                warnings,
+            } => Event::Ingested {
+                path: &path,
+                id: *id,
+                dataset: m.dataset().unwrap_or_default(),
+                records: counts.stored,
+                rejected: counts.rejected,
+                duplicate_records: counts.duplicates,
+                warnings,
+                bytes: m.size,
+                latency: m.received.elapsed(),
+            },
+            FileOutcome::Duplicate { id, original } => Event::Duplicate {
+                path: &path,
+                id: *id,
+                original: *original,
+                dataset: m.dataset().unwrap_or_default(),
+                bytes: m.size,
+            },
+            FileOutcome::Quarantined { id, reject } => Event::Quarantined {
+                path: &path,
+                id: *id,
+                dataset: m.dataset(),
+                reject,
+                bytes: m.size,
+            },
+            FileOutcome::Unchanged => Event::Unchanged { path: &path },
+            FileOutcome::Released => Event::Released { path: &path },
+        };
+        event.emit(&mut self.summary);
+        if let Some(p) = &self.ctx.progress {
+            p.inc(1);
+        }
+    }
+
+    fn handle(&mut self, job: Job) -> Result<()> {
+        let Job { meta, body } = job;
+        match body {
+            Body::Left(why) => {
+                Event::Left {
+                    path: &meta.rel.display(),
+                    why: &why,
+                }
+                .emit(&mut self.summary);
+                if let Some(p) = &self.ctx.progress {
+                    p.inc(1);
+                }
+                Ok(())
+            }
+            Body::Changed => {
+                // Nothing was read or recorded: put it back at once.
+                if let Some(p) = self.release(&meta) {
+                    self.apply(&meta, &p);
+                }
+                self.emit(&Finished {
+                    meta,
+                    outcome: FileOutcome::Released,
+                    placement: None,
+                });
+                Ok(())
+            }
+            Body::Rejected(reject) => {
+                self.begin()?;
+                self.count(&meta);
+                if self.unchanged(&meta)? {
+                    return Ok(());
+                }
+                self.quarantine(meta, None, reject, &[])
+            }
+            Body::Records(rx) => {
+                self.begin()?;
+                self.count(&meta);
+                if self.unchanged(&meta)? {
+                    return Ok(());
+                }
+                self.records(meta, rx)
+            }
+        }
+    }
+
+    fn count(&mut self, meta: &FileMeta) {
+        if let Some(t) = &mut self.txn {
+            t.files += 1;
+            t.bytes += meta.size;
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `ferry config check`: the configuration as ferry resolved it, defaults filled in, each
+//! dataset with the table it has (or will get), and warnings about what looks unintended.
+
+use super::Report;
+use crate::config::{Config, DatasetSpec};
+use crate::schema::{Case, ColumnSpec};
+use serde::Serialize;
+use std::fmt::Write;
+
+impl ConfigView {
+    /// The view of a config; `tables`: per configured dataset, its table and whether it exists.
+    pub fn of(cfg: &Config, tables: Vec<(String, bool)>) -> ConfigView {
+        ConfigView {
+            file: cfg.file.as_ref().map(|f| f.display().to_string()),
+            root: cfg.spool.root.display().to_string(),
+            incoming: cfg.spool.incoming.display().to_string(),
+            workers: cfg.workers,
+            max_attempts: cfg.max_attempts,
+            settle_ms: cfg.rules.settle.as_millis() as u64,
+            done_marker: cfg.rules.done_marker.clone(),
+            watch_rescan_ms: cfg.watch.rescan.as_millis() as u64,
+            watch_poll_ms: cfg.watch.poll.map(|d| d.as_millis() as u64),
+            watch_metrics: cfg.watch.metrics.map(|a| a.to_string()),
+            strict_datasets: cfg.strict_datasets,
+            warnings: cfg.warnings.clone(),
+            datasets: cfg
+                .datasets
+                .iter()
+                .zip(tables)
+                .map(|(d, (table, exists))| DatasetView::of(d, table, exists))
+                .collect(),
+        }
+    }
+}
+
+impl Report for ConfigView {
+    fn table(&self) -> String {
+        let mut o = String::new();
+        match &self.file {
+            Some(f) => {
+                let _ = writeln!(o, "{f}: valid");
+            }
+            None => {
+                let _ = writeln!(o, "no config file: built-in defaults");
+            }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(o, "  warning: {w}");
+        }
+        if self.strict_datasets {
+            let _ = writeln!(
+                o,
+                "  strict_datasets  files no dataset takes wait in incoming/"
+            );
+        }
+        let _ = writeln!(o, "  root          {}", self.root);
+        let _ = writeln!(o, "  incoming      {}", self.incoming);
+        let _ = writeln!(o, "  workers       {}", self.workers);
+        let _ = writeln!(o, "  max_attempts  {}", self.max_attempts);
+        let _ = writeln!(o, "  settle        {} ms", self.settle_ms);
+        if let Some(m) = &self.done_marker {
+            let _ = writeln!(o, "  done_marker   {m}");
+        }
+        match self.watch_poll_ms {
+            Some(p) => {
+                let _ = writeln!(o, "  watch         poll every {p} ms");
+            }
+            None => {
+                let _ = writeln!(
+                    o,
+                    "  watch         file events, full rescan every {} ms",
+                    self.watch_rescan_ms
+                );
+            }
+        }
+        if let Some(m) = &self.watch_metrics {
+            let _ = writeln!(o, "  metrics       http://{m}/metrics");
+        }
+        if self.datasets.is_empty() {
+            let _ = writeln!(
+                o,
+                "  datasets      none configured: one per top-level folder, columns from the \
+                 files"
+            );
+        }
+        for d in &self.datasets {
+            let _ = writeln!(o);
+            let _ = writeln!(
+                o,
+                "dataset {}  (table {}{})",
+                d.name,
+                d.table,
+                if d.table_exists {
+                    ""
+                } else {
+                    ", created with its first file"
+                }
+            );
+            let _ = writeln!(
+                o,
+                "  match              {}",
+                d.matches.as_deref().unwrap_or("(its folder name)")
+            );
+            let _ = writeln!(o, "  format             {}", d.format);
+            let _ = writeln!(o, "  encoding           {}", d.encoding);
+            let _ = writeln!(
+                o,
+                "  key                {}",
+                if d.key.is_empty() {
+                    "-".into()
+                } else {
+                    d.key.join(", ")
+                }
+            );
+            let _ = writeln!(o, "  max_bad_records    {}", d.max_bad_records);
+            let _ = writeln!(o, "  on_new_column      {}", d.on_new_column);
+            let _ = writeln!(o, "  on_missing_column  {}", d.on_missing_column);
+            if d.columns.is_empty() {
+                let _ = writeln!(o, "  columns            from the files (untyped)");
+            }
+            for c in &d.columns {
+                let mut extra = Vec::new();
+                if c.required {
+                    extra.push("required".to_string());
+                }
+                if c.from != c.name {
+                    extra.push(format!("from {:?}", c.from));
+                }
+                if !c.allowed.is_empty() {
+                    extra.push(format!("allowed {}", c.allowed.join("|")));
+                }
+                if c.trim {
+                    extra.push("trim".into());
+                }
+                if let Some(case) = &c.case {
+                    extra.push(format!("case {case}"));
+                }
+                if !c.formats.is_empty() {
+                    extra.push(format!("formats {}", c.formats.join(" | ")));
+                }
+                if let Some(tz) = &c.timezone {
+                    extra.push(format!("timezone {tz}"));
+                }
+                if let Some(s) = c.scale {
+                    extra.push(format!("scale {s}"));
+                }
+                if let Some(s) = &c.decimal_separator {
+                    extra.push(format!("decimal_separator {s:?}"));
+                }
+                let _ = writeln!(
+                    o,
+                    "  column {:<18} {:<9} {:<8} {}",
+                    c.name,
+                    c.r#type,
+                    c.sql_type,
+                    extra.join(", ")
+                );
+            }
+        }
+        o
+    }
+}
+
+#[derive(Serialize)]
+pub struct ConfigView {
+    file: Option<String>,
+    root: String,
+    incoming: String,
+    workers: usize,
+    max_attempts: u32,
+    settle_ms: u64,
+    done_marker: Option<String>,
+    watch_rescan_ms: u64,
+    watch_poll_ms: Option<u64>,
+    watch_metrics: Option<String>,
+    strict_datasets: bool,
+    /// Valid, but probably not what was meant.
+    warnings: Vec<String>,
+    datasets: Vec<DatasetView>,
+}
+
+#[derive(Serialize)]
+pub struct DatasetView {
+    name: String,
+    /// The table the dataset's records are in, or will be in (from the ledger's registry).
+    table: String,
+    table_exists: bool,
+    #[serde(rename = "match")]
+    matches: Option<String>,
+    format: String,
+    encoding: String,
+    key: Vec<String>,
+    max_bad_records: String,
+    on_new_column: &'static str,
+    on_missing_column: &'static str,
+    columns: Vec<ColumnView>,
+}
+
+impl DatasetView {
+    pub fn of(d: &DatasetSpec, table: String, table_exists: bool) -> DatasetView {
+        let o = &d.options;
+        let mut format = o
+            .format
+            .map_or("by extension, else sniffed".to_string(), |f| {
+                f.id().to_string()
+            });
+        if o.format.is_none_or(|f| f == crate::format::Format::Csv) {
+            let delim = match o.delimiter {
+                None => "sniffed".to_string(),
+                Some(b'\t') => "tab".to_string(),
+                Some(c) => format!("{:?}", c as char),
+            };
+            format.push_str(&format!(
+                "; csv delimiter {delim}, header {}",
+                if o.header { "yes" } else { "no" }
+            ));
+            if !o.names.is_empty() {
+                format.push_str(&format!(", names {}", o.names.join(",")));
+            }
+        }
+        if let Some(p) = &o.json_pointer {
+            format.push_str(&format!("; json_pointer {p}"));
+        }
+        DatasetView {
+            name: d.name.clone(),
+            table,
+            table_exists,
+            matches: d.pattern.clone(),
+            format,
+            encoding: o
+                .encoding
+                .map_or("utf-8".to_string(), |e| e.name().to_lowercase()),
+            key: d.key.clone(),
+            max_bad_records: d.max_bad.to_string(),
+            on_new_column: d.on_new_column.id(),
+            on_missing_column: d.on_missing_column.id(),
+            columns: d.columns.iter().map(ColumnView::of).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ColumnView {
+    name: String,
+    from: String,
+    r#type: &'static str,
+    sql_type: &'static str,
+    required: bool,
+    allowed: Vec<String>,
+    trim: bool,
+    case: Option<&'static str>,
+    formats: Vec<String>,
+    timezone: Option<String>,
+    scale: Option<u32>,
+    decimal_separator: Option<String>,
+}
+
+impl ColumnView {
+    pub fn of(c: &ColumnSpec) -> ColumnView {
+        use crate::schema::ColType;
+        let dated = matches!(c.ty, ColType::Date | ColType::DateTime);
+        let formats = if !dated {
+            Vec::new()
+        } else if c.formats.is_empty() {
+            let d = if c.ty == ColType::Date {
+                crate::schema::DEFAULT_DATE_FORMATS
+            } else {
+                crate::schema::DEFAULT_DATETIME_FORMATS
+            };
+            d.iter().map(|s| s.to_string()).collect()
+        } else {
+            c.formats.clone()
+        };
+        ColumnView {
+            name: c.name.clone(),
+            from: c.source.clone(),
+            r#type: c.ty.id(),
+            sql_type: c.ty.sql_type(),
+            required: c.required,
+            allowed: c.allowed.iter().map(|v| v.to_string()).collect(),
+            trim: c.trim,
+            case: match c.case {
+                Case::Keep => None,
+                Case::Lower => Some("lower"),
+                Case::Upper => Some("upper"),
+            },
+            formats,
+            timezone: (c.ty == ColType::DateTime).then(|| c.timezone.to_string()),
+            scale: c.scale,
+            decimal_separator: matches!(c.ty, ColType::Float | ColType::Decimal)
+                .then(|| c.decimal_separator.to_string()),
+        }
+    }
+}

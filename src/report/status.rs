@@ -1,0 +1,93 @@
+//! `ferry status`: files by state, records per dataset, export targets, files in flight and
+//! waiting.
+
+use super::export::targets_table;
+use super::{thousands, Report, Waiting};
+use crate::store::{DatasetCounts, FileState, TargetStatus};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub root: String,
+    pub incoming: String,
+    /// Files by the state of their latest attempt.
+    pub files: BTreeMap<FileState, u64>,
+    pub records: u64,
+    pub rejected_records: u64,
+    pub duplicate_records: u64,
+    pub quarantined: u64,
+    pub datasets: Vec<DatasetCounts>,
+    /// Files claimed and not yet placed (in flight, or left by a crash).
+    pub processing: u64,
+    /// Files in the incoming folder that are ready and not yet taken.
+    pub ready: u64,
+    pub waiting: Vec<Waiting>,
+    pub last_activity: Option<String>,
+    pub exports: Vec<TargetStatus>,
+}
+
+impl Report for Status {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "spool     {}", self.root);
+        let _ = writeln!(out, "incoming  {}", self.incoming);
+        let _ = writeln!(
+            out,
+            "last activity  {}",
+            self.last_activity.as_deref().unwrap_or("never")
+        );
+        let _ = writeln!(out);
+        for (state, n) in &self.files {
+            let _ = writeln!(out, "  {:<12} {:>10}", state.id(), thousands(*n));
+        }
+        for (what, n) in [
+            ("processing", self.processing),
+            ("ready", self.ready),
+            ("waiting", self.waiting.len() as u64),
+        ] {
+            let _ = writeln!(out, "  {what:<12} {:>10}", thousands(n));
+        }
+        if !self.datasets.is_empty() {
+            let _ = writeln!(out);
+            let width = self
+                .datasets
+                .iter()
+                .map(|d| d.name.len())
+                .max()
+                .unwrap_or(7)
+                .max(7);
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}  {:>11}  table",
+                "dataset", "files", "records", "rejected", "dup keys", "duplicates", "quarantined"
+            );
+            for d in &self.datasets {
+                let _ = writeln!(
+                    out,
+                    "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}  {:>11}  {}",
+                    d.name,
+                    thousands(d.files),
+                    thousands(d.records),
+                    thousands(d.rejected_records),
+                    thousands(d.duplicate_records),
+                    thousands(d.duplicates),
+                    thousands(d.quarantined),
+                    d.table.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        if !self.exports.is_empty() {
+            let _ = writeln!(out, "\nexports:");
+            out.push_str(&targets_table(&self.exports));
+        }
+        if !self.waiting.is_empty() {
+            let _ = writeln!(out, "\nwaiting:");
+            for w in &self.waiting {
+                let _ = writeln!(out, "  {}  ({})", w.path, w.reason);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,414 @@
+//! The storage seam: everything ferry keeps — the ledger of files, the datasets' tables and the
+//! names in them, record keys, export state — behind two traits, so that no SQL exists outside
+//! this folder and a second backend is a sibling of `sqlite/`.
+//!
+//! - [`Store`]: what the commands and recovery ask and record (ledger rows and counts, the
+//!   registry of names, export targets and batches, a batch's records).
+//! - [`Ingest`]: the writer's one writing connection. Files are stored in group transactions
+//!   (`begin`/`commit`) with one savepoint per file (`begin_file`/`keep_file`/`undo_file`);
+//!   `insert_chunk` stores a chunk's records and owns record-key deduplication, because that is
+//!   where backends differ most (SQLite: one writer at a time, an index in memory; a shared
+//!   server: constraints in the database).
+//!
+//! The rules that are not about storage stay out: which column a file column takes is decided
+//! by the pipeline with the registry's help (`names` holds the naming rules every backend
+//! shares); what a duplicate means, when to commit, what to record — the writer's.
+//!
+//! Adding a backend: implement `Store` and `Ingest` in `store/<backend>/`, give it migrations
+//! of its own, and choose it in `open`/`open_ingest`. Nothing in `pipeline/`, `export/` or
+//! `cmd/` changes.
+
+pub mod names;
+pub mod sqlite;
+
+use crate::format::ColumnKey;
+use crate::record::Chunk;
+use crate::reject::{RecordReject, Reject};
+use crate::schema::ColType;
+use crate::spool::Spool;
+use anyhow::Result;
+use serde::{Serialize, Serializer};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Time as the ledger stores it: RFC 3339, UTC, milliseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The states a file ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FileState {
+    Ingested,
+    Duplicate,
+    Quarantined,
+}
+
+impl FileState {
+    pub const ALL: [FileState; 3] = [
+        FileState::Ingested,
+        FileState::Duplicate,
+        FileState::Quarantined,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            FileState::Ingested => "ingested",
+            FileState::Duplicate => "duplicate",
+            FileState::Quarantined => "quarantined",
+        }
+    }
+
+    pub fn from_id(s: &str) -> Option<FileState> {
+        FileState::ALL.into_iter().find(|st| st.id() == s)
+    }
+}
+
+impl Serialize for FileState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// A ledger row to insert.
+#[derive(Debug, Clone)]
+pub struct NewFile<'a> {
+    pub path: &'a str,
+    pub source: &'a str,
+    pub claim: Option<&'a str>,
+    pub sha256: Option<&'a str>,
+    pub size: u64,
+    pub state: FileState,
+    pub dataset: Option<&'a str>,
+    pub format: Option<&'a str>,
+    pub duplicate_of: Option<i64>,
+    pub error: Option<&'a Reject>,
+    pub attempt: u32,
+    pub retry_of: Option<i64>,
+    pub received_at: &'a str,
+    pub hashed_at: Option<&'a str>,
+    pub finished_at: &'a str,
+    pub worker: &'a str,
+}
+
+/// A change to a ledger row written in the same transaction.
+#[derive(Debug, Clone)]
+pub enum FileUpdate<'a> {
+    /// The file's records are stored: how many, in which format, with which warnings.
+    Parsed {
+        counts: Counts,
+        format: &'a str,
+        warnings: &'a [String],
+        parsed_at: &'a str,
+    },
+    /// Where the file goes (archive or quarantine), relative to the spool root.
+    StoredAt(&'a str),
+    /// Where its rejected records' report goes, relative to the spool root.
+    RejectsAt(&'a str),
+}
+
+/// A ledger row as reported by `ferry files` and friends.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FileRow {
+    pub id: i64,
+    pub path: String,
+    pub source: String,
+    pub claim: Option<String>,
+    pub sha256: Option<String>,
+    pub size: i64,
+    pub state: FileState,
+    pub dataset: Option<String>,
+    pub format: Option<String>,
+    pub records: i64,
+    pub rejected: i64,
+    pub duplicate_of: Option<i64>,
+    pub stored_at: Option<String>,
+    pub error_kind: Option<String>,
+    pub error_stage: Option<String>,
+    pub error_message: Option<String>,
+    pub error_line: Option<i64>,
+    pub error_offset: Option<i64>,
+    pub error_field: Option<String>,
+    pub attempt: i64,
+    pub retry_of: Option<i64>,
+    pub received_at: String,
+    pub hashed_at: Option<String>,
+    pub parsed_at: Option<String>,
+    pub finished_at: String,
+    /// Records not stored because their key was already stored.
+    pub duplicate_records: i64,
+    /// Where the file's rejected records were written, relative to the spool root.
+    pub rejects_at: Option<String>,
+    /// What the file was stored with that a reader should know (columns stored under another
+    /// name than the file's, blank lines skipped, …).
+    pub warnings: Vec<String>,
+}
+
+/// What became of a file's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub stored: u64,
+    pub rejected: u64,
+    /// Skipped: their key was already stored.
+    pub duplicates: u64,
+}
+
+/// Which ledger rows to list.
+#[derive(Debug, Clone, Default)]
+pub struct FileFilter {
+    pub state: Option<FileState>,
+    pub dataset: Option<String>,
+    pub limit: Option<u64>,
+    /// Only rows no later attempt retried (the latest attempt of each file).
+    pub latest: bool,
+}
+
+/// A dataset's files and records, counted once per file (its latest attempt).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DatasetCounts {
+    pub name: String,
+    /// The table its records are in (`None` until a file of it was stored).
+    pub table: Option<String>,
+    pub files: u64,
+    pub records: u64,
+    /// Records set aside within `max_bad_records`, in files that were ingested.
+    pub rejected_records: u64,
+    /// Records not stored because their key was already stored.
+    pub duplicate_records: u64,
+    /// Files whose content was already ingested for the dataset.
+    pub duplicates: u64,
+    pub quarantined: u64,
+}
+
+/// A column to create in a dataset table.
+#[derive(Debug, Clone)]
+pub struct NewColumn {
+    pub name: String,
+    pub ty: ColType,
+}
+
+/// A chunk of one file's records, with where each cell goes.
+pub struct ChunkInsert<'a> {
+    pub dataset: &'a str,
+    pub table: &'a str,
+    /// Per chunk cell: the table column it goes to (`None`: not stored).
+    pub columns: &'a [Option<String>],
+    /// Per key column of the dataset: the chunk cell holding it (empty: no key).
+    pub key_cells: &'a [Option<usize>],
+    pub file_id: i64,
+    pub chunk: &'a Chunk,
+}
+
+/// What `insert_chunk` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkStored {
+    pub stored: u64,
+    /// Records not stored: their key was stored before (by any file).
+    pub duplicates: u64,
+}
+
+/// What kind of failure a storage error is, for the writer's decision.
+#[derive(Debug)]
+pub enum Failure {
+    /// About the database or the machine (disk full, locked, corrupt): stop, and let recovery
+    /// redo the group rather than blame a file.
+    Machine,
+    /// The file's content runs into a limit of the store: quarantine it with this reason.
+    Content(Reject),
+    /// Anything else: quarantine the file as `io.store`.
+    Other,
+}
+
+/// An export target: a dataset's records written to one folder, with its own watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetKey<'a> {
+    pub dataset: &'a str,
+    pub target: &'a str,
+}
+
+/// A target as `ferry export --list` and `ferry status` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub dataset: String,
+    pub target: String,
+    pub dir: String,
+    pub watermark: i64,
+    pub pending_records: u64,
+    pub batches: u64,
+    pub exported_records: u64,
+    pub last_export: Option<String>,
+    /// A batch planned by an export that did not finish (it is rewritten by the next one).
+    pub interrupted_batch: Option<String>,
+}
+
+/// One export batch as planned (before a byte is written) and, once committed, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPlan {
+    pub name: String,
+    /// `csv` or `ndjson`.
+    pub format: String,
+    pub gzip: bool,
+    pub first: i64,
+    pub last: i64,
+    pub rows: u64,
+    pub created_at: String,
+    /// The dataset's columns when the batch was planned: a column added since must not change
+    /// a batch that is written again.
+    pub columns: Vec<String>,
+}
+
+/// The next records after a target's watermark, as `Store::plan_batch` found them.
+#[derive(Debug, Clone)]
+pub struct BatchRange {
+    pub first: i64,
+    pub last: i64,
+    pub rows: u64,
+    /// The table's data columns, read in the same transaction as the range.
+    pub columns: Vec<String>,
+}
+
+/// One stored record, as a batch's reader sees it: its values by column position.
+pub trait Record {
+    fn value(&self, i: usize) -> Result<Value<'_>>;
+}
+
+/// A stored value, as a batch's reader sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a [u8]),
+}
+
+/// What the commands and recovery ask of the store, and record in it.
+pub trait Store {
+    // The ledger.
+    fn files(&mut self, filter: &FileFilter) -> Result<Vec<FileRow>>;
+    fn file(&mut self, id: i64) -> Result<Option<FileRow>>;
+    /// The committed ledger row of a claim, if its file got that far.
+    fn by_claim(&mut self, claim: &str) -> Result<Option<FileRow>>;
+    /// The ledger row that retried this one, if any.
+    fn retried_by(&mut self, id: i64) -> Result<Option<i64>>;
+    /// A file's rejected records in file order, at most `limit`.
+    fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>>;
+    /// Files by the state of their latest attempt.
+    fn state_counts(&mut self) -> Result<BTreeMap<FileState, u64>>;
+    /// Per dataset: files and records, each file counted once (its latest attempt).
+    fn dataset_counts(&mut self) -> Result<Vec<DatasetCounts>>;
+    /// When the last file was finished.
+    fn last_activity(&mut self) -> Result<Option<String>>;
+
+    // The registry of names.
+    /// Every dataset with its table, by name.
+    fn tables(&mut self) -> Result<Vec<(String, String)>>;
+    /// The table a dataset has, or would get if a file of it were stored now (`false`: not
+    /// yet).
+    fn table_or_planned(&mut self, dataset: &str) -> Result<(String, bool)>;
+
+    // Export state.
+    fn targets(&mut self) -> Result<Vec<TargetStatus>>;
+    /// The targets of a dataset and their folders.
+    fn target_dirs(&mut self, dataset: &str) -> Result<Vec<(String, String)>>;
+    /// Records a target (or its new folder).
+    fn upsert_target(&mut self, key: &TargetKey, dir: &str) -> Result<()>;
+    /// In one write transaction: the target's pending batch if an export was interrupted
+    /// (`true`), else the next range after the watermark turned into a plan by `make` and
+    /// recorded as pending; `None` when everything is exported.
+    fn plan_batch(
+        &mut self,
+        key: &TargetKey,
+        table: &str,
+        max_rows: u64,
+        make: &mut dyn FnMut(BatchRange) -> BatchPlan,
+    ) -> Result<Option<(BatchPlan, bool)>>;
+    /// Reads a batch's records in id order (values in `plan.columns` order), one callback per
+    /// record; returns how many.
+    fn read_batch(
+        &mut self,
+        table: &str,
+        plan: &BatchPlan,
+        record: &mut dyn FnMut(&dyn Record) -> Result<()>,
+    ) -> Result<u64>;
+    /// In one transaction: the batch recorded, the watermark moved, the pending batch cleared.
+    fn commit_batch(
+        &mut self,
+        key: &TargetKey,
+        plan: &BatchPlan,
+        sha256: &str,
+        bytes: u64,
+    ) -> Result<()>;
+    fn watermark(&mut self, key: &TargetKey) -> Result<i64>;
+}
+
+/// The writer's connection: the only one that stores files and records.
+pub trait Ingest: Send {
+    /// Starts a group transaction, waiting (and saying so) while another process writes.
+    fn begin(&mut self) -> Result<()>;
+    fn commit(&mut self) -> Result<()>;
+    /// Forgets the open group (after a machine error).
+    fn rollback(&mut self);
+    /// A file inside the group: its rows, ledger row, names and columns can be undone alone.
+    fn begin_file(&mut self) -> Result<()>;
+    fn keep_file(&mut self) -> Result<()>;
+    fn undo_file(&mut self) -> Result<()>;
+
+    /// Whether this exact file (same path, same content) is in the ledger already.
+    fn seen(&mut self, path: &str, sha256: Option<&str>) -> Result<bool>;
+    /// The ledger id of the file of this dataset ingested with this content, if any.
+    fn ingested_with(&mut self, dataset: &str, sha256: &str) -> Result<Option<i64>>;
+    fn insert_file(&mut self, f: &NewFile) -> Result<i64>;
+    fn update_file(&mut self, id: i64, update: &FileUpdate) -> Result<()>;
+    fn file(&mut self, id: i64) -> Result<Option<FileRow>>;
+    fn add_rejects(&mut self, id: i64, rejects: &[RecordReject]) -> Result<()>;
+    fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>>;
+    /// Whether a path under the spool root is already some file's place or report.
+    fn place_taken(&mut self, rel: &str) -> Result<bool>;
+
+    /// The dataset's table, if it has one.
+    fn table(&mut self, dataset: &str) -> Result<Option<String>>;
+    /// Decides (`names::table_name_for`) and records the table of a dataset that has none.
+    fn create_table_name(&mut self, dataset: &str) -> Result<String>;
+    /// A table's columns: lowercased name → name as created (empty if it does not exist yet).
+    fn table_columns(&mut self, table: &str) -> Result<HashMap<String, String>>;
+    /// The table column a file column of the dataset lands in, if it has one.
+    fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>>;
+    /// The table column a file column without one would take: an existing column of exactly
+    /// its name that no other file column owns and that is not `reserved` (`Some`, with
+    /// `false`), or a new free name (`true`: to create). `existing`: the table's columns by
+    /// lowercased name. With `record`, the choice is recorded.
+    fn assign_column(
+        &mut self,
+        dataset: &str,
+        key: &ColumnKey,
+        existing: &HashMap<String, String>,
+        reserved: &HashSet<String>,
+        record: bool,
+    ) -> Result<(String, bool)>;
+    /// Creates the table, or adds columns to it (and `_key` when `keyed`).
+    fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], keyed: bool) -> Result<()>;
+    /// Stores a chunk's records, less those whose key was stored before.
+    fn insert_chunk(&mut self, insert: &ChunkInsert) -> Result<ChunkStored>;
+    /// The most data columns a dataset table may have in this store.
+    fn max_data_columns(&self) -> usize;
+
+    /// What a storage error means for the file being stored.
+    fn classify(&self, e: &anyhow::Error) -> Failure;
+}
+
+/// The store of a spool, for a command.
+pub fn open(spool: &Spool) -> Result<Box<dyn Store>> {
+    Ok(Box::new(sqlite::SqliteStore::open(&spool.db)?))
+}
+
+/// The store of a spool if it has one yet (reporting commands create nothing).
+pub fn open_existing(spool: &Spool) -> Result<Option<Box<dyn Store>>> {
+    if !spool.db.exists() {
+        return Ok(None);
+    }
+    open(spool).map(Some)
+}
+
+/// The writer's connection to the store of a spool.
+pub fn open_ingest(spool: &Spool) -> Result<Box<dyn Ingest>> {
+    Ok(Box::new(sqlite::SqliteIngest::open(&spool.db)?))
+}

@@ -1,0 +1,163 @@
+//! The naming rules every backend shares: which table a new dataset gets and which column a new
+//! file column gets, given the names already taken. Deterministic, so concurrent processes that
+//! decide inside the store's write transaction agree, and the same names come out whichever
+//! store holds them (the longest name is PostgreSQL's limit, 63 bytes).
+//!
+//! Pure functions: no IO, no SQL.
+
+use crate::format::ColumnKey;
+use sha2::{Digest, Sha256};
+
+/// Table names ferry keeps for itself (its own tables, now and to come).
+const RESERVED_TABLES: &[&str] = &[
+    "files",
+    "datasets",
+    "dataset_columns",
+    "exports",
+    "export_batches",
+    "record_keys",
+    "rejects",
+];
+
+/// Prefixes a dataset table may not start with: SQLite refuses `sqlite_`, PostgreSQL keeps `pg_`,
+/// ferry keeps `ferry_`.
+const RESERVED_PREFIXES: &[&str] = &["sqlite_", "ferry_", "pg_"];
+
+/// The longest table or column name ferry gives: PostgreSQL's limit, so names stay the same
+/// whichever store holds them.
+pub const MAX_NAME: usize = 63;
+
+/// The most data columns any store accepts in a dataset table (SQLite's limit is 2000 in all,
+/// and ferry keeps four for itself); a store may accept fewer (`Ingest::max_data_columns`).
+pub const MAX_DATA_COLUMNS: usize = 2000 - crate::format::SYSTEM_COLUMNS.len();
+
+/// Eight hex digits of the SHA-256 of `s`: a stable, short tie-breaker.
+fn short_hash(s: &str) -> String {
+    Sha256::digest(s.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `stem` + `suffix`, cutting `stem` (at a character boundary) so the whole fits `max` bytes.
+/// A cut stem also gets a hash of the whole, so two long names that share a beginning differ.
+fn fit(stem: &str, suffix: &str, max: usize) -> String {
+    if stem.len() + suffix.len() <= max {
+        return format!("{stem}{suffix}");
+    }
+    let tag = format!("_{}", short_hash(stem));
+    let mut cut = max.saturating_sub(suffix.len() + tag.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{tag}{suffix}", &stem[..cut])
+}
+
+/// The table for a dataset that has none yet: its name when that is free and allowed, else a
+/// deterministic variant. `taken` answers for lowercased names.
+pub fn table_name_for(dataset: &str, taken: impl Fn(&str) -> bool) -> String {
+    let lower = dataset.to_lowercase();
+    let stem = if RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p)) {
+        format!("data_{dataset}")
+    } else if RESERVED_TABLES.contains(&lower.as_str()) {
+        format!("{dataset}_data")
+    } else {
+        dataset.to_string()
+    };
+    let free = |n: &str| !taken(&n.to_lowercase());
+    let first = fit(&stem, "", MAX_NAME);
+    if free(&first) {
+        return first;
+    }
+    // Another dataset has this name (in another case, or after the `_data` suffix): a suffix
+    // that depends on this dataset's own name only.
+    let h = format!("_{}", short_hash(dataset));
+    let second = fit(&stem, &h, MAX_NAME);
+    if free(&second) {
+        return second;
+    }
+    (2..)
+        .map(|n| fit(&stem, &format!("{h}_{n}"), MAX_NAME))
+        .find(|c| free(c))
+        .expect("some suffix is free")
+}
+
+/// The column for a file column that has none yet: its name when free, else numbered
+/// (`name_2`, …; a repeat starts at its occurrence). `taken` answers for lowercased names.
+pub fn column_name_for(key: &ColumnKey, taken: impl Fn(&str) -> bool) -> String {
+    let stem = key.stem();
+    let free = |n: &str| !taken(&n.to_lowercase());
+    if key.occurrence == 1 {
+        let plain = fit(&stem, "", MAX_NAME);
+        if free(&plain) {
+            return plain;
+        }
+    }
+    (key.occurrence.max(2)..)
+        .map(|k| fit(&stem, &format!("_{k}"), MAX_NAME))
+        .find(|c| free(c))
+        .expect("some number is free")
+}
+
+/// Whether a lowercased name is one a dataset table may not have at all.
+pub fn reserved_table(lower: &str) -> bool {
+    RESERVED_TABLES.contains(&lower) || RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn key(name: &str, occurrence: u32, position: u32) -> ColumnKey {
+        ColumnKey {
+            name: name.into(),
+            occurrence,
+            position,
+        }
+    }
+
+    #[test]
+    fn tables_never_collide_and_are_loadable() {
+        let mut taken: HashSet<String> = HashSet::new();
+        let mut give = |d: &str| {
+            let t = table_name_for(d, |n| taken.contains(n));
+            assert!(taken.insert(t.to_lowercase()), "{d} → {t} twice");
+            assert!(!t.to_lowercase().starts_with("sqlite_"), "{t}");
+            assert!(t.len() <= MAX_NAME, "{t}");
+            t
+        };
+        assert_eq!(give("Orders"), "Orders");
+        let second = give("orders");
+        assert!(
+            second.starts_with("orders_") && second.len() == 15,
+            "{second}"
+        );
+        assert_eq!(give("files"), "files_data");
+        let clash = give("files_data");
+        assert_ne!(clash.to_lowercase(), "files_data");
+        give("FILES");
+        assert_eq!(give("sqlite_stat1"), "data_sqlite_stat1");
+        assert_eq!(give("ferry_x"), "data_ferry_x");
+        let long = "x".repeat(200);
+        let a = give(&long);
+        let b = give(&format!("{long}y"));
+        assert_ne!(a, b);
+        // Deterministic: the same registry state gives the same name.
+        let again = table_name_for("orders", |n| n == "orders");
+        assert_eq!(again, second);
+    }
+
+    #[test]
+    fn columns_are_numbered_past_clashes() {
+        let taken: HashSet<&str> = ["name", "name_2", "_line"].into_iter().collect();
+        let t = |n: &str| taken.contains(n);
+        assert_eq!(column_name_for(&key("Name", 1, 2), t), "Name_3");
+        assert_eq!(column_name_for(&key("name", 3, 5), t), "name_3");
+        assert_eq!(column_name_for(&key("", 1, 4), t), "column_4");
+        assert_eq!(column_name_for(&key("_line", 1, 1), t), "_line_2");
+        let long = "h".repeat(100);
+        let c = column_name_for(&key(&long, 1, 1), t);
+        assert!(c.len() <= MAX_NAME && c.starts_with("hhh"), "{c}");
+    }
+}
