@@ -175,6 +175,8 @@ pub struct Counters {
     pub restarts: AtomicU64,
     /// Quarantined files by error kind.
     pub quarantined_by_kind: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    /// Files this process finished one way or another (a progress bar counts these).
+    pub finished: AtomicU64,
 }
 
 /// Upper bounds (ms) of the latency histogram buckets; one more bucket holds the rest.
@@ -189,6 +191,9 @@ pub fn counters() -> &'static Counters {
 impl Event<'_> {
     pub fn emit(&self, summary: &mut Summary) {
         let c = counters();
+        if !matches!(self, Event::Unplaced { .. }) {
+            c.finished.fetch_add(1, Ordering::Relaxed);
+        }
         match *self {
             Event::Ingested {
                 path,

@@ -56,7 +56,7 @@ fn require_spool(cfg: &Config) -> Result<()> {
 
 /// `run` and `watch` create a spool only where it is expected: at the default root, or when
 /// asked (`--init`). A named root that is not a spool is refused, naming the path.
-pub fn prepare_spool(cfg: &Config, init: bool) -> Result<()> {
+pub fn open_or_create_spool(cfg: &Config, init: bool) -> Result<()> {
     if cfg.spool.exists() {
         return Ok(());
     }

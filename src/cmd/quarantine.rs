@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::exit::ExitError;
 use crate::pipeline::place::reason_path;
 use crate::pipeline::stages::FIRST_REJECTS;
-use crate::pipeline::{Ctx, Mode, Pipeline, Work};
+use crate::pipeline::{Mode, Pipeline, Session, Work};
 use crate::report::{self, FileShown, QuarantineList};
 use crate::spool::RelPath;
 use crate::store::{self, FileFilter, FileRow, FileState, Store};
@@ -105,12 +105,12 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
     };
     drop(store);
 
-    let ctx = Arc::new(Ctx::new(
+    let session = Arc::new(Session::new(
         cfg.clone(),
         Mode::Move,
         cfg.spool.incoming.clone(),
     )?);
-    let owner = ctx.owner.as_ref().expect("move mode has an owner");
+    let owner = session.owner.as_ref().expect("move mode has an owner");
     let mut work = Vec::new();
     for row in &rows {
         let Some(stored) = &row.stored_at else {
@@ -141,7 +141,7 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
             }
         }
     }
-    let pipeline = Pipeline::start(ctx.clone())?;
+    let pipeline = Pipeline::start(session.clone())?;
     for w in work {
         if !pipeline.submit(w) {
             break;

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::discover::{self, Entry, Hold, Readiness, Stamp};
 use crate::events::{Event, Summary};
 use crate::exit::ExitError;
-use crate::pipeline::{place, Ctx, Mode, Pipeline, Work};
-use crate::report::{self, Waiting};
+use crate::pipeline::{Mode, Pipeline, Session, Work};
+use crate::report::{self, Progress, Waiting};
 use crate::shutdown::{self, Shutdown};
 use anyhow::Result;
 use std::os::unix::fs::MetadataExt;
@@ -25,6 +25,37 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
     let started = Instant::now();
     shutdown::install_signal_handlers();
     let stop = Shutdown::new();
+    let (source, mode) = source(cfg, args)?;
+    let session = Arc::new(Session::new(cfg.clone(), mode, source.clone())?);
+    let mut summary = Summary::default();
+    let found = look(cfg, &source, &mut summary);
+    let (pipeline, recovered, n) = Pipeline::start_after_recovery(session.clone())?;
+    summary.absorb(recovered);
+    let show_progress =
+        !args.json && !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = show_progress.then(|| Progress::start((found.entries.len() + n) as u64));
+    let (held, untaken) = feed_when_ready(cfg, &pipeline, found.entries, &stop);
+    if stop.is_triggered() {
+        session.halt();
+    }
+    let finished = pipeline.finish();
+    if let Some(p) = progress {
+        p.finish();
+    }
+    summary.absorb(finished?);
+    let mut waiting = found.waiting;
+    waiting.extend(
+        held.into_iter()
+            .map(|(e, h)| Waiting::new(e.rel.display(), &h)),
+    );
+    let interrupted = stop.is_triggered().then_some(untaken);
+    report(&source, started, summary, waiting, interrupted, args.json)
+}
+
+/// Where files are taken from and how (moved through the spool, or read in place), checked:
+/// a folder that exists, on the spool's filesystem when files are to be claimed by rename.
+/// Creates the spool where that is expected.
+fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Mode)> {
     let source = match &args.dir {
         Some(d) => absolute(d),
         None => cfg.spool.incoming.clone(),
@@ -33,7 +64,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
     if args.dir.is_some() && !source.is_dir() {
         return Err(ExitError::Usage(format!("{} is not a folder", source.display())).into());
     }
-    super::prepare_spool(cfg, args.init)?;
+    super::open_or_create_spool(cfg, args.init)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
@@ -53,79 +84,47 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
             .into());
         }
     }
+    Ok((source, mode))
+}
 
-    let mut ctx = Ctx::new(cfg.clone(), mode, source.clone())?;
-    let show_progress =
-        !args.json && !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let scan = discover::scan(&source, &cfg.rules, &cfg.spool.internal_dirs());
-    let mut summary = Summary::default();
+/// What one look at the source folder found.
+struct Found {
+    /// Files to judge and take.
+    entries: Vec<Entry>,
+    /// Files held back by name or config, with the rule.
+    waiting: Vec<Waiting>,
+}
+
+/// Scans the source folder once; paths that cannot be looked into are left, and said.
+fn look(cfg: &Config, source: &Path, summary: &mut Summary) -> Found {
+    let scan = discover::scan(source, &cfg.rules, &cfg.spool.internal_dirs());
     for (path, e) in &scan.errors {
-        // A folder or file that cannot even be looked at is left, and said.
         Event::Left {
             path: &path.display().to_string(),
             why: &format!("cannot look into {}: {e}", path.display()),
         }
-        .emit(&mut summary);
+        .emit(summary);
     }
-    let mut waiting: Vec<Waiting> = Vec::new();
-    let mut entries: Vec<Entry> = Vec::new();
+    let mut found = Found {
+        entries: Vec::new(),
+        waiting: Vec::new(),
+    };
     for e in scan.entries {
         if inside_spool(cfg, &e.path) {
             continue;
         }
         match cfg.hold(&e.rel) {
-            Some(h) => waiting.push(Waiting::new(e.rel.display(), &h)),
-            None => entries.push(e),
+            Some(h) => found.waiting.push(Waiting::new(e.rel.display(), &h)),
+            None => found.entries.push(e),
         }
     }
-    if show_progress {
-        let pb = indicatif::ProgressBar::new(entries.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} files [{elapsed_precise}] {wide_bar} {eta}",
-            )
-            .expect("valid template"),
-        );
-        ctx.progress = Some(pb);
-    }
-    let ctx = Arc::new(ctx);
-    let recovered = place::recover(&ctx)?;
-    if let Some(pb) = &ctx.progress {
-        pb.inc_length(recovered.len() as u64);
-    }
-    let (isolated, recovered) = place::isolate(recovered, cfg.max_attempts);
-    for w in isolated {
-        // In flight at more than one crash: alone, so a crash names it and nothing else.
-        let pipeline = Pipeline::start(ctx.clone())?;
-        pipeline.submit(w);
-        summary.absorb(pipeline.finish()?);
-    }
-    let pipeline = Pipeline::start(ctx.clone())?;
-    for w in recovered {
-        pipeline.submit(w);
-    }
-    let (held, untaken) = feed_when_ready(cfg, &pipeline, entries, &stop);
-    if stop.is_triggered() {
-        ctx.halt();
-    }
-    let finished = pipeline.finish();
-    if let Some(pb) = &ctx.progress {
-        pb.finish_and_clear();
-    }
-    summary.absorb(finished?);
-
-    waiting.extend(
-        held.into_iter()
-            .map(|(e, h)| Waiting::new(e.rel.display(), &h)),
-    );
-    waiting.extend(
+    found.waiting.extend(
         scan.ignored
             .iter()
             .filter(|(_, h)| *h != Hold::IsMarker)
             .map(|(rel, h)| Waiting::new(rel.display(), h)),
     );
-    let interrupted = stop.is_triggered().then_some(untaken);
-    report(&source, started, summary, waiting, interrupted, args.json)
+    found
 }
 
 /// Prints what a pipeline run did; the outcome says what needs attention.

@@ -28,15 +28,12 @@
 use super::Outcome;
 use crate::cli::WatchArgs;
 use crate::config::Config;
-use crate::discover::{self, Readiness, Stamp};
+use crate::discover::{self, Events, Readiness, Stamp};
 use crate::events::counters;
-use crate::pipeline::{place, Ctx, Mode, Pipeline, Work};
+use crate::pipeline::{Mode, Pipeline, Session, Work};
 use crate::shutdown::{self, Shutdown};
-use anyhow::{Context, Result};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use notify::{Event, EventKind, RecursiveMode, Watcher};
+use anyhow::Result;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,7 +57,7 @@ pub fn run(cfg: &Config, args: &WatchArgs) -> Result<Outcome> {
 
 /// The daemon, until `stop` is triggered.
 pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome> {
-    super::prepare_spool(cfg, args.init)?;
+    super::open_or_create_spool(cfg, args.init)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
@@ -99,7 +96,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
     loop {
         let started = Instant::now();
         let session = start_pipeline(cfg, &incoming);
-        let (ctx, pipeline) = match session {
+        let (session, pipeline) = match session {
             Ok(s) => s,
             // A first start that fails is a setup problem: say so and exit.
             Err(e) if first => return Err(e),
@@ -119,10 +116,10 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         first = false;
         // Files handed to the old pipeline and dropped when it stopped are still in the folder.
         disc.submitted.clear();
-        discover_until_stopped(&mut disc, &mut events, &pipeline, &ctx, stop, rescan);
+        discover_until_stopped(&mut disc, &mut events, &pipeline, &session, stop, rescan);
         // Halted already: the writer failed. Otherwise we stopped for a reason of our own.
-        let failed = ctx.halted();
-        ctx.halt();
+        let failed = session.halted();
+        session.halt();
         if stop.is_triggered() {
             tracing::info!("stopping: finishing the files in flight");
         }
@@ -144,7 +141,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             return Ok(Outcome::Done);
         }
         counters().restarts.fetch_add(1, Ordering::Relaxed);
-        if !failed && ctx.has_unplaced() {
+        if !failed && session.has_unplaced() {
             continue; // a planned restart, to place files (see `discover_until_stopped`)
         }
         // The pipeline stopped by itself: the writer failed on something about the machine.
@@ -169,21 +166,14 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
 
 /// A fresh claim identity, recovery of `processing/`, and a running pipeline fed the
 /// recovered files.
-fn start_pipeline(cfg: &Config, incoming: &Path) -> Result<(Arc<Ctx>, Pipeline)> {
-    let ctx = Arc::new(Ctx::new(cfg.clone(), Mode::Move, incoming.to_path_buf())?);
-    let recovered = place::recover(&ctx)?;
-    let (isolated, recovered) = place::isolate(recovered, cfg.max_attempts);
-    for w in isolated {
-        // In flight at more than one crash: alone, so a crash names it and nothing else.
-        let pipeline = Pipeline::start(ctx.clone())?;
-        pipeline.submit(w);
-        pipeline.finish()?;
-    }
-    let pipeline = Pipeline::start(ctx.clone())?;
-    for w in recovered {
-        pipeline.submit(w);
-    }
-    Ok((ctx, pipeline))
+fn start_pipeline(cfg: &Config, incoming: &Path) -> Result<(Arc<Session>, Pipeline)> {
+    let session = Arc::new(Session::new(
+        cfg.clone(),
+        Mode::Move,
+        incoming.to_path_buf(),
+    )?);
+    let (pipeline, _, _) = Pipeline::start_after_recovery(session.clone())?;
+    Ok((session, pipeline))
 }
 
 /// Sleeps up to `d`; true if a stop was asked for meanwhile.
@@ -203,7 +193,7 @@ fn discover_until_stopped(
     disc: &mut Discovery<'_>,
     events: &mut Events,
     pipeline: &Pipeline,
-    ctx: &Ctx,
+    session: &Session,
     stop: &Shutdown,
     rescan: Duration,
 ) {
@@ -212,7 +202,7 @@ fn discover_until_stopped(
     let mut last_full: Option<Instant> = None;
     let mut settling = false;
     let mut missing = false;
-    while !stop.is_triggered() && !ctx.halted() {
+    while !stop.is_triggered() && !session.halted() {
         let now = Instant::now();
         let next_full =
             last_full.map_or(now, |t| t + if missing { MISSING_RECHECK } else { rescan });
@@ -233,7 +223,7 @@ fn discover_until_stopped(
             continue;
         }
         last_scan = Some(now);
-        if full && last_full.is_some() && ctx.has_unplaced() {
+        if full && last_full.is_some() && session.has_unplaced() {
             // Committed files wait in processing/ for their move (the disk was full, say):
             // a fresh pipeline's recovery places them. Tried again at every full rescan.
             tracing::warn!("restarting the pipeline to place files left in processing/");
@@ -257,129 +247,10 @@ fn discover_until_stopped(
                 ),
             }
         }
-        match disc.scan_and_submit(pipeline, ctx, stop, full) {
+        match disc.scan_and_submit(pipeline, session, stop, full) {
             Some(s) => settling = s,
             None => return,
         }
-    }
-}
-
-/// OS file events, when used: a watcher on the incoming folder, re-created when the folder is
-/// replaced.
-struct Events {
-    enabled: bool,
-    tx: Sender<Event>,
-    rx: Receiver<Event>,
-    watching: Option<Watching>,
-    /// Set when an event said the watched folder itself went away (until it is looked for).
-    root_gone: bool,
-}
-
-/// A live watch on one folder.
-struct Watching {
-    _watcher: notify::RecommendedWatcher,
-    dir: PathBuf,
-    /// Device and inode: a folder replaced under the same name is a new folder to watch.
-    id: (u64, u64),
-}
-
-impl Events {
-    fn new(enabled: bool) -> Events {
-        let (tx, rx) = unbounded();
-        Events {
-            enabled,
-            tx,
-            rx,
-            watching: None,
-            root_gone: false,
-        }
-    }
-
-    /// Makes sure the folder is watched if it exists; returns whether it exists.
-    fn ensure(&mut self, dir: &Path) -> Result<bool> {
-        self.root_gone = false;
-        let meta = match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => m,
-            _ => {
-                self.watching = None;
-                return Ok(false);
-            }
-        };
-        let id = (meta.dev(), meta.ino());
-        if !self.enabled || self.watching.as_ref().is_some_and(|w| w.id == id) {
-            return Ok(true);
-        }
-        self.watching = None;
-        let tx = self.tx.clone();
-        let mut w = notify::recommended_watcher(move |ev: notify::Result<Event>| {
-            if let Ok(ev) = ev {
-                let _ = tx.send(ev);
-            }
-        })
-        .context("starting the file watcher")?;
-        w.watch(dir, RecursiveMode::Recursive)
-            .with_context(|| format!("watching {}", dir.display()))?;
-        self.watching = Some(Watching {
-            _watcher: w,
-            dir: dir.to_path_buf(),
-            id,
-        });
-        Ok(true)
-    }
-
-    /// Waits up to `wait` for OS events and drains a burst of them; true if any came. Files
-    /// moved in are marked complete. A close after writing is only a hint to look: a writer may
-    /// reopen and append again.
-    fn wait(&mut self, wait: Duration, readiness: &mut Readiness) -> bool {
-        if !self.enabled {
-            std::thread::sleep(wait);
-            return false;
-        }
-        let first = match self.rx.recv_timeout(wait) {
-            Ok(ev) => ev,
-            Err(RecvTimeoutError::Timeout) => return false,
-            // Cannot happen (we hold a sender), but never spin.
-            Err(RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(wait);
-                return false;
-            }
-        };
-        let mut hinted = false;
-        for ev in std::iter::once(first).chain(self.rx.try_iter()) {
-            use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-            // Opening and reading — our own scans and reads among them — change nothing; counting
-            // them as hints would make every scan trigger the next.
-            if matches!(
-                ev.kind,
-                EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write)
-            ) {
-                continue;
-            }
-            hinted = true;
-            let complete = matches!(
-                ev.kind,
-                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-            );
-            if complete {
-                for p in &ev.paths {
-                    if let Ok(m) = p.symlink_metadata() {
-                        if m.is_file() {
-                            readiness.hint_complete(p, Stamp::of(&m));
-                        }
-                    }
-                }
-            }
-            let gone = matches!(
-                ev.kind,
-                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From))
-            );
-            let root = self.watching.as_ref().map(|w| w.dir.as_path());
-            if gone && ev.paths.iter().any(|p| Some(p.as_path()) == root) {
-                self.watching = None;
-                self.root_gone = true;
-            }
-        }
-        hinted
     }
 }
 
@@ -400,7 +271,7 @@ impl Discovery<'_> {
     fn scan_and_submit(
         &mut self,
         pipeline: &Pipeline,
-        ctx: &Ctx,
+        session: &Session,
         stop: &Shutdown,
         full: bool,
     ) -> Option<bool> {
@@ -421,7 +292,7 @@ impl Discovery<'_> {
         self.readiness.retain(|p| present.contains(p));
         let mut settling = false;
         let mut waiting = 0u64;
-        let halted = || stop.is_triggered() || ctx.halted();
+        let halted = || stop.is_triggered() || session.halted();
         for e in scan.entries {
             if self.submitted.get(&e.path).map(|s| s.0) == Some(e.stamp) {
                 continue;

@@ -22,8 +22,8 @@ use crate::format::ColumnKey;
 use crate::format::Format;
 use crate::record::Chunk;
 use crate::reject::{RecordReject, Reject};
-use crate::schema::ColType;
-use crate::spool::{Claim, Owner, RelPath, Spool};
+use crate::spool::{Claim, Owner, RelPath};
+use crate::typed::ColType;
 use anyhow::Result;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::iter::{ParallelBridge, ParallelIterator};
@@ -42,10 +42,11 @@ pub enum Mode {
     Keep,
 }
 
-/// Everything the workers and the writer share; immutable once the pipeline starts.
-pub struct Ctx {
+/// One pipeline session: the config, where files come from and how, as whom, and its stop
+/// flags. What the workers and the writer share; immutable once the pipeline starts, but for
+/// the flags.
+pub struct Session {
     pub cfg: Config,
-    pub spool: Spool,
     pub mode: Mode,
     /// The folder files are taken from (the incoming folder, or the folder given to `run`).
     pub source: PathBuf,
@@ -53,8 +54,6 @@ pub struct Ctx {
     pub owner: Option<Owner>,
     /// `host:pid`, recorded in the ledger.
     pub worker_name: String,
-    /// Ticks once per finished file, when a progress bar is shown.
-    pub progress: Option<indicatif::ProgressBar>,
     /// Set when no new file may be claimed: shutdown began, or the writer failed.
     halt: AtomicBool,
     /// Set when a committed file could not be moved to its place (it waits in `processing/`
@@ -62,25 +61,22 @@ pub struct Ctx {
     unplaced: AtomicBool,
 }
 
-impl Ctx {
-    pub fn new(cfg: Config, mode: Mode, source: PathBuf) -> Result<Ctx> {
-        let spool = cfg.spool.clone();
-        spool.ensure()?;
+impl Session {
+    pub fn new(cfg: Config, mode: Mode, source: PathBuf) -> Result<Session> {
+        cfg.spool.ensure()?;
         let owner = match mode {
-            Mode::Move => Some(Owner::register(&spool)?),
+            Mode::Move => Some(Owner::register(&cfg.spool)?),
             Mode::Keep => None,
         };
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
-        Ok(Ctx {
+        Ok(Session {
             cfg,
-            spool,
             mode,
             source,
             owner,
             worker_name: format!("{host}:{}", std::process::id()),
-            progress: None,
             halt: AtomicBool::new(false),
             unplaced: AtomicBool::new(false),
         })
@@ -260,19 +256,19 @@ pub struct Pipeline {
 const WORK_QUEUE: usize = 64;
 
 impl Pipeline {
-    pub fn start(ctx: Arc<Ctx>) -> Result<Pipeline> {
-        let store = crate::store::open_ingest(&ctx.spool)?;
+    pub fn start(session: Arc<Session>) -> Result<Pipeline> {
+        let store = crate::store::open_ingest(&session.cfg.spool)?;
         let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
-        let (job_tx, job_rx) = bounded::<Job>(ctx.cfg.workers * 2);
+        let (job_tx, job_rx) = bounded::<Job>(session.cfg.workers * 2);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(ctx.cfg.workers)
+            .num_threads(session.cfg.workers)
             .thread_name(|i| format!("ferry-worker-{i}"))
             .build()?;
-        let wctx = ctx.clone();
+        let wsession = session.clone();
         let writer = std::thread::Builder::new()
             .name("ferry-writer".into())
-            .spawn(move || writer::run(&wctx, store, job_rx))?;
-        let fctx = ctx;
+            .spawn(move || writer::run(&wsession, store, job_rx))?;
+        let fsession = session;
         let feeder = std::thread::Builder::new()
             .name("ferry-feeder".into())
             .spawn(move || {
@@ -280,7 +276,7 @@ impl Pipeline {
                     work_rx
                         .into_iter()
                         .par_bridge()
-                        .for_each_with(job_tx, |jobs, w| worker::process(&fctx, w, jobs))
+                        .for_each_with(job_tx, |jobs, w| worker::process(&fsession, w, jobs))
                 })
             })?;
         Ok(Pipeline {
@@ -288,6 +284,27 @@ impl Pipeline {
             feeder: Some(feeder),
             writer: Some(writer),
         })
+    }
+
+    /// Recovers `processing/` (see `place::recover`): files caught in more than one crash are
+    /// processed first, one pipeline each, so a crash names the file that causes it; then a
+    /// pipeline starts, fed the rest of what was recovered. Returns it, what the lone files came
+    /// to, and how many files were recovered.
+    pub fn start_after_recovery(session: Arc<Session>) -> Result<(Pipeline, Summary, usize)> {
+        let recovered = place::recover(&session)?;
+        let n = recovered.len();
+        let (isolated, rest) = place::isolate(recovered, session.cfg.max_attempts);
+        let mut summary = Summary::default();
+        for w in isolated {
+            let alone = Pipeline::start(session.clone())?;
+            alone.submit(w);
+            summary.absorb(alone.finish()?);
+        }
+        let pipeline = Pipeline::start(session)?;
+        for w in rest {
+            pipeline.submit(w);
+        }
+        Ok((pipeline, summary, n))
     }
 
     /// Queues work, waiting while the queue is full. False if the pipeline has stopped (the

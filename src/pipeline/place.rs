@@ -5,7 +5,7 @@
 //! the placement again (`recover`).
 
 use super::stages::FIRST_REJECTS;
-use super::{Ctx, Work};
+use super::{Session, Work};
 use crate::fsio;
 use crate::reject::RecordReject;
 use crate::store::{self, FileRow, FileState, Store};
@@ -161,7 +161,7 @@ pub fn reason_json(row: &FileRow, rejects: &[RecordReject]) -> Vec<u8> {
 
 /// The placement a committed row calls for, for a file now at `from`.
 pub fn placement_for(
-    ctx: &Ctx,
+    session: &Session,
     store: &mut dyn Store,
     row: &FileRow,
     from: &Path,
@@ -169,7 +169,7 @@ pub fn placement_for(
     let Some(stored) = row.stored_at.as_deref() else {
         return Ok(None);
     };
-    let to = ctx.spool.resolve(stored);
+    let to = session.cfg.spool.resolve(stored);
     Ok(Some(if row.state == FileState::Quarantined {
         let first = store.rejects(row.id, Some(FIRST_REJECTS as u64))?;
         Placement::Quarantine {
@@ -181,7 +181,7 @@ pub fn placement_for(
     } else {
         let rejects = match &row.rejects_at {
             Some(at) => Some((
-                ctx.spool.resolve(at),
+                session.cfg.spool.resolve(at),
                 rejects_ndjson(row, &store.rejects(row.id, None)?),
             )),
             None => None,
@@ -198,28 +198,28 @@ pub fn placement_for(
 /// placed now; the others are claimed by this process and returned as work to do again. Use
 /// `isolate` on the result: files that were in flight at more than one death are processed one
 /// at a time, so a file that crashes ferry does not take innocent files down with it.
-pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
-    let Some(owner) = ctx.owner.as_ref() else {
+pub fn recover(session: &Session) -> Result<Vec<Work>> {
+    let Some(owner) = session.owner.as_ref() else {
         return Ok(Vec::new());
     };
-    let left = crate::spool::leftovers(&ctx.spool, owner)?;
+    let left = crate::spool::leftovers(&session.cfg.spool, owner)?;
     if left.files.is_empty() {
         return Ok(Vec::new());
     }
-    let mut store = store::open(&ctx.spool)?;
+    let mut store = store::open(&session.cfg.spool)?;
     let mut work = Vec::new();
     for l in &left.files {
         match store.by_claim(&l.claim_id)? {
             Some(row) => {
-                if let Some(p) = placement_for(ctx, &mut *store, &row, &l.path)? {
+                if let Some(p) = placement_for(session, &mut *store, &row, &l.path)? {
                     match p.apply() {
                         Ok(()) => {
-                            l.tidy(&ctx.spool);
+                            l.tidy(&session.cfg.spool);
                             tracing::info!(path = %row.path, id = row.id, state = row.state.id(), "recovered a committed file; placed it");
                         }
                         Err(e) => {
                             tracing::error!(path = %row.path, id = row.id, error = %e, "cannot place a recovered file; it stays in processing/");
-                            ctx.mark_unplaced();
+                            session.mark_unplaced();
                         }
                     }
                 }
@@ -227,9 +227,9 @@ pub fn recover(ctx: &Ctx) -> Result<Vec<Work>> {
             // Not committed: the process died with the file in flight. The claim's name counts
             // how many times a worker started on it, so a file that crashes every process that
             // reads it is set aside (as `poison`, at `max_attempts`), not retried forever.
-            None => match owner.reclaim(&ctx.spool, l) {
+            None => match owner.reclaim(&session.cfg.spool, l) {
                 Ok(Some(claim)) => {
-                    if claim.starts >= ctx.cfg.max_attempts {
+                    if claim.starts >= session.cfg.max_attempts {
                         tracing::warn!(path = %claim.rel.display(), starts = claim.starts, "ferry stopped every time it worked on this file; setting it aside");
                     } else {
                         tracing::info!(path = %claim.rel.display(), starts = claim.starts, "recovered an unfinished file; processing it again");

@@ -11,12 +11,12 @@
 //! Workers never write to SQLite and never move a file after claiming it.
 
 use super::stages::Stages;
-use super::{Body, Ctx, End, FileMeta, Job, Mode, Msg, Source, Work};
+use super::{Body, End, FileMeta, Job, Mode, Msg, Session, Source, Work};
 use crate::discover::{marker_for, Entry, EntryKind, Stamp};
 use crate::faults;
 use crate::format::{self, Format, Stop};
 use crate::fsio::open_nofollow;
-use crate::ident::{FileHash, Hasher};
+use crate::hash::{FileHash, Hasher};
 use crate::reject::{Kind, Reject, Stage};
 use crate::spool::{Claim, RelPath};
 use crossbeam_channel::{bounded, unbounded, Sender};
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// Chunks buffered per big file between its worker and the writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-pub fn process(ctx: &Ctx, work: Work, jobs: &Sender<Job>) {
+pub fn process(session: &Session, work: Work, jobs: &Sender<Job>) {
     let rel = match &work {
         Work::Fresh(e) => e.rel.display(),
         Work::Claimed { claim, .. } => claim.rel.display(),
@@ -37,12 +37,12 @@ pub fn process(ctx: &Ctx, work: Work, jobs: &Sender<Job>) {
     let span = tracing::info_span!("file", path = %rel);
     let _guard = span.enter();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
-        Work::Fresh(entry) => fresh(ctx, entry, jobs),
+        Work::Fresh(entry) => fresh(session, entry, jobs),
         Work::Claimed {
             claim,
             attempt,
             retry_of,
-        } => claimed(ctx, claim, attempt, retry_of, jobs),
+        } => claimed(session, claim, attempt, retry_of, jobs),
     }));
     if outcome.is_err() {
         tracing::error!(
@@ -52,7 +52,7 @@ pub fn process(ctx: &Ctx, work: Work, jobs: &Sender<Job>) {
 }
 
 fn meta_for(
-    ctx: &Ctx,
+    session: &Session,
     rel: &RelPath,
     source: Source,
     size: u64,
@@ -64,7 +64,7 @@ fn meta_for(
         source,
         size,
         sha256: None,
-        spec: ctx.cfg.dataset_for(rel),
+        spec: session.cfg.dataset_for(rel),
         received_at: crate::store::now(),
         received: Instant::now(),
         hashed_at: None,
@@ -79,18 +79,18 @@ fn send(jobs: &Sender<Job>, meta: FileMeta, body: Body) {
 }
 
 /// Takes an entry that is not a regular file (symlink, FIFO, …): never read, always quarantined.
-fn not_a_file(ctx: &Ctx, entry: &Entry, kind: Kind, jobs: &Sender<Job>) {
-    let source = match ctx.mode {
+fn not_a_file(session: &Session, entry: &Entry, kind: Kind, jobs: &Sender<Job>) {
+    let source = match session.mode {
         Mode::Keep => Source::Kept(entry.path.clone()),
         Mode::Move => {
-            let owner = ctx.owner.as_ref().expect("move mode has an owner");
-            match owner.claim(&ctx.spool, &entry.path, &entry.rel) {
+            let owner = session.owner.as_ref().expect("move mode has an owner");
+            match owner.claim(&session.cfg.spool, &entry.path, &entry.rel) {
                 Ok(Some(c)) => Source::Claimed(c),
                 Ok(None) => return,
                 Err(e) => {
                     let why = format!("cannot claim: {e}");
                     let meta = meta_for(
-                        ctx,
+                        session,
                         &entry.rel,
                         Source::Kept(entry.path.clone()),
                         0,
@@ -108,7 +108,7 @@ fn not_a_file(ctx: &Ctx, entry: &Entry, kind: Kind, jobs: &Sender<Job>) {
             .to_string(),
         _ => "not a regular file (a FIFO, socket or device); ferry does not read these".to_string(),
     };
-    let meta = meta_for(ctx, &entry.rel, source, 0, 1, None);
+    let meta = meta_for(session, &entry.rel, source, 0, 1, None);
     send(
         jobs,
         meta,
@@ -116,14 +116,14 @@ fn not_a_file(ctx: &Ctx, entry: &Entry, kind: Kind, jobs: &Sender<Job>) {
     );
 }
 
-fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
-    if ctx.halted() {
+fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
+    if session.halted() {
         // Shutting down, or the writer failed: take nothing new.
         return;
     }
     match entry.kind {
-        EntryKind::Symlink => return not_a_file(ctx, &entry, Kind::Symlink, jobs),
-        EntryKind::Special => return not_a_file(ctx, &entry, Kind::SpecialFile, jobs),
+        EntryKind::Symlink => return not_a_file(session, &entry, Kind::Symlink, jobs),
+        EntryKind::Special => return not_a_file(session, &entry, Kind::SpecialFile, jobs),
         EntryKind::File => {}
     }
     let opened = match faults::open(&entry.rel) {
@@ -134,11 +134,11 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return, // taken by another process
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return not_a_file(ctx, &entry, Kind::Symlink, jobs)
+            return not_a_file(session, &entry, Kind::Symlink, jobs)
         }
         Err(e) => {
             let meta = meta_for(
-                ctx,
+                session,
                 &entry.rel,
                 Source::Kept(entry.path.clone()),
                 entry.stamp.size,
@@ -148,17 +148,17 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
             return send(jobs, meta, Body::Left(format!("cannot open: {e}")));
         }
     };
-    let source = match ctx.mode {
+    let source = match session.mode {
         Mode::Keep => Source::Kept(entry.path.clone()),
         Mode::Move => {
-            let owner = ctx.owner.as_ref().expect("move mode has an owner");
+            let owner = session.owner.as_ref().expect("move mode has an owner");
             faults::before_claim(&entry.path, &entry.rel);
-            let claim = match owner.claim(&ctx.spool, &entry.path, &entry.rel) {
+            let claim = match owner.claim(&session.cfg.spool, &entry.path, &entry.rel) {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
                 Err(e) => {
                     let meta = meta_for(
-                        ctx,
+                        session,
                         &entry.rel,
                         Source::Kept(entry.path.clone()),
                         entry.stamp.size,
@@ -178,7 +178,8 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
                 file = match open_nofollow(&claim.path) {
                     Ok(f) => f,
                     Err(e) => {
-                        let meta = meta_for(ctx, &entry.rel, Source::Claimed(claim), 0, 1, None);
+                        let meta =
+                            meta_for(session, &entry.rel, Source::Claimed(claim), 0, 1, None);
                         let r = Reject::new(
                             Kind::IoRead,
                             Stage::Claim,
@@ -197,18 +198,26 @@ fn fresh(ctx: &Ctx, entry: Entry, jobs: &Sender<Job>) {
     if now.map_or(true, |n| {
         n.size != entry.stamp.size || n.mtime_ns != entry.stamp.mtime_ns
     }) {
-        let meta = meta_for(ctx, &entry.rel, source, entry.stamp.size, 1, None);
+        let meta = meta_for(session, &entry.rel, source, entry.stamp.size, 1, None);
         return send(jobs, meta, Body::Changed);
     }
-    if let (Source::Claimed(_), Some(marker)) = (&source, marker_for(&ctx.cfg.rules, &entry.path)) {
+    if let (Source::Claimed(_), Some(marker)) =
+        (&source, marker_for(&session.cfg.rules, &entry.path))
+    {
         // The marker has done its job; it holds no data.
         let _ = std::fs::remove_file(marker);
     }
-    ingest(ctx, file, source, &entry.rel, 1, None, jobs);
+    ingest(session, file, source, &entry.rel, 1, None, jobs);
 }
 
-fn claimed(ctx: &Ctx, mut claim: Claim, attempt: u32, retry_of: Option<i64>, jobs: &Sender<Job>) {
-    if claim.starts >= ctx.cfg.max_attempts {
+fn claimed(
+    session: &Session,
+    mut claim: Claim,
+    attempt: u32,
+    retry_of: Option<i64>,
+    jobs: &Sender<Job>,
+) {
+    if claim.starts >= session.cfg.max_attempts {
         let size = claim.path.symlink_metadata().map_or(0, |m| m.len());
         let message = format!(
             "ferry stopped (crashed or was killed) each of the {} times it worked on this file; \
@@ -217,11 +226,18 @@ fn claimed(ctx: &Ctx, mut claim: Claim, attempt: u32, retry_of: Option<i64>, job
             claim.starts
         );
         let rel = claim.rel.clone();
-        let meta = meta_for(ctx, &rel, Source::Claimed(claim), size, attempt, retry_of);
+        let meta = meta_for(
+            session,
+            &rel,
+            Source::Claimed(claim),
+            size,
+            attempt,
+            retry_of,
+        );
         let r = Reject::new(Kind::Poison, Stage::Claim, message);
         return send(jobs, meta, Body::Rejected(r));
     }
-    if let Err(e) = claim.started(&ctx.spool) {
+    if let Err(e) = claim.started(&session.cfg.spool) {
         // Counting the start failed (the disk?): still process it; at worst a crash on this
         // file is counted once less.
         tracing::warn!(error = %e, "cannot record that work on this recovered file started");
@@ -230,7 +246,7 @@ fn claimed(ctx: &Ctx, mut claim: Claim, attempt: u32, retry_of: Option<i64>, job
         Ok(f) => {
             let rel = claim.rel.clone();
             ingest(
-                ctx,
+                session,
                 f,
                 Source::Claimed(claim),
                 &rel,
@@ -241,7 +257,7 @@ fn claimed(ctx: &Ctx, mut claim: Claim, attempt: u32, retry_of: Option<i64>, job
         }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             let meta = meta_for(
-                ctx,
+                session,
                 &claim.rel.clone(),
                 Source::Claimed(claim),
                 0,
@@ -257,7 +273,7 @@ fn claimed(ctx: &Ctx, mut claim: Claim, attempt: u32, retry_of: Option<i64>, job
         }
         Err(e) => {
             let meta = meta_for(
-                ctx,
+                session,
                 &claim.rel.clone(),
                 Source::Claimed(claim),
                 0,
@@ -275,7 +291,7 @@ fn claimed(ctx: &Ctx, mut claim: Claim, attempt: u32, retry_of: Option<i64>, job
 }
 
 fn ingest(
-    ctx: &Ctx,
+    session: &Session,
     mut file: File,
     source: Source,
     rel: &RelPath,
@@ -286,12 +302,12 @@ fn ingest(
     let before = match file.metadata() {
         Ok(m) if m.is_file() => Stamp::of(&m),
         Ok(_) => {
-            let meta = meta_for(ctx, rel, source, 0, attempt, retry_of);
+            let meta = meta_for(session, rel, source, 0, attempt, retry_of);
             let r = Reject::new(Kind::SpecialFile, Stage::Claim, "not a regular file");
             return send(jobs, meta, Body::Rejected(r));
         }
         Err(e) => {
-            let meta = meta_for(ctx, rel, source, 0, attempt, retry_of);
+            let meta = meta_for(session, rel, source, 0, attempt, retry_of);
             let r = Reject::new(
                 Kind::IoRead,
                 Stage::Read,
@@ -300,7 +316,7 @@ fn ingest(
             return send(jobs, meta, Body::Rejected(r));
         }
     };
-    let mut meta = meta_for(ctx, rel, source, before.size, attempt, retry_of);
+    let mut meta = meta_for(session, rel, source, before.size, attempt, retry_of);
     let Some(dataset) = meta.spec.clone() else {
         let r = Reject::new(
             Kind::NoDataset,
@@ -311,14 +327,14 @@ fn ingest(
     };
 
     // Identity first: the full content's hash.
-    let small = before.size <= ctx.cfg.small_file;
+    let small = before.size <= session.cfg.small_file;
     if let Some(e) = faults::read(rel) {
         let r = Reject::new(
             Kind::IoRead,
             Stage::Read,
             format!("reading the file failed: {e}"),
         );
-        return again_or_reject(ctx, meta, r, jobs);
+        return again_or_reject(session, meta, r, jobs);
     }
     let hashed = if small {
         let mut bytes = Vec::with_capacity(before.size as usize);
@@ -337,7 +353,7 @@ fn ingest(
                 Stage::Read,
                 format!("reading the file failed: {e}"),
             );
-            return again_or_reject(ctx, meta, r, jobs);
+            return again_or_reject(session, meta, r, jobs);
         }
     };
     meta.sha256 = Some(hash.hex());
@@ -442,14 +458,14 @@ fn ingest(
     let end = match parsed {
         Err(Stop::Cancelled) => return,
         _ if changed => End::Changed,
-        Err(Stop::Reject(r)) if !r.kind.is_content() && attempt < ctx.cfg.max_attempts => {
+        Err(Stop::Reject(r)) if !r.kind.is_content() && attempt < session.cfg.max_attempts => {
             // Not the content's fault: the writer forgets what it stored of this attempt, and
             // the file is read again after a pause.
             if unsent.is_none() {
                 let _ = tx.send(Msg::End(End::Retry));
             }
             drop(tx);
-            return again_or_reject(ctx, meta, r, jobs);
+            return again_or_reject(session, meta, r, jobs);
         }
         Ok((records, rejected, notes)) => End::Done {
             format: format.expect("parsed, so opened"),
@@ -530,20 +546,20 @@ fn backoff(n: u32) -> Duration {
 
 /// A failure outside the file's content (R-poison): tries the file again after a back-off,
 /// until `max_attempts`; then it is quarantined with the last error.
-fn again_or_reject(ctx: &Ctx, meta: FileMeta, reject: Reject, jobs: &Sender<Job>) {
-    if meta.attempt >= ctx.cfg.max_attempts || ctx.halted() {
+fn again_or_reject(session: &Session, meta: FileMeta, reject: Reject, jobs: &Sender<Job>) {
+    if meta.attempt >= session.cfg.max_attempts || session.halted() {
         let mut r = reject;
         if meta.attempt > 1 {
             r.message = format!(
                 "{} (attempt {} of {})",
-                r.message, meta.attempt, ctx.cfg.max_attempts
+                r.message, meta.attempt, session.cfg.max_attempts
             );
         }
         return send(jobs, meta, Body::Rejected(r));
     }
     tracing::warn!(
         attempt = meta.attempt,
-        max_attempts = ctx.cfg.max_attempts,
+        max_attempts = session.cfg.max_attempts,
         error = %reject.message,
         "reading the file failed; trying again"
     );
@@ -551,7 +567,7 @@ fn again_or_reject(ctx: &Ctx, meta: FileMeta, reject: Reject, jobs: &Sender<Job>
     let next = meta.attempt + 1;
     let rel = meta.rel.clone();
     match open_nofollow(meta.source.path()) {
-        Ok(f) => ingest(ctx, f, meta.source, &rel, next, meta.retry_of, jobs),
+        Ok(f) => ingest(session, f, meta.source, &rel, next, meta.retry_of, jobs),
         Err(e) => {
             let r = Reject::new(
                 Kind::IoRead,
@@ -562,7 +578,7 @@ fn again_or_reject(ctx: &Ctx, meta: FileMeta, reject: Reject, jobs: &Sender<Job>
                 attempt: next,
                 ..meta
             };
-            again_or_reject(ctx, meta, r, jobs)
+            again_or_reject(session, meta, r, jobs)
         }
     }
 }

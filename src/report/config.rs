@@ -3,7 +3,7 @@
 
 use super::Report;
 use crate::config::{Config, DatasetSpec};
-use crate::schema::{Case, ColumnSpec};
+use crate::typed::{Case, ColumnSpec};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -257,15 +257,15 @@ pub struct ColumnView {
 
 impl ColumnView {
     pub fn of(c: &ColumnSpec) -> ColumnView {
-        use crate::schema::ColType;
+        use crate::typed::ColType;
         let dated = matches!(c.ty, ColType::Date | ColType::DateTime);
         let formats = if !dated {
             Vec::new()
         } else if c.formats.is_empty() {
             let d = if c.ty == ColType::Date {
-                crate::schema::DEFAULT_DATE_FORMATS
+                crate::typed::DEFAULT_DATE_FORMATS
             } else {
-                crate::schema::DEFAULT_DATETIME_FORMATS
+                crate::typed::DEFAULT_DATETIME_FORMATS
             };
             d.iter().map(|s| s.to_string()).collect()
         } else {

@@ -5,12 +5,14 @@
 mod config;
 mod export;
 mod ledger;
+mod progress;
 mod run;
 mod status;
 
 pub use config::{ColumnView, ConfigView, DatasetView};
 pub use export::{ExportReport, TargetsReport};
 pub use ledger::{FileShown, FilesReport, QuarantineList};
+pub use progress::Progress;
 pub use run::RunReport;
 pub use status::Status;
 

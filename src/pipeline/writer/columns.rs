@@ -10,9 +10,9 @@ use crate::format::{ColumnKey, SYSTEM_COLUMNS};
 use crate::pipeline::stages::{missing_columns_reject, new_columns_reject, too_many_columns};
 use crate::pipeline::{ColumnSource, Columns};
 use crate::reject::Reject;
-use crate::schema::ColType;
 use crate::store::names::MAX_NAME;
 use crate::store::NewColumn;
+use crate::typed::ColType;
 use anyhow::Result;
 use std::collections::HashSet;
 

@@ -55,7 +55,7 @@ impl Writer<'_> {
     /// With `--keep`, a file already handled (same path, same content) is left alone, so that
     /// running again over the same folder is a no-op.
     pub(super) fn unchanged(&mut self, meta: &FileMeta) -> Result<bool> {
-        if self.ctx.mode != Mode::Keep
+        if self.session.mode != Mode::Keep
             || !self
                 .store
                 .seen(&meta.rel.display(), meta.sha256.as_deref())?
@@ -84,7 +84,7 @@ impl Writer<'_> {
                 duplicate_of: Some(original),
                 ..new_file(
                     &self.source,
-                    &self.ctx.worker_name,
+                    &self.session.worker_name,
                     &meta,
                     &path,
                     FileState::Duplicate,
@@ -104,7 +104,7 @@ impl Writer<'_> {
         self.store.begin_file()?;
         let row = new_file(
             &self.source,
-            &self.ctx.worker_name,
+            &self.session.worker_name,
             &meta,
             &path,
             FileState::Ingested,
@@ -243,14 +243,14 @@ impl Writer<'_> {
             n.push(REPORT);
             n
         };
-        let q = self.ctx.spool.quarantine.clone();
+        let q = self.session.cfg.spool.quarantine.clone();
         let mut to = q.join(report(meta.rel.file_name()));
         if self.taken(&to)? {
             let mut n = meta.rel.file_name().to_os_string();
             n.push(format!("~{id}"));
             to = q.join(report(&n));
         }
-        let rel = self.ctx.spool.relative(&to);
+        let rel = self.session.cfg.spool.relative(&to);
         self.store.update_file(id, &FileUpdate::RejectsAt(&rel))?;
         let row = self
             .store
@@ -262,7 +262,10 @@ impl Writer<'_> {
 
     /// Whether a path is some file's place already, on disk or reserved in the ledger.
     fn taken(&mut self, p: &std::path::Path) -> Result<bool> {
-        Ok(p.symlink_metadata().is_ok() || self.store.place_taken(&self.ctx.spool.relative(p))?)
+        Ok(p.symlink_metadata().is_ok()
+            || self
+                .store
+                .place_taken(&self.session.cfg.spool.relative(p))?)
     }
 
     pub(super) fn quarantine(
@@ -279,7 +282,7 @@ impl Writer<'_> {
             error: Some(&reject),
             ..new_file(
                 &self.source,
-                &self.ctx.worker_name,
+                &self.session.worker_name,
                 &meta,
                 &path,
                 FileState::Quarantined,
@@ -290,7 +293,7 @@ impl Writer<'_> {
         self.store.add_rejects(id, rejects)?;
         let to = self.allocate(
             id,
-            self.ctx.spool.quarantine.clone(),
+            self.session.cfg.spool.quarantine.clone(),
             meta.rel.file_name(),
             SIDECAR,
         )?;
@@ -330,7 +333,7 @@ impl Writer<'_> {
             return Ok(rejects.map(|(to, body)| Placement::Report { to, body }));
         };
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let mut dir = self.ctx.spool.archive.join(day);
+        let mut dir = self.session.cfg.spool.archive.join(day);
         if let Some(parent) = meta.rel.parent() {
             dir.push(parent);
         }
@@ -352,7 +355,7 @@ impl Writer<'_> {
             let suffixed = fsio::name_with_suffix(name, &format!("~{id}"));
             to = dir.join(fsio::fit_name(&suffixed, reserve));
         }
-        let stored = self.ctx.spool.relative(&to);
+        let stored = self.session.cfg.spool.relative(&to);
         self.store.update_file(id, &FileUpdate::StoredAt(&stored))?;
         Ok(to)
     }

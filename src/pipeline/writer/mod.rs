@@ -14,7 +14,7 @@ mod columns;
 mod file;
 
 use super::place::Placement;
-use super::{Body, Ctx, FileMeta, Job, Source};
+use super::{Body, FileMeta, Job, Session, Source};
 use crate::events::{Event, Summary};
 use crate::fsio;
 use crate::reject::Reject;
@@ -63,7 +63,7 @@ struct Txn {
 }
 
 struct Writer<'a> {
-    ctx: &'a Ctx,
+    session: &'a Session,
     store: Box<dyn Ingest>,
     txn: Option<Txn>,
     finished: Vec<Finished>,
@@ -73,21 +73,21 @@ struct Writer<'a> {
 }
 
 /// Runs until every worker has hung up; returns what was committed.
-pub fn run(ctx: &Ctx, store: Box<dyn Ingest>, jobs: Receiver<Job>) -> Result<Summary> {
+pub fn run(session: &Session, store: Box<dyn Ingest>, jobs: Receiver<Job>) -> Result<Summary> {
     let mut w = Writer {
-        ctx,
+        session,
         store,
         txn: None,
         finished: Vec::new(),
         summary: Summary::default(),
-        source: ctx.source.display().to_string(),
+        source: session.source.display().to_string(),
     };
     match w.run(&jobs) {
         Ok(()) => Ok(w.summary),
         Err(e) => {
             // Nothing of the open transaction happened; its files stay in processing/ and are
             // redone by recovery. Stop claiming more.
-            ctx.halt();
+            session.halt();
             w.store.rollback();
             Err(e)
         }
@@ -154,7 +154,7 @@ impl Writer<'_> {
         match p.apply() {
             Ok(()) => {
                 if let Source::Claimed(c) = &meta.source {
-                    c.tidy(&self.ctx.spool);
+                    c.tidy(&self.session.cfg.spool);
                 }
             }
             Err(e) => {
@@ -169,7 +169,7 @@ impl Writer<'_> {
                     why: &why,
                 }
                 .emit(&mut self.summary);
-                self.ctx.mark_unplaced();
+                self.session.mark_unplaced();
             }
         }
     }
@@ -180,7 +180,7 @@ impl Writer<'_> {
         let Source::Claimed(c) = &meta.source else {
             return None;
         };
-        let mut to = self.ctx.source.join(meta.rel.as_path());
+        let mut to = self.session.source.join(meta.rel.as_path());
         if to.symlink_metadata().is_ok() {
             let name = fsio::name_with_suffix(meta.rel.file_name(), &format!("~{}", c.id));
             to = to.with_file_name(fsio::fit_name(&name, 0));
@@ -228,9 +228,6 @@ impl Writer<'_> {
             FileOutcome::Released => Event::Released { path: &path },
         };
         event.emit(&mut self.summary);
-        if let Some(p) = &self.ctx.progress {
-            p.inc(1);
-        }
     }
 
     fn handle(&mut self, job: Job) -> Result<()> {
@@ -242,9 +239,6 @@ impl Writer<'_> {
                     why: &why,
                 }
                 .emit(&mut self.summary);
-                if let Some(p) = &self.ctx.progress {
-                    p.inc(1);
-                }
                 Ok(())
             }
             Body::Changed => {

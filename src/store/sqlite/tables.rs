@@ -251,7 +251,7 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::ColType;
+    use crate::typed::ColType;
 
     #[test]
     fn identifiers_are_quoted() {

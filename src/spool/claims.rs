@@ -1,220 +1,21 @@
-//! The spool on disk: its folders, claims, owners and placement.
+//! Claims and owners: who works on which file.
 //!
-//! Everything that renames an input file lives here, so the rules are in one place:
 //! - a claim is an atomic rename from the incoming folder into `processing/` under a name that
 //!   starts with the claiming process's owner token (`<token>.<seq>~<escaped relative path>`);
 //!   a file taken back from a process that died with it carries how many times a worker started
 //!   on it (`<token>.<seq>!<starts>~…`; a plain claim is one start), so a file that crashes
 //!   ferry is set aside after `max_attempts` starts instead of crashing every start;
 //! - every live process holds an exclusive lock on `processing/.owners/<token>`; a claim whose
-//!   owner's lock can be taken belongs to a dead process and may be recovered;
-//! - placement into `archive/` or `quarantine/` never replaces an existing file.
-//!
-//! This module does not open SQLite and does not read file contents.
+//!   owner's lock can be taken belongs to a dead process and may be recovered.
 
+use super::{RelPath, Spool};
 use crate::fsio::{self, NAME_MAX};
 use std::ffi::{OsStr, OsString};
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// The folders of one spool. Created on first use.
-#[derive(Debug, Clone)]
-pub struct Spool {
-    pub root: PathBuf,
-    pub incoming: PathBuf,
-    pub processing: PathBuf,
-    pub archive: PathBuf,
-    pub quarantine: PathBuf,
-    pub outgoing: PathBuf,
-    pub db: PathBuf,
-}
-
-impl Spool {
-    pub fn new(root: &Path, incoming: Option<&Path>) -> Spool {
-        Spool {
-            root: root.to_path_buf(),
-            incoming: incoming
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.join("incoming")),
-            processing: root.join("processing"),
-            archive: root.join("archive"),
-            quarantine: root.join("quarantine"),
-            outgoing: root.join("outgoing"),
-            db: root.join("ferry.db"),
-        }
-    }
-
-    /// Whether a spool is here already (its ledger, or its incoming or processing folder).
-    pub fn exists(&self) -> bool {
-        self.root.is_dir()
-            && (self.db.exists() || self.incoming.is_dir() || self.processing.is_dir())
-    }
-
-    /// Creates the folders ferry writes to. The incoming folder is created too, so a fresh spool
-    /// is ready to receive drops.
-    pub fn ensure(&self) -> io::Result<()> {
-        for d in [
-            &self.root,
-            &self.incoming,
-            &self.processing,
-            &self.archive,
-            &self.quarantine,
-        ] {
-            fs::create_dir_all(d)?;
-        }
-        fs::create_dir_all(self.owners_dir())
-    }
-
-    fn owners_dir(&self) -> PathBuf {
-        self.processing.join(".owners")
-    }
-
-    /// A path under the root, as stored in the ledger (relative, `/`-separated, exact: see
-    /// `RelPath::display`).
-    pub fn relative(&self, p: &Path) -> String {
-        let rel = p.strip_prefix(&self.root).unwrap_or(p);
-        RelPath::from_relative(rel).map_or_else(|| p.display().to_string(), |r| r.display())
-    }
-
-    /// The path a ledger's `relative` path names.
-    pub fn resolve(&self, stored: &str) -> PathBuf {
-        match RelPath::from_display(stored) {
-            Some(r) => self.root.join(r.as_path()),
-            None => self.root.join(stored),
-        }
-    }
-
-    /// The folders inside the root that discovery must never walk into (when the folder being
-    /// scanned contains the spool itself).
-    pub fn internal_dirs(&self) -> Vec<PathBuf> {
-        vec![
-            self.processing.clone(),
-            self.archive.clone(),
-            self.quarantine.clone(),
-            self.outgoing.clone(),
-        ]
-    }
-}
-
-/// A path relative to the folder a file was found in. Built only from walking that folder, so it
-/// never starts with `/` and never contains `..`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RelPath(PathBuf);
-
-impl RelPath {
-    /// Accepts only plain relative paths (no root, no `.` or `..` components).
-    pub fn from_relative(p: &Path) -> Option<RelPath> {
-        let mut out = PathBuf::new();
-        for c in p.components() {
-            match c {
-                Component::Normal(s) => out.push(s),
-                _ => return None,
-            }
-        }
-        if out.as_os_str().is_empty() {
-            None
-        } else {
-            Some(RelPath(out))
-        }
-    }
-
-    pub fn as_path(&self) -> &Path {
-        &self.0
-    }
-
-    /// `/`-separated text that names the exact bytes (for the ledger and for humans): a byte
-    /// that is not UTF-8 is written `%XX`, and a `%` that would read as such an escape is written
-    /// `%25`. Names that are plain UTF-8 without `%XX` look as they are. Two different paths never
-    /// display the same, and `from_display` gives the path back.
-    pub fn display(&self) -> String {
-        let parts: Vec<String> = self
-            .0
-            .components()
-            .map(|c| escape_name(c.as_os_str().as_bytes()))
-            .collect();
-        parts.join("/")
-    }
-
-    /// The path a `display` string names.
-    pub fn from_display(s: &str) -> Option<RelPath> {
-        let mut out = PathBuf::new();
-        for part in s.split('/') {
-            out.push(OsStr::from_bytes(&unescape_name(part)));
-        }
-        RelPath::from_relative(&out)
-    }
-
-    /// The first folder (as `display` writes it), if the file is not at the top.
-    pub fn first_dir(&self) -> Option<String> {
-        let mut it = self.0.components();
-        let first = it.next()?;
-        it.next()?;
-        Some(escape_name(first.as_os_str().as_bytes()))
-    }
-
-    pub fn file_name(&self) -> &OsStr {
-        self.0.file_name().unwrap_or_default()
-    }
-
-    pub fn parent(&self) -> Option<&Path> {
-        self.0.parent().filter(|p| !p.as_os_str().is_empty())
-    }
-}
-
-fn is_hex(b: Option<&u8>) -> bool {
-    b.is_some_and(u8::is_ascii_hexdigit)
-}
-
-/// A name's bytes as text that keeps them exact (see `RelPath::display`).
-fn escape_name(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (valid, bad) = match std::str::from_utf8(rest) {
-            Ok(s) => (s, 0),
-            Err(e) => (
-                std::str::from_utf8(&rest[..e.valid_up_to()]).expect("checked"),
-                e.error_len().unwrap_or(rest.len() - e.valid_up_to()),
-            ),
-        };
-        let vb = valid.as_bytes();
-        for (i, c) in valid.char_indices() {
-            if c == '%' && is_hex(vb.get(i + 1)) && is_hex(vb.get(i + 2)) {
-                out.push_str("%25");
-            } else {
-                out.push(c);
-            }
-        }
-        let after = &rest[vb.len()..];
-        for b in &after[..bad] {
-            let _ = write!(out, "%{b:02X}");
-        }
-        rest = &after[bad..];
-    }
-    out
-}
-
-/// The bytes `escape_name` wrote as text.
-fn unescape_name(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && is_hex(b.get(i + 1)) && is_hex(b.get(i + 2)) {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).expect("ASCII");
-            out.push(u8::from_str_radix(hex, 16).expect("hex digits"));
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
 
 /// This process's identity for claims, held for its lifetime.
 pub struct Owner {
@@ -530,15 +331,36 @@ pub struct Leftovers {
 /// Finds claims in `processing/` whose owner is dead. Claims of live processes (including this
 /// one) are left alone.
 pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
-    let mut found: Vec<(String, Leftover)> = Vec::new();
+    let found = claims_in(spool)?;
+    let mut tokens: Vec<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
+    tokens.sort();
+    tokens.dedup();
+    let mut owners = Vec::new();
+    let mut dead = std::collections::HashSet::new();
+    for token in tokens {
+        if token == me.token {
+            continue;
+        }
+        if let Some(guard) = take_if_dead(spool, token)? {
+            owners.push(guard);
+            dead.insert(token.to_string());
+        }
+    }
+    let mut files: Vec<Leftover> = found
+        .into_iter()
+        .filter(|(t, _)| dead.contains(t))
+        .map(|(_, l)| l)
+        .collect();
+    files.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
+    Ok(Leftovers { files, owners })
+}
+
+/// Every claim in `processing/`, with its owner's token.
+fn claims_in(spool: &Spool) -> io::Result<Vec<(String, Leftover)>> {
+    let mut found = Vec::new();
     let entries = match fs::read_dir(&spool.processing) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Leftovers {
-                files: vec![],
-                owners: vec![],
-            })
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
         Err(e) => return Err(e),
     };
     for entry in entries {
@@ -548,35 +370,8 @@ pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
         if bytes.starts_with(b".") {
             continue;
         }
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            // A nested claim: the folder is the claim, the file is at its relative path.
-            let prefix = name.to_string_lossy().into_owned();
-            let (id, starts) = split_prefix(&prefix);
-            let id = id.to_string();
-            let Some(token) = owner_of(&id) else { continue };
-            for e in walkdir::WalkDir::new(entry.path()).min_depth(1) {
-                let e = e.map_err(io::Error::other)?;
-                if e.file_type().is_dir() {
-                    continue;
-                }
-                let rel = e
-                    .path()
-                    .strip_prefix(entry.path())
-                    .ok()
-                    .and_then(RelPath::from_relative);
-                if let Some(rel) = rel {
-                    found.push((
-                        token.to_string(),
-                        Leftover {
-                            claim_id: id.clone(),
-                            path: e.path().to_path_buf(),
-                            rel,
-                            starts,
-                        },
-                    ));
-                }
-            }
+        if entry.file_type()?.is_dir() {
+            nested_claims(&entry.path(), &name.to_string_lossy(), &mut found)?;
         } else if let Some(tilde) = bytes.iter().position(|&b| b == b'~') {
             let prefix = String::from_utf8_lossy(&bytes[..tilde]).into_owned();
             let (id, starts) = split_prefix(&prefix);
@@ -594,28 +389,38 @@ pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
             ));
         }
     }
+    Ok(found)
+}
 
-    let mut tokens: Vec<String> = found.iter().map(|(t, _)| t.clone()).collect();
-    tokens.sort();
-    tokens.dedup();
-    let mut owners = Vec::new();
-    let mut dead = std::collections::HashSet::new();
-    for token in tokens {
-        if token == me.token {
+/// A nested claim (very long paths): the folder is the claim, the file is at its relative path.
+fn nested_claims(dir: &Path, prefix: &str, found: &mut Vec<(String, Leftover)>) -> io::Result<()> {
+    let (id, starts) = split_prefix(prefix);
+    let Some(token) = owner_of(id) else {
+        return Ok(());
+    };
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        let e = e.map_err(io::Error::other)?;
+        if e.file_type().is_dir() {
             continue;
         }
-        if let Some(guard) = take_if_dead(spool, &token)? {
-            owners.push(guard);
-            dead.insert(token);
+        if let Some(rel) = e
+            .path()
+            .strip_prefix(dir)
+            .ok()
+            .and_then(RelPath::from_relative)
+        {
+            found.push((
+                token.to_string(),
+                Leftover {
+                    claim_id: id.to_string(),
+                    path: e.path().to_path_buf(),
+                    rel,
+                    starts,
+                },
+            ));
         }
     }
-    let mut files: Vec<Leftover> = found
-        .into_iter()
-        .filter(|(t, _)| dead.contains(t))
-        .map(|(_, l)| l)
-        .collect();
-    files.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
-    Ok(Leftovers { files, owners })
+    Ok(())
 }
 
 fn owner_of(claim_id: &str) -> Option<&str> {
@@ -653,45 +458,6 @@ mod tests {
             assert!(!esc.as_bytes().contains(&b'/'));
             assert_eq!(unescape_rel(esc.as_bytes()).unwrap(), rel);
         }
-    }
-
-    #[test]
-    fn relpaths_refuse_escapes() {
-        assert!(RelPath::from_relative(Path::new("../x")).is_none());
-        assert!(RelPath::from_relative(Path::new("/etc/passwd")).is_none());
-        let r = RelPath::from_relative(Path::new("sales/q1/a.csv")).unwrap();
-        assert_eq!(r.first_dir().as_deref(), Some("sales"));
-        assert_eq!(
-            RelPath::from_relative(Path::new("a.csv"))
-                .unwrap()
-                .first_dir(),
-            None
-        );
-    }
-
-    #[test]
-    fn displayed_paths_keep_the_exact_bytes() {
-        let cases: [&[u8]; 8] = [
-            b"sales/a.csv",
-            b"caf\xe9/a.csv",
-            b"caf\xc3\xa9/a.csv",
-            b"caf%E9/a.csv",
-            b"100%/x%2.csv",
-            b"%25/%%41\xff",
-            b"a\xff\xfe%/b",
-            b"\xe2\x82/x",
-        ];
-        let mut seen = std::collections::HashSet::new();
-        for c in cases {
-            let rel = RelPath::from_relative(Path::new(OsStr::from_bytes(c))).unwrap();
-            let shown = rel.display();
-            assert!(seen.insert(shown.clone()), "{shown} twice");
-            assert_eq!(RelPath::from_display(&shown), Some(rel), "{shown}");
-        }
-        let plain = RelPath::from_relative(Path::new("100%/café.csv")).unwrap();
-        assert_eq!(plain.display(), "100%/café.csv");
-        let raw = RelPath::from_relative(Path::new(OsStr::from_bytes(b"caf\xe9/a"))).unwrap();
-        assert_eq!(raw.first_dir().as_deref(), Some("caf%E9"));
     }
 
     #[test]

@@ -5,7 +5,13 @@
 //! an ignored name, a missing done marker, or a quiet period not yet over. Both `ferry run` and
 //! `ferry watch` use these; the watcher's events only add hints (`hint_complete`).
 //!
+//! `watcher` turns OS file events into hints to scan.
+//!
 //! This module reads metadata only, never file contents.
+
+mod watcher;
+
+pub use watcher::Events;
 
 use crate::spool::RelPath;
 use globset::{Glob, GlobSet, GlobSetBuilder};

@@ -1,0 +1,511 @@
+//! Reading a config file: TOML into raw structures (unknown keys refused), then resolved into the
+//! model with defaults filled in and every range checked. Errors name the file, line and key.
+
+use super::lint::pattern_warnings;
+use super::values::*;
+use super::{BadLimit, Config, DatasetSpec, Policy, WatchSettings, DEFAULT_ROOT};
+use crate::discover::{Rules, DEFAULT_IGNORE};
+use crate::exit::ExitError;
+use crate::format::{json::pointer_segments, FormatOptions};
+use crate::spool::Spool;
+use crate::typed::{self, ColType, ColumnSpec, Value};
+use globset::Glob;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Bounds of numeric settings: a value outside is a config error, not a crash later.
+const MAX_WORKERS: usize = 256;
+const MAX_ATTEMPTS: u32 = 100;
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Config {
+    /// Resolves the configuration from the command line's `--root` and `--config`.
+    pub fn load(root: Option<&Path>, config: Option<&Path>) -> Result<Config, ExitError> {
+        let file = match config {
+            Some(p) => Some(p.to_path_buf()),
+            None => {
+                let r = root
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+                // Present means used: a `ferry.toml` that is a folder (or a FIFO) is an error,
+                // never silently skipped.
+                Some(r.join("ferry.toml")).filter(|p| p.symlink_metadata().is_ok())
+            }
+        };
+        let (raw, text) = match &file {
+            Some(p) => read_raw(p)?,
+            None => (RawConfig::default(), String::new()),
+        };
+        let at = Where { file: &file };
+        let root_named = root.is_some() || raw.root.is_some();
+        let root = absolute(
+            &root
+                .map(Path::to_path_buf)
+                .or(raw.root.clone())
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+        );
+        let incoming = raw.incoming.as_ref().map(|i| absolute(&root.join(i)));
+        let datasets = datasets(&raw, &text, &at)?;
+        Ok(Config {
+            spool: Spool::new(&root, incoming.as_deref()),
+            rules: rules(&raw, &at)?,
+            workers: workers(raw.workers, &at)?,
+            max_attempts: max_attempts(raw.max_attempts, &at)?,
+            small_file: 4 << 20,
+            watch: watch(&raw, &at)?,
+            root_named,
+            strict_datasets: raw.strict_datasets.unwrap_or(false),
+            warnings: pattern_warnings(&datasets),
+            datasets,
+            file,
+        })
+    }
+}
+
+/// Where a setting came from, for messages.
+struct Where<'a> {
+    file: &'a Option<PathBuf>,
+}
+
+impl Where<'_> {
+    fn show(&self) -> String {
+        self.file
+            .as_ref()
+            .map_or_else(|| "configuration".to_string(), |p| p.display().to_string())
+    }
+
+    fn bad(&self, key: &str, why: String) -> ExitError {
+        ExitError::Usage(format!("{}: {key}: {why}", self.show()))
+    }
+
+    fn within(
+        &self,
+        key: &str,
+        d: Duration,
+        lo: Duration,
+        hi: Duration,
+    ) -> Result<Duration, ExitError> {
+        if d < lo || d > hi {
+            Err(self.bad(key, format!("{d:?} is not between {lo:?} and {hi:?}")))
+        } else {
+            Ok(d)
+        }
+    }
+}
+
+fn rules(raw: &RawConfig, at: &Where) -> Result<Rules, ExitError> {
+    let ignore: Vec<String> = match &raw.ready.ignore {
+        Some(list) => list.iter().map(|p| p.0.clone()).collect(),
+        None => DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect(),
+    };
+    let settle = raw.ready.settle.map_or(Duration::from_secs(1), |d| d.0);
+    at.within("ready.settle", settle, Duration::ZERO, DAY)?;
+    let marker = raw.ready.done_marker.clone().filter(|m| !m.is_empty());
+    Rules::new(&ignore, marker, settle).map_err(|e| at.bad("ready.ignore", e.to_string()))
+}
+
+fn datasets(raw: &RawConfig, text: &str, at: &Where) -> Result<Vec<Arc<DatasetSpec>>, ExitError> {
+    let mut datasets = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for d in &raw.datasets {
+        let line = line_of(text, d.span().start);
+        let d = d.get_ref();
+        let here = |e: String| {
+            ExitError::Usage(format!(
+                "{}: line {line}: dataset {:?}: {e}",
+                at.show(),
+                d.name.0
+            ))
+        };
+        if !names.insert(d.name.0.to_lowercase()) {
+            return Err(here("a dataset with this name is already defined".into()));
+        }
+        datasets.push(Arc::new(d.resolve(text).map_err(here)?));
+    }
+    Ok(datasets)
+}
+
+fn workers(raw: Option<usize>, at: &Where) -> Result<usize, ExitError> {
+    match raw {
+        None | Some(0) => Ok(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        Some(w) if w <= MAX_WORKERS => Ok(w),
+        Some(w) => Err(at.bad(
+            "workers",
+            format!("{w} is more than {MAX_WORKERS} (0 means one per CPU)"),
+        )),
+    }
+}
+
+fn max_attempts(raw: Option<u32>, at: &Where) -> Result<u32, ExitError> {
+    match raw {
+        None => Ok(5),
+        Some(n) if (1..=MAX_ATTEMPTS).contains(&n) => Ok(n),
+        Some(n) => Err(at.bad(
+            "max_attempts",
+            format!("{n} is not between 1 and {MAX_ATTEMPTS}"),
+        )),
+    }
+}
+
+fn watch(raw: &RawConfig, at: &Where) -> Result<WatchSettings, ExitError> {
+    let rescan = raw.watch.rescan.map_or(Duration::from_secs(30), |d| d.0);
+    at.within("watch.rescan", rescan, Duration::from_millis(100), DAY)?;
+    let poll = raw.watch.poll.map(|d| d.0).filter(|d| !d.is_zero());
+    if let Some(p) = poll {
+        at.within("watch.poll", p, Duration::from_millis(10), DAY)?;
+    }
+    let metrics = match raw.watch.metrics.as_deref().filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => Some(m.parse().map_err(|e| {
+            at.bad(
+                "watch.metrics",
+                format!("{m:?} is not an address like 127.0.0.1:9464 ({e})"),
+            )
+        })?),
+    };
+    Ok(WatchSettings {
+        rescan,
+        poll,
+        metrics,
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map_or_else(|_| p.to_path_buf(), |cwd| cwd.join(p))
+    }
+}
+
+fn read_raw(path: &Path) -> Result<(RawConfig, String), ExitError> {
+    let text = crate::fsio::open_regular(path)
+        .and_then(std::io::read_to_string)
+        .map_err(|e| ExitError::Usage(format!("cannot read the config: {e}")))?;
+    let raw = parse_raw(&text).map_err(|e| ExitError::Usage(format!("{}: {e}", path.display())))?;
+    Ok((raw, text))
+}
+
+/// The 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parses config text; errors say line, column and key.
+pub(super) fn parse_raw(text: &str) -> Result<RawConfig, String> {
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+        let msg = e.message().trim_end().to_string();
+        match line {
+            Some(l) => format!("line {l}: {msg}\n{e}"),
+            None => msg,
+        }
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    root: Option<PathBuf>,
+    incoming: Option<PathBuf>,
+    workers: Option<usize>,
+    max_attempts: Option<u32>,
+    strict_datasets: Option<bool>,
+    #[serde(default)]
+    ready: RawReady,
+    #[serde(default)]
+    watch: RawWatch,
+    #[serde(default, rename = "dataset")]
+    pub(super) datasets: Vec<Spanned<RawDataset>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReady {
+    settle: Option<Dur>,
+    ignore: Option<Vec<Pattern>>,
+    done_marker: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    rescan: Option<Dur>,
+    poll: Option<Dur>,
+    metrics: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDataset {
+    name: DatasetName,
+    #[serde(rename = "match")]
+    pattern: Option<Pattern>,
+    format: Option<FormatName>,
+    delimiter: Option<Delimiter>,
+    quote: Option<QuoteChar>,
+    header: Option<bool>,
+    /// Column names for files without a header row.
+    names: Option<Vec<String>>,
+    json_pointer: Option<Pointer>,
+    encoding: Option<EncodingName>,
+    /// `strict` (RFC 4180, the default) or `lenient` (stray quotes read as csv-core reads them).
+    quotes: Option<QuotesName>,
+    /// The longest record accepted: bytes (`16777216`) or a size (`"16MiB"`).
+    max_line_bytes: Option<Size>,
+    /// Keep NUL characters instead of refusing the file.
+    allow_nul: Option<bool>,
+    #[serde(default)]
+    columns: Vec<Spanned<RawColumn>>,
+    key: Option<Vec<String>>,
+    max_bad_records: Option<BadLimitRaw>,
+    on_new_column: Option<PolicyName>,
+    on_missing_column: Option<PolicyName>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    name: String,
+    #[serde(rename = "type")]
+    ty: Option<TypeName>,
+    /// The header name (or JSON key) in the files, when it differs from `name`.
+    from: Option<String>,
+    #[serde(default)]
+    required: bool,
+    allowed: Option<Vec<toml::Value>>,
+    trim: Option<bool>,
+    case: Option<CaseName>,
+    formats: Option<Vec<String>>,
+    timezone: Option<Zone>,
+    scale: Option<u32>,
+    decimal_separator: Option<String>,
+}
+
+impl RawDataset {
+    pub(super) fn resolve(&self, text: &str) -> Result<DatasetSpec, String> {
+        let options = FormatOptions {
+            format: self.format.map(|f| f.0),
+            delimiter: self.delimiter.and_then(|d| d.0),
+            quote: self.quote.map_or(b'"', |q| q.0),
+            header: self.header.unwrap_or(true),
+            names: self.names.clone().unwrap_or_default(),
+            json_pointer: self.json_pointer.as_ref().map(|p| p.0.clone()),
+            encoding: self.encoding.map(|e| e.0),
+            strict_quotes: self.quotes.is_none_or(|q| q.0),
+            max_record: self
+                .max_line_bytes
+                .map_or(crate::format::DEFAULT_MAX_RECORD, |s| s.0),
+            allow_nul: self.allow_nul.unwrap_or(false),
+        };
+        let pointer = self
+            .json_pointer
+            .as_ref()
+            .map(|p| pointer_segments(&p.0).expect("validated when read"))
+            .unwrap_or_default();
+        if !options.header && options.names.is_empty() && self.columns.is_empty() {
+            return Err("header = false needs `names` (or `columns`) to name the columns".into());
+        }
+
+        let mut columns: Vec<ColumnSpec> = Vec::new();
+        for c in &self.columns {
+            let line = line_of(text, c.span().start);
+            let spec = c
+                .get_ref()
+                .resolve()
+                .map_err(|e| format!("column {:?} (line {line}): {e}", c.get_ref().name))?;
+            let clash = |a: &str| {
+                columns
+                    .iter()
+                    .any(|o: &ColumnSpec| o.name.eq_ignore_ascii_case(a))
+            };
+            if clash(&spec.name) {
+                return Err(format!(
+                    "column {:?} (line {line}) is declared twice",
+                    spec.name
+                ));
+            }
+            if columns
+                .iter()
+                .any(|o| o.source.eq_ignore_ascii_case(&spec.source))
+            {
+                return Err(format!(
+                    "column {:?} (line {line}): two columns read the same file column {:?}",
+                    spec.name, spec.source
+                ));
+            }
+            columns.push(spec);
+        }
+        // Without a header, the declared columns name the file's columns in order.
+        let mut options = options;
+        if !options.header && options.names.is_empty() {
+            options.names = columns.iter().map(|c| c.source.clone()).collect();
+        }
+
+        let key = self.key.clone().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for k in &key {
+            if !seen.insert(k.to_lowercase()) {
+                return Err(format!("key: column {k:?} is named twice"));
+            }
+            if !columns.is_empty() && !columns.iter().any(|c| c.name.eq_ignore_ascii_case(k)) {
+                return Err(format!(
+                    "key: {k:?} is not one of the dataset's columns ({})",
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if self.key.as_ref().is_some_and(Vec::is_empty) {
+            return Err("key: name at least one column, or leave `key` out".into());
+        }
+        let typed = !columns.is_empty();
+        let on_new_column = self
+            .on_new_column
+            .map_or(if typed { Policy::Fail } else { Policy::Add }, |p| p.0);
+        let on_missing_column = match self.on_missing_column.map(|p| p.0) {
+            Some(Policy::Add) => return Err(
+                "on_missing_column: \"add\" does not apply to a missing column (fail or ignore)"
+                    .into(),
+            ),
+            Some(p) => p,
+            None if typed => Policy::Fail,
+            None => Policy::Ignore,
+        };
+        Ok(DatasetSpec {
+            name: self.name.0.clone(),
+            pattern: self.pattern.as_ref().map(|p| p.0.clone()),
+            matcher: self.pattern.as_ref().map(|p| {
+                Glob::new(&p.0)
+                    .expect("validated when read")
+                    .compile_matcher()
+            }),
+            options,
+            pointer,
+            columns,
+            key,
+            max_bad: self.max_bad_records.map_or(BadLimit::Count(0), |b| b.0),
+            on_new_column,
+            on_missing_column,
+        })
+    }
+}
+
+impl RawColumn {
+    fn resolve(&self) -> Result<ColumnSpec, String> {
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err("a column needs a name".into());
+        }
+        if crate::format::SYSTEM_COLUMNS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+        {
+            return Err(format!("{name:?} is a name ferry keeps for itself"));
+        }
+        let ty = self.ty.map_or(ColType::String, |t| t.0);
+        let mut c = ColumnSpec::new(name, ty);
+        c.source = self.from.clone().unwrap_or_else(|| name.to_string());
+        c.required = self.required;
+        c.trim = self.trim.unwrap_or(false);
+        if self.trim.is_some() && ty != ColType::String {
+            return Err(format!(
+                "trim applies to string columns ({} values are always read without surrounding spaces)",
+                ty.id()
+            ));
+        }
+        if let Some(case) = self.case {
+            if ty != ColType::String {
+                return Err("case applies to string columns".into());
+            }
+            c.case = case.0;
+        }
+        if let Some(formats) = &self.formats {
+            if !matches!(ty, ColType::Date | ColType::DateTime) {
+                return Err("formats apply to date and datetime columns".into());
+            }
+            if formats.is_empty() {
+                return Err("formats: name at least one format, or leave it out".into());
+            }
+            for f in formats {
+                typed::check_format(f)?;
+            }
+            c.formats = formats.clone();
+        }
+        if let Some(z) = self.timezone {
+            if ty != ColType::DateTime {
+                return Err("timezone applies to datetime columns".into());
+            }
+            c.timezone = z.0;
+        }
+        if let Some(scale) = self.scale {
+            if ty != ColType::Decimal {
+                return Err("scale applies to decimal columns".into());
+            }
+            if scale > 30 {
+                return Err(format!("scale {scale} is more than 30 digits"));
+            }
+            c.scale = Some(scale);
+        }
+        if let Some(sep) = &self.decimal_separator {
+            if !matches!(ty, ColType::Float | ColType::Decimal) {
+                return Err("decimal_separator applies to float and decimal columns".into());
+            }
+            c.decimal_separator = match sep.as_str() {
+                "." => '.',
+                "," => ',',
+                _ => return Err(format!("decimal_separator {sep:?} must be \".\" or \",\"")),
+            };
+        }
+        if let Some(allowed) = &self.allowed {
+            let mut canon = Vec::new();
+            for v in allowed {
+                let raw = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => return Err(format!("allowed value {other} is not a plain value")),
+                };
+                // Allowed values go through the same conversion as the data, so `case` and
+                // number formats apply to both sides alike.
+                let mut probe = c.clone();
+                probe.required = false;
+                probe.decimal_separator = '.';
+                match probe.convert(Some(&raw)) {
+                    Ok(Value::Null) => return Err("an allowed value cannot be empty".into()),
+                    Ok(v) => canon.push(v.into_owned()),
+                    Err(e) => return Err(format!("allowed value: {e}")),
+                }
+            }
+            if canon.is_empty() {
+                return Err("allowed: list at least one value, or leave it out".into());
+            }
+            c.allowed = canon;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let e = parse_raw("root = \"x\"\n[ready]\nsettle = \"soon\"\n").unwrap_err();
+        assert!(e.starts_with("line 3:"), "{e}");
+        assert!(e.contains("not a duration"), "{e}");
+        let e = parse_raw("[[dataset]]\nname = \"a\"\ncolour = \"red\"\n").unwrap_err();
+        assert!(e.starts_with("line 3:"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+        let e = parse_raw("[[dataset]]\nname = \"a\"\ndelimiter = \";;\"\n").unwrap_err();
+        assert!(e.contains("not a delimiter"), "{e}");
+    }
+}

@@ -1,0 +1,228 @@
+//! The resolved configuration: everything a command needs, decided once.
+//!
+//! Sources, strongest first: command-line flags, the TOML file (`--config`, else
+//! `<root>/ferry.toml` if present), built-in defaults. Values that can be wrong (durations, globs,
+//! delimiters, encodings) are checked while the TOML is read, so an error names the file, line
+//! and key. `--help` never gets here: clap answers it before any file is touched.
+//!
+//! This file is the model; `load` reads and resolves the TOML, `values` parses its values,
+//! `lint` finds what is valid but probably not meant.
+
+mod lint;
+mod load;
+mod values;
+
+pub use values::parse_duration;
+
+use crate::discover::Rules;
+use crate::format::FormatOptions;
+use crate::spool::{RelPath, Spool};
+use crate::typed::ColumnSpec;
+use globset::GlobMatcher;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the spool is by default.
+pub const DEFAULT_ROOT: &str = "./ferry-data";
+
+/// A dataset, as configured (or implied by a folder name, with no config).
+#[derive(Debug, Clone)]
+pub struct DatasetSpec {
+    pub name: String,
+    /// Which files it takes, matched against the path relative to the incoming folder.
+    pub pattern: Option<String>,
+    pub(crate) matcher: Option<GlobMatcher>,
+    pub options: FormatOptions,
+    /// JSON pointer split into segments.
+    pub pointer: Vec<String>,
+    /// Declared columns; empty for an untyped dataset (columns taken from the files).
+    pub columns: Vec<ColumnSpec>,
+    /// Columns whose values identify a record across files (R-record-key); may be empty.
+    pub key: Vec<String>,
+    pub max_bad: BadLimit,
+    /// A file column the dataset does not have yet.
+    pub on_new_column: Policy,
+    /// A dataset column the file does not have.
+    pub on_missing_column: Policy,
+}
+
+impl DatasetSpec {
+    /// The zero-config dataset for a folder name (R-zero-config).
+    pub fn implied(name: &str) -> DatasetSpec {
+        DatasetSpec {
+            name: name.to_string(),
+            pattern: None,
+            matcher: None,
+            options: FormatOptions::default(),
+            pointer: Vec::new(),
+            columns: Vec::new(),
+            key: Vec::new(),
+            max_bad: BadLimit::Count(0),
+            on_new_column: Policy::Add,
+            on_missing_column: Policy::Ignore,
+        }
+    }
+
+    /// Whether the dataset declares its columns.
+    pub fn typed(&self) -> bool {
+        !self.columns.is_empty()
+    }
+}
+
+/// What to do when a file's columns differ from the dataset's (R-drift).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Reject the file (`schema.new_column` / `schema.missing_column`).
+    Fail,
+    /// New columns: add them to the table (as TEXT in a typed dataset).
+    Add,
+    /// New columns: drop their values. Missing columns: store NULL.
+    Ignore,
+}
+
+impl Policy {
+    pub fn id(self) -> &'static str {
+        match self {
+            Policy::Fail => "fail",
+            Policy::Add => "add",
+            Policy::Ignore => "ignore",
+        }
+    }
+}
+
+/// How many bad records a file may have and still be loaded (R-bad-records).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BadLimit {
+    Count(u64),
+    /// A share of the file's records, in percent.
+    Percent(f64),
+}
+
+impl BadLimit {
+    /// Whether `bad` of `total` records is over the limit.
+    pub fn exceeded(self, bad: u64, total: u64) -> bool {
+        match self {
+            BadLimit::Count(n) => bad > n,
+            BadLimit::Percent(p) => bad as f64 > p / 100.0 * total as f64,
+        }
+    }
+
+    /// Whether `bad` already exceeds the limit whatever the rest of the file holds.
+    pub fn exceeded_early(self, bad: u64) -> bool {
+        match self {
+            BadLimit::Count(n) => bad > n,
+            BadLimit::Percent(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for BadLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadLimit::Count(n) => write!(f, "{n}"),
+            BadLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file used, if any.
+    pub file: Option<PathBuf>,
+    pub spool: Spool,
+    pub rules: Rules,
+    /// Parallel workers (hash, parse, validate). The writer is one more thread.
+    pub workers: usize,
+    /// Attempts for failures outside a file's content before it is quarantined.
+    pub max_attempts: u32,
+    pub datasets: Vec<Arc<DatasetSpec>>,
+    /// Files up to this size are read into memory in one go (one read for hash and parse).
+    pub small_file: u64,
+    /// `ferry watch` settings (flags override them).
+    pub watch: WatchSettings,
+    /// Whether the spool root was named (flag, environment, config) rather than the default: a
+    /// named root that is not a spool is a mistake to report, not a spool to create.
+    pub root_named: bool,
+    /// Files that match no configured dataset wait with a reason instead of becoming datasets
+    /// of their own (`strict_datasets = true`).
+    pub strict_datasets: bool,
+    /// Things in the config that are valid but probably not what was meant (a `match` that
+    /// looks like a regex, a dataset no file can reach). `config check` prints them; `run` and
+    /// `watch` log them.
+    pub warnings: Vec<String>,
+}
+
+/// The daemon's discovery and operations settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// Full rescan interval, the backstop for missed events.
+    pub rescan: Duration,
+    /// Scan every this often and use no OS events (network filesystems).
+    pub poll: Option<Duration>,
+    /// Serve Prometheus metrics on this address.
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl Config {
+    /// The dataset a file belongs to: the first configured dataset whose `match` glob matches
+    /// its path, else the dataset named after its first folder (`default` at the top): the
+    /// configured one of that name, or a zero-config one — unless `strict_datasets`, where a
+    /// file no configured dataset takes has none (`None`).
+    pub fn dataset_for(&self, rel: &RelPath) -> Option<Arc<DatasetSpec>> {
+        let path = rel.display();
+        for d in &self.datasets {
+            if d.matcher.as_ref().is_some_and(|m| m.is_match(&path)) {
+                return Some(d.clone());
+            }
+        }
+        let name = rel.first_dir().unwrap_or_else(|| "default".to_string());
+        match self.datasets.iter().find(|d| d.name == name) {
+            Some(d) => Some(d.clone()),
+            None if self.strict_datasets => None,
+            None => Some(Arc::new(DatasetSpec::implied(&name))),
+        }
+    }
+
+    /// What holds a file back for config reasons: no dataset takes it (`strict_datasets`).
+    pub fn hold(&self, rel: &RelPath) -> Option<crate::discover::Hold> {
+        self.dataset_for(rel)
+            .is_none()
+            .then_some(crate::discover::Hold::NoDataset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn datasets_match_by_glob_then_folder() {
+        let raw = load::parse_raw(
+            "[[dataset]]\nname = \"vehicles\"\nmatch = \"fleet/**/*.csv\"\ndelimiter = \";\"\n",
+        )
+        .unwrap();
+        let cfg = Config {
+            datasets: raw
+                .datasets
+                .iter()
+                .map(|d| Arc::new(d.get_ref().resolve("").unwrap()))
+                .collect(),
+            ..Config::load(Some(Path::new("/nonexistent-root")), None).unwrap()
+        };
+        let rel = |p: &str| RelPath::from_relative(Path::new(p)).unwrap();
+        let d = cfg.dataset_for(&rel("fleet/2026/a.csv")).unwrap();
+        assert_eq!(d.name, "vehicles");
+        assert_eq!(d.options.delimiter, Some(b';'));
+        assert_eq!(cfg.dataset_for(&rel("sales/a.csv")).unwrap().name, "sales");
+        assert_eq!(cfg.dataset_for(&rel("a.csv")).unwrap().name, "default");
+        let strict = Config {
+            strict_datasets: true,
+            ..cfg
+        };
+        assert!(strict.dataset_for(&rel("sales/a.csv")).is_none());
+        assert!(strict.dataset_for(&rel("fleet/x/a.csv")).is_some());
+    }
+}

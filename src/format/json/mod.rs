@@ -1,0 +1,407 @@
+//! JSON and NDJSON parsing, streamed record by record.
+//!
+//! Records are JSON objects. A `.json` file holds an array of them, a stream of them
+//! (one or many, whitespace-separated), or, with a configured JSON pointer, an object holding the
+//! array somewhere inside. Values are kept exactly as sent: strings unescaped, numbers and
+//! booleans as their source text (`1E2` stays `1E2`, `-0` stays `-0`, 30 digits stay 30 digits:
+//! nothing goes through a float), `null` as null, nested objects and arrays as their source text
+//! byte for byte. Typed datasets convert later, in the stages, exactly or not at all.
+//!
+//! Strict by default: a record that names a key twice is `json.duplicate_key` (which value was
+//! meant would be a guess), a `\u0000` in a string is `encoding.nul`, and a record longer than
+//! `max_record` bytes is `json.record_too_long` before it is buffered whole.
+//!
+//! The array is never materialized: serde seeds visit it element by element and hand each
+//! record to the `RowOut` as soon as it is complete.
+
+mod seeds;
+
+use super::text::{classify, nul_reject, reject_io};
+use super::{RowOut, Stop, MAX_COLUMN_NAME};
+use crate::reject::{Kind, Reject, Stage};
+use seeds::{RecordSeed, Top, TopSeed};
+use serde::de::{self, DeserializeSeed};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::rc::Rc;
+
+#[derive(Debug, Clone)]
+pub struct JsonOptions {
+    /// The longest record accepted, in bytes.
+    pub max_record: usize,
+    /// Keep `\u0000` in strings instead of refusing the file.
+    pub allow_nul: bool,
+}
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        JsonOptions {
+            max_record: super::DEFAULT_MAX_RECORD,
+            allow_nul: false,
+        }
+    }
+}
+
+/// Most distinct keys a file may use (bounds the column list, whatever the input).
+const MAX_KEYS: usize = 1 << 16;
+
+/// Counts the bytes read since the last record ended; refuses to go past the limit.
+struct Limit<R> {
+    inner: R,
+    read: Rc<Cell<usize>>,
+    max: usize,
+}
+
+impl<R: Read> Read for Limit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read.get() > self.max {
+            return Err(reject_io(Reject::new(
+                Kind::JsonRecordTooLong,
+                Stage::Parse,
+                format!(
+                    "a record is longer than max_line_bytes ({} bytes); the rest of it was not read",
+                    self.max
+                ),
+            )));
+        }
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n);
+        Ok(n)
+    }
+}
+
+/// Builds one record at a time and passes it on.
+pub(super) struct Rows<'o> {
+    pub(super) opt: JsonOptions,
+    /// Column names (keys without surrounding spaces) in order of first appearance.
+    names: Vec<String>,
+    by_name: HashMap<String, usize>,
+    /// Per column: the record that last set it (finds keys named twice in one record).
+    set_in: Vec<u64>,
+    /// Columns already announced to `out`.
+    announced: usize,
+    text: String,
+    spans: Vec<Option<(usize, usize)>>,
+    out: &'o mut dyn RowOut,
+    /// Why we stopped, when serde can only carry a string: the consumer's stop, or a content
+    /// error found inside a record (its position is filled in from serde's error).
+    pub(super) stop: Option<Stop>,
+    pub(super) records: u64,
+    /// Bytes read since the last record ended (shared with the `Limit` reader).
+    pub(super) since_record: Rc<Cell<usize>>,
+}
+
+impl<'o> Rows<'o> {
+    fn new(out: &'o mut dyn RowOut, opt: &JsonOptions) -> Self {
+        Rows {
+            opt: opt.clone(),
+            names: Vec::new(),
+            by_name: HashMap::new(),
+            set_in: Vec::new(),
+            announced: usize::MAX,
+            text: String::new(),
+            spans: Vec::new(),
+            out,
+            stop: None,
+            records: 0,
+            since_record: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// A reader of `r` that this record builder bounds.
+    fn limited<R: Read>(&self, r: R) -> BufReader<Limit<R>> {
+        BufReader::with_capacity(
+            64 * 1024,
+            Limit {
+                inner: r,
+                read: self.since_record.clone(),
+                max: self.opt.max_record,
+            },
+        )
+    }
+
+    /// Fails the parse with a content error; serde only carries a string, so the reject waits in
+    /// `stop` and `json_reject` picks it up with serde's position.
+    pub(super) fn fail<E: de::Error>(&mut self, r: Reject) -> E {
+        let msg = r.message.clone();
+        self.stop = Some(Stop::Reject(r));
+        E::custom(msg)
+    }
+
+    /// The column of a key in the current record (`None` after `fail`: a key named twice).
+    pub(super) fn column<E: de::Error>(&mut self, raw: &str) -> Result<usize, E> {
+        let key = raw.trim();
+        if key.contains('\0') {
+            // Not even with allow_nul: a column name cannot hold a NUL.
+            return Err(self.fail(nul_reject(0, 0)));
+        }
+        if key.len() > MAX_COLUMN_NAME {
+            return Err(self.fail(Reject::new(
+                Kind::SchemaColumnNameTooLong,
+                Stage::Parse,
+                format!(
+                    "record {} has a key of {} bytes; column names are at most {MAX_COLUMN_NAME} bytes",
+                    self.records + 1,
+                    key.len()
+                ),
+            )));
+        }
+        let col = match self.by_name.get(key) {
+            Some(&c) => c,
+            None => {
+                if self.names.len() >= MAX_KEYS {
+                    return Err(self.fail(Reject::new(
+                        Kind::SchemaTooManyColumns,
+                        Stage::Parse,
+                        format!("the file uses more than {MAX_KEYS} different keys"),
+                    )));
+                }
+                self.names.push(key.to_string());
+                self.by_name.insert(key.to_string(), self.names.len() - 1);
+                self.set_in.push(0);
+                self.names.len() - 1
+            }
+        };
+        let this = self.records + 1;
+        if self.set_in[col] == this {
+            let same = if raw == key {
+                format!("{key:?} twice")
+            } else {
+                format!(
+                    "{key:?} twice (keys that differ only in surrounding spaces name one column)"
+                )
+            };
+            return Err(self.fail(Reject::new(
+                Kind::JsonDuplicateKey,
+                Stage::Parse,
+                format!(
+                    "record {this} names the key {same}; which value is meant would be a guess"
+                ),
+            )));
+        }
+        self.set_in[col] = this;
+        Ok(col)
+    }
+
+    pub(super) fn set(&mut self, col: usize, value: Option<&str>) {
+        if self.spans.len() <= col {
+            self.spans.resize(col + 1, None);
+        }
+        self.spans[col] = value.map(|v| {
+            let start = self.text.len();
+            self.text.push_str(v);
+            (start, self.text.len())
+        });
+    }
+
+    /// Hands the finished record to `out`. `line` is the line (NDJSON) or record number (JSON).
+    pub(super) fn finish(&mut self, line: u64) -> Result<(), Stop> {
+        let width = self.names.len();
+        if self.announced != width {
+            self.out.columns(&self.names)?;
+            self.announced = width;
+        }
+        self.spans.resize(width, None);
+        let r = self.out.row(line, &self.text, &self.spans);
+        self.text.clear();
+        self.spans.iter_mut().for_each(|s| *s = None);
+        self.records += 1;
+        self.since_record.set(0);
+        r
+    }
+
+    /// Announces the columns even when there were no records, so empty files still have a
+    /// (possibly empty) column list.
+    pub(super) fn close(&mut self) -> Result<(), Stop> {
+        if self.announced == usize::MAX {
+            self.out.columns(&self.names)?;
+            self.announced = self.names.len();
+        }
+        Ok(())
+    }
+}
+
+/// Splits a JSON pointer (RFC 6901) into unescaped segments.
+pub fn pointer_segments(pointer: &str) -> Result<Vec<String>, String> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(format!("JSON pointer {pointer:?} must start with '/'"));
+    };
+    Ok(rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect())
+}
+
+/// serde_json's message without the " at line L column C" it appends (ferry says where itself).
+pub(super) fn bare_message(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&suffix).unwrap_or(&full).to_string()
+}
+
+/// Turns a serde_json error into why the file stops. `ndjson_line`: the line of an NDJSON record
+/// (parsed on its own, so serde's line says nothing about the file).
+fn json_reject(e: serde_json::Error, rows: &mut Rows, ndjson_line: Option<u64>) -> Stop {
+    let line = ndjson_line.unwrap_or(e.line() as u64);
+    let column = e.column();
+    match rows.stop.take() {
+        Some(Stop::Reject(mut r)) => {
+            // A content error found inside a record: serde knows where.
+            if r.kind == Kind::EncodingNul {
+                r = nul_reject(line, 0);
+                r.offset = None;
+                r.message = format!(
+                    "line {line}: a string holds a \\u0000 (NUL) character; most tools cut a \
+                     value there and PostgreSQL cannot store it. If the partner really sends \
+                     NULs, set allow_nul = true on the dataset"
+                );
+            } else {
+                r.message = format!("line {line}: {}", r.message);
+            }
+            r.line = Some(line);
+            return Stop::Reject(r);
+        }
+        Some(stop) => return stop,
+        None => {}
+    }
+    match e.classify() {
+        serde_json::error::Category::Io => Stop::Reject(classify(io::Error::from(e))),
+        serde_json::error::Category::Data => Stop::Reject(
+            Reject::new(
+                Kind::JsonNotRecords,
+                Stage::Parse,
+                format!(
+                    "record {} (line {line}) is not a JSON object: {}",
+                    rows.records + 1,
+                    bare_message(&e)
+                ),
+            )
+            .at_line(line),
+        ),
+        _ => Stop::Reject(
+            Reject::new(
+                Kind::JsonSyntax,
+                Stage::Parse,
+                format!(
+                    "invalid JSON at line {line}, column {column}: {}",
+                    bare_message(&e)
+                ),
+            )
+            .at_line(line),
+        ),
+    }
+}
+
+/// Parses a `.json` file: an array of records, a stream of records, or the array at `pointer`.
+pub fn parse_json(
+    r: impl Read,
+    pointer: &[String],
+    opt: &JsonOptions,
+    out: &mut dyn RowOut,
+) -> Result<u64, Stop> {
+    let mut rows = Rows::new(out, opt);
+    let mut de = serde_json::Deserializer::from_reader(rows.limited(r));
+    if de.end().is_ok() {
+        return Err(Reject::new(Kind::Empty, Stage::Parse, "the file holds no JSON value").into());
+    }
+    let top = TopSeed {
+        rows: &mut rows,
+        pointer,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| json_reject(e, &mut rows, None))?;
+    match top {
+        Top::Array | Top::Found => {
+            de.end().map_err(|e| json_reject(e, &mut rows, None))?;
+        }
+        Top::NotFound => {
+            return Err(Reject::new(
+                Kind::JsonNotRecords,
+                Stage::Parse,
+                format!(
+                    "nothing at JSON pointer /{}: no records found",
+                    pointer.join("/")
+                ),
+            )
+            .into())
+        }
+        Top::Record => {
+            // A stream of records: the first one is read, pass it on, then the rest.
+            rows.finish(1)?;
+            while de.end().is_err() {
+                let n = rows.records + 1;
+                RecordSeed(&mut rows)
+                    .deserialize(&mut de)
+                    .map_err(|e| json_reject(e, &mut rows, None))?;
+                rows.finish(n)?;
+            }
+        }
+    }
+    rows.close()?;
+    Ok(rows.records)
+}
+
+/// Parses NDJSON: one record per line; blank lines are skipped.
+pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Result<u64, Stop> {
+    let mut rows = Rows::new(out, opt);
+    let mut reader = BufReader::with_capacity(64 * 1024, r);
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    let mut offset = 0u64;
+    let mut any = false;
+    loop {
+        line.clear();
+        let got = (&mut reader)
+            .take(opt.max_record as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Stop::Reject(classify(e)))?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        if got > opt.max_record && line.last() != Some(&b'\n') {
+            return Err(Reject::new(
+                Kind::JsonRecordTooLong,
+                Stage::Parse,
+                format!(
+                    "line {n} is longer than max_line_bytes ({} bytes); the rest of it was not read",
+                    opt.max_record
+                ),
+            )
+            .at_line(n)
+            .at_offset(offset)
+            .into());
+        }
+        offset += got as u64;
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        any = true;
+        let mut de = serde_json::Deserializer::from_slice(&line);
+        let parsed = RecordSeed(&mut rows)
+            .deserialize(&mut de)
+            .and_then(|()| de.end());
+        if let Err(e) = parsed {
+            let mut stop = json_reject(e, &mut rows, Some(n));
+            if let Stop::Reject(r) = &mut stop {
+                if r.kind == Kind::JsonNotRecords {
+                    r.message = format!("line {n} is not a JSON object");
+                }
+            }
+            return Err(stop);
+        }
+        rows.finish(n)?;
+    }
+    if !any {
+        return Err(Reject::new(Kind::Empty, Stage::Parse, "the file holds no records").into());
+    }
+    rows.close()?;
+    Ok(rows.records)
+}
+
+#[cfg(test)]
+mod tests;

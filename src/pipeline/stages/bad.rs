@@ -1,0 +1,87 @@
+//! Bad records and a file's verdict against `max_bad_records` (R-bad-records).
+
+use super::FIRST_REJECTS;
+use crate::config::BadLimit;
+use crate::reject::{Kind, RecordReject, Reject, Stage};
+
+/// Bad records and the file's verdict.
+#[derive(Debug)]
+pub(super) struct BadRecords {
+    limit: BadLimit,
+    pub(super) count: u64,
+    pub(super) first: Vec<RecordReject>,
+    /// Rejects not yet sent to the writer.
+    pub(super) pending: Vec<RecordReject>,
+    /// The file is over its limit whatever follows; rows are no longer sent.
+    pub(super) doomed: bool,
+}
+
+impl BadRecords {
+    pub(super) fn new(limit: BadLimit) -> BadRecords {
+        BadRecords {
+            limit,
+            count: 0,
+            first: Vec::new(),
+            pending: Vec::new(),
+            doomed: false,
+        }
+    }
+
+    pub(super) fn record(&mut self, r: RecordReject) {
+        self.count += 1;
+        if self.first.len() < FIRST_REJECTS {
+            self.first.push(r.clone());
+        }
+        if !self.doomed {
+            if self.limit.exceeded_early(self.count) {
+                self.doomed = true;
+                self.pending.clear();
+            } else {
+                self.pending.push(r);
+            }
+        }
+    }
+
+    /// The file's rejection, when its bad records are over the limit.
+    pub(super) fn verdict(&self, good: u64, complete: bool) -> Option<Reject> {
+        let total = good + self.count;
+        if !self.doomed && !self.limit.exceeded(self.count, total) {
+            return None;
+        }
+        let first = self.first.first()?;
+        let at = match &first.field {
+            Some(f) => format!("line {}, column {f:?}: {}", first.line, first.reason),
+            None => format!("line {}: {}", first.line, first.reason),
+        };
+        let (kind, message) = match self.limit {
+            BadLimit::Count(0) if first.kind == Kind::RecordEmptyKey => (
+                Kind::RecordEmptyKey,
+                format!(
+                    "a record has an empty key and the dataset allows no bad records \
+                     (max_bad_records = 0): {at}"
+                ),
+            ),
+            BadLimit::Count(0) => (
+                Kind::RecordInvalid,
+                format!(
+                    "a record is invalid and the dataset allows none (max_bad_records = 0): {at}"
+                ),
+            ),
+            limit => (
+                Kind::TooManyBadRecords,
+                if complete {
+                    format!(
+                        "{} of {total} records are bad, more than max_bad_records = {limit}; \
+                         the first: {at}",
+                        self.count
+                    )
+                } else {
+                    format!("more than max_bad_records = {limit} records are bad; the first: {at}")
+                },
+            ),
+        };
+        let mut r = Reject::new(kind, Stage::Validate, message).at_line(first.line);
+        r.field = first.field.clone();
+        Some(r)
+    }
+}
