@@ -39,19 +39,6 @@ impl FileHash {
         }
         s
     }
-
-    pub fn from_hex(s: &str) -> Option<FileHash> {
-        if s.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = (hi * 16 + lo) as u8;
-        }
-        Some(FileHash(out))
-    }
 }
 
 impl fmt::Display for FileHash {
@@ -100,7 +87,5 @@ mod tests {
             h.hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(FileHash::from_hex(&h.hex()), Some(h));
-        assert_eq!(FileHash::from_hex("zz"), None);
     }
 }

@@ -1,26 +1,27 @@
 //! ferry: file-transfer batch ingestion.
 //!
 //! Every file that lands is loaded once, or set aside with a reason — never lost, never doubled,
-//! never half-read. See ARCHITECTURE.md for the map of these modules.
+//! never half-read. See ARCHITECTURE.md for the map of these modules. Only what the binary
+//! needs is public: the command line, dispatch, logging and the exit error.
 
 pub mod cli;
 pub mod cmd;
-pub mod config;
-pub mod discover;
-pub mod events;
+pub(crate) mod config;
+pub(crate) mod discover;
+pub(crate) mod events;
 pub mod exit;
-pub mod export;
-pub mod faults;
-pub mod format;
-pub mod fsio;
-pub mod hash;
+pub(crate) mod export;
+pub(crate) mod faults;
+pub(crate) mod format;
+pub(crate) mod fsio;
+pub(crate) mod hash;
 pub mod logging;
-pub mod metrics;
-pub mod pipeline;
-pub mod record;
-pub mod reject;
-pub mod report;
-pub mod shutdown;
-pub mod spool;
-pub mod store;
-pub mod typed;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
+pub(crate) mod record;
+pub(crate) mod reject;
+pub(crate) mod report;
+pub(crate) mod shutdown;
+pub(crate) mod spool;
+pub(crate) mod store;
+pub(crate) mod typed;

@@ -102,21 +102,6 @@ impl Chunk {
         Some(base as u32)
     }
 
-    /// Removes the last row (a stage rejected it). Its text stays in the buffer, unreferenced.
-    pub fn pop_row(&mut self) {
-        if self.lines.pop().is_some() {
-            self.cells.truncate(self.lines.len() * self.width);
-            self.keys.truncate(self.lines.len());
-        }
-    }
-
-    /// The last row's cells and the text buffer, for stages to edit in place.
-    pub fn last_row_mut(&mut self) -> (&mut [Cell], &mut String) {
-        let n = self.lines.len();
-        let w = self.width;
-        (&mut self.cells[(n - 1) * w..n * w], &mut self.text)
-    }
-
     /// Appends text to the buffer and returns a cell for it (for stages that rewrite a value).
     pub fn alloc_text(text: &mut String, s: &str) -> Cell {
         let start = text.len() as u32;
@@ -141,11 +126,5 @@ mod tests {
         assert_eq!(c.text(c.row(0)[1]), Some("b"));
         assert_eq!(c.row(1)[0], Cell::Null);
         assert_eq!(c.text(c.row(1)[1]), Some("x"));
-        c.pop_row();
-        assert_eq!(c.rows(), 1);
-        assert_eq!(c.cells.len(), 2);
-        let (row, text) = c.last_row_mut();
-        row[0] = Chunk::alloc_text(text, "zz");
-        assert_eq!(c.text(c.row(0)[0]), Some("zz"));
     }
 }

@@ -199,19 +199,6 @@ impl Stage {
             Stage::Store => "store",
         }
     }
-
-    pub fn from_id(id: &str) -> Option<Stage> {
-        [
-            Stage::Claim,
-            Stage::Read,
-            Stage::Decode,
-            Stage::Parse,
-            Stage::Validate,
-            Stage::Store,
-        ]
-        .into_iter()
-        .find(|s| s.id() == id)
-    }
 }
 
 impl Serialize for Stage {

@@ -364,14 +364,6 @@ impl Readiness {
     pub fn retain(&mut self, present: impl Fn(&Path) -> bool) {
         self.seen.retain(|p, _| present(p));
     }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
 }
 
 #[cfg(test)]

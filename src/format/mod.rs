@@ -262,7 +262,6 @@ impl ColumnKey {
 /// A file opened for parsing: decompressed, decoded, its format decided.
 pub struct Opened<'a> {
     pub format: Format,
-    pub gzip: bool,
     reader: Box<dyn Read + Send + 'a>,
     csv: csv::CsvOptions,
     json: json::JsonOptions,
@@ -303,7 +302,6 @@ pub fn open<'a>(
         .unwrap_or_else(|| sniff_delimiter(&head, opts.quote));
     Ok(Opened {
         format,
-        gzip,
         reader,
         csv: csv::CsvOptions {
             delimiter,

@@ -9,7 +9,7 @@ mod progress;
 mod run;
 mod status;
 
-pub use config::{ColumnView, ConfigView, DatasetView};
+pub use config::ConfigView;
 pub use export::{ExportReport, TargetsReport};
 pub use ledger::{FileShown, FilesReport, QuarantineList};
 pub use progress::Progress;

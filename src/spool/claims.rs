@@ -46,6 +46,7 @@ impl Owner {
         })
     }
 
+    #[cfg(test)]
     pub fn token(&self) -> &str {
         &self.token
     }
@@ -325,7 +326,8 @@ impl Drop for DeadOwner {
 /// Leftover claims of dead owners, with those owners' locks held until the caller is done.
 pub struct Leftovers {
     pub files: Vec<Leftover>,
-    pub owners: Vec<DeadOwner>,
+    /// Held, not read: while these locks are held no other process adopts the same leftovers.
+    _owners: Vec<DeadOwner>,
 }
 
 /// Finds claims in `processing/` whose owner is dead. Claims of live processes (including this
@@ -352,7 +354,10 @@ pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
         .map(|(_, l)| l)
         .collect();
     files.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
-    Ok(Leftovers { files, owners })
+    Ok(Leftovers {
+        files,
+        _owners: owners,
+    })
 }
 
 /// Every claim in `processing/`, with its owner's token.

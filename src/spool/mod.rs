@@ -5,7 +5,7 @@
 
 mod claims;
 
-pub use claims::{leftovers, Claim, Leftover, Owner};
+pub use claims::{leftovers, Claim, Owner};
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;

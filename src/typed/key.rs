@@ -19,10 +19,6 @@ impl KeyHasher {
         }
     }
 
-    pub fn null(&mut self) {
-        self.bytes(&[0]);
-    }
-
     pub fn text(&mut self, s: &str) {
         self.bytes(&[1]);
         self.bytes(&(s.len() as u64).to_le_bytes());

@@ -125,6 +125,7 @@ impl Writer<'_> {
             },
         };
         drop(rx);
+        let end = reconcile(end, &file);
         match end {
             End::Done {
                 format,
@@ -367,5 +368,51 @@ fn rejected(reject: Reject) -> End {
         format: None,
         reject,
         rejects: Vec::new(),
+    }
+}
+
+/// Checks that every record the parser passed was either stored or counted as a duplicate key:
+/// a file whose counts do not add up is quarantined rather than recorded as loaded.
+fn reconcile(end: End, file: &FileColumns) -> End {
+    match end {
+        End::Done { records, .. } if records != file.stored + file.duplicates => {
+            rejected(Reject::new(
+                Kind::IoStore,
+                Stage::Store,
+                format!(
+                    "the parser passed {records} records but {} were stored and {} counted as \
+                     duplicate keys; nothing of this file was kept",
+                    file.stored, file.duplicates
+                ),
+            ))
+        }
+        end => end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Format;
+
+    fn done(records: u64) -> End {
+        End::Done {
+            format: Format::Csv,
+            records,
+            rejected: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn counts_that_do_not_add_up_quarantine_the_file() {
+        let mut file = FileColumns::default();
+        file.stored = 2;
+        file.duplicates = 1;
+        assert!(matches!(reconcile(done(3), &file), End::Done { .. }));
+        match reconcile(done(4), &file) {
+            End::Rejected { reject, .. } => assert_eq!(reject.kind, Kind::IoStore),
+            _ => panic!("a short count must not be recorded as loaded"),
+        }
     }
 }
