@@ -13,21 +13,7 @@ use std::time::Duration;
 /// What happened to one file.
 #[derive(Debug)]
 pub enum Event<'a> {
-    Ingested {
-        path: &'a str,
-        id: i64,
-        dataset: &'a str,
-        records: u64,
-        /// Records set aside within `max_bad_records`.
-        rejected: u64,
-        /// Records not stored because their key was already stored.
-        duplicate_records: u64,
-        /// What the file was stored with that a reader should know (renamed columns).
-        warnings: &'a [String],
-        bytes: u64,
-        /// From claim (or first read) to commit.
-        latency: Duration,
-    },
+    Ingested(Ingested<'a>),
     Duplicate {
         path: &'a str,
         id: i64,
@@ -43,14 +29,118 @@ pub enum Event<'a> {
         bytes: u64,
     },
     /// `--keep`: this exact file was handled before; nothing to do.
-    Unchanged { path: &'a str },
+    Unchanged {
+        path: &'a str,
+    },
     /// The file changed while it was read; it goes back to wait until it is finished.
-    Released { path: &'a str },
+    Released {
+        path: &'a str,
+    },
     /// The file could not be read (permissions, …); it is left where it is.
-    Left { path: &'a str, why: &'a str },
+    Left {
+        path: &'a str,
+        why: &'a str,
+    },
     /// The file's outcome is committed, but it could not be moved to its place (or its
     /// quarantine copy written); it waits for the next run.
-    Unplaced { path: &'a str, why: &'a str },
+    Unplaced {
+        path: &'a str,
+        why: &'a str,
+    },
+}
+
+/// A file whose records are stored.
+#[derive(Debug)]
+pub struct Ingested<'a> {
+    pub path: &'a str,
+    pub id: i64,
+    pub dataset: &'a str,
+    pub records: u64,
+    /// Records set aside within `max_bad_records`.
+    pub rejected: u64,
+    /// Records not stored because their key was already stored.
+    pub duplicate_records: u64,
+    /// What the file was stored with that a reader should know (renamed columns).
+    pub warnings: &'a [String],
+    pub bytes: u64,
+    /// From claim (or first read) to commit.
+    pub latency: Duration,
+}
+
+impl Ingested<'_> {
+    fn emit(&self, summary: &mut Summary, c: &Counters) {
+        let (path, dataset) = (self.path, self.dataset);
+        let (id, records, rejected, duplicate_records) =
+            (self.id, self.records, self.rejected, self.duplicate_records);
+        let mut losses = Vec::new();
+        if rejected > 0 {
+            losses.push(format!(
+                "{rejected} record{} set aside (see its .rejects.ndjson)",
+                crate::reject::plural(rejected as usize)
+            ));
+        }
+        if duplicate_records > 0 {
+            losses.push(format!(
+                "{duplicate_records} record{} not stored: key already stored",
+                crate::reject::plural(duplicate_records as usize)
+            ));
+        }
+        losses.extend(self.warnings.iter().cloned());
+        if losses.is_empty() {
+            tracing::info!(
+                path,
+                id,
+                dataset,
+                records,
+                bytes = self.bytes,
+                latency_ms = self.latency.as_millis() as u64,
+                "file ingested"
+            );
+        } else {
+            tracing::warn!(
+                path,
+                id,
+                dataset,
+                records,
+                rejected,
+                duplicate_records,
+                "file ingested, but not as sent: {}",
+                losses.join("; ")
+            );
+            note(&mut summary.losses, path, losses.join("; "));
+        }
+        summary.ingested += 1;
+        summary.records += records;
+        summary.rejected_records += rejected;
+        summary.duplicate_records += duplicate_records;
+        summary.bytes += self.bytes;
+        let d = summary.datasets.entry(dataset.to_string()).or_default();
+        d.files += 1;
+        d.records += records;
+        d.rejected += rejected;
+        d.duplicate_records += duplicate_records;
+        self.count(c);
+    }
+
+    fn count(&self, c: &Counters) {
+        c.ingested.fetch_add(1, Ordering::Relaxed);
+        c.records.fetch_add(self.records, Ordering::Relaxed);
+        c.rejected_records
+            .fetch_add(self.rejected, Ordering::Relaxed);
+        c.duplicate_records
+            .fetch_add(self.duplicate_records, Ordering::Relaxed);
+        c.bytes.fetch_add(self.bytes, Ordering::Relaxed);
+        c.last_success_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        let ms = self.latency.as_millis() as u64;
+        // Slower than the last bound: counted only in the total (the +Inf bucket).
+        if let Some(b) = LATENCY_BUCKETS_MS.iter().position(|&b| ms <= b) {
+            c.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
+        }
+        c.latency_sum_us
+            .fetch_add(self.latency.as_micros() as u64, Ordering::Relaxed);
+        c.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts per dataset in a summary.
@@ -195,81 +285,7 @@ impl Event<'_> {
             c.finished.fetch_add(1, Ordering::Relaxed);
         }
         match *self {
-            Event::Ingested {
-                path,
-                id,
-                dataset,
-                records,
-                rejected,
-                duplicate_records,
-                warnings,
-                bytes,
-                latency,
-            } => {
-                let mut losses = Vec::new();
-                if rejected > 0 {
-                    losses.push(format!(
-                        "{rejected} record{} set aside (see its .rejects.ndjson)",
-                        crate::reject::plural(rejected as usize)
-                    ));
-                }
-                if duplicate_records > 0 {
-                    losses.push(format!(
-                        "{duplicate_records} record{} not stored: key already stored",
-                        crate::reject::plural(duplicate_records as usize)
-                    ));
-                }
-                losses.extend(warnings.iter().cloned());
-                if losses.is_empty() {
-                    tracing::info!(
-                        path,
-                        id,
-                        dataset,
-                        records,
-                        bytes,
-                        latency_ms = latency.as_millis() as u64,
-                        "file ingested"
-                    );
-                } else {
-                    tracing::warn!(
-                        path,
-                        id,
-                        dataset,
-                        records,
-                        rejected,
-                        duplicate_records,
-                        "file ingested, but not as sent: {}",
-                        losses.join("; ")
-                    );
-                    note(&mut summary.losses, path, losses.join("; "));
-                }
-                summary.ingested += 1;
-                summary.records += records;
-                summary.rejected_records += rejected;
-                summary.duplicate_records += duplicate_records;
-                summary.bytes += bytes;
-                let d = summary.datasets.entry(dataset.to_string()).or_default();
-                d.files += 1;
-                d.records += records;
-                d.rejected += rejected;
-                d.duplicate_records += duplicate_records;
-                c.ingested.fetch_add(1, Ordering::Relaxed);
-                c.records.fetch_add(records, Ordering::Relaxed);
-                c.rejected_records.fetch_add(rejected, Ordering::Relaxed);
-                c.duplicate_records
-                    .fetch_add(duplicate_records, Ordering::Relaxed);
-                c.bytes.fetch_add(bytes, Ordering::Relaxed);
-                c.last_success_ms
-                    .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-                let ms = latency.as_millis() as u64;
-                // Slower than the last bound: counted only in the total (the +Inf bucket).
-                if let Some(b) = LATENCY_BUCKETS_MS.iter().position(|&b| ms <= b) {
-                    c.latency_buckets[b].fetch_add(1, Ordering::Relaxed);
-                }
-                c.latency_sum_us
-                    .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
-                c.latency_count.fetch_add(1, Ordering::Relaxed);
-            }
+            Event::Ingested(ref file) => file.emit(summary, c),
             Event::Duplicate {
                 path,
                 id,

@@ -11,6 +11,7 @@
 //! channels: a slow writer stalls the workers, stalled workers stall `submit`.
 
 pub mod place;
+mod read;
 pub mod stages;
 pub mod worker;
 pub mod writer;

@@ -2,28 +2,25 @@
 //!
 //! Steps: open the file where it was found (so a file we may not read is left in place, not
 //! claimed), claim it by rename, check it is still what readiness judged finished (size and
-//! mtime), hash it, open its format, parse it into chunks. Small files are read once into memory,
-//! hashed and parsed from those bytes; big files are hashed in one pass (so a duplicate is known
-//! before any parsing) and streamed in a second that hashes again, so the records stored come
-//! from exactly the bytes the recorded hash names. A file whose size, mtime or content changed
-//! while it was read is not finished after all: the writer puts it back.
+//! mtime), hash it, open its format, parse it into chunks (the two passes over the bytes are
+//! `read`'s). A file whose size, mtime or content changed while it was read is not finished
+//! after all: the writer puts it back.
 //!
 //! Workers never write to SQLite and never move a file after claiming it.
 
+use super::read;
 use super::stages::Stages;
 use super::{Body, End, FileMeta, Job, Mode, Msg, Session, Source, Work};
 use crate::discover::{marker_for, Entry, EntryKind, Stamp};
 use crate::faults;
 use crate::format::{self, Format, Stop};
 use crate::fsio::open_nofollow;
-use crate::hash::{FileHash, Hasher};
 use crate::reject::{Kind, Reject, Stage};
 use crate::spool::{Claim, RelPath};
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Chunks buffered per big file between its worker and the writer.
@@ -130,7 +127,7 @@ fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
         Some(e) => Err(e),
         None => open_nofollow(&entry.path),
     };
-    let mut file = match opened {
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return, // taken by another process
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -148,6 +145,36 @@ fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
             return send(jobs, meta, Body::Left(format!("cannot open: {e}")));
         }
     };
+    let Some((file, source)) = take(session, &entry, file, jobs) else {
+        return;
+    };
+    // Readiness judged the file finished as it was then; if it changed since (a writer came back
+    // between the scan and the claim), it is not finished after all: it goes back.
+    let now = file.metadata().map(|m| Stamp::of(&m));
+    if now.map_or(true, |n| {
+        n.size != entry.stamp.size || n.mtime_ns != entry.stamp.mtime_ns
+    }) {
+        let meta = meta_for(session, &entry.rel, source, entry.stamp.size, 1, None);
+        return send(jobs, meta, Body::Changed);
+    }
+    if let (Source::Claimed(_), Some(marker)) =
+        (&source, marker_for(&session.cfg.rules, &entry.path))
+    {
+        // The marker has done its job; it holds no data.
+        let _ = std::fs::remove_file(marker);
+    }
+    ingest(session, file, source, &entry.rel, 1, None, jobs);
+}
+
+/// Takes a file opened where it was found: in move mode claims it into `processing/` (and reads
+/// what was actually claimed). `None` when another process took it first, or when the claim
+/// failed (the job saying so is sent).
+fn take(
+    session: &Session,
+    entry: &Entry,
+    mut file: File,
+    jobs: &Sender<Job>,
+) -> Option<(File, Source)> {
     let source = match session.mode {
         Mode::Keep => Source::Kept(entry.path.clone()),
         Mode::Move => {
@@ -155,7 +182,7 @@ fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
             faults::before_claim(&entry.path, &entry.rel);
             let claim = match owner.claim(&session.cfg.spool, &entry.path, &entry.rel) {
                 Ok(Some(c)) => c,
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(e) => {
                     let meta = meta_for(
                         session,
@@ -165,7 +192,8 @@ fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
                         1,
                         None,
                     );
-                    return send(jobs, meta, Body::Left(format!("cannot claim: {e}")));
+                    send(jobs, meta, Body::Left(format!("cannot claim: {e}")));
+                    return None;
                 }
             };
             // Between our open and our rename another process may have claimed the file and a
@@ -185,29 +213,15 @@ fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
                             Stage::Claim,
                             format!("cannot open the claimed file: {e}"),
                         );
-                        return send(jobs, meta, Body::Rejected(r));
+                        send(jobs, meta, Body::Rejected(r));
+                        return None;
                     }
                 };
             }
             Source::Claimed(claim)
         }
     };
-    // Readiness judged the file finished as it was then; if it changed since (a writer came back
-    // between the scan and the claim), it is not finished after all: it goes back.
-    let now = file.metadata().map(|m| Stamp::of(&m));
-    if now.map_or(true, |n| {
-        n.size != entry.stamp.size || n.mtime_ns != entry.stamp.mtime_ns
-    }) {
-        let meta = meta_for(session, &entry.rel, source, entry.stamp.size, 1, None);
-        return send(jobs, meta, Body::Changed);
-    }
-    if let (Source::Claimed(_), Some(marker)) =
-        (&source, marker_for(&session.cfg.rules, &entry.path))
-    {
-        // The marker has done its job; it holds no data.
-        let _ = std::fs::remove_file(marker);
-    }
-    ingest(session, file, source, &entry.rel, 1, None, jobs);
+    Some((file, source))
 }
 
 fn claimed(
@@ -292,74 +306,39 @@ fn claimed(
 
 fn ingest(
     session: &Session,
-    mut file: File,
+    file: File,
     source: Source,
     rel: &RelPath,
     attempt: u32,
     retry_of: Option<i64>,
     jobs: &Sender<Job>,
 ) {
-    let before = match file.metadata() {
-        Ok(m) if m.is_file() => Stamp::of(&m),
-        Ok(_) => {
+    let before = match read::regular(&file) {
+        Ok(stamp) => stamp,
+        Err(r) => {
             let meta = meta_for(session, rel, source, 0, attempt, retry_of);
-            let r = Reject::new(Kind::SpecialFile, Stage::Claim, "not a regular file");
-            return send(jobs, meta, Body::Rejected(r));
-        }
-        Err(e) => {
-            let meta = meta_for(session, rel, source, 0, attempt, retry_of);
-            let r = Reject::new(
-                Kind::IoRead,
-                Stage::Read,
-                format!("cannot stat the file: {e}"),
-            );
             return send(jobs, meta, Body::Rejected(r));
         }
     };
     let mut meta = meta_for(session, rel, source, before.size, attempt, retry_of);
     let Some(dataset) = meta.spec.clone() else {
-        let r = Reject::new(
-            Kind::NoDataset,
-            Stage::Claim,
-            "the file matches no configured dataset, and the config says strict_datasets = true",
-        );
-        return send(jobs, meta, Body::Rejected(r));
+        return send(jobs, meta, Body::Rejected(no_dataset()));
     };
 
     // Identity first: the full content's hash.
     let small = before.size <= session.cfg.small_file;
-    if let Some(e) = faults::read(rel) {
-        let r = Reject::new(
-            Kind::IoRead,
-            Stage::Read,
-            format!("reading the file failed: {e}"),
-        );
-        return again_or_reject(session, meta, r, jobs);
-    }
-    let hashed = if small {
-        let mut bytes = Vec::with_capacity(before.size as usize);
-        (&file).read_to_end(&mut bytes).map(|_| {
-            let h = FileHash::of_bytes(&bytes);
-            (h, bytes.len() as u64, Some(bytes))
-        })
-    } else {
-        FileHash::of_reader(&file).and_then(|(h, n)| file.rewind().map(|_| (h, n, None)))
+    let first = match faults::read(rel) {
+        Some(e) => Err(e),
+        None => read::identify(&file, before.size, small),
     };
-    let (hash, len, bytes) = match hashed {
+    let mut first = match first {
         Ok(v) => v,
-        Err(e) => {
-            let r = Reject::new(
-                Kind::IoRead,
-                Stage::Read,
-                format!("reading the file failed: {e}"),
-            );
-            return again_or_reject(session, meta, r, jobs);
-        }
+        Err(e) => return again_or_reject(session, meta, read::failed(e), jobs),
     };
-    meta.sha256 = Some(hash.hex());
+    meta.sha256 = Some(first.hash.hex());
     meta.hashed_at = Some(crate::store::now());
-    meta.size = len;
-    if len == 0 {
+    meta.size = first.len;
+    if first.len == 0 {
         let r = Reject::new(Kind::Empty, Stage::Read, "the file is empty (0 bytes)");
         return send(jobs, meta, Body::Rejected(r));
     }
@@ -367,94 +346,20 @@ fn ingest(
     if !small {
         faults::between_passes(meta.source.path(), rel);
     }
-    let (tx, rx) = if small {
-        unbounded()
-    } else {
-        bounded(CHUNKS_IN_FLIGHT)
-    };
-    // The receiver must not stay here once the writer has it: dropping its end is how the
-    // writer cancels (a duplicate), and a bounded channel would otherwise block us forever.
-    let mut unsent = Some(rx);
-    if !small {
-        // Stream: the writer starts on this file while we parse it.
-        send(
-            jobs,
-            meta.clone(),
-            Body::Records(unsent.take().expect("not sent yet")),
-        );
-    }
-    // Big files: the bytes parsed are hashed again, and must give the hash recorded.
-    let rehash = Arc::new(Mutex::new(Hasher::default()));
-    let raw: Box<dyn Read + Send> = match bytes {
-        Some(b) => Box::new(io::Cursor::new(b)),
-        None => match file.try_clone() {
-            Ok(f) => Box::new(io::BufReader::with_capacity(
-                256 * 1024,
-                Hashing {
-                    inner: f,
-                    hasher: rehash.clone(),
-                },
-            )),
-            Err(e) => {
-                let r = Reject::new(
-                    Kind::IoRead,
-                    Stage::Read,
-                    format!("reading the file failed: {e}"),
-                );
-                let _ = tx.send(Msg::End(End::Rejected {
-                    format: None,
-                    reject: r,
-                    rejects: Vec::new(),
-                }));
-                return;
-            }
-        },
-    };
-    let name = rel.file_name().to_string_lossy().into_owned();
-    let parse = || {
-        faults::crash_on(rel);
-        faults::slow();
-        parse_with_stages(raw, &name, &dataset, &tx)
-    };
-    // A bug in a parser must not strand the file: it is set aside as `internal`.
-    let (format, parsed, rejects) =
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
-            Ok(v) => v,
-            Err(_) => {
-                tracing::error!("ferry hit a bug while parsing this file; it is set aside");
-                let r = Reject::new(
-                    Kind::Internal,
-                    Stage::Parse,
-                    "ferry hit a bug while parsing this file (see the log); it is kept for a \
-                     retry after an upgrade",
-                );
-                (None, Err(Stop::Reject(r)), Vec::new())
-            }
-        };
-    let mut changed = file
-        .metadata()
-        .map(|m| {
-            let after = Stamp::of(&m);
-            after.size != before.size || after.mtime_ns != before.mtime_ns
-        })
-        .unwrap_or(true);
-    if !small && !changed && parsed.is_ok() {
-        // Hash what the parser did not read (trailing bytes), then compare: the records must
-        // come from exactly the bytes the recorded hash names, even if the file was rewritten in
-        // place (size and mtime kept) between the two passes.
-        let mut rest = Hashing {
-            inner: &file,
-            hasher: rehash.clone(),
-        };
-        let again = io::copy(&mut rest, &mut io::sink()).ok().map(|_| {
-            let mut h = rehash.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::take(&mut *h).finish().0
-        });
-        if again != Some(hash) {
-            tracing::warn!("the file's content changed while it was read; it goes back");
-            changed = true;
+    let (tx, unsent) = records_channel(small, &meta, jobs);
+    let (pass, raw) = match read::Pass::start(&file, &mut first) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tx.send(Msg::End(End::Rejected {
+                format: None,
+                reject: read::failed(e),
+                rejects: Vec::new(),
+            }));
+            return;
         }
-    }
+    };
+    let (format, parsed, rejects) = parse_caught(rel, raw, &dataset, &tx);
+    let changed = pass.changed(&file, &before, first.hash, !small && parsed.is_ok());
     let end = match parsed {
         Err(Stop::Cancelled) => return,
         _ if changed => End::Changed,
@@ -467,6 +372,52 @@ fn ingest(
             drop(tx);
             return again_or_reject(session, meta, r, jobs);
         }
+        parsed => ended(format, parsed, rejects),
+    };
+    if tx.send(Msg::End(end)).is_err() {
+        return;
+    }
+    drop(tx);
+    if let Some(rx) = unsent {
+        send(jobs, meta, Body::Records(rx));
+    }
+}
+
+/// The channel a file's records go through. A big file's receiver goes to the writer now (it
+/// stores while we parse); a small file's is returned, to be sent once the parse is done.
+/// The receiver must not stay here once the writer has it: dropping its end is how the writer
+/// cancels (a duplicate), and a bounded channel would otherwise block us forever.
+fn records_channel(
+    small: bool,
+    meta: &FileMeta,
+    jobs: &Sender<Job>,
+) -> (Sender<Msg>, Option<Receiver<Msg>>) {
+    if small {
+        let (tx, rx) = unbounded();
+        (tx, Some(rx))
+    } else {
+        let (tx, rx) = bounded(CHUNKS_IN_FLIGHT);
+        send(jobs, meta.clone(), Body::Records(rx));
+        (tx, None)
+    }
+}
+
+/// A file no dataset takes, under `strict_datasets`.
+fn no_dataset() -> Reject {
+    Reject::new(
+        Kind::NoDataset,
+        Stage::Claim,
+        "the file matches no configured dataset, and the config says strict_datasets = true",
+    )
+}
+
+/// How a parse that the writer should record ended.
+fn ended(
+    format: Option<Format>,
+    parsed: Result<(u64, u64, Vec<String>), Stop>,
+    rejects: Vec<crate::reject::RecordReject>,
+) -> End {
+    match parsed {
         Ok((records, rejected, notes)) => End::Done {
             format: format.expect("parsed, so opened"),
             records,
@@ -478,14 +429,34 @@ fn ingest(
             reject,
             rejects,
         },
+        Err(Stop::Cancelled) => unreachable!("a cancelled parse is not recorded"),
+    }
+}
+
+/// Parses with a guard: a bug in a parser must not strand the file; it is set aside as
+/// `internal`.
+fn parse_caught(
+    rel: &RelPath,
+    raw: Box<dyn Read + Send>,
+    dataset: &crate::config::DatasetSpec,
+    tx: &Sender<Msg>,
+) -> Parsed {
+    let name = rel.file_name().to_string_lossy().into_owned();
+    let parse = || {
+        faults::crash_on(rel);
+        faults::slow();
+        parse_with_stages(raw, &name, dataset, tx)
     };
-    if tx.send(Msg::End(end)).is_err() {
-        return;
-    }
-    drop(tx);
-    if let Some(rx) = unsent {
-        send(jobs, meta, Body::Records(rx));
-    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).unwrap_or_else(|_| {
+        tracing::error!("ferry hit a bug while parsing this file; it is set aside");
+        let r = Reject::new(
+            Kind::Internal,
+            Stage::Parse,
+            "ferry hit a bug while parsing this file (see the log); it is kept for a retry \
+             after an upgrade",
+        );
+        (None, Err(Stop::Reject(r)), Vec::new())
+    })
 }
 
 type Parsed = (
@@ -518,23 +489,6 @@ fn parse_with_stages(
             (Some(f), parsed, stages.first_rejects())
         }
         Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),
-    }
-}
-
-/// Passes bytes through and hashes them into a shared hasher.
-struct Hashing<R> {
-    inner: R,
-    hasher: Arc<Mutex<Hasher>>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(&buf[..n]);
-        Ok(n)
     }
 }
 

@@ -14,7 +14,7 @@ use crate::store::names::MAX_NAME;
 use crate::store::NewColumn;
 use crate::typed::ColType;
 use anyhow::Result;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// What the writer tracks about the file it is storing.
 #[derive(Default)]
@@ -106,6 +106,10 @@ impl Writer<'_> {
         let mut create: Vec<NewColumn> = Vec::new();
         let mut refused: Vec<&ColumnKey> = Vec::new();
         let mut renamed = Vec::new();
+        let found = Table {
+            existing: &existing,
+            data_columns,
+        };
         for d in &cols.defs {
             let key = match &d.source {
                 ColumnSource::Declared(name) => {
@@ -121,51 +125,16 @@ impl Writer<'_> {
                 }
                 ColumnSource::File(key) => key,
             };
-            let col = match self.store.file_column(dataset, key)? {
-                Some(col) => {
-                    // Known: its column exists, unless a rollback or a hand took it away.
-                    let lower = col.to_lowercase();
-                    if !existing.contains_key(&lower) && reserved.insert(lower) {
-                        create.push(NewColumn {
-                            name: col.clone(),
-                            ty: ColType::String,
-                        });
-                    }
-                    col
+            let col = match self.place(spec, key, &found, &mut reserved, &mut create)? {
+                Placed::Column(col) => col,
+                Placed::Refused => {
+                    refused.push(key);
+                    mapped.push(None);
+                    continue;
                 }
-                None => {
-                    // A column this dataset has never stored from a file.
-                    let (_, new) = self
-                        .store
-                        .assign_column(dataset, key, &existing, &reserved, false)?;
-                    let policy = if spec.typed() {
-                        Policy::Add
-                    } else {
-                        spec.on_new_column
-                    };
-                    match (new && data_columns > 0, policy) {
-                        (true, Policy::Fail) => {
-                            refused.push(key);
-                            mapped.push(None);
-                            continue;
-                        }
-                        (true, Policy::Ignore) => {
-                            mapped.push(None);
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    let (col, new) = self
-                        .store
-                        .assign_column(dataset, key, &existing, &reserved, true)?;
-                    reserved.insert(col.to_lowercase());
-                    if new {
-                        create.push(NewColumn {
-                            name: col.clone(),
-                            ty: ColType::String,
-                        });
-                    }
-                    col
+                Placed::Ignored => {
+                    mapped.push(None);
+                    continue;
                 }
             };
             if col != key.name {
@@ -194,4 +163,71 @@ impl Writer<'_> {
         file.table = table;
         Ok(Ok(()))
     }
+
+    /// The table column a file column lands in: the one the registry remembers, or a new one
+    /// (if the dataset's drift policy takes new columns), queued in `create` when the table
+    /// lacks it.
+    fn place(
+        &mut self,
+        spec: &DatasetSpec,
+        key: &ColumnKey,
+        table: &Table,
+        reserved: &mut HashSet<String>,
+        create: &mut Vec<NewColumn>,
+    ) -> Result<Placed> {
+        let dataset = spec.name.as_str();
+        if let Some(col) = self.store.file_column(dataset, key)? {
+            // Known: its column exists, unless a rollback or a hand took it away.
+            let lower = col.to_lowercase();
+            if !table.existing.contains_key(&lower) && reserved.insert(lower) {
+                create.push(NewColumn {
+                    name: col.clone(),
+                    ty: ColType::String,
+                });
+            }
+            return Ok(Placed::Column(col));
+        }
+        // A column this dataset has never stored from a file.
+        let (_, new) = self
+            .store
+            .assign_column(dataset, key, table.existing, reserved, false)?;
+        let policy = if spec.typed() {
+            Policy::Add
+        } else {
+            spec.on_new_column
+        };
+        match (new && table.data_columns > 0, policy) {
+            (true, Policy::Fail) => return Ok(Placed::Refused),
+            (true, Policy::Ignore) => return Ok(Placed::Ignored),
+            _ => {}
+        }
+        let (col, new) = self
+            .store
+            .assign_column(dataset, key, table.existing, reserved, true)?;
+        reserved.insert(col.to_lowercase());
+        if new {
+            create.push(NewColumn {
+                name: col.clone(),
+                ty: ColType::String,
+            });
+        }
+        Ok(Placed::Column(col))
+    }
+}
+
+/// The dataset table as the file found it.
+struct Table<'a> {
+    /// Its columns by lowercased name.
+    existing: &'a HashMap<String, String>,
+    /// How many of them hold data (not ferry's own).
+    data_columns: usize,
+}
+
+/// Where a file column goes.
+enum Placed {
+    Column(String),
+    /// A new column the dataset refuses (`on_new_column = fail`).
+    Refused,
+    /// A new column the dataset drops (`on_new_column = ignore`).
+    Ignored,
 }

@@ -5,6 +5,7 @@
 use super::columns::FileColumns;
 use super::{FileOutcome, Finished, Writer};
 use crate::config::DatasetSpec;
+use crate::format::Format;
 use crate::fsio;
 use crate::pipeline::place::{reason_json, rejects_ndjson, Placement, Transfer};
 use crate::pipeline::stages::FIRST_REJECTS;
@@ -80,25 +81,7 @@ impl Writer<'_> {
             .context("a file with records has a dataset")?;
         if let Some(original) = self.store.ingested_with(&spec.name, &sha)? {
             drop(rx);
-            let row = NewFile {
-                duplicate_of: Some(original),
-                ..new_file(
-                    &self.source,
-                    &self.session.worker_name,
-                    &meta,
-                    &path,
-                    FileState::Duplicate,
-                    &now,
-                )
-            };
-            let id = self.store.insert_file(&row)?;
-            let placement = self.archive(id, &meta, None)?;
-            self.finished.push(Finished {
-                meta,
-                outcome: FileOutcome::Duplicate { id, original },
-                placement,
-            });
-            return Ok(());
+            return self.duplicate(meta, original);
         }
 
         self.store.begin_file()?;
@@ -139,31 +122,7 @@ impl Writer<'_> {
                     rejected,
                     duplicates: file.duplicates,
                 };
-                self.store.update_file(
-                    id,
-                    &FileUpdate::Parsed {
-                        counts,
-                        format: format.id(),
-                        warnings: &file.warnings,
-                        parsed_at: &crate::store::now(),
-                    },
-                )?;
-                let rejects = if rejected > 0 {
-                    Some(self.rejects_report(id, &meta)?)
-                } else {
-                    None
-                };
-                self.store.keep_file()?;
-                let placement = self.archive(id, &meta, rejects)?;
-                self.finished.push(Finished {
-                    meta,
-                    outcome: FileOutcome::Ingested {
-                        id,
-                        counts,
-                        warnings: std::mem::take(&mut file.warnings),
-                    },
-                    placement,
-                });
+                self.ingested(id, meta, format, counts, file.warnings)?;
             }
             End::Rejected {
                 format,
@@ -187,6 +146,68 @@ impl Writer<'_> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// A file whose content this dataset already holds: recorded, nothing stored.
+    fn duplicate(&mut self, meta: FileMeta, original: i64) -> Result<()> {
+        let (path, now) = (meta.rel.display(), now());
+        let row = NewFile {
+            duplicate_of: Some(original),
+            ..new_file(
+                &self.source,
+                &self.session.worker_name,
+                &meta,
+                &path,
+                FileState::Duplicate,
+                &now,
+            )
+        };
+        let id = self.store.insert_file(&row)?;
+        let placement = self.archive(id, &meta, None)?;
+        self.finished.push(Finished {
+            meta,
+            outcome: FileOutcome::Duplicate { id, original },
+            placement,
+        });
+        Ok(())
+    }
+
+    /// A file whose records are stored: its ledger row completed, its rejected-records report
+    /// reserved, its savepoint kept.
+    fn ingested(
+        &mut self,
+        id: i64,
+        meta: FileMeta,
+        format: Format,
+        counts: Counts,
+        warnings: Vec<String>,
+    ) -> Result<()> {
+        self.store.update_file(
+            id,
+            &FileUpdate::Parsed {
+                counts,
+                format: format.id(),
+                warnings: &warnings,
+                parsed_at: &now(),
+            },
+        )?;
+        let rejects = if counts.rejected > 0 {
+            Some(self.rejects_report(id, &meta)?)
+        } else {
+            None
+        };
+        self.store.keep_file()?;
+        let placement = self.archive(id, &meta, rejects)?;
+        self.finished.push(Finished {
+            meta,
+            outcome: FileOutcome::Ingested {
+                id,
+                counts,
+                warnings,
+            },
+            placement,
+        });
         Ok(())
     }
 

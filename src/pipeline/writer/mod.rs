@@ -15,7 +15,7 @@ mod file;
 
 use super::place::Placement;
 use super::{Body, FileMeta, Job, Session, Source};
-use crate::events::{Event, Summary};
+use crate::events::{Event, Ingested, Summary};
 use crate::fsio;
 use crate::reject::Reject;
 use crate::store::{Counts, Ingest};
@@ -199,7 +199,7 @@ impl Writer<'_> {
                 id,
                 counts,
                 warnings,
-            } => Event::Ingested {
+            } => Event::Ingested(Ingested {
                 path: &path,
                 id: *id,
                 dataset: m.dataset().unwrap_or_default(),
@@ -209,7 +209,7 @@ impl Writer<'_> {
                 warnings,
                 bytes: m.size,
                 latency: m.received.elapsed(),
-            },
+            }),
             FileOutcome::Duplicate { id, original } => Event::Duplicate {
                 path: &path,
                 id: *id,

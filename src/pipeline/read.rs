@@ -1,0 +1,141 @@
+//! Reading one file's bytes: the pass that names it (its SHA-256), the pass the parser reads
+//! (hashed again for big files), and the check that the file did not change in between.
+//!
+//! Small files are read once into memory and parsed from those bytes. Big files are hashed in a
+//! first pass (so a duplicate is known before any parsing) and streamed in a second that hashes
+//! again: the records stored must come from exactly the bytes the recorded hash names.
+
+use crate::discover::Stamp;
+use crate::hash::{FileHash, Hasher};
+use crate::reject::{Kind, Reject, Stage};
+use std::fs::File;
+use std::io::{self, Read, Seek};
+use std::sync::{Arc, Mutex};
+
+/// What the first pass learned: the content's hash and length, and for a small file its bytes.
+pub struct Identity {
+    pub hash: FileHash,
+    pub len: u64,
+    bytes: Option<Vec<u8>>,
+}
+
+/// The stamp of an open file, which must be a regular file.
+pub fn regular(file: &File) -> Result<Stamp, Reject> {
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(Stamp::of(&m)),
+        Ok(_) => Err(Reject::new(
+            Kind::SpecialFile,
+            Stage::Claim,
+            "not a regular file",
+        )),
+        Err(e) => Err(Reject::new(
+            Kind::IoRead,
+            Stage::Read,
+            format!("cannot stat the file: {e}"),
+        )),
+    }
+}
+
+/// A read that failed (not the content's fault: it is tried again).
+pub fn failed(e: io::Error) -> Reject {
+    Reject::new(
+        Kind::IoRead,
+        Stage::Read,
+        format!("reading the file failed: {e}"),
+    )
+}
+
+/// The first pass: a small file (`size` ≤ `small`) is read into memory, a big one hashed and
+/// rewound.
+pub fn identify(mut file: &File, size: u64, small: bool) -> io::Result<Identity> {
+    if small {
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut bytes)?;
+        Ok(Identity {
+            hash: FileHash::of_bytes(&bytes),
+            len: bytes.len() as u64,
+            bytes: Some(bytes),
+        })
+    } else {
+        let (hash, len) = FileHash::of_reader(file)?;
+        file.rewind()?;
+        Ok(Identity {
+            hash,
+            len,
+            bytes: None,
+        })
+    }
+}
+
+/// The parser's pass over one file, and for a big file the hash of what it read.
+pub struct Pass {
+    rehash: Arc<Mutex<Hasher>>,
+}
+
+impl Pass {
+    /// The reader the parser consumes: the small file's bytes, or the big file streamed and
+    /// hashed again.
+    pub fn start(
+        file: &File,
+        first: &mut Identity,
+    ) -> io::Result<(Pass, Box<dyn Read + Send + 'static>)> {
+        let pass = Pass {
+            rehash: Arc::new(Mutex::new(Hasher::default())),
+        };
+        let raw: Box<dyn Read + Send> = match first.bytes.take() {
+            Some(b) => Box::new(io::Cursor::new(b)),
+            None => Box::new(io::BufReader::with_capacity(
+                256 * 1024,
+                Hashing {
+                    inner: file.try_clone()?,
+                    hasher: pass.rehash.clone(),
+                },
+            )),
+        };
+        Ok((pass, raw))
+    }
+
+    /// Whether the file changed since `before` (size or mtime), or — for a big file whose
+    /// parse succeeded — whether the bytes read in the second pass (plus any trailing bytes the
+    /// parser left) hash differently from the first: a rewrite in place that kept size and
+    /// mtime is caught too.
+    pub fn changed(self, file: &File, before: &Stamp, hash: FileHash, streamed: bool) -> bool {
+        let moved = file.metadata().map_or(true, |m| {
+            let after = Stamp::of(&m);
+            after.size != before.size || after.mtime_ns != before.mtime_ns
+        });
+        if moved || !streamed {
+            return moved;
+        }
+        let mut rest = Hashing {
+            inner: file,
+            hasher: self.rehash.clone(),
+        };
+        let again = io::copy(&mut rest, &mut io::sink()).ok().map(|_| {
+            let mut h = self.rehash.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *h).finish().0
+        });
+        if again != Some(hash) {
+            tracing::warn!("the file's content changed while it was read; it goes back");
+            return true;
+        }
+        false
+    }
+}
+
+/// Passes bytes through and hashes them into a shared hasher.
+struct Hashing<R> {
+    inner: R,
+    hasher: Arc<Mutex<Hasher>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&buf[..n]);
+        Ok(n)
+    }
+}
