@@ -5,12 +5,12 @@
 //! thread per connection would be waste and an HTTP crate would be weight; one accept loop
 //! serving each scrape in turn is plenty.
 
-use crate::events::{counters, LATENCY_BUCKETS_MS};
+use crate::events::{counters, Counters, LATENCY_BUCKETS_MS};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Binds `addr` and serves `/metrics` until the process exits. Returns the bound address (a
@@ -81,11 +81,8 @@ fn respond(mut s: TcpStream) -> std::io::Result<()> {
 /// The exposition text of every counter and gauge.
 pub fn render() -> String {
     let c = counters();
-    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut o = String::new();
-    let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
 
     head(
         &mut o,
@@ -116,65 +113,10 @@ pub fn render() -> String {
     {
         let _ = writeln!(o, "ferry_quarantined_files_total{{kind=\"{kind}\"}} {n}");
     }
-    head(&mut o, "ferry_records_total", "counter", "Records stored.");
-    let _ = writeln!(o, "ferry_records_total {}", get(&c.records));
-    head(
-        &mut o,
-        "ferry_rejected_records_total",
-        "counter",
-        "Records set aside as bad within max_bad_records, in files that were ingested.",
-    );
-    let _ = writeln!(
-        o,
-        "ferry_rejected_records_total {}",
-        get(&c.rejected_records)
-    );
-    head(
-        &mut o,
-        "ferry_duplicate_records_total",
-        "counter",
-        "Records not stored because their key was already stored.",
-    );
-    let _ = writeln!(
-        o,
-        "ferry_duplicate_records_total {}",
-        get(&c.duplicate_records)
-    );
-    head(
-        &mut o,
-        "ferry_unplaced_files_total",
-        "counter",
-        "Files whose outcome was recorded but that could not be moved to their place.",
-    );
-    let _ = writeln!(o, "ferry_unplaced_files_total {}", get(&c.unplaced));
-    head(
-        &mut o,
-        "ferry_bytes_total",
-        "counter",
-        "Bytes of input files finished.",
-    );
-    let _ = writeln!(o, "ferry_bytes_total {}", get(&c.bytes));
-    head(
-        &mut o,
-        "ferry_queue_depth",
-        "gauge",
-        "Ready files handed to the pipeline and not yet taken by a worker.",
-    );
-    let _ = writeln!(o, "ferry_queue_depth {}", get(&c.queue_depth));
-    head(
-        &mut o,
-        "ferry_waiting_files",
-        "gauge",
-        "Files in the incoming folder not yet ready (settling, or waiting for a done marker).",
-    );
-    let _ = writeln!(o, "ferry_waiting_files {}", get(&c.waiting));
-    head(
-        &mut o,
-        "ferry_pipeline_restarts_total",
-        "counter",
-        "Times the daemon restarted its pipeline: after an error (disk full, database error), or to place files left in processing/.",
-    );
-    let _ = writeln!(o, "ferry_pipeline_restarts_total {}", get(&c.restarts));
+    for (name, kind, help, value) in scalars(c) {
+        head(&mut o, name, kind, help);
+        let _ = writeln!(o, "{name} {}", get(value));
+    }
     head(
         &mut o,
         "ferry_last_success_timestamp_seconds",
@@ -188,8 +130,75 @@ pub fn render() -> String {
         last / 1000,
         last % 1000
     );
+    latency(&mut o, c);
+    o
+}
+
+/// The metrics without labels: name, type, help and the counter or gauge.
+fn scalars(c: &Counters) -> [(&'static str, &'static str, &'static str, &AtomicU64); 8] {
+    [
+        (
+            "ferry_records_total",
+            "counter",
+            "Records stored.",
+            &c.records,
+        ),
+        (
+            "ferry_rejected_records_total",
+            "counter",
+            "Records set aside as bad within max_bad_records, in files that were ingested.",
+            &c.rejected_records,
+        ),
+        (
+            "ferry_duplicate_records_total",
+            "counter",
+            "Records not stored because their key was already stored.",
+            &c.duplicate_records,
+        ),
+        (
+            "ferry_unplaced_files_total",
+            "counter",
+            "Files whose outcome was recorded but that could not be moved to their place.",
+            &c.unplaced,
+        ),
+        (
+            "ferry_bytes_total",
+            "counter",
+            "Bytes of input files finished.",
+            &c.bytes,
+        ),
+        (
+            "ferry_queue_depth",
+            "gauge",
+            "Ready files handed to the pipeline and not yet taken by a worker.",
+            &c.queue_depth,
+        ),
+        (
+            "ferry_waiting_files",
+            "gauge",
+            "Files in the incoming folder not yet ready (settling, or waiting for a done marker).",
+            &c.waiting,
+        ),
+        (
+            "ferry_pipeline_restarts_total",
+            "counter",
+            "Times the daemon restarted its pipeline: after an error (disk full, database \
+         error), or to place files left in processing/.",
+            &c.restarts,
+        ),
+    ]
+}
+
+/// `# HELP` and `# TYPE` of one metric.
+fn head(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The ingest latency histogram.
+fn latency(o: &mut String, c: &Counters) {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     head(
-        &mut o,
+        o,
         "ferry_ingest_latency_seconds",
         "histogram",
         "From first sight of a ready file (claim) to its ledger commit.",
@@ -214,7 +223,6 @@ pub fn render() -> String {
         get(&c.latency_sum_us) as f64 / 1e6
     );
     let _ = writeln!(o, "ferry_ingest_latency_seconds_count {count}");
-    o
 }
 
 #[cfg(test)]

@@ -75,34 +75,39 @@ fn show(cfg: &Config, id: i64, json: bool) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// The quarantined files to retry: every one not retried yet (`--all`), or those named, each
+/// checked to be quarantined and not retried already.
+fn chosen(store: &mut dyn Store, args: &RetryArgs) -> Result<Vec<FileRow>> {
+    if args.all {
+        return open_rows(store);
+    }
+    let mut rows = Vec::new();
+    for &id in &args.ids {
+        let row = store.file(id)?.ok_or_else(|| no_such_file(id))?;
+        if row.state != FileState::Quarantined {
+            return Err(ExitError::Usage(format!(
+                "file {id} ({}) is {}, not quarantined",
+                row.path,
+                row.state.id()
+            ))
+            .into());
+        }
+        if let Some(by) = store.retried_by(id)? {
+            return Err(ExitError::Usage(format!(
+                "file {id} ({}) was already retried as {by}; retry that one",
+                row.path
+            ))
+            .into());
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut store = store::open(&cfg.spool)?;
-    let rows = if args.all {
-        open_rows(&mut *store)?
-    } else {
-        let mut rows = Vec::new();
-        for &id in &args.ids {
-            let row = store.file(id)?.ok_or_else(|| no_such_file(id))?;
-            if row.state != FileState::Quarantined {
-                return Err(ExitError::Usage(format!(
-                    "file {id} ({}) is {}, not quarantined",
-                    row.path,
-                    row.state.id()
-                ))
-                .into());
-            }
-            if let Some(by) = store.retried_by(id)? {
-                return Err(ExitError::Usage(format!(
-                    "file {id} ({}) was already retried as {by}; retry that one",
-                    row.path
-                ))
-                .into());
-            }
-            rows.push(row);
-        }
-        rows
-    };
+    let rows = chosen(&mut *store, args)?;
     drop(store);
 
     let session = Arc::new(Session::new(

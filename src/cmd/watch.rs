@@ -29,7 +29,7 @@ use super::Outcome;
 use crate::cli::WatchArgs;
 use crate::config::Config;
 use crate::discover::{self, Events, Readiness, Stamp};
-use crate::events::counters;
+use crate::events::{counters, Summary};
 use crate::pipeline::{Mode, Pipeline, Session, Work};
 use crate::shutdown::{self, Shutdown};
 use anyhow::Result;
@@ -63,28 +63,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
     }
     let incoming = cfg.spool.incoming.clone();
     std::fs::create_dir_all(&incoming)?;
-    // Flags win over the config file's [watch] section.
-    let poll = args.poll.or(cfg.watch.poll);
-    if let Some(addr) = args.metrics.or(cfg.watch.metrics) {
-        crate::metrics::serve(addr)?;
-    }
-    let mut events = Events::new(poll.is_none());
-    if let Err(e) = events.ensure(&incoming) {
-        // E.g. the inotify watch limit: scans still find every file, only later.
-        tracing::error!(
-            error = format!("{e:#}"),
-            "cannot watch the incoming folder; relying on rescans until it can"
-        );
-    }
-    let rescan = poll
-        .unwrap_or(args.rescan.unwrap_or(cfg.watch.rescan))
-        .max(Duration::from_millis(10));
-    tracing::info!(
-        incoming = %incoming.display(),
-        mode = if poll.is_some() { "poll" } else { "events" },
-        rescan_ms = rescan.as_millis() as u64,
-        "watching"
-    );
+    let (mut events, rescan) = listen(cfg, args)?;
     let mut disc = Discovery {
         cfg,
         readiness: Readiness::default(),
@@ -125,19 +104,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         }
         let finished = pipeline.finish();
         if stop.is_triggered() {
-            let summary = finished?;
-            tracing::info!(
-                ingested = summary.ingested,
-                duplicate = summary.duplicate,
-                quarantined = summary.quarantined,
-                released = summary.released,
-                left = summary.left,
-                unplaced = summary.unplaced,
-                records = summary.records,
-                rejected_records = summary.rejected_records,
-                duplicate_records = summary.duplicate_records,
-                "stopped"
-            );
+            log_stopped(&finished?);
             return Ok(Outcome::Done);
         }
         counters().restarts.fetch_add(1, Ordering::Relaxed);
@@ -162,6 +129,50 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         }
         backoff = (backoff * 2).min(BACKOFF.1);
     }
+}
+
+/// Starts the metrics endpoint and the event watch (unless polling); the interval of full
+/// rescans. Flags win over the config file's `[watch]` section.
+fn listen(cfg: &Config, args: &WatchArgs) -> Result<(Events, Duration)> {
+    let incoming = &cfg.spool.incoming;
+    let poll = args.poll.or(cfg.watch.poll);
+    if let Some(addr) = args.metrics.or(cfg.watch.metrics) {
+        crate::metrics::serve(addr)?;
+    }
+    let mut events = Events::new(poll.is_none());
+    if let Err(e) = events.ensure(incoming) {
+        // E.g. the inotify watch limit: scans still find every file, only later.
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot watch the incoming folder; relying on rescans until it can"
+        );
+    }
+    let rescan = poll
+        .unwrap_or(args.rescan.unwrap_or(cfg.watch.rescan))
+        .max(Duration::from_millis(10));
+    tracing::info!(
+        incoming = %incoming.display(),
+        mode = if poll.is_some() { "poll" } else { "events" },
+        rescan_ms = rescan.as_millis() as u64,
+        "watching"
+    );
+    Ok((events, rescan))
+}
+
+/// What the daemon did, logged as it stops.
+fn log_stopped(summary: &Summary) {
+    tracing::info!(
+        ingested = summary.ingested,
+        duplicate = summary.duplicate,
+        quarantined = summary.quarantined,
+        released = summary.released,
+        left = summary.left,
+        unplaced = summary.unplaced,
+        records = summary.records,
+        rejected_records = summary.rejected_records,
+        duplicate_records = summary.duplicate_records,
+        "stopped"
+    );
 }
 
 /// A fresh claim identity, recovery of `processing/`, and a running pipeline fed the

@@ -287,20 +287,7 @@ struct RawColumn {
 
 impl RawDataset {
     pub(super) fn resolve(&self, text: &str) -> Result<DatasetSpec, String> {
-        let options = FormatOptions {
-            format: self.format.map(|f| f.0),
-            delimiter: self.delimiter.and_then(|d| d.0),
-            quote: self.quote.map_or(b'"', |q| q.0),
-            header: self.header.unwrap_or(true),
-            names: self.names.clone().unwrap_or_default(),
-            json_pointer: self.json_pointer.as_ref().map(|p| p.0.clone()),
-            encoding: self.encoding.map(|e| e.0),
-            strict_quotes: self.quotes.is_none_or(|q| q.0),
-            max_record: self
-                .max_line_bytes
-                .map_or(crate::format::DEFAULT_MAX_RECORD, |s| s.0),
-            allow_nul: self.allow_nul.unwrap_or(false),
-        };
+        let options = self.options();
         let pointer = self
             .json_pointer
             .as_ref()
@@ -310,61 +297,14 @@ impl RawDataset {
             return Err("header = false needs `names` (or `columns`) to name the columns".into());
         }
 
-        let mut columns: Vec<ColumnSpec> = Vec::new();
-        for c in &self.columns {
-            let line = line_of(text, c.span().start);
-            let spec = c
-                .get_ref()
-                .resolve()
-                .map_err(|e| format!("column {:?} (line {line}): {e}", c.get_ref().name))?;
-            let clash = |a: &str| {
-                columns
-                    .iter()
-                    .any(|o: &ColumnSpec| o.name.eq_ignore_ascii_case(a))
-            };
-            if clash(&spec.name) {
-                return Err(format!(
-                    "column {:?} (line {line}) is declared twice",
-                    spec.name
-                ));
-            }
-            if columns
-                .iter()
-                .any(|o| o.source.eq_ignore_ascii_case(&spec.source))
-            {
-                return Err(format!(
-                    "column {:?} (line {line}): two columns read the same file column {:?}",
-                    spec.name, spec.source
-                ));
-            }
-            columns.push(spec);
-        }
+        let columns = self.columns(text)?;
         // Without a header, the declared columns name the file's columns in order.
         let mut options = options;
         if !options.header && options.names.is_empty() {
             options.names = columns.iter().map(|c| c.source.clone()).collect();
         }
 
-        let key = self.key.clone().unwrap_or_default();
-        let mut seen = std::collections::HashSet::new();
-        for k in &key {
-            if !seen.insert(k.to_lowercase()) {
-                return Err(format!("key: column {k:?} is named twice"));
-            }
-            if !columns.is_empty() && !columns.iter().any(|c| c.name.eq_ignore_ascii_case(k)) {
-                return Err(format!(
-                    "key: {k:?} is not one of the dataset's columns ({})",
-                    columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-        }
-        if self.key.as_ref().is_some_and(Vec::is_empty) {
-            return Err("key: name at least one column, or leave `key` out".into());
-        }
+        let key = self.key(&columns)?;
         let typed = !columns.is_empty();
         let on_new_column = self
             .on_new_column
@@ -394,6 +334,83 @@ impl RawDataset {
             on_new_column,
             on_missing_column,
         })
+    }
+
+    /// How the dataset's files are read.
+    fn options(&self) -> FormatOptions {
+        FormatOptions {
+            format: self.format.map(|f| f.0),
+            delimiter: self.delimiter.and_then(|d| d.0),
+            quote: self.quote.map_or(b'"', |q| q.0),
+            header: self.header.unwrap_or(true),
+            names: self.names.clone().unwrap_or_default(),
+            json_pointer: self.json_pointer.as_ref().map(|p| p.0.clone()),
+            encoding: self.encoding.map(|e| e.0),
+            strict_quotes: self.quotes.is_none_or(|q| q.0),
+            max_record: self
+                .max_line_bytes
+                .map_or(crate::format::DEFAULT_MAX_RECORD, |s| s.0),
+            allow_nul: self.allow_nul.unwrap_or(false),
+        }
+    }
+
+    /// The declared columns, each checked, none declared or read twice.
+    fn columns(&self, text: &str) -> Result<Vec<ColumnSpec>, String> {
+        let mut columns: Vec<ColumnSpec> = Vec::new();
+        for c in &self.columns {
+            let line = line_of(text, c.span().start);
+            let spec = c
+                .get_ref()
+                .resolve()
+                .map_err(|e| format!("column {:?} (line {line}): {e}", c.get_ref().name))?;
+            let clash = |a: &str| {
+                columns
+                    .iter()
+                    .any(|o: &ColumnSpec| o.name.eq_ignore_ascii_case(a))
+            };
+            if clash(&spec.name) {
+                return Err(format!(
+                    "column {:?} (line {line}) is declared twice",
+                    spec.name
+                ));
+            }
+            if columns
+                .iter()
+                .any(|o| o.source.eq_ignore_ascii_case(&spec.source))
+            {
+                return Err(format!(
+                    "column {:?} (line {line}): two columns read the same file column {:?}",
+                    spec.name, spec.source
+                ));
+            }
+            columns.push(spec);
+        }
+        Ok(columns)
+    }
+
+    /// The key columns: each named once, and among the declared columns (if any).
+    fn key(&self, columns: &[ColumnSpec]) -> Result<Vec<String>, String> {
+        let key = self.key.clone().unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        for k in &key {
+            if !seen.insert(k.to_lowercase()) {
+                return Err(format!("key: column {k:?} is named twice"));
+            }
+            if !columns.is_empty() && !columns.iter().any(|c| c.name.eq_ignore_ascii_case(k)) {
+                return Err(format!(
+                    "key: {k:?} is not one of the dataset's columns ({})",
+                    columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if self.key.as_ref().is_some_and(Vec::is_empty) {
+            return Err("key: name at least one column, or leave `key` out".into());
+        }
+        Ok(key)
     }
 }
 
@@ -464,33 +481,37 @@ impl RawColumn {
             };
         }
         if let Some(allowed) = &self.allowed {
-            let mut canon = Vec::new();
-            for v in allowed {
-                let raw = match v {
-                    toml::Value::String(s) => s.clone(),
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    other => return Err(format!("allowed value {other} is not a plain value")),
-                };
-                // Allowed values go through the same conversion as the data, so `case` and
-                // number formats apply to both sides alike.
-                let mut probe = c.clone();
-                probe.required = false;
-                probe.decimal_separator = '.';
-                match probe.convert(Some(&raw)) {
-                    Ok(Value::Null) => return Err("an allowed value cannot be empty".into()),
-                    Ok(v) => canon.push(v.into_owned()),
-                    Err(e) => return Err(format!("allowed value: {e}")),
-                }
-            }
-            if canon.is_empty() {
-                return Err("allowed: list at least one value, or leave it out".into());
-            }
-            c.allowed = canon;
+            c.allowed = allowed_values(&c, allowed)?;
         }
         Ok(c)
     }
+}
+
+/// A column's allowed values, canonical: through the same conversion as the data, so `case`
+/// and number formats apply to both sides alike.
+fn allowed_values(c: &ColumnSpec, allowed: &[toml::Value]) -> Result<Vec<Value<'static>>, String> {
+    let mut canon = Vec::new();
+    for v in allowed {
+        let raw = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(format!("allowed value {other} is not a plain value")),
+        };
+        let mut probe = c.clone();
+        probe.required = false;
+        probe.decimal_separator = '.';
+        match probe.convert(Some(&raw)) {
+            Ok(Value::Null) => return Err("an allowed value cannot be empty".into()),
+            Ok(v) => canon.push(v.into_owned()),
+            Err(e) => return Err(format!("allowed value: {e}")),
+        }
+    }
+    if canon.is_empty() {
+        return Err("allowed: list at least one value, or leave it out".into());
+    }
+    Ok(canon)
 }
 
 #[cfg(test)]

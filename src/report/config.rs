@@ -84,81 +84,91 @@ impl Report for ConfigView {
             );
         }
         for d in &self.datasets {
-            let _ = writeln!(o);
-            let _ = writeln!(
-                o,
-                "dataset {}  (table {}{})",
-                d.name,
-                d.table,
-                if d.table_exists {
-                    ""
-                } else {
-                    ", created with its first file"
-                }
-            );
-            let _ = writeln!(
-                o,
-                "  match              {}",
-                d.matches.as_deref().unwrap_or("(its folder name)")
-            );
-            let _ = writeln!(o, "  format             {}", d.format);
-            let _ = writeln!(o, "  encoding           {}", d.encoding);
-            let _ = writeln!(
-                o,
-                "  key                {}",
-                if d.key.is_empty() {
-                    "-".into()
-                } else {
-                    d.key.join(", ")
-                }
-            );
-            let _ = writeln!(o, "  max_bad_records    {}", d.max_bad_records);
-            let _ = writeln!(o, "  on_new_column      {}", d.on_new_column);
-            let _ = writeln!(o, "  on_missing_column  {}", d.on_missing_column);
-            if d.columns.is_empty() {
-                let _ = writeln!(o, "  columns            from the files (untyped)");
-            }
-            for c in &d.columns {
-                let mut extra = Vec::new();
-                if c.required {
-                    extra.push("required".to_string());
-                }
-                if c.from != c.name {
-                    extra.push(format!("from {:?}", c.from));
-                }
-                if !c.allowed.is_empty() {
-                    extra.push(format!("allowed {}", c.allowed.join("|")));
-                }
-                if c.trim {
-                    extra.push("trim".into());
-                }
-                if let Some(case) = &c.case {
-                    extra.push(format!("case {case}"));
-                }
-                if !c.formats.is_empty() {
-                    extra.push(format!("formats {}", c.formats.join(" | ")));
-                }
-                if let Some(tz) = &c.timezone {
-                    extra.push(format!("timezone {tz}"));
-                }
-                if let Some(s) = c.scale {
-                    extra.push(format!("scale {s}"));
-                }
-                if let Some(s) = &c.decimal_separator {
-                    extra.push(format!("decimal_separator {s:?}"));
-                }
-                let _ = writeln!(
-                    o,
-                    "  column {:<18} {:<9} {:<8} {}",
-                    c.name,
-                    c.r#type,
-                    c.sql_type,
-                    extra.join(", ")
-                );
-            }
+            dataset(&mut o, d);
         }
         o
     }
+}
+
+/// One dataset as `config check` shows it.
+fn dataset(o: &mut String, d: &DatasetView) {
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "dataset {}  (table {}{})",
+        d.name,
+        d.table,
+        if d.table_exists {
+            ""
+        } else {
+            ", created with its first file"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  match              {}",
+        d.matches.as_deref().unwrap_or("(its folder name)")
+    );
+    let _ = writeln!(o, "  format             {}", d.format);
+    let _ = writeln!(o, "  encoding           {}", d.encoding);
+    let _ = writeln!(
+        o,
+        "  key                {}",
+        if d.key.is_empty() {
+            "-".into()
+        } else {
+            d.key.join(", ")
+        }
+    );
+    let _ = writeln!(o, "  max_bad_records    {}", d.max_bad_records);
+    let _ = writeln!(o, "  on_new_column      {}", d.on_new_column);
+    let _ = writeln!(o, "  on_missing_column  {}", d.on_missing_column);
+    if d.columns.is_empty() {
+        let _ = writeln!(o, "  columns            from the files (untyped)");
+    }
+    for c in &d.columns {
+        column(o, c);
+    }
+}
+
+/// One declared column: name, type, SQL type and what is set beyond the defaults.
+fn column(o: &mut String, c: &ColumnView) {
+    let mut extra = Vec::new();
+    if c.required {
+        extra.push("required".to_string());
+    }
+    if c.from != c.name {
+        extra.push(format!("from {:?}", c.from));
+    }
+    if !c.allowed.is_empty() {
+        extra.push(format!("allowed {}", c.allowed.join("|")));
+    }
+    if c.trim {
+        extra.push("trim".into());
+    }
+    if let Some(case) = &c.case {
+        extra.push(format!("case {case}"));
+    }
+    if !c.formats.is_empty() {
+        extra.push(format!("formats {}", c.formats.join(" | ")));
+    }
+    if let Some(tz) = &c.timezone {
+        extra.push(format!("timezone {tz}"));
+    }
+    if let Some(s) = c.scale {
+        extra.push(format!("scale {s}"));
+    }
+    if let Some(s) = &c.decimal_separator {
+        extra.push(format!("decimal_separator {s:?}"));
+    }
+    let _ = writeln!(
+        o,
+        "  column {:<18} {:<9} {:<8} {}",
+        c.name,
+        c.r#type,
+        c.sql_type,
+        extra.join(", ")
+    );
 }
 
 #[derive(Serialize)]

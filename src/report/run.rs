@@ -21,8 +21,18 @@ pub struct RunReport {
 
 impl Report for RunReport {
     fn table(&self) -> String {
-        let s = &self.summary;
         let mut out = String::new();
+        self.outcomes(&mut out);
+        self.attention(&mut out);
+        datasets(&mut out, &self.summary);
+        out
+    }
+}
+
+impl RunReport {
+    /// The counts, one line per outcome.
+    fn outcomes(&self, out: &mut String) {
+        let s = &self.summary;
         let _ = writeln!(
             out,
             "ferry run: {} from {} in {:.2} s",
@@ -85,6 +95,12 @@ impl Report for RunReport {
                 thousands(s.unplaced)
             );
         }
+    }
+
+    /// What an operator should know: an interruption, files that need a look, files stored
+    /// not quite as sent, files still waiting.
+    fn attention(&self, out: &mut String) {
+        let s = &self.summary;
         if self.interrupted {
             let _ = writeln!(
                 out,
@@ -125,26 +141,29 @@ impl Report for RunReport {
                 let _ = writeln!(out, "    … and {} more", self.waiting.len() - 10);
             }
         }
-        if !s.datasets.is_empty() {
-            let _ = writeln!(out);
-            let width = s.datasets.keys().map(|k| k.len()).max().unwrap_or(7).max(7);
+    }
+}
+
+/// Per-dataset counts.
+fn datasets(out: &mut String, s: &Summary) {
+    if !s.datasets.is_empty() {
+        let _ = writeln!(out);
+        let width = s.datasets.keys().map(|k| k.len()).max().unwrap_or(7).max(7);
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}",
+            "dataset", "files", "records", "rejected", "dup keys"
+        );
+        for (name, d) in &s.datasets {
             let _ = writeln!(
                 out,
                 "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}",
-                "dataset", "files", "records", "rejected", "dup keys"
+                name,
+                thousands(d.files),
+                thousands(d.records),
+                thousands(d.rejected),
+                thousands(d.duplicate_records)
             );
-            for (name, d) in &s.datasets {
-                let _ = writeln!(
-                    out,
-                    "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}",
-                    name,
-                    thousands(d.files),
-                    thousands(d.records),
-                    thousands(d.rejected),
-                    thousands(d.duplicate_records)
-                );
-            }
         }
-        out
     }
 }

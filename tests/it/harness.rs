@@ -25,11 +25,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Every entry under `dir` (relative path → content hash; symlinks → `link:<target>`).
+/// Every entry under `dir` (relative path → content hash; symlinks → `link:<target>`). While a
+/// daemon runs, an entry can vanish between the listing and the read: it is left out, as if
+/// listed a moment later.
 pub fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
-        let e = e.unwrap();
+        let e = match e {
+            Err(e) if e.io_error().is_some_and(gone) => continue,
+            e => e.unwrap(),
+        };
         let rel = e
             .path()
             .strip_prefix(dir)
@@ -37,10 +43,17 @@ pub fn tree(dir: &Path) -> BTreeMap<String, String> {
             .to_string_lossy()
             .into_owned();
         if e.file_type().is_symlink() {
-            let target = fs::read_link(e.path()).unwrap();
-            out.insert(rel, format!("link:{}", target.display()));
+            match fs::read_link(e.path()) {
+                Ok(target) => out.insert(rel, format!("link:{}", target.display())),
+                Err(e) if gone(&e) => continue,
+                Err(e) => panic!("{e}"),
+            };
         } else if e.file_type().is_file() {
-            out.insert(rel, sha256_hex(&fs::read(e.path()).unwrap()));
+            match fs::read(e.path()) {
+                Ok(bytes) => out.insert(rel, sha256_hex(&bytes)),
+                Err(e) if gone(&e) => continue,
+                Err(e) => panic!("{e}"),
+            };
         }
     }
     out

@@ -74,6 +74,59 @@ fn is_number(s: &str) -> bool {
 pub fn parse(r: impl Read, opt: &CsvOptions, out: &mut dyn RowOut) -> Result<u64, Stop> {
     let scan = QuoteScan::new(r, opt.delimiter, opt.quote, opt.strict_quotes);
     let mut recs = Records::new(scan, opt);
+    let (names, mut first_is_data) = header(&mut recs, opt)?;
+    let width = names.len();
+    out.columns(&names)?;
+
+    let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(width);
+    let mut rows = 0u64;
+    loop {
+        if first_is_data {
+            first_is_data = false;
+        } else if !recs.next()? {
+            break;
+        }
+        let line = recs.rec_line;
+        if recs.nfields != width {
+            return Err(Reject::new(
+                Kind::CsvRaggedRow,
+                Stage::Parse,
+                format!(
+                    "line {line} has {} fields where the header has {width}",
+                    recs.nfields
+                ),
+            )
+            .at_line(line)
+            .at_offset(recs.rec_byte)
+            .into());
+        }
+        let end = if width == 0 { 0 } else { recs.ends[width - 1] };
+        let text = std::str::from_utf8(&recs.out[..end]).map_err(|e| {
+            Reject::new(
+                Kind::InvalidUtf8,
+                Stage::Decode,
+                format!("line {line} is not valid UTF-8: {e}"),
+            )
+            .at_line(line)
+        })?;
+        spans.clear();
+        let mut start = 0;
+        for &e in &recs.ends[..width] {
+            spans.push(if e == start { None } else { Some((start, e)) });
+            start = e;
+        }
+        out.row(line, text, &spans)?;
+        rows += 1;
+    }
+    if let Some(note) = blank_lines(&recs) {
+        out.note(note);
+    }
+    Ok(rows)
+}
+
+/// The column names: the header row's (refused when it is missing, too long or all numbers),
+/// the configured names, or `column_N` after the first row — then `true`: that row is data.
+fn header<R: Read>(recs: &mut Records<R>, opt: &CsvOptions) -> Result<(Vec<String>, bool), Stop> {
     let mut names: Vec<String> = Vec::new();
     let mut first_is_data = false;
     if opt.header {
@@ -129,65 +182,27 @@ pub fn parse(r: impl Read, opt: &CsvOptions, out: &mut dyn RowOut) -> Result<u64
             first_is_data = true;
         }
     }
-    let width = names.len();
-    out.columns(&names)?;
+    Ok((names, first_is_data))
+}
 
-    let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(width);
-    let mut rows = 0u64;
-    loop {
-        if first_is_data {
-            first_is_data = false;
-        } else if !recs.next()? {
-            break;
-        }
-        let line = recs.rec_line;
-        if recs.nfields != width {
-            return Err(Reject::new(
-                Kind::CsvRaggedRow,
-                Stage::Parse,
-                format!(
-                    "line {line} has {} fields where the header has {width}",
-                    recs.nfields
-                ),
-            )
-            .at_line(line)
-            .at_offset(recs.rec_byte)
-            .into());
-        }
-        let end = if width == 0 { 0 } else { recs.ends[width - 1] };
-        let text = std::str::from_utf8(&recs.out[..end]).map_err(|e| {
-            Reject::new(
-                Kind::InvalidUtf8,
-                Stage::Decode,
-                format!("line {line} is not valid UTF-8: {e}"),
-            )
-            .at_line(line)
-        })?;
-        spans.clear();
-        let mut start = 0;
-        for &e in &recs.ends[..width] {
-            spans.push(if e == start { None } else { Some((start, e)) });
-            start = e;
-        }
-        out.row(line, text, &spans)?;
-        rows += 1;
+/// A note naming the blank lines skipped between records, if there were any.
+fn blank_lines<R: Read>(recs: &Records<R>) -> Option<String> {
+    if recs.blank == 0 {
+        return None;
     }
-    if recs.blank > 0 {
-        let at: Vec<String> = recs.blank_at.iter().map(u64::to_string).collect();
-        out.note(format!(
-            "{} blank line{} skipped (line{} {}{})",
-            recs.blank,
-            crate::reject::plural(recs.blank as usize),
-            crate::reject::plural(at.len()),
-            at.join(", "),
-            if recs.blank > at.len() as u64 {
-                ", …"
-            } else {
-                ""
-            }
-        ));
-    }
-    Ok(rows)
+    let at: Vec<String> = recs.blank_at.iter().map(u64::to_string).collect();
+    Some(format!(
+        "{} blank line{} skipped (line{} {}{})",
+        recs.blank,
+        crate::reject::plural(recs.blank as usize),
+        crate::reject::plural(at.len()),
+        at.join(", "),
+        if recs.blank > at.len() as u64 {
+            ", …"
+        } else {
+            ""
+        }
+    ))
 }
 
 #[cfg(test)]

@@ -36,6 +36,13 @@ pub(super) struct FileColumns {
 }
 
 impl FileColumns {
+    /// Records a warning about the file once, however many times it is found.
+    fn warn(&mut self, w: String) {
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
+        }
+    }
+
     /// For an untyped dataset with `on_missing_column = fail`: the columns its table had that
     /// the file never showed.
     pub fn missing_columns(&self, spec: &DatasetSpec) -> Option<Reject> {
@@ -52,6 +59,13 @@ impl FileColumns {
         (!missing.is_empty())
             .then(|| missing_columns_reject(spec, &missing, "on_missing_column = fail"))
     }
+}
+
+/// The reject for file columns the dataset's `on_new_column = fail` refuses.
+fn refused_columns(spec: &DatasetSpec, refused: &[&ColumnKey]) -> Reject {
+    let described: Vec<String> = refused.iter().map(|k| k.describe()).collect();
+    let names: Vec<String> = refused.iter().map(|k| k.name.clone()).collect();
+    new_columns_reject(spec, &described, &names)
 }
 
 /// Why a file column is stored under another name than its own, as a sentence for the ledger.
@@ -144,9 +158,7 @@ impl Writer<'_> {
             mapped.push(Some(col));
         }
         if !refused.is_empty() {
-            let described: Vec<String> = refused.iter().map(|k| k.describe()).collect();
-            let names: Vec<String> = refused.iter().map(|k| k.name.clone()).collect();
-            return Ok(Err(new_columns_reject(spec, &described, &names)));
+            return Ok(Err(refused_columns(spec, &refused)));
         }
         if data_columns + create.len() > self.store.max_data_columns() {
             return Ok(Err(too_many_columns(data_columns + create.len())));
@@ -154,9 +166,7 @@ impl Writer<'_> {
         self.store
             .ensure_columns(&table, &create, !spec.key.is_empty())?;
         for w in renamed {
-            if !file.warnings.contains(&w) {
-                file.warnings.push(w);
-            }
+            file.warn(w);
         }
         file.key_cells = cols.key.clone();
         file.cols = mapped;

@@ -157,50 +157,18 @@ impl Tables {
         // Binding the id instead would make SQLite check it for a conflict (a seek per row, and
         // a statement journal for the multi-row INSERT).
         let system = if keyed { 3 } else { 2 };
-        let params = stored.len() + system;
-        let k = rows_per_statement(params);
-        let sql = |count: usize| {
-            let mut s = format!("INSERT INTO {} (", ident(table));
-            if keyed {
-                s.push_str("_key, ");
-            }
-            s.push_str("_file_id, _line");
-            for c in &stored {
-                s.push_str(", ");
-                s.push_str(&ident(c));
-            }
-            s.push_str(") VALUES ");
-            let one = format!("({})", vec!["?"; params].join(","));
-            s.push_str(&vec![one; count].join(","));
-            s
-        };
+        let k = rows_per_statement(stored.len() + system);
+        let sql = |count: usize| insert_sql(table, keyed, &stored, count);
         let row_at = |i: usize| rows.map_or(i, |r| r[i] as usize);
-        let bind =
-            |stmt: &mut rusqlite::Statement<'_>, p: &mut usize, i: usize| -> rusqlite::Result<()> {
-                let r = row_at(i);
-                if keyed {
-                    stmt.raw_bind_parameter(*p, chunk.keys[r])?;
-                    *p += 1;
-                }
-                stmt.raw_bind_parameter(*p, file_id)?;
-                stmt.raw_bind_parameter(*p + 1, chunk.lines[r] as i64)?;
-                *p += 2;
-                for (cell, col) in chunk.row(r).iter().zip(columns) {
-                    if col.is_none() {
-                        continue;
-                    }
-                    match *cell {
-                        Cell::Null => stmt.raw_bind_parameter(*p, Null)?,
-                        Cell::Text { start, end } => {
-                            stmt.raw_bind_parameter(*p, &chunk.text[start as usize..end as usize])?
-                        }
-                        Cell::Int(v) => stmt.raw_bind_parameter(*p, v)?,
-                        Cell::Real(v) => stmt.raw_bind_parameter(*p, v)?,
-                    }
-                    *p += 1;
-                }
-                Ok(())
-            };
+        let row = RowBind {
+            chunk,
+            columns,
+            keyed,
+            file_id,
+        };
+        let bind = |stmt: &mut rusqlite::Statement<'_>, p: &mut usize, i: usize| {
+            row.bind(stmt, p, row_at(i))
+        };
         let mut i = 0;
         if n >= k {
             let mut stmt = conn.prepare_cached(&sql(k))?;
@@ -245,6 +213,66 @@ impl Tables {
                 ident(table)
             ))?
             .query_row([], |r| r.get(0))?)
+    }
+}
+
+/// A multi-row INSERT of `count` rows into `table`: ferry's columns, then `stored`.
+fn insert_sql(table: &str, keyed: bool, stored: &[&str], count: usize) -> String {
+    let params = stored.len() + if keyed { 3 } else { 2 };
+    let mut s = format!("INSERT INTO {} (", ident(table));
+    if keyed {
+        s.push_str("_key, ");
+    }
+    s.push_str("_file_id, _line");
+    for c in stored {
+        s.push_str(", ");
+        s.push_str(&ident(c));
+    }
+    s.push_str(") VALUES ");
+    let one = format!("({})", vec!["?"; params].join(","));
+    s.push_str(&vec![one; count].join(","));
+    s
+}
+
+/// Binds chunk rows to an INSERT made by `insert_sql`.
+struct RowBind<'a> {
+    chunk: &'a Chunk,
+    columns: &'a [Option<String>],
+    keyed: bool,
+    file_id: i64,
+}
+
+impl RowBind<'_> {
+    /// Binds row `r` from parameter `*p` on, and moves `*p` past it.
+    fn bind(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        p: &mut usize,
+        r: usize,
+    ) -> rusqlite::Result<()> {
+        let chunk = self.chunk;
+        if self.keyed {
+            stmt.raw_bind_parameter(*p, chunk.keys[r])?;
+            *p += 1;
+        }
+        stmt.raw_bind_parameter(*p, self.file_id)?;
+        stmt.raw_bind_parameter(*p + 1, chunk.lines[r] as i64)?;
+        *p += 2;
+        for (cell, col) in chunk.row(r).iter().zip(self.columns) {
+            if col.is_none() {
+                continue;
+            }
+            match *cell {
+                Cell::Null => stmt.raw_bind_parameter(*p, Null)?,
+                Cell::Text { start, end } => {
+                    stmt.raw_bind_parameter(*p, &chunk.text[start as usize..end as usize])?
+                }
+                Cell::Int(v) => stmt.raw_bind_parameter(*p, v)?,
+                Cell::Real(v) => stmt.raw_bind_parameter(*p, v)?,
+            }
+            *p += 1;
+        }
+        Ok(())
     }
 }
 
