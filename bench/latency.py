@@ -4,6 +4,7 @@ the rename until the file's row is committed (visible) in the ledger. Then the d
 
   python3 bench/latency.py                  # 200 files/s for 30 s, then 30 s idle
   python3 bench/latency.py --rate 500 --seconds 10 --idle 10
+  python3 bench/latency.py --ferry /path/to/previous/ferry --no-build   # another build
 
 The daemon runs with default settings (release build). Each file is a small CSV written under a
 temp name in a staging folder on the same filesystem and renamed in, the way careful partners
@@ -47,9 +48,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--idle", type=float, default=30.0, help="idle CPU window, seconds")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--ferry", default=FERRY, help="the ferry binary to measure")
     args = ap.parse_args()
 
-    if not args.no_build:
+    if not args.no_build and args.ferry == FERRY:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
 
     os.makedirs(os.path.join(HERE, "work"), exist_ok=True)
@@ -60,7 +62,7 @@ def main():
     os.makedirs(staging)
     db = os.path.join(root, "ferry.db")
     env = dict(os.environ, FERRY_LOG="warn")
-    daemon = subprocess.Popen([FERRY, "--root", root, "watch"], env=env,
+    daemon = subprocess.Popen([args.ferry, "--root", root, "watch"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Wait for the daemon to be up (its ledger exists), then let it settle.
@@ -119,6 +121,7 @@ def main():
         missing = n - len(lat)
 
         print("ferry watch latency, rename into incoming/ → committed in the ledger (default settings)")
+        print("  binary:    %s" % args.ferry)
         print("  files:     %d at %.0f/s over %.1f s (achieved %.0f/s)" % (n, args.rate, args.seconds, n / sent))
         print("  p50:       %.1f ms" % statistics.median(lat))
         print("  p90:       %.1f ms" % pct(lat, 90))
