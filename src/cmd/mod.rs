@@ -10,8 +10,12 @@ pub mod watch;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
+use crate::events::Summary;
 use crate::exit::ExitError;
+use crate::report::{self, Waiting};
 use anyhow::Result;
+use std::path::Path;
+use std::time::Instant;
 
 /// How a command ended, for the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,36 @@ impl Outcome {
             Outcome::Interrupted => 130,
         }
     }
+}
+
+/// Prints what a pipeline run did; the outcome says what needs attention.
+fn report_run(
+    source: &Path,
+    started: Instant,
+    summary: Summary,
+    waiting: Vec<Waiting>,
+    interrupted: Option<u64>,
+    json: bool,
+) -> Result<Outcome> {
+    let report = report::RunReport {
+        source: source.display().to_string(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        interrupted: interrupted.is_some(),
+        not_taken: interrupted.unwrap_or(0),
+        summary,
+        waiting,
+    };
+    report::print(&report, json)?;
+    let s = &report.summary;
+    Ok(if report.interrupted {
+        Outcome::Interrupted
+    } else if s.left + s.unplaced > 0 {
+        Outcome::Left
+    } else if s.quarantined > 0 {
+        Outcome::Quarantined
+    } else {
+        Outcome::Done
+    })
 }
 
 /// Reporting commands read a spool; a root that is not one is a mistake (a mistyped `--root`)

@@ -153,7 +153,7 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
         }
     }
     let summary = pipeline.finish()?;
-    super::run::report(
+    super::report_run(
         &cfg.spool.quarantine,
         started,
         summary,

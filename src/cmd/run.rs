@@ -13,7 +13,7 @@ use crate::discover::{self, Entry, Hold, Readiness, Stamp};
 use crate::events::{Event, Summary};
 use crate::exit::ExitError;
 use crate::pipeline::{Mode, Pipeline, Session, Work};
-use crate::report::{self, Progress, Waiting};
+use crate::report::{Progress, Waiting};
 use crate::shutdown::{self, Shutdown};
 use anyhow::Result;
 use std::os::unix::fs::MetadataExt;
@@ -49,7 +49,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
             .map(|(e, h)| Waiting::new(e.rel.display(), &h)),
     );
     let interrupted = stop.is_triggered().then_some(untaken);
-    report(&source, started, summary, waiting, interrupted, args.json)
+    super::report_run(&source, started, summary, waiting, interrupted, args.json)
 }
 
 /// Where files are taken from and how (moved through the spool, or read in place), checked:
@@ -125,36 +125,6 @@ fn look(cfg: &Config, source: &Path, summary: &mut Summary) -> Found {
             .map(|(rel, h)| Waiting::new(rel.display(), h)),
     );
     found
-}
-
-/// Prints what a pipeline run did; the outcome says what needs attention.
-pub fn report(
-    source: &Path,
-    started: Instant,
-    summary: Summary,
-    waiting: Vec<Waiting>,
-    interrupted: Option<u64>,
-    json: bool,
-) -> Result<Outcome> {
-    let report = report::RunReport {
-        source: source.display().to_string(),
-        elapsed_ms: started.elapsed().as_millis() as u64,
-        interrupted: interrupted.is_some(),
-        not_taken: interrupted.unwrap_or(0),
-        summary,
-        waiting,
-    };
-    report::print(&report, json)?;
-    let s = &report.summary;
-    Ok(if report.interrupted {
-        Outcome::Interrupted
-    } else if s.left + s.unplaced > 0 {
-        Outcome::Left
-    } else if s.quarantined > 0 {
-        Outcome::Quarantined
-    } else {
-        Outcome::Done
-    })
 }
 
 /// Submits entries as they become ready. Files still settling are looked at again until they
