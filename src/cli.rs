@@ -22,6 +22,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "FERRY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Where ferry keeps its state: postgres://user@host:port/db [default: <root>/ferry.db, or
+    /// `[store] url` in the config]. A password may come from PGPASSWORD
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+
     /// Log format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FERRY_LOG_FORMAT")]
     pub log_format: LogFormat,

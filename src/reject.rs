@@ -65,6 +65,10 @@ pub enum Kind {
     RecordEmptyKey,
     /// A value or record larger than the store accepts.
     RecordTooBig,
+    /// A value the store cannot hold as it is (a NUL character in PostgreSQL text, a datetime
+    /// with nanoseconds where PostgreSQL keeps microseconds, a date outside its range): storing
+    /// it would change it.
+    StoreUnsupportedValue,
     /// More bad records than the dataset's `max_bad_records` allows.
     TooManyBadRecords,
     /// The file could not be read (I/O error) after every attempt.
@@ -107,6 +111,7 @@ impl Kind {
         Kind::RecordInvalid,
         Kind::RecordEmptyKey,
         Kind::RecordTooBig,
+        Kind::StoreUnsupportedValue,
         Kind::TooManyBadRecords,
         Kind::IoRead,
         Kind::IoStore,
@@ -142,6 +147,7 @@ impl Kind {
             Kind::RecordInvalid => "record.invalid",
             Kind::RecordEmptyKey => "record.empty_key",
             Kind::RecordTooBig => "record.too_big",
+            Kind::StoreUnsupportedValue => "store.unsupported_value",
             Kind::TooManyBadRecords => "too_many_bad_records",
             Kind::IoRead => "io.read",
             Kind::IoStore => "io.store",

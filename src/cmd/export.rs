@@ -12,7 +12,7 @@ use anyhow::Result;
 
 pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
     if args.list {
-        let targets = match store::open_existing(&cfg.spool)? {
+        let targets = match store::open_existing(&cfg.store)? {
             Some(mut s) => s.targets()?,
             None => Vec::new(),
         };
@@ -45,7 +45,7 @@ pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
         gzip: args.gzip,
         max_rows: args.max_rows,
     };
-    let mut store = store::open(&cfg.spool)?;
+    let mut store = store::open(&cfg.store)?;
     let summary = export::export(&cfg.spool, &mut *store, &req)?;
     report::print(&ExportReport(summary), args.json)?;
     Ok(Outcome::Done)

@@ -19,7 +19,7 @@ pub fn run(cfg: &Config, args: &FilesArgs) -> Result<Outcome> {
         limit: args.limit,
         latest: false,
     };
-    let rows = match store::open_existing(&cfg.spool)? {
+    let rows = match store::open_existing(&cfg.store)? {
         Some(mut s) => s.files(&filter)?,
         None => Vec::new(),
     };

@@ -113,7 +113,11 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         clap_complete::generate(*shell, &mut cmd, "ferry", &mut std::io::stdout());
         return Ok(Outcome::Done);
     }
-    let cfg = Config::load(cli.root.as_deref(), cli.config.as_deref())?;
+    let cfg = Config::load(
+        cli.root.as_deref(),
+        cli.config.as_deref(),
+        cli.store.as_deref(),
+    )?;
     if matches!(
         cli.command,
         Command::Status(_) | Command::Files(_) | Command::Quarantine(_) | Command::Export(_)

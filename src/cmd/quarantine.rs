@@ -38,7 +38,7 @@ fn open_rows(store: &mut dyn Store) -> Result<Vec<FileRow>> {
 }
 
 fn list(cfg: &Config, json: bool) -> Result<Outcome> {
-    let rows = match store::open_existing(&cfg.spool)? {
+    let rows = match store::open_existing(&cfg.store)? {
         Some(mut s) => open_rows(&mut *s)?,
         None => Vec::new(),
     };
@@ -51,7 +51,7 @@ fn no_such_file(id: i64) -> ExitError {
 }
 
 fn show(cfg: &Config, id: i64, json: bool) -> Result<Outcome> {
-    let mut store = store::open(&cfg.spool)?;
+    let mut store = store::open(&cfg.store)?;
     let file = store.file(id)?.ok_or_else(|| no_such_file(id))?;
     // Walk back to the first attempt, then forward through the retries.
     let mut first = file.clone();
@@ -106,7 +106,7 @@ fn chosen(store: &mut dyn Store, args: &RetryArgs) -> Result<Vec<FileRow>> {
 
 fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
     let started = Instant::now();
-    let mut store = store::open(&cfg.spool)?;
+    let mut store = store::open(&cfg.store)?;
     let rows = chosen(&mut *store, args)?;
     drop(store);
 

@@ -21,35 +21,87 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// How many times a run starts over after losing a transaction to another writer.
+const TRANSIENT_RETRIES: u32 = 5;
+
 pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
     let started = Instant::now();
     shutdown::install_signal_handlers();
     let stop = Shutdown::new();
     let (source, mode) = source(cfg, args)?;
-    let session = Arc::new(Session::new(cfg.clone(), mode, source.clone())?);
     let mut summary = Summary::default();
-    let found = look(cfg, &source, &mut summary);
+    let mut retries = 0;
+    loop {
+        let (pass, result) = pass(cfg, args, &source, mode, &stop)?;
+        summary.absorb(pass.summary);
+        match result {
+            Err(e) if crate::store::is_transient(&e) && retries < TRANSIENT_RETRIES => {
+                // Another writer won (a deadlock broken by the database, say): nothing of the
+                // lost transaction happened. Start over: recovery takes its files back.
+                retries += 1;
+                tracing::warn!(error = format!("{e:#}"), retry = retries, "starting over");
+                std::thread::sleep(std::time::Duration::from_millis(200 * retries as u64));
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {
+                let interrupted = stop.is_triggered().then_some(pass.untaken);
+                return super::report_run(
+                    &source,
+                    started,
+                    summary,
+                    pass.waiting,
+                    interrupted,
+                    args.json,
+                );
+            }
+        }
+    }
+}
+
+/// What one pass over the source folder did.
+struct Pass {
+    summary: Summary,
+    waiting: Vec<Waiting>,
+    untaken: u64,
+}
+
+/// One pass: a fresh claim identity, recovery, one look at the folder, everything ready fed
+/// to the pipeline. Returns what was committed even when the writer stopped on an error.
+fn pass(
+    cfg: &Config,
+    args: &RunArgs,
+    source: &Path,
+    mode: Mode,
+    stop: &Shutdown,
+) -> Result<(Pass, Result<()>)> {
+    let session = Arc::new(Session::new(cfg.clone(), mode, source.to_path_buf())?);
+    let mut summary = Summary::default();
+    let found = look(cfg, source, &mut summary);
     let (pipeline, recovered, n) = Pipeline::start_after_recovery(session.clone())?;
     summary.absorb(recovered);
     let show_progress =
         !args.json && !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = show_progress.then(|| Progress::start((found.entries.len() + n) as u64));
-    let (held, untaken) = feed_when_ready(cfg, &pipeline, found.entries, &stop);
+    let (held, untaken) = feed_when_ready(cfg, &pipeline, found.entries, stop);
     if stop.is_triggered() {
         session.halt();
     }
-    let finished = pipeline.finish();
+    let (done, result) = pipeline.finish_keeping();
     if let Some(p) = progress {
         p.finish();
     }
-    summary.absorb(finished?);
+    summary.absorb(done);
     let mut waiting = found.waiting;
     waiting.extend(
         held.into_iter()
             .map(|(e, h)| Waiting::new(e.rel.display(), &h)),
     );
-    let interrupted = stop.is_triggered().then_some(untaken);
-    super::report_run(&source, started, summary, waiting, interrupted, args.json)
+    let pass = Pass {
+        summary,
+        waiting,
+        untaken,
+    };
+    Ok((pass, result))
 }
 
 /// Where files are taken from and how (moved through the spool, or read in place), checked:

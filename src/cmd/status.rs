@@ -28,7 +28,7 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
         last_activity: None,
         exports: Vec::new(),
     };
-    if let Some(mut s) = store::open_existing(&cfg.spool)? {
+    if let Some(mut s) = store::open_existing(&cfg.store)? {
         st.files = s.state_counts()?;
         st.quarantined = st.files.get(&FileState::Quarantined).copied().unwrap_or(0);
         st.datasets = s.dataset_counts()?;

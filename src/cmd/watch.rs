@@ -108,8 +108,10 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             return Ok(Outcome::Done);
         }
         counters().restarts.fetch_add(1, Ordering::Relaxed);
-        if !failed && session.has_unplaced() {
-            continue; // a planned restart, to place files (see `discover_until_stopped`)
+        if !failed && (session.has_unplaced() || session.has_leftovers()) {
+            // A planned restart, to place files or take over a dead process's claims (see
+            // `discover_until_stopped`).
+            continue;
         }
         // The pipeline stopped by itself: the writer failed on something about the machine.
         if started.elapsed() >= HEALTHY {
@@ -213,6 +215,13 @@ fn discover_until_stopped(
     let mut last_full: Option<Instant> = None;
     let mut settling = false;
     let mut missing = false;
+    // How often claims of other processes are looked at for a dead owner: with a store shared
+    // by hosts, every third of a lease (another host may have died); else at full rescans.
+    let owners_every = match &disc.cfg.store {
+        crate::store::Location::Postgres(t) => t.lease / 3,
+        crate::store::Location::Sqlite(_) => rescan,
+    };
+    let mut owners_checked = Instant::now();
     while !stop.is_triggered() && !session.halted() {
         let now = Instant::now();
         let next_full =
@@ -240,6 +249,17 @@ fn discover_until_stopped(
             tracing::warn!("restarting the pipeline to place files left in processing/");
             return;
         }
+        if now >= owners_checked + owners_every {
+            owners_checked = now;
+            if dead_owner_claims(session) {
+                tracing::warn!(
+                    "a process that held files in processing/ is gone; restarting the pipeline \
+                     to take them over"
+                );
+                session.mark_leftovers();
+                return;
+            }
+        }
         if full {
             last_full = Some(now);
             // The folder may have vanished (an unmounted share) and come back as a new folder.
@@ -263,6 +283,29 @@ fn discover_until_stopped(
             None => return,
         }
     }
+}
+
+/// Whether `processing/` holds claims of a dead process (a crashed `ferry run`, a host that
+/// died or lost its network).
+fn dead_owner_claims(session: &Session) -> bool {
+    let Some(me) = session.owner.as_ref() else {
+        return false;
+    };
+    let owners = match crate::spool::claim_owners(&session.cfg.spool, me) {
+        Ok(o) if !o.is_empty() => o,
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look into processing/");
+            return false;
+        }
+    };
+    session.liveness.any_dead(&owners).unwrap_or_else(|e| {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot check whether other processes are alive"
+        );
+        false
+    })
 }
 
 struct Discovery<'a> {

@@ -8,6 +8,7 @@ use crate::discover::{Rules, DEFAULT_IGNORE};
 use crate::exit::ExitError;
 use crate::format::{json::pointer_segments, FormatOptions};
 use crate::spool::Spool;
+use crate::store::Location;
 use crate::typed::{self, ColType, ColumnSpec, Value};
 use globset::Glob;
 use serde::Deserialize;
@@ -22,8 +23,12 @@ const MAX_ATTEMPTS: u32 = 100;
 const DAY: Duration = Duration::from_secs(86_400);
 
 impl Config {
-    /// Resolves the configuration from the command line's `--root` and `--config`.
-    pub fn load(root: Option<&Path>, config: Option<&Path>) -> Result<Config, ExitError> {
+    /// Resolves the configuration from the command line's `--root`, `--config` and `--store`.
+    pub fn load(
+        root: Option<&Path>,
+        config: Option<&Path>,
+        store: Option<&str>,
+    ) -> Result<Config, ExitError> {
         let file = match config {
             Some(p) => Some(p.to_path_buf()),
             None => {
@@ -49,8 +54,10 @@ impl Config {
         );
         let incoming = raw.incoming.as_ref().map(|i| absolute(&root.join(i)));
         let datasets = datasets(&raw, &text, &at)?;
+        let spool = Spool::new(&root, incoming.as_deref());
         Ok(Config {
-            spool: Spool::new(&root, incoming.as_deref()),
+            store: store_location(&raw, store, &spool, &at)?,
+            spool,
             rules: rules(&raw, &at)?,
             workers: workers(raw.workers, &at)?,
             max_attempts: max_attempts(raw.max_attempts, &at)?,
@@ -173,6 +180,59 @@ fn watch(raw: &RawConfig, at: &Where) -> Result<WatchSettings, ExitError> {
     })
 }
 
+/// Where the spool's state is kept: `--store` (or `FERRY_STORE`), else `[store] url`, else the
+/// spool's SQLite file.
+fn store_location(
+    raw: &RawConfig,
+    flag: Option<&str>,
+    spool: &Spool,
+    at: &Where,
+) -> Result<Location, ExitError> {
+    let schema = raw.store.schema.clone().filter(|s| !s.is_empty());
+    let url = match flag.filter(|u| !u.is_empty()) {
+        Some(u) => Some((u.to_string(), "--store")),
+        None => raw
+            .store
+            .url
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(|u| (u, "store.url")),
+    };
+    let lease = match raw.store.lease {
+        Some(d) => Some(at.within(
+            "store.lease",
+            d.0,
+            Duration::from_secs(2),
+            Duration::from_secs(3600),
+        )?),
+        None => None,
+    };
+    match url {
+        None if schema.is_some() || lease.is_some() => Err(at.bad(
+            if schema.is_some() {
+                "store.schema"
+            } else {
+                "store.lease"
+            },
+            "applies to a PostgreSQL store; set store.url (or --store) too".into(),
+        )),
+        None => Ok(Location::of(spool)),
+        Some((url, key)) => {
+            let mut t = crate::store::postgres::Target::parse(&url, schema).map_err(|why| {
+                if key == "--store" {
+                    ExitError::Usage(format!("--store: {why}"))
+                } else {
+                    at.bad(key, why)
+                }
+            })?;
+            if let Some(l) = lease {
+                t.lease = l;
+            }
+            Ok(Location::Postgres(Box::new(t)))
+        }
+    }
+}
+
 fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -218,6 +278,8 @@ pub(super) struct RawConfig {
     ready: RawReady,
     #[serde(default)]
     watch: RawWatch,
+    #[serde(default)]
+    store: RawStore,
     #[serde(default, rename = "dataset")]
     pub(super) datasets: Vec<Spanned<RawDataset>>,
 }
@@ -228,6 +290,14 @@ struct RawReady {
     settle: Option<Dur>,
     ignore: Option<Vec<Pattern>>,
     done_marker: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    schema: Option<String>,
+    lease: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -132,6 +132,8 @@ pub struct Config {
     /// The config file used, if any.
     pub file: Option<PathBuf>,
     pub spool: Spool,
+    /// Where the spool's state is kept: its SQLite file, or a PostgreSQL database.
+    pub store: crate::store::Location,
     pub rules: Rules,
     /// Parallel workers (hash, parse, validate). The writer is one more thread.
     pub workers: usize,
@@ -210,7 +212,7 @@ mod tests {
                 .iter()
                 .map(|d| Arc::new(d.get_ref().resolve("").unwrap()))
                 .collect(),
-            ..Config::load(Some(Path::new("/nonexistent-root")), None).unwrap()
+            ..Config::load(Some(Path::new("/nonexistent-root")), None, None).unwrap()
         };
         let rel = |p: &str| RelPath::from_relative(Path::new(p)).unwrap();
         let d = cfg.dataset_for(&rel("fleet/2026/a.csv")).unwrap();

@@ -180,6 +180,14 @@ pub fn export(spool: &Spool, store: &mut dyn Store, req: &Request) -> Result<Exp
                 req.target, req.dataset
             ))
         })?;
+    // Across hosts (a shared store), the store keeps exports to one target apart too.
+    if !store.lock_target(&req.key())? {
+        return Err(ExitError::Busy(format!(
+            "another export to target {:?} of dataset {:?} is running (on another host); try              again when it is done",
+            req.target, req.dataset
+        ))
+        .into());
+    }
     fs::create_dir_all(&req.dir)
         .with_context(|| format!("creating the target folder {}", req.dir.display()))?;
     if let Some(other) = other_target_in(store, req)? {

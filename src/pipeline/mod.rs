@@ -23,7 +23,7 @@ use crate::format::ColumnKey;
 use crate::format::Format;
 use crate::record::Chunk;
 use crate::reject::{RecordReject, Reject};
-use crate::spool::{Claim, Owner, RelPath};
+use crate::spool::{Claim, Liveness, Owner, RelPath};
 use crate::typed::ColType;
 use anyhow::Result;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -53,6 +53,8 @@ pub struct Session {
     pub source: PathBuf,
     /// This process's claim identity (`Move` mode only).
     pub owner: Option<Owner>,
+    /// How owners prove they are alive (recovery asks it which owners are dead).
+    pub liveness: Arc<dyn Liveness>,
     /// `host:pid`, recorded in the ledger.
     pub worker_name: String,
     /// Set when no new file may be claimed: shutdown began, or the writer failed.
@@ -60,13 +62,16 @@ pub struct Session {
     /// Set when a committed file could not be moved to its place (it waits in `processing/`
     /// for recovery, which `ferry watch` runs by restarting its pipeline).
     unplaced: AtomicBool,
+    /// Set when `processing/` holds claims of a dead process for recovery to take over.
+    leftovers: AtomicBool,
 }
 
 impl Session {
     pub fn new(cfg: Config, mode: Mode, source: PathBuf) -> Result<Session> {
         cfg.spool.ensure()?;
+        let liveness = crate::store::liveness(&cfg.store, &cfg.spool)?;
         let owner = match mode {
-            Mode::Move => Some(Owner::register(&cfg.spool)?),
+            Mode::Move => Some(Owner::register(&*liveness)?),
             Mode::Keep => None,
         };
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -77,9 +82,11 @@ impl Session {
             mode,
             source,
             owner,
+            liveness,
             worker_name: format!("{host}:{}", std::process::id()),
             halt: AtomicBool::new(false),
             unplaced: AtomicBool::new(false),
+            leftovers: AtomicBool::new(false),
         })
     }
 
@@ -88,8 +95,10 @@ impl Session {
         self.halt.store(true, Ordering::SeqCst);
     }
 
+    /// Whether nothing new may be claimed: a stop was asked for, the writer failed, or this
+    /// process's claim identity no longer counts as alive (its lease lapsed).
     pub fn halted(&self) -> bool {
-        self.halt.load(Ordering::SeqCst)
+        self.halt.load(Ordering::SeqCst) || self.owner.as_ref().is_some_and(|o| !o.alive())
     }
 
     /// Notes that a committed file is still in `processing/`, waiting to be placed.
@@ -99,6 +108,16 @@ impl Session {
 
     pub fn has_unplaced(&self) -> bool {
         self.unplaced.load(Ordering::SeqCst)
+    }
+
+    /// Notes that a dead process's claims wait in `processing/` (`ferry watch` restarts its
+    /// pipeline so that recovery takes them over).
+    pub fn mark_leftovers(&self) {
+        self.leftovers.store(true, Ordering::SeqCst);
+    }
+
+    pub fn has_leftovers(&self) -> bool {
+        self.leftovers.load(Ordering::SeqCst)
     }
 }
 
@@ -250,7 +269,7 @@ pub enum End {
 pub struct Pipeline {
     work: Option<Sender<Work>>,
     feeder: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<Result<Summary>>>,
+    writer: Option<JoinHandle<(Summary, Result<()>)>>,
 }
 
 /// Files waiting for a worker. Small: discovery should not run far ahead of claiming.
@@ -258,7 +277,8 @@ const WORK_QUEUE: usize = 64;
 
 impl Pipeline {
     pub fn start(session: Arc<Session>) -> Result<Pipeline> {
-        let store = crate::store::open_ingest(&session.cfg.spool)?;
+        let owner = session.owner.as_ref().map(|o| o.token());
+        let store = crate::store::open_ingest(&session.cfg.store, owner)?;
         let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
         let (job_tx, job_rx) = bounded::<Job>(session.cfg.workers * 2);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -340,17 +360,30 @@ impl Pipeline {
     }
 
     /// Closes the feed, waits for every file in flight, and returns what was done.
-    pub fn finish(mut self) -> Result<Summary> {
+    pub fn finish(self) -> Result<Summary> {
+        let (summary, r) = self.finish_keeping();
+        r.map(|()| summary)
+    }
+
+    /// Like `finish`, but keeps what was committed when the writer stopped on an error.
+    pub fn finish_keeping(mut self) -> (Summary, Result<()>) {
         drop(self.work.take());
         if let Some(f) = self.feeder.take() {
-            f.join()
-                .map_err(|_| anyhow::anyhow!("a worker thread panicked"))?;
+            if f.join().is_err() {
+                return (
+                    Summary::default(),
+                    Err(anyhow::anyhow!("a worker thread panicked")),
+                );
+            }
         }
         match self.writer.take() {
-            Some(w) => w
-                .join()
-                .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?,
-            None => Ok(Summary::default()),
+            Some(w) => w.join().unwrap_or_else(|_| {
+                (
+                    Summary::default(),
+                    Err(anyhow::anyhow!("the writer thread panicked")),
+                )
+            }),
+            None => (Summary::default(), Ok(())),
         }
     }
 }

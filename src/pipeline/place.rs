@@ -202,11 +202,11 @@ pub fn recover(session: &Session) -> Result<Vec<Work>> {
     let Some(owner) = session.owner.as_ref() else {
         return Ok(Vec::new());
     };
-    let left = crate::spool::leftovers(&session.cfg.spool, owner)?;
+    let left = crate::spool::leftovers(&session.cfg.spool, owner, &*session.liveness)?;
     if left.files.is_empty() {
         return Ok(Vec::new());
     }
-    let mut store = store::open(&session.cfg.spool)?;
+    let mut store = store::open(&session.cfg.store)?;
     let mut work = Vec::new();
     for l in &left.files {
         match store.by_claim(&l.claim_id)? {

@@ -5,8 +5,9 @@
 //!   a file taken back from a process that died with it carries how many times a worker started
 //!   on it (`<token>.<seq>!<starts>~…`; a plain claim is one start), so a file that crashes
 //!   ferry is set aside after `max_attempts` starts instead of crashing every start;
-//! - every live process holds an exclusive lock on `processing/.owners/<token>`; a claim whose
-//!   owner's lock can be taken belongs to a dead process and may be recovered.
+//! - every live process proves it is alive (`Liveness`): on one host by an exclusive lock on
+//!   `processing/.owners/<token>` (`FileLocks`); with a store shared by several hosts, by a lease
+//!   in the store. A claim whose owner is dead may be recovered, by one process at a time.
 
 use super::{RelPath, Spool};
 use crate::fsio::{self, NAME_MAX};
@@ -17,38 +18,126 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How owners of claims prove they are alive, and how a dead one is recognized.
+pub trait Liveness: Send + Sync {
+    /// Registers a new owner, alive until the guard is dropped.
+    fn register(&self, token: &str) -> anyhow::Result<Box<dyn Alive>>;
+    /// Takes over a dead owner for `me` (`Some`: the guard keeps other processes from
+    /// recovering the same claims until dropped); `None` while it is alive, or while another
+    /// process recovers it.
+    fn take_if_dead(&self, token: &str, me: &str) -> anyhow::Result<Option<Box<dyn Send>>>;
+    /// Whether any of these owners is dead (a look, taking nothing over).
+    fn any_dead(&self, tokens: &[String]) -> anyhow::Result<bool>;
+}
+
+/// A registered owner's hold on being alive.
+pub trait Alive: Send + Sync {
+    /// False once other processes may judge this owner dead (a lease that lapsed): it must
+    /// stop claiming, and commits on its behalf are refused.
+    fn alive(&self) -> bool {
+        true
+    }
+}
+
+/// Liveness on one host: every live process holds an exclusive lock on
+/// `processing/.owners/<token>`; the lock of a dead process is free.
+pub struct FileLocks {
+    dir: PathBuf,
+}
+
+impl FileLocks {
+    pub fn new(spool: &Spool) -> FileLocks {
+        FileLocks {
+            dir: spool.owners_dir(),
+        }
+    }
+}
+
+/// A held owner lock; the file goes with it.
+struct OwnerLock {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl Alive for OwnerLock {}
+
+impl Drop for OwnerLock {
+    fn drop(&mut self) {
+        // Still holding the lock: nobody can be judging us dead while the file goes.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Liveness for FileLocks {
+    fn register(&self, token: &str) -> anyhow::Result<Box<dyn Alive>> {
+        fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(token);
+        let lock = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)?;
+        fsio::flock(&lock, libc::LOCK_EX)?;
+        let mut l = &lock;
+        let _ = writeln!(l, "pid {}", std::process::id());
+        Ok(Box::new(OwnerLock { path, _lock: lock }))
+    }
+
+    fn take_if_dead(&self, token: &str, _me: &str) -> anyhow::Result<Option<Box<dyn Send>>> {
+        let path = self.dir.join(token);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        match fsio::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Some(Box::new(OwnerLock { path, _lock: f }))),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn any_dead(&self, tokens: &[String]) -> anyhow::Result<bool> {
+        for t in tokens {
+            let Ok(f) = File::open(self.dir.join(t)) else {
+                // No lock file at all: its owner is gone.
+                return Ok(true);
+            };
+            match fsio::flock(&f, libc::LOCK_SH | libc::LOCK_NB) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+}
+
 /// This process's identity for claims, held for its lifetime.
 pub struct Owner {
     token: String,
     seq: AtomicU64,
-    lock_path: PathBuf,
-    _lock: File,
+    alive: Box<dyn Alive>,
 }
 
 impl Owner {
-    /// Creates and locks `processing/.owners/<token>`. Fails only on IO errors.
-    pub fn register(spool: &Spool) -> io::Result<Owner> {
-        fs::create_dir_all(spool.owners_dir())?;
+    /// Registers a new owner with `liveness`.
+    pub fn register(liveness: &dyn Liveness) -> anyhow::Result<Owner> {
         let token = new_token();
-        let lock_path = spool.owners_dir().join(&token);
-        let lock = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&lock_path)?;
-        fsio::flock(&lock, libc::LOCK_EX)?;
-        let mut l = &lock;
-        let _ = writeln!(l, "pid {}", std::process::id());
+        let alive = liveness.register(&token)?;
         Ok(Owner {
             token,
             seq: AtomicU64::new(1),
-            lock_path,
-            _lock: lock,
+            alive,
         })
     }
 
-    #[cfg(test)]
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Whether this owner still counts as alive (see `Alive::alive`).
+    pub fn alive(&self) -> bool {
+        self.alive.alive()
     }
 
     fn next_id(&self) -> String {
@@ -101,13 +190,6 @@ impl Owner {
             tidy_nested(spool, &left.path);
         }
         Ok(claim)
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        // Still holding the lock: nobody can be judging us dead while the file goes.
-        let _ = fs::remove_file(&self.lock_path);
     }
 }
 
@@ -311,28 +393,28 @@ impl Leftover {
     }
 }
 
-/// The lock of a dead owner, held while its leftovers are recovered; removed on drop.
-pub struct DeadOwner {
-    lock_path: PathBuf,
-    _lock: File,
-}
-
-impl Drop for DeadOwner {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.lock_path);
-    }
-}
-
-/// Leftover claims of dead owners, with those owners' locks held until the caller is done.
+/// Leftover claims of dead owners, with those owners taken over until the caller is done.
 pub struct Leftovers {
     pub files: Vec<Leftover>,
-    /// Held, not read: while these locks are held no other process adopts the same leftovers.
-    _owners: Vec<DeadOwner>,
+    /// Held, not read: while these are held no other process recovers the same leftovers.
+    _owners: Vec<Box<dyn Send>>,
+}
+
+/// The owners of the claims in `processing/`, other than `me` (a cheap look: no liveness).
+pub fn claim_owners(spool: &Spool, me: &Owner) -> io::Result<Vec<String>> {
+    let mut tokens: Vec<String> = claims_in(spool)?
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| *t != me.token)
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    Ok(tokens)
 }
 
 /// Finds claims in `processing/` whose owner is dead. Claims of live processes (including this
 /// one) are left alone.
-pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
+pub fn leftovers(spool: &Spool, me: &Owner, liveness: &dyn Liveness) -> anyhow::Result<Leftovers> {
     let found = claims_in(spool)?;
     let mut tokens: Vec<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
     tokens.sort();
@@ -343,7 +425,7 @@ pub fn leftovers(spool: &Spool, me: &Owner) -> io::Result<Leftovers> {
         if token == me.token {
             continue;
         }
-        if let Some(guard) = take_if_dead(spool, token)? {
+        if let Some(guard) = liveness.take_if_dead(token, &me.token)? {
             owners.push(guard);
             dead.insert(token.to_string());
         }
@@ -434,23 +516,6 @@ fn owner_of(claim_id: &str) -> Option<&str> {
     Some(token)
 }
 
-fn take_if_dead(spool: &Spool, token: &str) -> io::Result<Option<DeadOwner>> {
-    let lock_path = spool.owners_dir().join(token);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)?;
-    match fsio::flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => Ok(Some(DeadOwner {
-            lock_path,
-            _lock: f,
-        })),
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,8 +535,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path(), None);
         spool.ensure().unwrap();
-        let a = Owner::register(&spool).unwrap();
-        let b = Owner::register(&spool).unwrap();
+        let locks = FileLocks::new(&spool);
+        let a = Owner::register(&locks).unwrap();
+        let b = Owner::register(&locks).unwrap();
         fs::write(spool.incoming.join("x.csv"), "a\n1\n").unwrap();
         let rel = RelPath::from_relative(Path::new("x.csv")).unwrap();
         let c = a
@@ -480,7 +546,7 @@ mod tests {
             .unwrap();
         assert!(c.path.exists());
         // `a` is alive: `b` sees nothing to recover.
-        assert!(leftovers(&spool, &b).unwrap().files.is_empty());
+        assert!(leftovers(&spool, &b, &locks).unwrap().files.is_empty());
         // A second claim of the same source loses the race quietly.
         assert!(a
             .claim(&spool, &spool.incoming.join("x.csv"), &rel)
@@ -490,7 +556,7 @@ mod tests {
         // once the recoverer is done with it.
         fs::write(spool.processing.join("dead-1-x.3~sales%2Fy.csv"), "a\n").unwrap();
         fs::write(spool.processing.join("dead-1-x.4!2~z.csv"), "a\n").unwrap();
-        let left = leftovers(&spool, &b).unwrap();
+        let left = leftovers(&spool, &b, &locks).unwrap();
         assert_eq!(left.files.len(), 2);
         assert_eq!(left.files[0].claim_id, "dead-1-x.3");
         assert_eq!(left.files[0].rel.display(), "sales/y.csv");

@@ -5,7 +5,7 @@
 
 mod claims;
 
-pub use claims::{leftovers, Claim, Owner};
+pub use claims::{claim_owners, leftovers, Alive, Claim, FileLocks, Liveness, Owner};
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;

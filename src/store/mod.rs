@@ -19,16 +19,19 @@
 //! `cmd/` changes.
 
 pub mod names;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::format::ColumnKey;
 use crate::record::Chunk;
 use crate::reject::{RecordReject, Reject};
-use crate::spool::Spool;
+use crate::spool::{FileLocks, Liveness, Spool};
 use crate::typed::ColType;
 use anyhow::Result;
 use serde::{Serialize, Serializer};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Time as the ledger stores it: RFC 3339, UTC, milliseconds.
 pub fn now() -> String {
@@ -206,6 +209,16 @@ pub struct ChunkStored {
     pub duplicates: u64,
 }
 
+/// Whether a file's content is new to its dataset (`Ingest::identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    New,
+    /// Ingested before, as this ledger row.
+    Stored(i64),
+    /// Another writer is storing the same content right now.
+    Busy,
+}
+
 /// What kind of failure a storage error is, for the writer's decision.
 #[derive(Debug)]
 pub enum Failure {
@@ -338,6 +351,11 @@ pub trait Store {
         bytes: u64,
     ) -> Result<()>;
     fn watermark(&mut self, key: &TargetKey) -> Result<i64>;
+    /// Makes this connection the only exporter to the target across hosts until it closes
+    /// (`false`: another holds it). One host's exports are kept apart by a lock file too.
+    fn lock_target(&mut self, _key: &TargetKey) -> Result<bool> {
+        Ok(true)
+    }
 }
 
 /// The writer's connection: the only one that stores files and records.
@@ -354,8 +372,14 @@ pub trait Ingest: Send {
 
     /// Whether this exact file (same path, same content) is in the ledger already.
     fn seen(&mut self, path: &str, sha256: Option<&str>) -> Result<bool>;
-    /// The ledger id of the file of this dataset ingested with this content, if any.
-    fn ingested_with(&mut self, dataset: &str, sha256: &str) -> Result<Option<i64>>;
+    /// Whether a file's content is new to its dataset. `New` reserves it for the open group
+    /// until it ends; `Busy`: another writer is storing the same content right now — commit
+    /// what the group holds, then `wait_identity` in a new group and ask again.
+    fn identity(&mut self, dataset: &str, sha256: &str) -> Result<Identity>;
+    /// Waits until no other writer holds this content's identity (at the start of a group).
+    fn wait_identity(&mut self, _dataset: &str, _sha256: &str) -> Result<()> {
+        Ok(())
+    }
     fn insert_file(&mut self, f: &NewFile) -> Result<i64>;
     fn update_file(&mut self, id: i64, update: &FileUpdate) -> Result<()>;
     fn file(&mut self, id: i64) -> Result<Option<FileRow>>;
@@ -384,8 +408,25 @@ pub trait Ingest: Send {
         reserved: &HashSet<String>,
         record: bool,
     ) -> Result<(String, bool)>;
-    /// Creates the table, or adds columns to it (and `_key` when `keyed`).
-    fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], keyed: bool) -> Result<()>;
+    /// Creates the table, or adds columns to it; with a record key (`key`: its table columns),
+    /// also what the store needs to tell keys apart (`_key`, an index).
+    fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], key: &[String]) -> Result<()>;
+    /// Whether what `ensure_columns` makes for a record key over these columns is there.
+    fn key_ready(&mut self, _table: &str, _key: &[String]) -> Result<bool> {
+        Ok(true)
+    }
+    /// Whether names and tables are shared with writers on other hosts, so that changing them
+    /// needs `lock_schema` first.
+    fn shared_schema(&self) -> bool {
+        false
+    }
+    /// Takes the lock on names and tables for the rest of the group (what was cached of them
+    /// is read again). When another writer holds it: with `restartable` (nothing of the
+    /// current file stored yet) returns `false` at once — undo the file, commit the group, and
+    /// start the file again in a new one — else waits.
+    fn lock_schema(&mut self, _restartable: bool) -> Result<bool> {
+        Ok(true)
+    }
     /// Stores a chunk's records, less those whose key was stored before.
     fn insert_chunk(&mut self, insert: &ChunkInsert) -> Result<ChunkStored>;
     /// The most data columns a dataset table may have in this store.
@@ -395,20 +436,82 @@ pub trait Ingest: Send {
     fn classify(&self, e: &anyhow::Error) -> Failure;
 }
 
-/// The store of a spool, for a command.
-pub fn open(spool: &Spool) -> Result<Box<dyn Store>> {
-    Ok(Box::new(sqlite::SqliteStore::open(&spool.db)?))
+/// Where a spool's state is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded default: one SQLite file in the spool.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by every ferry process on the spool (any host).
+    Postgres(Box<postgres::Target>),
 }
 
-/// The store of a spool if it has one yet (reporting commands create nothing).
-pub fn open_existing(spool: &Spool) -> Result<Option<Box<dyn Store>>> {
-    if !spool.db.exists() {
-        return Ok(None);
+impl Location {
+    /// The default for a spool: its SQLite file.
+    pub fn of(spool: &Spool) -> Location {
+        Location::Sqlite(spool.db.clone())
     }
-    open(spool).map(Some)
+
+    /// Where, for messages: the file, or `postgres://user@host:port/db` (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(p) => p.display().to_string(),
+            Location::Postgres(t) => t.describe(),
+        }
+    }
+
+    /// Whether other hosts may share this store (and the spool on a network mount): owners
+    /// then prove they are alive in the store, not with file locks.
+    pub fn shared(&self) -> bool {
+        matches!(self, Location::Postgres(_))
+    }
 }
 
-/// The writer's connection to the store of a spool.
-pub fn open_ingest(spool: &Spool) -> Result<Box<dyn Ingest>> {
-    Ok(Box::new(sqlite::SqliteIngest::open(&spool.db)?))
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// The store, for a command.
+pub fn open(at: &Location) -> Result<Box<dyn Store>> {
+    Ok(match at {
+        Location::Sqlite(db) => Box::new(sqlite::SqliteStore::open(db)?),
+        Location::Postgres(t) => Box::new(postgres::PgStore::open(t)?),
+    })
+}
+
+/// The store if it has been set up (reporting commands create nothing).
+pub fn open_existing(at: &Location) -> Result<Option<Box<dyn Store>>> {
+    match at {
+        Location::Sqlite(db) if !db.exists() => Ok(None),
+        Location::Sqlite(_) => open(at).map(Some),
+        Location::Postgres(t) => {
+            Ok(postgres::PgStore::open_existing(t)?.map(|s| Box::new(s) as Box<dyn Store>))
+        }
+    }
+}
+
+/// The writer's connection. `owner`: the claim identity whose claims it stores (its liveness
+/// is checked in every group transaction where other hosts could take its claims over).
+pub fn open_ingest(at: &Location, owner: Option<&str>) -> Result<Box<dyn Ingest>> {
+    Ok(match at {
+        Location::Sqlite(db) => Box::new(sqlite::SqliteIngest::open(db)?),
+        Location::Postgres(t) => Box::new(postgres::PgIngest::open(t, owner)?),
+    })
+}
+
+/// Whether an error means a transaction lost to another writer (a deadlock the database broke,
+/// a serialization failure): nothing of it happened, and doing it again is the remedy.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    postgres::is_transient(e)
+}
+
+/// How owners of claims prove they are alive: file locks in the spool for SQLite (one host),
+/// leases in the database for PostgreSQL (hosts sharing the spool over a network mount, where a
+/// dead host's file locks cannot be trusted).
+pub fn liveness(at: &Location, spool: &Spool) -> Result<Arc<dyn Liveness>> {
+    Ok(match at {
+        Location::Sqlite(_) => Arc::new(FileLocks::new(spool)),
+        Location::Postgres(t) => Arc::new(postgres::Leases::open(t)?),
+    })
 }

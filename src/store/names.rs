@@ -5,8 +5,9 @@
 //!
 //! Pure functions: no IO, no SQL.
 
-use crate::format::ColumnKey;
+use crate::format::{ColumnKey, SYSTEM_COLUMNS};
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 
 /// Table names ferry keeps for itself (its own tables, now and to come).
 const RESERVED_TABLES: &[&str] = &[
@@ -18,6 +19,10 @@ const RESERVED_TABLES: &[&str] = &[
     "record_keys",
     "rejects",
 ];
+
+/// The most data columns a PostgreSQL table can hold: its limit of 1,600 columns less ferry's
+/// own four.
+pub const MAX_DATA_COLUMNS_POSTGRES: usize = 1600 - crate::format::SYSTEM_COLUMNS.len();
 
 /// Prefixes a dataset table may not start with: SQLite refuses `sqlite_`, PostgreSQL keeps `pg_`,
 /// ferry keeps `ferry_`.
@@ -32,7 +37,7 @@ pub const MAX_NAME: usize = 63;
 pub const MAX_DATA_COLUMNS: usize = 2000 - crate::format::SYSTEM_COLUMNS.len();
 
 /// Eight hex digits of the SHA-256 of `s`: a stable, short tie-breaker.
-fn short_hash(s: &str) -> String {
+pub fn short_hash(s: &str) -> String {
     Sha256::digest(s.as_bytes())[..4]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -97,6 +102,96 @@ pub fn column_name_for(key: &ColumnKey, taken: impl Fn(&str) -> bool) -> String 
         .map(|k| fit(&stem, &format!("_{k}"), MAX_NAME))
         .find(|c| free(c))
         .expect("some number is free")
+}
+
+/// The table column a file column without one takes: an existing column of exactly its name
+/// that no other file column `owned` and that is not `reserved` (`false`: nothing to create), or
+/// a new free name (`true`). `existing`: the table's columns by lowercased name; `owned` and
+/// `reserved` hold lowercased names.
+pub fn choose_column(
+    key: &ColumnKey,
+    existing: &HashMap<String, String>,
+    owned: &HashSet<String>,
+    reserved: &HashSet<String>,
+) -> (String, bool) {
+    let lower = key.name.to_lowercase();
+    let adopt = key.occurrence == 1
+        && !key.name.is_empty()
+        && existing.get(&lower).is_some_and(|c| *c == key.name)
+        && !owned.contains(&lower)
+        && !reserved.contains(&lower);
+    if adopt {
+        return (key.name.clone(), false);
+    }
+    let taken = |n: &str| {
+        existing.contains_key(n)
+            || owned.contains(n)
+            || reserved.contains(n)
+            || SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(n))
+    };
+    (column_name_for(key, taken), true)
+}
+
+/// What a writer knows of one dataset's registered names: its table, and the table column each
+/// file column (name and occurrence) landed in. Backends load it from their registry tables.
+#[derive(Debug, Default, Clone)]
+pub struct DatasetNames {
+    pub table: Option<String>,
+    columns: HashMap<String, Vec<(u32, String)>>,
+    /// Lowercased table columns that a file column owns.
+    owned: HashSet<String>,
+}
+
+impl DatasetNames {
+    pub fn new(table: Option<String>) -> DatasetNames {
+        DatasetNames {
+            table,
+            ..DatasetNames::default()
+        }
+    }
+
+    /// Notes that file column `source` (its `occurrence`) lands in `column`.
+    pub fn add(&mut self, source: String, occurrence: u32, column: String) {
+        self.owned.insert(column.to_lowercase());
+        self.columns
+            .entry(source)
+            .or_default()
+            .push((occurrence, column));
+    }
+
+    /// The table column a file column lands in, if it has one.
+    pub fn column(&self, key: &ColumnKey) -> Option<String> {
+        self.columns
+            .get(&key.name)
+            .and_then(|v| v.iter().find(|(o, _)| *o == key.occurrence))
+            .map(|(_, c)| c.clone())
+    }
+
+    /// See `choose_column`, with this dataset's owned columns.
+    pub fn choose(
+        &self,
+        key: &ColumnKey,
+        existing: &HashMap<String, String>,
+        reserved: &HashSet<String>,
+    ) -> (String, bool) {
+        choose_column(key, existing, &self.owned, reserved)
+    }
+}
+
+/// The table a dataset has (`true`), or the one it would get now given the lowercased names
+/// already `taken` (`false`).
+pub fn table_or_planned(
+    table: Option<String>,
+    dataset: &str,
+    taken: &HashSet<String>,
+) -> (String, bool) {
+    match table {
+        Some(t) => (t, true),
+        None => (
+            table_name_for(dataset, |n| taken.contains(n) || reserved_table(n)),
+            false,
+        ),
+    }
 }
 
 /// Whether a lowercased name is one a dataset table may not have at all.

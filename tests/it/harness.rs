@@ -59,6 +59,15 @@ pub fn tree(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// A free local port (bound, then released for a server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Sets a file's mtime into the past, so the quiet period is already over.
 pub fn backdate(path: &Path) {
     let f = fs::OpenOptions::new().write(true).open(path).unwrap();
@@ -95,17 +104,77 @@ fn cell_text(r: &rusqlite::Row<'_>, i: usize) -> Option<String> {
     }
 }
 
+/// Which store the spools of the running test keep their state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+thread_local! {
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
+}
+
+/// Runs a test body with every spool it makes on `backend` (tests run one per thread).
+pub fn on(backend: Backend, body: fn()) {
+    BACKEND.with(|b| b.set(backend));
+    body();
+}
+
+/// Declares a test that runs twice, once per store: `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both_stores {
+    ($(#[$attr:meta])* fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn body() $body
+            $(#[$attr])*
+            #[test]
+            fn sqlite() {
+                $crate::harness::on($crate::harness::Backend::Sqlite, body)
+            }
+            $(#[$attr])*
+            #[test]
+            fn postgres() {
+                $crate::harness::on($crate::harness::Backend::Postgres, body)
+            }
+        }
+    };
+}
+
 pub struct Spool {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
+    /// The PostgreSQL database of this spool (`None`: the SQLite file in the spool).
+    pub pg: Option<String>,
 }
 
 impl Spool {
+    /// A new spool on the store of the running test (SQLite unless `both_stores!` says).
     pub fn new() -> Spool {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("spool");
         fs::create_dir_all(root.join("incoming")).unwrap();
-        Spool { _dir: dir, root }
+        let pg = (BACKEND.with(|b| b.get()) == Backend::Postgres).then(crate::pg::new_database);
+        Spool {
+            _dir: dir,
+            root,
+            pg,
+        }
+    }
+
+    /// Another spool on the same store as this one (a reference run, an export's destination).
+    pub fn sibling(&self) -> Spool {
+        Spool::new()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    fn pg_client(&self) -> postgres::Client {
+        postgres::Client::connect(self.pg.as_ref().unwrap(), postgres::NoTls).unwrap()
     }
 
     pub fn incoming(&self) -> PathBuf {
@@ -139,7 +208,11 @@ impl Spool {
         c.arg("--root").arg(&self.root);
         c.env_remove("FERRY_LOG")
             .env_remove("FERRY_CONFIG")
-            .env_remove("FERRY_ROOT");
+            .env_remove("FERRY_ROOT")
+            .env_remove("FERRY_STORE");
+        if let Some(url) = &self.pg {
+            c.env("FERRY_STORE", url);
+        }
         c
     }
 
@@ -179,11 +252,56 @@ impl Spool {
     }
 
     pub fn db(&self) -> Connection {
+        assert!(self.pg.is_none(), "db() is the SQLite ledger; use query()");
         Connection::open(self.root.join("ferry.db")).unwrap()
+    }
+
+    /// A query's rows as text on PostgreSQL (NULL → None).
+    fn pg_query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let mut c = self.pg_client();
+        let mut out = Vec::new();
+        for m in c.simple_query(sql).unwrap() {
+            if let postgres::SimpleQueryMessage::Row(r) = m {
+                out.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+            }
+        }
+        out
+    }
+
+    /// An SQL expression for a datetime column as ferry's canonical text (whole seconds).
+    pub fn datetime_text(&self, col: &str) -> String {
+        if self.is_postgres() {
+            format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+        } else {
+            col.to_string()
+        }
+    }
+
+    /// Whether the store has a table of this name.
+    pub fn table_exists(&self, table: &str) -> bool {
+        if self.is_postgres() {
+            let q = format!("SELECT count(*) FROM pg_class WHERE relname = '{table}' AND relnamespace = 'public'::regnamespace");
+            return self.count(&q) > 0;
+        }
+        self.count(&format!(
+            "SELECT count(*) FROM sqlite_master WHERE name = '{table}'"
+        )) > 0
     }
 
     /// A table's rows as text (NULL → None), in `_id` order, without `_id` and `_file_id`.
     pub fn rows(&self, table: &str) -> Vec<Vec<Option<String>>> {
+        if self.is_postgres() {
+            let cols: Vec<String> = self
+                .columns(table)
+                .into_iter()
+                .filter(|c| c != "_id" && c != "_file_id")
+                .map(|c| format!("\"{c}\""))
+                .collect();
+            return self.pg_query(&format!(
+                "SELECT {} FROM \"{table}\" ORDER BY _id",
+                cols.join(", ")
+            ));
+        }
         let db = self.db();
         let mut stmt = db
             .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY _id"))
@@ -200,6 +318,9 @@ impl Spool {
 
     /// Any query's rows as text (NULL → None).
     pub fn query(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        if self.is_postgres() {
+            return self.pg_query(sql);
+        }
         let db = self.db();
         let mut stmt = db.prepare(sql).unwrap();
         let n = stmt.column_count();
@@ -210,6 +331,17 @@ impl Spool {
     }
 
     pub fn columns(&self, table: &str) -> Vec<String> {
+        if self.is_postgres() {
+            return self
+                .pg_query(&format!(
+                    "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                     WHERE c.relname = '{table}' AND c.relnamespace = 'public'::regnamespace \
+                     AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+                ))
+                .into_iter()
+                .map(|r| r[0].clone().unwrap())
+                .collect();
+        }
         let db = self.db();
         let mut stmt = db
             .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
@@ -222,22 +354,58 @@ impl Spool {
 
     /// Like `count`, but 0 while the ledger is not created yet.
     pub fn count_or_zero(&self, sql: &str) -> i64 {
+        if self.is_postgres() {
+            let mut c = self.pg_client();
+            return match c.simple_query(sql) {
+                Ok(msgs) => msgs
+                    .iter()
+                    .find_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => {
+                            r.get(0).map(|v| v.parse().unwrap())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or(0),
+                Err(_) => 0,
+            };
+        }
         self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(0)
     }
 
     pub fn count(&self, sql: &str) -> i64 {
+        if self.is_postgres() {
+            return self.pg_query(sql)[0][0]
+                .as_deref()
+                .map_or(0, |v| v.parse().unwrap());
+        }
         self.db().query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     /// Every stored record of a dataset with the path of the file it came from, sorted: the
     /// content of a load, independent of ids and order.
     pub fn records_with_paths(&self, table: &str) -> Vec<String> {
-        let db = self.db();
         let cols: Vec<String> = self
             .columns(table)
             .into_iter()
             .filter(|c| c != "_id" && c != "_file_id")
             .collect();
+        if self.is_postgres() {
+            let select: Vec<String> = cols
+                .iter()
+                .map(|c| format!("coalesce(quote_literal(t.\"{c}\"::text), 'NULL')"))
+                .collect();
+            let mut v: Vec<String> = self
+                .pg_query(&format!(
+                    "SELECT f.path || '|' || {} FROM \"{table}\" t JOIN files f ON f.id = t._file_id",
+                    select.join(" || '|' || ")
+                ))
+                .into_iter()
+                .map(|r| r[0].clone().unwrap())
+                .collect();
+            v.sort();
+            return v;
+        }
+        let db = self.db();
         let select: Vec<String> = cols.iter().map(|c| format!("quote(t.\"{c}\")")).collect();
         let sql = format!(
             "SELECT f.path || '|' || {} FROM \"{table}\" t JOIN files f ON f.id = t._file_id",
@@ -362,7 +530,8 @@ pub fn wait_for_files(s: &Spool, n: i64) {
 pub fn wait_for_files_within(s: &Spool, n: i64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        if s.root.join("ferry.db").exists() && s.count_or_zero("SELECT count(*) FROM files") >= n {
+        let ledger = s.is_postgres() || s.root.join("ferry.db").exists();
+        if ledger && s.count_or_zero("SELECT count(*) FROM files") >= n {
             return;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {n} files");
@@ -410,19 +579,34 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs a command to its end; its exit code and peak resident memory in MiB (from `wait4`).
-// The child is reaped by `wait4` itself (that is how its peak RSS is read), not by `Child::wait`.
-#[allow(clippy::zombie_processes)]
-pub fn run_measuring_rss(mut cmd: Command) -> (Option<i32>, f64) {
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    (code, usage.ru_maxrss as f64 / 1024.0)
+/// Runs a command to its end; its exit code and peak resident memory in MiB.
+///
+/// The command is started by a small Python process, not by this test binary: Linux records the
+/// resident size of the address space a process replaces at `exec` in its peak, so a child
+/// spawned from this (large, multi-threaded) binary would report the test binary's memory.
+/// Python's own ~10 MiB is the floor of the figure.
+pub fn run_measuring_rss(cmd: Command) -> (Option<i32>, f64) {
+    const MEASURE: &str = "import resource, subprocess, sys\n\
+        code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n\
+        print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n";
+    let mut py = Command::new("python3");
+    py.arg("-c")
+        .arg(MEASURE)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        py.current_dir(dir);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => py.env(k, v),
+            None => py.env_remove(k),
+        };
+    }
+    let out = py.stderr(Stdio::inherit()).output().expect("python3 runs");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.split_whitespace();
+    let code: i32 = it.next().expect("exit code").parse().unwrap();
+    let kib: f64 = it.next().expect("peak RSS").parse().unwrap();
+    ((code >= 0).then_some(code), kib / 1024.0)
 }

@@ -3,7 +3,9 @@
 //! Assertions compare data — ledger rows, stored records, files on disk and their hashes — never
 //! log text. `harness` holds the helpers; each other module covers one area.
 
+#[macro_use]
 mod harness;
+mod pg;
 
 mod crash;
 mod edges;

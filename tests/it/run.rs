@@ -73,202 +73,204 @@ fn assert_matches_expectations(s: &Spool) {
     }
 }
 
-#[test]
-fn fixtures_load_as_documented_and_a_rerun_changes_nothing() {
-    let s = Spool::new();
-    let fixtures_before = tree(&fixtures().join("incoming"));
-    let dir = fixtures().join("incoming");
-    let dir = dir.to_str().unwrap();
-    s.ferry_ok(&["run", "--keep", dir], 3);
-    assert_matches_expectations(&s);
+both_stores! {
+    fn fixtures_load_as_documented_and_a_rerun_changes_nothing() {
+        let s = Spool::new();
+        let fixtures_before = tree(&fixtures().join("incoming"));
+        let dir = fixtures().join("incoming");
+        let dir = dir.to_str().unwrap();
+        s.ferry_ok(&["run", "--keep", dir], 3);
+        assert_matches_expectations(&s);
 
-    // Every bad file has a byte-identical copy and a reason in quarantine/.
-    let exp = expected();
-    let files = s.files_by_path();
-    for (path, e) in &exp {
-        let Some(kind) = e.get("error_kind") else {
-            continue;
-        };
-        let stored = files[path]["stored_at"].as_str().unwrap();
-        let copy = s.root.join(stored);
-        let original = fixtures().join("incoming").join(path);
-        if fs::symlink_metadata(&original)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-        {
-            assert_eq!(
-                fs::read_link(&copy).unwrap(),
-                fs::read_link(&original).unwrap()
-            );
-        } else {
-            assert_eq!(
-                fs::read(&copy).unwrap(),
-                fs::read(&original).unwrap(),
+        // Every bad file has a byte-identical copy and a reason in quarantine/.
+        let exp = expected();
+        let files = s.files_by_path();
+        for (path, e) in &exp {
+            let Some(kind) = e.get("error_kind") else {
+                continue;
+            };
+            let stored = files[path]["stored_at"].as_str().unwrap();
+            let copy = s.root.join(stored);
+            let original = fixtures().join("incoming").join(path);
+            if fs::symlink_metadata(&original)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+            {
+                assert_eq!(
+                    fs::read_link(&copy).unwrap(),
+                    fs::read_link(&original).unwrap()
+                );
+            } else {
+                assert_eq!(
+                    fs::read(&copy).unwrap(),
+                    fs::read(&original).unwrap(),
+                    "{path}"
+                );
+            }
+            let mut reason_name = copy.file_name().unwrap().to_os_string();
+            reason_name.push(".reason.json");
+            let reason: Value =
+                serde_json::from_slice(&fs::read(copy.with_file_name(reason_name)).unwrap()).unwrap();
+            assert_eq!(reason["error_kind"], *kind);
+            assert_eq!(reason["path"], path.as_str());
+            assert_eq!(reason["sha256"], files[path]["sha256"]);
+            assert_eq!(reason["size"], files[path]["size"]);
+            assert_eq!(reason["attempt"], 1);
+            assert!(reason["message"].as_str().unwrap().len() > 10);
+            assert!(reason["stage"].is_string());
+        }
+
+        let ledger_before = s.files();
+        let quarantine_before = tree(&s.root.join("quarantine"));
+        let report: Value =
+            serde_json::from_slice(&s.ferry_ok(&["run", "--keep", dir, "--json"], 0).stdout).unwrap();
+        assert_eq!(report["unchanged"], 16);
+        assert_eq!(report["ingested"], 0);
+        assert_eq!(s.files(), ledger_before, "a rerun adds no ledger row");
+        assert_eq!(tree(&s.root.join("quarantine")), quarantine_before);
+        assert_eq!(
+            tree(&fixtures().join("incoming")),
+            fixtures_before,
+            "the checkout is untouched"
+        );
+        assert!(!s.root.join("archive").exists() || tree(&s.root.join("archive")).is_empty());
+    }
+}
+
+both_stores! {
+    fn every_input_ends_byte_identical_in_archive_or_quarantine() {
+        let s = Spool::new();
+        copy_tree(&fixtures().join("incoming"), &s.incoming());
+        let inputs = tree(&s.incoming());
+        s.ferry_ok(&["run"], 3);
+        assert_matches_expectations(&s);
+        assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
+        let files = s.files_by_path();
+        for (path, hash) in &inputs {
+            let stored = s.root.join(files[path]["stored_at"].as_str().unwrap());
+            if hash.starts_with("link:") {
+                assert!(fs::symlink_metadata(&stored)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink());
+                continue;
+            }
+            assert_eq!(&sha256_hex(&fs::read(&stored).unwrap()), hash, "{path}");
+            assert_eq!(files[path]["sha256"].as_str().unwrap(), hash);
+            let state = files[path]["state"].as_str().unwrap();
+            let place = if state == "quarantined" {
+                "quarantine/"
+            } else {
+                "archive/"
+            };
+            assert!(
+                files[path]["stored_at"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(place),
                 "{path}"
             );
         }
-        let mut reason_name = copy.file_name().unwrap().to_os_string();
-        reason_name.push(".reason.json");
-        let reason: Value =
-            serde_json::from_slice(&fs::read(copy.with_file_name(reason_name)).unwrap()).unwrap();
-        assert_eq!(reason["error_kind"], *kind);
-        assert_eq!(reason["path"], path.as_str());
-        assert_eq!(reason["sha256"], files[path]["sha256"]);
-        assert_eq!(reason["size"], files[path]["size"]);
-        assert_eq!(reason["attempt"], 1);
-        assert!(reason["message"].as_str().unwrap().len() > 10);
-        assert!(reason["stage"].is_string());
+        // Running again with nothing new: exit 0, nothing changes.
+        let before = s.files();
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.files(), before);
     }
-
-    let ledger_before = s.files();
-    let quarantine_before = tree(&s.root.join("quarantine"));
-    let report: Value =
-        serde_json::from_slice(&s.ferry_ok(&["run", "--keep", dir, "--json"], 0).stdout).unwrap();
-    assert_eq!(report["unchanged"], 16);
-    assert_eq!(report["ingested"], 0);
-    assert_eq!(s.files(), ledger_before, "a rerun adds no ledger row");
-    assert_eq!(tree(&s.root.join("quarantine")), quarantine_before);
-    assert_eq!(
-        tree(&fixtures().join("incoming")),
-        fixtures_before,
-        "the checkout is untouched"
-    );
-    assert!(!s.root.join("archive").exists() || tree(&s.root.join("archive")).is_empty());
 }
 
-#[test]
-fn every_input_ends_byte_identical_in_archive_or_quarantine() {
-    let s = Spool::new();
-    copy_tree(&fixtures().join("incoming"), &s.incoming());
-    let inputs = tree(&s.incoming());
-    s.ferry_ok(&["run"], 3);
-    assert_matches_expectations(&s);
-    assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
-    let files = s.files_by_path();
-    for (path, hash) in &inputs {
-        let stored = s.root.join(files[path]["stored_at"].as_str().unwrap());
-        if hash.starts_with("link:") {
-            assert!(fs::symlink_metadata(&stored)
-                .unwrap()
-                .file_type()
-                .is_symlink());
-            continue;
-        }
-        assert_eq!(&sha256_hex(&fs::read(&stored).unwrap()), hash, "{path}");
-        assert_eq!(files[path]["sha256"].as_str().unwrap(), hash);
-        let state = files[path]["state"].as_str().unwrap();
-        let place = if state == "quarantined" {
-            "quarantine/"
-        } else {
-            "archive/"
+both_stores! {
+    fn same_content_under_a_new_name_is_a_duplicate_and_new_content_is_new() {
+        let s = Spool::new();
+        let body = b"id,v\n1,a\n2,b\n";
+        s.drop_file("t/a.csv", body);
+        s.ferry_ok(&["run"], 0);
+        s.drop_file("t/b.csv", body);
+        s.ferry_ok(&["run"], 0);
+        let files = s.files_by_path();
+        assert_eq!(files["t/a.csv"]["state"], "ingested");
+        assert_eq!(files["t/b.csv"]["state"], "duplicate");
+        assert_eq!(files["t/b.csv"]["duplicate_of"], files["t/a.csv"]["id"]);
+        assert_eq!(s.count("SELECT count(*) FROM t"), 2);
+        // The duplicate is archived too, byte-identical.
+        let dup = s.root.join(files["t/b.csv"]["stored_at"].as_str().unwrap());
+        assert_eq!(fs::read(dup).unwrap(), body);
+
+        // Same name, new content: a new file.
+        s.drop_file("t/a.csv", b"id,v\n3,c\n");
+        s.ferry_ok(&["run"], 0);
+        let rows = s.files();
+        let a: Vec<&Value> = rows.iter().filter(|f| f["path"] == "t/a.csv").collect();
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|f| f["state"] == "ingested"));
+        assert_eq!(s.count("SELECT count(*) FROM t"), 3);
+        // Both versions are archived under distinct names.
+        let stored: std::collections::BTreeSet<&str> =
+            a.iter().map(|f| f["stored_at"].as_str().unwrap()).collect();
+        assert_eq!(stored.len(), 2);
+    }
+}
+
+both_stores! {
+    fn a_new_column_in_a_later_file_is_added() {
+        let s = Spool::new();
+        s.drop_file("people/1.csv", b"id,name\n1,Ann\n");
+        s.ferry_ok(&["run"], 0);
+        s.drop_file("people/2.csv", b"name,id,city\nBob,2,Oslo\n");
+        s.drop_file("people/3.ndjson", b"{\"id\":3,\"zip\":\"0150\"}\n");
+        s.ferry_ok(&["run"], 0);
+        // The two later files are stored in either order: so are their new columns.
+        let cols = s.columns("people");
+        assert_eq!(cols[..5], ["_id", "_file_id", "_line", "id", "name"]);
+        let mut added = cols[5..].to_vec();
+        added.sort();
+        assert_eq!(added, ["city", "zip"]);
+        let get = |id: &str| -> (Option<String>, Option<String>, Option<String>) {
+            let r = s.query(&format!(
+                "SELECT name, city, zip FROM people WHERE id = '{id}'"
+            ));
+            (r[0][0].clone(), r[0][1].clone(), r[0][2].clone())
         };
-        assert!(
-            files[path]["stored_at"]
-                .as_str()
-                .unwrap()
-                .starts_with(place),
-            "{path}"
-        );
+        assert_eq!(get("1"), (Some("Ann".into()), None, None));
+        assert_eq!(get("2"), (Some("Bob".into()), Some("Oslo".into()), None));
+        assert_eq!(get("3"), (None, None, Some("0150".into())));
     }
-    // Running again with nothing new: exit 0, nothing changes.
-    let before = s.files();
-    s.ferry_ok(&["run"], 0);
-    assert_eq!(s.files(), before);
 }
 
-#[test]
-fn same_content_under_a_new_name_is_a_duplicate_and_new_content_is_new() {
-    let s = Spool::new();
-    let body = b"id,v\n1,a\n2,b\n";
-    s.drop_file("t/a.csv", body);
-    s.ferry_ok(&["run"], 0);
-    s.drop_file("t/b.csv", body);
-    s.ferry_ok(&["run"], 0);
-    let files = s.files_by_path();
-    assert_eq!(files["t/a.csv"]["state"], "ingested");
-    assert_eq!(files["t/b.csv"]["state"], "duplicate");
-    assert_eq!(files["t/b.csv"]["duplicate_of"], files["t/a.csv"]["id"]);
-    assert_eq!(s.count("SELECT count(*) FROM t"), 2);
-    // The duplicate is archived too, byte-identical.
-    let dup = s.root.join(files["t/b.csv"]["stored_at"].as_str().unwrap());
-    assert_eq!(fs::read(dup).unwrap(), body);
-
-    // Same name, new content: a new file.
-    s.drop_file("t/a.csv", b"id,v\n3,c\n");
-    s.ferry_ok(&["run"], 0);
-    let rows = s.files();
-    let a: Vec<&Value> = rows.iter().filter(|f| f["path"] == "t/a.csv").collect();
-    assert_eq!(a.len(), 2);
-    assert!(a.iter().all(|f| f["state"] == "ingested"));
-    assert_eq!(s.count("SELECT count(*) FROM t"), 3);
-    // Both versions are archived under distinct names.
-    let stored: std::collections::BTreeSet<&str> =
-        a.iter().map(|f| f["stored_at"].as_str().unwrap()).collect();
-    assert_eq!(stored.len(), 2);
-}
-
-#[test]
-fn a_new_column_in_a_later_file_is_added() {
-    let s = Spool::new();
-    s.drop_file("people/1.csv", b"id,name\n1,Ann\n");
-    s.ferry_ok(&["run"], 0);
-    s.drop_file("people/2.csv", b"name,id,city\nBob,2,Oslo\n");
-    s.drop_file("people/3.ndjson", b"{\"id\":3,\"zip\":\"0150\"}\n");
-    s.ferry_ok(&["run"], 0);
-    // The two later files are stored in either order: so are their new columns.
-    let cols = s.columns("people");
-    assert_eq!(cols[..5], ["_id", "_file_id", "_line", "id", "name"]);
-    let mut added = cols[5..].to_vec();
-    added.sort();
-    assert_eq!(added, ["city", "zip"]);
-    let db = s.db();
-    let get = |id: &str| -> (Option<String>, Option<String>, Option<String>) {
-        db.query_row(
-            "SELECT name, city, zip FROM people WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap()
-    };
-    assert_eq!(get("1"), (Some("Ann".into()), None, None));
-    assert_eq!(get("2"), (Some("Bob".into()), Some("Oslo".into()), None));
-    assert_eq!(get("3"), (None, None, Some("0150".into())));
-}
-
-#[test]
-fn exit_codes_say_how_it_went() {
-    let s = Spool::new();
-    s.drop_file("a/ok.csv", b"x\n1\n");
-    s.ferry_ok(&["run"], 0);
-    s.drop_file("a/bad.csv", b"x,y\n1\n");
-    s.ferry_ok(&["run"], 3);
-    // Bad usage.
-    s.ferry_ok(&["run", "--no-such-flag"], 2);
-    s.ferry_ok(&["frobnicate"], 2);
-    // A config that cannot be used: file, line and key named.
-    let cfg = s.scratch("cfg").join("ferry.toml");
-    fs::write(&cfg, "[ready]\nsettle = \"1s\"\nignor = [\"*.x\"]\n").unwrap();
-    let out = s.ferry_ok(&["--config", cfg.to_str().unwrap(), "run"], 2);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("ferry.toml") && err.contains("line 3") && err.contains("ignor"),
-        "{err}"
-    );
-    // The root is a file: not a spool (bad usage), and with --init a fatal error.
-    let not_dir = s.scratch("x").join("file");
-    fs::write(&not_dir, "").unwrap();
-    for (init, code) in [(false, 2), (true, 1)] {
-        let mut cmd = std::process::Command::new(FERRY);
-        cmd.args(["--root", not_dir.to_str().unwrap(), "run"]);
-        if init {
-            cmd.arg("--init");
-        }
-        assert_eq!(
-            cmd.output().unwrap().status.code(),
-            Some(code),
-            "--init {init}"
+both_stores! {
+    fn exit_codes_say_how_it_went() {
+        let s = Spool::new();
+        s.drop_file("a/ok.csv", b"x\n1\n");
+        s.ferry_ok(&["run"], 0);
+        s.drop_file("a/bad.csv", b"x,y\n1\n");
+        s.ferry_ok(&["run"], 3);
+        // Bad usage.
+        s.ferry_ok(&["run", "--no-such-flag"], 2);
+        s.ferry_ok(&["frobnicate"], 2);
+        // A config that cannot be used: file, line and key named.
+        let cfg = s.scratch("cfg").join("ferry.toml");
+        fs::write(&cfg, "[ready]\nsettle = \"1s\"\nignor = [\"*.x\"]\n").unwrap();
+        let out = s.ferry_ok(&["--config", cfg.to_str().unwrap(), "run"], 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("ferry.toml") && err.contains("line 3") && err.contains("ignor"),
+            "{err}"
         );
+        // The root is a file: not a spool (bad usage), and with --init a fatal error.
+        let not_dir = s.scratch("x").join("file");
+        fs::write(&not_dir, "").unwrap();
+        for (init, code) in [(false, 2), (true, 1)] {
+            let mut cmd = std::process::Command::new(FERRY);
+            cmd.args(["--root", not_dir.to_str().unwrap(), "run"]);
+            if init {
+                cmd.arg("--init");
+            }
+            assert_eq!(
+                cmd.output().unwrap().status.code(),
+                Some(code),
+                "--init {init}"
+            );
+        }
     }
 }
 
@@ -286,183 +288,185 @@ fn is_rfc3339_millis_utc(s: &str) -> bool {
         && chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }
 
-#[test]
-fn files_and_status_report_the_ledger_as_json() {
-    let s = Spool::new();
-    s.drop_file("sales/q1.csv", b"id,amount\n1,10\n2,20\n");
-    s.drop_file("sales/broken.json", b"[{\"id\":1},");
-    s.ferry_ok(&["run"], 3);
-    let files = s.files_by_path();
-    let ok = &files["sales/q1.csv"];
-    for key in [
-        "id",
-        "path",
-        "sha256",
-        "size",
-        "state",
-        "dataset",
-        "records",
-        "error_kind",
-        "received_at",
-        "finished_at",
-    ] {
-        assert!(ok.get(key).is_some(), "missing {key}");
-    }
-    assert_eq!(ok["sha256"], sha256_hex(b"id,amount\n1,10\n2,20\n"));
-    assert_eq!(ok["size"], 20);
-    assert_eq!(ok["dataset"], "sales");
-    assert_eq!(ok["records"], 2);
-    assert_eq!(ok["error_kind"], Value::Null);
-    assert!(
-        is_rfc3339_millis_utc(ok["received_at"].as_str().unwrap()),
-        "{}",
-        ok["received_at"]
-    );
-    assert!(is_rfc3339_millis_utc(ok["finished_at"].as_str().unwrap()));
-    assert_eq!(files["sales/broken.json"]["error_kind"], "json.syntax");
-
-    let q = s.json(&["files", "--state", "quarantined", "--json"]);
-    assert_eq!(q.as_array().unwrap().len(), 1);
-
-    let st = s.json(&["status", "--json"]);
-    assert_eq!(st["files"]["ingested"], 1);
-    assert_eq!(st["files"]["quarantined"], 1);
-    assert_eq!(st["quarantined"], 1);
-    assert_eq!(st["records"], 2);
-    let sales = st["datasets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "sales")
-        .unwrap();
-    assert_eq!(sales["records"], 2);
-    assert_eq!(sales["files"], 1);
-}
-
-#[test]
-fn temp_names_hidden_files_and_unsettled_files_wait() {
-    let s = Spool::new();
-    s.drop_file("d/upload.csv.part", b"a\n1\n");
-    s.drop_file("d/.partial.csv", b"a\n1\n");
-    s.drop_file("d/x.csv~", b"a\n1\n");
-    // Written just now: the run waits for the quiet period, then takes it.
-    s.drop_fresh("d/fresh.csv", b"a\n1\n");
-    // Still being written during the whole run: never taken.
-    let growing = s.incoming().join("d/growing.csv");
-    fs::write(&growing, b"a\n").unwrap();
-    let writer = {
-        let growing = growing.clone();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for i in 0..60 {
-                let mut f = fs::OpenOptions::new().append(true).open(&growing).unwrap();
-                writeln!(f, "{i}").unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
-    let out = s.ferry_ok(&["run", "--json"], 0);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let files = s.files_by_path();
-    assert_eq!(files.keys().collect::<Vec<_>>(), ["d/fresh.csv"]);
-    let waiting: Vec<(String, String)> = report["waiting"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            (
-                w["path"].as_str().unwrap().into(),
-                w["rule"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    for (p, rule) in [
-        ("d/upload.csv.part", "temp_name"),
-        ("d/.partial.csv", "hidden"),
-        ("d/x.csv~", "temp_name"),
-        ("d/growing.csv", "settling"),
-    ] {
+both_stores! {
+    fn files_and_status_report_the_ledger_as_json() {
+        let s = Spool::new();
+        s.drop_file("sales/q1.csv", b"id,amount\n1,10\n2,20\n");
+        s.drop_file("sales/broken.json", b"[{\"id\":1},");
+        s.ferry_ok(&["run"], 3);
+        let files = s.files_by_path();
+        let ok = &files["sales/q1.csv"];
+        for key in [
+            "id",
+            "path",
+            "sha256",
+            "size",
+            "state",
+            "dataset",
+            "records",
+            "error_kind",
+            "received_at",
+            "finished_at",
+        ] {
+            assert!(ok.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(ok["sha256"], sha256_hex(b"id,amount\n1,10\n2,20\n"));
+        assert_eq!(ok["size"], 20);
+        assert_eq!(ok["dataset"], "sales");
+        assert_eq!(ok["records"], 2);
+        assert_eq!(ok["error_kind"], Value::Null);
         assert!(
-            waiting.contains(&(p.to_string(), rule.to_string())),
-            "{p}: {waiting:?}"
+            is_rfc3339_millis_utc(ok["received_at"].as_str().unwrap()),
+            "{}",
+            ok["received_at"]
         );
+        assert!(is_rfc3339_millis_utc(ok["finished_at"].as_str().unwrap()));
+        assert_eq!(files["sales/broken.json"]["error_kind"], "json.syntax");
+
+        let q = s.json(&["files", "--state", "quarantined", "--json"]);
+        assert_eq!(q.as_array().unwrap().len(), 1);
+
+        let st = s.json(&["status", "--json"]);
+        assert_eq!(st["files"]["ingested"], 1);
+        assert_eq!(st["files"]["quarantined"], 1);
+        assert_eq!(st["quarantined"], 1);
+        assert_eq!(st["records"], 2);
+        let sales = st["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "sales")
+            .unwrap();
+        assert_eq!(sales["records"], 2);
+        assert_eq!(sales["files"], 1);
     }
-    assert!(growing.exists());
-    writer.join().unwrap();
-    assert!(s.incoming().join("d/upload.csv.part").exists());
 }
 
-#[test]
-fn symlinks_are_quarantined_without_reading_the_target() {
-    let s = Spool::new();
-    let secret = s.scratch("outside").join("secret.csv");
-    fs::write(&secret, b"password\nhunter2\n").unwrap();
-    fs::create_dir_all(s.incoming().join("d")).unwrap();
-    std::os::unix::fs::symlink(&secret, s.incoming().join("d/link.csv")).unwrap();
-    s.ferry_ok(&["run"], 3);
-    let f = &s.files_by_path()["d/link.csv"];
-    assert_eq!(f["error_kind"], "symlink");
-    assert_eq!(f["sha256"], Value::Null);
-    assert_eq!(fs::read(&secret).unwrap(), b"password\nhunter2\n");
-    let q = s.root.join(f["stored_at"].as_str().unwrap());
-    assert_eq!(fs::read_link(q).unwrap(), secret);
-    // Nothing of the target was stored anywhere.
-    assert_eq!(
-        s.count("SELECT count(*) FROM sqlite_master WHERE name = 'd'"),
-        0
-    );
+both_stores! {
+    fn temp_names_hidden_files_and_unsettled_files_wait() {
+        let s = Spool::new();
+        s.drop_file("d/upload.csv.part", b"a\n1\n");
+        s.drop_file("d/.partial.csv", b"a\n1\n");
+        s.drop_file("d/x.csv~", b"a\n1\n");
+        // Written just now: the run waits for the quiet period, then takes it.
+        s.drop_fresh("d/fresh.csv", b"a\n1\n");
+        // Still being written during the whole run: never taken.
+        let growing = s.incoming().join("d/growing.csv");
+        fs::write(&growing, b"a\n").unwrap();
+        let writer = {
+            let growing = growing.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                for i in 0..60 {
+                    let mut f = fs::OpenOptions::new().append(true).open(&growing).unwrap();
+                    writeln!(f, "{i}").unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let out = s.ferry_ok(&["run", "--json"], 0);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let files = s.files_by_path();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["d/fresh.csv"]);
+        let waiting: Vec<(String, String)> = report["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["path"].as_str().unwrap().into(),
+                    w["rule"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        for (p, rule) in [
+            ("d/upload.csv.part", "temp_name"),
+            ("d/.partial.csv", "hidden"),
+            ("d/x.csv~", "temp_name"),
+            ("d/growing.csv", "settling"),
+        ] {
+            assert!(
+                waiting.contains(&(p.to_string(), rule.to_string())),
+                "{p}: {waiting:?}"
+            );
+        }
+        assert!(growing.exists());
+        writer.join().unwrap();
+        assert!(s.incoming().join("d/upload.csv.part").exists());
+    }
 }
 
-#[test]
-fn two_runs_at_once_take_each_file_once() {
-    let s = Spool::new();
-    let n = 300;
-    for i in 0..n {
-        s.drop_file(
-            &format!("m/f{i:04}.csv"),
-            format!("k,v\n{i},a\n{i},b\n").as_bytes(),
+both_stores! {
+    fn symlinks_are_quarantined_without_reading_the_target() {
+        let s = Spool::new();
+        let secret = s.scratch("outside").join("secret.csv");
+        fs::write(&secret, b"password\nhunter2\n").unwrap();
+        fs::create_dir_all(s.incoming().join("d")).unwrap();
+        std::os::unix::fs::symlink(&secret, s.incoming().join("d/link.csv")).unwrap();
+        s.ferry_ok(&["run"], 3);
+        let f = &s.files_by_path()["d/link.csv"];
+        assert_eq!(f["error_kind"], "symlink");
+        assert_eq!(f["sha256"], Value::Null);
+        assert_eq!(fs::read(&secret).unwrap(), b"password\nhunter2\n");
+        let q = s.root.join(f["stored_at"].as_str().unwrap());
+        assert_eq!(fs::read_link(q).unwrap(), secret);
+        // Nothing of the target was stored anywhere.
+        assert!(!s.table_exists("d"));
+    }
+}
+
+both_stores! {
+    fn two_runs_at_once_take_each_file_once() {
+        let s = Spool::new();
+        let n = 300;
+        for i in 0..n {
+            s.drop_file(
+                &format!("m/f{i:04}.csv"),
+                format!("k,v\n{i},a\n{i},b\n").as_bytes(),
+            );
+        }
+        let a = s.cmd().arg("run").output();
+        let handle = {
+            let mut c = s.cmd();
+            std::thread::spawn(move || c.arg("run").output().unwrap())
+        };
+        let a = a.unwrap();
+        let b = handle.join().unwrap();
+        assert_eq!(
+            a.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&a.stderr)
         );
+        assert_eq!(
+            b.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&b.stderr)
+        );
+        assert_eq!(
+            s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
+            n
+        );
+        assert_eq!(s.count("SELECT count(*) FROM files"), n);
+        assert_eq!(s.count("SELECT count(DISTINCT path) FROM files"), n);
+        assert_eq!(s.count("SELECT count(*) FROM m"), 2 * n);
+        assert!(s.leftover_inputs().is_empty());
     }
-    let a = s.cmd().arg("run").output();
-    let handle = {
-        let mut c = s.cmd();
-        std::thread::spawn(move || c.arg("run").output().unwrap())
-    };
-    let a = a.unwrap();
-    let b = handle.join().unwrap();
-    assert_eq!(
-        a.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&a.stderr)
-    );
-    assert_eq!(
-        b.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&b.stderr)
-    );
-    assert_eq!(
-        s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
-        n
-    );
-    assert_eq!(s.count("SELECT count(*) FROM files"), n);
-    assert_eq!(s.count("SELECT count(DISTINCT path) FROM files"), n);
-    assert_eq!(s.count("SELECT count(*) FROM m"), 2 * n);
-    assert!(s.leftover_inputs().is_empty());
 }
 
-#[test]
-fn a_folder_elsewhere_is_read_in_place_with_keep() {
-    let s = Spool::new();
-    let ext = s.scratch("export");
-    fs::create_dir_all(ext.join("a")).unwrap();
-    fs::write(ext.join("a/x.csv"), b"k\n1\n").unwrap();
-    backdate(&ext.join("a/x.csv"));
-    let before = tree(&ext);
-    s.ferry_ok(&["run", "--keep", ext.to_str().unwrap()], 0);
-    assert_eq!(tree(&ext), before);
-    assert_eq!(s.count("SELECT count(*) FROM a"), 1);
-    // A folder that does not exist is bad usage.
-    s.ferry_ok(&["run", "--keep", "/no/such/folder"], 2);
+both_stores! {
+    fn a_folder_elsewhere_is_read_in_place_with_keep() {
+        let s = Spool::new();
+        let ext = s.scratch("export");
+        fs::create_dir_all(ext.join("a")).unwrap();
+        fs::write(ext.join("a/x.csv"), b"k\n1\n").unwrap();
+        backdate(&ext.join("a/x.csv"));
+        let before = tree(&ext);
+        s.ferry_ok(&["run", "--keep", ext.to_str().unwrap()], 0);
+        assert_eq!(tree(&ext), before);
+        assert_eq!(s.count("SELECT count(*) FROM a"), 1);
+        // A folder that does not exist is bad usage.
+        s.ferry_ok(&["run", "--keep", "/no/such/folder"], 2);
+    }
 }

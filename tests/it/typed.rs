@@ -31,398 +31,428 @@ fn one(s: &Spool, sql: &str) -> String {
     query(s, sql)[0][0].clone().unwrap_or_default()
 }
 
-#[test]
-fn a_typed_feed_is_stored_in_typed_columns() {
-    let s = typed_spool();
-    s.ferry_ok(&["run"], 3);
-    // Declared types become SQLite column types.
-    let types: BTreeMap<String, String> = query(
-        &s,
-        "SELECT name, type FROM pragma_table_info('vehicles') WHERE name NOT LIKE '\\_%' ESCAPE '\\'",
-    )
-    .into_iter()
-    .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
-    .collect();
-    assert_eq!(types["year"], "INTEGER");
-    assert_eq!(types["in_service"], "INTEGER");
-    assert_eq!(types["price"], "TEXT");
-    assert_eq!(types["registered"], "TEXT");
-    // Values are converted by the stages: typed storage, canonical text, dates from two formats.
-    let rows = query(
-        &s,
-        "SELECT v.vin, v.year, typeof(v.year), v.price, v.registered, v.in_service \
-         FROM vehicles v JOIN files f ON f.id = v._file_id \
-         WHERE f.path = 'vehicles/vehicles-2026-11-01.csv' ORDER BY v._line LIMIT 2",
-    );
-    let src =
-        fs::read_to_string(fixtures().join("typed/incoming/vehicles/vehicles-2026-11-01.csv"))
-            .unwrap();
-    let line2: Vec<&str> = src.lines().nth(1).unwrap().split(',').collect();
-    let line3: Vec<&str> = src.lines().nth(2).unwrap().split(',').collect();
-    assert_eq!(rows[0][0].as_deref(), Some(line2[0]));
-    assert_eq!(rows[0][1].as_deref(), Some(line2[3]));
-    assert_eq!(rows[0][2].as_deref(), Some("integer"));
-    assert_eq!(rows[0][3].as_deref(), Some(line2[4]));
-    // Line 2 has an ISO date, line 3 day.month.year: both stored as ISO 8601.
-    assert_eq!(rows[0][4].as_deref(), Some(line2[5]));
-    let (d, m, y) = {
-        let p: Vec<&str> = line3[5].split('.').collect();
-        (p[0], p[1], p[2])
-    };
-    assert_eq!(rows[1][4], Some(format!("{y}-{m}-{d}")));
-    assert_eq!(rows[0][5].as_deref(), Some("1"));
-    // Every stored price is canonical with two decimals.
-    assert_eq!(
-        one(
-            &s,
-            "SELECT count(*) FROM vehicles WHERE price NOT GLOB '*[0-9].[0-9][0-9]'"
-        ),
-        "0"
-    );
-    // The gzip drop went through the same contract.
-    let files = by_path(&s);
-    let gz = &files["vehicles/vehicles-2026-11-02.csv.gz"];
-    assert_eq!(gz["state"], "ingested");
-    assert_eq!(gz["records"], 20);
-}
-
-#[test]
-fn bad_records_within_the_threshold_are_set_aside_and_above_it_the_file_is_quarantined() {
-    let s = typed_spool();
-    s.ferry_ok(&["run"], 3);
-    let files = by_path(&s);
-    // 3 bad of 100 under max_bad_records = "5%": 97 stored, 3 rejected, reported.
-    let within = &files["vehicles/vehicles-2026-11-03.csv"];
-    assert_eq!(within["state"], "ingested");
-    assert_eq!(within["records"], 97);
-    assert_eq!(within["rejected"], 3);
-    let report = s.root.join(within["rejects_at"].as_str().unwrap());
-    assert_eq!(
-        report,
-        s.root
-            .join("quarantine/vehicles-2026-11-03.csv.rejects.ndjson")
-    );
-    let lines: Vec<Value> = fs::read_to_string(&report)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let got: Vec<(u64, &str, &str)> = lines
-        .iter()
-        .map(|l| {
-            (
-                l["line"].as_u64().unwrap(),
-                l["field"].as_str().unwrap(),
-                l["value"].as_str().unwrap(),
+both_stores! {
+    fn a_typed_feed_is_stored_in_typed_columns() {
+        let s = typed_spool();
+        s.ferry_ok(&["run"], 3);
+        // Declared types become the store's column types.
+        let types: BTreeMap<String, String> = if s.is_postgres() {
+            query(
+                &s,
+                "SELECT column_name, data_type FROM information_schema.columns \
+                 WHERE table_name = 'vehicles' AND column_name NOT LIKE '\\_%'",
             )
-        })
+        } else {
+            query(
+                &s,
+                "SELECT name, type FROM pragma_table_info('vehicles') WHERE name NOT LIKE '\\_%' ESCAPE '\\'",
+            )
+        }
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
         .collect();
-    assert_eq!(
-        got,
-        [
-            (11, "year", "20x012"),
-            (51, "price", "12.345"),
-            (91, "registered", "31.02.2026")
-        ]
-    );
-    assert!(lines
-        .iter()
-        .all(|l| l["reason"].as_str().unwrap().len() > 10));
-    // None of the rejected lines is stored; every other line is.
-    let id = within["id"].as_i64().unwrap();
-    assert_eq!(
-        s.count(&format!(
-            "SELECT count(*) FROM vehicles WHERE _file_id = {id} AND _line IN (11, 51, 91)"
-        )),
-        0
-    );
-    // 6 bad of 100: the whole file is quarantined, nothing of it stored, and the reason file
-    // lists the first rejects.
-    let above = &files["vehicles/vehicles-2026-11-04.csv"];
-    assert_eq!(above["state"], "quarantined");
-    assert_eq!(above["error_kind"], "too_many_bad_records");
-    assert_eq!(above["error_line"], 7);
-    assert_eq!(above["error_field"], "year");
-    let id = above["id"].as_i64().unwrap();
-    assert_eq!(
-        s.count(&format!(
-            "SELECT count(*) FROM vehicles WHERE _file_id = {id}"
-        )),
-        0
-    );
-    let reason: Value = serde_json::from_slice(
-        &fs::read(
-            s.root
-                .join("quarantine/vehicles-2026-11-04.csv.reason.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let lines: Vec<u64> = reason["rejects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["line"].as_u64().unwrap())
-        .collect();
-    assert_eq!(lines, [7, 22, 37, 52, 67, 82]);
-}
-
-#[test]
-fn record_keys_skip_records_already_stored() {
-    let s = typed_spool();
-    s.ferry_ok(&["run"], 3);
-    // 20 + 20 + 97 + 5 new of the resend: the resend's other 5 share keys with 11-01.
-    assert_eq!(s.count("SELECT count(*) FROM vehicles"), 142);
-    assert_eq!(
-        s.count("SELECT count(*) FROM (SELECT vin FROM vehicles GROUP BY vin HAVING count(*) > 1)"),
-        0
-    );
-    assert_eq!(
-        s.count("SELECT sum(duplicate_records) FROM files WHERE dataset = 'vehicles'"),
-        5
-    );
-    // A later file repeating keys (within itself too) stores each new key once.
-    let head = "vin,make,model,year,price,registered,in_service\n";
-    let old = one(&s, "SELECT vin FROM vehicles ORDER BY _id LIMIT 1");
-    let body = format!(
-        "{head}{old},Kia,Niro,2020,1.00,2026-01-01,yes\n\
-         WVW99999999999999,Kia,Niro,2020,1.00,2026-01-01,yes\n\
-         wvw99999999999999 ,Kia,Niro,2020,1.00,2026-01-01,yes\n"
-    );
-    s.drop_file("vehicles/late.csv", body.as_bytes());
-    s.ferry_ok(&["run"], 0);
-    let late = &by_path(&s)["vehicles/late.csv"];
-    assert_eq!(late["records"], 1);
-    assert_eq!(late["duplicate_records"], 2);
-    assert_eq!(s.count("SELECT count(*) FROM vehicles"), 143);
-}
-
-#[test]
-fn declared_encodings_and_byte_order_marks() {
-    let s = typed_spool();
-    s.ferry_ok(&["run"], 3);
-    // Latin-1, declared: transcoded, not rejected.
-    assert_eq!(
-        query(
+        let want: [(&str, &str, &str); 4] = [
+            ("year", "INTEGER", "bigint"),
+            ("in_service", "INTEGER", "boolean"),
+            ("price", "TEXT", "numeric"),
+            ("registered", "TEXT", "date"),
+        ];
+        for (col, sqlite, pg) in want {
+            assert_eq!(types[col], if s.is_postgres() { pg } else { sqlite }, "{col}");
+        }
+        // Values are converted by the stages: typed storage, canonical text, dates from two formats.
+        let (kind, flag) = if s.is_postgres() {
+            ("pg_typeof(v.year)::text", "v.in_service::int")
+        } else {
+            ("typeof(v.year)", "v.in_service")
+        };
+        let rows = query(
             &s,
-            "SELECT consignee, city, weight_kg FROM acme_shipments ORDER BY shipment_id"
-        ),
-        [
-            [
-                Some("Müller & Söhne".into()),
-                Some("Århus".into()),
-                Some("12.5".into())
-            ],
-            [
-                Some("Café Noël".into()),
-                Some("Québec".into()),
-                Some("3.25".into())
-            ],
-            [
-                Some("José Peña".into()),
-                Some("Málaga".into()),
-                Some("100".into())
-            ],
-        ]
-    );
-    // Semicolons sniffed, the BOM stripped (the first column is `sku`, found by name),
-    // decimal commas read exactly.
-    assert_eq!(
-        query(
-            &s,
-            "SELECT sku, description, price, valid_from FROM nordic_prices ORDER BY sku"
-        ),
-        [
-            [
-                Some("A-100".into()),
-                Some("Kaffe; mørkbrent".into()),
-                Some("49.90".into()),
-                Some("2026-11-01".into())
-            ],
-            [
-                Some("A-200".into()),
-                Some("Knekkebrød".into()),
-                Some("32.50".into()),
-                Some("2026-11-01".into())
-            ],
-            [
-                Some("A-300".into()),
-                Some("Brunost".into()),
-                Some("89.00".into()),
-                Some("2026-11-15".into())
-            ],
-        ]
-    );
-}
-
-#[test]
-fn drift_is_handled_per_policy() {
-    let s = typed_spool();
-    s.ferry_ok(&["run"], 3);
-    let files = by_path(&s);
-    // fail: both drifts quarantine the file, naming the column.
-    let extra = &files["drift-fail/extra-column.csv"];
-    assert_eq!(extra["error_kind"], "schema.new_column");
-    assert_eq!(extra["error_field"], "colour");
-    let missing = &files["drift-fail/missing-column.csv"];
-    assert_eq!(missing["error_kind"], "schema.missing_column");
-    assert_eq!(missing["error_field"], "name");
-    assert_eq!(files["drift-fail/base.csv"]["state"], "ingested");
-    // add: the new column joins the table; the missing one is stored as NULL.
-    assert!(s.columns("drift_add").contains(&"colour".to_string()));
-    assert_eq!(
-        query(&s, "SELECT id, name, colour FROM drift_add ORDER BY id"),
-        [
-            [Some("1".into()), Some("add-alpha".into()), None],
-            [Some("2".into()), Some("add-beta".into()), None],
-            [
-                Some("3".into()),
-                Some("add-gamma".into()),
-                Some("red".into())
-            ],
-            [
-                Some("4".into()),
-                Some("add-delta".into()),
-                Some("blue".into())
-            ],
-            [Some("8".into()), None, None],
-            [Some("9".into()), None, None],
-        ]
-    );
-    // ignore: the new column's values are dropped, the table keeps its declared columns.
-    assert!(!s.columns("drift_ignore").contains(&"colour".to_string()));
-    assert_eq!(s.count("SELECT count(*) FROM drift_ignore"), 6);
-    for f in ["base.csv", "extra-column.csv", "missing-column.csv"] {
-        assert_eq!(files[&format!("drift-ignore/{f}")]["state"], "ingested");
+            &format!(
+                "SELECT v.vin, v.year, {kind}, v.price, v.registered, {flag} \
+                 FROM vehicles v JOIN files f ON f.id = v._file_id \
+                 WHERE f.path = 'vehicles/vehicles-2026-11-01.csv' ORDER BY v._line LIMIT 2"
+            ),
+        );
+        let src =
+            fs::read_to_string(fixtures().join("typed/incoming/vehicles/vehicles-2026-11-01.csv"))
+                .unwrap();
+        let line2: Vec<&str> = src.lines().nth(1).unwrap().split(',').collect();
+        let line3: Vec<&str> = src.lines().nth(2).unwrap().split(',').collect();
+        assert_eq!(rows[0][0].as_deref(), Some(line2[0]));
+        assert_eq!(rows[0][1].as_deref(), Some(line2[3]));
+        assert_eq!(
+            rows[0][2].as_deref(),
+            Some(if s.is_postgres() { "bigint" } else { "integer" })
+        );
+        assert_eq!(rows[0][3].as_deref(), Some(line2[4]));
+        // Line 2 has an ISO date, line 3 day.month.year: both stored as ISO 8601.
+        assert_eq!(rows[0][4].as_deref(), Some(line2[5]));
+        let (d, m, y) = {
+            let p: Vec<&str> = line3[5].split('.').collect();
+            (p[0], p[1], p[2])
+        };
+        assert_eq!(rows[1][4], Some(format!("{y}-{m}-{d}")));
+        assert_eq!(rows[0][5].as_deref(), Some("1"));
+        // Every stored price is canonical with two decimals.
+        let not_canonical = if s.is_postgres() {
+            "SELECT count(*) FROM vehicles WHERE price::text !~ '[0-9]\\.[0-9][0-9]$'"
+        } else {
+            "SELECT count(*) FROM vehicles WHERE price NOT GLOB '*[0-9].[0-9][0-9]'"
+        };
+        assert_eq!(one(&s, not_canonical), "0");
+        // The gzip drop went through the same contract.
+        let files = by_path(&s);
+        let gz = &files["vehicles/vehicles-2026-11-02.csv.gz"];
+        assert_eq!(gz["state"], "ingested");
+        assert_eq!(gz["records"], 20);
     }
 }
 
-#[test]
-fn untyped_datasets_follow_their_drift_policy_against_the_table() {
-    let s = Spool::new();
-    fs::write(
-        s.root.join("ferry.toml"),
-        "[[dataset]]\nname = \"strict\"\non_new_column = \"fail\"\non_missing_column = \"fail\"\n\n\
-         [[dataset]]\nname = \"loose\"\non_new_column = \"ignore\"\n",
-    )
-    .unwrap();
-    s.drop_file("strict/a.csv", b"id,name\n1,a\n");
-    s.drop_file("loose/a.csv", b"id,name\n1,loose-a\n");
-    s.ferry_ok(&["run"], 0);
-    s.drop_file("strict/b.csv", b"id,name,extra\n2,b,x\n");
-    s.drop_file("strict/c.csv", b"id\n3\n");
-    s.drop_file("loose/b.csv", b"id,name,extra\n2,loose-b,x\n");
-    s.ferry_ok(&["run"], 3);
-    let files = by_path(&s);
-    assert_eq!(files["strict/b.csv"]["error_kind"], "schema.new_column");
-    assert_eq!(files["strict/b.csv"]["error_field"], "extra");
-    assert_eq!(files["strict/c.csv"]["error_kind"], "schema.missing_column");
-    assert_eq!(files["strict/c.csv"]["error_field"], "name");
-    assert_eq!(files["loose/b.csv"]["state"], "ingested");
-    assert_eq!(
-        s.columns("loose"),
-        ["_id", "_file_id", "_line", "id", "name"]
-    );
-    assert_eq!(
-        s.rows("loose"),
-        [
-            [Some("2".into()), Some("1".into()), Some("loose-a".into())],
-            [Some("2".into()), Some("2".into()), Some("loose-b".into())]
-        ]
-    );
+both_stores! {
+    fn bad_records_within_the_threshold_are_set_aside_and_above_it_the_file_is_quarantined() {
+        let s = typed_spool();
+        s.ferry_ok(&["run"], 3);
+        let files = by_path(&s);
+        // 3 bad of 100 under max_bad_records = "5%": 97 stored, 3 rejected, reported.
+        let within = &files["vehicles/vehicles-2026-11-03.csv"];
+        assert_eq!(within["state"], "ingested");
+        assert_eq!(within["records"], 97);
+        assert_eq!(within["rejected"], 3);
+        let report = s.root.join(within["rejects_at"].as_str().unwrap());
+        assert_eq!(
+            report,
+            s.root
+                .join("quarantine/vehicles-2026-11-03.csv.rejects.ndjson")
+        );
+        let lines: Vec<Value> = fs::read_to_string(&report)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let got: Vec<(u64, &str, &str)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["line"].as_u64().unwrap(),
+                    l["field"].as_str().unwrap(),
+                    l["value"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (11, "year", "20x012"),
+                (51, "price", "12.345"),
+                (91, "registered", "31.02.2026")
+            ]
+        );
+        assert!(lines
+            .iter()
+            .all(|l| l["reason"].as_str().unwrap().len() > 10));
+        // None of the rejected lines is stored; every other line is.
+        let id = within["id"].as_i64().unwrap();
+        assert_eq!(
+            s.count(&format!(
+                "SELECT count(*) FROM vehicles WHERE _file_id = {id} AND _line IN (11, 51, 91)"
+            )),
+            0
+        );
+        // 6 bad of 100: the whole file is quarantined, nothing of it stored, and the reason file
+        // lists the first rejects.
+        let above = &files["vehicles/vehicles-2026-11-04.csv"];
+        assert_eq!(above["state"], "quarantined");
+        assert_eq!(above["error_kind"], "too_many_bad_records");
+        assert_eq!(above["error_line"], 7);
+        assert_eq!(above["error_field"], "year");
+        let id = above["id"].as_i64().unwrap();
+        assert_eq!(
+            s.count(&format!(
+                "SELECT count(*) FROM vehicles WHERE _file_id = {id}"
+            )),
+            0
+        );
+        let reason: Value = serde_json::from_slice(
+            &fs::read(
+                s.root
+                    .join("quarantine/vehicles-2026-11-04.csv.reason.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let lines: Vec<u64> = reason["rejects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["line"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lines, [7, 22, 37, 52, 67, 82]);
+    }
 }
 
-#[test]
-fn a_file_rejected_by_its_contract_loads_after_the_config_is_fixed() {
-    let s = typed_spool();
-    s.ferry_ok(&["run"], 3);
-    let list = s.json(&["quarantine", "list", "--json"]);
-    let bad = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "partners/nordic/prices-2026-12-01.csv")
-        .unwrap()
-        .clone();
-    assert_eq!(bad["error_kind"], "record.invalid");
-    assert_eq!(bad["error_field"], "valid_from");
-    let id = bad["id"].as_i64().unwrap();
-    let shown = s.json(&["quarantine", "show", &id.to_string(), "--json"]);
-    assert_eq!(shown["rejects"].as_array().unwrap().len(), 2);
-    assert_eq!(shown["rejects"][0]["value"], "2026-12-01");
-
-    // Retrying under the same config fails the same way, as a new attempt.
-    s.ferry_ok(&["quarantine", "retry", &id.to_string()], 3);
-    let again = s.files().into_iter().last().unwrap();
-    assert_eq!(again["retry_of"], id);
-    assert_eq!(again["attempt"], 2);
-    assert_eq!(again["error_kind"], "record.invalid");
-
-    // The partner's new date format is accepted: the retry loads it.
-    let cfg = fs::read_to_string(s.root.join("ferry.toml")).unwrap();
-    let fixed = cfg.replace(
-        "formats = [\"%d.%m.%Y\"]",
-        "formats = [\"%d.%m.%Y\", \"%Y-%m-%d\"]",
-    );
-    assert_ne!(cfg, fixed);
-    fs::write(s.root.join("ferry.toml"), fixed).unwrap();
-    let again_id = again["id"].as_i64().unwrap();
-    // The first attempt was retried already: only the latest can be retried.
-    s.ferry_ok(&["quarantine", "retry", &id.to_string()], 2);
-    s.ferry_ok(&["quarantine", "retry", &again_id.to_string()], 0);
-    let last = s.files().into_iter().last().unwrap();
-    assert_eq!(last["state"], "ingested");
-    assert_eq!(last["retry_of"], again_id);
-    assert_eq!(last["attempt"], 3);
-    assert_eq!(last["records"], 2);
-    // The ledger keeps the whole history; the file itself is archived, byte-identical.
-    let history: Vec<i64> = s
-        .files()
-        .iter()
-        .filter(|f| f["path"] == "partners/nordic/prices-2026-12-01.csv")
-        .map(|f| f["attempt"].as_i64().unwrap())
-        .collect();
-    assert_eq!(history, [1, 2, 3]);
-    let archived = s.root.join(last["stored_at"].as_str().unwrap());
-    assert_eq!(
-        sha256_hex(&fs::read(archived).unwrap()),
-        last["sha256"].as_str().unwrap()
-    );
-    assert!(!s.root.join("quarantine/prices-2026-12-01.csv").exists());
-    assert_eq!(
-        one(
-            &s,
-            "SELECT valid_from FROM nordic_prices WHERE sku = 'A-400'"
-        ),
-        "2026-12-01"
-    );
-    // Nothing left to retry for this file.
-    let list = s.json(&["quarantine", "list", "--json"]);
-    assert!(list
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|f| f["path"] != "partners/nordic/prices-2026-12-01.csv"));
+both_stores! {
+    fn record_keys_skip_records_already_stored() {
+        let s = typed_spool();
+        s.ferry_ok(&["run"], 3);
+        // 20 + 20 + 97 + 5 new of the resend: the resend's other 5 share keys with 11-01.
+        assert_eq!(s.count("SELECT count(*) FROM vehicles"), 142);
+        assert_eq!(
+            s.count("SELECT count(*) FROM (SELECT vin FROM vehicles GROUP BY vin HAVING count(*) > 1) AS d"),
+            0
+        );
+        assert_eq!(
+            s.count("SELECT sum(duplicate_records) FROM files WHERE dataset = 'vehicles'"),
+            5
+        );
+        // A later file repeating keys (within itself too) stores each new key once.
+        let head = "vin,make,model,year,price,registered,in_service\n";
+        let old = one(&s, "SELECT vin FROM vehicles ORDER BY _id LIMIT 1");
+        let body = format!(
+            "{head}{old},Kia,Niro,2020,1.00,2026-01-01,yes\n\
+             WVW99999999999999,Kia,Niro,2020,1.00,2026-01-01,yes\n\
+             wvw99999999999999 ,Kia,Niro,2020,1.00,2026-01-01,yes\n"
+        );
+        s.drop_file("vehicles/late.csv", body.as_bytes());
+        s.ferry_ok(&["run"], 0);
+        let late = &by_path(&s)["vehicles/late.csv"];
+        assert_eq!(late["records"], 1);
+        assert_eq!(late["duplicate_records"], 2);
+        assert_eq!(s.count("SELECT count(*) FROM vehicles"), 143);
+    }
 }
 
-#[test]
-fn retry_all_sends_every_quarantined_file_back() {
-    let s = typed_spool();
-    s.ferry_ok(&["run"], 3);
-    let before = s
-        .json(&["quarantine", "list", "--json"])
-        .as_array()
-        .unwrap()
-        .len();
-    assert_eq!(before, 4);
-    // Same config: the same four come back to quarantine, each as attempt 2.
-    s.ferry_ok(&["quarantine", "retry", "--all"], 3);
-    let list = s.json(&["quarantine", "list", "--json"]);
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 4);
-    assert!(list
-        .iter()
-        .all(|f| f["attempt"] == 2 && f["retry_of"].is_i64()));
+both_stores! {
+    fn declared_encodings_and_byte_order_marks() {
+        let s = typed_spool();
+        s.ferry_ok(&["run"], 3);
+        // Latin-1, declared: transcoded, not rejected.
+        assert_eq!(
+            query(
+                &s,
+                "SELECT consignee, city, weight_kg FROM acme_shipments ORDER BY shipment_id"
+            ),
+            [
+                [
+                    Some("Müller & Söhne".into()),
+                    Some("Århus".into()),
+                    Some("12.5".into())
+                ],
+                [
+                    Some("Café Noël".into()),
+                    Some("Québec".into()),
+                    Some("3.25".into())
+                ],
+                [
+                    Some("José Peña".into()),
+                    Some("Málaga".into()),
+                    Some("100".into())
+                ],
+            ]
+        );
+        // Semicolons sniffed, the BOM stripped (the first column is `sku`, found by name),
+        // decimal commas read exactly.
+        assert_eq!(
+            query(
+                &s,
+                "SELECT sku, description, price, valid_from FROM nordic_prices ORDER BY sku"
+            ),
+            [
+                [
+                    Some("A-100".into()),
+                    Some("Kaffe; mørkbrent".into()),
+                    Some("49.90".into()),
+                    Some("2026-11-01".into())
+                ],
+                [
+                    Some("A-200".into()),
+                    Some("Knekkebrød".into()),
+                    Some("32.50".into()),
+                    Some("2026-11-01".into())
+                ],
+                [
+                    Some("A-300".into()),
+                    Some("Brunost".into()),
+                    Some("89.00".into()),
+                    Some("2026-11-15".into())
+                ],
+            ]
+        );
+    }
+}
+
+both_stores! {
+    fn drift_is_handled_per_policy() {
+        let s = typed_spool();
+        s.ferry_ok(&["run"], 3);
+        let files = by_path(&s);
+        // fail: both drifts quarantine the file, naming the column.
+        let extra = &files["drift-fail/extra-column.csv"];
+        assert_eq!(extra["error_kind"], "schema.new_column");
+        assert_eq!(extra["error_field"], "colour");
+        let missing = &files["drift-fail/missing-column.csv"];
+        assert_eq!(missing["error_kind"], "schema.missing_column");
+        assert_eq!(missing["error_field"], "name");
+        assert_eq!(files["drift-fail/base.csv"]["state"], "ingested");
+        // add: the new column joins the table; the missing one is stored as NULL.
+        assert!(s.columns("drift_add").contains(&"colour".to_string()));
+        assert_eq!(
+            query(&s, "SELECT id, name, colour FROM drift_add ORDER BY id"),
+            [
+                [Some("1".into()), Some("add-alpha".into()), None],
+                [Some("2".into()), Some("add-beta".into()), None],
+                [
+                    Some("3".into()),
+                    Some("add-gamma".into()),
+                    Some("red".into())
+                ],
+                [
+                    Some("4".into()),
+                    Some("add-delta".into()),
+                    Some("blue".into())
+                ],
+                [Some("8".into()), None, None],
+                [Some("9".into()), None, None],
+            ]
+        );
+        // ignore: the new column's values are dropped, the table keeps its declared columns.
+        assert!(!s.columns("drift_ignore").contains(&"colour".to_string()));
+        assert_eq!(s.count("SELECT count(*) FROM drift_ignore"), 6);
+        for f in ["base.csv", "extra-column.csv", "missing-column.csv"] {
+            assert_eq!(files[&format!("drift-ignore/{f}")]["state"], "ingested");
+        }
+    }
+}
+
+both_stores! {
+    fn untyped_datasets_follow_their_drift_policy_against_the_table() {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[[dataset]]\nname = \"strict\"\non_new_column = \"fail\"\non_missing_column = \"fail\"\n\n\
+             [[dataset]]\nname = \"loose\"\non_new_column = \"ignore\"\n",
+        )
+        .unwrap();
+        s.drop_file("strict/a.csv", b"id,name\n1,a\n");
+        s.drop_file("loose/a.csv", b"id,name\n1,loose-a\n");
+        s.ferry_ok(&["run"], 0);
+        s.drop_file("strict/b.csv", b"id,name,extra\n2,b,x\n");
+        s.drop_file("strict/c.csv", b"id\n3\n");
+        s.drop_file("loose/b.csv", b"id,name,extra\n2,loose-b,x\n");
+        s.ferry_ok(&["run"], 3);
+        let files = by_path(&s);
+        assert_eq!(files["strict/b.csv"]["error_kind"], "schema.new_column");
+        assert_eq!(files["strict/b.csv"]["error_field"], "extra");
+        assert_eq!(files["strict/c.csv"]["error_kind"], "schema.missing_column");
+        assert_eq!(files["strict/c.csv"]["error_field"], "name");
+        assert_eq!(files["loose/b.csv"]["state"], "ingested");
+        assert_eq!(
+            s.columns("loose"),
+            ["_id", "_file_id", "_line", "id", "name"]
+        );
+        assert_eq!(
+            s.rows("loose"),
+            [
+                [Some("2".into()), Some("1".into()), Some("loose-a".into())],
+                [Some("2".into()), Some("2".into()), Some("loose-b".into())]
+            ]
+        );
+    }
+}
+
+both_stores! {
+    fn a_file_rejected_by_its_contract_loads_after_the_config_is_fixed() {
+        let s = typed_spool();
+        s.ferry_ok(&["run"], 3);
+        let list = s.json(&["quarantine", "list", "--json"]);
+        let bad = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == "partners/nordic/prices-2026-12-01.csv")
+            .unwrap()
+            .clone();
+        assert_eq!(bad["error_kind"], "record.invalid");
+        assert_eq!(bad["error_field"], "valid_from");
+        let id = bad["id"].as_i64().unwrap();
+        let shown = s.json(&["quarantine", "show", &id.to_string(), "--json"]);
+        assert_eq!(shown["rejects"].as_array().unwrap().len(), 2);
+        assert_eq!(shown["rejects"][0]["value"], "2026-12-01");
+
+        // Retrying under the same config fails the same way, as a new attempt.
+        s.ferry_ok(&["quarantine", "retry", &id.to_string()], 3);
+        let again = s.files().into_iter().last().unwrap();
+        assert_eq!(again["retry_of"], id);
+        assert_eq!(again["attempt"], 2);
+        assert_eq!(again["error_kind"], "record.invalid");
+
+        // The partner's new date format is accepted: the retry loads it.
+        let cfg = fs::read_to_string(s.root.join("ferry.toml")).unwrap();
+        let fixed = cfg.replace(
+            "formats = [\"%d.%m.%Y\"]",
+            "formats = [\"%d.%m.%Y\", \"%Y-%m-%d\"]",
+        );
+        assert_ne!(cfg, fixed);
+        fs::write(s.root.join("ferry.toml"), fixed).unwrap();
+        let again_id = again["id"].as_i64().unwrap();
+        // The first attempt was retried already: only the latest can be retried.
+        s.ferry_ok(&["quarantine", "retry", &id.to_string()], 2);
+        s.ferry_ok(&["quarantine", "retry", &again_id.to_string()], 0);
+        let last = s.files().into_iter().last().unwrap();
+        assert_eq!(last["state"], "ingested");
+        assert_eq!(last["retry_of"], again_id);
+        assert_eq!(last["attempt"], 3);
+        assert_eq!(last["records"], 2);
+        // The ledger keeps the whole history; the file itself is archived, byte-identical.
+        let history: Vec<i64> = s
+            .files()
+            .iter()
+            .filter(|f| f["path"] == "partners/nordic/prices-2026-12-01.csv")
+            .map(|f| f["attempt"].as_i64().unwrap())
+            .collect();
+        assert_eq!(history, [1, 2, 3]);
+        let archived = s.root.join(last["stored_at"].as_str().unwrap());
+        assert_eq!(
+            sha256_hex(&fs::read(archived).unwrap()),
+            last["sha256"].as_str().unwrap()
+        );
+        assert!(!s.root.join("quarantine/prices-2026-12-01.csv").exists());
+        assert_eq!(
+            one(
+                &s,
+                "SELECT valid_from FROM nordic_prices WHERE sku = 'A-400'"
+            ),
+            "2026-12-01"
+        );
+        // Nothing left to retry for this file.
+        let list = s.json(&["quarantine", "list", "--json"]);
+        assert!(list
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["path"] != "partners/nordic/prices-2026-12-01.csv"));
+    }
+}
+
+both_stores! {
+    fn retry_all_sends_every_quarantined_file_back() {
+        let s = typed_spool();
+        s.ferry_ok(&["run"], 3);
+        let before = s
+            .json(&["quarantine", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(before, 4);
+        // Same config: the same four come back to quarantine, each as attempt 2.
+        s.ferry_ok(&["quarantine", "retry", "--all"], 3);
+        let list = s.json(&["quarantine", "list", "--json"]);
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 4);
+        assert!(list
+            .iter()
+            .all(|f| f["attempt"] == 2 && f["retry_of"].is_i64()));
+    }
 }
 
 #[test]
@@ -550,80 +580,86 @@ fn invalid_configs_are_refused_with_line_and_key() {
     }
 }
 
-#[test]
-fn headerless_csv_takes_its_column_names_from_the_config() {
-    let s = Spool::new();
-    fs::write(
-        s.root.join("ferry.toml"),
-        "[[dataset]]\nname = \"meter\"\nheader = false\ndelimiter = \"|\"\n\
-         columns = [{ name = \"meter_id\", type = \"int\" }, { name = \"read_at\", type = \"datetime\", \
-         formats = [\"%d/%m/%Y %H:%M\"], timezone = \"+02:00\" }, { name = \"kwh\", type = \"float\" }]\n",
-    )
-    .unwrap();
-    s.drop_file(
-        "meter/r.txt",
-        b"7|22/11/2026 10:15|1.5\n8|22/11/2026 23:30|2\n",
-    );
-    s.ferry_ok(&["run"], 0);
-    assert_eq!(
-        query(&s, "SELECT meter_id, read_at, kwh FROM meter ORDER BY _id"),
-        [
+both_stores! {
+    fn headerless_csv_takes_its_column_names_from_the_config() {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[[dataset]]\nname = \"meter\"\nheader = false\ndelimiter = \"|\"\n\
+             columns = [{ name = \"meter_id\", type = \"int\" }, { name = \"read_at\", type = \"datetime\", \
+             formats = [\"%d/%m/%Y %H:%M\"], timezone = \"+02:00\" }, { name = \"kwh\", type = \"float\" }]\n",
+        )
+        .unwrap();
+        s.drop_file(
+            "meter/r.txt",
+            b"7|22/11/2026 10:15|1.5\n8|22/11/2026 23:30|2\n",
+        );
+        s.ferry_ok(&["run"], 0);
+        let read_at = s.datetime_text("read_at");
+        assert_eq!(
+            query(
+                &s,
+                &format!("SELECT meter_id, {read_at}, kwh FROM meter ORDER BY _id")
+            ),
             [
-                Some("7".into()),
-                Some("2026-11-22T08:15:00Z".into()),
-                Some("1.5".into())
-            ],
-            [
-                Some("8".into()),
-                Some("2026-11-22T21:30:00Z".into()),
-                Some("2".into())
-            ],
-        ]
-    );
+                [
+                    Some("7".into()),
+                    Some("2026-11-22T08:15:00Z".into()),
+                    Some("1.5".into())
+                ],
+                [
+                    Some("8".into()),
+                    Some("2026-11-22T21:30:00Z".into()),
+                    Some("2".into())
+                ],
+            ]
+        );
+    }
 }
 
-#[test]
-fn read_failures_are_retried_with_back_off_then_quarantined() {
-    // A flaky read (standing in for a network share): two failures, then it works.
-    let s = Spool::new();
-    s.drop_file("sales/flaky.csv", b"a,b\n1,2\n");
-    let out = s
-        .cmd()
-        .env("FERRY_FAULT_FAIL_READS", "flaky:2")
-        .args(["run"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let f = &by_path(&s)["sales/flaky.csv"];
-    assert_eq!(f["state"], "ingested");
-    assert_eq!(f["attempt"], 3);
-    assert_eq!(f["records"], 1);
+both_stores! {
+    fn read_failures_are_retried_with_back_off_then_quarantined() {
+        // A flaky read (standing in for a network share): two failures, then it works.
+        let s = Spool::new();
+        s.drop_file("sales/flaky.csv", b"a,b\n1,2\n");
+        let out = s
+            .cmd()
+            .env("FERRY_FAULT_FAIL_READS", "flaky:2")
+            .args(["run"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let f = &by_path(&s)["sales/flaky.csv"];
+        assert_eq!(f["state"], "ingested");
+        assert_eq!(f["attempt"], 3);
+        assert_eq!(f["records"], 1);
 
-    // It keeps failing: quarantined as io.read after max_attempts, nothing lost.
-    let s = Spool::new();
-    fs::write(s.root.join("ferry.toml"), "max_attempts = 3\n").unwrap();
-    s.drop_file("sales/broken.csv", b"a,b\n1,2\n");
-    s.drop_file("sales/fine.csv", b"a,b\n3,4\n");
-    let out = s
-        .cmd()
-        .env("FERRY_FAULT_FAIL_READS", "broken:100")
-        .args(["run"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let files = by_path(&s);
-    assert_eq!(files["sales/broken.csv"]["error_kind"], "io.read");
-    assert_eq!(files["sales/broken.csv"]["attempt"], 3);
-    assert_eq!(files["sales/fine.csv"]["state"], "ingested");
-    assert_eq!(
-        fs::read(s.root.join("quarantine/broken.csv")).unwrap(),
-        b"a,b\n1,2\n"
-    );
+        // It keeps failing: quarantined as io.read after max_attempts, nothing lost.
+        let s = Spool::new();
+        fs::write(s.root.join("ferry.toml"), "max_attempts = 3\n").unwrap();
+        s.drop_file("sales/broken.csv", b"a,b\n1,2\n");
+        s.drop_file("sales/fine.csv", b"a,b\n3,4\n");
+        let out = s
+            .cmd()
+            .env("FERRY_FAULT_FAIL_READS", "broken:100")
+            .args(["run"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        let files = by_path(&s);
+        assert_eq!(files["sales/broken.csv"]["error_kind"], "io.read");
+        assert_eq!(files["sales/broken.csv"]["attempt"], 3);
+        assert_eq!(files["sales/fine.csv"]["state"], "ingested");
+        assert_eq!(
+            fs::read(s.root.join("quarantine/broken.csv")).unwrap(),
+            b"a,b\n1,2\n"
+        );
+    }
 }
 
 use std::path::Path;

@@ -6,24 +6,25 @@ use std::io::Write;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn files_present_at_start_and_renamed_in_are_taken_then_sigterm_stops_cleanly() {
-    let s = Spool::new();
-    s.drop_file("sales/before.csv", b"a,b\n1,2\n");
-    let mut d = start_watch(&s, &[]);
-    wait_for_files(&s, 1);
-    // An upload under a temp name, then renamed: taken at once, whole.
-    let tmp = s.incoming().join("sales/upload.csv.part");
-    fs::write(&tmp, b"a,b\n3,4\n5,6\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(s.count("SELECT count(*) FROM files"), 1, "temp names wait");
-    fs::rename(&tmp, s.incoming().join("sales/upload.csv")).unwrap();
-    wait_for_files(&s, 2);
-    assert_eq!(sigterm(&mut d), Some(0));
-    let files = s.files_by_path();
-    assert_eq!(files["sales/before.csv"]["records"], 1);
-    assert_eq!(files["sales/upload.csv"]["records"], 2);
-    assert!(s.leftover_inputs().is_empty());
+both_stores! {
+    fn files_present_at_start_and_renamed_in_are_taken_then_sigterm_stops_cleanly() {
+        let s = Spool::new();
+        s.drop_file("sales/before.csv", b"a,b\n1,2\n");
+        let mut d = start_watch(&s, &[]);
+        wait_for_files(&s, 1);
+        // An upload under a temp name, then renamed: taken at once, whole.
+        let tmp = s.incoming().join("sales/upload.csv.part");
+        fs::write(&tmp, b"a,b\n3,4\n5,6\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(s.count("SELECT count(*) FROM files"), 1, "temp names wait");
+        fs::rename(&tmp, s.incoming().join("sales/upload.csv")).unwrap();
+        wait_for_files(&s, 2);
+        assert_eq!(sigterm(&mut d), Some(0));
+        let files = s.files_by_path();
+        assert_eq!(files["sales/before.csv"]["records"], 1);
+        assert_eq!(files["sales/upload.csv"]["records"], 2);
+        assert!(s.leftover_inputs().is_empty());
+    }
 }
 
 #[test]
@@ -64,20 +65,21 @@ fn poll_mode_finds_files_without_events() {
     assert_eq!(s.files()[0]["state"], "ingested");
 }
 
-#[test]
-fn sigterm_mid_batch_then_run_takes_every_file_exactly_once() {
-    let s = Spool::new();
-    for i in 0..300 {
-        s.drop_file(&format!("bulk/f{i:04}.csv"), format!("n\n{i}\n").as_bytes());
+both_stores! {
+    fn sigterm_mid_batch_then_run_takes_every_file_exactly_once() {
+        let s = Spool::new();
+        for i in 0..300 {
+            s.drop_file(&format!("bulk/f{i:04}.csv"), format!("n\n{i}\n").as_bytes());
+        }
+        let mut d = start_watch(&s, &[]);
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(sigterm(&mut d), Some(0));
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM files"), 300);
+        assert_eq!(s.count("SELECT count(DISTINCT n) FROM bulk"), 300);
+        assert_eq!(s.count("SELECT count(*) FROM bulk"), 300);
+        assert!(s.leftover_inputs().is_empty());
     }
-    let mut d = start_watch(&s, &[]);
-    std::thread::sleep(Duration::from_millis(150));
-    assert_eq!(sigterm(&mut d), Some(0));
-    s.ferry_ok(&["run"], 0);
-    assert_eq!(s.count("SELECT count(*) FROM files"), 300);
-    assert_eq!(s.count("SELECT count(DISTINCT n) FROM bulk"), 300);
-    assert_eq!(s.count("SELECT count(*) FROM bulk"), 300);
-    assert!(s.leftover_inputs().is_empty());
 }
 
 #[test]
@@ -100,15 +102,6 @@ fn done_marker_mode_takes_a_file_only_once_its_marker_exists() {
     assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
 }
 
-/// A free local port (bound, then released for the daemon to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::Read;
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -127,66 +120,67 @@ fn sample(text: &str, series: &str) -> f64 {
     line[series.len() + 1..].parse().unwrap()
 }
 
-#[test]
-fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
-    let s = Spool::new();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    s.drop_file("a/good.csv", b"x\n1\n2\n3\n");
-    s.drop_file("a/bad.json", b"{not json");
-    // One record set aside (empty key), one not stored (its key was), one stored.
-    s.drop_file("k/a.csv", b"id,x\n1,a\n1,b\n,c\n");
-    // Configured in ferry.toml this time (the flag does the same).
-    fs::write(
-        s.root.join("ferry.toml"),
-        format!(
-            "[watch]\nmetrics = \"{addr}\"\n\n\
-             [[dataset]]\nname = \"k\"\nkey = [\"id\"]\nmax_bad_records = 5\n"
-        ),
-    )
-    .unwrap();
-    let mut d = start_watch(&s, &[]);
-    wait_for_files(&s, 3);
-    // Still being written: waiting.
-    s.drop_fresh("a/fresh.csv", b"x\n9\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        // The counters move just after the commit the ledger shows (once files are placed).
-        if let Some(t) = http_get(port, "/metrics") {
-            if t.contains("ferry_waiting_files 1")
-                && t.contains("ferry_files_total{outcome=\"ingested\"} 2")
-                && t.contains("ferry_files_total{outcome=\"quarantined\"} 1")
-            {
-                break t;
+both_stores! {
+    fn metrics_endpoint_serves_counts_latency_and_waiting_files() {
+        let s = Spool::new();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        s.drop_file("a/good.csv", b"x\n1\n2\n3\n");
+        s.drop_file("a/bad.json", b"{not json");
+        // One record set aside (empty key), one not stored (its key was), one stored.
+        s.drop_file("k/a.csv", b"id,x\n1,a\n1,b\n,c\n");
+        // Configured in ferry.toml this time (the flag does the same).
+        fs::write(
+            s.root.join("ferry.toml"),
+            format!(
+                "[watch]\nmetrics = \"{addr}\"\n\n\
+                 [[dataset]]\nname = \"k\"\nkey = [\"id\"]\nmax_bad_records = 5\n"
+            ),
+        )
+        .unwrap();
+        let mut d = start_watch(&s, &[]);
+        wait_for_files(&s, 3);
+        // Still being written: waiting.
+        s.drop_fresh("a/fresh.csv", b"x\n9\n");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let text = loop {
+            // The counters move just after the commit the ledger shows (once files are placed).
+            if let Some(t) = http_get(port, "/metrics") {
+                if t.contains("ferry_waiting_files 1")
+                    && t.contains("ferry_files_total{outcome=\"ingested\"} 2")
+                    && t.contains("ferry_files_total{outcome=\"quarantined\"} 1")
+                {
+                    break t;
+                }
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "metrics never showed both files done and the waiting one"
+            assert!(
+                Instant::now() < deadline,
+                "metrics never showed both files done and the waiting one"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(text.starts_with("HTTP/1.0 200 OK"));
+        assert_eq!(
+            sample(&text, "ferry_files_total{outcome=\"ingested\"}"),
+            2.0
         );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(text.starts_with("HTTP/1.0 200 OK"));
-    assert_eq!(
-        sample(&text, "ferry_files_total{outcome=\"ingested\"}"),
-        2.0
-    );
-    assert_eq!(
-        sample(&text, "ferry_files_total{outcome=\"quarantined\"}"),
-        1.0
-    );
-    assert_eq!(sample(&text, "ferry_records_total"), 4.0);
-    assert_eq!(sample(&text, "ferry_rejected_records_total"), 1.0);
-    assert_eq!(sample(&text, "ferry_duplicate_records_total"), 1.0);
-    assert_eq!(sample(&text, "ferry_ingest_latency_seconds_count"), 2.0);
-    assert_eq!(
-        sample(&text, "ferry_ingest_latency_seconds_bucket{le=\"+Inf\"}"),
-        2.0
-    );
-    assert!(sample(&text, "ferry_last_success_timestamp_seconds") > 1.6e9);
-    assert_eq!(sample(&text, "ferry_queue_depth"), 0.0);
-    assert!(http_get(port, "/nope").unwrap().starts_with("HTTP/1.0 404"));
-    assert_eq!(sigterm(&mut d), Some(0));
+        assert_eq!(
+            sample(&text, "ferry_files_total{outcome=\"quarantined\"}"),
+            1.0
+        );
+        assert_eq!(sample(&text, "ferry_records_total"), 4.0);
+        assert_eq!(sample(&text, "ferry_rejected_records_total"), 1.0);
+        assert_eq!(sample(&text, "ferry_duplicate_records_total"), 1.0);
+        assert_eq!(sample(&text, "ferry_ingest_latency_seconds_count"), 2.0);
+        assert_eq!(
+            sample(&text, "ferry_ingest_latency_seconds_bucket{le=\"+Inf\"}"),
+            2.0
+        );
+        assert!(sample(&text, "ferry_last_success_timestamp_seconds") > 1.6e9);
+        assert_eq!(sample(&text, "ferry_queue_depth"), 0.0);
+        assert!(http_get(port, "/nope").unwrap().starts_with("HTTP/1.0 404"));
+        assert_eq!(sigterm(&mut d), Some(0));
+    }
 }
 
 #[test]
@@ -284,68 +278,70 @@ fn assert_exactly_once(s: &Spool, table: &str, n: i64) {
     assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
 }
 
-#[test]
-fn three_daemons_and_a_run_share_a_spool_and_take_each_of_2000_files_once() {
-    let s = Spool::new();
-    let mut daemons: Vec<Child> = (0..3).map(|_| start_watch(&s, &[])).collect();
-    std::thread::sleep(Duration::from_millis(300));
-    std::thread::scope(|sc| {
-        sc.spawn(|| drop_concurrently(&s, "shared", 2000, 4));
-        sc.spawn(|| {
-            std::thread::sleep(Duration::from_millis(100));
-            let out = s.ferry(&["run"]);
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+both_stores! {
+    fn three_daemons_and_a_run_share_a_spool_and_take_each_of_2000_files_once() {
+        let s = Spool::new();
+        let mut daemons: Vec<Child> = (0..3).map(|_| start_watch(&s, &[])).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        std::thread::scope(|sc| {
+            sc.spawn(|| drop_concurrently(&s, "shared", 2000, 4));
+            sc.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                let out = s.ferry(&["run"]);
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            });
         });
-    });
-    wait_for_files_within(&s, 2000, Duration::from_secs(60));
-    for d in &mut daemons {
-        assert_eq!(sigterm(d), Some(0));
+        wait_for_files_within(&s, 2000, Duration::from_secs(60));
+        for d in &mut daemons {
+            assert_eq!(sigterm(d), Some(0));
+        }
+        assert_exactly_once(&s, "shared", 2000);
+        let workers = s.count("SELECT count(DISTINCT worker) FROM files");
+        assert!(
+            workers >= 2,
+            "the work was shared ({workers} processes took files)"
+        );
     }
-    assert_exactly_once(&s, "shared", 2000);
-    let workers = s.count("SELECT count(DISTINCT worker) FROM files");
-    assert!(
-        workers >= 2,
-        "the work was shared ({workers} processes took files)"
-    );
 }
 
-#[test]
-fn sigkill_at_random_moments_then_restart_loses_and_doubles_nothing() {
-    let s = Spool::new();
-    let mut rng = Rng::from_time();
-    let total = 600;
-    for i in 0..total {
-        let body: String = (0..(1 + rng.below(300)))
-            .map(|r| format!("{i},{r}\n"))
-            .collect();
-        s.drop_file(&format!("k/f{i:04}.csv"), format!("n,r\n{body}").as_bytes());
-    }
-    for _ in 0..6 {
+both_stores! {
+    fn sigkill_at_random_moments_then_restart_loses_and_doubles_nothing() {
+        let s = Spool::new();
+        let mut rng = Rng::from_time();
+        let total = 600;
+        for i in 0..total {
+            let body: String = (0..(1 + rng.below(300)))
+                .map(|r| format!("{i},{r}\n"))
+                .collect();
+            s.drop_file(&format!("k/f{i:04}.csv"), format!("n,r\n{body}").as_bytes());
+        }
+        for _ in 0..6 {
+            let mut d = start_watch(&s, &[]);
+            std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
+            sigkill(&mut d);
+        }
         let mut d = start_watch(&s, &[]);
-        std::thread::sleep(Duration::from_millis(50 + rng.below(400)));
-        sigkill(&mut d);
+        wait_for_files_within(&s, total, Duration::from_secs(60));
+        assert_eq!(sigterm(&mut d), Some(0));
+        assert_eq!(s.count("SELECT count(*) FROM files"), total);
+        assert_eq!(s.count("SELECT count(DISTINCT path) FROM files"), total);
+        assert_eq!(s.count("SELECT count(DISTINCT n) FROM k"), total);
+        assert_eq!(
+            s.count("SELECT count(*) FROM (SELECT DISTINCT n, r FROM k) AS d"),
+            s.count("SELECT count(*) FROM k"),
+            "no record twice"
+        );
+        assert_eq!(
+            s.count("SELECT sum(records) FROM files"),
+            s.count("SELECT count(*) FROM k")
+        );
+        assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
     }
-    let mut d = start_watch(&s, &[]);
-    wait_for_files_within(&s, total, Duration::from_secs(60));
-    assert_eq!(sigterm(&mut d), Some(0));
-    assert_eq!(s.count("SELECT count(*) FROM files"), total);
-    assert_eq!(s.count("SELECT count(DISTINCT path) FROM files"), total);
-    assert_eq!(s.count("SELECT count(DISTINCT n) FROM k"), total);
-    assert_eq!(
-        s.count("SELECT count(*) FROM (SELECT DISTINCT n, r FROM k)"),
-        s.count("SELECT count(*) FROM k"),
-        "no record twice"
-    );
-    assert_eq!(
-        s.count("SELECT sum(records) FROM files"),
-        s.count("SELECT count(*) FROM k")
-    );
-    assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
 }
 
 #[test]
@@ -359,141 +355,144 @@ fn a_storm_of_10000_files_at_once_is_taken_whole() {
     assert_exactly_once(&s, "storm", 10_000);
 }
 
-#[test]
-fn a_file_that_cannot_be_opened_is_reported_left_and_retried() {
-    let s = Spool::new();
-    let flag = s.scratch("flags").join("deny");
-    fs::write(&flag, b"").unwrap();
-    let port = free_port();
-    let deny = format!("{}:locked", flag.display());
-    let mut d = start_watch_with(
-        &s,
-        &[
-            "--rescan",
-            "300ms",
-            "--metrics",
-            &format!("127.0.0.1:{port}"),
-        ],
-        &[("FERRY_FAULT_DENY_OPEN", &deny)],
-    );
-    s.drop_file("p/locked.csv", b"n\n1\n");
-    s.drop_file("p/open.csv", b"n\n2\n");
-    wait_for_files(&s, 1);
-    // Reported (counted as left, again on each rescan), never claimed or set aside.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = http_get(port, "/metrics")
-            .map(|t| sample(&t, "ferry_files_total{outcome=\"left\"}"))
-            .unwrap_or(0.0);
-        if left >= 2.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the unreadable file was not retried"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(s.incoming().join("p/locked.csv").exists());
-    assert_eq!(s.count("SELECT count(*) FROM files"), 1);
-    // Readable again: taken on a later rescan.
-    fs::remove_file(&flag).unwrap();
-    wait_for_files(&s, 2);
-    assert_eq!(sigterm(&mut d), Some(0));
-    assert_eq!(
-        s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
-        2
-    );
-    assert!(s.leftover_inputs().is_empty());
-}
-
-#[test]
-fn files_that_cannot_be_moved_after_commit_are_placed_once_the_disk_allows() {
-    let s = Spool::new();
-    let flag = s.scratch("flags").join("no-place");
-    fs::write(&flag, b"").unwrap();
-    let flag_s = flag.to_str().unwrap().to_string();
-    let mut d = start_watch_with(
-        &s,
-        &["--rescan", "300ms"],
-        &[("FERRY_FAULT_FAIL_PLACE", &flag_s)],
-    );
-    for i in 0..3 {
-        s.drop_file(&format!("p/f{i}.csv"), format!("n\n{i}\n").as_bytes());
-    }
-    wait_for_files(&s, 3);
-    std::thread::sleep(Duration::from_millis(800));
-    // Committed, but still in processing/ (not lost, not redone) while moves fail.
-    assert_eq!(s.leftover_inputs().len(), 3, "{:?}", s.leftover_inputs());
-    assert!(d.try_wait().unwrap().is_none(), "the daemon keeps running");
-    fs::remove_file(&flag).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.leftover_inputs().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "never placed: {:?}",
-            s.leftover_inputs()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(sigterm(&mut d), Some(0));
-    assert_eq!(
-        s.count("SELECT count(*) FROM files"),
-        3,
-        "placed, not ingested again"
-    );
-    assert_eq!(s.count("SELECT count(*) FROM p"), 3);
-    let archived = tree(&s.root.join("archive"));
-    assert_eq!(archived.len(), 3, "{archived:?}");
-    let stored: Vec<String> = s
-        .query("SELECT stored_at FROM files ORDER BY id")
-        .into_iter()
-        .map(|r| r[0].clone().unwrap())
-        .collect();
-    assert!(
-        stored.iter().all(|p| s.root.join(p).is_file()),
-        "{stored:?}"
-    );
-}
-
-#[test]
-fn processes_starting_together_on_a_new_spool_all_start() {
-    for round in 0..6 {
+both_stores! {
+    fn a_file_that_cannot_be_opened_is_reported_left_and_retried() {
         let s = Spool::new();
-        for i in 0..40 {
-            s.drop_file(
-                &format!("t/f{i:02}.csv"),
-                format!("n\n{round}{i:02}\n").as_bytes(),
+        let flag = s.scratch("flags").join("deny");
+        fs::write(&flag, b"").unwrap();
+        let port = free_port();
+        let deny = format!("{}:locked", flag.display());
+        let mut d = start_watch_with(
+            &s,
+            &[
+                "--rescan",
+                "300ms",
+                "--metrics",
+                &format!("127.0.0.1:{port}"),
+            ],
+            &[("FERRY_FAULT_DENY_OPEN", &deny)],
+        );
+        s.drop_file("p/locked.csv", b"n\n1\n");
+        s.drop_file("p/open.csv", b"n\n2\n");
+        wait_for_files(&s, 1);
+        // Reported (counted as left, again on each rescan), never claimed or set aside.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = http_get(port, "/metrics")
+                .map(|t| sample(&t, "ferry_files_total{outcome=\"left\"}"))
+                .unwrap_or(0.0);
+            if left >= 2.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the unreadable file was not retried"
             );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        // No ledger yet: every process races to create it.
-        let mut daemon = start_watch(&s, &[]);
-        let runs: Vec<Child> = (0..4)
-            .map(|_| {
-                s.cmd()
-                    .arg("run")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for r in runs {
-            let out = r.wait_with_output().unwrap();
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        wait_for_files(&s, 40);
-        assert_eq!(sigterm(&mut daemon), Some(0), "the daemon started and ran");
+        assert!(s.incoming().join("p/locked.csv").exists());
+        assert_eq!(s.count("SELECT count(*) FROM files"), 1);
+        // Readable again: taken on a later rescan.
+        fs::remove_file(&flag).unwrap();
+        wait_for_files(&s, 2);
+        assert_eq!(sigterm(&mut d), Some(0));
         assert_eq!(
             s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
-            40
+            2
         );
-        assert_eq!(s.count("SELECT count(DISTINCT n) FROM t"), 40);
         assert!(s.leftover_inputs().is_empty());
+    }
+}
+
+both_stores! {
+    fn files_that_cannot_be_moved_after_commit_are_placed_once_the_disk_allows() {
+        let s = Spool::new();
+        let flag = s.scratch("flags").join("no-place");
+        fs::write(&flag, b"").unwrap();
+        let flag_s = flag.to_str().unwrap().to_string();
+        let mut d = start_watch_with(
+            &s,
+            &["--rescan", "300ms"],
+            &[("FERRY_FAULT_FAIL_PLACE", &flag_s)],
+        );
+        for i in 0..3 {
+            s.drop_file(&format!("p/f{i}.csv"), format!("n\n{i}\n").as_bytes());
+        }
+        wait_for_files(&s, 3);
+        std::thread::sleep(Duration::from_millis(800));
+        // Committed, but still in processing/ (not lost, not redone) while moves fail.
+        assert_eq!(s.leftover_inputs().len(), 3, "{:?}", s.leftover_inputs());
+        assert!(d.try_wait().unwrap().is_none(), "the daemon keeps running");
+        fs::remove_file(&flag).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.leftover_inputs().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "never placed: {:?}",
+                s.leftover_inputs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(sigterm(&mut d), Some(0));
+        assert_eq!(
+            s.count("SELECT count(*) FROM files"),
+            3,
+            "placed, not ingested again"
+        );
+        assert_eq!(s.count("SELECT count(*) FROM p"), 3);
+        let archived = tree(&s.root.join("archive"));
+        assert_eq!(archived.len(), 3, "{archived:?}");
+        let stored: Vec<String> = s
+            .query("SELECT stored_at FROM files ORDER BY id")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect();
+        assert!(
+            stored.iter().all(|p| s.root.join(p).is_file()),
+            "{stored:?}"
+        );
+    }
+}
+
+both_stores! {
+    fn processes_starting_together_on_a_new_spool_all_start() {
+        for round in 0..6 {
+            let s = Spool::new();
+            for i in 0..40 {
+                s.drop_file(
+                    &format!("t/f{i:02}.csv"),
+                    format!("n\n{round}{i:02}\n").as_bytes(),
+                );
+            }
+            // No ledger yet: every process races to create it.
+            let mut daemon = start_watch(&s, &[]);
+            let runs: Vec<Child> = (0..4)
+                .map(|_| {
+                    s.cmd()
+                        .arg("run")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            for r in runs {
+                let out = r.wait_with_output().unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            wait_for_files(&s, 40);
+            assert_eq!(sigterm(&mut daemon), Some(0), "the daemon started and ran");
+            assert_eq!(
+                s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
+                40
+            );
+            assert_eq!(s.count("SELECT count(DISTINCT n) FROM t"), 40);
+            assert!(s.leftover_inputs().is_empty());
+        }
     }
 }

@@ -31,6 +31,9 @@ pub(super) struct FileColumns {
     seen: HashSet<String>,
     pub stored: u64,
     pub duplicates: u64,
+    /// Whether any of the file's records reached the writer yet (until then the file can start
+    /// again in a new group).
+    pub rows_seen: bool,
     /// What the file was stored with that a reader should know (renamed columns, …).
     pub warnings: Vec<String>,
 }
@@ -99,6 +102,14 @@ impl Writer<'_> {
         file: &mut FileColumns,
     ) -> Result<Result<(), Reject>> {
         let dataset = spec.name.as_str();
+        // Names and tables shared with other hosts change only under the store's lock: look
+        // first, and take it only if something is to change.
+        if self.store.shared_schema()
+            && self.schema_changes(spec, cols)?
+            && !self.store.lock_schema(!file.rows_seen)?
+        {
+            return Err(Contended.into());
+        }
         let table = match self.store.table(dataset)? {
             Some(t) => t,
             None => self.store.create_table_name(dataset)?,
@@ -163,8 +174,15 @@ impl Writer<'_> {
         if data_columns + create.len() > self.store.max_data_columns() {
             return Ok(Err(too_many_columns(data_columns + create.len())));
         }
-        self.store
-            .ensure_columns(&table, &create, !spec.key.is_empty())?;
+        let key: Vec<String> = if spec.key.is_empty() {
+            Vec::new()
+        } else {
+            cols.key
+                .iter()
+                .filter_map(|k| k.and_then(|i| mapped.get(i).cloned().flatten()))
+                .collect()
+        };
+        self.store.ensure_columns(&table, &create, &key)?;
         for w in renamed {
             file.warn(w);
         }
@@ -172,6 +190,42 @@ impl Writer<'_> {
         file.cols = mapped;
         file.table = table;
         Ok(Ok(()))
+    }
+
+    /// Whether taking this file's columns may change names or tables (a look that changes
+    /// nothing; when unsure, yes).
+    fn schema_changes(&mut self, spec: &DatasetSpec, cols: &Columns) -> Result<bool> {
+        let dataset = spec.name.as_str();
+        let Some(table) = self.store.table(dataset)? else {
+            return Ok(true);
+        };
+        let existing = self.store.table_columns(&table)?;
+        if existing.is_empty() {
+            return Ok(true);
+        }
+        let mut names = Vec::with_capacity(cols.defs.len());
+        for d in &cols.defs {
+            let col = match &d.source {
+                ColumnSource::Declared(name) => name.clone(),
+                ColumnSource::File(key) => match self.store.file_column(dataset, key)? {
+                    Some(col) => col,
+                    None => return Ok(true),
+                },
+            };
+            if !existing.contains_key(&col.to_lowercase()) {
+                return Ok(true);
+            }
+            names.push(col);
+        }
+        if spec.key.is_empty() {
+            return Ok(false);
+        }
+        let key: Vec<String> = cols
+            .key
+            .iter()
+            .filter_map(|k| k.and_then(|i| names.get(i).cloned()))
+            .collect();
+        Ok(!existing.contains_key("_key") || !self.store.key_ready(&table, &key)?)
     }
 
     /// The table column a file column lands in: the one the registry remembers, or a new one
@@ -232,6 +286,19 @@ struct Table<'a> {
     /// How many of them hold data (not ferry's own).
     data_columns: usize,
 }
+
+/// Another writer holds the lock on names and tables, and nothing of this file is stored yet:
+/// it starts again in a new group, once the lock is free.
+#[derive(Debug)]
+pub(super) struct Contended;
+
+impl std::fmt::Display for Contended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another writer is changing the dataset's names or tables")
+    }
+}
+
+impl std::error::Error for Contended {}
 
 /// Where a file column goes.
 enum Placed {

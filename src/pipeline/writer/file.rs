@@ -2,16 +2,16 @@
 //! under a savepoint) or quarantined, its ledger row, and the name it will have in `archive/` or
 //! `quarantine/`, reserved in the ledger so concurrent processes never pick the same one.
 
-use super::columns::FileColumns;
+use super::columns::{Contended, FileColumns};
 use super::{FileOutcome, Finished, Writer};
 use crate::config::DatasetSpec;
 use crate::format::Format;
 use crate::fsio;
 use crate::pipeline::place::{reason_json, rejects_ndjson, Placement, Transfer};
 use crate::pipeline::stages::FIRST_REJECTS;
-use crate::pipeline::{End, FileMeta, Mode, Msg, Source};
+use crate::pipeline::{Columns, End, FileMeta, Mode, Msg, Source};
 use crate::reject::{Kind, RecordReject, Reject, Stage};
-use crate::store::{now, ChunkInsert, Counts, Failure, FileState, FileUpdate, NewFile};
+use crate::store::{now, ChunkInsert, Counts, Failure, FileState, FileUpdate, Identity, NewFile};
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
 use std::ffi::OsStr;
@@ -79,33 +79,44 @@ impl Writer<'_> {
             .spec
             .clone()
             .context("a file with records has a dataset")?;
-        if let Some(original) = self.store.ingested_with(&spec.name, &sha)? {
-            drop(rx);
-            return self.duplicate(meta, original);
-        }
-
-        self.store.begin_file()?;
-        let row = new_file(
-            &self.source,
-            &self.session.worker_name,
-            &meta,
-            &path,
-            FileState::Ingested,
-            &now,
-        );
-        let id = self.store.insert_file(&row)?;
-        let mut file = FileColumns::default();
-        let end = match self.store_records(&spec, id, &rx, &mut file) {
-            Ok(end) => end,
-            Err(e) => match self.store.classify(&e) {
-                Failure::Machine => return Err(e),
-                Failure::Content(reject) => rejected(reject),
-                Failure::Other => rejected(Reject::new(
-                    Kind::IoStore,
-                    Stage::Store,
-                    format!("storing the records failed: {e:#}"),
-                )),
-            },
+        // A Columns message to take again when the file starts over in a new group.
+        let mut again: Option<Columns> = None;
+        let (id, mut file, end) = loop {
+            match self.store.identity(&spec.name, &sha)? {
+                Identity::Stored(original) => {
+                    drop(rx);
+                    return self.duplicate(meta, original);
+                }
+                Identity::Busy => {
+                    // Another writer stores the same content right now: wait for it holding
+                    // nothing, so no two writers ever wait on each other.
+                    self.new_group()?;
+                    self.store.wait_identity(&spec.name, &sha)?;
+                    continue;
+                }
+                Identity::New => {}
+            }
+            self.store.begin_file()?;
+            let row = new_file(
+                &self.source,
+                &self.session.worker_name,
+                &meta,
+                &path,
+                FileState::Ingested,
+                &now,
+            );
+            let id = self.store.insert_file(&row)?;
+            let mut file = FileColumns::default();
+            match self.store_records(&spec, id, &rx, &mut file, again.take()) {
+                Ok(Stream::End(end)) => break (id, file, end),
+                Ok(Stream::Again(cols)) => {
+                    self.store.undo_file()?;
+                    self.new_group()?;
+                    self.store.lock_schema(false)?;
+                    again = Some(cols);
+                }
+                Err(e) => break (id, file, self.failed(e)?),
+            }
         };
         drop(rx);
         let end = reconcile(end, &file);
@@ -211,22 +222,44 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Drains one file's stream into its dataset table.
+    /// What a storage error means for the file: the writer stops on a machine error, anything
+    /// else sets the file aside with the reason.
+    fn failed(&self, e: anyhow::Error) -> Result<End> {
+        Ok(match self.store.classify(&e) {
+            Failure::Machine => return Err(e),
+            Failure::Content(reject) => rejected(reject),
+            Failure::Other => rejected(Reject::new(
+                Kind::IoStore,
+                Stage::Store,
+                format!("storing the records failed: {e:#}"),
+            )),
+        })
+    }
+
+    /// Drains one file's stream into its dataset table. `again`: the columns to take first,
+    /// when the file starts over.
     fn store_records(
         &mut self,
         spec: &DatasetSpec,
         id: i64,
         rx: &Receiver<Msg>,
         file: &mut FileColumns,
-    ) -> Result<End> {
+        mut again: Option<Columns>,
+    ) -> Result<Stream> {
         loop {
-            match rx.recv() {
-                Ok(Msg::Columns(cols)) => {
-                    if let Err(r) = self.columns(spec, &cols, file)? {
-                        return Ok(rejected(r));
-                    }
-                }
+            let msg = match again.take() {
+                Some(cols) => Ok(Msg::Columns(cols)),
+                None => rx.recv(),
+            };
+            match msg {
+                Ok(Msg::Columns(cols)) => match self.columns(spec, &cols, file) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(r)) => return Ok(Stream::End(rejected(r))),
+                    Err(e) if e.is::<Contended>() => return Ok(Stream::Again(cols)),
+                    Err(e) => return Err(e),
+                },
                 Ok(Msg::Rows(chunk)) => {
+                    file.rows_seen = true;
                     let stored = self.store.insert_chunk(&ChunkInsert {
                         dataset: &spec.name,
                         table: &file.table,
@@ -238,21 +271,24 @@ impl Writer<'_> {
                     file.stored += stored.stored;
                     file.duplicates += stored.duplicates;
                 }
-                Ok(Msg::Rejects(r)) => self.store.add_rejects(id, &r)?,
+                Ok(Msg::Rejects(r)) => {
+                    file.rows_seen = true;
+                    self.store.add_rejects(id, &r)?
+                }
                 Ok(Msg::End(end)) => {
                     if let End::Done { .. } = end {
                         if let Some(r) = file.missing_columns(spec) {
-                            return Ok(rejected(r));
+                            return Ok(Stream::End(rejected(r)));
                         }
                     }
-                    return Ok(end);
+                    return Ok(Stream::End(end));
                 }
                 Err(_) => {
-                    return Ok(rejected(Reject::new(
+                    return Ok(Stream::End(rejected(Reject::new(
                         Kind::Internal,
                         Stage::Parse,
                         "the worker stopped before finishing the file",
-                    )))
+                    ))))
                 }
             }
         }
@@ -381,6 +417,14 @@ impl Writer<'_> {
         self.store.update_file(id, &FileUpdate::StoredAt(&stored))?;
         Ok(to)
     }
+}
+
+/// How a file's stream ended in the writer.
+enum Stream {
+    End(End),
+    /// Another writer holds what the file needs and nothing of it is stored yet: it starts
+    /// over in a new group with these columns.
+    Again(Columns),
 }
 
 /// A file rejected for a reason found while storing it.

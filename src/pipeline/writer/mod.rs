@@ -72,8 +72,13 @@ struct Writer<'a> {
     source: String,
 }
 
-/// Runs until every worker has hung up; returns what was committed.
-pub fn run(session: &Session, store: Box<dyn Ingest>, jobs: Receiver<Job>) -> Result<Summary> {
+/// Runs until every worker has hung up; returns what was committed, and the error that stopped
+/// it early, if one did.
+pub fn run(
+    session: &Session,
+    store: Box<dyn Ingest>,
+    jobs: Receiver<Job>,
+) -> (Summary, Result<()>) {
     let mut w = Writer {
         session,
         store,
@@ -82,16 +87,14 @@ pub fn run(session: &Session, store: Box<dyn Ingest>, jobs: Receiver<Job>) -> Re
         summary: Summary::default(),
         source: session.source.display().to_string(),
     };
-    match w.run(&jobs) {
-        Ok(()) => Ok(w.summary),
-        Err(e) => {
-            // Nothing of the open transaction happened; its files stay in processing/ and are
-            // redone by recovery. Stop claiming more.
-            session.halt();
-            w.store.rollback();
-            Err(e)
-        }
+    let r = w.run(&jobs);
+    if r.is_err() {
+        // Nothing of the open transaction happened; its files stay in processing/ and are
+        // redone by recovery. Stop claiming more.
+        session.halt();
+        w.store.rollback();
     }
+    (w.summary, r)
 }
 
 impl Writer<'_> {
@@ -133,6 +136,13 @@ impl Writer<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Commits what the group holds and opens a new one (a file about to wait for another
+    /// writer must hold nothing while it waits).
+    fn new_group(&mut self) -> Result<()> {
+        self.commit()?;
+        self.begin()
     }
 
     fn commit(&mut self) -> Result<()> {

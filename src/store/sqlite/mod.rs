@@ -14,7 +14,8 @@ mod tables;
 
 use super::{
     BatchPlan, BatchRange, ChunkInsert, ChunkStored, DatasetCounts, Failure, FileFilter, FileRow,
-    FileState, FileUpdate, Ingest, NewColumn, NewFile, Record, Store, TargetKey, TargetStatus,
+    FileState, FileUpdate, Identity, Ingest, NewColumn, NewFile, Record, Store, TargetKey,
+    TargetStatus,
 };
 use crate::format::ColumnKey;
 use crate::reject::{Kind, RecordReject, Reject, Stage};
@@ -300,8 +301,12 @@ impl Ingest for SqliteIngest {
     fn seen(&mut self, path: &str, sha256: Option<&str>) -> Result<bool> {
         ledger::seen(&self.conn, path, sha256)
     }
-    fn ingested_with(&mut self, dataset: &str, sha256: &str) -> Result<Option<i64>> {
-        ledger::ingested_with(&self.conn, dataset, sha256)
+    fn identity(&mut self, dataset: &str, sha256: &str) -> Result<Identity> {
+        // One writer at a time: nobody else can be storing it now.
+        Ok(match ledger::ingested_with(&self.conn, dataset, sha256)? {
+            Some(id) => Identity::Stored(id),
+            None => Identity::New,
+        })
     }
     fn insert_file(&mut self, f: &NewFile) -> Result<i64> {
         ledger::insert(&self.conn, f)
@@ -345,8 +350,9 @@ impl Ingest for SqliteIngest {
         self.registry
             .assign_column(&self.conn, dataset, key, existing, reserved, record)
     }
-    fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], keyed: bool) -> Result<()> {
-        self.tables.ensure(&self.conn, table, columns, keyed)?;
+    fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], key: &[String]) -> Result<()> {
+        self.tables
+            .ensure(&self.conn, table, columns, !key.is_empty())?;
         Ok(())
     }
 

@@ -2,8 +2,8 @@
 //! dataset's file column → table column), and the writer's cache of them. The naming rules are
 //! `store::names`; this module stores and finds their results.
 
-use crate::format::{ColumnKey, SYSTEM_COLUMNS};
-use crate::store::names::{column_name_for, reserved_table, table_name_for};
+use crate::format::ColumnKey;
+use crate::store::names::{self, DatasetNames};
 use crate::store::now;
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension};
@@ -39,22 +39,12 @@ pub fn tables(conn: &Connection) -> Result<Vec<(String, String)>> {
 
 /// The table a dataset has, or would get if a file of it were stored now (`false`: not yet).
 pub fn table_or_planned(conn: &Connection, dataset: &str) -> Result<(String, bool)> {
-    if let Some(t) = table_of(conn, dataset)? {
-        return Ok((t, true));
-    }
-    let taken = taken_table_names(conn)?;
-    let name = table_name_for(dataset, |n| taken.contains(n) || reserved_table(n));
-    Ok((name, false))
-}
-
-/// What the writer knows of one dataset's names.
-#[derive(Debug, Default, Clone)]
-struct Names {
-    table: Option<String>,
-    /// File column name → (occurrence, table column).
-    columns: HashMap<String, Vec<(u32, String)>>,
-    /// Lowercased table columns that a file column owns.
-    owned: HashSet<String>,
+    let table = table_of(conn, dataset)?;
+    let taken = match table {
+        Some(_) => HashSet::new(),
+        None => taken_table_names(conn)?,
+    };
+    Ok(names::table_or_planned(table, dataset, &taken))
 }
 
 /// The writer's cache of the registry. Reloaded whenever another connection committed, and
@@ -62,7 +52,7 @@ struct Names {
 #[derive(Default)]
 pub struct Registry {
     data_version: Option<i64>,
-    known: HashMap<String, Names>,
+    known: HashMap<String, DatasetNames>,
 }
 
 impl Registry {
@@ -80,12 +70,9 @@ impl Registry {
         self.known.clear();
     }
 
-    fn names(&mut self, conn: &Connection, dataset: &str) -> Result<&mut Names> {
+    fn names(&mut self, conn: &Connection, dataset: &str) -> Result<&mut DatasetNames> {
         if !self.known.contains_key(dataset) {
-            let mut n = Names {
-                table: table_of(conn, dataset)?,
-                ..Names::default()
-            };
+            let mut n = DatasetNames::new(table_of(conn, dataset)?);
             let mut stmt = conn.prepare_cached(
                 "SELECT source, occurrence, column_name FROM dataset_columns WHERE dataset = ?1",
             )?;
@@ -98,8 +85,7 @@ impl Registry {
             })?;
             for row in rows {
                 let (source, occ, col) = row?;
-                n.owned.insert(col.to_lowercase());
-                n.columns.entry(source).or_default().push((occ, col));
+                n.add(source, occ, col);
             }
             self.known.insert(dataset.to_string(), n);
         }
@@ -129,12 +115,7 @@ impl Registry {
         dataset: &str,
         key: &ColumnKey,
     ) -> Result<Option<String>> {
-        Ok(self
-            .names(conn, dataset)?
-            .columns
-            .get(&key.name)
-            .and_then(|v| v.iter().find(|(o, _)| *o == key.occurrence))
-            .map(|(_, c)| c.clone()))
+        Ok(self.names(conn, dataset)?.column(key))
     }
 
     /// See `Ingest::assign_column`.
@@ -148,35 +129,14 @@ impl Registry {
         record: bool,
     ) -> Result<(String, bool)> {
         let names = self.names(conn, dataset)?;
-        let lower = key.name.to_lowercase();
-        let adopt = key.occurrence == 1
-            && !key.name.is_empty()
-            && existing.get(&lower).is_some_and(|c| *c == key.name)
-            && !names.owned.contains(&lower)
-            && !reserved.contains(&lower);
-        let (column, new) = if adopt {
-            (key.name.clone(), false)
-        } else {
-            let taken = |n: &str| {
-                existing.contains_key(n)
-                    || names.owned.contains(n)
-                    || reserved.contains(n)
-                    || SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(n))
-            };
-            (column_name_for(key, taken), true)
-        };
+        let (column, new) = names.choose(key, existing, reserved);
         if record {
             conn.prepare_cached(
                 "INSERT INTO dataset_columns (dataset, source, occurrence, column_name, \
                  created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute((dataset, &key.name, key.occurrence, &column, now()))?;
-            names.owned.insert(column.to_lowercase());
-            names
-                .columns
-                .entry(key.name.clone())
-                .or_default()
-                .push((key.occurrence, column.clone()));
+            names.add(key.name.clone(), key.occurrence, column.clone());
         }
         Ok((column, new))
     }

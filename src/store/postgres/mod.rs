@@ -1,0 +1,587 @@
+//! The PostgreSQL store: for teams whose data lives in PostgreSQL, and for several ferry hosts
+//! sharing one inbox (the spool folder on a network mount) with the same promise as one host.
+//!
+//! What changes against SQLite, and where:
+//! - many writers at once, on many hosts: a file's identity is reserved with an advisory lock
+//!   and decided by the database (`PgIngest::identity`; a unique index backs it); names and
+//!   tables change only under one schema lock (`lock_schema`); record keys are decided by a
+//!   unique index (`tables`);
+//! - record ids come in blocks recorded with their transaction, so exports never skip a record
+//!   committed late by another host (`ids`, `export`);
+//! - owners of claims prove they are alive with leases in the database, not lock files
+//!   (`lease`); the writer's group transaction checks its own lease (fencing);
+//! - records are loaded with binary `COPY` (`binary`, `tables`).
+//!
+//! Sessions keep TCP keepalives short (client and server side), so a host that vanishes is
+//! noticed in seconds and its open transaction — and the locks it holds — end with it.
+
+mod binary;
+mod export;
+mod ids;
+mod lease;
+mod ledger;
+mod migrations;
+mod registry;
+mod tables;
+
+pub use lease::Leases;
+
+use super::{
+    BatchPlan, BatchRange, ChunkInsert, ChunkStored, DatasetCounts, Failure, FileFilter, FileRow,
+    FileState, FileUpdate, Identity, Ingest, NewColumn, NewFile, Record, Store, TargetKey,
+    TargetStatus,
+};
+use crate::format::ColumnKey;
+use crate::reject::{Kind, RecordReject, Reject, Stage};
+use anyhow::{anyhow, bail, Context, Result};
+use migrations::{LOCK_CLASS, LOCK_SCHEMA};
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long an owner's lease lasts without renewal, by default.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+
+/// A PostgreSQL store: where it is, in which schema, and how long owners' leases last.
+#[derive(Clone)]
+pub struct Target {
+    url: String,
+    config: postgres::Config,
+    schema: Option<String>,
+    pub lease: Duration,
+}
+
+impl PartialEq for Target {
+    fn eq(&self, o: &Target) -> bool {
+        (&self.url, &self.schema, self.lease) == (&o.url, &o.schema, o.lease)
+    }
+}
+
+impl Eq for Target {}
+
+impl Target {
+    /// Reads a `postgres://` (or `postgresql://`) URL. Messages never repeat the password.
+    pub fn parse(url: &str, schema: Option<String>) -> Result<Target, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(
+                "the store is a PostgreSQL URL, postgres://user@host:port/database (the \
+                 default store, the spool's SQLite file, needs no setting)"
+                    .into(),
+            );
+        }
+        let config = postgres::Config::from_str(url)
+            .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+        if let Some(s) = &schema {
+            if s.len() > super::names::MAX_NAME {
+                return Err(format!("the schema name {s:?} is longer than 63 bytes"));
+            }
+        }
+        Ok(Target {
+            url: url.to_string(),
+            config,
+            schema,
+            lease: DEFAULT_LEASE,
+        })
+    }
+
+    /// `postgres://user@host:port/db` (and the schema): where, without the password.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let host = c
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let port = c
+            .get_ports()
+            .first()
+            .map_or(String::new(), |p| format!(":{p}"));
+        let user = c.get_user().map_or(String::new(), |u| format!("{u}@"));
+        let db = c.get_dbname().unwrap_or("");
+        let schema = self
+            .schema
+            .as_ref()
+            .map_or(String::new(), |s| format!(" (schema {s})"));
+        format!("postgres://{user}{host}{port}/{db}{schema}")
+    }
+
+    fn schema(&self) -> &str {
+        self.schema.as_deref().unwrap_or("public")
+    }
+
+    /// A session, set up but not migrated.
+    pub(super) fn connect(&self) -> Result<Client> {
+        let mut c = self.config.clone();
+        if c.get_password().is_none() {
+            if let Ok(pw) = std::env::var("PGPASSWORD") {
+                c.password(pw);
+            }
+        }
+        if c.get_user().is_none() {
+            let user = std::env::var("PGUSER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "postgres".into());
+            c.user(&user);
+        }
+        c.application_name("ferry")
+            .connect_timeout(Duration::from_secs(10))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(20));
+        let mut client = c
+            .connect(NoTls)
+            .map_err(|e| anyhow!("cannot connect to the store {}: {e}", self.describe()))?;
+        // The server notices a vanished client in seconds too: its transaction and locks end.
+        client
+            .batch_execute(&format!(
+                "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+                 SET tcp_keepalives_count = 3; SET tcp_user_timeout = 20000; \
+                 SET client_min_messages = warning; SET TIME ZONE 'UTC'; \
+                 SET search_path = {}",
+                tables::ident(self.schema())
+            ))
+            .map_err(|e| anyhow!("setting up a session on {}: {e}", self.describe()))?;
+        let encoding: String = client.query_one("SHOW server_encoding", &[])?.get(0);
+        if encoding != "UTF8" {
+            bail!(
+                "the database of {} uses the {encoding} encoding; ferry stores text exactly and \
+                 needs a UTF8 database",
+                self.describe()
+            );
+        }
+        Ok(client)
+    }
+
+    /// A session on a store whose schema is up to date.
+    pub(super) fn open(&self) -> Result<Client> {
+        let mut c = self.connect()?;
+        migrations::migrate(&mut c, self.schema.as_deref())
+            .with_context(|| format!("setting up the store {}", self.describe()))?;
+        Ok(c)
+    }
+}
+
+/// A command's connection.
+pub struct PgStore {
+    c: Client,
+}
+
+impl PgStore {
+    pub fn open(t: &Target) -> Result<PgStore> {
+        Ok(PgStore { c: t.open()? })
+    }
+
+    /// The store if ferry has been set up in it (reporting commands create nothing).
+    pub fn open_existing(t: &Target) -> Result<Option<PgStore>> {
+        let mut c = t.connect()?;
+        match migrations::version(&mut c)? {
+            None => Ok(None),
+            Some(v) if v == migrations::latest() => Ok(Some(PgStore { c })),
+            Some(_) => Ok(Some(PgStore::open(t)?)),
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn files(&mut self, filter: &FileFilter) -> Result<Vec<FileRow>> {
+        ledger::files(&mut self.c, filter)
+    }
+    fn file(&mut self, id: i64) -> Result<Option<FileRow>> {
+        ledger::get(&mut self.c, id)
+    }
+    fn by_claim(&mut self, claim: &str) -> Result<Option<FileRow>> {
+        ledger::by_claim(&mut self.c, claim)
+    }
+    fn retried_by(&mut self, id: i64) -> Result<Option<i64>> {
+        ledger::retried_by(&mut self.c, id)
+    }
+    fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>> {
+        ledger::rejects(&mut self.c, id, limit)
+    }
+    fn state_counts(&mut self) -> Result<BTreeMap<FileState, u64>> {
+        ledger::state_counts(&mut self.c)
+    }
+    fn dataset_counts(&mut self) -> Result<Vec<DatasetCounts>> {
+        ledger::dataset_counts(&mut self.c)
+    }
+    fn last_activity(&mut self) -> Result<Option<String>> {
+        ledger::last_activity(&mut self.c)
+    }
+    fn tables(&mut self) -> Result<Vec<(String, String)>> {
+        registry::tables(&mut self.c)
+    }
+    fn table_or_planned(&mut self, dataset: &str) -> Result<(String, bool)> {
+        registry::table_or_planned(&mut self.c, dataset)
+    }
+    fn targets(&mut self) -> Result<Vec<TargetStatus>> {
+        export::targets(&mut self.c)
+    }
+    fn target_dirs(&mut self, dataset: &str) -> Result<Vec<(String, String)>> {
+        export::target_dirs(&mut self.c, dataset)
+    }
+    fn upsert_target(&mut self, key: &TargetKey, dir: &str) -> Result<()> {
+        export::upsert_target(&mut self.c, key, dir)
+    }
+    fn plan_batch(
+        &mut self,
+        key: &TargetKey,
+        table: &str,
+        max_rows: u64,
+        make: &mut dyn FnMut(BatchRange) -> BatchPlan,
+    ) -> Result<Option<(BatchPlan, bool)>> {
+        export::plan_batch(&mut self.c, key, table, max_rows, make)
+    }
+    fn read_batch(
+        &mut self,
+        table: &str,
+        plan: &BatchPlan,
+        record: &mut dyn FnMut(&dyn Record) -> Result<()>,
+    ) -> Result<u64> {
+        export::read_batch(&mut self.c, table, plan, record)
+    }
+    fn commit_batch(
+        &mut self,
+        key: &TargetKey,
+        plan: &BatchPlan,
+        sha256: &str,
+        bytes: u64,
+    ) -> Result<()> {
+        export::commit_batch(&mut self.c, key, plan, sha256, bytes)
+    }
+    fn watermark(&mut self, key: &TargetKey) -> Result<i64> {
+        export::watermark(&mut self.c, key)
+    }
+    fn lock_target(&mut self, key: &TargetKey) -> Result<bool> {
+        Ok(self
+            .c
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2 || '/' || $3))",
+                &[&LOCK_CLASS, &key.dataset, &key.target],
+            )?
+            .get(0))
+    }
+}
+
+/// The writer's connection: group transactions with a savepoint per file, the id blocks of
+/// the group, and what it caches within a group (dropped at each group, each rollback and
+/// each time the schema lock is taken).
+pub struct PgIngest {
+    c: Client,
+    ids: ids::Ids,
+    owner: Option<String>,
+    tables: tables::Tables,
+    registry: registry::Registry,
+    /// Whether this group holds the schema lock.
+    schema_locked: bool,
+}
+
+impl PgIngest {
+    pub fn open(t: &Target, owner: Option<&str>) -> Result<PgIngest> {
+        Ok(PgIngest {
+            c: t.open()?,
+            ids: ids::Ids::new(t),
+            owner: owner.map(str::to_string),
+            tables: tables::Tables::default(),
+            registry: registry::Registry::default(),
+            schema_locked: false,
+        })
+    }
+
+    fn forget(&mut self) {
+        self.tables.invalidate();
+        self.registry.invalidate();
+    }
+
+    fn end_group(&mut self) {
+        self.ids.end_group();
+        self.schema_locked = false;
+        self.forget();
+    }
+}
+
+/// The advisory lock key of a file's identity (its dataset and content).
+fn identity_key(dataset: &str, sha256: &str) -> String {
+    format!("{dataset}/{sha256}")
+}
+
+impl Ingest for PgIngest {
+    fn begin(&mut self) -> Result<()> {
+        self.c
+            .batch_execute("BEGIN")
+            .context("starting a transaction in the store")?;
+        self.end_group();
+        if let Some(owner) = &self.owner {
+            // Fencing: a process whose lease lapsed may have had its claims taken over; it
+            // must not record anything for them. The row lock holds a takeover off until this
+            // group ends.
+            let ok = self.c.query_opt(
+                "SELECT 1 FROM ferry_owners WHERE token = $1 AND expires_at > now() \
+                 AND adopted_by IS NULL FOR KEY SHARE",
+                &[owner],
+            )?;
+            if ok.is_none() {
+                let _ = self.c.batch_execute("ROLLBACK");
+                bail!(LeaseLost);
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let r = self.c.batch_execute("COMMIT");
+        self.end_group();
+        r.context("committing to the store")
+    }
+
+    fn rollback(&mut self) {
+        let _ = self.c.batch_execute("ROLLBACK");
+        self.end_group();
+    }
+
+    fn begin_file(&mut self) -> Result<()> {
+        self.c.batch_execute("SAVEPOINT file")?;
+        Ok(())
+    }
+
+    fn keep_file(&mut self) -> Result<()> {
+        self.c.batch_execute("RELEASE SAVEPOINT file")?;
+        Ok(())
+    }
+
+    fn undo_file(&mut self) -> Result<()> {
+        self.c
+            .batch_execute("ROLLBACK TO SAVEPOINT file; RELEASE SAVEPOINT file")?;
+        self.forget();
+        Ok(())
+    }
+
+    fn seen(&mut self, path: &str, sha256: Option<&str>) -> Result<bool> {
+        ledger::seen(&mut self.c, path, sha256)
+    }
+
+    fn identity(&mut self, dataset: &str, sha256: &str) -> Result<Identity> {
+        let got: bool = self
+            .c
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
+                &[&LOCK_CLASS, &identity_key(dataset, sha256)],
+            )?
+            .get(0);
+        if !got {
+            return Ok(Identity::Busy);
+        }
+        Ok(match ledger::ingested_with(&mut self.c, dataset, sha256)? {
+            Some(id) => Identity::Stored(id),
+            None => Identity::New,
+        })
+    }
+
+    fn wait_identity(&mut self, dataset: &str, sha256: &str) -> Result<()> {
+        self.c.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&LOCK_CLASS, &identity_key(dataset, sha256)],
+        )?;
+        Ok(())
+    }
+
+    fn insert_file(&mut self, f: &NewFile) -> Result<i64> {
+        ledger::insert(&mut self.c, f)
+    }
+    fn update_file(&mut self, id: i64, update: &FileUpdate) -> Result<()> {
+        ledger::update(&mut self.c, id, update)
+    }
+    fn file(&mut self, id: i64) -> Result<Option<FileRow>> {
+        ledger::get(&mut self.c, id)
+    }
+    fn add_rejects(&mut self, id: i64, rejects: &[RecordReject]) -> Result<()> {
+        ledger::add_rejects(&mut self.c, id, rejects)
+    }
+    fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>> {
+        ledger::rejects(&mut self.c, id, limit)
+    }
+    fn place_taken(&mut self, rel: &str) -> Result<bool> {
+        ledger::place_taken(&mut self.c, rel)
+    }
+
+    fn table(&mut self, dataset: &str) -> Result<Option<String>> {
+        self.registry.table(&mut self.c, dataset)
+    }
+    fn create_table_name(&mut self, dataset: &str) -> Result<String> {
+        self.lock_schema(false)?;
+        self.registry.create_table(&mut self.c, dataset)
+    }
+    fn table_columns(&mut self, table: &str) -> Result<HashMap<String, String>> {
+        Ok(self
+            .tables
+            .info(&mut self.c, table)?
+            .map(|i| i.lower_map())
+            .unwrap_or_default())
+    }
+    fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>> {
+        self.registry.column(&mut self.c, dataset, key)
+    }
+    fn assign_column(
+        &mut self,
+        dataset: &str,
+        key: &ColumnKey,
+        existing: &HashMap<String, String>,
+        reserved: &HashSet<String>,
+        record: bool,
+    ) -> Result<(String, bool)> {
+        if record {
+            self.lock_schema(false)?;
+        }
+        self.registry
+            .assign_column(&mut self.c, dataset, key, existing, reserved, record)
+    }
+    fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], key: &[String]) -> Result<()> {
+        let missing_key = !key.is_empty() && !self.tables.key_index(&mut self.c, table, key)?;
+        let known = self.tables.info(&mut self.c, table)?.map(|i| i.lower_map());
+        let missing_columns = match &known {
+            None => true,
+            Some(k) => {
+                columns
+                    .iter()
+                    .any(|col| !k.contains_key(&col.name.to_lowercase()))
+                    || (!key.is_empty() && !k.contains_key("_key"))
+            }
+        };
+        if !missing_columns && !missing_key {
+            return Ok(());
+        }
+        self.lock_schema(false)?;
+        self.tables
+            .ensure(&mut self.c, table, columns, !key.is_empty())?;
+        if !key.is_empty() && !self.tables.key_index(&mut self.c, table, key)? {
+            self.tables.create_key_index(&mut self.c, table, key)?;
+        }
+        Ok(())
+    }
+    fn key_ready(&mut self, table: &str, key: &[String]) -> Result<bool> {
+        self.tables.key_index(&mut self.c, table, key)
+    }
+    fn shared_schema(&self) -> bool {
+        true
+    }
+    fn lock_schema(&mut self, restartable: bool) -> Result<bool> {
+        if self.schema_locked {
+            return Ok(true);
+        }
+        let got: bool = self
+            .c
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &LOCK_SCHEMA],
+            )?
+            .get(0);
+        if !got {
+            if restartable {
+                return Ok(false);
+            }
+            self.c.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &LOCK_SCHEMA],
+            )?;
+        }
+        self.schema_locked = true;
+        // Another host may have changed names or tables until now.
+        self.forget();
+        Ok(true)
+    }
+
+    fn insert_chunk(&mut self, ins: &ChunkInsert) -> Result<ChunkStored> {
+        self.tables.insert(&mut self.c, &mut self.ids, ins)
+    }
+
+    fn max_data_columns(&self) -> usize {
+        super::names::MAX_DATA_COLUMNS_POSTGRES
+    }
+
+    fn classify(&self, e: &anyhow::Error) -> Failure {
+        classify(e)
+    }
+}
+
+/// This process's lease lapsed: it may not record anything for its claims.
+#[derive(Debug)]
+struct LeaseLost;
+
+impl std::fmt::Display for LeaseLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "this process's lease in the store lapsed; its claims may have been taken over, so \
+             it records nothing more under this identity",
+        )
+    }
+}
+
+impl std::error::Error for LeaseLost {}
+
+/// Whether an error is a transaction that lost to another (deadlock, serialization failure, a
+/// lock not available).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<postgres::Error>())
+        .filter_map(|pg| pg.code())
+        .any(|code| code.code().starts_with("40") || *code == SqlState::LOCK_NOT_AVAILABLE)
+}
+
+/// What a PostgreSQL error means for the file being stored.
+fn classify(e: &anyhow::Error) -> Failure {
+    if e.chain().any(|c| c.is::<LeaseLost>()) {
+        return Failure::Machine;
+    }
+    if let Some(u) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<binary::Unsupported>())
+    {
+        return Failure::Content(Reject::new(
+            Kind::StoreUnsupportedValue,
+            Stage::Store,
+            format!("a value PostgreSQL cannot hold as it is: {u}"),
+        ));
+    }
+    let Some(pg) = e.chain().find_map(|c| c.downcast_ref::<postgres::Error>()) else {
+        return Failure::Other;
+    };
+    let Some(code) = pg.code() else {
+        // No SQLSTATE: the connection (closed, refused, timed out).
+        return Failure::Machine;
+    };
+    let class = &code.code()[..2];
+    let text = format!("{e:#}");
+    if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+        return Failure::Content(Reject::new(
+            Kind::RecordTooBig,
+            Stage::Store,
+            format!("a value or record is larger than the store accepts: {text}"),
+        ));
+    }
+    if *code == SqlState::TOO_MANY_COLUMNS {
+        return Failure::Content(Reject::new(
+            Kind::SchemaTooManyColumns,
+            Stage::Store,
+            format!("the table would have more columns than the store allows: {text}"),
+        ));
+    }
+    match class {
+        // Connection, resources (disk full), operator intervention, system errors, and
+        // transactions that lost to another (deadlock, serialization): about the store, not
+        // the file. The group is redone by recovery.
+        "08" | "53" | "57" | "58" | "40" | "55" | "XX" => Failure::Machine,
+        "22" => Failure::Content(Reject::new(
+            Kind::StoreUnsupportedValue,
+            Stage::Store,
+            format!("a value PostgreSQL does not accept: {text}"),
+        )),
+        _ => Failure::Other,
+    }
+}

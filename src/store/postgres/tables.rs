@@ -1,0 +1,351 @@
+//! Dataset tables in PostgreSQL: creating and growing them, and loading chunks with binary
+//! `COPY`.
+//!
+//! A table has ferry's columns `_id` (the record id, from `ids`), `_file_id`, `_line` (and `_key`
+//! for a dataset with a record key), then the data columns, typed: `text` for columns taken from
+//! the files, the declared type's PostgreSQL type for declared ones (`binary::PgType::sql_for`).
+//! `_id` has a BRIN index, not a B-tree: ids grow with the table, so a BRIN index finds a range
+//! of them for an export at almost no cost per insert, where a primary key costs about a third of
+//! the load speed. A dataset with a record key gets a unique index over `_key` (the key's hash)
+//! and the key columns themselves: the database decides which record is new, exactly, across
+//! every host.
+
+use super::binary::{self, PgType};
+use super::ids::Ids;
+use crate::record::{Cell, Chunk};
+use crate::store::names::short_hash;
+use crate::store::{ChunkInsert, ChunkStored, NewColumn};
+use anyhow::{Context, Result};
+use postgres::Client;
+use std::collections::HashMap;
+use std::io::Write;
+
+/// Quotes an identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The name of one of ferry's indexes on a table (`ferry_` names are never a dataset's).
+fn index_name(table: &str, what: &str) -> String {
+    format!("ferry_{}_{what}", short_hash(table))
+}
+
+/// A table's columns as created, in order, with their types.
+#[derive(Debug, Clone, Default)]
+pub struct TableInfo {
+    pub columns: Vec<(String, Option<PgType>)>,
+    by_lower: HashMap<String, usize>,
+}
+
+impl TableInfo {
+    pub fn lower_map(&self) -> HashMap<String, String> {
+        self.columns
+            .iter()
+            .map(|(n, _)| (n.to_lowercase(), n.clone()))
+            .collect()
+    }
+
+    fn ty(&self, name: &str) -> Option<PgType> {
+        self.by_lower
+            .get(&name.to_lowercase())
+            .and_then(|&i| self.columns[i].1)
+    }
+}
+
+/// Reads a table's columns (`None`: no such table in ferry's schema).
+pub fn describe(c: &mut Client, table: &str) -> Result<Option<TableInfo>> {
+    let rows = c.query(
+        "SELECT a.attname::text, a.atttypid::oid::bigint FROM pg_attribute a \
+         JOIN pg_class r ON r.oid = a.attrelid \
+         WHERE r.relname = $1 AND r.relnamespace = current_schema()::regnamespace \
+           AND r.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
+         ORDER BY a.attnum",
+        &[&table],
+    )?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let columns: Vec<(String, Option<PgType>)> = rows
+        .iter()
+        .map(|r| (r.get(0), PgType::from_oid(r.get::<_, i64>(1) as u32)))
+        .collect();
+    let by_lower = columns
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.to_lowercase(), i))
+        .collect();
+    Ok(Some(TableInfo { columns, by_lower }))
+}
+
+/// What the writer knows about dataset tables within one group transaction.
+#[derive(Default)]
+pub struct Tables {
+    known: HashMap<String, Option<TableInfo>>,
+    /// Key indexes known to exist, by table.
+    key_index: HashMap<String, String>,
+    /// Staging tables of keyed inserts created in this session, by table: their column count.
+    staging: HashMap<String, usize>,
+}
+
+impl Tables {
+    pub fn invalidate(&mut self) {
+        self.known.clear();
+        self.key_index.clear();
+        // A rolled-back savepoint may have taken a staging table with it.
+        self.staging.clear();
+    }
+
+    pub fn info(&mut self, c: &mut Client, table: &str) -> Result<Option<&TableInfo>> {
+        if !self.known.contains_key(table) {
+            let info = describe(c, table)?;
+            self.known.insert(table.to_string(), info);
+        }
+        Ok(self.known.get(table).and_then(Option::as_ref))
+    }
+
+    /// Creates the table, or adds the missing columns (and `_key` when `keyed`). Call under
+    /// the schema lock.
+    pub fn ensure(
+        &mut self,
+        c: &mut Client,
+        table: &str,
+        columns: &[NewColumn],
+        keyed: bool,
+    ) -> Result<()> {
+        let existing = self.info(c, table)?.cloned();
+        let mut wanted: Vec<(String, &str)> = columns
+            .iter()
+            .map(|col| (col.name.clone(), PgType::sql_for(col.ty)))
+            .collect();
+        if keyed {
+            wanted.push(("_key".into(), "bigint"));
+        }
+        match existing {
+            None => {
+                let mut sql = format!(
+                    "CREATE TABLE {} (_id bigint NOT NULL, _file_id bigint NOT NULL, \
+                     _line bigint NOT NULL",
+                    ident(table)
+                );
+                for (name, ty) in &wanted {
+                    sql.push_str(&format!(", {} {ty}", ident(name)));
+                }
+                sql.push_str(&format!(
+                    "); CREATE INDEX {} ON {} USING brin (_id)",
+                    ident(&index_name(table, "id")),
+                    ident(table)
+                ));
+                c.batch_execute(&sql)
+                    .with_context(|| format!("creating table {table}"))?;
+            }
+            Some(info) => {
+                let missing: Vec<String> = wanted
+                    .iter()
+                    .filter(|(n, _)| !info.by_lower.contains_key(&n.to_lowercase()))
+                    .map(|(n, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", ident(n)))
+                    .collect();
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                c.batch_execute(&format!(
+                    "ALTER TABLE {} {}",
+                    ident(table),
+                    missing.join(", ")
+                ))
+                .with_context(|| format!("adding columns to {table}"))?;
+            }
+        }
+        self.known.remove(table);
+        Ok(())
+    }
+
+    /// The unique index a keyed insert resolves conflicts on, `(_key, key columns…)`, if it
+    /// exists already.
+    pub fn key_index(&mut self, c: &mut Client, table: &str, keys: &[String]) -> Result<bool> {
+        let name = key_index_name(table, keys);
+        if self.key_index.get(table) == Some(&name) {
+            return Ok(true);
+        }
+        let exists: bool = c
+            .query_one("SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[&name])?
+            .get(0);
+        if exists {
+            self.key_index.insert(table.to_string(), name);
+        }
+        Ok(exists)
+    }
+
+    /// Creates the key index (under the schema lock), replacing one over other key columns.
+    pub fn create_key_index(&mut self, c: &mut Client, table: &str, keys: &[String]) -> Result<()> {
+        let name = key_index_name(table, keys);
+        let old: Vec<String> = c
+            .query(
+                "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
+                 AND tablename = $1 AND indexname LIKE 'ferry\\_%\\_key' AND indexname <> $2",
+                &[&table, &name],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for o in old {
+            c.batch_execute(&format!("DROP INDEX {}", ident(&o)))?;
+        }
+        let cols: Vec<String> = std::iter::once("_key".to_string())
+            .chain(keys.iter().map(|k| ident(k)))
+            .collect();
+        c.batch_execute(&format!(
+            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+            ident(&name),
+            ident(table),
+            cols.join(", ")
+        ))
+        .with_context(|| format!("creating the record key index of {table}"))?;
+        self.key_index.insert(table.to_string(), name);
+        Ok(())
+    }
+
+    /// Stores a chunk: straight into the table by binary COPY, or — with a record key — through
+    /// a staging table and `INSERT … ON CONFLICT DO NOTHING` on the key index, so a record whose
+    /// key any host stored before is skipped. Ids come from `ids` in row order.
+    pub fn insert(
+        &mut self,
+        c: &mut Client,
+        ids: &mut Ids,
+        ins: &ChunkInsert,
+    ) -> Result<ChunkStored> {
+        let n = ins.chunk.rows();
+        if n == 0 {
+            return Ok(ChunkStored::default());
+        }
+        let keyed = !ins.key_cells.is_empty();
+        let info = self
+            .info(c, ins.table)?
+            .cloned()
+            .with_context(|| format!("table {} does not exist", ins.table))?;
+        // The chunk cells stored, their table columns and types.
+        let mut cells = Vec::new();
+        for (i, col) in ins.columns[..ins.chunk.width].iter().enumerate() {
+            if let Some(name) = col {
+                let ty = info.ty(name).with_context(|| {
+                    format!(
+                        "column {name} of {} has a type ferry cannot write",
+                        ins.table
+                    )
+                })?;
+                cells.push((i, name.as_str(), ty));
+            }
+        }
+        let first_ids = ids.take(c, n as u64)?;
+        let data = encode(ins, &cells, &first_ids, keyed)?;
+        let mut names: Vec<String> = ["_id", "_file_id", "_line"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if keyed {
+            names.push("_key".into());
+        }
+        names.extend(cells.iter().map(|(_, n, _)| ident(n)));
+        let list = names.join(", ");
+        if !keyed {
+            copy_in(c, &format!("{} ({list})", ident(ins.table)), &data)?;
+            return Ok(ChunkStored {
+                stored: n as u64,
+                duplicates: 0,
+            });
+        }
+        let key_cols = key_columns(ins)?;
+        let stage = self.staging_table(c, ins.table, info.columns.len())?;
+        c.batch_execute(&format!("TRUNCATE {}", ident(&stage)))?;
+        copy_in(c, &format!("{} ({list})", ident(&stage)), &data)?;
+        let conflict: Vec<String> = std::iter::once("_key".to_string())
+            .chain(key_cols.iter().map(|k| ident(k)))
+            .collect();
+        let stored = c.execute(
+            &format!(
+                "INSERT INTO {} ({list}) SELECT {list} FROM {} ORDER BY _id \
+                 ON CONFLICT ({}) DO NOTHING",
+                ident(ins.table),
+                ident(&stage),
+                conflict.join(", ")
+            ),
+            &[],
+        )?;
+        Ok(ChunkStored {
+            stored,
+            duplicates: n as u64 - stored,
+        })
+    }
+
+    /// A temporary table shaped like `table`, for keyed inserts (recreated when the table grew).
+    fn staging_table(&mut self, c: &mut Client, table: &str, width: usize) -> Result<String> {
+        let stage = format!("ferry_stage_{}", short_hash(table));
+        if self.staging.get(table) != Some(&width) {
+            c.batch_execute(&format!(
+                "DROP TABLE IF EXISTS pg_temp.{s}; \
+                 CREATE TEMPORARY TABLE {s} (LIKE {t}) ON COMMIT DELETE ROWS",
+                s = ident(&stage),
+                t = ident(table)
+            ))?;
+            self.staging.insert(table.to_string(), width);
+        }
+        Ok(stage)
+    }
+}
+
+/// The table columns of a keyed chunk's key, in key order.
+pub fn key_columns(ins: &ChunkInsert) -> Result<Vec<String>> {
+    ins.key_cells
+        .iter()
+        .map(|k| k.and_then(|i| ins.columns.get(i).cloned().flatten()))
+        .collect::<Option<Vec<String>>>()
+        .context("a key column of the dataset is not stored")
+}
+
+fn key_index_name<S: AsRef<str>>(table: &str, keys: &[S]) -> String {
+    let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+    index_name(&format!("{table}\u{0}{}", keys.join("\u{0}")), "key")
+}
+
+/// The chunk as a binary COPY stream: `_id`, `_file_id`, `_line`, `_key` when keyed, then the
+/// stored cells.
+fn encode(
+    ins: &ChunkInsert,
+    cells: &[(usize, &str, PgType)],
+    ids: &[(i64, u64)],
+    keyed: bool,
+) -> Result<Vec<u8>> {
+    let chunk: &Chunk = ins.chunk;
+    let mut out = Vec::with_capacity(chunk.text.len() + chunk.rows() * (40 + 4 * cells.len()));
+    binary::header(&mut out);
+    let fields = 3 + keyed as usize + cells.len();
+    let mut next = ids.iter().flat_map(|&(first, n)| first..first + n as i64);
+    for r in 0..chunk.rows() {
+        binary::tuple(&mut out, fields);
+        binary::int8(&mut out, next.next().context("fewer ids than rows")?);
+        binary::int8(&mut out, ins.file_id);
+        binary::int8(&mut out, chunk.lines[r] as i64);
+        if keyed {
+            binary::int8(&mut out, chunk.keys[r]);
+        }
+        let row = chunk.row(r);
+        for &(i, name, ty) in cells {
+            let cell = row[i];
+            let text = match cell {
+                Cell::Text { .. } => chunk.text(cell),
+                _ => None,
+            };
+            binary::cell(&mut out, ty, cell, text).map_err(|why| {
+                binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r]))
+            })?;
+        }
+    }
+    binary::trailer(&mut out);
+    Ok(out)
+}
+
+/// Runs `COPY <into> FROM STDIN (FORMAT binary)` with `data`.
+fn copy_in(c: &mut Client, into: &str, data: &[u8]) -> Result<u64> {
+    let mut w = c.copy_in(&format!("COPY {into} FROM STDIN (FORMAT binary)"))?;
+    w.write_all(data)?;
+    Ok(w.finish()?)
+}
