@@ -127,8 +127,8 @@ columns = [
 """
 
 
-def run_ferry(d, files, name, extra_args=(), typed=False, binary=None):
-    spool = os.path.join(WORK, "ferry-" + name)
+def prepare_spool(spool, d, files, typed):
+    """A fresh spool with the set's files hard-linked into incoming/vehicles/."""
     shutil.rmtree(spool, ignore_errors=True)
     inc = os.path.join(spool, "incoming", "vehicles")
     os.makedirs(inc)
@@ -137,6 +137,11 @@ def run_ferry(d, files, name, extra_args=(), typed=False, binary=None):
             fh.write(TYPED_CONFIG)
     for f in files:
         os.link(os.path.join(d, f), os.path.join(inc, f))
+
+
+def run_ferry(d, files, name, extra_args=(), typed=False, binary=None):
+    spool = os.path.join(WORK, "ferry-" + name)
+    prepare_spool(spool, d, files, typed)
     el, rss = run_measured([binary or FERRY, "--root", spool, "-q", "run", "--no-progress", *extra_args],
                            stdout=subprocess.DEVNULL)
     out = subprocess.run(["sqlite3", os.path.join(spool, "ferry.db"),

@@ -1,5 +1,6 @@
 //! `ferry config check`: validates the config (loading it already did) and shows the datasets
-//! as ferry resolved them, each with the table it has or will get.
+//! as ferry resolved them, each with the table it has or will get. Opening the store checks
+//! that it can be reached (a PostgreSQL connection failure is the command's error).
 
 use super::Outcome;
 use crate::cli::ConfigCommand;
@@ -18,6 +19,6 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
             None => (names::table_name_for(&d.name, names::reserved_table), false),
         });
     }
-    report::print(&ConfigView::of(cfg, tables), *json)?;
+    report::print(&ConfigView::of(cfg, tables, st.is_some()), *json)?;
     Ok(Outcome::Done)
 }

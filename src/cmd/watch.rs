@@ -77,8 +77,10 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         let session = start_pipeline(cfg, &incoming);
         let (session, pipeline) = match session {
             Ok(s) => s,
-            // A first start that fails is a setup problem: say so and exit.
-            Err(e) if first => return Err(e),
+            // A first start that fails is a setup problem: say so and exit. Unless the store
+            // cannot be reached yet (a database server starting after ferry, a network not up):
+            // that is waited out like any later failure.
+            Err(e) if first && !crate::store::is_unreachable(&e) => return Err(e),
             Err(e) => {
                 tracing::error!(
                     error = format!("{e:#}"),

@@ -55,8 +55,19 @@ impl Config {
         let incoming = raw.incoming.as_ref().map(|i| absolute(&root.join(i)));
         let datasets = datasets(&raw, &text, &at)?;
         let spool = Spool::new(&root, incoming.as_deref());
+        let store = store_location(&raw, store, &spool, &at)?;
+        let mut warnings = pattern_warnings(&datasets);
+        if matches!(store, Location::Sqlite(_))
+            && raw.store.schema.as_deref().is_some_and(|s| !s.is_empty())
+        {
+            warnings.push(
+                "store.schema applies to a PostgreSQL store only; with SQLite (no store.url, \
+                 --store or FERRY_STORE) it is not used"
+                    .into(),
+            );
+        }
         Ok(Config {
-            store: store_location(&raw, store, &spool, &at)?,
+            store,
             spool,
             rules: rules(&raw, &at)?,
             workers: workers(raw.workers, &at)?,
@@ -65,7 +76,7 @@ impl Config {
             watch: watch(&raw, &at)?,
             root_named,
             strict_datasets: raw.strict_datasets.unwrap_or(false),
-            warnings: pattern_warnings(&datasets),
+            warnings,
             datasets,
             file,
         })
@@ -208,14 +219,7 @@ fn store_location(
         None => None,
     };
     match url {
-        None if schema.is_some() || lease.is_some() => Err(at.bad(
-            if schema.is_some() {
-                "store.schema"
-            } else {
-                "store.lease"
-            },
-            "applies to a PostgreSQL store; set store.url (or --store) too".into(),
-        )),
+        // `schema` and `lease` are PostgreSQL's; one config may serve both stores.
         None => Ok(Location::of(spool)),
         Some((url, key)) => {
             let mut t = crate::store::postgres::Target::parse(&url, schema).map_err(|why| {

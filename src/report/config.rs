@@ -3,16 +3,25 @@
 
 use super::Report;
 use crate::config::{Config, DatasetSpec};
+use crate::store::Location;
 use crate::typed::{Case, ColumnSpec};
 use serde::Serialize;
 use std::fmt::Write;
 
 impl ConfigView {
     /// The view of a config; `tables`: per configured dataset, its table and whether it exists.
-    pub fn of(cfg: &Config, tables: Vec<(String, bool)>) -> ConfigView {
+    /// `store_ready`: whether the store was reached and is set up.
+    pub fn of(cfg: &Config, tables: Vec<(String, bool)>, store_ready: bool) -> ConfigView {
+        let lease = match &cfg.store {
+            Location::Postgres(t) => Some(t.lease.as_millis() as u64),
+            Location::Sqlite(_) => None,
+        };
         ConfigView {
             file: cfg.file.as_ref().map(|f| f.display().to_string()),
             root: cfg.spool.root.display().to_string(),
+            store: cfg.store.describe(),
+            store_ready,
+            store_lease_ms: lease,
             incoming: cfg.spool.incoming.display().to_string(),
             workers: cfg.workers,
             max_attempts: cfg.max_attempts,
@@ -55,6 +64,18 @@ impl Report for ConfigView {
         }
         let _ = writeln!(o, "  root          {}", self.root);
         let _ = writeln!(o, "  incoming      {}", self.incoming);
+        let state = if self.store_ready {
+            "reached, set up"
+        } else {
+            "not set up yet: the first run or watch sets it up"
+        };
+        let _ = writeln!(o, "  store         {} ({state})", self.store);
+        if let Some(l) = self.store_lease_ms {
+            let _ = writeln!(
+                o,
+                "  owner lease   {l} ms (a dead host's claims are recovered after it)"
+            );
+        }
         let _ = writeln!(o, "  workers       {}", self.workers);
         let _ = writeln!(o, "  max_attempts  {}", self.max_attempts);
         let _ = writeln!(o, "  settle        {} ms", self.settle_ms);
@@ -175,6 +196,12 @@ fn column(o: &mut String, c: &ColumnView) {
 pub struct ConfigView {
     file: Option<String>,
     root: String,
+    /// The store's location (a PostgreSQL URL never shows a password).
+    store: String,
+    /// Reached and set up; `false`: the first `run`/`watch` sets it up.
+    store_ready: bool,
+    /// How long a PostgreSQL owner lease lasts without a heartbeat.
+    store_lease_ms: Option<u64>,
     incoming: String,
     workers: usize,
     max_attempts: u32,

@@ -506,6 +506,13 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
     postgres::is_transient(e)
 }
 
+/// Whether an error means the store cannot be reached for now (the server is down or
+/// restarting, the network failed): waiting and trying again may help, unlike a wrong URL or
+/// password.
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    postgres::is_unreachable(e)
+}
+
 /// How owners of claims prove they are alive: file locks in the spool for SQLite (one host),
 /// leases in the database for PostgreSQL (hosts sharing the spool over a network mount, where a
 /// dead host's file locks cannot be trusted).

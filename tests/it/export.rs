@@ -42,7 +42,7 @@ fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 
 /// Checks every batch in `dir` against its manifest and the done marker; returns the records of
 /// all batches in order, with each batch's id range.
-fn check_batches(dir: &Path) -> (Vec<Vec<String>>, Vec<(i64, i64)>) {
+pub fn check_batches(dir: &Path) -> (Vec<Vec<String>>, Vec<(i64, i64)>) {
     let mut all = Vec::new();
     let mut ranges = Vec::new();
     for f in batch_files(dir) {
@@ -112,7 +112,7 @@ fn drop_events(s: &Spool, tag: &str, files: usize, rows: usize, next: &mut u64) 
 }
 
 /// The exported records are the dataset's, each once, in stored (`_id`) order.
-fn assert_in_stored_order(s: &Spool, rows: &[Vec<String>], total: u64) {
+pub fn assert_in_stored_order(s: &Spool, rows: &[Vec<String>], total: u64) {
     let exported: Vec<u64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
     let stored: Vec<u64> = s
         .query("SELECT n FROM ev ORDER BY _id")

@@ -169,6 +169,14 @@ impl Spool {
         Spool::new()
     }
 
+    /// Another spool — another host's inbox — keeping its state in the same PostgreSQL
+    /// database as this one.
+    pub fn another_host(&self) -> Spool {
+        let mut s = Spool::new();
+        s.pg = self.pg.clone();
+        s
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.pg.is_some()
     }

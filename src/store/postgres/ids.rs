@@ -11,6 +11,7 @@
 //! it when the group ends is never used.
 
 use super::migrations::{ID_BLOCK, LOCK_CLASS, LOCK_IDS};
+use super::session::Session;
 use super::Target;
 use anyhow::{Context, Result};
 use postgres::Client;
@@ -24,6 +25,8 @@ pub struct Ids {
     /// The current block: next id and how many are left.
     next: i64,
     left: u64,
+    /// Ids per block (the sequence's step, `ID_BLOCK` for a store this version created).
+    block: u64,
 }
 
 impl Ids {
@@ -34,6 +37,7 @@ impl Ids {
             txid: None,
             next: 0,
             left: 0,
+            block: ID_BLOCK as u64,
         }
     }
 
@@ -43,8 +47,9 @@ impl Ids {
         self.left = 0;
     }
 
-    /// `n` ids in row order, as runs of (first, count). `writer` is the group's connection.
-    pub fn take(&mut self, writer: &mut Client, n: u64) -> Result<Vec<(i64, u64)>> {
+    /// `n` ids in row order, as runs of (first, count). `writer` is the group's session (used
+    /// once per group, for its transaction id).
+    pub fn take(&mut self, writer: &mut Session, n: u64) -> Result<Vec<(i64, u64)>> {
         let mut runs = Vec::new();
         let mut need = n;
         while need > 0 {
@@ -60,11 +65,12 @@ impl Ids {
         Ok(runs)
     }
 
-    fn reserve(&mut self, writer: &mut Client) -> Result<()> {
+    fn reserve(&mut self, writer: &mut Session) -> Result<()> {
         let txid = match self.txid {
             Some(t) => t,
             None => {
                 let t: i64 = writer
+                    .get()?
                     .query_one("SELECT pg_current_xact_id()::text::bigint", &[])?
                     .get(0);
                 self.txid = Some(t);
@@ -72,7 +78,22 @@ impl Ids {
             }
         };
         if self.side.is_none() {
-            self.side = Some(self.target.connect()?);
+            let mut side = self.target.connect()?;
+            // The block must be visible before its ids are used, not durable: the group that
+            // uses it commits later, and its (durable) commit makes everything before it in the
+            // log durable too.
+            side.batch_execute("SET synchronous_commit = off")?;
+            // The block size is the sequence's step, whatever version of ferry created it.
+            let step: i64 = side
+                .query_one(
+                    "SELECT increment_by FROM pg_sequences \
+                     WHERE sequencename = 'ferry_record_ids' AND schemaname = current_schema()",
+                    &[],
+                )
+                .context("reading the record id sequence")?
+                .get(0);
+            self.block = step as u64;
+            self.side = Some(side);
         }
         let side = self.side.as_mut().expect("just connected");
         let first = (|| -> Result<i64> {
@@ -100,7 +121,7 @@ impl Ids {
             }
         };
         self.next = first;
-        self.left = ID_BLOCK as u64;
+        self.left = self.block;
         Ok(())
     }
 }

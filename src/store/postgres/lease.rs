@@ -10,11 +10,18 @@
 //! owner whose lease lapsed is dead: one other process takes it over (`adopted_by`, decided by
 //! one `INSERT … ON CONFLICT … WHERE` so two recoverers never both win) and recovers its claims.
 //!
-//! Fencing: the writer's group transaction locks its own owner row (`FOR KEY SHARE`, see
-//! `PgIngest::begin`) and refuses to start if the lease lapsed; a takeover deletes or rewrites
-//! that row and so waits for a group in flight to end. A process whose lease lapsed — it lost
-//! the database for longer than the lease — stops claiming (`Alive::alive` turns false) and
-//! commits nothing more under that identity; `ferry watch` starts again with a new one.
+//! Fencing: the writer's group transaction checks its own lease when it starts and again right
+//! before `COMMIT`, that time share-locking its owner row (`PgIngest::fence`); a takeover
+//! rewrites that row, so it waits for the commit and then sees what the group committed (its
+//! recovery places those files without loading them again). A writer frozen while holding that
+//! lock is cut off by the server after `idle_in_transaction_session_timeout` (one lease). A
+//! process whose lease lapsed — it lost the database, or was frozen, for longer than the lease
+//! — stops claiming (`Alive::alive` turns false) and commits nothing more under that identity;
+//! `ferry watch` starts again with a new one.
+//!
+//! Recovery time of a dead host's claims: at most one lease (default 15 s, `[store] lease`)
+//! after its last heartbeat, plus the interval at which live daemons look for dead owners (a
+//! third of the lease).
 
 use super::Target;
 use crate::spool::{Alive, Liveness};

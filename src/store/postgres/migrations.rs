@@ -133,7 +133,7 @@ pub const MIGRATIONS: &[&str] = &[
     -- Record ids are handed out in blocks; a block is recorded (committed at once) with the
     -- transaction that will store records under its ids, so an export knows which ids may still
     -- appear: none below the first block of a transaction still in progress.
-    CREATE SEQUENCE ferry_record_ids INCREMENT BY 4096 MINVALUE 1 START WITH 1;
+    CREATE SEQUENCE ferry_record_ids INCREMENT BY 65536 MINVALUE 1 START WITH 1; -- ID_BLOCK
     CREATE TABLE ferry_id_blocks (
         first bigint PRIMARY KEY,
         txid  xid8 NOT NULL
@@ -141,8 +141,10 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Ids in one block of `ferry_record_ids`.
-pub const ID_BLOCK: i64 = 4096;
+/// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side
+/// connection, so blocks are big; what a group leaves of its last block is a gap in the ids
+/// (they are 64-bit: 2^47 blocks).
+pub const ID_BLOCK: i64 = 65536;
 
 /// The schema version this build writes.
 pub fn latest() -> i32 {

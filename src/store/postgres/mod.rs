@@ -22,6 +22,7 @@ mod lease;
 mod ledger;
 mod migrations;
 mod registry;
+mod session;
 mod tables;
 
 pub use lease::Leases;
@@ -136,9 +137,10 @@ impl Target {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(20));
-        let mut client = c
-            .connect(NoTls)
-            .map_err(|e| anyhow!("cannot connect to the store {}: {e}", self.describe()))?;
+        let mut client = c.connect(NoTls).map_err(|e| Unreachable {
+            store: self.describe(),
+            error: e,
+        })?;
         // The server notices a vanished client in seconds too: its transaction and locks end.
         client
             .batch_execute(&format!(
@@ -274,7 +276,7 @@ impl Store for PgStore {
 /// the group, and what it caches within a group (dropped at each group, each rollback and
 /// each time the schema lock is taken).
 pub struct PgIngest {
-    c: Client,
+    c: session::Session,
     ids: ids::Ids,
     owner: Option<String>,
     tables: tables::Tables,
@@ -285,8 +287,15 @@ pub struct PgIngest {
 
 impl PgIngest {
     pub fn open(t: &Target, owner: Option<&str>) -> Result<PgIngest> {
+        let mut c = t.open()?;
+        // A writer stopped mid-transaction (a frozen host) must not hold its locks, and with
+        // them a takeover of its claims, for longer than a lease.
+        c.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            t.lease.as_millis()
+        ))?;
         Ok(PgIngest {
-            c: t.open()?,
+            c: session::Session::new(c),
             ids: ids::Ids::new(t),
             owner: owner.map(str::to_string),
             tables: tables::Tables::default(),
@@ -298,6 +307,31 @@ impl PgIngest {
     fn forget(&mut self) {
         self.tables.invalidate();
         self.registry.invalidate();
+    }
+
+    /// Fencing: a process whose lease lapsed may have had its claims taken over by another
+    /// host; it must not record anything for them. Checked with the database's clock at this
+    /// statement (not the transaction's start). With `hold`, the owner row stays share-locked
+    /// to the end of the transaction, so a takeover (an update of that row) waits for the
+    /// commit and then finds the records this group committed; a writer that stalls right
+    /// here holding it is ended by the server after `idle_in_transaction_session_timeout`.
+    fn fence(&mut self, hold: bool) -> Result<()> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
+        };
+        let lock = if hold { " FOR SHARE" } else { "" };
+        let ok = self.c.get()?.query_opt(
+            &format!(
+                "SELECT 1 FROM ferry_owners WHERE token = $1 \
+                 AND expires_at > statement_timestamp() AND adopted_by IS NULL{lock}"
+            ),
+            &[owner],
+        )?;
+        if ok.is_none() {
+            let _ = self.c.abandon().batch_execute("ROLLBACK");
+            bail!(LeaseLost);
+        }
+        Ok(())
     }
 
     fn end_group(&mut self) {
@@ -315,61 +349,55 @@ fn identity_key(dataset: &str, sha256: &str) -> String {
 impl Ingest for PgIngest {
     fn begin(&mut self) -> Result<()> {
         self.c
+            .get()?
             .batch_execute("BEGIN")
             .context("starting a transaction in the store")?;
         self.end_group();
-        if let Some(owner) = &self.owner {
-            // Fencing: a process whose lease lapsed may have had its claims taken over; it
-            // must not record anything for them. The row lock holds a takeover off until this
-            // group ends.
-            let ok = self.c.query_opt(
-                "SELECT 1 FROM ferry_owners WHERE token = $1 AND expires_at > now() \
-                 AND adopted_by IS NULL FOR KEY SHARE",
-                &[owner],
-            )?;
-            if ok.is_none() {
-                let _ = self.c.batch_execute("ROLLBACK");
-                bail!(LeaseLost);
-            }
-        }
-        Ok(())
+        // A lapsed lease is found before any work, not only at the commit.
+        self.fence(false)
     }
 
     fn commit(&mut self) -> Result<()> {
-        let r = self.c.batch_execute("COMMIT");
+        if let Err(e) = self.fence(true) {
+            self.end_group();
+            return Err(e);
+        }
+        let r = self.c.get()?.batch_execute("COMMIT");
         self.end_group();
         r.context("committing to the store")
     }
 
     fn rollback(&mut self) {
-        let _ = self.c.batch_execute("ROLLBACK");
+        let _ = self.c.abandon().batch_execute("ROLLBACK");
         self.end_group();
     }
 
     fn begin_file(&mut self) -> Result<()> {
-        self.c.batch_execute("SAVEPOINT file")?;
+        self.c.get()?.batch_execute("SAVEPOINT file")?;
         Ok(())
     }
 
     fn keep_file(&mut self) -> Result<()> {
-        self.c.batch_execute("RELEASE SAVEPOINT file")?;
+        self.c.get()?.batch_execute("RELEASE SAVEPOINT file")?;
         Ok(())
     }
 
     fn undo_file(&mut self) -> Result<()> {
         self.c
+            .get()?
             .batch_execute("ROLLBACK TO SAVEPOINT file; RELEASE SAVEPOINT file")?;
         self.forget();
         Ok(())
     }
 
     fn seen(&mut self, path: &str, sha256: Option<&str>) -> Result<bool> {
-        ledger::seen(&mut self.c, path, sha256)
+        ledger::seen(self.c.get()?, path, sha256)
     }
 
     fn identity(&mut self, dataset: &str, sha256: &str) -> Result<Identity> {
         let got: bool = self
             .c
+            .get()?
             .query_one(
                 "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
                 &[&LOCK_CLASS, &identity_key(dataset, sha256)],
@@ -378,14 +406,16 @@ impl Ingest for PgIngest {
         if !got {
             return Ok(Identity::Busy);
         }
-        Ok(match ledger::ingested_with(&mut self.c, dataset, sha256)? {
-            Some(id) => Identity::Stored(id),
-            None => Identity::New,
-        })
+        Ok(
+            match ledger::ingested_with(self.c.get()?, dataset, sha256)? {
+                Some(id) => Identity::Stored(id),
+                None => Identity::New,
+            },
+        )
     }
 
     fn wait_identity(&mut self, dataset: &str, sha256: &str) -> Result<()> {
-        self.c.execute(
+        self.c.get()?.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&LOCK_CLASS, &identity_key(dataset, sha256)],
         )?;
@@ -393,40 +423,40 @@ impl Ingest for PgIngest {
     }
 
     fn insert_file(&mut self, f: &NewFile) -> Result<i64> {
-        ledger::insert(&mut self.c, f)
+        ledger::insert(self.c.get()?, f)
     }
     fn update_file(&mut self, id: i64, update: &FileUpdate) -> Result<()> {
-        ledger::update(&mut self.c, id, update)
+        ledger::update(self.c.get()?, id, update)
     }
     fn file(&mut self, id: i64) -> Result<Option<FileRow>> {
-        ledger::get(&mut self.c, id)
+        ledger::get(self.c.get()?, id)
     }
     fn add_rejects(&mut self, id: i64, rejects: &[RecordReject]) -> Result<()> {
-        ledger::add_rejects(&mut self.c, id, rejects)
+        ledger::add_rejects(self.c.get()?, id, rejects)
     }
     fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>> {
-        ledger::rejects(&mut self.c, id, limit)
+        ledger::rejects(self.c.get()?, id, limit)
     }
     fn place_taken(&mut self, rel: &str) -> Result<bool> {
-        ledger::place_taken(&mut self.c, rel)
+        ledger::place_taken(self.c.get()?, rel)
     }
 
     fn table(&mut self, dataset: &str) -> Result<Option<String>> {
-        self.registry.table(&mut self.c, dataset)
+        self.registry.table(self.c.get()?, dataset)
     }
     fn create_table_name(&mut self, dataset: &str) -> Result<String> {
         self.lock_schema(false)?;
-        self.registry.create_table(&mut self.c, dataset)
+        self.registry.create_table(self.c.get()?, dataset)
     }
     fn table_columns(&mut self, table: &str) -> Result<HashMap<String, String>> {
         Ok(self
             .tables
-            .info(&mut self.c, table)?
+            .info(self.c.get()?, table)?
             .map(|i| i.lower_map())
             .unwrap_or_default())
     }
     fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>> {
-        self.registry.column(&mut self.c, dataset, key)
+        self.registry.column(self.c.get()?, dataset, key)
     }
     fn assign_column(
         &mut self,
@@ -440,11 +470,14 @@ impl Ingest for PgIngest {
             self.lock_schema(false)?;
         }
         self.registry
-            .assign_column(&mut self.c, dataset, key, existing, reserved, record)
+            .assign_column(self.c.get()?, dataset, key, existing, reserved, record)
     }
     fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], key: &[String]) -> Result<()> {
-        let missing_key = !key.is_empty() && !self.tables.key_index(&mut self.c, table, key)?;
-        let known = self.tables.info(&mut self.c, table)?.map(|i| i.lower_map());
+        let missing_key = !key.is_empty() && !self.tables.key_index(self.c.get()?, table, key)?;
+        let known = self
+            .tables
+            .info(self.c.get()?, table)?
+            .map(|i| i.lower_map());
         let missing_columns = match &known {
             None => true,
             Some(k) => {
@@ -459,14 +492,14 @@ impl Ingest for PgIngest {
         }
         self.lock_schema(false)?;
         self.tables
-            .ensure(&mut self.c, table, columns, !key.is_empty())?;
-        if !key.is_empty() && !self.tables.key_index(&mut self.c, table, key)? {
-            self.tables.create_key_index(&mut self.c, table, key)?;
+            .ensure(self.c.get()?, table, columns, !key.is_empty())?;
+        if !key.is_empty() && !self.tables.key_index(self.c.get()?, table, key)? {
+            self.tables.create_key_index(self.c.get()?, table, key)?;
         }
         Ok(())
     }
     fn key_ready(&mut self, table: &str, key: &[String]) -> Result<bool> {
-        self.tables.key_index(&mut self.c, table, key)
+        self.tables.key_index(self.c.get()?, table, key)
     }
     fn shared_schema(&self) -> bool {
         true
@@ -477,6 +510,7 @@ impl Ingest for PgIngest {
         }
         let got: bool = self
             .c
+            .get()?
             .query_one(
                 "SELECT pg_try_advisory_xact_lock($1, $2)",
                 &[&LOCK_CLASS, &LOCK_SCHEMA],
@@ -486,7 +520,7 @@ impl Ingest for PgIngest {
             if restartable {
                 return Ok(false);
             }
-            self.c.execute(
+            self.c.get()?.execute(
                 "SELECT pg_advisory_xact_lock($1, $2)",
                 &[&LOCK_CLASS, &LOCK_SCHEMA],
             )?;
@@ -524,6 +558,57 @@ impl std::fmt::Display for LeaseLost {
 }
 
 impl std::error::Error for LeaseLost {}
+
+/// The server could not be reached or refused the session. Its message names the store by
+/// `describe` (user, host, port, database), never the password.
+#[derive(Debug)]
+pub struct Unreachable {
+    store: String,
+    error: postgres::Error,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot connect to the store {}: {}",
+            self.store, self.error
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+impl Unreachable {
+    /// Whether waiting may help: the server is down, starting, shutting down or out of
+    /// connections, or the network failed. Not a wrong password, database or user.
+    fn may_pass(&self) -> bool {
+        match self.error.code() {
+            None => true,
+            Some(c) => {
+                c.code().starts_with("08")
+                    || c.code().starts_with("53")
+                    || c.code().starts_with("57P")
+            }
+        }
+    }
+}
+
+/// Whether an error means the store cannot be reached for now (see `Unreachable::may_pass`),
+/// or a connection that was open broke.
+pub fn is_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        if let Some(u) = c.downcast_ref::<Unreachable>() {
+            return u.may_pass();
+        }
+        c.downcast_ref::<postgres::Error>().is_some_and(|pg| {
+            pg.is_closed()
+                || pg
+                    .code()
+                    .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+        })
+    })
+}
 
 /// Whether an error is a transaction that lost to another (deadlock, serialization failure, a
 /// lock not available).

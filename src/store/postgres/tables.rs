@@ -12,6 +12,7 @@
 
 use super::binary::{self, PgType};
 use super::ids::Ids;
+use super::session::Session;
 use crate::record::{Cell, Chunk};
 use crate::store::names::short_hash;
 use crate::store::{ChunkInsert, ChunkStored, NewColumn};
@@ -209,7 +210,7 @@ impl Tables {
     /// key any host stored before is skipped. Ids come from `ids` in row order.
     pub fn insert(
         &mut self,
-        c: &mut Client,
+        s: &mut Session,
         ids: &mut Ids,
         ins: &ChunkInsert,
     ) -> Result<ChunkStored> {
@@ -218,10 +219,14 @@ impl Tables {
             return Ok(ChunkStored::default());
         }
         let keyed = !ins.key_cells.is_empty();
-        let info = self
-            .info(c, ins.table)?
-            .cloned()
-            .with_context(|| format!("table {} does not exist", ins.table))?;
+        // Known after the chunk's file was set up: asking the session only when it is not keeps
+        // the file's copy open.
+        let info = match self.known.get(ins.table) {
+            Some(known) => known.as_ref(),
+            None => self.info(s.get()?, ins.table)?,
+        }
+        .cloned()
+        .with_context(|| format!("table {} does not exist", ins.table))?;
         // The chunk cells stored, their table columns and types.
         let mut cells = Vec::new();
         for (i, col) in ins.columns[..ins.chunk.width].iter().enumerate() {
@@ -235,8 +240,12 @@ impl Tables {
                 cells.push((i, name.as_str(), ty));
             }
         }
-        let first_ids = ids.take(c, n as u64)?;
-        let data = encode(ins, &cells, &first_ids, keyed)?;
+        let first_ids = ids.take(s, n as u64)?;
+        let mut data = Vec::new();
+        if keyed {
+            binary::header(&mut data);
+        }
+        encode(&mut data, ins, &cells, &first_ids, keyed)?;
         let mut names: Vec<String> = ["_id", "_file_id", "_line"]
             .iter()
             .map(|s| s.to_string())
@@ -247,13 +256,16 @@ impl Tables {
         names.extend(cells.iter().map(|(_, n, _)| ident(n)));
         let list = names.join(", ");
         if !keyed {
-            copy_in(c, &format!("{} ({list})", ident(ins.table)), &data)?;
+            // Streamed: the copy stays open for the file's next chunk.
+            s.copy_rows(&format!("{} ({list})", ident(ins.table)), &data, n as u64)?;
             return Ok(ChunkStored {
                 stored: n as u64,
                 duplicates: 0,
             });
         }
+        binary::trailer(&mut data);
         let key_cols = key_columns(ins)?;
+        let c = s.get()?;
         let stage = self.staging_table(c, ins.table, info.columns.len())?;
         c.batch_execute(&format!("TRUNCATE {}", ident(&stage)))?;
         copy_in(c, &format!("{} ({list})", ident(&stage)), &data)?;
@@ -306,26 +318,26 @@ fn key_index_name<S: AsRef<str>>(table: &str, keys: &[S]) -> String {
     index_name(&format!("{table}\u{0}{}", keys.join("\u{0}")), "key")
 }
 
-/// The chunk as a binary COPY stream: `_id`, `_file_id`, `_line`, `_key` when keyed, then the
-/// stored cells.
+/// The chunk's rows as binary COPY tuples (no header, no trailer): `_id`, `_file_id`, `_line`,
+/// `_key` when keyed, then the stored cells.
 fn encode(
+    out: &mut Vec<u8>,
     ins: &ChunkInsert,
     cells: &[(usize, &str, PgType)],
     ids: &[(i64, u64)],
     keyed: bool,
-) -> Result<Vec<u8>> {
+) -> Result<()> {
     let chunk: &Chunk = ins.chunk;
-    let mut out = Vec::with_capacity(chunk.text.len() + chunk.rows() * (40 + 4 * cells.len()));
-    binary::header(&mut out);
+    out.reserve(chunk.text.len() + chunk.rows() * (40 + 4 * cells.len()));
     let fields = 3 + keyed as usize + cells.len();
     let mut next = ids.iter().flat_map(|&(first, n)| first..first + n as i64);
     for r in 0..chunk.rows() {
-        binary::tuple(&mut out, fields);
-        binary::int8(&mut out, next.next().context("fewer ids than rows")?);
-        binary::int8(&mut out, ins.file_id);
-        binary::int8(&mut out, chunk.lines[r] as i64);
+        binary::tuple(out, fields);
+        binary::int8(out, next.next().context("fewer ids than rows")?);
+        binary::int8(out, ins.file_id);
+        binary::int8(out, chunk.lines[r] as i64);
         if keyed {
-            binary::int8(&mut out, chunk.keys[r]);
+            binary::int8(out, chunk.keys[r]);
         }
         let row = chunk.row(r);
         for &(i, name, ty) in cells {
@@ -334,13 +346,12 @@ fn encode(
                 Cell::Text { .. } => chunk.text(cell),
                 _ => None,
             };
-            binary::cell(&mut out, ty, cell, text).map_err(|why| {
+            binary::cell(out, ty, cell, text).map_err(|why| {
                 binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r]))
             })?;
         }
     }
-    binary::trailer(&mut out);
-    Ok(out)
+    Ok(())
 }
 
 /// Runs `COPY <into> FROM STDIN (FORMAT binary)` with `data`.
