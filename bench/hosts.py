@@ -6,8 +6,8 @@ pair; it reaches PostgreSQL over that link, at the host side's address, and its 
 invisible to the others, so only its lease in the database can tell them it died). The hosts
 share one spool folder, as they would over a network mount (`--poll`, no file events). Four
 writers drop FILES files under temp names and rename them in. A third of the way through, host 2
-is SIGKILLed and its link cut at the same moment (its TCP sessions are never closed: the server
-notices through keepalives). Then:
+loses its link, and a second later — holding the files it claimed meanwhile — is SIGKILLed (its
+TCP sessions are never closed: the server notices through keepalives). Then:
 
 - every file is in the ledger exactly once, ingested, and every record is stored exactly once;
 - nothing is left in incoming/ or processing/;
@@ -191,7 +191,10 @@ def run(lab, args):
     while len(os.listdir(os.path.join(lab.spool, "incoming", "feed"))) + count(lab) < args.files // 3:
         time.sleep(0.01)
     victim = lab.ferry_pid(2)
+    # The link goes first: host 2 keeps claiming for a moment while it can no longer commit
+    # (its sessions hang until TCP gives up), then dies holding those claims.
     sh("ip", "link", "set", "ferryh2", "down")
+    time.sleep(1.0)
     os.kill(victim, signal.SIGKILL)
     killed = time.time()
     held = claims(lab.spool)
@@ -209,7 +212,7 @@ def run(lab, args):
         time.sleep(0.05)
     done = time.time()
     for h in (1, 3):
-        lab.workers[h].send_signal(signal.SIGTERM)
+        os.kill(lab.ferry_pid(h), signal.SIGTERM)
     for h in (1, 3):
         lab.workers[h].wait(timeout=60)
     verify(lab, args.files)

@@ -62,7 +62,25 @@ impl PgType {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The type's `pg_type.oid`.
+    pub fn oid(self) -> u32 {
+        match self {
+            PgType::Text => 25,
+            PgType::Int8 => 20,
+            PgType::Int4 => 23,
+            PgType::Int2 => 21,
+            PgType::Float8 => 701,
+            PgType::Float4 => 700,
+            PgType::Bool => 16,
+            PgType::Date => 1082,
+            PgType::Timestamptz => 1184,
+            PgType::Timestamp => 1114,
+            PgType::Numeric => 1700,
+            PgType::Xid8 => 5069,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
         match self {
             PgType::Text => "text",
             PgType::Int8 => "bigint",
@@ -97,6 +115,16 @@ pub fn header(out: &mut Vec<u8>) {
     out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     out.extend_from_slice(&0i32.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
+}
+
+/// The start of a one-dimensional array of `len` elements of `ty` in binary form; the elements
+/// follow, each as a COPY field (length, then bytes) — `cell` writes them.
+pub fn array_header(ty: PgType, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + len * 16);
+    for v in [1i32, 0, ty.oid() as i32, len as i32, 1] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out
 }
 
 /// The end of a binary COPY stream.

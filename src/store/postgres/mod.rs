@@ -611,12 +611,17 @@ pub fn is_unreachable(e: &anyhow::Error) -> bool {
 }
 
 /// Whether an error is a transaction that lost to another (deadlock, serialization failure, a
-/// lock not available).
+/// lock not available, or a unique index that another host's concurrent commit filled first:
+/// a record key or a file identity stored at the same moment).
 pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<postgres::Error>())
         .filter_map(|pg| pg.code())
-        .any(|code| code.code().starts_with("40") || *code == SqlState::LOCK_NOT_AVAILABLE)
+        .any(|code| {
+            code.code().starts_with("40")
+                || *code == SqlState::LOCK_NOT_AVAILABLE
+                || *code == SqlState::UNIQUE_VIOLATION
+        })
 }
 
 /// What a PostgreSQL error means for the file being stored.
@@ -643,6 +648,11 @@ fn classify(e: &anyhow::Error) -> Failure {
     };
     let class = &code.code()[..2];
     let text = format!("{e:#}");
+    if *code == SqlState::UNIQUE_VIOLATION {
+        // Another host committed the same record key (or file) while this group ran: redone,
+        // the group finds it stored.
+        return Failure::Machine;
+    }
     if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
         return Failure::Content(Reject::new(
             Kind::RecordTooBig,

@@ -19,7 +19,6 @@ use crate::store::{ChunkInsert, ChunkStored, NewColumn};
 use anyhow::{Context, Result};
 use postgres::Client;
 use std::collections::HashMap;
-use std::io::Write;
 
 /// Quotes an identifier.
 pub fn ident(name: &str) -> String {
@@ -84,16 +83,12 @@ pub struct Tables {
     known: HashMap<String, Option<TableInfo>>,
     /// Key indexes known to exist, by table.
     key_index: HashMap<String, String>,
-    /// Staging tables of keyed inserts created in this session, by table: their column count.
-    staging: HashMap<String, usize>,
 }
 
 impl Tables {
     pub fn invalidate(&mut self) {
         self.known.clear();
         self.key_index.clear();
-        // A rolled-back savepoint may have taken a staging table with it.
-        self.staging.clear();
     }
 
     pub fn info(&mut self, c: &mut Client, table: &str) -> Result<Option<&TableInfo>> {
@@ -205,9 +200,10 @@ impl Tables {
         Ok(())
     }
 
-    /// Stores a chunk: straight into the table by binary COPY, or — with a record key — through
-    /// a staging table and `INSERT … ON CONFLICT DO NOTHING` on the key index, so a record whose
-    /// key any host stored before is skipped. Ids come from `ids` in row order.
+    /// Stores a chunk by binary COPY, streamed (the copy stays open for the file's next chunk);
+    /// with a record key, less the records whose key is stored already or repeats one earlier in
+    /// the chunk, which the database finds by the unique key index. Ids come from `ids` in row
+    /// order, for stored records only.
     pub fn insert(
         &mut self,
         s: &mut Session,
@@ -240,68 +236,150 @@ impl Tables {
                 cells.push((i, name.as_str(), ty));
             }
         }
-        let first_ids = ids.take(s, n as u64)?;
-        let mut data = Vec::new();
-        if keyed {
-            binary::header(&mut data);
+        // With a record key: the rows whose key is new — to this chunk, and to the table as
+        // this transaction sees it (other hosts' commits, this group's earlier files).
+        let keep = if keyed {
+            Some(new_keys(s.get()?, ins, &info)?)
+        } else {
+            None
+        };
+        let rows = keep
+            .as_ref()
+            .map_or(n, |k| k.iter().filter(|&&new| new).count());
+        if rows > 0 {
+            let first_ids = ids.take(s, rows as u64)?;
+            let mut data = Vec::new();
+            encode(&mut data, ins, &cells, &first_ids, keyed, keep.as_deref())?;
+            let mut names: Vec<String> = ["_id", "_file_id", "_line"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if keyed {
+                names.push("_key".into());
+            }
+            names.extend(cells.iter().map(|(_, n, _)| ident(n)));
+            // Streamed: the copy stays open for the file's next chunk. A key that another host
+            // stores at this very moment makes it fail on the unique index (`unique_violation`):
+            // the group is redone, and then that key is found stored.
+            let into = format!("{} ({})", ident(ins.table), names.join(", "));
+            s.copy_rows(&into, &data, rows as u64)?;
         }
-        encode(&mut data, ins, &cells, &first_ids, keyed)?;
-        let mut names: Vec<String> = ["_id", "_file_id", "_line"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        if keyed {
-            names.push("_key".into());
-        }
-        names.extend(cells.iter().map(|(_, n, _)| ident(n)));
-        let list = names.join(", ");
-        if !keyed {
-            // Streamed: the copy stays open for the file's next chunk.
-            s.copy_rows(&format!("{} ({list})", ident(ins.table)), &data, n as u64)?;
-            return Ok(ChunkStored {
-                stored: n as u64,
-                duplicates: 0,
-            });
-        }
-        binary::trailer(&mut data);
-        let key_cols = key_columns(ins)?;
-        let c = s.get()?;
-        let stage = self.staging_table(c, ins.table, info.columns.len())?;
-        c.batch_execute(&format!("TRUNCATE {}", ident(&stage)))?;
-        copy_in(c, &format!("{} ({list})", ident(&stage)), &data)?;
-        let conflict: Vec<String> = std::iter::once("_key".to_string())
-            .chain(key_cols.iter().map(|k| ident(k)))
-            .collect();
-        let stored = c.execute(
-            &format!(
-                "INSERT INTO {} ({list}) SELECT {list} FROM {} ORDER BY _id \
-                 ON CONFLICT ({}) DO NOTHING",
-                ident(ins.table),
-                ident(&stage),
-                conflict.join(", ")
-            ),
-            &[],
-        )?;
         Ok(ChunkStored {
-            stored,
-            duplicates: n as u64 - stored,
+            stored: rows as u64,
+            duplicates: (n - rows) as u64,
         })
     }
+}
 
-    /// A temporary table shaped like `table`, for keyed inserts (recreated when the table grew).
-    fn staging_table(&mut self, c: &mut Client, table: &str, width: usize) -> Result<String> {
-        let stage = format!("ferry_stage_{}", short_hash(table));
-        if self.staging.get(table) != Some(&width) {
-            c.batch_execute(&format!(
-                "DROP TABLE IF EXISTS pg_temp.{s}; \
-                 CREATE TEMPORARY TABLE {s} (LIKE {t}) ON COMMIT DELETE ROWS",
-                s = ident(&stage),
-                t = ident(table)
-            ))?;
-            self.staging.insert(table.to_string(), width);
-        }
-        Ok(stage)
+/// A raw binary parameter (ferry's own encoding of a PostgreSQL array).
+#[derive(Debug)]
+struct Raw(Vec<u8>);
+
+impl postgres::types::ToSql for Raw {
+    fn to_sql(
+        &self,
+        _: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&self.0);
+        Ok(postgres::types::IsNull::No)
     }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// Per row of a keyed chunk: whether its key is new. A key seen earlier in the chunk is not;
+/// the others are looked up in the table by the key index (`_key`, then the key columns
+/// compared exactly by the database), all of the chunk in one statement.
+fn new_keys(c: &mut Client, ins: &ChunkInsert, info: &TableInfo) -> Result<Vec<bool>> {
+    let chunk = ins.chunk;
+    let n = chunk.rows();
+    let names = key_columns(ins)?;
+    let mut key = Vec::with_capacity(names.len());
+    for (cell, name) in ins.key_cells.iter().zip(&names) {
+        let ty = info
+            .ty(name)
+            .with_context(|| format!("key column {name} has a type ferry cannot write"))?;
+        key.push((
+            cell.context("a key column is not stored")?,
+            name.as_str(),
+            ty,
+        ));
+    }
+    let encoded = |r: usize, j: usize, out: &mut Vec<u8>| -> Result<()> {
+        let (i, name, ty) = key[j];
+        let cell = chunk.row(r)[i];
+        let text = matches!(cell, Cell::Text { .. })
+            .then(|| chunk.text(cell))
+            .flatten();
+        binary::cell(out, ty, cell, text).map_err(|why| {
+            binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
+        })
+    };
+    // Within the chunk: the first of equal keys (same hash, same encoded values) is the one.
+    let mut keep = vec![true; n];
+    let mut seen: HashMap<(i64, Vec<u8>), ()> = HashMap::with_capacity(n);
+    for (r, new) in keep.iter_mut().enumerate() {
+        let mut bytes = Vec::new();
+        for j in 0..key.len() {
+            encoded(r, j, &mut bytes)?;
+        }
+        *new = seen.insert((chunk.keys[r], bytes), ()).is_none();
+    }
+    let candidates: Vec<usize> = (0..n).filter(|&r| keep[r]).collect();
+    if candidates.is_empty() {
+        return Ok(keep);
+    }
+    // One array per key part: the hashes, then each key column in its table type.
+    let mut arrays = vec![binary::array_header(PgType::Int8, candidates.len())];
+    for &r in &candidates {
+        binary::int8(&mut arrays[0], chunk.keys[r]);
+    }
+    for (j, &(_, _, ty)) in key.iter().enumerate() {
+        let mut a = binary::array_header(ty, candidates.len());
+        for &r in &candidates {
+            encoded(r, j, &mut a)?;
+        }
+        arrays.push(a);
+    }
+    let types: Vec<String> = std::iter::once("bigint".to_string())
+        .chain(key.iter().map(|(_, _, ty)| ty.name().to_string()))
+        .enumerate()
+        .map(|(p, t)| format!("${}::{t}[]", p + 1))
+        .collect();
+    let parts: Vec<String> = (0..=key.len()).map(|p| format!("p{p}")).collect();
+    let matches: Vec<String> = std::iter::once("t._key = s.p0".to_string())
+        .chain(
+            key.iter()
+                .enumerate()
+                .map(|(j, (_, name, _))| format!("t.{} = s.p{}", ident(name), j + 1)),
+        )
+        .collect();
+    // A scalar subquery with LIMIT stays a per-row probe of the key index whatever the table's
+    // statistics say (a semi-join could turn into a scan of the whole table). Measured: as fast
+    // as one index scan over the array of hashes joined to the chunk's keys.
+    let sql = format!(
+        "SELECT s.i FROM unnest({}) WITH ORDINALITY AS s({}, i) \
+         WHERE (SELECT true FROM {} t WHERE {} LIMIT 1)",
+        types.join(", "),
+        parts.join(", "),
+        ident(ins.table),
+        matches.join(" AND ")
+    );
+    let params: Vec<Raw> = arrays.into_iter().map(Raw).collect();
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+        .iter()
+        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+        .collect();
+    for row in c.query(&sql, &refs)? {
+        let ordinal: i64 = row.get(0);
+        keep[candidates[ordinal as usize - 1]] = false;
+    }
+    Ok(keep)
 }
 
 /// The table columns of a keyed chunk's key, in key order.
@@ -318,7 +396,7 @@ fn key_index_name<S: AsRef<str>>(table: &str, keys: &[S]) -> String {
     index_name(&format!("{table}\u{0}{}", keys.join("\u{0}")), "key")
 }
 
-/// The chunk's rows as binary COPY tuples (no header, no trailer): `_id`, `_file_id`, `_line`,
+/// The chunk's rows (those `keep` says, if given) as binary COPY tuples (no header, no trailer): `_id`, `_file_id`, `_line`,
 /// `_key` when keyed, then the stored cells.
 fn encode(
     out: &mut Vec<u8>,
@@ -326,12 +404,16 @@ fn encode(
     cells: &[(usize, &str, PgType)],
     ids: &[(i64, u64)],
     keyed: bool,
+    keep: Option<&[bool]>,
 ) -> Result<()> {
     let chunk: &Chunk = ins.chunk;
     out.reserve(chunk.text.len() + chunk.rows() * (40 + 4 * cells.len()));
     let fields = 3 + keyed as usize + cells.len();
     let mut next = ids.iter().flat_map(|&(first, n)| first..first + n as i64);
     for r in 0..chunk.rows() {
+        if keep.is_some_and(|k| !k[r]) {
+            continue;
+        }
         binary::tuple(out, fields);
         binary::int8(out, next.next().context("fewer ids than rows")?);
         binary::int8(out, ins.file_id);
@@ -352,11 +434,4 @@ fn encode(
         }
     }
     Ok(())
-}
-
-/// Runs `COPY <into> FROM STDIN (FORMAT binary)` with `data`.
-fn copy_in(c: &mut Client, into: &str, data: &[u8]) -> Result<u64> {
-    let mut w = c.copy_in(&format!("COPY {into} FROM STDIN (FORMAT binary)"))?;
-    w.write_all(data)?;
-    Ok(w.finish()?)
 }
