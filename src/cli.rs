@@ -11,7 +11,11 @@ use std::path::PathBuf;
     name = "ferry",
     version,
     about = "File-transfer batch ingestion: every file that lands is loaded once, or set aside with a reason.",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Environment:\n  FERRY_LOG     log filter, overriding -v/-q: a level (error, warn, info, debug, trace) or \
+                  directives such as \"ferry=debug\"\n  FERRY_ROOT, FERRY_CONFIG, FERRY_STORE, \
+                  FERRY_LOG_FORMAT   as the flags of the same name\n  PGPASSWORD, PGUSER   \
+                  for a PostgreSQL store\n\nDurations take a unit: 500ms, 5s, 2m, 1h, 1d."
 )]
 pub struct Cli {
     /// Spool root [default: ./ferry-data, or `root` in the config]
@@ -172,6 +176,9 @@ pub struct RetryArgs {
 pub enum ConfigCommand {
     /// Validate the config and print the datasets as resolved (exit 2 if invalid)
     Check {
+        /// The config file to check [default: --config, else <root>/ferry.toml]
+        file: Option<PathBuf>,
+
         /// Print as JSON
         #[arg(long)]
         json: bool,

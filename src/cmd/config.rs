@@ -10,7 +10,7 @@ use crate::store::{self, names};
 use anyhow::Result;
 
 pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
-    let ConfigCommand::Check { json } = cmd;
+    let ConfigCommand::Check { json, .. } = cmd;
     let mut st = store::open_existing(&cfg.store)?;
     let mut tables = Vec::with_capacity(cfg.datasets.len());
     for d in &cfg.datasets {

@@ -8,7 +8,7 @@ pub mod run;
 pub mod status;
 pub mod watch;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigCommand};
 use crate::config::Config;
 use crate::events::Summary;
 use crate::exit::ExitError;
@@ -113,11 +113,19 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         clap_complete::generate(*shell, &mut cmd, "ferry", &mut std::io::stdout());
         return Ok(Outcome::Done);
     }
-    let cfg = Config::load(
-        cli.root.as_deref(),
-        cli.config.as_deref(),
-        cli.store.as_deref(),
-    )?;
+    let config = match (&cli.command, &cli.config) {
+        (Command::Config(ConfigCommand::Check { file: Some(f), .. }), Some(c)) if f != c => {
+            return Err(ExitError::Usage(format!(
+                "two config files named: {} (argument) and {} (--config or FERRY_CONFIG)",
+                f.display(),
+                c.display()
+            ))
+            .into())
+        }
+        (Command::Config(ConfigCommand::Check { file: Some(f), .. }), _) => Some(f.as_path()),
+        _ => cli.config.as_deref(),
+    };
+    let cfg = Config::load(cli.root.as_deref(), config, cli.store.as_deref())?;
     if matches!(
         cli.command,
         Command::Status(_) | Command::Files(_) | Command::Quarantine(_) | Command::Export(_)

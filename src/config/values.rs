@@ -28,7 +28,8 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// Parses `500ms`, `1s`, `1.5s`, `2m`, `1h`, `1d`; a bare number is seconds.
+/// Parses `500ms`, `1s`, `1.5s`, `2m`, `1h`, `1d`. A bare number is refused: `5` could mean
+/// seconds or milliseconds, and guessing wrong by a factor of 1000 is silent.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -39,8 +40,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a duration (try \"500ms\", \"1s\", \"2m\")"))?;
     let secs = match unit.trim() {
+        "" => {
+            return Err(format!(
+                "{s:?} has no unit; write \"{num}s\" or \"{num}ms\" (units: ms, s, m, h, d)"
+            ))
+        }
         "ms" => n / 1000.0,
-        "" | "s" => n,
+        "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
@@ -350,7 +356,8 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3").unwrap_err().contains("no unit"));
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3 weeks").is_err());
     }

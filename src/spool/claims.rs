@@ -28,7 +28,15 @@ pub trait Liveness: Send + Sync {
     fn take_if_dead(&self, token: &str, me: &str) -> anyhow::Result<Option<Box<dyn Send>>>;
     /// Whether any of these owners is dead (a look, taking nothing over).
     fn any_dead(&self, tokens: &[String]) -> anyhow::Result<bool>;
+    /// Removes the bookkeeping of dead owners other than `me` that left no claims (a crash
+    /// between claims, a daemon crash-looping); returns how many. Owners that left claims are
+    /// removed when their claims are recovered.
+    fn sweep(&self, me: &str, claimed: &[String]) -> anyhow::Result<usize>;
 }
+
+/// An owner lock file younger than this is never swept: between its creation and its lock, a
+/// starting process's file is free.
+const SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A registered owner's hold on being alive.
 pub trait Alive: Send + Sync {
@@ -94,6 +102,39 @@ impl Liveness for FileLocks {
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn sweep(&self, me: &str, claimed: &[String]) -> anyhow::Result<usize> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut swept = 0;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == me || claimed.contains(&name) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= SWEEP_AFTER));
+            if !old {
+                continue;
+            }
+            let Ok(f) = OpenOptions::new().write(true).open(entry.path()) else {
+                continue;
+            };
+            // Holding its lock: its owner is dead, and nobody else judges it meanwhile.
+            if fsio::flock(&f, libc::LOCK_EX | libc::LOCK_NB).is_ok()
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                swept += 1;
+            }
+        }
+        Ok(swept)
     }
 
     fn any_dead(&self, tokens: &[String]) -> anyhow::Result<bool> {
@@ -413,12 +454,18 @@ pub fn claim_owners(spool: &Spool, me: &Owner) -> io::Result<Vec<String>> {
 }
 
 /// Finds claims in `processing/` whose owner is dead. Claims of live processes (including this
-/// one) are left alone.
+/// one) are left alone. Dead owners that left no claims are swept away on the way.
 pub fn leftovers(spool: &Spool, me: &Owner, liveness: &dyn Liveness) -> anyhow::Result<Leftovers> {
     let found = claims_in(spool)?;
     let mut tokens: Vec<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
     tokens.sort();
     tokens.dedup();
+    let claimed: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
+    match liveness.sweep(&me.token, &claimed) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(owners = n, "removed the bookkeeping of dead processes"),
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot sweep dead owners"),
+    }
     let mut owners = Vec::new();
     let mut dead = std::collections::HashSet::new();
     for token in tokens {

@@ -14,6 +14,7 @@ mod edges_ops;
 mod export;
 mod formats;
 mod model;
+mod operations;
 mod postgres;
 mod run;
 mod typed;

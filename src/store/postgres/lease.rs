@@ -140,6 +140,17 @@ impl Liveness for Leases {
         })))
     }
 
+    fn sweep(&self, me: &str, claimed: &[String]) -> Result<usize> {
+        // A lease that lapsed long ago, of an owner that left no claims, and that nobody is
+        // recovering: an owner without a row is dead anyway, so the row says nothing more.
+        let n = self.conn().execute(
+            "DELETE FROM ferry_owners WHERE token <> $1 AND NOT (token = ANY($2)) \
+             AND adopted_by IS NULL AND expires_at < now() - $3::text::interval",
+            &[&me, &claimed, &interval(self.target.lease)],
+        )?;
+        Ok(n as usize)
+    }
+
     fn any_dead(&self, tokens: &[String]) -> Result<bool> {
         let here = local_id();
         let rows = self.conn().query(

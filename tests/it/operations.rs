@@ -1,0 +1,79 @@
+//! Living with ferry in production: the conveniences and the housekeeping a long-running
+//! installation needs.
+
+use crate::harness::*;
+use std::fs;
+use std::time::Duration;
+
+#[test]
+fn durations_without_a_unit_are_refused_not_guessed() {
+    let s = Spool::new();
+    // `--poll 5`: five seconds or five milliseconds? Refused before anything starts.
+    let out = s.ferry(&["watch", "--poll", "5"]);
+    assert_eq!(out.status.code(), Some(2));
+    s.ferry_ok(&["config", "check"], 0);
+    fs::write(s.root.join("ferry.toml"), "[ready]\nsettle = \"5\"\n").unwrap();
+    s.ferry_ok(&["config", "check"], 2);
+    fs::write(s.root.join("ferry.toml"), "[ready]\nsettle = \"5s\"\n").unwrap();
+    let v = s.json(&["config", "check", "--json"]);
+    assert_eq!(v["settle_ms"], 5000);
+}
+
+#[test]
+fn config_check_takes_the_file_to_check_as_an_argument() {
+    let s = Spool::new();
+    let other = s.scratch("elsewhere").join("partners.toml");
+    fs::write(&other, "[[dataset]]\nname = \"orders\"\n").unwrap();
+    let path = other.to_str().unwrap();
+    let v = s.json(&["config", "check", path, "--json"]);
+    assert_eq!(v["file"], path);
+    assert_eq!(v["datasets"][0]["name"], "orders");
+    // A broken file named this way is reported as broken.
+    fs::write(&other, "[[dataset]]\nnmae = \"orders\"\n").unwrap();
+    s.ferry_ok(&["config", "check", path], 2);
+    // Two different files named at once: which one was meant is not guessed.
+    let second = s.scratch("elsewhere").join("second.toml");
+    fs::write(&second, "").unwrap();
+    s.ferry_ok(
+        &[
+            "--config",
+            second.to_str().unwrap(),
+            "config",
+            "check",
+            path,
+        ],
+        2,
+    );
+}
+
+both_stores! {
+    fn a_crash_looping_daemon_leaves_no_owner_bookkeeping_behind() {
+        let s = Spool::new();
+        fs::write(s.root.join("ferry.toml"), "[store]\nlease = \"2s\"\n").unwrap();
+        s.ferry_ok(&["run"], 0);
+        for _ in 0..3 {
+            let mut d = start_watch(&s, &[]);
+            std::thread::sleep(Duration::from_millis(700));
+            sigkill(&mut d);
+        }
+        let owners = s.root.join("processing/.owners");
+        let dead = |s: &Spool| {
+            if s.is_postgres() {
+                s.count("SELECT count(*) FROM ferry_owners")
+            } else {
+                fs::read_dir(&owners).map_or(0, |d| d.count() as i64)
+            }
+        };
+        assert_eq!(dead(&s), 3, "each killed daemon left its bookkeeping");
+        if s.is_postgres() {
+            // Swept once a lease has passed since the leases lapsed.
+            std::thread::sleep(Duration::from_secs(9));
+        } else {
+            for e in fs::read_dir(&owners).unwrap() {
+                backdate(&e.unwrap().path());
+            }
+        }
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(dead(&s), 0, "the dead owners are swept at the next start");
+    }
+}
