@@ -86,8 +86,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Folder to process [default: <root>/incoming]
-    pub dir: Option<PathBuf>,
+    /// A folder to process, or files [default: <root>/incoming]. A file's dataset comes from
+    /// its path under the incoming folder, or, outside it, from the folder it is in (as if that
+    /// folder were in incoming/)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
 
     /// Leave the files where they are; only content identity decides what is new
     #[arg(long)]

@@ -1,4 +1,5 @@
-//! `ferry run [DIR] [--keep]`: process what is ready once, then exit (cron, CI, backfills).
+//! `ferry run [DIR | FILE…] [--keep]`: process what is ready once, then exit (cron, CI,
+//! backfills).
 //!
 //! Reconciles `processing/` first (files left by a crashed run; those in flight at more than one
 //! crash one at a time), then scans the folder once. Files still changing are looked at again
@@ -28,11 +29,11 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
     let started = Instant::now();
     shutdown::install_signal_handlers();
     let stop = Shutdown::new();
-    let (source, mode) = source(cfg, args)?;
+    let (source, files, mode) = source(cfg, args)?;
     let mut summary = Summary::default();
     let mut retries = 0;
     loop {
-        let (pass, result) = pass(cfg, args, &source, mode, &stop)?;
+        let (pass, result) = pass(cfg, args, (&source, &files), mode, &stop)?;
         summary.absorb(pass.summary);
         match result {
             Err(e) if crate::store::is_transient(&e) && retries < TRANSIENT_RETRIES => {
@@ -65,18 +66,19 @@ struct Pass {
     untaken: u64,
 }
 
-/// One pass: a fresh claim identity, recovery, one look at the folder, everything ready fed
-/// to the pipeline. Returns what was committed even when the writer stopped on an error.
+/// One pass: a fresh claim identity, recovery, one look at the folder (or at the named files
+/// in it), everything ready fed to the pipeline. Returns what was committed even when the
+/// writer stopped on an error.
 fn pass(
     cfg: &Config,
     args: &RunArgs,
-    source: &Path,
+    (source, files): (&Path, &[PathBuf]),
     mode: Mode,
     stop: &Shutdown,
 ) -> Result<(Pass, Result<()>)> {
     let session = Arc::new(Session::new(cfg.clone(), mode, source.to_path_buf())?);
     let mut summary = Summary::default();
-    let found = look(cfg, source, &mut summary);
+    let found = look(cfg, source, files, &mut summary);
     let (pipeline, recovered, n) = Pipeline::start_after_recovery(session.clone())?;
     summary.absorb(recovered);
     let show_progress =
@@ -104,18 +106,12 @@ fn pass(
     Ok((pass, result))
 }
 
-/// Where files are taken from and how (moved through the spool, or read in place), checked:
-/// a folder that exists, on the spool's filesystem when files are to be claimed by rename.
-/// Creates the spool where that is expected.
-fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Mode)> {
-    let source = match &args.dir {
-        Some(d) => absolute(d),
-        None => cfg.spool.incoming.clone(),
-    };
+/// Where files are taken from (a folder, and the named files in it if any) and how (moved
+/// through the spool, or read in place), checked: a folder that exists, on the spool's
+/// filesystem when files are to be claimed by rename. Creates the spool where that is expected.
+fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Vec<PathBuf>, Mode)> {
+    let (source, files) = named(cfg, &args.paths)?;
     let mode = if args.keep { Mode::Keep } else { Mode::Move };
-    if args.dir.is_some() && !source.is_dir() {
-        return Err(ExitError::Usage(format!("{} is not a folder", source.display())).into());
-    }
     super::open_or_create_spool(cfg, args.init)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
@@ -136,7 +132,64 @@ fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Mode)> {
             .into());
         }
     }
-    Ok((source, mode))
+    Ok((source, files, mode))
+}
+
+/// The folder to look into and the files named in it: the incoming folder; one folder named;
+/// or files, all from one folder — the incoming folder for files under it, else the folder
+/// above the one each file is in (so that folder names the dataset, as it would in incoming/).
+fn named(cfg: &Config, paths: &[PathBuf]) -> Result<(PathBuf, Vec<PathBuf>)> {
+    let usage = |m: String| -> anyhow::Error { ExitError::Usage(m).into() };
+    match paths {
+        [] => return Ok((cfg.spool.incoming.clone(), Vec::new())),
+        [one] if absolute(one).is_dir() => return Ok((absolute(one), Vec::new())),
+        _ => {}
+    }
+    let incoming = absolute(&cfg.spool.incoming);
+    let mut source: Option<PathBuf> = None;
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        // The file itself as named (a symlink is judged as one), in a canonical folder.
+        let name = p
+            .file_name()
+            .ok_or_else(|| usage(format!("{} is not a file", p.display())))?;
+        let file = absolute(p.parent().unwrap_or(Path::new("."))).join(name);
+        match file.symlink_metadata() {
+            Err(e) => return Err(usage(format!("{}: {e}", p.display()))),
+            Ok(m) if m.is_dir() => {
+                return Err(usage(format!(
+                    "{} is a folder: name one folder, or files",
+                    p.display()
+                )))
+            }
+            Ok(_) => {}
+        }
+        if inside_spool(cfg, &file) && !file.starts_with(&incoming) {
+            return Err(usage(format!(
+                "{} is one of ferry's own files; to load it again, copy it into {}",
+                p.display(),
+                cfg.spool.incoming.display()
+            )));
+        }
+        let dir = if file.starts_with(&incoming) {
+            incoming.clone()
+        } else {
+            let folder = file.parent().expect("a file has a folder");
+            folder.parent().unwrap_or(folder).to_path_buf()
+        };
+        match &source {
+            Some(s) if *s != dir => {
+                return Err(usage(format!(
+                    "{} and {} are not from one folder: run them one folder at a time",
+                    paths[0].display(),
+                    p.display()
+                )))
+            }
+            _ => source = Some(dir),
+        }
+        files.push(file);
+    }
+    Ok((source.expect("at least one file"), files))
 }
 
 /// What one look at the source folder found.
@@ -147,9 +200,14 @@ struct Found {
     waiting: Vec<Waiting>,
 }
 
-/// Scans the source folder once; paths that cannot be looked into are left, and said.
-fn look(cfg: &Config, source: &Path, summary: &mut Summary) -> Found {
-    let scan = discover::scan(source, &cfg.rules, &cfg.spool.internal_dirs());
+/// Scans the source folder once (or looks at the named files); paths that cannot be looked
+/// into are left, and said.
+fn look(cfg: &Config, source: &Path, files: &[PathBuf], summary: &mut Summary) -> Found {
+    let scan = if files.is_empty() {
+        discover::scan(source, &cfg.rules, &cfg.spool.internal_dirs())
+    } else {
+        discover::pick(source, files, &cfg.rules)
+    };
     for (path, e) in &scan.errors {
         Event::Left {
             path: &path.display().to_string(),

@@ -234,47 +234,55 @@ pub fn scan(dir: &Path, rules: &Rules, exclude: &[PathBuf]) -> Scan {
                 continue;
             }
         };
-        let ft = e.file_type();
-        if ft.is_dir() {
-            continue;
+        if !e.file_type().is_dir() {
+            add(&mut out, dir, e.path(), rules);
         }
-        let Some(rel) = e
-            .path()
-            .strip_prefix(dir)
-            .ok()
-            .and_then(RelPath::from_relative)
-        else {
-            continue;
-        };
-        let name = e.file_name().to_string_lossy();
-        if let Some(hold) = rules.ignored(&name) {
-            out.ignored.push((rel, hold));
-            continue;
-        }
-        let meta = match e.path().symlink_metadata() {
-            Ok(m) => m,
-            Err(err) => {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    out.errors.push((e.path().to_path_buf(), err));
-                }
-                continue;
-            }
-        };
-        let kind = if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_file() {
-            EntryKind::File
-        } else {
-            EntryKind::Special
-        };
-        out.entries.push(Entry {
-            path: e.path().to_path_buf(),
-            rel,
-            kind,
-            stamp: Stamp::of(&meta),
-        });
     }
     out
+}
+
+/// The named files, each judged as `scan` would judge it in `dir` (they are inside it).
+pub fn pick(dir: &Path, files: &[PathBuf], rules: &Rules) -> Scan {
+    let mut out = Scan::default();
+    for f in files {
+        add(&mut out, dir, f, rules);
+    }
+    out
+}
+
+/// One path found (or named) under `dir`: an entry, ignored by name, or an error.
+fn add(out: &mut Scan, dir: &Path, path: &Path, rules: &Rules) {
+    let Some(rel) = path.strip_prefix(dir).ok().and_then(RelPath::from_relative) else {
+        return;
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(hold) = rules.ignored(&name) {
+        out.ignored.push((rel, hold));
+        return;
+    }
+    let meta = match path.symlink_metadata() {
+        Ok(m) => m,
+        Err(err) => {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                out.errors.push((path.to_path_buf(), err));
+            }
+            return;
+        }
+    };
+    let ft = meta.file_type();
+    let kind = if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Special
+    };
+    out.entries.push(Entry {
+        path: path.to_path_buf(),
+        rel,
+        kind,
+        stamp: Stamp::of(&meta),
+    });
 }
 
 /// The done marker that belongs to a file, if the rules use markers.

@@ -77,3 +77,57 @@ both_stores! {
         assert_eq!(dead(&s), 0, "the dead owners are swept at the next start");
     }
 }
+
+#[test]
+fn run_takes_single_files_named_on_the_command_line() {
+    let s = Spool::new();
+    let a = s.drop_file("orders/a.csv", b"id\n1\n2\n");
+    s.drop_file("orders/b.csv", b"id\n3\n");
+    s.ferry_ok(&["run", a.to_str().unwrap()], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
+    assert!(
+        s.incoming().join("orders/b.csv").exists(),
+        "only the named file is taken"
+    );
+    assert!(!a.exists());
+    // Outside the inbox, read in place: the folder a file is in names its dataset.
+    let elsewhere = s.scratch("exports").join("invoices");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let (x, y) = (elsewhere.join("x.csv"), elsewhere.join("y.csv"));
+    fs::write(&x, "n\n10\n").unwrap();
+    fs::write(&y, "n\n20\n").unwrap();
+    backdate(&x);
+    backdate(&y);
+    s.ferry_ok(
+        &["run", "--keep", x.to_str().unwrap(), y.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(s.count("SELECT count(*) FROM invoices"), 2);
+    assert!(x.exists() && y.exists(), "--keep leaves them in place");
+    // What cannot be meant is refused, and nothing is taken.
+    let other = s.scratch("exports").join("other");
+    fs::create_dir_all(&other).unwrap();
+    let z = other.join("z.csv");
+    fs::write(&z, "n\n30\n").unwrap();
+    let b = s.incoming().join("orders/b.csv");
+    let missing = other.join("missing.csv");
+    for args in [
+        vec![x.to_str().unwrap(), b.to_str().unwrap()],
+        vec![elsewhere.to_str().unwrap(), z.to_str().unwrap()],
+        vec![missing.to_str().unwrap()],
+    ] {
+        let mut all = vec!["run", "--keep"];
+        all.extend(args);
+        s.ferry_ok(&all, 2);
+    }
+    let archived = tree(&s.root.join("archive"));
+    let archived = archived.keys().next().unwrap().clone();
+    s.ferry_ok(
+        &[
+            "run",
+            s.root.join("archive").join(archived).to_str().unwrap(),
+        ],
+        2,
+    );
+    assert_eq!(s.count("SELECT count(*) FROM files"), 3);
+}
