@@ -15,6 +15,7 @@ pub(crate) mod faults;
 pub(crate) mod format;
 pub(crate) mod fsio;
 pub(crate) mod hash;
+pub(crate) mod health;
 pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;

@@ -1,4 +1,5 @@
-//! `--metrics ADDR`: Prometheus text exposition of the process-wide counters on `GET /metrics`.
+//! `--metrics ADDR`: Prometheus text exposition of the process-wide counters on `GET /metrics`,
+//! and the daemon's health on `GET /healthz` and `GET /readyz` (`health`).
 //!
 //! A deliberately small HTTP/1.0 responder on its own thread: one request per connection, no
 //! keep-alive, reads at most the request head. Scrapes are rare (seconds apart) and tiny, so a
@@ -61,10 +62,14 @@ fn respond(mut s: TcpStream) -> std::io::Result<()> {
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render()),
+        ("GET" | "HEAD", "/healthz" | "/readyz") => {
+            let (status, body) = crate::health::probe(path == "/readyz");
+            (status, "application/json", body)
+        }
         ("GET" | "HEAD", _) => (
             "404 Not Found",
             "text/plain",
-            "not found; try /metrics\n".into(),
+            "not found; try /metrics, /healthz or /readyz\n".into(),
         ),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };

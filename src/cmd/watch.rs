@@ -30,6 +30,7 @@ use crate::cli::WatchArgs;
 use crate::config::Config;
 use crate::discover::{self, Events, Readiness, Stamp};
 use crate::events::{counters, Summary};
+use crate::health;
 use crate::pipeline::{Mode, Pipeline, Session, Work};
 use crate::shutdown::{self, Shutdown};
 use anyhow::Result;
@@ -82,6 +83,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             // that is waited out like any later failure.
             Err(e) if first && !crate::store::is_unreachable(&e) => return Err(e),
             Err(e) => {
+                health::backing_off(&format!("{e:#}"), backoff);
                 tracing::error!(
                     error = format!("{e:#}"),
                     retry_in_s = backoff.as_secs(),
@@ -95,6 +97,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             }
         };
         first = false;
+        health::set(health::State::Running);
         // Files handed to the old pipeline and dropped when it stopped are still in the folder.
         disc.submitted.clear();
         discover_until_stopped(&mut disc, &mut events, &pipeline, &session, stop, rescan);
@@ -102,7 +105,10 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         let failed = session.halted();
         session.halt();
         if stop.is_triggered() {
+            health::set(health::State::Stopping);
             tracing::info!("stopping: finishing the files in flight");
+        } else if failed {
+            health::backing_off("the pipeline stopped on an error", backoff);
         }
         let finished = pipeline.finish();
         if stop.is_triggered() {
@@ -123,6 +129,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             Err(e) => format!("{e:#}"),
             Ok(_) => "the pipeline stopped".to_string(),
         };
+        health::backing_off(&why, backoff);
         tracing::error!(
             error = why,
             retry_in_s = backoff.as_secs(),

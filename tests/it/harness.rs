@@ -582,6 +582,41 @@ pub fn wait_within(child: &mut Child, within: Duration) -> std::process::ExitSta
     }
 }
 
+/// An HTTP/1.0 GET on 127.0.0.1: the whole response (status line, headers, body).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(c, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// `/healthz` or `/readyz`: the status code and the daemon's state.
+pub fn probe(port: u16, path: &str) -> Option<(u16, String)> {
+    let text = http_get(port, path)?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1)?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some((code, v["daemon"]["state"].as_str()?.to_string()))
+}
+
+/// Polls a probe until it answers `want`, for at most `within`.
+pub fn wait_probe(port: u16, path: &str, want: (u16, &str), within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = probe(port, path);
+        if got.as_ref().is_some_and(|(c, s)| (*c, s.as_str()) == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: {got:?}, waiting for {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether these tests run as root (which file modes do not stop).
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }

@@ -329,6 +329,44 @@ impl Relay {
 }
 
 #[test]
+fn health_probes_follow_the_store_going_away_and_coming_back() {
+    on(Backend::Postgres, || {
+        let s = Spool::new();
+        fs::write(s.root.join("ferry.toml"), "[store]\nlease = \"2s\"\n").unwrap();
+        let relay = Relay::start(crate::pg::server().port);
+        let db =
+            s.pg.as_ref()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+        let via_relay = format!("postgres://postgres@127.0.0.1:{}/{db}", relay.port);
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut daemon = start_watch_with(
+            &s,
+            &["--metrics", &addr],
+            &[("FERRY_STORE", via_relay.as_str())],
+        );
+        let t = Duration::from_secs(20);
+        wait_probe(port, "/healthz", (503, "backing_off"), t);
+        wait_probe(port, "/readyz", (503, "backing_off"), t);
+        relay.set_up();
+        wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(30));
+        wait_probe(port, "/readyz", (200, "running"), t);
+        // Gone while idle: the lease's heartbeat notices within a third of the lease.
+        relay.cut();
+        wait_probe(port, "/healthz", (503, "backing_off"), t);
+        relay.set_up();
+        wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(90));
+        s.drop_file("h/a.csv", b"n\n1\n");
+        wait_for_files_within(&s, 1, t);
+        assert_eq!(sigterm(&mut daemon), Some(0));
+    })
+}
+
+#[test]
 fn watch_waits_out_a_database_that_goes_away_and_loads_everything_once_it_returns() {
     on(Backend::Postgres, || {
         let s = Spool::new();

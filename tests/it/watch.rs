@@ -102,15 +102,6 @@ fn done_marker_mode_takes_a_file_only_once_its_marker_exists() {
     assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::Read;
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(c, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    c.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 /// The value of one sample line of a Prometheus exposition.
 fn sample(text: &str, series: &str) -> f64 {
     let line = text
@@ -189,8 +180,15 @@ fn disk_full_stops_claiming_then_everything_loads_once_space_returns() {
     s.drop_file("warmup/w.csv", b"n\n0\n");
     let flag = s.scratch("flags").join("disk-full");
     let flag_s = flag.to_str().unwrap().to_string();
-    let mut d = start_watch_with(&s, &[], &[("FERRY_FAULT_DISK_FULL", &flag_s)]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = start_watch_with(
+        &s,
+        &["--metrics", &addr],
+        &[("FERRY_FAULT_DISK_FULL", &flag_s)],
+    );
     wait_for_files(&s, 1);
+    wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(10));
     fs::write(&flag, b"").unwrap();
     for i in 0..20 {
         let body: String = (0..2000)
@@ -208,10 +206,24 @@ fn disk_full_stops_claiming_then_everything_loads_once_space_returns() {
         "nothing is recorded while the disk is full"
     );
     assert!(d.try_wait().unwrap().is_none(), "the daemon keeps running");
+    // Health checks say so, with the reason.
+    wait_probe(
+        port,
+        "/healthz",
+        (503, "backing_off"),
+        Duration::from_secs(10),
+    );
+    wait_probe(
+        port,
+        "/readyz",
+        (503, "backing_off"),
+        Duration::from_secs(10),
+    );
     let waiting = s.leftover_inputs().len();
     assert_eq!(waiting, 20, "no file is lost or set aside: {waiting}");
     fs::remove_file(&flag).unwrap();
     wait_for_files_within(&s, 21, Duration::from_secs(40));
+    wait_probe(port, "/readyz", (200, "running"), Duration::from_secs(10));
     assert_eq!(sigterm(&mut d), Some(0));
     assert_eq!(
         s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),

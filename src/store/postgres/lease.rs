@@ -120,15 +120,35 @@ impl Liveness for Leases {
         // nobody alive is recovering it; one statement decides, so two recoverers never both
         // win.
         let gone_here = self.gone_here(token)?;
+        // A process that was recovering it may have died too (a crash during recovery): it
+        // is judged the same way, so its own death does not hold the claims for a lease.
+        let adopter: Option<String> = self
+            .conn()
+            .query_opt(
+                "SELECT adopted_by FROM ferry_owners WHERE token = $1",
+                &[&token],
+            )?
+            .and_then(|r| r.get(0));
+        let adopter_gone = match &adopter {
+            Some(a) => self.gone_here(a)?,
+            None => false,
+        };
         let won = self.conn().query_opt(
             "INSERT INTO ferry_owners AS o (token, host, pid, expires_at, adopted_by) \
              VALUES ($1, '', 0, '-infinity', $2) \
              ON CONFLICT (token) DO UPDATE SET adopted_by = $2, expires_at = '-infinity' \
-             WHERE (o.expires_at < now() OR $3) AND (o.adopted_by IS NULL OR NOT EXISTS ( \
+             WHERE (o.expires_at < now() OR $3) AND (o.adopted_by IS NULL \
+                 OR (o.adopted_by = $4 AND $5) OR NOT EXISTS ( \
                  SELECT 1 FROM ferry_owners a \
                  WHERE a.token = o.adopted_by AND a.expires_at > now() AND a.adopted_by IS NULL)) \
              RETURNING token",
-            &[&token, &me, &gone_here],
+            &[
+                &token,
+                &me,
+                &gone_here,
+                &adopter.unwrap_or_default(),
+                &adopter_gone,
+            ],
         )?;
         if won.is_none() {
             return Ok(None);
