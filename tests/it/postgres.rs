@@ -315,6 +315,20 @@ impl Relay {
         Relay { port, up, open }
     }
 
+    /// A relay (down) to the database of `s`, and the URL that reaches it through the relay.
+    fn to_database_of(s: &Spool) -> (Relay, String) {
+        let relay = Relay::start(crate::pg::server().port);
+        let db =
+            s.pg.as_ref()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string();
+        let url = format!("postgres://postgres@127.0.0.1:{}/{db}", relay.port);
+        (relay, url)
+    }
+
     fn set_up(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
@@ -333,15 +347,7 @@ fn health_probes_follow_the_store_going_away_and_coming_back() {
     on(Backend::Postgres, || {
         let s = Spool::new();
         fs::write(s.root.join("ferry.toml"), "[store]\nlease = \"2s\"\n").unwrap();
-        let relay = Relay::start(crate::pg::server().port);
-        let db =
-            s.pg.as_ref()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string();
-        let via_relay = format!("postgres://postgres@127.0.0.1:{}/{db}", relay.port);
+        let (relay, via_relay) = Relay::to_database_of(&s);
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut daemon = start_watch_with(
@@ -370,15 +376,7 @@ fn health_probes_follow_the_store_going_away_and_coming_back() {
 fn watch_waits_out_a_database_that_goes_away_and_loads_everything_once_it_returns() {
     on(Backend::Postgres, || {
         let s = Spool::new();
-        let relay = Relay::start(crate::pg::server().port);
-        let db =
-            s.pg.as_ref()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string();
-        let via_relay = format!("postgres://postgres@127.0.0.1:{}/{db}", relay.port);
+        let (relay, via_relay) = Relay::to_database_of(&s);
         let env = [("FERRY_STORE", via_relay.as_str())];
         // Started while the database is away: the daemon waits for it instead of exiting.
         let mut daemon = start_watch_with(&s, &[], &env);
