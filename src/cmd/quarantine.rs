@@ -9,6 +9,7 @@
 use super::Outcome;
 use crate::cli::{QuarantineCommand, RetryArgs};
 use crate::config::Config;
+use crate::events::{Event, Summary};
 use crate::exit::ExitError;
 use crate::pipeline::place::reason_path;
 use crate::pipeline::stages::FIRST_REJECTS;
@@ -117,14 +118,27 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
     )?);
     let owner = session.owner.as_ref().expect("move mode has an owner");
     let mut work = Vec::new();
+    // Files asked for that cannot be sent through again: left, and said (exit 5).
+    let mut skipped = Summary::default();
+    let mut left = |path: &str, why: &str| Event::Left { path, why }.emit(&mut skipped);
     for row in &rows {
         let Some(stored) = &row.stored_at else {
-            tracing::error!(id = row.id, path = %row.path, "no quarantined file recorded; skipped");
+            left(
+                &row.path,
+                &format!(
+                    "file {}: no copy of it was kept in quarantine (it was read in place, or \
+                     was not a regular file); nothing to send through again",
+                    row.id
+                ),
+            );
             continue;
         };
         let at = cfg.spool.resolve(stored);
         let Some(rel) = RelPath::from_display(&row.path) else {
-            tracing::error!(id = row.id, path = %row.path, "the recorded path is not relative; skipped");
+            left(
+                &row.path,
+                &format!("file {}: the recorded path is not relative", row.id),
+            );
             continue;
         };
         match owner.claim(&cfg.spool, &at, &rel) {
@@ -136,14 +150,27 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
                     retry_of: Some(row.id),
                 });
             }
-            Ok(None) => tracing::warn!(
-                id = row.id,
-                path = %at.display(),
-                "the quarantined file is gone (retried by another process?); skipped"
+            // Gone: another process retried it meanwhile (fine), or no copy is there at all.
+            Ok(None) => match store::open(&cfg.store)?.retried_by(row.id)? {
+                Some(by) => tracing::warn!(
+                    id = row.id,
+                    retried_as = by,
+                    "another process retried this file meanwhile; skipped"
+                ),
+                None => left(
+                    &row.path,
+                    &format!(
+                        "file {}: its quarantined copy {} is not there (a file that was not \
+                         regular keeps only its reason)",
+                        row.id,
+                        at.display()
+                    ),
+                ),
+            },
+            Err(e) => left(
+                &row.path,
+                &format!("file {}: cannot take {} back: {e}", row.id, at.display()),
             ),
-            Err(e) => {
-                tracing::error!(id = row.id, path = %at.display(), error = %e, "cannot take the file back; skipped")
-            }
         }
     }
     let pipeline = Pipeline::start(session.clone())?;
@@ -152,7 +179,8 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
             break;
         }
     }
-    let summary = pipeline.finish()?;
+    let mut summary = pipeline.finish()?;
+    summary.absorb(skipped);
     super::report_run(
         &cfg.spool.quarantine,
         started,

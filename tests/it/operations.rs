@@ -131,3 +131,20 @@ fn run_takes_single_files_named_on_the_command_line() {
     );
     assert_eq!(s.count("SELECT count(*) FROM files"), 3);
 }
+
+#[test]
+fn quarantine_retry_of_a_file_it_cannot_send_again_says_so_in_its_exit_code() {
+    let s = Spool::new();
+    let keep = s.scratch("keep");
+    mkfifo(&keep.join("pipe.csv"));
+    s.ferry_ok(&["run", "--keep", keep.to_str().unwrap()], 3);
+    let f = &s.files_by_path()["pipe.csv"];
+    assert_eq!(f["state"], "quarantined");
+    let id = f["id"].to_string();
+    // Nothing of it was kept (a FIFO is never copied): retrying it cannot happen, and the exit
+    // code says so rather than 0.
+    let out = s.ferry_ok(&["quarantine", "retry", &id, "--json"], 5);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["left"], 1, "{v}");
+    assert_eq!(s.count("SELECT count(*) FROM files"), 1);
+}
