@@ -82,6 +82,11 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print a manual page (roff): `ferry man > ferry.1`, `ferry man watch > ferry-watch.1`
+    Man {
+        /// A subcommand's page (ferry-COMMAND(1)) instead of ferry(1)
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

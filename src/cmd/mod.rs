@@ -113,6 +113,22 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         clap_complete::generate(*shell, &mut cmd, "ferry", &mut std::io::stdout());
         return Ok(Outcome::Done);
     }
+    if let Command::Man { command } = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        cmd.build();
+        let page = match command {
+            None => cmd,
+            Some(name) => {
+                let sub = cmd.find_subcommand(name).cloned().ok_or_else(|| {
+                    ExitError::Usage(format!("no subcommand {name:?} (see ferry --help)"))
+                })?;
+                // Named as ferry(1)'s SUBCOMMANDS section refers to it.
+                sub.clone().name(format!("ferry-{}", sub.get_name()))
+            }
+        };
+        clap_mangen::Man::new(page).render(&mut std::io::stdout())?;
+        return Ok(Outcome::Done);
+    }
     let config = match (&cli.command, &cli.config) {
         (Command::Config(ConfigCommand::Check { file: Some(f), .. }), Some(c)) if f != c => {
             return Err(ExitError::Usage(format!(
@@ -140,6 +156,6 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         Command::Files(a) => files::run(&cfg, a),
         Command::Quarantine(q) => quarantine::run(&cfg, q),
         Command::Config(c) => config::run(&cfg, c),
-        Command::Completions { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
 }

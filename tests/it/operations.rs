@@ -148,3 +148,26 @@ fn quarantine_retry_of_a_file_it_cannot_send_again_says_so_in_its_exit_code() {
     assert_eq!(v["left"], 1, "{v}");
     assert_eq!(s.count("SELECT count(*) FROM files"), 1);
 }
+
+#[test]
+fn manual_pages_and_completions_are_printed_for_every_subcommand() {
+    let s = Spool::new();
+    let top = String::from_utf8(s.ferry_ok(&["man"], 0).stdout).unwrap();
+    assert!(top.contains(".TH ferry 1"), "{top}");
+    for sub in [
+        "run",
+        "watch",
+        "export",
+        "status",
+        "files",
+        "quarantine",
+        "config",
+    ] {
+        assert!(top.contains(&format!("ferry\\-{sub}(1)")), "{sub} listed");
+        let page = String::from_utf8(s.ferry_ok(&["man", sub], 0).stdout).unwrap();
+        assert!(page.contains(&format!(".TH ferry-{sub} 1")), "{page}");
+    }
+    s.ferry_ok(&["man", "nope"], 2);
+    let bash = String::from_utf8(s.ferry_ok(&["completions", "bash"], 0).stdout).unwrap();
+    assert!(bash.contains("watch") && bash.contains("--store"));
+}
