@@ -340,7 +340,15 @@ both_stores! {
         let mut d = start_watch(&s, &[]);
         wait_for_files_within(&s, total, Duration::from_secs(60));
         assert_eq!(sigterm(&mut d), Some(0));
-        assert_eq!(s.count("SELECT count(*) FROM files"), total);
+        assert_eq!(
+            s.count("SELECT count(*) FROM files"),
+            total,
+            "rows of files recorded more than once: {:?}",
+            s.query(
+                "SELECT id, path, state, worker, attempt, error_kind FROM files WHERE path IN \
+                 (SELECT path FROM files GROUP BY path HAVING count(*) > 1) ORDER BY path, id"
+            )
+        );
         assert_eq!(s.count("SELECT count(DISTINCT path) FROM files"), total);
         assert_eq!(s.count("SELECT count(DISTINCT n) FROM k"), total);
         assert_eq!(

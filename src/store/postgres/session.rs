@@ -92,10 +92,19 @@ impl Session {
             self.copy = Some(open);
         }
         let open = self.copy.as_mut().expect("opened above");
-        open.w.write_all(tuples)?;
-        // Hand the data to the server now, so it stores these rows while the next ones are
-        // prepared.
-        open.w.flush()?;
+        // Handed to the server now, so it stores these rows while the next ones are prepared.
+        let sent = open.w.write_all(tuples).and_then(|()| open.w.flush());
+        if let Err(e) = sent {
+            // The server refused the copy (bad data) or the connection broke: the copy is over.
+            // Its own error says why, if it has one; the connection is free for a rollback.
+            let open = self.copy.take().expect("open");
+            return Err(match open.w.finish() {
+                Err(server) => {
+                    anyhow::Error::new(server).context(format!("copying rows into {}", open.into))
+                }
+                Ok(_) => anyhow::Error::new(e).context(format!("copying rows into {}", open.into)),
+            });
+        }
         open.rows += rows;
         Ok(())
     }
