@@ -350,7 +350,15 @@ both_stores! {
             )
         );
         assert_eq!(s.count("SELECT count(DISTINCT path) FROM files"), total);
-        assert_eq!(s.count("SELECT count(DISTINCT n) FROM k"), total);
+        assert_eq!(
+            s.count("SELECT count(DISTINCT n) FROM k"),
+            total,
+            "files without their records: {:?}",
+            s.query(
+                "SELECT id, path, state, records, worker, attempt FROM files f \
+                 WHERE NOT EXISTS (SELECT 1 FROM k WHERE k._file_id = f.id) ORDER BY id"
+            )
+        );
         assert_eq!(
             s.count("SELECT count(*) FROM (SELECT DISTINCT n, r FROM k) AS d"),
             s.count("SELECT count(*) FROM k"),
