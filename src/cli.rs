@@ -77,6 +77,15 @@ pub enum Command {
     /// Check a configuration file
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// What ferry would do with a file, without loading it: dataset, what holds it back, table,
+    /// columns
+    Explain {
+        /// The file (in the incoming folder or anywhere else)
+        path: PathBuf,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_enum)]

@@ -1,6 +1,7 @@
 //! One module per subcommand, each the same shape: `run(cfg, args) -> Result<Outcome>`.
 
 pub mod config;
+pub mod explain;
 pub mod export;
 pub mod files;
 pub mod quarantine;
@@ -156,6 +157,7 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         Command::Files(a) => files::run(&cfg, a),
         Command::Quarantine(q) => quarantine::run(&cfg, q),
         Command::Config(c) => config::run(&cfg, c),
+        Command::Explain { path, json } => explain::run(&cfg, path, *json),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
 }

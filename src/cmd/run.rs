@@ -138,7 +138,7 @@ fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Vec<PathBuf>, Mode)>
 /// The folder to look into and the files named in it: the incoming folder; one folder named;
 /// or files, all from one folder — the incoming folder for files under it, else the folder
 /// above the one each file is in (so that folder names the dataset, as it would in incoming/).
-fn named(cfg: &Config, paths: &[PathBuf]) -> Result<(PathBuf, Vec<PathBuf>)> {
+pub(super) fn named(cfg: &Config, paths: &[PathBuf]) -> Result<(PathBuf, Vec<PathBuf>)> {
     let usage = |m: String| -> anyhow::Error { ExitError::Usage(m).into() };
     match paths {
         [] => return Ok((cfg.spool.incoming.clone(), Vec::new())),

@@ -171,3 +171,56 @@ fn manual_pages_and_completions_are_printed_for_every_subcommand() {
     let bash = String::from_utf8(s.ferry_ok(&["completions", "bash"], 0).stdout).unwrap();
     assert!(bash.contains("watch") && bash.contains("--store"));
 }
+
+#[test]
+fn explain_tells_what_would_happen_to_a_file_without_loading_it() {
+    let s = Spool::new();
+    fs::write(
+        s.root.join("ferry.toml"),
+        "strict_datasets = true\n\n[[dataset]]\nname = \"orders\"\n\n\
+         [[dataset]]\nname = \"typed\"\ncolumns = [{ name = \"n\", type = \"int\" }]\n",
+    )
+    .unwrap();
+    let ready = s.drop_file("orders/a.csv", b"id,amount\n1,2.5\n");
+    let temp = s.drop_file("orders/b.csv.tmp", b"id\n1\n");
+    let typed = s.drop_file("typed/t.csv", b"n\n1\n");
+    let stray = s.drop_file("misc/x.csv", b"a\n1\n");
+    let broken = s.drop_file("orders/bad.csv", b"a,b\n1,\"2\n");
+    let explain = |p: &std::path::Path| s.json(&["explain", p.to_str().unwrap(), "--json"]);
+
+    let v = explain(&ready);
+    assert_eq!(v["dataset"], "orders");
+    assert!(v["held"].is_null(), "{v}");
+    assert_eq!(v["table"], "orders");
+    assert_eq!(v["table_exists"], false);
+    assert_eq!(v["format"], "csv");
+    assert_eq!(v["columns"][0]["name"], "id");
+    assert_eq!(v["columns"][1]["name"], "amount");
+    assert!(v["problem"].is_null());
+
+    assert_eq!(explain(&temp)["held"]["rule"], "temp_name");
+    let v = explain(&typed);
+    assert_eq!(v["columns"][0]["type"], "int");
+    let v = explain(&stray);
+    assert!(v["dataset"].is_null());
+    assert_eq!(v["held"]["rule"], "no_dataset");
+    assert_eq!(
+        explain(&broken)["problem"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("csv.unterminated_quote")
+    );
+
+    // Nothing was loaded, nothing moved, no store created.
+    assert!(ready.exists() && temp.exists() && broken.exists());
+    assert!(!s.root.join("ferry.db").exists());
+    // Once the table exists, explain says so.
+    s.ferry_ok(&["run"], 3);
+    let moved = s.scratch("again").join("orders");
+    fs::create_dir_all(&moved).unwrap();
+    fs::write(moved.join("c.csv"), "id\n9\n").unwrap();
+    let v = explain(&moved.join("c.csv"));
+    assert_eq!(v["table_exists"], true);
+}

@@ -1,0 +1,210 @@
+//! `ferry explain PATH`: what ferry would do with a file, without loading it — the dataset it
+//! goes to, the rule that holds it back (if any), the table it would land in and the columns
+//! it would have.
+
+use super::Outcome;
+use crate::config::Config;
+use crate::discover::Hold;
+use crate::format::{self, RowOut, Stop};
+use crate::report::{self, Report};
+use crate::spool::RelPath;
+use crate::store::{self, names};
+use anyhow::Result;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+#[derive(Serialize)]
+struct ColumnOut {
+    name: String,
+    r#type: String,
+}
+
+#[derive(Serialize)]
+pub struct Explained {
+    path: String,
+    /// Where the dataset rules see it (under the incoming folder, or its own folder).
+    as_path: String,
+    dataset: Option<String>,
+    /// Why it would not be taken now (`None`: it would be).
+    held: Option<report::Waiting>,
+    table: Option<String>,
+    table_exists: bool,
+    format: Option<String>,
+    /// Declared columns with their types, or the columns the file's header or first record
+    /// names (stored as text).
+    columns: Vec<ColumnOut>,
+    /// Why the file would be set aside, if that shows already at its start.
+    problem: Option<String>,
+}
+
+pub fn run(cfg: &Config, path: &std::path::Path, json: bool) -> Result<Outcome> {
+    let (dir, files) = super::run::named(cfg, &[path.to_path_buf()])?;
+    let file: PathBuf = files
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| path.to_path_buf());
+    let rel = file
+        .strip_prefix(&dir)
+        .ok()
+        .and_then(RelPath::from_relative)
+        .ok_or_else(|| {
+            crate::exit::ExitError::Usage(format!("{} is not a file", path.display()))
+        })?;
+    let spec = cfg.dataset_for(&rel);
+    let mut out = Explained {
+        path: file.display().to_string(),
+        as_path: rel.display(),
+        dataset: spec.as_ref().map(|d| d.name.clone()),
+        held: hold(cfg, &rel, &file).map(|h| report::Waiting::new(rel.display(), &h)),
+        table: None,
+        table_exists: false,
+        format: None,
+        columns: Vec::new(),
+        problem: None,
+    };
+    if let Some(d) = &spec {
+        let (table, exists) = match store::open_existing(&cfg.store)?.as_deref_mut() {
+            Some(s) => s.table_or_planned(&d.name)?,
+            None => (names::table_name_for(&d.name, names::reserved_table), false),
+        };
+        out.table = Some(table);
+        out.table_exists = exists;
+        if d.typed() {
+            out.columns = d
+                .columns
+                .iter()
+                .map(|c| ColumnOut {
+                    name: c.name.clone(),
+                    r#type: c.ty.id().to_string(),
+                })
+                .collect();
+        }
+        look_inside(&mut out, &file, d);
+    }
+    report::print(&out, json)?;
+    Ok(Outcome::Done)
+}
+
+/// The rule that holds the file back now, if any: its name, its dataset, its quiet period, its
+/// done marker.
+fn hold(cfg: &Config, rel: &RelPath, file: &std::path::Path) -> Option<Hold> {
+    let name = file.file_name()?.to_string_lossy().into_owned();
+    if let Some(h) = cfg.rules.ignored(&name) {
+        return Some(h);
+    }
+    if let Some(h) = cfg.hold(rel) {
+        return Some(h);
+    }
+    if let Some(m) = crate::discover::marker_for(&cfg.rules, file) {
+        if !m.exists() {
+            return Some(Hold::NoMarker {
+                marker: m.file_name()?.to_string_lossy().into_owned(),
+            });
+        }
+    }
+    let modified = file.symlink_metadata().ok()?.modified().ok()?;
+    let quiet = SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    (quiet < cfg.rules.settle).then_some(Hold::Settling {
+        quiet,
+        settle: cfg.rules.settle,
+    })
+}
+
+/// Opens the file as a worker would and reads up to its first record: the format, the columns
+/// it names, or the reason it would be set aside.
+fn look_inside(out: &mut Explained, file: &std::path::Path, d: &crate::config::DatasetSpec) {
+    let raw = match crate::fsio::open_regular(file) {
+        Ok(f) => f,
+        Err(e) => {
+            out.problem = Some(format!("cannot be read: {e}"));
+            return;
+        }
+    };
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let opened = match format::open(Box::new(raw), &name, &d.options, &d.pointer, !d.typed()) {
+        Ok(o) => o,
+        Err(r) => {
+            out.problem = Some(format!("{}: {}", r.kind.id(), r.message));
+            return;
+        }
+    };
+    out.format = Some(opened.format.id().to_string());
+    let mut first = FirstColumns::default();
+    match opened.parse(&mut first) {
+        Err(Stop::Reject(r)) => out.problem = Some(format!("{}: {}", r.kind.id(), r.message)),
+        Ok(0) => out.problem = Some("it holds no records".into()),
+        _ => {}
+    }
+    if !d.typed() {
+        out.columns = first
+            .names
+            .into_iter()
+            .map(|name| ColumnOut {
+                name,
+                r#type: "text".to_string(),
+            })
+            .collect();
+    }
+}
+
+/// Keeps the columns named before the first record, then stops the parse.
+#[derive(Default)]
+struct FirstColumns {
+    names: Vec<String>,
+}
+
+impl RowOut for FirstColumns {
+    fn columns(&mut self, names: &[String]) -> Result<(), Stop> {
+        self.names = names.to_vec();
+        Ok(())
+    }
+    fn row(&mut self, _: u64, _: &str, _: &[Option<(usize, usize)>]) -> Result<(), Stop> {
+        Err(Stop::Cancelled)
+    }
+}
+
+impl Report for Explained {
+    fn table(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "{}", self.path);
+        let _ = writeln!(o, "  seen as    {}", self.as_path);
+        match &self.dataset {
+            Some(d) => {
+                let _ = writeln!(o, "  dataset    {d}");
+            }
+            None => {
+                let _ = writeln!(o, "  dataset    none (strict_datasets: it would wait)");
+            }
+        }
+        match &self.held {
+            Some(w) => {
+                let _ = writeln!(o, "  taken now  no: {} ({})", w.reason, w.rule);
+            }
+            None => {
+                let _ = writeln!(o, "  taken now  yes");
+            }
+        }
+        if let Some(t) = &self.table {
+            let state = if self.table_exists {
+                "exists"
+            } else {
+                "would be created"
+            };
+            let _ = writeln!(o, "  table      {t} ({state})");
+        }
+        if let Some(f) = &self.format {
+            let _ = writeln!(o, "  format     {f}");
+        }
+        for c in &self.columns {
+            let _ = writeln!(o, "  column     {}  {}", c.name, c.r#type);
+        }
+        if let Some(p) = &self.problem {
+            let _ = writeln!(o, "  problem    {p} (it would be quarantined)");
+        }
+        o
+    }
+}
