@@ -117,11 +117,37 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
         cfg.spool.incoming.clone(),
     )?);
     let owner = session.owner.as_ref().expect("move mode has an owner");
+    let (work, skipped) = take_back(cfg, owner, &rows)?;
+    let pipeline = Pipeline::start(session.clone())?;
+    for w in work {
+        if !pipeline.submit(w) {
+            break;
+        }
+    }
+    let mut summary = pipeline.finish()?;
+    summary.absorb(skipped);
+    super::report_run(
+        &cfg.spool.quarantine,
+        started,
+        summary,
+        Vec::new(),
+        None,
+        args.json,
+    )
+}
+
+/// Claims the quarantined copies of `rows` back into the pipeline: the work to do, and the files
+/// that cannot be sent through again (left, and said: exit 5).
+fn take_back(
+    cfg: &Config,
+    owner: &crate::spool::Owner,
+    rows: &[FileRow],
+) -> Result<(Vec<Work>, Summary)> {
     let mut work = Vec::new();
     // Files asked for that cannot be sent through again: left, and said (exit 5).
     let mut skipped = Summary::default();
     let mut left = |path: &str, why: &str| Event::Left { path, why }.emit(&mut skipped);
-    for row in &rows {
+    for row in rows {
         let Some(stored) = &row.stored_at else {
             left(
                 &row.path,
@@ -173,20 +199,5 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
             ),
         }
     }
-    let pipeline = Pipeline::start(session.clone())?;
-    for w in work {
-        if !pipeline.submit(w) {
-            break;
-        }
-    }
-    let mut summary = pipeline.finish()?;
-    summary.absorb(skipped);
-    super::report_run(
-        &cfg.spool.quarantine,
-        started,
-        summary,
-        Vec::new(),
-        None,
-        args.json,
-    )
+    Ok((work, skipped))
 }

@@ -83,16 +83,14 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             // that is waited out like any later failure.
             Err(e) if first && !crate::store::is_unreachable(&e) => return Err(e),
             Err(e) => {
-                health::backing_off(&format!("{e:#}"), backoff);
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    retry_in_s = backoff.as_secs(),
-                    "cannot restart the pipeline"
-                );
-                if sleep_unless(stop, backoff) {
+                if back_off(
+                    stop,
+                    &mut backoff,
+                    &format!("{e:#}"),
+                    "cannot restart the pipeline",
+                ) {
                     return Ok(Outcome::Done);
                 }
-                backoff = (backoff * 2).min(BACKOFF.1);
                 continue;
             }
         };
@@ -129,17 +127,24 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             Err(e) => format!("{e:#}"),
             Ok(_) => "the pipeline stopped".to_string(),
         };
-        health::backing_off(&why, backoff);
-        tracing::error!(
-            error = why,
-            retry_in_s = backoff.as_secs(),
-            "stopped claiming files; files in flight stay in processing/ and are taken again on restart"
-        );
-        if sleep_unless(stop, backoff) {
+        let what = "stopped claiming files; files in flight stay in processing/ and are taken \
+                    again on restart";
+        if back_off(stop, &mut backoff, &why, what) {
             return Ok(Outcome::Done);
         }
-        backoff = (backoff * 2).min(BACKOFF.1);
     }
+}
+
+/// After the pipeline failed (or could not start) for `why`: says so (log and health), waits
+/// `backoff` and doubles it for next time. Returns whether a stop was asked for meanwhile.
+fn back_off(stop: &Shutdown, backoff: &mut Duration, why: &str, what: &str) -> bool {
+    health::backing_off(why, *backoff);
+    tracing::error!(error = why, retry_in_s = backoff.as_secs(), "{what}");
+    if sleep_unless(stop, *backoff) {
+        return true;
+    }
+    *backoff = (*backoff * 2).min(BACKOFF.1);
+    false
 }
 
 /// Starts the metrics endpoint and the event watch (unless polling); the interval of full

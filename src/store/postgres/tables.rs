@@ -292,6 +292,42 @@ impl postgres::types::ToSql for Raw {
     postgres::types::to_sql_checked!();
 }
 
+/// One column of a record key: its chunk cell, table column and type.
+struct KeyPart<'a> {
+    cell: usize,
+    name: &'a str,
+    ty: PgType,
+}
+
+/// Row `r`'s value of a key part, as a binary field.
+fn encode_key_part(ins: &ChunkInsert, part: &KeyPart, r: usize, out: &mut Vec<u8>) -> Result<()> {
+    let chunk = ins.chunk;
+    let cell = chunk.row(r)[part.cell];
+    let text = matches!(cell, Cell::Text { .. })
+        .then(|| chunk.text(cell))
+        .flatten();
+    binary::cell(out, part.ty, cell, text).map_err(|why| {
+        let name = part.name;
+        binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
+    })
+}
+
+/// Per row: whether no earlier row of the chunk has the same key (same hash, same encoded
+/// values).
+fn first_in_chunk(ins: &ChunkInsert, key: &[KeyPart]) -> Result<Vec<bool>> {
+    let n = ins.chunk.rows();
+    let mut keep = vec![true; n];
+    let mut seen: HashMap<(i64, Vec<u8>), ()> = HashMap::with_capacity(n);
+    for (r, new) in keep.iter_mut().enumerate() {
+        let mut bytes = Vec::new();
+        for part in key {
+            encode_key_part(ins, part, r, &mut bytes)?;
+        }
+        *new = seen.insert((ins.chunk.keys[r], bytes), ()).is_none();
+    }
+    Ok(keep)
+}
+
 /// Per row of a keyed chunk: whether its key is new. A key seen earlier in the chunk is not;
 /// the others are looked up in the table by the key index (`_key`, then the key columns
 /// compared exactly by the database), all of the chunk in one statement.
@@ -304,32 +340,14 @@ fn new_keys(c: &mut Client, ins: &ChunkInsert, info: &TableInfo) -> Result<Vec<b
         let ty = info
             .ty(name)
             .with_context(|| format!("key column {name} has a type ferry cannot write"))?;
-        key.push((
-            cell.context("a key column is not stored")?,
-            name.as_str(),
+        key.push(KeyPart {
+            cell: cell.context("a key column is not stored")?,
+            name: name.as_str(),
             ty,
-        ));
+        });
     }
-    let encoded = |r: usize, j: usize, out: &mut Vec<u8>| -> Result<()> {
-        let (i, name, ty) = key[j];
-        let cell = chunk.row(r)[i];
-        let text = matches!(cell, Cell::Text { .. })
-            .then(|| chunk.text(cell))
-            .flatten();
-        binary::cell(out, ty, cell, text).map_err(|why| {
-            binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
-        })
-    };
-    // Within the chunk: the first of equal keys (same hash, same encoded values) is the one.
-    let mut keep = vec![true; n];
-    let mut seen: HashMap<(i64, Vec<u8>), ()> = HashMap::with_capacity(n);
-    for (r, new) in keep.iter_mut().enumerate() {
-        let mut bytes = Vec::new();
-        for j in 0..key.len() {
-            encoded(r, j, &mut bytes)?;
-        }
-        *new = seen.insert((chunk.keys[r], bytes), ()).is_none();
-    }
+    let encoded = |r: usize, j: usize, out: &mut Vec<u8>| encode_key_part(ins, &key[j], r, out);
+    let mut keep = first_in_chunk(ins, &key)?;
     let candidates: Vec<usize> = (0..n).filter(|&r| keep[r]).collect();
     if candidates.is_empty() {
         return Ok(keep);
@@ -339,15 +357,15 @@ fn new_keys(c: &mut Client, ins: &ChunkInsert, info: &TableInfo) -> Result<Vec<b
     for &r in &candidates {
         binary::int8(&mut arrays[0], chunk.keys[r]);
     }
-    for (j, &(_, _, ty)) in key.iter().enumerate() {
-        let mut a = binary::array_header(ty, candidates.len());
+    for (j, part) in key.iter().enumerate() {
+        let mut a = binary::array_header(part.ty, candidates.len());
         for &r in &candidates {
             encoded(r, j, &mut a)?;
         }
         arrays.push(a);
     }
     let types: Vec<String> = std::iter::once("bigint".to_string())
-        .chain(key.iter().map(|(_, _, ty)| ty.name().to_string()))
+        .chain(key.iter().map(|part| part.ty.name().to_string()))
         .enumerate()
         .map(|(p, t)| format!("${}::{t}[]", p + 1))
         .collect();
@@ -356,7 +374,7 @@ fn new_keys(c: &mut Client, ins: &ChunkInsert, info: &TableInfo) -> Result<Vec<b
         .chain(
             key.iter()
                 .enumerate()
-                .map(|(j, (_, name, _))| format!("t.{} = s.p{}", ident(name), j + 1)),
+                .map(|(j, part)| format!("t.{} = s.p{}", ident(part.name), j + 1)),
         )
         .collect();
     // A scalar subquery with LIMIT stays a per-row probe of the key index whatever the table's
