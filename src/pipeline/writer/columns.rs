@@ -91,6 +91,17 @@ fn rename_warning(key: &ColumnKey, col: &str) -> String {
     format!("column {} is stored as {col:?}: {why}", key.describe())
 }
 
+/// The table columns of the dataset's record key, as this file maps them (none without a key).
+fn stored_key(spec: &DatasetSpec, cols: &Columns, mapped: &[Option<String>]) -> Vec<String> {
+    if spec.key.is_empty() {
+        return Vec::new();
+    }
+    cols.key
+        .iter()
+        .filter_map(|k| k.and_then(|i| mapped.get(i).cloned().flatten()))
+        .collect()
+}
+
 impl Writer<'_> {
     /// Takes a file's column list: finds (or decides) the table and the column each of the
     /// file's columns lands in, applies the drift policy of an untyped dataset, and creates or
@@ -110,20 +121,7 @@ impl Writer<'_> {
         {
             return Err(Contended.into());
         }
-        let table = match self.store.table(dataset)? {
-            Some(t) => t,
-            None => self.store.create_table_name(dataset)?,
-        };
-        let existing = self.store.table_columns(&table)?;
-        let data: Vec<&String> = existing
-            .iter()
-            .filter(|(l, _)| !SYSTEM_COLUMNS.contains(&l.as_str()))
-            .map(|(_, c)| c)
-            .collect();
-        let data_columns = data.len();
-        if file.before.is_none() {
-            file.before = Some(data.into_iter().cloned().collect());
-        }
+        let (table, existing, data_columns) = self.table_for(dataset, file)?;
         // Declared columns own their names; a file column never takes one.
         let mut reserved: HashSet<String> =
             spec.columns.iter().map(|c| c.name.to_lowercase()).collect();
@@ -174,14 +172,7 @@ impl Writer<'_> {
         if data_columns + create.len() > self.store.max_data_columns() {
             return Ok(Err(too_many_columns(data_columns + create.len())));
         }
-        let key: Vec<String> = if spec.key.is_empty() {
-            Vec::new()
-        } else {
-            cols.key
-                .iter()
-                .filter_map(|k| k.and_then(|i| mapped.get(i).cloned().flatten()))
-                .collect()
-        };
+        let key = stored_key(spec, cols, &mapped);
         self.store.ensure_columns(&table, &create, &key)?;
         for w in renamed {
             file.warn(w);
@@ -190,6 +181,30 @@ impl Writer<'_> {
         file.cols = mapped;
         file.table = table;
         Ok(Ok(()))
+    }
+
+    /// The dataset's table (decided now if it has none), its columns by lowercased name, and
+    /// how many of them are data columns; the file's first look at the table is kept (`before`).
+    fn table_for(
+        &mut self,
+        dataset: &str,
+        file: &mut FileColumns,
+    ) -> Result<(String, HashMap<String, String>, usize)> {
+        let table = match self.store.table(dataset)? {
+            Some(t) => t,
+            None => self.store.create_table_name(dataset)?,
+        };
+        let existing = self.store.table_columns(&table)?;
+        let data: Vec<&String> = existing
+            .iter()
+            .filter(|(l, _)| !SYSTEM_COLUMNS.contains(&l.as_str()))
+            .map(|(_, c)| c)
+            .collect();
+        let data_columns = data.len();
+        if file.before.is_none() {
+            file.before = Some(data.into_iter().cloned().collect());
+        }
+        Ok((table, existing, data_columns))
     }
 
     /// Whether taking this file's columns may change names or tables (a look that changes

@@ -81,7 +81,7 @@ impl Writer<'_> {
             .context("a file with records has a dataset")?;
         // A Columns message to take again when the file starts over in a new group.
         let mut again: Option<Columns> = None;
-        let (id, mut file, end) = loop {
+        let (id, file, end) = loop {
             match self.store.identity(&spec.name, &sha)? {
                 Identity::Stored(original) => {
                     drop(rx);
@@ -120,6 +120,18 @@ impl Writer<'_> {
         };
         drop(rx);
         let end = reconcile(end, &file);
+        self.file_outcome(id, meta, file, end)
+    }
+
+    /// What becomes of a file whose records went into the group: kept as ingested, undone and
+    /// quarantined, undone for the worker to try again, or undone and released (it changed).
+    fn file_outcome(
+        &mut self,
+        id: i64,
+        meta: FileMeta,
+        mut file: FileColumns,
+        end: End,
+    ) -> Result<()> {
         match end {
             End::Done {
                 format,
