@@ -4,7 +4,7 @@
 
 use super::Outcome;
 use crate::config::Config;
-use crate::discover::Hold;
+use crate::discover::{self, Hold, Readiness};
 use crate::format::{self, RowOut, Stop};
 use crate::report::{self, Report};
 use crate::spool::RelPath;
@@ -12,8 +12,8 @@ use crate::store::{self, names};
 use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
 #[derive(Serialize)]
 struct ColumnOut {
@@ -39,7 +39,7 @@ pub struct Explained {
     problem: Option<String>,
 }
 
-pub fn run(cfg: &Config, path: &std::path::Path, json: bool) -> Result<Outcome> {
+pub fn run(cfg: &Config, path: &Path, json: bool) -> Result<Outcome> {
     let (dir, files) = super::run::named(cfg, &[path.to_path_buf()])?;
     let file: PathBuf = files
         .into_iter()
@@ -57,7 +57,7 @@ pub fn run(cfg: &Config, path: &std::path::Path, json: bool) -> Result<Outcome> 
         path: file.display().to_string(),
         as_path: rel.display(),
         dataset: spec.as_ref().map(|d| d.name.clone()),
-        held: hold(cfg, &rel, &file).map(|h| report::Waiting::new(rel.display(), &h)),
+        held: hold(cfg, &dir, &file, &rel).map(|h| report::Waiting::new(rel.display(), &h)),
         table: None,
         table_exists: false,
         format: None,
@@ -87,36 +87,25 @@ pub fn run(cfg: &Config, path: &std::path::Path, json: bool) -> Result<Outcome> 
     Ok(Outcome::Done)
 }
 
-/// The rule that holds the file back now, if any: its name, its dataset, its quiet period, its
-/// done marker.
-fn hold(cfg: &Config, rel: &RelPath, file: &std::path::Path) -> Option<Hold> {
-    let name = file.file_name()?.to_string_lossy().into_owned();
-    if let Some(h) = cfg.rules.ignored(&name) {
+/// The rule that holds the file back now, if any, judged as a scan would judge it: its name,
+/// its dataset, its done marker, its quiet period (by its mtime: this is a first look).
+fn hold(cfg: &Config, dir: &Path, file: &Path, rel: &RelPath) -> Option<Hold> {
+    let scan = discover::pick(dir, &[file.to_path_buf()], &cfg.rules);
+    if let Some((_, h)) = scan.ignored.into_iter().next() {
         return Some(h);
     }
     if let Some(h) = cfg.hold(rel) {
         return Some(h);
     }
-    if let Some(m) = crate::discover::marker_for(&cfg.rules, file) {
-        if !m.exists() {
-            return Some(Hold::NoMarker {
-                marker: m.file_name()?.to_string_lossy().into_owned(),
-            });
-        }
-    }
-    let modified = file.symlink_metadata().ok()?.modified().ok()?;
-    let quiet = SystemTime::now()
-        .duration_since(modified)
-        .unwrap_or_default();
-    (quiet < cfg.rules.settle).then_some(Hold::Settling {
-        quiet,
-        settle: cfg.rules.settle,
-    })
+    let entry = scan.entries.into_iter().next()?;
+    Readiness::default()
+        .check(&cfg.rules, &entry, Instant::now(), SystemTime::now())
+        .err()
 }
 
 /// Opens the file as a worker would and reads up to its first record: the format, the columns
 /// it names, or the reason it would be set aside.
-fn look_inside(out: &mut Explained, file: &std::path::Path, d: &crate::config::DatasetSpec) {
+fn look_inside(out: &mut Explained, file: &Path, d: &crate::config::DatasetSpec) {
     let raw = match crate::fsio::open_regular(file) {
         Ok(f) => f,
         Err(e) => {

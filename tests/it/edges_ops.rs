@@ -78,17 +78,7 @@ fn declared_datasets_are_never_bypassed_silently() {
     assert!(s.incoming().join("invoices_1.json").exists());
     assert!(s.incoming().join("misc/b.json").exists());
     let status = s.json(&["status", "--json"]);
-    let waiting: Vec<(String, String)> = status["waiting"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            (
-                w["path"].as_str().unwrap().into(),
-                w["rule"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let waiting = waiting_rules(&status);
     assert!(
         waiting.contains(&("invoices_1.json".into(), "no_dataset".into())),
         "{waiting:?}"

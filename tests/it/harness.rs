@@ -617,6 +617,21 @@ pub fn wait_probe(port: u16, path: &str, want: (u16, &str), within: Duration) {
     }
 }
 
+/// The `waiting` list of a run summary or status report, as (path, rule).
+pub fn waiting_rules(report: &Value) -> Vec<(String, String)> {
+    report["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["path"].as_str().unwrap().into(),
+                w["rule"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
 /// Whether these tests run as root (which file modes do not stop).
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }

@@ -368,17 +368,7 @@ both_stores! {
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         let files = s.files_by_path();
         assert_eq!(files.keys().collect::<Vec<_>>(), ["d/fresh.csv"]);
-        let waiting: Vec<(String, String)> = report["waiting"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| {
-                (
-                    w["path"].as_str().unwrap().into(),
-                    w["rule"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
+        let waiting = waiting_rules(&report);
         for (p, rule) in [
             ("d/upload.csv.part", "temp_name"),
             ("d/.partial.csv", "hidden"),

@@ -217,12 +217,12 @@ impl Tables {
         let keyed = !ins.key_cells.is_empty();
         // Known after the chunk's file was set up: asking the session only when it is not keeps
         // the file's copy open.
-        let info = match self.known.get(ins.table) {
-            Some(known) => known.as_ref(),
-            None => self.info(s.get()?, ins.table)?,
+        if !self.known.contains_key(ins.table) {
+            self.info(s.get()?, ins.table)?;
         }
-        .cloned()
-        .with_context(|| format!("table {} does not exist", ins.table))?;
+        let info = self.known[ins.table]
+            .as_ref()
+            .with_context(|| format!("table {} does not exist", ins.table))?;
         // The chunk cells stored, their table columns and types.
         let mut cells = Vec::new();
         for (i, col) in ins.columns[..ins.chunk.width].iter().enumerate() {
@@ -239,7 +239,7 @@ impl Tables {
         // With a record key: the rows whose key is new — to this chunk, and to the table as
         // this transaction sees it (other hosts' commits, this group's earlier files).
         let keep = if keyed {
-            Some(new_keys(s.get()?, ins, &info)?)
+            Some(new_keys(s.get()?, ins, info)?)
         } else {
             None
         };
