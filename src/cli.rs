@@ -77,6 +77,9 @@ pub enum Command {
     /// Check a configuration file
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Remove archived and quarantined files older than [retention] keeps them, each only after
+    /// checking it still has the content the ledger recorded; forget old ledger rows
+    Prune(PruneArgs),
     /// What ferry would do with a file, without loading it: dataset, what holds it back, table,
     /// columns
     Explain {
@@ -121,6 +124,16 @@ pub struct RunArgs {
     /// Create the spool if the root named by --root (or the config) is not one yet
     #[arg(long)]
     pub init: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Say what would be removed, and remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +187,15 @@ pub enum QuarantineCommand {
     },
     /// Send quarantined files through the pipeline again, under the current config
     Retry(RetryArgs),
+    /// Give up on a quarantined file that will never load: it leaves the quarantine list, the
+    /// ledger records why, and retention removes it with the rest of the quarantine
+    Discard {
+        /// Ledger id (from `ferry quarantine list`)
+        id: i64,
+        /// Why it will never load (recorded in the ledger)
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]

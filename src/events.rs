@@ -130,8 +130,16 @@ impl Ingested<'_> {
         c.duplicate_records
             .fetch_add(self.duplicate_records, Ordering::Relaxed);
         c.bytes.fetch_add(self.bytes, Ordering::Relaxed);
-        c.last_success_ms
-            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        c.last_success_ms.store(now_ms, Ordering::Relaxed);
+        c.dataset(self.dataset, |d| {
+            d.ingested += 1;
+            d.records += self.records;
+            d.rejected_records += self.rejected;
+            d.duplicate_records += self.duplicate_records;
+            d.bytes += self.bytes;
+            d.last_success_ms = now_ms;
+        });
         let ms = self.latency.as_millis() as u64;
         // Slower than the last bound: counted only in the total (the +Inf bucket).
         if let Some(b) = LATENCY_BUCKETS_MS.iter().position(|&b| ms <= b) {
@@ -267,6 +275,40 @@ pub struct Counters {
     pub quarantined_by_kind: std::sync::Mutex<BTreeMap<&'static str, u64>>,
     /// Files this process finished one way or another (a progress bar counts these).
     pub finished: AtomicU64,
+    /// Files (and their bytes) retention removed from the archive and the quarantine.
+    pub pruned_archive: AtomicU64,
+    pub pruned_archive_bytes: AtomicU64,
+    pub pruned_quarantine: AtomicU64,
+    pub pruned_quarantine_bytes: AtomicU64,
+    /// Ledger rows retention forgot.
+    pub forgotten_rows: AtomicU64,
+    /// Per dataset: what this process finished.
+    pub datasets: std::sync::Mutex<BTreeMap<String, DatasetCounters>>,
+}
+
+/// One dataset's counters for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DatasetCounters {
+    pub ingested: u64,
+    pub duplicate: u64,
+    pub quarantined: u64,
+    pub records: u64,
+    pub rejected_records: u64,
+    pub duplicate_records: u64,
+    pub bytes: u64,
+    /// Unix milliseconds of the dataset's last ingested file (0: none yet).
+    pub last_success_ms: i64,
+}
+
+impl Counters {
+    /// Changes a dataset's counters.
+    pub fn dataset(&self, name: &str, change: impl FnOnce(&mut DatasetCounters)) {
+        let mut all = self.datasets.lock().unwrap_or_else(|p| p.into_inner());
+        match all.get_mut(name) {
+            Some(d) => change(d),
+            None => change(all.entry(name.to_string()).or_default()),
+        }
+    }
 }
 
 /// Upper bounds (ms) of the latency histogram buckets; one more bucket holds the rest.
@@ -305,6 +347,10 @@ impl Event<'_> {
                 summary.datasets.entry(dataset.to_string()).or_default();
                 c.duplicate.fetch_add(1, Ordering::Relaxed);
                 c.bytes.fetch_add(bytes, Ordering::Relaxed);
+                c.dataset(dataset, |d| {
+                    d.duplicate += 1;
+                    d.bytes += bytes;
+                });
             }
             Event::Quarantined {
                 path,
@@ -331,6 +377,12 @@ impl Event<'_> {
                     .unwrap_or_else(|p| p.into_inner())
                     .entry(reject.kind.id())
                     .or_default() += 1;
+                if let Some(name) = dataset {
+                    c.dataset(name, |d| {
+                        d.quarantined += 1;
+                        d.bytes += bytes;
+                    });
+                }
             }
             Event::Unchanged { path } => {
                 tracing::debug!(path, "file already handled; skipped");

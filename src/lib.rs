@@ -22,6 +22,7 @@ pub(crate) mod pipeline;
 pub(crate) mod record;
 pub(crate) mod reject;
 pub(crate) mod report;
+pub(crate) mod retention;
 pub(crate) mod shutdown;
 pub(crate) mod spool;
 pub(crate) mod store;

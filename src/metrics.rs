@@ -136,7 +136,130 @@ pub fn render() -> String {
         last % 1000
     );
     latency(&mut o, c);
+    retention(&mut o, c);
+    datasets(&mut o, c);
     o
+}
+
+/// What retention removed.
+fn retention(o: &mut String, c: &Counters) {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    for (name, help, archive, quarantine) in [
+        (
+            "ferry_pruned_files_total",
+            "Files retention removed, by area.",
+            &c.pruned_archive,
+            &c.pruned_quarantine,
+        ),
+        (
+            "ferry_pruned_bytes_total",
+            "Bytes of the files retention removed, by area.",
+            &c.pruned_archive_bytes,
+            &c.pruned_quarantine_bytes,
+        ),
+    ] {
+        head(o, name, "counter", help);
+        let _ = writeln!(o, "{name}{{area=\"archive\"}} {}", get(archive));
+        let _ = writeln!(o, "{name}{{area=\"quarantine\"}} {}", get(quarantine));
+    }
+    head(
+        o,
+        "ferry_forgotten_ledger_rows_total",
+        "counter",
+        "Ledger rows retention forgot (ledger_days).",
+    );
+    let _ = writeln!(
+        o,
+        "ferry_forgotten_ledger_rows_total {}",
+        get(&c.forgotten_rows)
+    );
+}
+
+/// Per-dataset counters, labelled `dataset`.
+fn datasets(o: &mut String, c: &Counters) {
+    let all = c.datasets.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    head(
+        o,
+        "ferry_dataset_files_total",
+        "counter",
+        "Files finished, by dataset and outcome.",
+    );
+    for (name, d) in &all {
+        let name = label(name);
+        for (outcome, n) in [
+            ("ingested", d.ingested),
+            ("duplicate", d.duplicate),
+            ("quarantined", d.quarantined),
+        ] {
+            let _ = writeln!(
+                o,
+                "ferry_dataset_files_total{{dataset=\"{name}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    type Field = fn(&crate::events::DatasetCounters) -> u64;
+    let fields: [(&str, &str, &str, Field); 4] = [
+        (
+            "ferry_dataset_records_total",
+            "counter",
+            "Records stored, by dataset.",
+            |d| d.records,
+        ),
+        (
+            "ferry_dataset_rejected_records_total",
+            "counter",
+            "Records set aside within max_bad_records, by dataset.",
+            |d| d.rejected_records,
+        ),
+        (
+            "ferry_dataset_duplicate_records_total",
+            "counter",
+            "Records not stored because their key was already stored, by dataset.",
+            |d| d.duplicate_records,
+        ),
+        (
+            "ferry_dataset_bytes_total",
+            "counter",
+            "Bytes of input files finished, by dataset.",
+            |d| d.bytes,
+        ),
+    ];
+    for (metric, kind, help, field) in fields {
+        head(o, metric, kind, help);
+        for (name, d) in &all {
+            let _ = writeln!(o, "{metric}{{dataset=\"{}\"}} {}", label(name), field(d));
+        }
+    }
+    head(
+        o,
+        "ferry_dataset_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the dataset's last ingested file (0: none yet).",
+    );
+    for (name, d) in &all {
+        let ms = d.last_success_ms.max(0);
+        let _ = writeln!(
+            o,
+            "ferry_dataset_last_success_timestamp_seconds{{dataset=\"{}\"}} {}.{:03}",
+            label(name),
+            ms / 1000,
+            ms % 1000
+        );
+    }
+}
+
+/// A label value as the exposition format writes it: `\`, `"` and line feeds escaped.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The metrics without labels: name, type, help and the counter or gauge.
@@ -253,5 +376,14 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
         }
+    }
+
+    #[test]
+    fn dataset_labels_are_escaped() {
+        assert_eq!(label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label("x\ny"), "x\\ny");
+        counters().dataset("odd \"name\"", |d| d.records += 3);
+        let text = render();
+        assert!(text.contains(r#"ferry_dataset_records_total{dataset="odd \"name\""} 3"#));
     }
 }

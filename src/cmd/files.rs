@@ -17,7 +17,7 @@ pub fn run(cfg: &Config, args: &FilesArgs) -> Result<Outcome> {
         }),
         dataset: args.dataset.clone(),
         limit: args.limit,
-        latest: false,
+        ..FileFilter::default()
     };
     let rows = match store::open_existing(&cfg.store)? {
         Some(mut s) => s.files(&filter)?,

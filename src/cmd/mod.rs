@@ -4,6 +4,7 @@ pub mod config;
 pub mod explain;
 pub mod export;
 pub mod files;
+pub mod prune;
 pub mod quarantine;
 pub mod run;
 pub mod status;
@@ -145,7 +146,11 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
     let cfg = Config::load(cli.root.as_deref(), config, cli.store.as_deref())?;
     if matches!(
         cli.command,
-        Command::Status(_) | Command::Files(_) | Command::Quarantine(_) | Command::Export(_)
+        Command::Status(_)
+            | Command::Files(_)
+            | Command::Quarantine(_)
+            | Command::Export(_)
+            | Command::Prune(_)
     ) {
         require_spool(&cfg)?;
     }
@@ -157,6 +162,7 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         Command::Files(a) => files::run(&cfg, a),
         Command::Quarantine(q) => quarantine::run(&cfg, q),
         Command::Config(c) => config::run(&cfg, c),
+        Command::Prune(a) => prune::run(&cfg, a),
         Command::Explain { path, json } => explain::run(&cfg, path, *json),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }

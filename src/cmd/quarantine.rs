@@ -26,6 +26,7 @@ pub fn run(cfg: &Config, cmd: &QuarantineCommand) -> Result<Outcome> {
         QuarantineCommand::List { json } => list(cfg, *json),
         QuarantineCommand::Show { id, json } => show(cfg, *id, *json),
         QuarantineCommand::Retry(a) => retry(cfg, a),
+        QuarantineCommand::Discard { id, reason } => discard(cfg, *id, reason),
     }
 }
 
@@ -34,6 +35,7 @@ fn open_rows(store: &mut dyn Store) -> Result<Vec<FileRow>> {
     store.files(&FileFilter {
         state: Some(FileState::Quarantined),
         latest: true,
+        open: true,
         ..FileFilter::default()
     })
 }
@@ -76,6 +78,51 @@ fn show(cfg: &Config, id: i64, json: bool) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// Records that a quarantined file will never load. Its file stays in quarantine/ until
+/// retention removes it; it is no longer listed, counted as open, or retried by `--all`.
+fn discard(cfg: &Config, id: i64, reason: &str) -> Result<Outcome> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(
+            ExitError::Usage("--reason must say why the file will never load".into()).into(),
+        );
+    }
+    let mut store = store::open(&cfg.store)?;
+    let row = open_row(&mut *store, id, false)?;
+    if !store.discard(id, reason, &store::now())? {
+        // Retried or pruned by another process in between.
+        return Err(ExitError::Usage(format!(
+            "file {id} ({}) changed while it was being discarded; see `ferry quarantine show {id}`",
+            row.path
+        ))
+        .into());
+    }
+    eprintln!("ferry: file {id} ({}) discarded: {reason}", row.path);
+    Ok(Outcome::Done)
+}
+
+/// A quarantined file's latest attempt, still in quarantine and (unless `discarded_too`) not
+/// given up on: an operator may still retry a discarded file by its id.
+fn open_row(store: &mut dyn Store, id: i64, discarded_too: bool) -> Result<FileRow> {
+    let row = store.file(id)?.ok_or_else(|| no_such_file(id))?;
+    let refuse = |why: String| -> Result<FileRow> {
+        Err(ExitError::Usage(format!("file {id} ({}) {why}", row.path)).into())
+    };
+    if row.state != FileState::Quarantined {
+        return refuse(format!("is {}, not quarantined", row.state.id()));
+    }
+    if let Some(by) = store.retried_by(id)? {
+        return refuse(format!("was already retried as {by}; use that id"));
+    }
+    if let (Some(at), Some(why), false) = (&row.discarded_at, &row.discard_reason, discarded_too) {
+        return refuse(format!("was discarded at {at}: {why}"));
+    }
+    if let Some(at) = &row.pruned_at {
+        return refuse(format!("was removed by retention at {at}"));
+    }
+    Ok(row)
+}
+
 /// The quarantined files to retry: every one not retried yet (`--all`), or those named, each
 /// checked to be quarantined and not retried already.
 fn chosen(store: &mut dyn Store, args: &RetryArgs) -> Result<Vec<FileRow>> {
@@ -84,23 +131,7 @@ fn chosen(store: &mut dyn Store, args: &RetryArgs) -> Result<Vec<FileRow>> {
     }
     let mut rows = Vec::new();
     for &id in &args.ids {
-        let row = store.file(id)?.ok_or_else(|| no_such_file(id))?;
-        if row.state != FileState::Quarantined {
-            return Err(ExitError::Usage(format!(
-                "file {id} ({}) is {}, not quarantined",
-                row.path,
-                row.state.id()
-            ))
-            .into());
-        }
-        if let Some(by) = store.retried_by(id)? {
-            return Err(ExitError::Usage(format!(
-                "file {id} ({}) was already retried as {by}; retry that one",
-                row.path
-            ))
-            .into());
-        }
-        rows.push(row);
+        rows.push(open_row(store, id, true)?);
     }
     Ok(rows)
 }

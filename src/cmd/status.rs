@@ -21,6 +21,7 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
         rejected_records: 0,
         duplicate_records: 0,
         quarantined: 0,
+        quarantine: Default::default(),
         datasets: Vec::new(),
         processing: 0,
         ready: 0,
@@ -30,7 +31,8 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
     };
     if let Some(mut s) = store::open_existing(&cfg.store)? {
         st.files = s.state_counts()?;
-        st.quarantined = st.files.get(&FileState::Quarantined).copied().unwrap_or(0);
+        st.quarantine = s.quarantine_counts()?;
+        st.quarantined = st.quarantine.open;
         st.datasets = s.dataset_counts()?;
         for d in &st.datasets {
             st.records += d.records;

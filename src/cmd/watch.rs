@@ -71,6 +71,16 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         submitted: HashMap::new(),
         rescan,
     };
+    // Joined when the daemon stops (the guard's drop), so a prune is not cut between a file's
+    // removal and its ledger mark.
+    let _retention = Joined(
+        if cfg.retention.is_set() {
+            Some(crate::retention::daily(cfg.clone(), stop.clone())?)
+        } else {
+            None
+        },
+        stop.clone(),
+    );
     let mut backoff = BACKOFF.0;
     let mut first = true;
     loop {
@@ -131,6 +141,20 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
                     again on restart";
         if back_off(stop, &mut backoff, &why, what) {
             return Ok(Outcome::Done);
+        }
+    }
+}
+
+/// A helper thread that ends when the daemon's stop is triggered, waited for on the way out
+/// (on an error exit it is left to end with the process).
+struct Joined(Option<std::thread::JoinHandle<()>>, Shutdown);
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            if self.1.is_triggered() {
+                let _ = h.join();
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::lint::pattern_warnings;
 use super::values::*;
-use super::{BadLimit, Config, DatasetSpec, Policy, WatchSettings, DEFAULT_ROOT};
+use super::{BadLimit, Config, DatasetSpec, Policy, Retention, WatchSettings, DEFAULT_ROOT};
 use crate::discover::{Rules, DEFAULT_IGNORE};
 use crate::exit::ExitError;
 use crate::format::{json::pointer_segments, FormatOptions};
@@ -74,6 +74,7 @@ impl Config {
             max_attempts: max_attempts(raw.max_attempts, &at)?,
             small_file: 4 << 20,
             watch: watch(&raw, &at)?,
+            retention: retention(&raw.retention, &at)?,
             root_named,
             strict_datasets: raw.strict_datasets.unwrap_or(false),
             warnings,
@@ -191,6 +192,26 @@ fn watch(raw: &RawConfig, at: &Where) -> Result<WatchSettings, ExitError> {
     })
 }
 
+/// The most days a retention setting may name (a hundred years; 0 keeps forever).
+const MAX_RETENTION_DAYS: i64 = 36_500;
+
+fn retention(raw: &RawRetention, at: &Where) -> Result<Retention, ExitError> {
+    let days = |key: &str, v: Option<i64>| match v.unwrap_or(0) {
+        d @ 0..=MAX_RETENTION_DAYS => Ok(d as u32),
+        d => Err(at.bad(
+            key,
+            format!(
+                "{d} is not a number of days between 0 (keep forever) and {MAX_RETENTION_DAYS}"
+            ),
+        )),
+    };
+    Ok(Retention {
+        archive_days: days("retention.archive_days", raw.archive_days)?,
+        quarantine_days: days("retention.quarantine_days", raw.quarantine_days)?,
+        ledger_days: days("retention.ledger_days", raw.ledger_days)?,
+    })
+}
+
 /// Where the spool's state is kept: `--store` (or `FERRY_STORE`), else `[store] url`, else the
 /// spool's SQLite file.
 fn store_location(
@@ -284,6 +305,8 @@ pub(super) struct RawConfig {
     watch: RawWatch,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    retention: RawRetention,
     #[serde(default, rename = "dataset")]
     pub(super) datasets: Vec<Spanned<RawDataset>>,
 }
@@ -302,6 +325,14 @@ struct RawStore {
     url: Option<String>,
     schema: Option<String>,
     lease: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    archive_days: Option<i64>,
+    quarantine_days: Option<i64>,
+    ledger_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -144,6 +144,8 @@ pub struct Config {
     pub small_file: u64,
     /// `ferry watch` settings (flags override them).
     pub watch: WatchSettings,
+    /// How long archived and quarantined files, and ledger rows, are kept (`ferry prune`).
+    pub retention: Retention,
     /// Whether the spool root was named (flag, environment, config) rather than the default: a
     /// named root that is not a spool is a mistake to report, not a spool to create.
     pub root_named: bool,
@@ -154,6 +156,25 @@ pub struct Config {
     /// looks like a regex, a dataset no file can reach). `config check` prints them; `run` and
     /// `watch` log them.
     pub warnings: Vec<String>,
+}
+
+/// How long ferry keeps what it has finished with, in days (0: forever, the default). Only
+/// `ferry prune` (and `watch`, once a day) acts on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Archived files (ingested and duplicates), counted from when they were finished.
+    pub archive_days: u32,
+    /// Quarantined files, whether discarded or not.
+    pub quarantine_days: u32,
+    /// Ledger rows of duplicates and quarantined files whose file is gone. An ingested file's
+    /// row is kept whatever this says: it is what keeps a re-sent file from loading twice.
+    pub ledger_days: u32,
+}
+
+impl Retention {
+    pub fn is_set(&self) -> bool {
+        self.archive_days + self.quarantine_days + self.ledger_days > 0
+    }
 }
 
 /// The daemon's discovery and operations settings.

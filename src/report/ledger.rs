@@ -116,6 +116,13 @@ impl Report for FileShown {
             let _ = writeln!(o, "  warning    {w}");
         }
         let _ = writeln!(o, "  stored at  {}", f.stored_at.as_deref().unwrap_or("-"));
+        if let Some(at) = &f.pruned_at {
+            let _ = writeln!(o, "  pruned     {at} (removed by retention)");
+        }
+        if let Some(at) = &f.discarded_at {
+            let why = f.discard_reason.as_deref().unwrap_or("");
+            let _ = writeln!(o, "  discarded  {at}: {why}");
+        }
         let _ = writeln!(o, "  attempt    {}", f.attempt);
         if !self.rejects.is_empty() {
             let _ = writeln!(o, "  rejected records:");

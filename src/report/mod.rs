@@ -6,6 +6,7 @@ mod config;
 mod export;
 mod ledger;
 mod progress;
+mod prune;
 mod run;
 mod status;
 

@@ -3,7 +3,7 @@
 
 use super::export::targets_table;
 use super::{thousands, Report, Waiting};
-use crate::store::{DatasetCounts, FileState, TargetStatus};
+use crate::store::{DatasetCounts, FileState, QuarantineCounts, TargetStatus};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,7 +17,10 @@ pub struct Status {
     pub records: u64,
     pub rejected_records: u64,
     pub duplicate_records: u64,
+    /// Quarantined files waiting for a decision (not discarded, not pruned).
     pub quarantined: u64,
+    /// Quarantined files by what became of them.
+    pub quarantine: QuarantineCounts,
     pub datasets: Vec<DatasetCounts>,
     /// Files claimed and not yet placed (in flight, or left by a crash).
     pub processing: u64,
@@ -41,6 +44,16 @@ impl Report for Status {
         let _ = writeln!(out);
         for (state, n) in &self.files {
             let _ = writeln!(out, "  {:<12} {:>10}", state.id(), thousands(*n));
+        }
+        let q = &self.quarantine;
+        if q.discarded + q.pruned > 0 {
+            let _ = writeln!(
+                out,
+                "    of which {} open, {} discarded, {} pruned",
+                thousands(q.open),
+                thousands(q.discarded),
+                thousands(q.pruned)
+            );
         }
         for (what, n) in [
             ("processing", self.processing),

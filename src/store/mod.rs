@@ -144,6 +144,11 @@ pub struct FileRow {
     /// What the file was stored with that a reader should know (columns stored under another
     /// name than the file's, blank lines skipped, …).
     pub warnings: Vec<String>,
+    /// When retention (`ferry prune`) removed the file at `stored_at`.
+    pub pruned_at: Option<String>,
+    /// A quarantined file an operator gave up on (`ferry quarantine discard`): when, and why.
+    pub discarded_at: Option<String>,
+    pub discard_reason: Option<String>,
 }
 
 /// What became of a file's records.
@@ -163,6 +168,8 @@ pub struct FileFilter {
     pub limit: Option<u64>,
     /// Only rows no later attempt retried (the latest attempt of each file).
     pub latest: bool,
+    /// Only rows still waiting for a decision: not discarded, their file not pruned.
+    pub open: bool,
 }
 
 /// A dataset's files and records, counted once per file (its latest attempt).
@@ -180,6 +187,35 @@ pub struct DatasetCounts {
     /// Files whose content was already ingested for the dataset.
     pub duplicates: u64,
     pub quarantined: u64,
+}
+
+/// Where retention removes files from: the archive (ingested and duplicate files) or the
+/// quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Area {
+    Archive,
+    Quarantine,
+}
+
+impl Area {
+    pub fn id(self) -> &'static str {
+        match self {
+            Area::Archive => "archive",
+            Area::Quarantine => "quarantine",
+        }
+    }
+}
+
+/// Quarantined files (their latest attempt) by what became of them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct QuarantineCounts {
+    /// Waiting for a decision: in quarantine/, neither discarded nor pruned.
+    pub open: u64,
+    /// Given up on by an operator (`quarantine discard`).
+    pub discarded: u64,
+    /// Removed by retention without a decision.
+    pub pruned: u64,
 }
 
 /// A column to create in a dataset table.
@@ -310,6 +346,36 @@ pub trait Store {
     fn dataset_counts(&mut self) -> Result<Vec<DatasetCounts>>;
     /// When the last file was finished.
     fn last_activity(&mut self) -> Result<Option<String>>;
+    /// Quarantined files by what became of them.
+    fn quarantine_counts(&mut self) -> Result<QuarantineCounts>;
+    /// Per dataset: files finished (any outcome, every attempt) and records stored since
+    /// `since` (ledger time).
+    fn activity_since(&mut self, since: &str) -> Result<BTreeMap<String, (u64, u64)>>;
+
+    // Retention.
+    /// Rows whose file retention may remove from `area`: placed there, finished before
+    /// `before`, not pruned yet (in the quarantine: only a file's latest attempt — a retried
+    /// one left it), with ids after `after` in id order, at most `limit`.
+    fn prune_candidates(
+        &mut self,
+        area: Area,
+        before: &str,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<FileRow>>;
+    /// Records that the file at a row's place was removed (`false`: another process did first).
+    fn mark_pruned(&mut self, id: i64, at: &str) -> Result<bool>;
+    /// Rows retention may forget: finished before `before`, not ingested (an ingested row is
+    /// the identity that keeps a re-sent file from loading twice, and the id its records
+    /// carry), nothing left on disk (pruned, or never placed), the latest attempt of their
+    /// file, and no duplicate's original.
+    fn forgettable(&mut self, before: &str) -> Result<Vec<i64>>;
+    /// Deletes a row with its earlier attempts and their rejected records, in one transaction;
+    /// how many rows (with `dry_run`: would be, deleting nothing).
+    fn forget(&mut self, id: i64, dry_run: bool) -> Result<u64>;
+    /// Marks a quarantined file's latest attempt as given up on (`false`: it is not an open
+    /// quarantined row any more).
+    fn discard(&mut self, id: i64, reason: &str, at: &str) -> Result<bool>;
 
     // The registry of names.
     /// Every dataset with its table, by name.

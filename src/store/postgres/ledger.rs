@@ -14,23 +14,25 @@ fn ts(col: &str) -> String {
     format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
 }
 
-fn file_columns() -> String {
+pub(super) fn file_columns() -> String {
     format!(
         "id, path, source, claim, sha256, size, state, dataset, format, records, rejected, \
          duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
          error_offset, error_field, attempt, retry_of, {}, {}, {}, {}, duplicate_records, \
-         rejects_at, warnings::text",
+         rejects_at, warnings::text, {}, {}, discard_reason",
         ts("received_at"),
         ts("hashed_at"),
         ts("parsed_at"),
-        ts("finished_at")
+        ts("finished_at"),
+        ts("pruned_at"),
+        ts("discarded_at"),
     )
 }
 
 /// Rows that are a file's latest attempt (see the SQLite ledger).
-const LATEST: &str = "NOT EXISTS (SELECT 1 FROM files r WHERE r.retry_of = files.id)";
+pub(super) const LATEST: &str = "NOT EXISTS (SELECT 1 FROM files r WHERE r.retry_of = files.id)";
 
-fn file_row(r: &Row) -> Result<FileRow> {
+pub(super) fn file_row(r: &Row) -> Result<FileRow> {
     let state: String = r.get(6);
     Ok(FileRow {
         id: r.get(0),
@@ -65,6 +67,9 @@ fn file_row(r: &Row) -> Result<FileRow> {
             .get::<_, Option<String>>(27)
             .and_then(|w| serde_json::from_str(&w).ok())
             .unwrap_or_default(),
+        pruned_at: r.get(28),
+        discarded_at: r.get(29),
+        discard_reason: r.get(30),
     })
 }
 
@@ -262,6 +267,9 @@ pub fn files(c: &mut Client, filter: &FileFilter) -> Result<Vec<FileRow>> {
     if filter.latest {
         sql.push_str(" AND ");
         sql.push_str(LATEST);
+    }
+    if filter.open {
+        sql.push_str(" AND discarded_at IS NULL AND pruned_at IS NULL");
     }
     sql.push_str(" ORDER BY id");
     if let Some(l) = filter.limit {

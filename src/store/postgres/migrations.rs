@@ -139,6 +139,14 @@ pub const MIGRATIONS: &[&str] = &[
         txid  xid8 NOT NULL
     );
     "#,
+    // 2: retention — when `ferry prune` removed the file at `stored_at`; a quarantined file an
+    // operator gave up on (`quarantine discard`), when and why.
+    r#"
+    ALTER TABLE files ADD COLUMN pruned_at timestamptz;
+    ALTER TABLE files ADD COLUMN discarded_at timestamptz;
+    ALTER TABLE files ADD COLUMN discard_reason text;
+    CREATE INDEX files_finished ON files(finished_at) WHERE pruned_at IS NULL;
+    "#,
 ];
 
 /// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side

@@ -22,15 +22,16 @@ mod lease;
 mod ledger;
 mod migrations;
 mod registry;
+mod retention;
 mod session;
 mod tables;
 
 pub use lease::Leases;
 
 use super::{
-    BatchPlan, BatchRange, ChunkInsert, ChunkStored, DatasetCounts, Failure, FileFilter, FileRow,
-    FileState, FileUpdate, Identity, Ingest, NewColumn, NewFile, Record, Store, TargetKey,
-    TargetStatus,
+    Area, BatchPlan, BatchRange, ChunkInsert, ChunkStored, DatasetCounts, Failure, FileFilter,
+    FileRow, FileState, FileUpdate, Identity, Ingest, NewColumn, NewFile, QuarantineCounts, Record,
+    Store, TargetKey, TargetStatus,
 };
 use crate::format::ColumnKey;
 use crate::reject::{Kind, RecordReject, Reject, Stage};
@@ -216,6 +217,33 @@ impl Store for PgStore {
     }
     fn last_activity(&mut self) -> Result<Option<String>> {
         ledger::last_activity(&mut self.c)
+    }
+    fn quarantine_counts(&mut self) -> Result<QuarantineCounts> {
+        retention::quarantine_counts(&mut self.c)
+    }
+    fn activity_since(&mut self, since: &str) -> Result<BTreeMap<String, (u64, u64)>> {
+        retention::activity_since(&mut self.c, since)
+    }
+    fn prune_candidates(
+        &mut self,
+        area: Area,
+        before: &str,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<FileRow>> {
+        retention::candidates(&mut self.c, area, before, after, limit)
+    }
+    fn mark_pruned(&mut self, id: i64, at: &str) -> Result<bool> {
+        retention::mark_pruned(&mut self.c, id, at)
+    }
+    fn forgettable(&mut self, before: &str) -> Result<Vec<i64>> {
+        retention::forgettable(&mut self.c, before)
+    }
+    fn forget(&mut self, id: i64, dry_run: bool) -> Result<u64> {
+        retention::forget(&mut self.c, id, dry_run)
+    }
+    fn discard(&mut self, id: i64, reason: &str, at: &str) -> Result<bool> {
+        retention::discard(&mut self.c, id, reason, at)
     }
     fn tables(&mut self) -> Result<Vec<(String, String)>> {
         registry::tables(&mut self.c)

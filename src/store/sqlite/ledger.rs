@@ -7,17 +7,17 @@ use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::BTreeMap;
 
-const FILE_COLUMNS: &str =
+pub(super) const FILE_COLUMNS: &str =
     "id, path, source, claim, sha256, size, state, dataset, format, records, \
     rejected, duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
     error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at, \
-    duplicate_records, rejects_at, warnings";
+    duplicate_records, rejects_at, warnings, pruned_at, discarded_at, discard_reason";
 
 /// Rows that are a file's latest attempt: no later row retried them. Every count of files by
 /// state goes through this, so `status`, `quarantine list` and the metrics agree.
-const LATEST: &str = "NOT EXISTS (SELECT 1 FROM files r WHERE r.retry_of = files.id)";
+pub(super) const LATEST: &str = "NOT EXISTS (SELECT 1 FROM files r WHERE r.retry_of = files.id)";
 
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+pub(super) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     let state: String = r.get(6)?;
     Ok(FileRow {
         id: r.get(0)?,
@@ -57,6 +57,9 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
             .get::<_, Option<String>>(27)?
             .and_then(|w| serde_json::from_str(&w).ok())
             .unwrap_or_default(),
+        pruned_at: r.get(28)?,
+        discarded_at: r.get(29)?,
+        discard_reason: r.get(30)?,
     })
 }
 
@@ -239,6 +242,9 @@ pub fn files(conn: &Connection, filter: &FileFilter) -> Result<Vec<FileRow>> {
     if filter.latest {
         sql.push_str(" AND ");
         sql.push_str(LATEST);
+    }
+    if filter.open {
+        sql.push_str(" AND discarded_at IS NULL AND pruned_at IS NULL");
     }
     sql.push_str(" ORDER BY id");
     if let Some(l) = filter.limit {

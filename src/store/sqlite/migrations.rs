@@ -123,6 +123,14 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX files_rejects_at ON files(rejects_at) WHERE rejects_at IS NOT NULL;
     "#,
+    // 6: retention — when `ferry prune` removed the file at `stored_at`; a quarantined file an
+    // operator gave up on (`quarantine discard`), when and why.
+    r#"
+    ALTER TABLE files ADD COLUMN pruned_at TEXT;
+    ALTER TABLE files ADD COLUMN discarded_at TEXT;
+    ALTER TABLE files ADD COLUMN discard_reason TEXT;
+    CREATE INDEX files_finished ON files(finished_at) WHERE pruned_at IS NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

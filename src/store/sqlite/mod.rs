@@ -10,12 +10,13 @@ mod keys;
 mod ledger;
 mod migrations;
 mod registry;
+mod retention;
 mod tables;
 
 use super::{
-    BatchPlan, BatchRange, ChunkInsert, ChunkStored, DatasetCounts, Failure, FileFilter, FileRow,
-    FileState, FileUpdate, Identity, Ingest, NewColumn, NewFile, Record, Store, TargetKey,
-    TargetStatus,
+    Area, BatchPlan, BatchRange, ChunkInsert, ChunkStored, DatasetCounts, Failure, FileFilter,
+    FileRow, FileState, FileUpdate, Identity, Ingest, NewColumn, NewFile, QuarantineCounts, Record,
+    Store, TargetKey, TargetStatus,
 };
 use crate::format::ColumnKey;
 use crate::reject::{Kind, RecordReject, Reject, Stage};
@@ -128,6 +129,33 @@ impl Store for SqliteStore {
     }
     fn last_activity(&mut self) -> Result<Option<String>> {
         ledger::last_activity(&self.conn)
+    }
+    fn quarantine_counts(&mut self) -> Result<QuarantineCounts> {
+        retention::quarantine_counts(&self.conn)
+    }
+    fn activity_since(&mut self, since: &str) -> Result<BTreeMap<String, (u64, u64)>> {
+        retention::activity_since(&self.conn, since)
+    }
+    fn prune_candidates(
+        &mut self,
+        area: Area,
+        before: &str,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<FileRow>> {
+        retention::candidates(&self.conn, area, before, after, limit)
+    }
+    fn mark_pruned(&mut self, id: i64, at: &str) -> Result<bool> {
+        retention::mark_pruned(&self.conn, id, at)
+    }
+    fn forgettable(&mut self, before: &str) -> Result<Vec<i64>> {
+        retention::forgettable(&self.conn, before)
+    }
+    fn forget(&mut self, id: i64, dry_run: bool) -> Result<u64> {
+        retention::forget(&mut self.conn, id, dry_run)
+    }
+    fn discard(&mut self, id: i64, reason: &str, at: &str) -> Result<bool> {
+        retention::discard(&self.conn, id, reason, at)
     }
     fn tables(&mut self) -> Result<Vec<(String, String)>> {
         registry::tables(&self.conn)
