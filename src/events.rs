@@ -269,6 +269,8 @@ pub struct Counters {
     pub queue_depth: AtomicU64,
     /// Gauge: files in the incoming folder that are not ready yet.
     pub waiting: AtomicU64,
+    /// Gauge: how long (ms) the longest-waiting of those has been seen waiting.
+    pub oldest_waiting_ms: AtomicU64,
     /// Pipeline restarts after an error.
     pub restarts: AtomicU64,
     /// Quarantined files by error kind.

@@ -6,6 +6,7 @@
 //! thread per connection would be waste and an HTTP crate would be weight; one accept loop
 //! serving each scrape in turn is plenty.
 
+use crate::config::Config;
 use crate::events::{counters, Counters, LATENCY_BUCKETS_MS};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
@@ -14,19 +15,20 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Binds `addr` and serves `/metrics` until the process exits. Returns the bound address (a
-/// port of 0 picks a free one).
-pub fn serve(addr: SocketAddr) -> Result<SocketAddr> {
+/// Binds `addr` and serves `/metrics`, the health probes and (with `cfg`) the status page at
+/// `/` until the process exits. Returns the bound address (a port of 0 picks a free one).
+pub fn serve(addr: SocketAddr, cfg: Option<Config>) -> Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?;
     let bound = listener.local_addr()?;
+    started_ms();
     std::thread::Builder::new()
         .name("ferry-metrics".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 match conn {
                     Ok(s) => {
-                        if let Err(e) = respond(s) {
+                        if let Err(e) = respond(s, cfg.as_ref()) {
                             tracing::debug!(error = %e, "metrics request failed");
                         }
                     }
@@ -41,7 +43,7 @@ pub fn serve(addr: SocketAddr) -> Result<SocketAddr> {
     Ok(bound)
 }
 
-fn respond(mut s: TcpStream) -> std::io::Result<()> {
+fn respond(mut s: TcpStream, cfg: Option<&Config>) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut head = Vec::with_capacity(512);
@@ -66,10 +68,14 @@ fn respond(mut s: TcpStream) -> std::io::Result<()> {
             let (status, body) = crate::health::probe(path == "/readyz");
             (status, "application/json", body)
         }
+        ("GET" | "HEAD", "/") if cfg.is_some() => {
+            let (status, page) = crate::page::render(cfg.expect("checked"));
+            (status, "text/html; charset=utf-8", page)
+        }
         ("GET" | "HEAD", _) => (
             "404 Not Found",
             "text/plain",
-            "not found; try /metrics, /healthz or /readyz\n".into(),
+            "not found; try /, /metrics, /healthz or /readyz\n".into(),
         ),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };
@@ -81,6 +87,39 @@ fn respond(mut s: TcpStream) -> std::io::Result<()> {
         out.push_str(&body);
     }
     s.write_all(out.as_bytes())
+}
+
+/// When this process started serving metrics (Unix milliseconds): a daemon that restarts
+/// often shows as this changing.
+fn started_ms() -> i64 {
+    static AT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| chrono::Utc::now().timestamp_millis())
+}
+
+/// The daemon's state as gauges: when it started, and whether it is ready (`/readyz`).
+fn process(o: &mut String) {
+    head(
+        o,
+        "ferry_start_timestamp_seconds",
+        "gauge",
+        "Unix time this ferry process started.",
+    );
+    let ms = started_ms();
+    let _ = writeln!(
+        o,
+        "ferry_start_timestamp_seconds {}.{:03}",
+        ms / 1000,
+        ms % 1000
+    );
+    head(
+        o,
+        "ferry_ready",
+        "gauge",
+        "1 while the pipeline runs (claiming and loading files), 0 while starting, backing off \
+         after an error (store unreachable, disk full) or stopping.",
+    );
+    let ready = matches!(crate::health::get(), crate::health::State::Running);
+    let _ = writeln!(o, "ferry_ready {}", u8::from(ready));
 }
 
 /// The exposition text of every counter and gauge.
@@ -135,7 +174,22 @@ pub fn render() -> String {
         last / 1000,
         last % 1000
     );
+    head(
+        &mut o,
+        "ferry_oldest_waiting_file_seconds",
+        "gauge",
+        "How long the longest-waiting file in the incoming folder has been seen not ready by this \
+         daemon (waiting for its done marker, settling, held by a rule); 0 when none waits.",
+    );
+    let ms = c.oldest_waiting_ms.load(Ordering::Relaxed);
+    let _ = writeln!(
+        o,
+        "ferry_oldest_waiting_file_seconds {}.{:03}",
+        ms / 1000,
+        ms % 1000
+    );
     latency(&mut o, c);
+    process(&mut o);
     retention(&mut o, c);
     datasets(&mut o, c);
     o

@@ -13,6 +13,12 @@ use anyhow::Result;
 use std::time::{Instant, SystemTime};
 
 pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
+    report::print(&gather(cfg)?, args.json)?;
+    Ok(Outcome::Done)
+}
+
+/// The spool's state as `status` shows it (the daemon's status page too).
+pub fn gather(cfg: &Config) -> Result<Status> {
     let mut st = Status {
         root: cfg.spool.root.display().to_string(),
         incoming: cfg.spool.incoming.display().to_string(),
@@ -68,6 +74,5 @@ pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
             }
         }
     }
-    report::print(&st, args.json)?;
-    Ok(Outcome::Done)
+    Ok(st)
 }

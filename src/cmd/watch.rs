@@ -70,6 +70,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         readiness: Readiness::default(),
         submitted: HashMap::new(),
         rescan,
+        waiting_since: HashMap::new(),
     };
     // Joined when the daemon stops (the guard's drop), so a prune is not cut between a file's
     // removal and its ledger mark.
@@ -177,7 +178,7 @@ fn listen(cfg: &Config, args: &WatchArgs) -> Result<(Events, Duration)> {
     let incoming = &cfg.spool.incoming;
     let poll = args.poll.or(cfg.watch.poll);
     if let Some(addr) = args.metrics.or(cfg.watch.metrics) {
-        crate::metrics::serve(addr)?;
+        crate::metrics::serve(addr, Some(cfg.clone()))?;
     }
     let mut events = Events::new(poll.is_none());
     if let Err(e) = events.ensure(incoming) {
@@ -355,6 +356,9 @@ struct Discovery<'a> {
     /// small.
     submitted: HashMap<PathBuf, (Stamp, Instant)>,
     rescan: Duration,
+    /// Files not ready, and since when this daemon has seen them so (the age of the oldest is
+    /// a gauge: a partner that never sends its done marker shows up).
+    waiting_since: HashMap<PathBuf, Instant>,
 }
 
 impl Discovery<'_> {
@@ -383,14 +387,14 @@ impl Discovery<'_> {
         });
         self.readiness.retain(|p| present.contains(p));
         let mut settling = false;
-        let mut waiting = 0u64;
+        let mut waiting = Vec::new();
         let halted = || stop.is_triggered() || session.halted();
         for e in scan.entries {
             if self.submitted.get(&e.path).map(|s| s.0) == Some(e.stamp) {
                 continue;
             }
             if cfg.hold(&e.rel).is_some() {
-                waiting += 1;
+                waiting.push(e.path);
                 continue;
             }
             match self.readiness.check(&cfg.rules, &e, now, wall) {
@@ -406,13 +410,33 @@ impl Discovery<'_> {
                 }
                 Err(discover::Hold::Settling { .. }) => {
                     settling = true;
-                    waiting += 1;
+                    waiting.push(e.path);
                 }
                 Err(discover::Hold::Hidden | discover::Hold::IsMarker) => {}
-                Err(_) => waiting += 1,
+                Err(_) => waiting.push(e.path),
             }
         }
-        counters().waiting.store(waiting, Ordering::Relaxed);
+        self.count_waiting(waiting, now);
         Some(settling)
+    }
+
+    /// The waiting gauges: how many files are not ready, and for how long the oldest has been.
+    fn count_waiting(&mut self, waiting: Vec<PathBuf>, now: Instant) {
+        let c = counters();
+        c.waiting.store(waiting.len() as u64, Ordering::Relaxed);
+        let mut since = HashMap::with_capacity(waiting.len());
+        for p in waiting {
+            let first = self.waiting_since.get(&p).copied().unwrap_or(now);
+            since.insert(p, first);
+        }
+        let oldest = since
+            .values()
+            .map(|t| now.saturating_duration_since(*t))
+            .max();
+        c.oldest_waiting_ms.store(
+            oldest.map_or(0, |d| d.as_millis() as u64),
+            Ordering::Relaxed,
+        );
+        self.waiting_since = since;
     }
 }

@@ -8,6 +8,7 @@ mod harness;
 mod pg;
 
 mod crash;
+mod dashboards;
 mod edges;
 mod edges_files;
 mod edges_ops;
@@ -16,6 +17,7 @@ mod formats;
 mod model;
 mod operations;
 mod postgres;
+mod retention;
 mod run;
 mod typed;
 mod watch;
