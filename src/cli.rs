@@ -113,6 +113,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Say what would become of each ready file — its dataset, ingested with how many records,
+    /// a duplicate, or quarantined and why — reading every file through the same checks, and
+    /// change nothing (the exit code is the one the run would have)
+    #[arg(long, conflicts_with = "keep")]
+    pub dry_run: bool,
+
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,

@@ -191,6 +191,27 @@ pub struct Summary {
     /// Files an operator must look at (left unread, not placed), and why.
     pub problems: Vec<Note>,
     pub datasets: BTreeMap<String, DatasetTally>,
+    /// `run --dry-run`: what would become of each file (nothing was changed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<Verdict>,
+}
+
+/// What a run would do with one file (`run --dry-run`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verdict {
+    pub path: String,
+    pub dataset: Option<String>,
+    /// `ingest`, `duplicate`, `quarantine`, `left` or `changed`.
+    pub outcome: &'static str,
+    /// Records that would be stored (before record-key deduplication, which needs the store's
+    /// keys and is done only by a real run).
+    pub records: u64,
+    pub rejected_records: u64,
+    /// The file of the dataset already ingested with this content (`duplicate`); `None` with a
+    /// duplicate of another file of the same dry run.
+    pub duplicate_of: Option<i64>,
+    pub error_kind: Option<&'static str>,
+    pub reason: Option<String>,
 }
 
 impl Summary {
@@ -226,6 +247,7 @@ impl Summary {
             d.rejected += t.rejected;
             d.duplicate_records += t.duplicate_records;
         }
+        self.verdicts.extend(o.verdicts);
     }
 }
 

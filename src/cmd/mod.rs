@@ -54,8 +54,10 @@ fn report_run(
     waiting: Vec<Waiting>,
     interrupted: Option<u64>,
     json: bool,
+    dry_run: bool,
 ) -> Result<Outcome> {
     let report = report::RunReport {
+        dry_run,
         source: source.display().to_string(),
         elapsed_ms: started.elapsed().as_millis() as u64,
         interrupted: interrupted.is_some(),

@@ -164,6 +164,7 @@ fn retry(cfg: &Config, args: &RetryArgs) -> Result<Outcome> {
         Vec::new(),
         None,
         args.json,
+        false,
     )
 }
 

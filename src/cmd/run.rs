@@ -53,6 +53,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
                     pass.waiting,
                     interrupted,
                     args.json,
+                    args.dry_run,
                 );
             }
         }
@@ -79,8 +80,14 @@ fn pass(
     let session = Arc::new(Session::new(cfg.clone(), mode, source.to_path_buf())?);
     let mut summary = Summary::default();
     let found = look(cfg, source, files, &mut summary);
-    let (pipeline, recovered, n) = Pipeline::start_after_recovery(session.clone())?;
-    summary.absorb(recovered);
+    // A dry run leaves processing/ to the next real run.
+    let (pipeline, n) = if mode == Mode::DryRun {
+        (Pipeline::start(session.clone())?, 0)
+    } else {
+        let (pipeline, recovered, n) = Pipeline::start_after_recovery(session.clone())?;
+        summary.absorb(recovered);
+        (pipeline, n)
+    };
     let show_progress =
         !args.json && !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = show_progress.then(|| Progress::start((found.entries.len() + n) as u64));
@@ -111,11 +118,29 @@ fn pass(
 /// filesystem when files are to be claimed by rename. Creates the spool where that is expected.
 fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Vec<PathBuf>, Mode)> {
     let (source, files) = named(cfg, &args.paths)?;
-    let mode = if args.keep { Mode::Keep } else { Mode::Move };
-    super::open_or_create_spool(cfg, args.init)?;
+    let mode = match (args.keep, args.dry_run) {
+        (_, true) => Mode::DryRun,
+        (true, _) => Mode::Keep,
+        _ => Mode::Move,
+    };
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
+    if mode == Mode::DryRun {
+        // Nothing is created, not even the spool.
+        if cfg.root_named && !cfg.spool.exists() {
+            return Err(ExitError::Usage(format!(
+                "there is no ferry spool at {} (no ferry.db, no incoming/); check --root",
+                cfg.spool.root.display()
+            ))
+            .into());
+        }
+        if !source.is_dir() {
+            return Err(ExitError::Usage(format!("{} is not a folder", source.display())).into());
+        }
+        return Ok((source, files, mode));
+    }
+    super::open_or_create_spool(cfg, args.init)?;
     if mode == Mode::Move {
         std::fs::create_dir_all(&source)?;
         let (a, b) = (

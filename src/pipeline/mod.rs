@@ -10,6 +10,7 @@
 //! does the rest and returns a `Summary` when the feed is closed. Back-pressure is the two bounded
 //! channels: a slow writer stalls the workers, stalled workers stall `submit`.
 
+mod dry;
 pub mod place;
 mod read;
 pub mod stages;
@@ -41,6 +42,9 @@ pub enum Mode {
     Move,
     /// `--keep`: read in place, never move; content identity alone decides what is new.
     Keep,
+    /// `run --dry-run`: read in place, judge each file as a run would, and change nothing —
+    /// no ledger row, no table, no moved file (`dry`).
+    DryRun,
 }
 
 /// One pipeline session: the config, where files come from and how, as whom, and its stop
@@ -68,11 +72,16 @@ pub struct Session {
 
 impl Session {
     pub fn new(cfg: Config, mode: Mode, source: PathBuf) -> Result<Session> {
-        cfg.spool.ensure()?;
-        let liveness = crate::store::liveness(&cfg.store, &cfg.spool)?;
+        // A dry run creates nothing and claims nothing, so it needs no proof of life either.
+        let liveness: Arc<dyn Liveness> = if mode == Mode::DryRun {
+            Arc::new(crate::spool::FileLocks::new(&cfg.spool))
+        } else {
+            cfg.spool.ensure()?;
+            crate::store::liveness(&cfg.store, &cfg.spool)?
+        };
         let owner = match mode {
             Mode::Move => Some(Owner::register(&*liveness)?),
-            Mode::Keep => None,
+            Mode::Keep | Mode::DryRun => None,
         };
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -278,7 +287,6 @@ const WORK_QUEUE: usize = 64;
 impl Pipeline {
     pub fn start(session: Arc<Session>) -> Result<Pipeline> {
         let owner = session.owner.as_ref().map(|o| o.token());
-        let store = crate::store::open_ingest(&session.cfg.store, owner)?;
         let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
         let (job_tx, job_rx) = bounded::<Job>(session.cfg.workers * 2);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -286,9 +294,17 @@ impl Pipeline {
             .thread_name(|i| format!("ferry-worker-{i}"))
             .build()?;
         let wsession = session.clone();
-        let writer = std::thread::Builder::new()
-            .name("ferry-writer".into())
-            .spawn(move || writer::run(&wsession, store, job_rx))?;
+        let writer = if session.mode == Mode::DryRun {
+            let at = session.cfg.store.clone();
+            std::thread::Builder::new()
+                .name("ferry-judge".into())
+                .spawn(move || dry::judge(&at, job_rx))?
+        } else {
+            let store = crate::store::open_ingest(&session.cfg.store, owner)?;
+            std::thread::Builder::new()
+                .name("ferry-writer".into())
+                .spawn(move || writer::run(&wsession, store, job_rx))?
+        };
         let fsession = session;
         let feeder = std::thread::Builder::new()
             .name("ferry-feeder".into())

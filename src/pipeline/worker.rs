@@ -78,7 +78,7 @@ fn send(jobs: &Sender<Job>, meta: FileMeta, body: Body) {
 /// Takes an entry that is not a regular file (symlink, FIFO, …): never read, always quarantined.
 fn not_a_file(session: &Session, entry: &Entry, kind: Kind, jobs: &Sender<Job>) {
     let source = match session.mode {
-        Mode::Keep => Source::Kept(entry.path.clone()),
+        Mode::Keep | Mode::DryRun => Source::Kept(entry.path.clone()),
         Mode::Move => {
             let owner = session.owner.as_ref().expect("move mode has an owner");
             match owner.claim(&session.cfg.spool, &entry.path, &entry.rel) {
@@ -176,7 +176,7 @@ fn take(
     jobs: &Sender<Job>,
 ) -> Option<(File, Source)> {
     let source = match session.mode {
-        Mode::Keep => Source::Kept(entry.path.clone()),
+        Mode::Keep | Mode::DryRun => Source::Kept(entry.path.clone()),
         Mode::Move => {
             let owner = session.owner.as_ref().expect("move mode has an owner");
             faults::before_claim(&entry.path, &entry.rel);

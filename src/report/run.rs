@@ -8,6 +8,8 @@ use std::fmt::Write;
 /// What `ferry run` prints.
 #[derive(Debug, Serialize)]
 pub struct RunReport {
+    /// `--dry-run`: the counts say what a run would do; nothing was changed.
+    pub dry_run: bool,
     pub source: String,
     pub elapsed_ms: u64,
     /// A stop was asked for (SIGINT/SIGTERM) before every ready file was taken.
@@ -23,6 +25,7 @@ impl Report for RunReport {
     fn table(&self) -> String {
         let mut out = String::new();
         self.outcomes(&mut out);
+        self.verdicts(&mut out);
         self.attention(&mut out);
         datasets(&mut out, &self.summary);
         out
@@ -30,12 +33,48 @@ impl Report for RunReport {
 }
 
 impl RunReport {
+    /// A dry run's file-by-file verdicts.
+    fn verdicts(&self, out: &mut String) {
+        if self.summary.verdicts.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\nfiles:");
+        for v in &self.summary.verdicts {
+            let dataset = v.dataset.as_deref().unwrap_or("-");
+            let what = match v.outcome {
+                "ingest" if v.rejected_records > 0 => format!(
+                    "{}, {} set aside",
+                    count(v.records, "record", "records"),
+                    thousands(v.rejected_records)
+                ),
+                "ingest" => count(v.records, "record", "records"),
+                "duplicate" => match v.duplicate_of {
+                    Some(id) => format!("same content as file {id}"),
+                    None => "same content as another file of this run".into(),
+                },
+                _ => format!(
+                    "{} {}",
+                    v.error_kind.unwrap_or(""),
+                    v.reason.as_deref().unwrap_or("")
+                )
+                .trim()
+                .to_string(),
+            };
+            let _ = writeln!(out, "  {:<10} {}  [{dataset}]  {what}", v.outcome, v.path);
+        }
+    }
+
     /// The counts, one line per outcome.
     fn outcomes(&self, out: &mut String) {
         let s = &self.summary;
         let _ = writeln!(
             out,
-            "ferry run: {} from {} in {:.2} s",
+            "ferry run{}: {} from {} in {:.2} s",
+            if self.dry_run {
+                " --dry-run (nothing changed; what a run would do)"
+            } else {
+                ""
+            },
             count(s.files(), "file", "files"),
             self.source,
             self.elapsed_ms as f64 / 1000.0
@@ -61,7 +100,7 @@ impl RunReport {
             );
         }
         let _ = writeln!(out, "  duplicate    {:>8}", thousands(s.duplicate));
-        let hint = if s.quarantined > 0 {
+        let hint = if s.quarantined > 0 && !self.dry_run {
             "  see: ferry files --state quarantined"
         } else {
             ""

@@ -338,6 +338,8 @@ pub trait Store {
     fn by_claim(&mut self, claim: &str) -> Result<Option<FileRow>>;
     /// The ledger row that retried this one, if any.
     fn retried_by(&mut self, id: i64) -> Result<Option<i64>>;
+    /// The file of this dataset ingested with this content, if any (`run --dry-run`).
+    fn ingested_as(&mut self, dataset: &str, sha256: &str) -> Result<Option<i64>>;
     /// A file's rejected records in file order, at most `limit`.
     fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>>;
     /// Files by the state of their latest attempt.

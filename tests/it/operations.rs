@@ -224,3 +224,57 @@ fn explain_tells_what_would_happen_to_a_file_without_loading_it() {
     let v = explain(&moved.join("c.csv"));
     assert_eq!(v["table_exists"], true);
 }
+
+both_stores! {
+    fn run_dry_run_judges_every_file_and_changes_nothing() {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[[dataset]]\nname = \"orders\"\nmax_bad_records = 1\n\
+             columns = [{ name = \"id\", type = \"int\" }, { name = \"v\", type = \"string\" }]\n",
+        )
+        .unwrap();
+        s.drop_file("orders/a.csv", b"id,v\n1,a\n2,b\nx,c\n");
+        s.drop_file("orders/copy.csv", b"id,v\n1,a\n2,b\nx,c\n");
+        s.drop_file("orders/bad.csv", b"id,v\n3,\"open\n");
+        let before = tree(&s.root);
+        let out = s.ferry_ok(&["run", "--dry-run", "--json"], 3);
+        assert_eq!(tree(&s.root), before, "a dry run changes nothing in the spool");
+        assert_eq!(s.count_or_zero("SELECT count(*) FROM files"), 0, "nor in the store");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["dry_run"], true);
+        let verdicts: std::collections::BTreeMap<String, serde_json::Value> = report["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["path"].as_str().unwrap().to_string(), v.clone()))
+            .collect();
+        assert_eq!(verdicts.len(), 3);
+        let bad = &verdicts["orders/bad.csv"];
+        assert_eq!(bad["outcome"], "quarantine");
+        assert_eq!(bad["error_kind"], "csv.unterminated_quote");
+        // Of the two copies one would load (2 records, 1 set aside) and one be its duplicate.
+        let mut outcomes: Vec<_> = ["orders/a.csv", "orders/copy.csv"]
+            .iter()
+            .map(|p| verdicts[*p]["outcome"].as_str().unwrap())
+            .collect();
+        outcomes.sort();
+        assert_eq!(outcomes, ["duplicate", "ingest"]);
+        let loads = verdicts.values().find(|v| v["outcome"] == "ingest").unwrap();
+        assert_eq!((loads["records"].as_u64(), loads["rejected_records"].as_u64()), (Some(2), Some(1)));
+
+        // The real run does what the dry run said.
+        s.ferry_ok(&["run"], 3);
+        let rows = s.files_by_path();
+        assert_eq!(rows["orders/bad.csv"]["state"], "quarantined");
+        assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
+        let id = rows.values().find(|r| r["state"] == "ingested").unwrap()["id"].as_i64();
+
+        // Sent again: a dry run names the file it duplicates.
+        s.drop_file("orders/again.csv", b"id,v\n1,a\n2,b\nx,c\n");
+        let again = s.json(&["run", "--dry-run", "--json"]);
+        assert_eq!(again["verdicts"][0]["outcome"], "duplicate");
+        assert_eq!(again["verdicts"][0]["duplicate_of"].as_i64(), id);
+        assert!(s.incoming().join("orders/again.csv").exists());
+    }
+}

@@ -206,6 +206,9 @@ impl Store for PgStore {
     fn retried_by(&mut self, id: i64) -> Result<Option<i64>> {
         ledger::retried_by(&mut self.c, id)
     }
+    fn ingested_as(&mut self, dataset: &str, sha256: &str) -> Result<Option<i64>> {
+        ledger::ingested_with(&mut self.c, dataset, sha256)
+    }
     fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>> {
         ledger::rejects(&mut self.c, id, limit)
     }

@@ -118,6 +118,9 @@ impl Store for SqliteStore {
     fn retried_by(&mut self, id: i64) -> Result<Option<i64>> {
         ledger::retried_by(&self.conn, id)
     }
+    fn ingested_as(&mut self, dataset: &str, sha256: &str) -> Result<Option<i64>> {
+        ledger::ingested_with(&self.conn, dataset, sha256)
+    }
     fn rejects(&mut self, id: i64, limit: Option<u64>) -> Result<Vec<RecordReject>> {
         ledger::rejects(&self.conn, id, limit)
     }
