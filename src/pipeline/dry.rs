@@ -66,7 +66,8 @@ impl Judge {
             drop(rx);
             self.summary.duplicate += 1;
             self.summary.datasets.entry(dataset).or_default();
-            return Ok(self.verdict(&meta, "duplicate", |v| v.duplicate_of = stored));
+            self.verdict(&meta, "duplicate", |v| v.duplicate_of = stored);
+            return Ok(());
         }
         let end = rx.iter().find_map(|m| match m {
             Msg::End(e) => Some(e),
