@@ -299,6 +299,9 @@ pub struct Counters {
     pub quarantined_by_kind: std::sync::Mutex<BTreeMap<&'static str, u64>>,
     /// Files this process finished one way or another (a progress bar counts these).
     pub finished: AtomicU64,
+    /// Twice the bytes of input files read so far (every file is read twice), for a progress
+    /// bar that moves during a big file.
+    pub half_bytes_read: AtomicU64,
     /// Files (and their bytes) retention removed from the archive and the quarantine.
     pub pruned_archive: AtomicU64,
     pub pruned_archive_bytes: AtomicU64,

@@ -90,7 +90,8 @@ fn pass(
     };
     let show_progress =
         !args.json && !args.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let progress = show_progress.then(|| Progress::start((found.entries.len() + n) as u64));
+    let bytes = found.entries.iter().map(|e| e.stamp.size).sum();
+    let progress = show_progress.then(|| Progress::start((found.entries.len() + n) as u64, bytes));
     let (held, untaken) = feed_when_ready(cfg, &pipeline, found.entries, stop);
     if stop.is_triggered() {
         session.halt();

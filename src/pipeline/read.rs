@@ -51,13 +51,15 @@ pub fn identify(mut file: &File, size: u64, small: bool) -> io::Result<Identity>
     if small {
         let mut bytes = Vec::with_capacity(size as usize);
         file.read_to_end(&mut bytes)?;
+        // Both passes at once: the second reads from memory.
+        read_half_bytes(2 * bytes.len() as u64);
         Ok(Identity {
             hash: FileHash::of_bytes(&bytes),
             len: bytes.len() as u64,
             bytes: Some(bytes),
         })
     } else {
-        let (hash, len) = FileHash::of_reader(file)?;
+        let (hash, len) = FileHash::of_reader(Counting(file))?;
         file.rewind()?;
         Ok(Identity {
             hash,
@@ -123,6 +125,26 @@ impl Pass {
     }
 }
 
+/// Counts bytes read for the progress bar, in halves: each file is read twice (a big one
+/// streamed twice, a small one once into memory and counted twice), so half of what is read is
+/// how far through the files' bytes the run is.
+fn read_half_bytes(n: u64) {
+    crate::events::counters()
+        .half_bytes_read
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Passes bytes through, counting them (`read_half_bytes`).
+struct Counting<R>(R);
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        read_half_bytes(n as u64);
+        Ok(n)
+    }
+}
+
 /// Passes bytes through and hashes them into a shared hasher.
 struct Hashing<R> {
     inner: R,
@@ -132,10 +154,37 @@ struct Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        read_half_bytes(n as u64);
         self.hasher
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .update(&buf[..n]);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// Half of what both passes read: the progress bar's position, in the files' bytes.
+    fn progress_of(size: usize, small: bool) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![b'x'; size]).unwrap();
+        let file = File::open(&path).unwrap();
+        let c = crate::events::counters();
+        let before = c.half_bytes_read.load(Ordering::Relaxed);
+        let mut first = identify(&file, size as u64, small).unwrap();
+        let (_pass, mut raw) = Pass::start(&file, &mut first).unwrap();
+        io::copy(&mut raw, &mut io::sink()).unwrap();
+        (c.half_bytes_read.load(Ordering::Relaxed) - before) / 2
+    }
+
+    #[test]
+    fn progress_counts_each_files_bytes_once_whichever_way_it_is_read() {
+        assert_eq!(progress_of(3_000, true), 3_000);
+        assert_eq!(progress_of(700_001, false), 700_001);
     }
 }
