@@ -23,9 +23,10 @@ impl Report for ExportReport {
         for b in &s.batches {
             let _ = writeln!(
                 out,
-                "  {}  {:>10} records  ids {}–{}{}",
+                "  {}  {:>10} record{}  ids {}–{}{}",
                 b.file,
                 thousands(b.rows),
+                if b.rows == 1 { "" } else { "s" },
                 b.first_record_id,
                 b.last_record_id,
                 if b.resumed {

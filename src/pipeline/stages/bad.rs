@@ -71,9 +71,11 @@ impl BadRecords {
                 Kind::TooManyBadRecords,
                 if complete {
                     format!(
-                        "{} of {total} records are bad, more than max_bad_records = {limit}; \
+                        "{} of {total} record{} {} bad, more than max_bad_records = {limit}; \
                          the first: {at}",
-                        self.count
+                        self.count,
+                        crate::reject::plural(total as usize),
+                        if self.count == 1 { "is" } else { "are" }
                     )
                 } else {
                     format!("more than max_bad_records = {limit} records are bad; the first: {at}")
