@@ -388,6 +388,7 @@ struct RawColumn {
     timezone: Option<Zone>,
     scale: Option<u32>,
     decimal_separator: Option<String>,
+    thousands_separator: Option<String>,
 }
 
 impl RawDataset {
@@ -584,6 +585,33 @@ impl RawColumn {
                 "," => ',',
                 _ => return Err(format!("decimal_separator {sep:?} must be \".\" or \",\"")),
             };
+        }
+        if let Some(sep) = &self.thousands_separator {
+            if !matches!(ty, ColType::Int | ColType::Float | ColType::Decimal) {
+                return Err("thousands_separator applies to int, float and decimal columns".into());
+            }
+            let c_sep = match sep.as_str() {
+                "." => '.',
+                "," => ',',
+                "'" => '\'',
+                " " => ' ',
+                "\u{a0}" => '\u{a0}',
+                "\u{202f}" => '\u{202f}',
+                _ => {
+                    return Err(format!(
+                        "thousands_separator {sep:?} must be \".\", \",\", \"'\", \" \" or a \
+                         no-break space (\"\\u00a0\", \"\\u202f\")"
+                    ))
+                }
+            };
+            if c_sep == c.decimal_separator && ty != ColType::Int {
+                return Err(format!(
+                    "thousands_separator {sep:?} is the decimal separator too; set \
+                     decimal_separator = \"{}\"",
+                    if c_sep == ',' { "." } else { "," }
+                ));
+            }
+            c.thousands_separator = Some(c_sep);
         }
         if let Some(allowed) = &self.allowed {
             c.allowed = allowed_values(&c, allowed)?;

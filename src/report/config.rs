@@ -182,6 +182,9 @@ fn column(o: &mut String, c: &ColumnView) {
     if let Some(s) = &c.decimal_separator {
         extra.push(format!("decimal_separator {s:?}"));
     }
+    if let Some(s) = &c.thousands_separator {
+        extra.push(format!("thousands_separator {s:?}"));
+    }
     let _ = writeln!(
         o,
         "  column {:<18} {:<9} {:<8} {}",
@@ -290,6 +293,7 @@ pub struct ColumnView {
     timezone: Option<String>,
     scale: Option<u32>,
     decimal_separator: Option<String>,
+    thousands_separator: Option<String>,
 }
 
 impl ColumnView {
@@ -326,6 +330,7 @@ impl ColumnView {
             scale: c.scale,
             decimal_separator: matches!(c.ty, ColType::Float | ColType::Decimal)
                 .then(|| c.decimal_separator.to_string()),
+            thousands_separator: c.thousands_separator.map(String::from),
         }
     }
 }

@@ -152,6 +152,10 @@ pub struct ColumnSpec {
     pub scale: Option<u32>,
     /// The decimal separator of `float` and `decimal` values in the files.
     pub decimal_separator: char,
+    /// The character grouping digits by thousands in `int`, `float` and `decimal` values
+    /// (`"1.234,50"`), if the files use one. Groups are checked, never guessed: `"1.23,5"` is
+    /// rejected, not read as 1.235.
+    pub thousands_separator: Option<char>,
 }
 
 impl ColumnSpec {
@@ -168,6 +172,7 @@ impl ColumnSpec {
             timezone: FixedOffset::east_opt(0).expect("zero offset"),
             scale: None,
             decimal_separator: '.',
+            thousands_separator: None,
         }
     }
 
@@ -206,6 +211,12 @@ impl ColumnSpec {
         let s = raw.trim();
         if s.is_empty() {
             return Ok(Value::Null);
+        }
+        if let Some(sep) = self.thousands_separator.filter(|c| s.contains(*c)) {
+            if matches!(self.ty, ColType::Int | ColType::Float | ColType::Decimal) {
+                let plain = self.ungroup(s, sep)?;
+                return self.parse(Some(&plain)).map(Value::into_owned);
+            }
         }
         match self.ty {
             ColType::String => unreachable!("handled above"),
@@ -247,6 +258,36 @@ impl ColumnSpec {
                 .map(|d| Value::Text(Cow::Owned(d)))
                 .map_err(|why| format!("{s:?} is not a decimal{why}")),
         }
+    }
+
+    /// A number written with thousands separators, without them: the digits before the decimal
+    /// separator must come in groups of three after the first (of one to three); none may
+    /// appear after it, nor in an exponent.
+    fn ungroup(&self, s: &str, sep: char) -> Result<String, String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "{s:?} is not a number with {sep:?} between groups of thousands: {why}"
+            ))
+        };
+        let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+        let sign = &s[..s.len() - unsigned.len()];
+        let (whole, rest) = match unsigned.find(self.decimal_separator) {
+            Some(i) if self.ty != ColType::Int => unsigned.split_at(i),
+            _ => (unsigned, ""),
+        };
+        if rest.contains(sep) {
+            return bad("a separator after the decimal separator");
+        }
+        if unsigned.contains(['e', 'E']) {
+            return bad("an exponent with grouped digits");
+        }
+        let groups: Vec<&str> = whole.split(sep).collect();
+        let digits = |g: &str| g.bytes().all(|b| b.is_ascii_digit());
+        let first_ok = (1..=3).contains(&groups[0].len()) && digits(groups[0]);
+        if !first_ok || groups[1..].iter().any(|g| g.len() != 3 || !digits(g)) {
+            return bad("the groups after the first must have exactly three digits");
+        }
+        Ok(format!("{sign}{}{rest}", groups.concat()))
     }
 
     fn with_point<'a>(&self, s: &'a str) -> Cow<'a, str> {

@@ -169,3 +169,38 @@ fn key_hashes_are_stable_and_typed() {
     );
     assert_eq!(h(&|k| k.real(0.0)), h(&|k| k.real(-0.0)));
 }
+
+#[test]
+fn thousands_separators_are_checked_not_guessed() {
+    let mut d = col(ColType::Decimal);
+    d.decimal_separator = ',';
+    d.thousands_separator = Some('.');
+    assert_eq!(ok(&d, "1.234,50"), Value::Text("1234.5".into()));
+    assert_eq!(ok(&d, "-12.345.678,9"), Value::Text("-12345678.9".into()));
+    assert_eq!(ok(&d, "999,5"), Value::Text("999.5".into()));
+    assert_eq!(
+        ok(&d, "1234,5"),
+        Value::Text("1234.5".into()),
+        "grouping is optional"
+    );
+    for bad in [
+        "1.23,5",
+        "1.2345,0",
+        ".123,4",
+        "1..234",
+        "1.234,5.6",
+        "1234.5",
+        "1.234e3",
+    ] {
+        assert!(d.convert(Some(bad)).is_err(), "{bad:?} must be rejected");
+    }
+    let mut i = col(ColType::Int);
+    i.thousands_separator = Some(',');
+    assert_eq!(ok(&i, "1,234,567"), Value::Int(1_234_567));
+    assert_eq!(ok(&i, "+1,000"), Value::Int(1000));
+    assert!(i.convert(Some("1,23")).is_err());
+    assert!(i.convert(Some("1,234.0")).is_err());
+    let mut f = col(ColType::Float);
+    f.thousands_separator = Some('\u{a0}');
+    assert_eq!(ok(&f, "1\u{a0}234.5"), Value::Real(1234.5));
+}

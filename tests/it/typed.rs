@@ -517,6 +517,7 @@ fn the_example_config_documents_and_loads() {
         "timezone",
         "scale",
         "decimal_separator",
+        "thousands_separator",
     ] {
         assert!(
             text.lines().any(|l| l
@@ -663,3 +664,52 @@ both_stores! {
 }
 
 use std::path::Path;
+
+#[test]
+fn numbers_written_the_european_way_load_exactly_and_bad_grouping_is_rejected() {
+    let s = Spool::new();
+    fs::write(
+        s.root.join("ferry.toml"),
+        "[[dataset]]\nname = \"eu\"\nmax_bad_records = 5\ndelimiter = \";\"\n\
+         columns = [\n\
+           { name = \"n\", type = \"int\", thousands_separator = \".\" },\n\
+           { name = \"amount\", type = \"decimal\", scale = 2, decimal_separator = \",\", thousands_separator = \".\" },\n\
+           { name = \"w\", type = \"float\", decimal_separator = \",\", thousands_separator = \" \" },\n\
+         ]\n",
+    )
+    .unwrap();
+    s.drop_file(
+        "eu/a.csv",
+        "n;amount;w\n1.234;1.234,50;1 000,5\n7;0,5;2\n12.34;1.23,4;3\n".as_bytes(),
+    );
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(
+        s.rows("eu"),
+        vec![
+            vec![
+                Some("2".into()),
+                Some("1234".into()),
+                Some("1234.50".into()),
+                Some("1000.5".into())
+            ],
+            vec![
+                Some("3".into()),
+                Some("7".into()),
+                Some("0.50".into()),
+                Some("2".into())
+            ],
+        ]
+    );
+    let f = &s.files()[0];
+    assert_eq!(
+        f["rejected"], 1,
+        "the row with bad grouping is set aside: {f}"
+    );
+    // A separator that is the decimal separator too is a config error, not a guess.
+    fs::write(
+        s.root.join("ferry.toml"),
+        "[[dataset]]\nname = \"eu\"\ncolumns = [{ name = \"a\", type = \"decimal\", thousands_separator = \".\" }]\n",
+    )
+    .unwrap();
+    s.ferry_ok(&["config", "check"], 2);
+}
