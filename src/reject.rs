@@ -43,6 +43,9 @@ pub enum Kind {
     JsonDuplicateKey,
     /// A JSON record (an NDJSON line, or one element of an array) longer than `max_line_bytes`.
     JsonRecordTooLong,
+    /// A row of a compact JSON file (arrays under a header row of names) with more or fewer
+    /// values than the header names.
+    JsonRowLength,
     /// A NUL character in the text (or a `\u0000` escape in a JSON string): most tools cut the
     /// value there, and PostgreSQL cannot store it. Allowed with `allow_nul = true`.
     EncodingNul,
@@ -101,6 +104,7 @@ impl Kind {
         Kind::JsonNotRecords,
         Kind::JsonDuplicateKey,
         Kind::JsonRecordTooLong,
+        Kind::JsonRowLength,
         Kind::EncodingNul,
         Kind::GzipCorrupt,
         Kind::SchemaMissingColumn,
@@ -137,6 +141,7 @@ impl Kind {
             Kind::JsonNotRecords => "json.not_records",
             Kind::JsonDuplicateKey => "json.duplicate_key",
             Kind::JsonRecordTooLong => "json.record_too_long",
+            Kind::JsonRowLength => "json.row_length",
             Kind::EncodingNul => "encoding.nul",
             Kind::GzipCorrupt => "gzip.corrupt",
             Kind::SchemaMissingColumn => "schema.missing_column",

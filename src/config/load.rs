@@ -359,6 +359,7 @@ pub(super) struct RawDataset {
     encoding: Option<EncodingName>,
     /// `strict` (RFC 4180, the default) or `lenient` (stray quotes read as csv-core reads them).
     quotes: Option<QuotesName>,
+    records: Option<RecordsName>,
     /// The longest record accepted: bytes (`16777216`) or a size (`"16MiB"`).
     max_line_bytes: Option<Size>,
     /// Keep NUL characters instead of refusing the file.
@@ -457,6 +458,7 @@ impl RawDataset {
                 .max_line_bytes
                 .map_or(crate::format::DEFAULT_MAX_RECORD, |s| s.0),
             allow_nul: self.allow_nul.unwrap_or(false),
+            json_records: self.records.map_or(Default::default(), |r| r.0),
         }
     }
 

@@ -139,6 +139,22 @@ impl<'de> Deserialize<'de> for QuotesName {
     }
 }
 
+/// `records = "auto" | "objects" | "arrays"`: what a JSON file's records are.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecordsName(pub crate::format::json::Records);
+
+impl<'de> Deserialize<'de> for RecordsName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::format::json::Records;
+        from_str_with(d, |s| match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(RecordsName(Records::Auto)),
+            "objects" => Ok(RecordsName(Records::Objects)),
+            "arrays" => Ok(RecordsName(Records::Arrays)),
+            _ => Err(format!("unknown records {s:?} (auto, objects, arrays)")),
+        })
+    }
+}
+
 /// A size in bytes: a count (`65536`) or with a unit (`"64KiB"`, `"16MiB"`, `"1GiB"`, also
 /// `KB`/`MB`/`GB` as powers of 1000). Between 1 KiB and 1 GiB.
 #[derive(Debug, Clone, Copy)]

@@ -58,6 +58,8 @@ pub struct FormatOptions {
     pub max_record: usize,
     /// Whether NUL characters are kept instead of refused.
     pub allow_nul: bool,
+    /// What a JSON file's records are: objects, arrays under a header row, or either (`auto`).
+    pub json_records: json::Records,
 }
 
 impl Default for FormatOptions {
@@ -73,6 +75,7 @@ impl Default for FormatOptions {
             strict_quotes: true,
             max_record: DEFAULT_MAX_RECORD,
             allow_nul: false,
+            json_records: json::Records::Auto,
         }
     }
 }
@@ -266,6 +269,18 @@ pub struct Opened<'a> {
     csv: csv::CsvOptions,
     json: json::JsonOptions,
     pointer: Vec<String>,
+    /// A `.json` file that is a stream of arrays, one per line, starting with a header row of
+    /// names (`["a","b"]` then `[1,2]`): read line by line like NDJSON. (As one JSON document,
+    /// an array of strings could not be records, so nothing else is read differently.)
+    compact_lines: bool,
+}
+
+/// Whether text starts with `[` then `"`: a header row of a compact JSON stream.
+fn starts_with_names(head: &[u8]) -> bool {
+    let mut b = head
+        .iter()
+        .skip_while(|c| c.is_ascii_whitespace() || **c == 0xEF || **c == 0xBB || **c == 0xBF);
+    b.next() == Some(&b'[') && b.find(|c| !c.is_ascii_whitespace()) == Some(&b'"')
 }
 
 /// How much decoded text detection looks at.
@@ -315,7 +330,12 @@ pub fn open<'a>(
         json: json::JsonOptions {
             max_record: opts.max_record,
             allow_nul: opts.allow_nul,
+            records: opts.json_records,
         },
+        compact_lines: format == Format::Json
+            && pointer.is_empty()
+            && opts.json_records != json::Records::Objects
+            && starts_with_names(&head),
         pointer: pointer.to_vec(),
     })
 }
@@ -326,6 +346,7 @@ impl Opened<'_> {
         match self.format {
             Format::Csv => csv::parse(self.reader, &self.csv, out),
             Format::Ndjson => json::parse_ndjson(self.reader, &self.json, out),
+            Format::Json if self.compact_lines => json::parse_ndjson(self.reader, &self.json, out),
             Format::Json => json::parse_json(self.reader, &self.pointer, &self.json, out),
         }
     }

@@ -85,3 +85,56 @@ fn every_format_case_is_stored_as_expected() {
         );
     }
 }
+
+#[test]
+fn compact_json_loads_the_same_typed_values_as_objects() {
+    let s = Spool::new();
+    fs::write(
+        s.root.join("ferry.toml"),
+        "[[dataset]]\nname = \"t\"\nmatch = \"**\"\n\
+         columns = [{ name = \"id\", type = \"int\" }, { name = \"amount\", type = \"decimal\" }, \
+         { name = \"day\", type = \"date\" }, { name = \"note\" }]\n",
+    )
+    .unwrap();
+    s.drop_file(
+        "t/objects.ndjson",
+        br#"{"id":1,"amount":12.50,"day":"2026-11-01","note":{"k":[1]}}
+{"id":2,"amount":"0.1","day":"2026-11-02","note":null}
+"#,
+    );
+    let rows = |s: &Spool| {
+        let mut r: Vec<_> = s
+            .rows("t")
+            .into_iter()
+            .map(|mut r| {
+                r.remove(0);
+                r
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    s.ferry_ok(&["run"], 0);
+    let expected = rows(&s);
+    assert_eq!(expected.len(), 2);
+    for (name, body) in [
+        (
+            "t/array.json",
+            &br#"[["id","amount","day","note"],[1,12.50,"2026-11-01",{"k":[1]}],[2,"0.1","2026-11-02",null]]"#[..],
+        ),
+        (
+            "t/lines.json",
+            &b"[\"id\",\"amount\",\"day\",\"note\"]\n[1,12.50,\"2026-11-01\",{\"k\":[1]}]\n[2,\"0.1\",\"2026-11-02\",null]\n"[..],
+        ),
+        (
+            "t/lines.ndjson",
+            &b"[\"id\",\"amount\",\"day\",\"note\"]\n[1,12.50,\"2026-11-01\",{\"k\":[1]}]\n[2,\"0.1\",\"2026-11-02\",null]\n"[..],
+        ),
+    ] {
+        let t = Spool::new();
+        fs::copy(s.root.join("ferry.toml"), t.root.join("ferry.toml")).unwrap();
+        t.drop_file(name, body);
+        t.ferry_ok(&["run"], 0);
+        assert_eq!(rows(&t), expected, "{name}");
+    }
+}

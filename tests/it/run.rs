@@ -64,7 +64,7 @@ fn assert_matches_expectations(s: &Spool) {
         }
     }
     // What the ledger says was stored is what the tables hold.
-    for (table, n) in [("customers", 8), ("orders", 9), ("default", 2)] {
+    for (table, n) in [("customers", 8), ("orders", 11), ("default", 2)] {
         assert_eq!(
             s.count(&format!("SELECT count(*) FROM \"{table}\"")),
             n,
@@ -125,7 +125,7 @@ both_stores! {
         let quarantine_before = tree(&s.root.join("quarantine"));
         let report: Value =
             serde_json::from_slice(&s.ferry_ok(&["run", "--keep", dir, "--json"], 0).stdout).unwrap();
-        assert_eq!(report["unchanged"], 16);
+        assert_eq!(report["unchanged"], 18);
         assert_eq!(report["ingested"], 0);
         assert_eq!(s.files(), ledger_before, "a rerun adds no ledger row");
         assert_eq!(tree(&s.root.join("quarantine")), quarantine_before);

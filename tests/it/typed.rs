@@ -499,6 +499,7 @@ fn the_example_config_documents_and_loads() {
         "header",
         "names",
         "json_pointer",
+        "records",
         "encoding",
         "quotes",
         "max_line_bytes",

@@ -32,6 +32,7 @@ pub struct JsonOptions {
     pub max_record: usize,
     /// Keep `\u0000` in strings instead of refusing the file.
     pub allow_nul: bool,
+    pub records: Records,
 }
 
 impl Default for JsonOptions {
@@ -39,8 +40,32 @@ impl Default for JsonOptions {
         JsonOptions {
             max_record: super::DEFAULT_MAX_RECORD,
             allow_nul: false,
+            records: Records::Auto,
         }
     }
+}
+
+/// What a JSON file's records are (`records = …` on a dataset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Records {
+    /// Objects, or arrays under a header row when the first record is an array of strings.
+    #[default]
+    Auto,
+    /// Objects only (an array is `json.not_records`).
+    Objects,
+    /// Compact rows: the first array names the columns, every later array holds one record's
+    /// values in that order (ClickHouse's JSONCompactEachRowWithNames, and JSON arrays of
+    /// arrays with a header row).
+    Arrays,
+}
+
+/// What a file's records turned out to be, decided by its first one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Shape {
+    Unknown,
+    Objects,
+    /// Arrays: the header's columns, in order.
+    Arrays(Vec<usize>),
 }
 
 /// Most distinct keys a file may use (bounds the column list, whatever the input).
@@ -90,6 +115,7 @@ pub(super) struct Rows<'o> {
     pub(super) records: u64,
     /// Bytes read since the last record ended (shared with the `Limit` reader).
     pub(super) since_record: Rc<Cell<usize>>,
+    pub(super) shape: Shape,
 }
 
 impl<'o> Rows<'o> {
@@ -106,6 +132,7 @@ impl<'o> Rows<'o> {
             stop: None,
             records: 0,
             since_record: Rc::new(Cell::new(0)),
+            shape: Shape::Unknown,
         }
     }
 
@@ -334,10 +361,12 @@ pub fn parse_json(
             rows.finish(1)?;
             while de.end().is_err() {
                 let n = rows.records + 1;
-                RecordSeed(&mut rows)
+                let record = RecordSeed(&mut rows)
                     .deserialize(&mut de)
                     .map_err(|e| json_reject(e, &mut rows, None))?;
-                rows.finish(n)?;
+                if record {
+                    rows.finish(n)?;
+                }
             }
         }
     }
@@ -384,17 +413,22 @@ pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Re
         let mut de = serde_json::Deserializer::from_slice(&line);
         let parsed = RecordSeed(&mut rows)
             .deserialize(&mut de)
-            .and_then(|()| de.end());
-        if let Err(e) = parsed {
-            let mut stop = json_reject(e, &mut rows, Some(n));
-            if let Stop::Reject(r) = &mut stop {
-                if r.kind == Kind::JsonNotRecords {
-                    r.message = format!("line {n} is not a JSON object");
+            .and_then(|record| de.end().map(|()| record));
+        let record = match parsed {
+            Ok(record) => record,
+            Err(e) => {
+                let mut stop = json_reject(e, &mut rows, Some(n));
+                if let Stop::Reject(r) = &mut stop {
+                    if r.kind == Kind::JsonNotRecords && !r.message.contains("array") {
+                        r.message = format!("line {n} is not a JSON object");
+                    }
                 }
+                return Err(stop);
             }
-            return Err(stop);
+        };
+        if record {
+            rows.finish(n)?;
         }
-        rows.finish(n)?;
     }
     if !any {
         return Err(Reject::new(Kind::Empty, Stage::Parse, "the file holds no records").into());

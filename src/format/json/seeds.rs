@@ -1,7 +1,7 @@
 //! The serde seeds and visitors that walk a JSON document: a record (an object) into `Rows`,
 //! an array of records, a stream of records, the way down a JSON pointer.
 
-use super::{bare_message, Rows};
+use super::{bare_message, Records, Rows, Shape};
 use crate::format::text::nul_reject;
 use crate::reject::{Kind, Reject, Stage};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -11,11 +11,13 @@ use std::fmt;
 /// Marker message for "a record was expected here": serde reports it as a data error.
 const EXPECTED_RECORD: &str = "a JSON object (a record)";
 
+/// One record: an object, or (compact JSON) an array of values under the header row — or the
+/// header row itself. `true`: a record to pass on; `false`: it was the header.
 pub(super) struct RecordSeed<'a, 'o>(pub &'a mut Rows<'o>);
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
         d.deserialize_any(RecordVisitor(self.0))
     }
 }
@@ -23,17 +25,99 @@ impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_> {
 pub(super) struct RecordVisitor<'a, 'o>(&'a mut Rows<'o>);
 
 impl<'de> Visitor<'de> for RecordVisitor<'_, '_> {
-    type Value = ();
+    type Value = bool;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(EXPECTED_RECORD)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(col) = map.next_key_seed(KeySeed(&mut *self.0))? {
-            let raw: Box<RawValue> = map.next_value()?;
-            value(self.0, col, raw.get())?;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let rows = self.0;
+        let n = rows.records + 1;
+        if matches!(rows.shape, Shape::Arrays(_)) || rows.opt.records == Records::Arrays {
+            return Err(not_records(
+                rows,
+                format!(
+                    "record {n} is an object, but this file's records are arrays under a header \
+                     row of column names"
+                ),
+            ));
         }
-        Ok(())
+        rows.shape = Shape::Objects;
+        while let Some(col) = map.next_key_seed(KeySeed(&mut *rows))? {
+            let raw: Box<RawValue> = map.next_value()?;
+            value(rows, col, raw.get())?;
+        }
+        Ok(true)
     }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let rows = self.0;
+        let n = rows.records + 1;
+        if rows.shape == Shape::Objects || rows.opt.records == Records::Objects {
+            return Err(not_records(
+                rows,
+                format!("record {n} is an array, but this file's records are objects"),
+            ));
+        }
+        match std::mem::replace(&mut rows.shape, Shape::Unknown) {
+            Shape::Arrays(cols) => {
+                let mut i = 0;
+                while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+                    let Some(&col) = cols.get(i) else {
+                        return Err(row_length(rows, n, None, cols.len()));
+                    };
+                    value(rows, col, raw.get())?;
+                    i += 1;
+                }
+                if i < cols.len() {
+                    return Err(row_length(rows, n, Some(i), cols.len()));
+                }
+                rows.shape = Shape::Arrays(cols);
+                Ok(true)
+            }
+            _ => {
+                // The first array: the header row, every element a column name.
+                let mut cols = Vec::new();
+                while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+                    let Ok(name) = serde_json::from_str::<String>(raw.get()) else {
+                        return Err(not_records(
+                            rows,
+                            format!(
+                                "the first record is an array, but not of column names: {} is \
+                                 not a string (compact JSON starts with a header row of names)",
+                                raw.get()
+                            ),
+                        ));
+                    };
+                    cols.push(rows.column(&name)?);
+                }
+                if cols.is_empty() {
+                    return Err(not_records(rows, "the header row names no columns".into()));
+                }
+                rows.shape = Shape::Arrays(cols);
+                Ok(false)
+            }
+        }
+    }
+}
+
+fn not_records<E: de::Error>(rows: &mut Rows, message: String) -> E {
+    rows.fail(Reject::new(Kind::JsonNotRecords, Stage::Parse, message))
+}
+
+/// A compact row with `got` values (`None`: more than the header names).
+fn row_length<E: de::Error>(rows: &mut Rows, n: u64, got: Option<usize>, names: usize) -> E {
+    let s = |k: usize| if k == 1 { "" } else { "s" };
+    let message = match got {
+        None => format!(
+            "record {n} has more values than the {names} column{} the header row names",
+            s(names)
+        ),
+        Some(k) => format!(
+            "record {n} has {k} value{}; the header row names {names} column{}",
+            s(k),
+            s(names)
+        ),
+    };
+    rows.fail(Reject::new(Kind::JsonRowLength, Stage::Parse, message))
 }
 
 /// Stores one value as its text: strings unescaped, everything else as sent.
@@ -107,8 +191,10 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_> {
         rows.since_record.set(0);
         loop {
             let n = rows.records + 1;
-            if seq.next_element_seed(RecordSeed(rows))?.is_none() {
-                return Ok(());
+            match seq.next_element_seed(RecordSeed(rows))? {
+                None => return Ok(()),
+                Some(false) => continue,
+                Some(true) => {}
             }
             if let Err(stop) = rows.finish(n) {
                 rows.stop = Some(stop);

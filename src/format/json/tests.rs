@@ -136,7 +136,7 @@ fn messages_name_the_line_the_error_is_recorded_at() {
 fn records_longer_than_the_limit_are_refused_unread() {
     let opt = JsonOptions {
         max_record: 100,
-        allow_nul: false,
+        ..JsonOptions::default()
     };
     let long = format!("[{{\"a\":\"{}\"}}]", "x".repeat(1 << 20));
     let mut c = Collect::default();
@@ -156,4 +156,58 @@ fn records_longer_than_the_limit_are_refused_unread() {
     let many = format!("[{}]", vec!["{\"a\":\"0123456789\"}"; 10_000].join(","));
     let mut c = Collect::default();
     assert!(parse_json(many.as_bytes(), &[], &opt, &mut c).is_ok());
+}
+
+#[test]
+fn compact_rows_under_a_header_row() {
+    // A JSON array of arrays, and the same as NDJSON (JSONCompactEachRowWithNames).
+    let doc = r#"[["id","name","tags"],[1,"a",["x"]],[2,null,{"k":1}]]"#;
+    let lines = "[\"id\",\"name\",\"tags\"]\n[1,\"a\",[\"x\"]]\n\n[2,null,{\"k\":1}]\n";
+    for c in [json(doc, "").unwrap(), ndjson(lines).unwrap()] {
+        assert_eq!(c.cols, ["id", "name", "tags"]);
+        assert_eq!(c.rows.len(), 2);
+        assert_eq!(c.rows[0].1, vec![s("1"), s("a"), s("[\"x\"]")]);
+        assert_eq!(c.rows[1].1, vec![s("2"), None, s("{\"k\":1}")]);
+    }
+    // Under a pointer too; a header alone is a file with columns and no records.
+    let c = json(r#"{"data":[["a"],[1]]}"#, "/data").unwrap();
+    assert_eq!((c.cols.len(), c.rows.len()), (1, 1));
+    assert_eq!(json(r#"[["a","b"]]"#, "").unwrap().rows.len(), 0);
+}
+
+#[test]
+fn compact_rows_that_do_not_fit_their_header_are_refused() {
+    let kind = |doc: &str| json(doc, "").unwrap_err().kind;
+    assert_eq!(kind(r#"[["a","b"],[1]]"#), Kind::JsonRowLength);
+    assert_eq!(kind(r#"[["a","b"],[1,2,3]]"#), Kind::JsonRowLength);
+    assert_eq!(kind(r#"[["a","a"],[1,2]]"#), Kind::JsonDuplicateKey);
+    assert_eq!(
+        kind(r#"[[1,2],[3,4]]"#),
+        Kind::JsonNotRecords,
+        "no header row"
+    );
+    assert_eq!(
+        kind(r#"[["a"],{"a":1}]"#),
+        Kind::JsonNotRecords,
+        "arrays, then an object"
+    );
+    assert_eq!(
+        kind(r#"[{"a":1},["a"]]"#),
+        Kind::JsonNotRecords,
+        "objects, then an array"
+    );
+    assert_eq!(kind(r#"[[],[1]]"#), Kind::JsonNotRecords);
+    let e = ndjson("[\"a\",\"b\"]\n[1,2]\n[3]\n").unwrap_err();
+    assert_eq!((e.kind, e.line), (Kind::JsonRowLength, Some(3)));
+    // `records = "objects"` refuses arrays; `"arrays"` refuses objects.
+    let only = |records: Records, doc: &str| {
+        let opt = JsonOptions {
+            records,
+            ..JsonOptions::default()
+        };
+        parse_json(doc.as_bytes(), &[], &opt, &mut Collect::default()).map(|_| ())
+    };
+    assert!(only(Records::Objects, r#"[["a"],[1]]"#).is_err());
+    assert!(only(Records::Arrays, r#"[{"a":1}]"#).is_err());
+    assert!(only(Records::Arrays, r#"[["a"],[1]]"#).is_ok());
 }
