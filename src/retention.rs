@@ -274,7 +274,14 @@ fn fate(
     if let Err(e) = std::fs::remove_file(&path) {
         return Ok(Fate::Left(format!("cannot be removed: {e}")));
     }
-    let mut beside: Vec<PathBuf> = vec![reason_path(&path)];
+    // What ferry wrote beside it, and only that: a quarantined file's reason file when it names
+    // this ledger row (an archived partner file may well be called `x.csv.reason.json`), and the
+    // rejects report the row records.
+    let mut beside: Vec<PathBuf> = Vec::new();
+    let reason = reason_path(&path);
+    if root == cfg.spool.quarantine && reason_of(&reason, row.id) {
+        beside.push(reason);
+    }
     if let Some(r) = row.rejects_at.as_deref() {
         let report = cfg.spool.resolve(r);
         if inside(&report, &cfg.spool.root) {
@@ -291,6 +298,19 @@ fn fate(
     }
     store.mark_pruned(row.id, at)?;
     Ok(Fate::Removed(bytes))
+}
+
+/// Whether a reason file is the one ferry wrote for ledger row `id`.
+fn reason_of(path: &Path, id: i64) -> bool {
+    use std::io::Read;
+    let Ok(f) = fsio::open_regular(path) else {
+        return false;
+    };
+    let mut text = String::new();
+    if f.take(1 << 20).read_to_string(&mut text).is_err() {
+        return false;
+    }
+    serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["ledger_id"] == id)
 }
 
 /// Whether `path` is below `root` without climbing out of it.

@@ -27,11 +27,13 @@ both_stores! {
         )
         .unwrap();
         s.drop_file("orders/a.csv", b"id,v\n1,a\n2,b\n");
-        s.drop_file("orders/b.csv", b"id,v\n1,a\n2,b\n"); // a duplicate of a.csv
         s.drop_file("orders/bad.csv", b"id,v\n3,\"open\n");
         s.drop_file("orders/young.csv", b"id,v\n4,d\n");
         s.drop_file("orders/changed.csv", b"id,v\n5,e\n");
         s.ferry_ok(&["run"], 3);
+        // Sent again under another name, after a.csv was loaded: a duplicate of it.
+        s.drop_file("orders/b.csv", b"id,v\n1,a\n2,b\n");
+        s.ferry_ok(&["run"], 0);
         let place: Vec<_> = ["orders/a.csv", "orders/b.csv", "orders/bad.csv", "orders/young.csv", "orders/changed.csv"]
             .iter()
             .map(|p| stored_at(&s, p))
@@ -162,4 +164,22 @@ both_stores! {
         s.ferry_ok(&["quarantine", "retry", &bad1.to_string()], 3);
         assert_eq!(s.json(&["status", "--json"])["quarantined"], 2);
     }
+}
+
+#[test]
+fn pruning_an_archived_file_leaves_a_partner_file_named_like_its_reason_file() {
+    let s = Spool::new();
+    fs::write(s.root.join("ferry.toml"), "[retention]\narchive_days = 1\n").unwrap();
+    s.drop_file("orders/a.csv", b"id\n1\n");
+    s.ferry_ok(&["run"], 0);
+    s.drop_file("orders/a.csv.reason.json", b"[{\"id\":2}]");
+    s.ferry_ok(&["run"], 0);
+    let partner = stored_at(&s, "orders/a.csv.reason.json");
+    s.query("UPDATE files SET finished_at = '2020-01-01T00:00:00Z' WHERE path = 'orders/a.csv'");
+    s.ferry_ok(&["prune"], 0);
+    assert!(!stored_at(&s, "orders/a.csv").exists());
+    assert!(
+        partner.exists(),
+        "a partner's archived file is never taken for a sidecar"
+    );
 }
