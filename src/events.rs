@@ -328,6 +328,22 @@ pub struct DatasetCounters {
 }
 
 impl Counters {
+    fn count_quarantined(&self, dataset: Option<&str>, reject: &Reject, bytes: u64) {
+        self.quarantined.fetch_add(1, Ordering::Relaxed);
+        *self
+            .quarantined_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reject.kind.id())
+            .or_default() += 1;
+        if let Some(name) = dataset {
+            self.dataset(name, |d| {
+                d.quarantined += 1;
+                d.bytes += bytes;
+            });
+        }
+    }
+
     /// Changes a dataset's counters.
     pub fn dataset(&self, name: &str, change: impl FnOnce(&mut DatasetCounters)) {
         let mut all = self.datasets.lock().unwrap_or_else(|p| p.into_inner());
@@ -398,18 +414,7 @@ impl Event<'_> {
                 );
                 summary.quarantined += 1;
                 summary.bytes += bytes;
-                c.quarantined.fetch_add(1, Ordering::Relaxed);
-                *c.quarantined_by_kind
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(reject.kind.id())
-                    .or_default() += 1;
-                if let Some(name) = dataset {
-                    c.dataset(name, |d| {
-                        d.quarantined += 1;
-                        d.bytes += bytes;
-                    });
-                }
+                c.count_quarantined(dataset, reject, bytes);
             }
             Event::Unchanged { path } => {
                 tracing::debug!(path, "file already handled; skipped");

@@ -72,16 +72,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         rescan,
         waiting_since: HashMap::new(),
     };
-    // Joined when the daemon stops (the guard's drop), so a prune is not cut between a file's
-    // removal and its ledger mark.
-    let _retention = Joined(
-        if cfg.retention.is_set() {
-            Some(crate::retention::daily(cfg.clone(), stop.clone())?)
-        } else {
-            None
-        },
-        stop.clone(),
-    );
+    let _retention = retention(cfg, stop)?;
     let mut backoff = BACKOFF.0;
     let mut first = true;
     loop {
@@ -144,6 +135,17 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             return Ok(Outcome::Done);
         }
     }
+}
+
+/// The daily prune when retention is set, joined when the daemon stops (the guard's drop), so a
+/// prune is not cut between a file's removal and its ledger mark.
+fn retention(cfg: &Config, stop: &Shutdown) -> Result<Joined> {
+    let thread = if cfg.retention.is_set() {
+        Some(crate::retention::daily(cfg.clone(), stop.clone())?)
+    } else {
+        None
+    };
+    Ok(Joined(thread, stop.clone()))
 }
 
 /// A helper thread that ends when the daemon's stop is triggered, waited for on the way out

@@ -589,37 +589,42 @@ impl RawColumn {
             };
         }
         if let Some(sep) = &self.thousands_separator {
-            if !matches!(ty, ColType::Int | ColType::Float | ColType::Decimal) {
-                return Err("thousands_separator applies to int, float and decimal columns".into());
-            }
-            let c_sep = match sep.as_str() {
-                "." => '.',
-                "," => ',',
-                "'" => '\'',
-                " " => ' ',
-                "\u{a0}" => '\u{a0}',
-                "\u{202f}" => '\u{202f}',
-                _ => {
-                    return Err(format!(
-                        "thousands_separator {sep:?} must be \".\", \",\", \"'\", \" \" or a \
-                         no-break space (\"\\u00a0\", \"\\u202f\")"
-                    ))
-                }
-            };
-            if c_sep == c.decimal_separator && ty != ColType::Int {
-                return Err(format!(
-                    "thousands_separator {sep:?} is the decimal separator too; set \
-                     decimal_separator = \"{}\"",
-                    if c_sep == ',' { "." } else { "," }
-                ));
-            }
-            c.thousands_separator = Some(c_sep);
+            c.thousands_separator = Some(thousands_separator(sep, ty, c.decimal_separator)?);
         }
         if let Some(allowed) = &self.allowed {
             c.allowed = allowed_values(&c, allowed)?;
         }
         Ok(c)
     }
+}
+
+/// A column's `thousands_separator`, checked against its type and decimal separator.
+fn thousands_separator(sep: &str, ty: ColType, decimal: char) -> Result<char, String> {
+    if !matches!(ty, ColType::Int | ColType::Float | ColType::Decimal) {
+        return Err("thousands_separator applies to int, float and decimal columns".into());
+    }
+    let c = match sep {
+        "." => '.',
+        "," => ',',
+        "'" => '\'',
+        " " => ' ',
+        "\u{a0}" => '\u{a0}',
+        "\u{202f}" => '\u{202f}',
+        _ => {
+            return Err(format!(
+                "thousands_separator {sep:?} must be \".\", \",\", \"'\", \" \" or a no-break \
+                 space (\"\\u00a0\", \"\\u202f\")"
+            ))
+        }
+    };
+    if c == decimal && ty != ColType::Int {
+        return Err(format!(
+            "thousands_separator {sep:?} is the decimal separator too; set decimal_separator = \
+             \"{}\"",
+            if c == ',' { "." } else { "," }
+        ));
+    }
+    Ok(c)
 }
 
 /// A column's allowed values, canonical: through the same conversion as the data, so `case`
