@@ -47,11 +47,12 @@ pub fn render(cfg: &Config) -> (&'static str, String) {
 }
 
 fn collect(cfg: &Config) -> Result<Page> {
-    let status = gather(cfg)?;
+    let mut store = store::open_existing(&cfg.store)?;
+    let status = gather(cfg, store.as_deref_mut())?;
     let now = Utc::now();
     let ago = |d: Duration| (now - d).to_rfc3339_opts(SecondsFormat::Millis, true);
     let (mut hour, mut day, mut quarantined) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
-    if let Some(mut s) = store::open_existing(&cfg.store)? {
+    if let Some(s) = store.as_deref_mut() {
         hour = s.activity_since(&ago(Duration::hours(1)))?;
         day = s.activity_since(&ago(Duration::days(1)))?;
         quarantined = s.files(&FileFilter {

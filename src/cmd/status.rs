@@ -8,17 +8,19 @@ use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::discover::{self, Hold, Readiness};
 use crate::report::{self, Status, Waiting};
-use crate::store::{self, FileState};
+use crate::store::{self, FileState, Store};
 use anyhow::Result;
 use std::time::{Instant, SystemTime};
 
 pub fn run(cfg: &Config, args: &StatusArgs) -> Result<Outcome> {
-    report::print(&gather(cfg)?, args.json)?;
+    let mut store = store::open_existing(&cfg.store)?;
+    report::print(&gather(cfg, store.as_deref_mut())?, args.json)?;
     Ok(Outcome::Done)
 }
 
-/// The spool's state as `status` shows it (the daemon's status page too).
-pub fn gather(cfg: &Config) -> Result<Status> {
+/// The spool's state as `status` shows it (the daemon's status page too), from the store if it
+/// has been set up.
+pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result<Status> {
     let mut st = Status {
         root: cfg.spool.root.display().to_string(),
         incoming: cfg.spool.incoming.display().to_string(),
@@ -35,7 +37,7 @@ pub fn gather(cfg: &Config) -> Result<Status> {
         last_activity: None,
         exports: Vec::new(),
     };
-    if let Some(mut s) = store::open_existing(&cfg.store)? {
+    if let Some(s) = store {
         st.files = s.state_counts()?;
         st.quarantine = s.quarantine_counts()?;
         st.quarantined = st.quarantine.open;

@@ -275,12 +275,11 @@ pub struct Opened<'a> {
     compact_lines: bool,
 }
 
-/// Whether text starts with `[` then `"`: a header row of a compact JSON stream.
+/// Whether decoded text (a BOM already dropped) starts with `[` then `"`: a header row of a
+/// compact JSON stream.
 fn starts_with_names(head: &[u8]) -> bool {
-    let mut b = head
-        .iter()
-        .skip_while(|c| c.is_ascii_whitespace() || **c == 0xEF || **c == 0xBB || **c == 0xBF);
-    b.next() == Some(&b'[') && b.find(|c| !c.is_ascii_whitespace()) == Some(&b'"')
+    let mut b = head.iter().filter(|c| !c.is_ascii_whitespace());
+    b.next() == Some(&b'[') && b.next() == Some(&b'"')
 }
 
 /// How much decoded text detection looks at.
