@@ -46,6 +46,37 @@ pub enum Kind {
     /// A row of a compact JSON file (arrays under a header row of names) with more or fewer
     /// values than the header names.
     JsonRowLength,
+    /// XML that is not well-formed (an unclosed or mismatched tag, text outside the root, …).
+    XmlSyntax,
+    /// An XML file with no element at the dataset's `record_path` (or, by default, no child of
+    /// the root element).
+    XmlNoRecords,
+    /// An XML entity ferry does not expand: an entity declared in a DTD (a "billion laughs"
+    /// file), or a reference to one. DTDs and external entities are never read.
+    XmlEntity,
+    /// An XML record names the same child element twice (`<item>` in a list): which one is the
+    /// column's value is a guess.
+    XmlRepeatedElement,
+    /// A child element of an XML record holds elements of its own, and the dataset is typed:
+    /// its value would be markup, not a value of the column's type.
+    XmlNestedElement,
+    /// An XML record (or anything else in the file outside records) longer than `max_line_bytes`.
+    XmlRecordTooLong,
+    /// A fixed-width line shorter or longer than the layout (`line_length`, or the end of the
+    /// last column), or longer than `max_line_bytes`.
+    FixedLineLength,
+    /// The trailer's record count (`trailer_count`) disagrees with the records in the file, or
+    /// the trailer is missing or holds no number.
+    FixedTrailerMismatch,
+    /// A byte-counted fixed-width column (`unit = "bytes"`) starts or ends inside a multi-byte
+    /// character.
+    FixedSplitCharacter,
+    /// A workbook that cannot be read: not a zip/OLE container, a damaged sheet, a password.
+    XlsxCorrupt,
+    /// The workbook has no sheet of the configured name (or no sheet at all).
+    XlsxNoSheet,
+    /// A workbook bigger than ferry reads into memory.
+    XlsxTooBig,
     /// A NUL character in the text (or a `\u0000` escape in a JSON string): most tools cut the
     /// value there, and PostgreSQL cannot store it. Allowed with `allow_nul = true`.
     EncodingNul,
@@ -105,6 +136,18 @@ impl Kind {
         Kind::JsonDuplicateKey,
         Kind::JsonRecordTooLong,
         Kind::JsonRowLength,
+        Kind::XmlSyntax,
+        Kind::XmlNoRecords,
+        Kind::XmlEntity,
+        Kind::XmlRepeatedElement,
+        Kind::XmlNestedElement,
+        Kind::XmlRecordTooLong,
+        Kind::FixedLineLength,
+        Kind::FixedTrailerMismatch,
+        Kind::FixedSplitCharacter,
+        Kind::XlsxCorrupt,
+        Kind::XlsxNoSheet,
+        Kind::XlsxTooBig,
         Kind::EncodingNul,
         Kind::GzipCorrupt,
         Kind::SchemaMissingColumn,
@@ -142,6 +185,18 @@ impl Kind {
             Kind::JsonDuplicateKey => "json.duplicate_key",
             Kind::JsonRecordTooLong => "json.record_too_long",
             Kind::JsonRowLength => "json.row_length",
+            Kind::XmlSyntax => "xml.syntax",
+            Kind::XmlNoRecords => "xml.no_records",
+            Kind::XmlEntity => "xml.entity",
+            Kind::XmlRepeatedElement => "xml.repeated_element",
+            Kind::XmlNestedElement => "xml.nested_element",
+            Kind::XmlRecordTooLong => "xml.record_too_long",
+            Kind::FixedLineLength => "fixed.line_length",
+            Kind::FixedTrailerMismatch => "fixed.trailer_mismatch",
+            Kind::FixedSplitCharacter => "fixed.split_character",
+            Kind::XlsxCorrupt => "xlsx.corrupt",
+            Kind::XlsxNoSheet => "xlsx.no_sheet",
+            Kind::XlsxTooBig => "xlsx.too_big",
             Kind::EncodingNul => "encoding.nul",
             Kind::GzipCorrupt => "gzip.corrupt",
             Kind::SchemaMissingColumn => "schema.missing_column",

@@ -6,7 +6,8 @@ use super::values::*;
 use super::{BadLimit, Config, DatasetSpec, Policy, Retention, WatchSettings, DEFAULT_ROOT};
 use crate::discover::{Rules, DEFAULT_IGNORE};
 use crate::exit::ExitError;
-use crate::format::{json::pointer_segments, FormatOptions};
+use crate::format::fixed::{Field, Layout};
+use crate::format::{json::pointer_segments, Format, FormatOptions};
 use crate::spool::Spool;
 use crate::store::Location;
 use crate::typed::{self, ColType, ColumnSpec, Value};
@@ -364,6 +365,19 @@ pub(super) struct RawDataset {
     max_line_bytes: Option<Size>,
     /// Keep NUL characters instead of refusing the file.
     allow_nul: Option<bool>,
+    /// XML: the path of the record elements (`/orders/order`).
+    record_path: Option<String>,
+    /// Workbooks: the sheet to read, and the row that names the columns.
+    sheet: Option<String>,
+    header_row: Option<u32>,
+    /// Fixed-width: `chars` (default) or `bytes`.
+    unit: Option<UnitName>,
+    line_length: Option<usize>,
+    pad_short_lines: Option<bool>,
+    trim: Option<bool>,
+    skip_header: Option<usize>,
+    skip_trailer: Option<usize>,
+    trailer_count: Option<RawSpan>,
     #[serde(default)]
     columns: Vec<Spanned<RawColumn>>,
     key: Option<Vec<String>>,
@@ -390,6 +404,17 @@ struct RawColumn {
     scale: Option<u32>,
     decimal_separator: Option<String>,
     thousands_separator: Option<String>,
+    /// Fixed-width: the column's first position (1-based) and width.
+    start: Option<usize>,
+    width: Option<usize>,
+}
+
+/// A range of a fixed-width line: 1-based start and width.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpan {
+    start: usize,
+    width: usize,
 }
 
 impl RawDataset {
@@ -405,8 +430,9 @@ impl RawDataset {
         }
 
         let columns = self.columns(text)?;
-        // Without a header, the declared columns name the file's columns in order.
         let mut options = options;
+        self.format_specific(&mut options, &columns)?;
+        // Without a header, the declared columns name the file's columns in order.
         if !options.header && options.names.is_empty() {
             options.names = columns.iter().map(|c| c.source.clone()).collect();
         }
@@ -459,7 +485,153 @@ impl RawDataset {
                 .map_or(crate::format::DEFAULT_MAX_RECORD, |s| s.0),
             allow_nul: self.allow_nul.unwrap_or(false),
             json_records: self.records.map_or(Default::default(), |r| r.0),
+            xml: Default::default(),
+            fixed: None,
+            excel: Default::default(),
         }
+    }
+
+    /// The XML, workbook and fixed-width options, each refused on a dataset of another format.
+    fn format_specific(
+        &self,
+        options: &mut FormatOptions,
+        columns: &[ColumnSpec],
+    ) -> Result<(), String> {
+        let format = options.format;
+        let only = |set: bool, key: &str, f: Format| -> Result<(), String> {
+            if set && format.is_some_and(|g| g != f) {
+                return Err(format!("{key} applies to format = {:?}", f.id()));
+            }
+            Ok(())
+        };
+        only(self.record_path.is_some(), "record_path", Format::Xml)?;
+        if let Some(p) = &self.record_path {
+            options.xml.record_path = Some(crate::format::xml::path_segments(p)?);
+        }
+        // Markup is no value of a declared type.
+        options.xml.nested_as_text = columns.is_empty();
+        only(self.sheet.is_some(), "sheet", Format::Excel)?;
+        only(self.header_row.is_some(), "header_row", Format::Excel)?;
+        options.excel.sheet = self.sheet.clone();
+        if let Some(r) = self.header_row {
+            if r == 0 {
+                return Err("header_row counts from 1 (the sheet's first row)".into());
+            }
+            options.excel.header_row = r;
+        }
+        if format == Some(Format::Fixed) {
+            options.fixed = Some(self.layout(columns, options)?);
+            return Ok(());
+        }
+        let fixed_only = [
+            ("unit", self.unit.is_some()),
+            ("line_length", self.line_length.is_some()),
+            ("pad_short_lines", self.pad_short_lines.is_some()),
+            ("trim", self.trim.is_some()),
+            ("skip_header", self.skip_header.is_some()),
+            ("skip_trailer", self.skip_trailer.is_some()),
+            ("trailer_count", self.trailer_count.is_some()),
+        ];
+        let from_columns = self
+            .columns
+            .iter()
+            .any(|c| c.get_ref().start.is_some() || c.get_ref().width.is_some());
+        for (key, set) in fixed_only.into_iter().chain([("start/width", from_columns)]) {
+            if set {
+                return Err(format!("{key} applies to format = \"fixed\""));
+            }
+        }
+        Ok(())
+    }
+
+    /// A fixed-width dataset's layout: every column placed, none overlapping.
+    fn layout(&self, columns: &[ColumnSpec], options: &FormatOptions) -> Result<Layout, String> {
+        if columns.is_empty() {
+            return Err("format = \"fixed\" needs columns, each with start and width".into());
+        }
+        let mut fields = Vec::with_capacity(columns.len());
+        for (spec, raw) in columns.iter().zip(&self.columns) {
+            let raw = raw.get_ref();
+            let (Some(start), Some(width)) = (raw.start, raw.width) else {
+                return Err(format!(
+                    "column {:?}: a fixed-width column needs start and width",
+                    spec.name
+                ));
+            };
+            if start == 0 || width == 0 {
+                return Err(format!(
+                    "column {:?}: start counts from 1 and width is at least 1",
+                    spec.name
+                ));
+            }
+            if raw.from.is_some() {
+                return Err(format!(
+                    "column {:?}: a fixed-width column is placed by start and width; `from`                      does not apply",
+                    spec.name
+                ));
+            }
+            fields.push(Field {
+                name: spec.source.clone(),
+                start: start - 1,
+                width,
+            });
+        }
+        let mut sorted: Vec<&Field> = fields.iter().collect();
+        sorted.sort_by_key(|f| f.start);
+        for w in sorted.windows(2) {
+            if w[0].start + w[0].width > w[1].start {
+                return Err(format!(
+                    "columns {:?} and {:?} overlap (positions {}..{} and {}..{})",
+                    w[0].name,
+                    w[1].name,
+                    w[0].start + 1,
+                    w[0].start + w[0].width,
+                    w[1].start + 1,
+                    w[1].start + w[1].width
+                ));
+            }
+        }
+        let end = Layout::end(&fields);
+        let line_length = self.line_length.unwrap_or(end);
+        if line_length < end {
+            return Err(format!(
+                "line_length {line_length} ends before the last column (position {end})"
+            ));
+        }
+        let bytes = match (self.unit.map(|u| u.0), options.encoding) {
+            (Some(true), Some(enc)) if enc.is_single_byte() => false,
+            (Some(true), Some(enc)) if enc != encoding_rs::UTF_8 => {
+                return Err(format!(
+                    "unit = \"bytes\" counts UTF-8 or single-byte text; {} is neither",
+                    enc.name()
+                ))
+            }
+            (unit, _) => unit.unwrap_or(false),
+        };
+        let skip_trailer = self.skip_trailer.unwrap_or(0);
+        let trailer_count = match self.trailer_count {
+            None => None,
+            Some(_) if skip_trailer == 0 => {
+                return Err("trailer_count reads the trailer line: set skip_trailer".into())
+            }
+            Some(RawSpan { start, width }) if start == 0 || width == 0 || width > 19 => {
+                return Err(
+                    "trailer_count: start counts from 1, width is 1 to 19 digits".into(),
+                )
+            }
+            Some(RawSpan { start, width }) => Some((start - 1, width)),
+        };
+        Ok(Layout {
+            fields,
+            bytes,
+            line_length,
+            pad: self.pad_short_lines.unwrap_or(false),
+            trim: self.trim.unwrap_or(true),
+            skip_header: self.skip_header.unwrap_or(0),
+            skip_trailer,
+            trailer_count,
+            max_record: options.max_record,
+        })
     }
 
     /// The declared columns, each checked, none declared or read twice.

@@ -101,7 +101,26 @@ impl<'de> Deserialize<'de> for FormatName {
             "csv" | "tsv" => Ok(FormatName(Format::Csv)),
             "ndjson" | "jsonl" => Ok(FormatName(Format::Ndjson)),
             "json" => Ok(FormatName(Format::Json)),
-            _ => Err(format!("unknown format {s:?} (csv, tsv, ndjson, json)")),
+            "xml" => Ok(FormatName(Format::Xml)),
+            "fixed" => Ok(FormatName(Format::Fixed)),
+            "xlsx" | "xls" | "ods" | "excel" => Ok(FormatName(Format::Excel)),
+            _ => Err(format!(
+                "unknown format {s:?} (csv, tsv, ndjson, json, xml, fixed, xlsx)"
+            )),
+        })
+    }
+}
+
+/// A fixed-width layout's unit: `chars` (false) or `bytes` (true).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct UnitName(pub bool);
+
+impl<'de> Deserialize<'de> for UnitName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, |s| match s.to_ascii_lowercase().as_str() {
+            "chars" | "characters" => Ok(UnitName(false)),
+            "bytes" => Ok(UnitName(true)),
+            _ => Err(format!("unknown unit {s:?} (chars, bytes)")),
         })
     }
 }

@@ -6,8 +6,12 @@
 //! Nothing here knows about SQLite or the spool.
 
 pub mod csv;
+pub mod fixed;
 pub mod json;
+mod rows;
 pub mod text;
+pub mod xlsx;
+pub mod xml;
 
 use crate::reject::Reject;
 use std::collections::HashMap;
@@ -20,6 +24,12 @@ pub enum Format {
     Csv,
     Ndjson,
     Json,
+    Xml,
+    /// Fixed-width columns (only when the dataset says so: nothing in a name or the bytes
+    /// tells a fixed-width file from text).
+    Fixed,
+    /// An Excel (or OpenDocument) workbook.
+    Excel,
 }
 
 impl Format {
@@ -28,7 +38,16 @@ impl Format {
             Format::Csv => "csv",
             Format::Ndjson => "ndjson",
             Format::Json => "json",
+            Format::Xml => "xml",
+            Format::Fixed => "fixed",
+            Format::Excel => "xlsx",
         }
+    }
+
+    /// Whether the parser names every column before the first record (a header row or a
+    /// layout), so a missing column is known at once.
+    pub fn columns_up_front(self) -> bool {
+        matches!(self, Format::Csv | Format::Fixed | Format::Excel)
     }
 }
 
@@ -60,6 +79,13 @@ pub struct FormatOptions {
     pub allow_nul: bool,
     /// What a JSON file's records are: objects, arrays under a header row, or either (`auto`).
     pub json_records: json::Records,
+    /// Where an XML file's records are (`record_path`), and whether nested elements are kept
+    /// as text (`max_record` is taken from `max_record` above).
+    pub xml: xml::XmlOptions,
+    /// A fixed-width dataset's layout (set with `format = "fixed"`).
+    pub fixed: Option<fixed::Layout>,
+    /// Which sheet of a workbook, and its header row.
+    pub excel: xlsx::ExcelOptions,
 }
 
 impl Default for FormatOptions {
@@ -76,6 +102,9 @@ impl Default for FormatOptions {
             max_record: DEFAULT_MAX_RECORD,
             allow_nul: false,
             json_records: json::Records::Auto,
+            xml: xml::XmlOptions::default(),
+            fixed: None,
+            excel: xlsx::ExcelOptions::default(),
         }
     }
 }
@@ -96,16 +125,19 @@ pub fn format_from_name(name: &str) -> Option<(Format, Option<u8>)> {
         "psv" => Some((Format::Csv, Some(b'|'))),
         "ndjson" | "jsonl" => Some((Format::Ndjson, None)),
         "json" => Some((Format::Json, None)),
+        "xml" => Some((Format::Xml, None)),
+        "xlsx" | "xlsm" | "xls" | "ods" => Some((Format::Excel, None)),
         _ => None,
     }
 }
 
 /// Guesses the format of decoded text from its first bytes: `[` is a JSON array, `{` a stream of
-/// JSON objects, anything else CSV.
+/// JSON objects, `<` XML, anything else CSV.
 pub fn sniff_format(head: &[u8]) -> Format {
     match head.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => Format::Json,
         Some(b'{') => Format::Json,
+        Some(b'<') => Format::Xml,
         _ => Format::Csv,
     }
 }
@@ -268,6 +300,9 @@ pub struct Opened<'a> {
     reader: Box<dyn Read + Send + 'a>,
     csv: csv::CsvOptions,
     json: json::JsonOptions,
+    xml: xml::XmlOptions,
+    fixed: Option<fixed::Layout>,
+    excel: xlsx::ExcelOptions,
     pointer: Vec<String>,
     /// A `.json` file that is a stream of arrays, one per line, starting with a header row of
     /// names (`["a","b"]` then `[1,2]`): read line by line like NDJSON. (As one JSON document,
@@ -280,6 +315,21 @@ pub struct Opened<'a> {
 fn starts_with_names(head: &[u8]) -> bool {
     let mut b = head.iter().filter(|c| !c.is_ascii_whitespace());
     b.next() == Some(&b'[') && b.next() == Some(&b'"')
+}
+
+/// The encoding an XML declaration at the start of the bytes names (`<?xml version="1.0"
+/// encoding="ISO-8859-1"?>`), when it is one ferry knows and not UTF-8: such a file is decoded
+/// with it unless the dataset declares an encoding.
+fn xml_declared_encoding(raw: &[u8]) -> Option<Encoding> {
+    let raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
+    let decl = raw.strip_prefix(b"<?xml")?;
+    let decl = &decl[..memchr::memmem::find(decl, b"?>")?];
+    let at = memchr::memmem::find(decl, b"encoding")?;
+    let rest = decl[at + 8..].trim_ascii_start().strip_prefix(b"=")?.trim_ascii_start();
+    let quote = *rest.first().filter(|q| **q == b'"' || **q == b'\'')?;
+    let value = &rest[1..];
+    let label = std::str::from_utf8(&value[..memchr::memchr(quote, value)?]).ok()?;
+    text::encoding_for_label(label).filter(|e| *e != encoding_rs::UTF_8 && e.is_ascii_compatible())
 }
 
 /// How much decoded text detection looks at.
@@ -303,13 +353,23 @@ pub fn open<'a>(
     } else {
         raw
     };
-    let decoded = text::decoded(raw, opts.encoding, opts.allow_nul).map_err(text::classify)?;
-    let (head, reader) = peek(decoded, SNIFF_BYTES).map_err(text::classify)?;
+    // Binary formats are recognized before any text decoding.
+    let (raw_head, raw) = peek(raw, 1024).map_err(text::classify)?;
     let by_name = format_from_name(name);
-    let format = opts
-        .format
-        .or(by_name.map(|(f, _)| f))
-        .unwrap_or_else(|| sniff_format(&head));
+    let declared = opts.format.or(by_name.map(|(f, _)| f));
+    let excel = declared.map_or(xlsx::is_workbook(&raw_head), |f| f == Format::Excel);
+    let encoding = opts.encoding.or_else(|| xml_declared_encoding(&raw_head));
+    let decoded: Box<dyn Read + Send + 'a> = if excel {
+        raw
+    } else {
+        text::decoded(raw, encoding, opts.allow_nul).map_err(text::classify)?
+    };
+    let (head, reader) = peek(decoded, SNIFF_BYTES).map_err(text::classify)?;
+    let format = if excel {
+        Format::Excel
+    } else {
+        declared.unwrap_or_else(|| sniff_format(&head))
+    };
     let delimiter = opts
         .delimiter
         .or(by_name.and_then(|(_, d)| d))
@@ -331,6 +391,12 @@ pub fn open<'a>(
             allow_nul: opts.allow_nul,
             records: opts.json_records,
         },
+        xml: xml::XmlOptions {
+            max_record: opts.max_record,
+            ..opts.xml.clone()
+        },
+        fixed: opts.fixed.clone(),
+        excel: opts.excel.clone(),
         compact_lines: format == Format::Json
             && pointer.is_empty()
             && opts.json_records != json::Records::Objects
@@ -347,6 +413,17 @@ impl Opened<'_> {
             Format::Ndjson => json::parse_ndjson(self.reader, &self.json, out),
             Format::Json if self.compact_lines => json::parse_ndjson(self.reader, &self.json, out),
             Format::Json => json::parse_json(self.reader, &self.pointer, &self.json, out),
+            Format::Xml => xml::parse(self.reader, &self.xml, out),
+            Format::Excel => xlsx::parse(self.reader, &self.excel, out),
+            Format::Fixed => match &self.fixed {
+                Some(layout) => fixed::parse(self.reader, layout, out),
+                None => Err(Reject::new(
+                    crate::reject::Kind::Internal,
+                    crate::reject::Stage::Parse,
+                    "format = \"fixed\" without a layout",
+                )
+                .into()),
+            },
         }
     }
 }

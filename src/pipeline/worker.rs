@@ -481,7 +481,7 @@ fn parse_with_stages(
     ) {
         Ok(opened) => {
             let f = opened.format;
-            let mut stages = Stages::new(tx, dataset, f == Format::Csv);
+            let mut stages = Stages::new(tx, dataset, f.columns_up_front());
             let parsed = opened
                 .parse(&mut stages)
                 .and_then(|_| stages.finish())

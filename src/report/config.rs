@@ -261,6 +261,35 @@ impl DatasetView {
         if let Some(p) = &o.json_pointer {
             format.push_str(&format!("; json_pointer {p}"));
         }
+        if let Some(p) = &o.xml.record_path {
+            format.push_str(&format!("; record_path /{}", p.join("/")));
+        }
+        if let Some(sheet) = &o.excel.sheet {
+            format.push_str(&format!("; sheet {sheet:?}"));
+        }
+        if o.excel.header_row != 1 {
+            format.push_str(&format!("; header_row {}", o.excel.header_row));
+        }
+        if let Some(l) = &o.fixed {
+            format.push_str(&format!(
+                "; {} {} per line{}{}",
+                l.line_length,
+                if l.bytes { "bytes" } else { "characters" },
+                if l.skip_header + l.skip_trailer > 0 {
+                    format!(
+                        ", {} header and {} trailer line(s) skipped",
+                        l.skip_header, l.skip_trailer
+                    )
+                } else {
+                    String::new()
+                },
+                if l.trailer_count.is_some() {
+                    ", trailer count checked"
+                } else {
+                    ""
+                }
+            ));
+        }
         DatasetView {
             name: d.name.clone(),
             table,

@@ -17,12 +17,12 @@
 mod seeds;
 
 use super::text::{classify, nul_reject, reject_io};
-use super::{RowOut, Stop, MAX_COLUMN_NAME};
+use super::rows::Builder;
+use super::{RowOut, Stop};
 use crate::reject::{Kind, Reject, Stage};
 use seeds::{RecordSeed, Top, TopSeed};
 use serde::de::{self, DeserializeSeed};
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
@@ -68,9 +68,6 @@ pub(super) enum Shape {
     Arrays(Vec<usize>),
 }
 
-/// Most distinct keys a file may use (bounds the column list, whatever the input).
-const MAX_KEYS: usize = 1 << 16;
-
 /// Counts the bytes read since the last record ended; refuses to go past the limit.
 struct Limit<R> {
     inner: R,
@@ -99,20 +96,10 @@ impl<R: Read> Read for Limit<R> {
 /// Builds one record at a time and passes it on.
 pub(super) struct Rows<'o> {
     pub(super) opt: JsonOptions,
-    /// Column names (keys without surrounding spaces) in order of first appearance.
-    names: Vec<String>,
-    by_name: HashMap<String, usize>,
-    /// Per column: the record that last set it (finds keys named twice in one record).
-    set_in: Vec<u64>,
-    /// Columns already announced to `out`.
-    announced: usize,
-    text: String,
-    spans: Vec<Option<(usize, usize)>>,
-    out: &'o mut dyn RowOut,
+    pub(super) rec: Builder<'o>,
     /// Why we stopped, when serde can only carry a string: the consumer's stop, or a content
     /// error found inside a record (its position is filled in from serde's error).
     pub(super) stop: Option<Stop>,
-    pub(super) records: u64,
     /// Bytes read since the last record ended (shared with the `Limit` reader).
     pub(super) since_record: Rc<Cell<usize>>,
     pub(super) shape: Shape,
@@ -122,15 +109,8 @@ impl<'o> Rows<'o> {
     fn new(out: &'o mut dyn RowOut, opt: &JsonOptions) -> Self {
         Rows {
             opt: opt.clone(),
-            names: Vec::new(),
-            by_name: HashMap::new(),
-            set_in: Vec::new(),
-            announced: usize::MAX,
-            text: String::new(),
-            spans: Vec::new(),
-            out,
+            rec: Builder::new(out),
             stop: None,
-            records: 0,
             since_record: Rc::new(Cell::new(0)),
             shape: Shape::Unknown,
         }
@@ -159,93 +139,42 @@ impl<'o> Rows<'o> {
     /// The column of a key in the current record (`None` after `fail`: a key named twice).
     pub(super) fn column<E: de::Error>(&mut self, raw: &str) -> Result<usize, E> {
         let key = raw.trim();
-        if key.contains('\0') {
-            // Not even with allow_nul: a column name cannot hold a NUL.
-            return Err(self.fail(nul_reject(0, 0)));
-        }
-        if key.len() > MAX_COLUMN_NAME {
-            return Err(self.fail(Reject::new(
-                Kind::SchemaColumnNameTooLong,
-                Stage::Parse,
-                format!(
-                    "record {} has a key of {} bytes; column names are at most {MAX_COLUMN_NAME} bytes",
-                    self.records + 1,
-                    key.len()
-                ),
-            )));
-        }
-        let col = match self.by_name.get(key) {
-            Some(&c) => c,
-            None => {
-                if self.names.len() >= MAX_KEYS {
-                    return Err(self.fail(Reject::new(
-                        Kind::SchemaTooManyColumns,
-                        Stage::Parse,
-                        format!("the file uses more than {MAX_KEYS} different keys"),
-                    )));
-                }
-                self.names.push(key.to_string());
-                self.by_name.insert(key.to_string(), self.names.len() - 1);
-                self.set_in.push(0);
-                self.names.len() - 1
+        match self.rec.column(key) {
+            Ok(Some(col)) => Ok(col),
+            Ok(None) => {
+                let same = if raw == key {
+                    format!("{key:?} twice")
+                } else {
+                    format!(
+                        "{key:?} twice (keys that differ only in surrounding spaces name one column)"
+                    )
+                };
+                let this = self.rec.records + 1;
+                Err(self.fail(Reject::new(
+                    Kind::JsonDuplicateKey,
+                    Stage::Parse,
+                    format!(
+                        "record {this} names the key {same}; which value is meant would be a guess"
+                    ),
+                )))
             }
-        };
-        let this = self.records + 1;
-        if self.set_in[col] == this {
-            let same = if raw == key {
-                format!("{key:?} twice")
-            } else {
-                format!(
-                    "{key:?} twice (keys that differ only in surrounding spaces name one column)"
-                )
-            };
-            return Err(self.fail(Reject::new(
-                Kind::JsonDuplicateKey,
-                Stage::Parse,
-                format!(
-                    "record {this} names the key {same}; which value is meant would be a guess"
-                ),
-            )));
+            Err(r) => Err(self.fail(r)),
         }
-        self.set_in[col] = this;
-        Ok(col)
     }
 
     pub(super) fn set(&mut self, col: usize, value: Option<&str>) {
-        if self.spans.len() <= col {
-            self.spans.resize(col + 1, None);
-        }
-        self.spans[col] = value.map(|v| {
-            let start = self.text.len();
-            self.text.push_str(v);
-            (start, self.text.len())
-        });
+        self.rec.set(col, value);
     }
 
-    /// Hands the finished record to `out`. `line` is the line (NDJSON) or record number (JSON).
+    /// Hands the finished record on. `line` is the line (NDJSON) or record number (JSON).
     pub(super) fn finish(&mut self, line: u64) -> Result<(), Stop> {
-        let width = self.names.len();
-        if self.announced != width {
-            self.out.columns(&self.names)?;
-            self.announced = width;
-        }
-        self.spans.resize(width, None);
-        let r = self.out.row(line, &self.text, &self.spans);
-        self.text.clear();
-        self.spans.iter_mut().for_each(|s| *s = None);
-        self.records += 1;
+        let r = self.rec.finish(line);
         self.since_record.set(0);
         r
     }
 
-    /// Announces the columns even when there were no records, so empty files still have a
-    /// (possibly empty) column list.
     pub(super) fn close(&mut self) -> Result<(), Stop> {
-        if self.announced == usize::MAX {
-            self.out.columns(&self.names)?;
-            self.announced = self.names.len();
-        }
-        Ok(())
+        self.rec.close()
     }
 }
 
@@ -303,7 +232,7 @@ fn json_reject(e: serde_json::Error, rows: &mut Rows, ndjson_line: Option<u64>) 
                 Stage::Parse,
                 format!(
                     "record {} (line {line}) is not a JSON object: {}",
-                    rows.records + 1,
+                    rows.rec.records + 1,
                     bare_message(&e)
                 ),
             )
@@ -360,7 +289,7 @@ pub fn parse_json(
             // A stream of records: the first one is read, pass it on, then the rest.
             rows.finish(1)?;
             while de.end().is_err() {
-                let n = rows.records + 1;
+                let n = rows.rec.records + 1;
                 let record = RecordSeed(&mut rows)
                     .deserialize(&mut de)
                     .map_err(|e| json_reject(e, &mut rows, None))?;
@@ -371,7 +300,7 @@ pub fn parse_json(
         }
     }
     rows.close()?;
-    Ok(rows.records)
+    Ok(rows.rec.records)
 }
 
 /// Parses NDJSON: one record per line; blank lines are skipped.
@@ -434,7 +363,7 @@ pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Re
         return Err(Reject::new(Kind::Empty, Stage::Parse, "the file holds no records").into());
     }
     rows.close()?;
-    Ok(rows.records)
+    Ok(rows.rec.records)
 }
 
 #[cfg(test)]

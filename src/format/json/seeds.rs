@@ -31,7 +31,7 @@ impl<'de> Visitor<'de> for RecordVisitor<'_, '_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let rows = self.0;
-        let n = rows.records + 1;
+        let n = rows.rec.records + 1;
         if matches!(rows.shape, Shape::Arrays(_)) || rows.opt.records == Records::Arrays {
             return Err(not_records(
                 rows,
@@ -50,7 +50,7 @@ impl<'de> Visitor<'de> for RecordVisitor<'_, '_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let rows = self.0;
-        let n = rows.records + 1;
+        let n = rows.rec.records + 1;
         if rows.shape == Shape::Objects || rows.opt.records == Records::Objects {
             return Err(not_records(
                 rows,
@@ -190,7 +190,7 @@ impl<'de> Visitor<'de> for ArraySeed<'_, '_> {
         // What came before the array (skipped on the way down a pointer) is not a record.
         rows.since_record.set(0);
         loop {
-            let n = rows.records + 1;
+            let n = rows.rec.records + 1;
             match seq.next_element_seed(RecordSeed(rows))? {
                 None => return Ok(()),
                 Some(false) => continue,
