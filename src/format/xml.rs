@@ -102,14 +102,13 @@ pub fn parse(r: impl Read, opt: &XmlOptions, out: &mut dyn RowOut) -> Result<u64
             line: reader.get_ref().lines + 1,
         };
         if matches!(event, Event::Eof) {
-            break;
+            return p.end(at);
         }
         p.event(event, at)?;
         if p.record.is_none() && p.skipping == 0 {
             reader.get_mut().since_mark = 0;
         }
     }
-    p.end()
 }
 
 /// Where the parser is: the byte just after the last event, and its line.
@@ -432,16 +431,18 @@ impl Parser<'_, '_> {
         }
     }
 
-    fn end(mut self) -> Result<u64, Stop> {
+    fn end(mut self, at: Pos) -> Result<u64, Stop> {
         if self.depth > 0 {
             return Err(Reject::new(
                 Kind::XmlSyntax,
                 Stage::Parse,
                 format!(
-                    "the file ends inside {} open element(s): it may have been cut short",
-                    self.depth
+                    "the file ends (byte {}) inside {} open element(s): it may have been cut short",
+                    at.offset, self.depth
                 ),
             )
+            .at_line(at.line)
+            .at_offset(at.offset)
             .into());
         }
         if !self.root_seen {
