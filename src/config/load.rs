@@ -536,7 +536,10 @@ impl RawDataset {
             .columns
             .iter()
             .any(|c| c.get_ref().start.is_some() || c.get_ref().width.is_some());
-        for (key, set) in fixed_only.into_iter().chain([("start/width", from_columns)]) {
+        for (key, set) in fixed_only
+            .into_iter()
+            .chain([("start/width", from_columns)])
+        {
             if set {
                 return Err(format!("{key} applies to format = \"fixed\""));
             }
@@ -615,9 +618,7 @@ impl RawDataset {
                 return Err("trailer_count reads the trailer line: set skip_trailer".into())
             }
             Some(RawSpan { start, width }) if start == 0 || width == 0 || width > 19 => {
-                return Err(
-                    "trailer_count: start counts from 1, width is 1 to 19 digits".into(),
-                )
+                return Err("trailer_count: start counts from 1, width is 1 to 19 digits".into())
             }
             Some(RawSpan { start, width }) => Some((start - 1, width)),
         };

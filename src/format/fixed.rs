@@ -196,7 +196,10 @@ fn check_trailer(
     };
     let chars: Vec<(usize, char)> = line.text.char_indices().collect();
     let (a, b) = if layout.bytes {
-        (start.min(line.text.len()), (start + width).min(line.text.len()))
+        (
+            start.min(line.text.len()),
+            (start + width).min(line.text.len()),
+        )
     } else {
         let at = |u: usize| chars.get(u).map_or(line.text.len(), |c| c.0);
         (at(start), at(start + width))
@@ -351,14 +354,20 @@ mod tests {
     fn wrong_lengths_are_refused_or_padded() {
         let mut l = layout(&[("a", 1, 3), ("b", 4, 3)]);
         let e = run("aaabbb\naaab\n", &l).unwrap_err();
-        assert_eq!((e.kind, e.line, e.offset), (Kind::FixedLineLength, Some(2), Some(7)));
+        assert_eq!(
+            (e.kind, e.line, e.offset),
+            (Kind::FixedLineLength, Some(2), Some(7))
+        );
         let e = run("aaabbbX\n", &l).unwrap_err();
         assert_eq!(e.kind, Kind::FixedLineLength);
         l.pad = true;
         let c = run("aaabbb\naaab\n", &l).unwrap();
         assert_eq!(values(&c)[1], [Some("aaa".into()), Some("b".into())]);
         // Longer lines are refused even when padding.
-        assert_eq!(run("aaabbbX\n", &l).unwrap_err().kind, Kind::FixedLineLength);
+        assert_eq!(
+            run("aaabbbX\n", &l).unwrap_err().kind,
+            Kind::FixedLineLength
+        );
     }
 
     #[test]

@@ -325,7 +325,10 @@ fn xml_declared_encoding(raw: &[u8]) -> Option<Encoding> {
     let decl = raw.strip_prefix(b"<?xml")?;
     let decl = &decl[..memchr::memmem::find(decl, b"?>")?];
     let at = memchr::memmem::find(decl, b"encoding")?;
-    let rest = decl[at + 8..].trim_ascii_start().strip_prefix(b"=")?.trim_ascii_start();
+    let rest = decl[at + 8..]
+        .trim_ascii_start()
+        .strip_prefix(b"=")?
+        .trim_ascii_start();
     let quote = *rest.first().filter(|q| **q == b'"' || **q == b'\'')?;
     let value = &rest[1..];
     let label = std::str::from_utf8(&value[..memchr::memchr(quote, value)?]).ok()?;

@@ -127,7 +127,10 @@ fn no_sheet(want: &str, names: &[String]) -> Reject {
     let msg = if want.is_empty() {
         "the workbook has no sheet".to_string()
     } else {
-        format!("the workbook has no sheet {want:?} (its sheets: {})", names.join(", "))
+        format!(
+            "the workbook has no sheet {want:?} (its sheets: {})",
+            names.join(", ")
+        )
     };
     Reject::new(Kind::XlsxNoSheet, Stage::Parse, msg)
 }
@@ -293,11 +296,12 @@ impl<'o> Rows<'o> {
         self.text.clear();
         self.spans.clear();
         for i in 0..self.names.len() {
-            self.spans.push(cells.get(i).and_then(Option::as_ref).map(|v| {
-                let a = self.text.len();
-                self.text.push_str(v);
-                (a, self.text.len())
-            }));
+            self.spans
+                .push(cells.get(i).and_then(Option::as_ref).map(|v| {
+                    let a = self.text.len();
+                    self.text.push_str(v);
+                    (a, self.text.len())
+                }));
         }
         self.records += 1;
         self.out.row(u64::from(line), &self.text, &self.spans)
@@ -322,8 +326,10 @@ impl<'o> Rows<'o> {
             .into());
         }
         if self.blank > 0 {
-            self.out
-                .note(format!("{} empty row(s) between records skipped", self.blank));
+            self.out.note(format!(
+                "{} empty row(s) between records skipped",
+                self.blank
+            ));
         }
         Ok(self.records)
     }

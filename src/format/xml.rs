@@ -56,7 +56,10 @@ pub fn path_segments(path: &str) -> Result<Vec<String>, String> {
         ));
     };
     let segs: Vec<String> = rest.split('/').map(str::to_string).collect();
-    if segs.iter().any(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+    if segs
+        .iter()
+        .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+    {
         return Err(format!(
             "record_path {path:?} has an empty or spaced segment (write \"/orders/order\")"
         ));
@@ -355,12 +358,13 @@ impl Parser<'_, '_> {
                 std::str::from_utf8(key.local_name().as_ref())
                     .map_err(|err| syntax_at(format!("{err}"), at))?
             );
-            let value = quick_xml::escape::unescape(utf8(&a.value, at)?).map_err(|err| match err {
-                quick_xml::escape::EscapeError::UnrecognizedEntity(..) => {
-                    entity(format!("{err}"), at)
-                }
-                other => syntax_at(format!("{other}"), at),
-            })?;
+            let value =
+                quick_xml::escape::unescape(utf8(&a.value, at)?).map_err(|err| match err {
+                    quick_xml::escape::EscapeError::UnrecognizedEntity(..) => {
+                        entity(format!("{err}"), at)
+                    }
+                    other => syntax_at(format!("{other}"), at),
+                })?;
             self.put(&name, Some(&value), at)?;
         }
         Ok(())
@@ -446,7 +450,9 @@ impl Parser<'_, '_> {
             .into());
         }
         if !self.root_seen {
-            return Err(Reject::new(Kind::Empty, Stage::Parse, "the file holds no XML element").into());
+            return Err(
+                Reject::new(Kind::Empty, Stage::Parse, "the file holds no XML element").into(),
+            );
         }
         if self.rec.records == 0 {
             let path = self

@@ -138,3 +138,126 @@ fn compact_json_loads_the_same_typed_values_as_objects() {
         assert_eq!(rows(&t), expected, "{name}");
     }
 }
+
+/// A spool holding `fixtures/formats` (XML, fixed-width and Excel samples) and their contracts.
+fn format_fixtures() -> Spool {
+    let s = Spool::new();
+    copy_tree(&fixtures().join("formats/incoming"), &s.incoming());
+    fs::copy(
+        fixtures().join("formats/ferry.toml"),
+        s.root.join("ferry.toml"),
+    )
+    .unwrap();
+    s.ferry_ok(&["run"], 3);
+    s
+}
+
+both_stores! {
+    fn xml_fixed_width_and_excel_fixtures_load_as_their_contracts_say() {
+        let s = format_fixtures();
+        let exp = crate::run::expected_at(&fixtures().join("formats/expected.json"));
+        crate::run::assert_ledger_matches(&s, &exp);
+        let text = |sql: &str| s.query(sql);
+        let v = |x: &str| Some(x.to_string());
+        // Fixed-width: characters counted (ü, ë, Å are one each), trimmed, typed.
+        assert_eq!(
+            text("SELECT account, name, CAST(amount AS TEXT), CAST(booked AS TEXT), currency \
+                  FROM payments ORDER BY _line"),
+            [
+                [v("DE00000001"), v("Müller & Söhne"), v("1250.50"), v("2026-11-02"), v("EUR")],
+                [v("DE00000002"), v("Zoë Ångström"), v("0.99"), v("2026-11-02"), v("EUR")],
+                [v("GB00000003"), v("O'Brien Ltd"), v("10000.00"), v("2026-11-03"), v("GBP")],
+                [v("CH00000004"), v("Crème Brûlée AG"), v("0.07"), v("2026-11-03"), v("CHF")],
+                [v("US00000005"), None, v("1234567.89"), v("2026-11-04"), v("USD")],
+            ]
+        );
+        // XML: attributes by `from = "@id"`, a prefixed child by its local name, CDATA, entities.
+        assert_eq!(
+            text("SELECT CAST(id AS TEXT), consignee, CAST(weight_kg AS TEXT), \
+                  CAST(shipped AS TEXT), carrier, carrier_name, remarks \
+                  FROM shipments WHERE id < 1003 ORDER BY id"),
+            [
+                [v("1001"), v("Müller & Söhne"), v("12.5"), v("2026-11-04"), v("DHL"),
+                 v("DHL Express"), v("fragile <glass>")],
+                [v("1002"), v("O'Brien Ltd"), v("0.75"), v("2026-11-05"), v("UPS"), v("UPS"), None],
+            ]
+        );
+        // Excel: the "Ledger" sheet under its title rows; date cells as dates, the formula's
+        // cached value, 0.1 exactly; each record's line is its row in the sheet.
+        assert_eq!(
+            text("SELECT _line, CAST(entry AS TEXT), CAST(booked AS TEXT), account, \
+                  CAST(amount AS TEXT) FROM ledger ORDER BY entry"),
+            [
+                [v("4"), v("1"), v("2026-11-02"), v("4000 Sales"), v("1250.50")],
+                [v("5"), v("2"), v("2026-11-02"), v("4000 Sales"), v("0.10")],
+                [v("7"), v("3"), v("2026-11-03"), v("6000 Travel"), v("1250.40")],
+                [v("8"), v("4"), v("2026-11-04"), v("6100 Meals"), v("-12.75")],
+            ]
+        );
+        // The empty row 6 is passed over, and said so.
+        let ledger = &s.files_by_path()["ledger/ledger-2026-11.xlsx"];
+        assert!(ledger["warnings"].to_string().contains("empty row"), "{ledger}");
+    }
+}
+
+#[test]
+fn xml_fixed_width_and_excel_survive_an_export_round_trip() {
+    let s = format_fixtures();
+    let out = s.scratch("out");
+    let t = Spool::new();
+    // The same datasets as CSV: same column names and types, no format options.
+    fs::write(
+        t.root.join("ferry.toml"),
+        r#"
+[[dataset]]
+name = "payments"
+match = "payments/**"
+columns = [{ name = "account" }, { name = "name" }, { name = "amount", type = "decimal", scale = 2 },
+  { name = "booked", type = "date" }, { name = "currency" }]
+[[dataset]]
+name = "shipments"
+match = "shipments/**"
+columns = [{ name = "id", type = "int" }, { name = "consignee" }, { name = "weight_kg", type = "float" },
+  { name = "shipped", type = "date" }, { name = "carrier" }, { name = "carrier_name" }, { name = "remarks" }]
+[[dataset]]
+name = "ledger"
+match = "ledger/**"
+columns = [{ name = "entry", type = "int" }, { name = "booked", type = "date" }, { name = "account" },
+  { name = "amount", type = "decimal", scale = 2 }, { name = "approved", type = "bool" }]
+"#,
+    )
+    .unwrap();
+    for d in ["payments", "shipments", "ledger"] {
+        let to = out.join(d);
+        s.ferry_ok(&["export", d, "--to", to.to_str().unwrap()], 0);
+        for f in fs::read_dir(&to).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "csv") {
+                let name = f.file_name().unwrap().to_str().unwrap().to_string();
+                t.drop_file(&format!("{d}/{name}"), &fs::read(&f).unwrap());
+            }
+        }
+    }
+    t.ferry_ok(&["run"], 0);
+    for d in ["payments", "shipments", "ledger"] {
+        let values = |sp: &Spool| {
+            let cols: Vec<String> = sp
+                .columns(d)
+                .into_iter()
+                .filter(|c| !c.starts_with('_'))
+                .map(|c| format!("\"{c}\""))
+                .collect();
+            sp.query(&format!(
+                "SELECT {} FROM \"{d}\" ORDER BY _id",
+                cols.join(", ")
+            ))
+        };
+        let first = values(&s);
+        assert!(!first.is_empty(), "{d}");
+        assert_eq!(
+            values(&t),
+            first,
+            "{d}: the same typed values after the round trip"
+        );
+    }
+}

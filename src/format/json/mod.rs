@@ -16,8 +16,8 @@
 
 mod seeds;
 
-use super::text::{classify, nul_reject, reject_io};
 use super::rows::Builder;
+use super::text::{classify, nul_reject, reject_io};
 use super::{RowOut, Stop};
 use crate::reject::{Kind, Reject, Stage};
 use seeds::{RecordSeed, Top, TopSeed};

@@ -3,7 +3,11 @@ use crate::format::Collect;
 use calamine::{ExcelDateTime, ExcelDateTimeType};
 
 fn date(serial: f64) -> String {
-    datetime(&ExcelDateTime::new(serial, ExcelDateTimeType::DateTime, false))
+    datetime(&ExcelDateTime::new(
+        serial,
+        ExcelDateTimeType::DateTime,
+        false,
+    ))
 }
 
 #[test]
@@ -27,7 +31,10 @@ fn values_are_written_as_the_sheet_stores_them() {
     use calamine::Data;
     assert_eq!(text(&Data::Float(0.1)).unwrap(), "0.1");
     assert_eq!(text(&Data::Float(5.0)).unwrap(), "5");
-    assert_eq!(text(&Data::Float(0.30000000000000004)).unwrap(), "0.30000000000000004");
+    assert_eq!(
+        text(&Data::Float(0.30000000000000004)).unwrap(),
+        "0.30000000000000004"
+    );
     assert_eq!(text(&Data::Int(-7)).unwrap(), "-7");
     assert_eq!(text(&Data::Bool(true)).unwrap(), "true");
     assert_eq!(text(&Data::String(String::new())), None);
@@ -71,7 +78,10 @@ fn rows_under_the_header_become_records() {
     assert_eq!(c.cols, ["a", "b", "", ""]);
     // The header's trailing blank is dropped; a value under no header adds columns later.
     assert_eq!(c.rows[0], (4, vec![Some("1".into()), Some("2".into())]));
-    assert_eq!(c.rows[1], (6, vec![None, Some("x".into()), None, Some("extra".into())]));
+    assert_eq!(
+        c.rows[1],
+        (6, vec![None, Some("x".into()), None, Some("extra".into())])
+    );
 }
 
 #[test]
@@ -90,6 +100,10 @@ fn broken_sheets_are_refused() {
 #[test]
 fn not_a_workbook_is_corrupt() {
     let mut c = Collect::default();
-    let r = parse(&b"PK\x03\x04 not really a zip"[..], &ExcelOptions::default(), &mut c);
+    let r = parse(
+        &b"PK\x03\x04 not really a zip"[..],
+        &ExcelOptions::default(),
+        &mut c,
+    );
     assert!(matches!(r, Err(Stop::Reject(r)) if r.kind == Kind::XlsxCorrupt));
 }

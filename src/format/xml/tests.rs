@@ -33,8 +33,7 @@ fn s(k: &str, v: &str) -> (String, Option<String>) {
 
 #[test]
 fn children_and_attributes_become_columns() {
-    let c = run(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
+    let c = run(r#"<?xml version="1.0" encoding="UTF-8"?>
 <orders xmlns="urn:x" xmlns:p="urn:p">
   <order id="1" p:region="EU">
     <sku>A&amp;B &#x263A;</sku>
@@ -45,8 +44,7 @@ fn children_and_attributes_become_columns() {
   </order>
   <!-- a comment -->
   <p:order id="2"><sku> spaced </sku><extra>x</extra></p:order>
-</orders>"#,
-    )
+</orders>"#)
     .unwrap();
     assert_eq!(
         record(&c, 0),
@@ -143,7 +141,10 @@ fn entities_beyond_the_predefined_are_refused() {
     let external = r#"<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r><o>&x;</o></r>"#;
     assert_eq!(run(external).unwrap_err().kind, Kind::XmlEntity);
     assert_eq!(run("<r><o>&x;</o></r>").unwrap_err().kind, Kind::XmlEntity);
-    assert_eq!(run("<r><o a='&x;'/></r>").unwrap_err().kind, Kind::XmlEntity);
+    assert_eq!(
+        run("<r><o a='&x;'/></r>").unwrap_err().kind,
+        Kind::XmlEntity
+    );
     // A DOCTYPE that declares nothing is passed over (and never fetched).
     let c = run(r#"<!DOCTYPE r SYSTEM "http://example.com/r.dtd"><r><o>1</o></r>"#).unwrap();
     assert_eq!(c.rows.len(), 1);
@@ -164,7 +165,10 @@ fn records_and_depth_are_bounded() {
         ..Default::default()
     };
     let big = format!("<r><o><a>{}</a></o></r>", "x".repeat(10_000));
-    assert_eq!(run_with(&big, &opt).unwrap_err().kind, Kind::XmlRecordTooLong);
+    assert_eq!(
+        run_with(&big, &opt).unwrap_err().kind,
+        Kind::XmlRecordTooLong
+    );
     let many = format!("<r>{}</r>", "<o><a>1</a></o>".repeat(1000));
     assert_eq!(run_with(&many, &opt).unwrap().rows.len(), 1000);
     let deep = format!("<r>{}", "<a>".repeat(MAX_DEPTH + 5));
