@@ -135,7 +135,7 @@ both_stores! {
         let quarantine_before = tree(&s.root.join("quarantine"));
         let report: Value =
             serde_json::from_slice(&s.ferry_ok(&["run", "--keep", dir, "--json"], 0).stdout).unwrap();
-        assert_eq!(report["unchanged"], 18);
+        assert_eq!(report["unchanged"], 20);
         assert_eq!(report["ingested"], 0);
         assert_eq!(s.files(), ledger_before, "a rerun adds no ledger row");
         assert_eq!(tree(&s.root.join("quarantine")), quarantine_before);
