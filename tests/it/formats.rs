@@ -261,3 +261,78 @@ columns = [{ name = "entry", type = "int" }, { name = "booked", type = "date" },
         );
     }
 }
+
+/// Writes `total` bytes of gzip made by `piece(i)` repeated, between `head` and `tail`.
+fn gzip_file(
+    path: &std::path::Path,
+    head: &str,
+    piece: impl Fn(u64) -> String,
+    tail: &str,
+    total: u64,
+) {
+    use std::io::Write;
+    let f = fs::File::create(path).unwrap();
+    let mut gz =
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::fast());
+    gz.write_all(head.as_bytes()).unwrap();
+    let (mut n, mut i) = (head.len() as u64, 0);
+    while n < total {
+        let p = piece(i);
+        gz.write_all(p.as_bytes()).unwrap();
+        n += p.len() as u64;
+        i += 1;
+    }
+    gz.write_all(tail.as_bytes()).unwrap();
+    gz.finish().unwrap().flush().unwrap();
+}
+
+#[test]
+fn a_gigabyte_of_xml_or_fixed_width_streams_in_flat_memory() {
+    let s = Spool::new();
+    fs::write(
+        s.root.join("ferry.toml"),
+        "[[dataset]]\nname = \"wide\"\nmatch = \"wide/**\"\nformat = \"fixed\"\n\
+         columns = [{ name = \"id\", start = 1, width = 8 }, { name = \"body\", start = 9, width = 65528 }]\n\
+         [[dataset]]\nname = \"feed\"\nmatch = \"feed/**\"\n",
+    )
+    .unwrap();
+    const GIB: u64 = 1 << 30;
+    let filler = "x".repeat(65_000);
+    fs::create_dir_all(s.incoming().join("feed")).unwrap();
+    fs::create_dir_all(s.incoming().join("wide")).unwrap();
+    gzip_file(
+        &s.incoming().join("feed/big.xml.gz"),
+        "<feed>\n",
+        |i| format!("<r id=\"{i}\"><body>{filler}</body></r>\n"),
+        "</feed>\n",
+        GIB,
+    );
+    gzip_file(
+        &s.incoming().join("wide/big.txt.gz"),
+        "",
+        |i| format!("{i:08}{filler}{}\n", " ".repeat(528)),
+        "",
+        GIB,
+    );
+    let mut cmd = s.cmd();
+    cmd.arg("run");
+    let (code, rss) = run_measuring_rss(cmd);
+    assert_eq!(code, Some(0));
+    eprintln!("a gigabyte each of XML and fixed-width: peak RSS {rss:.0} MiB");
+    assert!(rss < 150.0, "peak RSS {rss:.0} MiB");
+    let files = s.files_by_path();
+    for path in ["feed/big.xml.gz", "wide/big.txt.gz"] {
+        // A record is about 65 KB: a gigabyte holds at least 16,384 of them.
+        let n = files[path]["records"].as_u64().unwrap();
+        assert!((16_384..16_600).contains(&n), "{path}: {n} records");
+    }
+    // Every record whole: the widest value is the filler, and the ids run without a gap.
+    assert_eq!(
+        s.count("SELECT count(*) FROM wide WHERE length(body) = 65000"),
+        files["wide/big.txt.gz"]["records"].as_i64().unwrap()
+    );
+    assert_eq!(
+        s.count("SELECT max(CAST(\"@id\" AS INTEGER)) + 1 FROM feed"),
+        files["feed/big.xml.gz"]["records"].as_i64().unwrap()
+    );
+}
