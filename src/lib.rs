@@ -14,6 +14,9 @@ pub(crate) mod export;
 pub(crate) mod faults;
 pub(crate) mod format;
 pub(crate) mod fsio;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod hash;
 pub(crate) mod health;
 pub mod logging;

@@ -45,6 +45,23 @@ impl Config {
             Some(p) => read_raw(p)?,
             None => (RawConfig::default(), String::new()),
         };
+        Config::from_raw(raw, &text, file, root, store)
+    }
+
+    /// A configuration from the text of a `ferry.toml` alone (for the config fuzz target).
+    #[cfg(feature = "fuzzing")]
+    pub fn from_text(text: &str) -> Result<Config, ExitError> {
+        let raw = parse_raw(text).map_err(ExitError::Usage)?;
+        Config::from_raw(raw, text, None, Some(Path::new("/nonexistent/ferry")), None)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        text: &str,
+        file: Option<PathBuf>,
+        root: Option<&Path>,
+        store: Option<&str>,
+    ) -> Result<Config, ExitError> {
         let at = Where { file: &file };
         let root_named = root.is_some() || raw.root.is_some();
         let root = absolute(
@@ -54,7 +71,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
         );
         let incoming = raw.incoming.as_ref().map(|i| absolute(&root.join(i)));
-        let datasets = datasets(&raw, &text, &at)?;
+        let datasets = datasets(&raw, text, &at)?;
         let spool = Spool::new(&root, incoming.as_deref());
         let store = store_location(&raw, store, &spool, &at)?;
         let mut warnings = pattern_warnings(&datasets);

@@ -1,0 +1,189 @@
+//! Entry points for the fuzz targets in `fuzz/` (built only with the `fuzzing` feature; not an
+//! API). Each takes arbitrary bytes, runs one parser the way a worker does, and checks what
+//! the parser promises the stages: columns announced before rows, every value span inside the
+//! row's text and on character boundaries. A content error is a normal outcome; a panic, a
+//! hang or a broken promise is a bug.
+
+use crate::format::{self, fixed, json, xlsx, xml, FormatOptions, RowOut, Stop};
+use std::io::Read;
+
+/// Checks the parser's promises as rows arrive.
+#[derive(Default)]
+struct Check {
+    columns: usize,
+    announced: bool,
+    rows: u64,
+}
+
+impl RowOut for Check {
+    fn columns(&mut self, names: &[String]) -> Result<(), Stop> {
+        assert!(names.len() >= self.columns, "the column list never shrinks");
+        self.columns = names.len();
+        self.announced = true;
+        Ok(())
+    }
+
+    fn row(&mut self, _line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {
+        assert!(self.announced, "columns come before the first row");
+        assert!(spans.len() <= self.columns, "a row has no more values than columns");
+        for &(a, b) in spans.iter().flatten() {
+            assert!(a <= b && b <= text.len(), "span {a}..{b} inside {} bytes", text.len());
+            assert!(text.is_char_boundary(a) && text.is_char_boundary(b));
+        }
+        self.rows += 1;
+        Ok(())
+    }
+}
+
+/// Opens `data` as a file called `name` and parses it; returns the record count or the error.
+fn run(data: &[u8], name: &str, opts: &FormatOptions, pointer: &[String]) {
+    let reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(data.to_vec()));
+    let mut check = Check::default();
+    let result = format::open(reader, name, opts, pointer, true).map_err(Stop::Reject);
+    if let Ok(opened) = result {
+        if let Ok(n) = opened.parse(&mut check) {
+            assert_eq!(n, check.rows, "the count returned is the rows handed on");
+        }
+    }
+}
+
+/// The first byte picks options, the rest is the file.
+fn split(data: &[u8]) -> (u8, &[u8]) {
+    match data.split_first() {
+        Some((&b, rest)) => (b, rest),
+        None => (0, data),
+    }
+}
+
+pub fn csv(data: &[u8]) {
+    let (o, body) = split(data);
+    let opts = FormatOptions {
+        delimiter: [None, Some(b','), Some(b';'), Some(b'\t')][usize::from(o & 3)],
+        strict_quotes: o & 4 == 0,
+        header: o & 8 == 0,
+        names: if o & 8 == 0 { Vec::new() } else { vec!["a".into(), "b".into()] },
+        max_record: if o & 16 == 0 { 1 << 20 } else { 64 },
+        allow_nul: o & 32 != 0,
+        ..Default::default()
+    };
+    run(body, "f.csv", &opts, &[]);
+}
+
+fn json_with(data: &[u8], records: json::Records) {
+    let (o, body) = split(data);
+    let opts = FormatOptions {
+        json_records: records,
+        max_record: if o & 1 == 0 { 1 << 20 } else { 64 },
+        allow_nul: o & 2 != 0,
+        ..Default::default()
+    };
+    let name = if o & 4 == 0 { "f.json" } else { "f.ndjson" };
+    let pointer: Vec<String> = if o & 8 == 0 {
+        Vec::new()
+    } else {
+        vec!["data".into()]
+    };
+    run(body, name, &opts, &pointer);
+}
+
+pub fn json(data: &[u8]) {
+    json_with(data, json::Records::Auto);
+}
+
+pub fn compact_json(data: &[u8]) {
+    json_with(data, json::Records::Arrays);
+}
+
+pub fn xml(data: &[u8]) {
+    let (o, body) = split(data);
+    let opts = FormatOptions {
+        xml: xml::XmlOptions {
+            record_path: match o & 3 {
+                0 => None,
+                1 => Some(vec!["*".into(), "*".into(), "*".into()]),
+                2 => Some(vec!["r".into(), "o".into()]),
+                _ => Some(vec!["*".into()]),
+            },
+            nested_as_text: o & 4 == 0,
+            max_record: 0,
+        },
+        max_record: if o & 8 == 0 { 1 << 20 } else { 128 },
+        ..Default::default()
+    };
+    run(body, "f.xml", &opts, &[]);
+}
+
+pub fn fixed(data: &[u8]) {
+    let (o, body) = split(data);
+    let (w, body) = split(body);
+    let widths = [1 + usize::from(w & 7), 1 + usize::from(w >> 3 & 7), 1 + usize::from(w >> 6)];
+    let mut start = usize::from(o >> 6);
+    let fields: Vec<fixed::Field> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, &width)| {
+            let f = fixed::Field {
+                name: format!("c{i}"),
+                start,
+                width,
+            };
+            start += width;
+            f
+        })
+        .collect();
+    let end = fixed::Layout::end(&fields);
+    let layout = fixed::Layout {
+        fields,
+        bytes: o & 1 != 0,
+        line_length: end + usize::from(o & 2),
+        pad: o & 4 != 0,
+        trim: o & 8 != 0,
+        skip_header: usize::from(o >> 4 & 1),
+        skip_trailer: usize::from(o >> 5 & 1),
+        trailer_count: (o >> 5 & 1 == 1).then_some((0, 3)),
+        max_record: 256,
+    };
+    let opts = FormatOptions {
+        format: Some(format::Format::Fixed),
+        fixed: Some(layout),
+        ..Default::default()
+    };
+    run(body, "f.txt", &opts, &[]);
+}
+
+pub fn xlsx(data: &[u8]) {
+    let (o, body) = split(data);
+    let opts = FormatOptions {
+        excel: xlsx::ExcelOptions {
+            sheet: (o & 1 != 0).then(|| "Ledger".to_string()),
+            header_row: 1 + u32::from(o >> 1 & 3),
+        },
+        ..Default::default()
+    };
+    run(body, "f.xlsx", &opts, &[]);
+}
+
+/// Text decoding: gzip (by name or magic), byte-order marks, declared encodings, NUL checks.
+pub fn text(data: &[u8]) {
+    let (o, body) = split(data);
+    let encoding = [
+        None,
+        Some(encoding_rs::WINDOWS_1252),
+        Some(encoding_rs::UTF_16LE),
+        Some(encoding_rs::SHIFT_JIS),
+    ][usize::from(o & 3)];
+    let opts = FormatOptions {
+        encoding,
+        allow_nul: o & 4 != 0,
+        ..Default::default()
+    };
+    let name = if o & 8 == 0 { "f.csv.gz" } else { "f.csv" };
+    run(body, name, &opts, &[]);
+}
+
+/// The TOML config loader, datasets and columns included.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::config::Config::from_text(text);
+    }
+}
