@@ -23,11 +23,23 @@ impl RowOut for Check {
         Ok(())
     }
 
-    fn row(&mut self, _line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {
+    fn row(
+        &mut self,
+        _line: u64,
+        text: &str,
+        spans: &[Option<(usize, usize)>],
+    ) -> Result<(), Stop> {
         assert!(self.announced, "columns come before the first row");
-        assert!(spans.len() <= self.columns, "a row has no more values than columns");
+        assert!(
+            spans.len() <= self.columns,
+            "a row has no more values than columns"
+        );
         for &(a, b) in spans.iter().flatten() {
-            assert!(a <= b && b <= text.len(), "span {a}..{b} inside {} bytes", text.len());
+            assert!(
+                a <= b && b <= text.len(),
+                "span {a}..{b} inside {} bytes",
+                text.len()
+            );
             assert!(text.is_char_boundary(a) && text.is_char_boundary(b));
         }
         self.rows += 1;
@@ -61,7 +73,11 @@ pub fn csv(data: &[u8]) {
         delimiter: [None, Some(b','), Some(b';'), Some(b'\t')][usize::from(o & 3)],
         strict_quotes: o & 4 == 0,
         header: o & 8 == 0,
-        names: if o & 8 == 0 { Vec::new() } else { vec!["a".into(), "b".into()] },
+        names: if o & 8 == 0 {
+            Vec::new()
+        } else {
+            vec!["a".into(), "b".into()]
+        },
         max_record: if o & 16 == 0 { 1 << 20 } else { 64 },
         allow_nul: o & 32 != 0,
         ..Default::default()
@@ -116,7 +132,11 @@ pub fn xml(data: &[u8]) {
 pub fn fixed(data: &[u8]) {
     let (o, body) = split(data);
     let (w, body) = split(body);
-    let widths = [1 + usize::from(w & 7), 1 + usize::from(w >> 3 & 7), 1 + usize::from(w >> 6)];
+    let widths = [
+        1 + usize::from(w & 7),
+        1 + usize::from(w >> 3 & 7),
+        1 + usize::from(w >> 6),
+    ];
     let mut start = usize::from(o >> 6);
     let fields: Vec<fixed::Field> = widths
         .iter()
