@@ -48,7 +48,7 @@ fn sheet(cells: &[(u32, u32, &str)], header_row: u32) -> Result<Collect, Reject>
     let mut rows = Rows::new(header_row, &mut c);
     let run = || -> Result<u64, Stop> {
         for &(r, col, v) in cells {
-            rows.cell(r, col, (!v.is_empty()).then(|| Cow::Borrowed(v)))?;
+            rows.cell(r, col, (!v.is_empty()).then_some(Cow::Borrowed(v)))?;
         }
         rows.finish()
     };
