@@ -22,6 +22,10 @@ use toml::Spanned;
 const MAX_WORKERS: usize = 256;
 const MAX_ATTEMPTS: u32 = 100;
 const DAY: Duration = Duration::from_secs(86_400);
+/// Fixed-width layouts: the most header or trailer lines skipped (they are held in memory), and
+/// the furthest position a column may end at.
+const MAX_SKIP_LINES: usize = 1000;
+const MAX_LINE_UNITS: usize = 1 << 30;
 
 impl Config {
     /// Resolves the configuration from the command line's `--root`, `--config` and `--store`.
@@ -578,9 +582,10 @@ impl RawDataset {
                     spec.name
                 ));
             };
-            if start == 0 || width == 0 {
+            if start == 0 || width == 0 || start.saturating_add(width) > MAX_LINE_UNITS {
                 return Err(format!(
-                    "column {:?}: start counts from 1 and width is at least 1",
+                    "column {:?}: start counts from 1, width is at least 1, and the column ends \
+                     within {MAX_LINE_UNITS} positions",
                     spec.name
                 ));
             }
@@ -613,6 +618,9 @@ impl RawDataset {
         }
         let end = Layout::end(&fields);
         let line_length = self.line_length.unwrap_or(end);
+        if line_length > MAX_LINE_UNITS {
+            return Err(format!("line_length is at most {MAX_LINE_UNITS}"));
+        }
         if line_length < end {
             return Err(format!(
                 "line_length {line_length} ends before the last column (position {end})"
@@ -628,7 +636,13 @@ impl RawDataset {
             }
             (unit, _) => unit.unwrap_or(false),
         };
+        let skip_header = self.skip_header.unwrap_or(0);
         let skip_trailer = self.skip_trailer.unwrap_or(0);
+        if skip_header.max(skip_trailer) > MAX_SKIP_LINES {
+            return Err(format!(
+                "skip_header and skip_trailer are at most {MAX_SKIP_LINES} lines"
+            ));
+        }
         let trailer_count = match self.trailer_count {
             None => None,
             Some(_) if skip_trailer == 0 => {
@@ -645,7 +659,7 @@ impl RawDataset {
             line_length,
             pad: self.pad_short_lines.unwrap_or(false),
             trim: self.trim.unwrap_or(true),
-            skip_header: self.skip_header.unwrap_or(0),
+            skip_header,
             skip_trailer,
             trailer_count,
             max_record: options.max_record,
@@ -858,5 +872,90 @@ mod tests {
         assert!(e.contains("colour"), "{e}");
         let e = parse_raw("[[dataset]]\nname = \"a\"\ndelimiter = \";;\"\n").unwrap_err();
         assert!(e.contains("not a delimiter"), "{e}");
+    }
+
+    /// Resolves the one dataset of a config text.
+    fn dataset(text: &str) -> Result<DatasetSpec, String> {
+        parse_raw(text)?.datasets[0].get_ref().resolve(text)
+    }
+
+    #[test]
+    fn fixed_width_layouts_are_checked_before_any_file_is_read() {
+        let fixed = |extra: &str, cols: &str| {
+            dataset(&format!(
+                "[[dataset]]\nname = \"f\"\nformat = \"fixed\"\n{extra}\ncolumns = [{cols}]\n"
+            ))
+        };
+        let ok = fixed(
+            "skip_trailer = 1\ntrailer_count = { start = 1, width = 5 }",
+            "{ name = \"a\", start = 1, width = 3 }, { name = \"b\", start = 5, width = 2 }",
+        )
+        .unwrap();
+        let layout = ok.options.fixed.unwrap();
+        assert_eq!(
+            (layout.line_length, layout.trailer_count),
+            (6, Some((0, 5)))
+        );
+        for (extra, cols, why) in [
+            (
+                "",
+                "{ name = \"a\", start = 1, width = 3 }, { name = \"b\", start = 3, width = 2 }",
+                "overlap",
+            ),
+            ("", "{ name = \"a\", start = 1 }", "needs start and width"),
+            (
+                "",
+                "{ name = \"a\", start = 0, width = 1 }",
+                "counts from 1",
+            ),
+            (
+                "",
+                "{ name = \"a\", start = 1, width = 9999999999 }",
+                "ends within",
+            ),
+            (
+                "skip_trailer = 1000000000",
+                "{ name = \"a\", start = 1, width = 1 }",
+                "at most 1000",
+            ),
+            (
+                "trailer_count = { start = 1, width = 5 }",
+                "{ name = \"a\", start = 1, width = 1 }",
+                "set skip_trailer",
+            ),
+            (
+                "line_length = 2",
+                "{ name = \"a\", start = 1, width = 3 }",
+                "ends before",
+            ),
+            (
+                "encoding = \"shift_jis\"\nunit = \"bytes\"",
+                "{ name = \"a\", start = 1, width = 1 }",
+                "neither",
+            ),
+            (
+                "",
+                "{ name = \"a\", from = \"x\", start = 1, width = 1 }",
+                "`from`",
+            ),
+        ] {
+            let e = fixed(extra, cols).unwrap_err();
+            assert!(e.contains(why), "{extra} {cols}: {e}");
+        }
+        // Options of one format on a dataset of another are refused, not ignored.
+        let e =
+            dataset("[[dataset]]\nname = \"c\"\nformat = \"csv\"\nskip_header = 1\n").unwrap_err();
+        assert!(
+            e.contains("skip_header applies to format = \"fixed\""),
+            "{e}"
+        );
+        let e = dataset("[[dataset]]\nname = \"c\"\nformat = \"json\"\nrecord_path = \"/a/b\"\n")
+            .unwrap_err();
+        assert!(e.contains("record_path"), "{e}");
+        let e = dataset(
+            "[[dataset]]\nname = \"c\"\ncolumns = [{ name = \"a\", start = 1, width = 2 }]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("start/width"), "{e}");
     }
 }

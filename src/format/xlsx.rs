@@ -104,7 +104,11 @@ where
     };
     for (i, row) in range.rows().enumerate() {
         for (j, v) in row.iter().enumerate() {
-            rows.cell(top + i as u32, left + j as u32, text(v))?;
+            let at = |base: u32, k: usize| u32::try_from(k).ok().and_then(|k| base.checked_add(k));
+            let (Some(r), Some(c)) = (at(top, i), at(left, j)) else {
+                return Err(corrupt(&"a cell beyond the last row or column").into());
+            };
+            rows.cell(r, c, text(v))?;
         }
     }
     rows.finish()
@@ -261,7 +265,10 @@ impl<'o> Rows<'o> {
         let Some(row) = self.row.take() else {
             return Ok(());
         };
-        let line = row + 1;
+        // Excel's rows end at 1,048,576; a sheet claiming row 4,294,967,296 is corrupt.
+        let Some(line) = row.checked_add(1) else {
+            return Err(corrupt(&"a row number past the last row").into());
+        };
         let cells = std::mem::take(&mut self.cells);
         // Rows above the header, and empty rows (an empty header row is no header).
         if line < self.header_row || cells.iter().all(Option::is_none) {
