@@ -60,8 +60,8 @@ printf '%s\n' "${TARGETS[@]}" | xargs -P "$JOBS" -I{} bash -c 'fuzz_one {}'
 
 printf '%-14s %8s %14s %10s %9s %6s\n' target seconds execs crashes timeouts ooms
 for t in "${TARGETS[@]}"; do
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' | tail -1 || true)
-  secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "logs/$t.log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' | tail -1 || true)
+  execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$' | tail -1 || true)
+  secs=$(grep -ao 'Done [0-9]* runs in [0-9]* second' "logs/$t.log" | grep -o 'in [0-9]*' | grep -o '[0-9]*' | tail -1 || true)
   crashes=$(ls "artifacts/$t" | grep -c '^crash-' || true)
   timeouts=$(ls "artifacts/$t" | grep -c '^timeout-' || true)
   ooms=$(ls "artifacts/$t" | grep -c '^oom-' || true)
