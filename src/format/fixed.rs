@@ -194,23 +194,25 @@ fn check_trailer(
             "the file ends before its trailer line: it may have been cut short".into(),
         ));
     };
-    let chars: Vec<(usize, char)> = line.text.char_indices().collect();
-    let (a, b) = if layout.bytes {
-        (
-            start.min(line.text.len()),
-            (start + width).min(line.text.len()),
-        )
-    } else {
-        let at = |u: usize| chars.get(u).map_or(line.text.len(), |c| c.0);
-        (at(start), at(start + width))
+    let len = line.text.len();
+    // The byte offset of a position in the layout's unit.
+    let at = |u: usize| {
+        if layout.bytes {
+            u.min(len)
+        } else {
+            line.text.char_indices().nth(u).map_or(len, |c| c.0)
+        }
     };
-    let field = line.text.get(a..b).unwrap_or("").trim();
-    let claimed = field
-        .strip_prefix('+')
-        .unwrap_or(field)
-        .parse::<u64>()
-        .ok()
-        .filter(|_| !field.is_empty() && field.bytes().all(|c| c.is_ascii_digit() || c == b'+'));
+    // A byte range that cuts a character holds no count.
+    let field = line
+        .text
+        .get(at(start)..at(start + width))
+        .unwrap_or("")
+        .trim();
+    let digits = field.strip_prefix('+').unwrap_or(field);
+    let claimed = (!digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()))
+        .then(|| digits.parse::<u64>().ok())
+        .flatten();
     match claimed {
         Some(n) if n == records => Ok(()),
         Some(n) => Err(mismatch(format!(
@@ -393,6 +395,15 @@ mod tests {
         let e = run("HEADER LINE\naaa\nbbb\nT 0003\n", &l).unwrap_err();
         assert_eq!((e.kind, e.line), (Kind::FixedTrailerMismatch, Some(4)));
         let e = run("HEADER LINE\naaa\nbbb\nT XX02\n", &l).unwrap_err();
+        assert_eq!(e.kind, Kind::FixedTrailerMismatch);
+        assert_eq!(
+            run("HEADER LINE\naaa\nbbb\nT  +002\n", &l)
+                .unwrap()
+                .rows
+                .len(),
+            2
+        );
+        let e = run("HEADER LINE\naaa\nbbb\nT  0+02\n", &l).unwrap_err();
         assert_eq!(e.kind, Kind::FixedTrailerMismatch);
         // Cut short: the last data line is taken for the trailer and its count disagrees.
         let e = run("HEADER LINE\naaa\nbbb\n", &l).unwrap_err();

@@ -42,9 +42,13 @@ impl Default for ExcelOptions {
     }
 }
 
+/// The first bytes of a zip (xlsx, ods) and of an OLE (xls) container.
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+const OLE_MAGIC: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0];
+
 /// Whether the first bytes are a zip (xlsx, ods) or OLE (xls) container.
 pub fn is_workbook(head: &[u8]) -> bool {
-    head.starts_with(b"PK\x03\x04") || head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0])
+    head.starts_with(ZIP_MAGIC) || head.starts_with(OLE_MAGIC)
 }
 
 /// Parses a workbook's sheet into `out`; returns the number of records.
@@ -66,7 +70,7 @@ pub fn parse(r: impl Read, opt: &ExcelOptions, out: &mut dyn RowOut) -> Result<u
         .into());
     }
     let mut rows = Rows::new(opt.header_row, out);
-    if bytes.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]) {
+    if bytes.starts_with(OLE_MAGIC) {
         let wb = Xls::new(Cursor::new(&bytes[..])).map_err(|e| corrupt(&e))?;
         return by_range(wb, opt, rows);
     }
