@@ -18,6 +18,7 @@
 //! of its own, and choose it in `open`/`open_ingest`. Nothing in `pipeline/`, `export/` or
 //! `cmd/` changes.
 
+pub mod keys;
 pub mod names;
 pub mod postgres;
 pub mod sqlite;
@@ -479,10 +480,6 @@ pub trait Ingest: Send {
     /// Creates the table, or adds columns to it; with a record key (`key`: its table columns),
     /// also what the store needs to tell keys apart (`_key`, an index).
     fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], key: &[String]) -> Result<()>;
-    /// Whether what `ensure_columns` makes for a record key over these columns is there.
-    fn key_ready(&mut self, _table: &str, _key: &[String]) -> Result<bool> {
-        Ok(true)
-    }
     /// Whether names and tables are shared with writers on other hosts, so that changing them
     /// needs `lock_schema` first.
     fn shared_schema(&self) -> bool {

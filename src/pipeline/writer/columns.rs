@@ -218,7 +218,6 @@ impl Writer<'_> {
         if existing.is_empty() {
             return Ok(true);
         }
-        let mut names = Vec::with_capacity(cols.defs.len());
         for d in &cols.defs {
             let col = match &d.source {
                 ColumnSource::Declared(name) => name.clone(),
@@ -230,17 +229,8 @@ impl Writer<'_> {
             if !existing.contains_key(&col.to_lowercase()) {
                 return Ok(true);
             }
-            names.push(col);
         }
-        if spec.key.is_empty() {
-            return Ok(false);
-        }
-        let key: Vec<String> = cols
-            .key
-            .iter()
-            .filter_map(|k| k.and_then(|i| names.get(i).cloned()))
-            .collect();
-        Ok(!existing.contains_key("_key") || !self.store.key_ready(&table, &key)?)
+        Ok(!spec.key.is_empty() && !existing.contains_key("_key"))
     }
 
     /// The table column a file column lands in: the one the registry remembers, or a new one

@@ -147,6 +147,31 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE files ADD COLUMN discard_reason text;
     CREATE INDEX files_finished ON files(finished_at) WHERE pruned_at IS NULL;
     "#,
+    // 3: record keys decided in memory. Keyed writers of a table take turns on its row in
+    // `ferry_keys` (each group adds one to `epoch`) and log the ids they stored under their
+    // epoch, so the others catch up; the unique key indexes of version 2 go.
+    r#"
+    CREATE TABLE ferry_keys (
+        table_name text PRIMARY KEY,
+        epoch      bigint NOT NULL
+    );
+    CREATE TABLE ferry_key_log (
+        table_name text NOT NULL,
+        epoch      bigint NOT NULL,
+        first_id   bigint NOT NULL,
+        last_id    bigint NOT NULL
+    );
+    CREATE INDEX ferry_key_log_epoch ON ferry_key_log (table_name, epoch);
+    DO $$
+    DECLARE i text;
+    BEGIN
+        FOR i IN SELECT indexname FROM pg_indexes
+                 WHERE schemaname = current_schema() AND indexname LIKE 'ferry\_%\_key'
+        LOOP
+            EXECUTE format('DROP INDEX %I', i);
+        END LOOP;
+    END $$;
+    "#,
 ];
 
 /// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side

@@ -4,8 +4,8 @@
 //! What changes against SQLite, and where:
 //! - many writers at once, on many hosts: a file's identity is reserved with an advisory lock
 //!   and decided by the database (`PgIngest::identity`; a unique index backs it); names and
-//!   tables change only under one schema lock (`lock_schema`); record keys are decided by a
-//!   unique index (`tables`);
+//!   tables change only under one schema lock (`lock_schema`); record keys are decided in
+//!   memory, keyed writers of a table taking turns and catching up from a log (`keys`);
 //! - record ids come in blocks recorded with their transaction, so exports never skip a record
 //!   committed late by another host (`ids`, `export`);
 //! - owners of claims prove they are alive with leases in the database, not lock files
@@ -18,6 +18,7 @@
 mod binary;
 mod export;
 mod ids;
+mod keys;
 mod lease;
 mod ledger;
 mod migrations;
@@ -309,6 +310,7 @@ impl Store for PgStore {
 pub struct PgIngest {
     c: session::Session,
     ids: ids::Ids,
+    keys: keys::Keys,
     owner: Option<String>,
     tables: tables::Tables,
     registry: registry::Registry,
@@ -328,6 +330,7 @@ impl PgIngest {
         Ok(PgIngest {
             c: session::Session::new(c),
             ids: ids::Ids::new(t),
+            keys: keys::Keys::default(),
             owner: owner.map(str::to_string),
             tables: tables::Tables::default(),
             registry: registry::Registry::default(),
@@ -389,17 +392,28 @@ impl Ingest for PgIngest {
     }
 
     fn commit(&mut self) -> Result<()> {
-        if let Err(e) = self.fence(true) {
+        let logged = match self.c.get() {
+            Ok(c) => self.keys.log(c),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = logged.and_then(|()| self.fence(true)) {
+            let _ = self.c.abandon().batch_execute("ROLLBACK");
+            self.keys.rolled_back();
             self.end_group();
             return Err(e);
         }
-        let r = self.c.get()?.batch_execute("COMMIT");
+        let r = self.c.get().and_then(|c| Ok(c.batch_execute("COMMIT")?));
+        match &r {
+            Ok(()) => self.keys.committed(),
+            Err(_) => self.keys.rolled_back(),
+        }
         self.end_group();
         r.context("committing to the store")
     }
 
     fn rollback(&mut self) {
         let _ = self.c.abandon().batch_execute("ROLLBACK");
+        self.keys.rolled_back();
         self.end_group();
     }
 
@@ -410,6 +424,7 @@ impl Ingest for PgIngest {
 
     fn keep_file(&mut self) -> Result<()> {
         self.c.get()?.batch_execute("RELEASE SAVEPOINT file")?;
+        self.keys.file_done();
         Ok(())
     }
 
@@ -418,6 +433,7 @@ impl Ingest for PgIngest {
             .get()?
             .batch_execute("ROLLBACK TO SAVEPOINT file; RELEASE SAVEPOINT file")?;
         self.forget();
+        self.keys.undo_file();
         Ok(())
     }
 
@@ -504,12 +520,11 @@ impl Ingest for PgIngest {
             .assign_column(self.c.get()?, dataset, key, existing, reserved, record)
     }
     fn ensure_columns(&mut self, table: &str, columns: &[NewColumn], key: &[String]) -> Result<()> {
-        let missing_key = !key.is_empty() && !self.tables.key_index(self.c.get()?, table, key)?;
         let known = self
             .tables
             .info(self.c.get()?, table)?
             .map(|i| i.lower_map());
-        let missing_columns = match &known {
+        let missing = match &known {
             None => true,
             Some(k) => {
                 columns
@@ -518,19 +533,12 @@ impl Ingest for PgIngest {
                     || (!key.is_empty() && !k.contains_key("_key"))
             }
         };
-        if !missing_columns && !missing_key {
+        if !missing {
             return Ok(());
         }
         self.lock_schema(false)?;
         self.tables
-            .ensure(self.c.get()?, table, columns, !key.is_empty())?;
-        if !key.is_empty() && !self.tables.key_index(self.c.get()?, table, key)? {
-            self.tables.create_key_index(self.c.get()?, table, key)?;
-        }
-        Ok(())
-    }
-    fn key_ready(&mut self, table: &str, key: &[String]) -> Result<bool> {
-        self.tables.key_index(self.c.get()?, table, key)
+            .ensure(self.c.get()?, table, columns, !key.is_empty())
     }
     fn shared_schema(&self) -> bool {
         true
@@ -563,7 +571,8 @@ impl Ingest for PgIngest {
     }
 
     fn insert_chunk(&mut self, ins: &ChunkInsert) -> Result<ChunkStored> {
-        self.tables.insert(&mut self.c, &mut self.ids, ins)
+        self.tables
+            .insert(&mut self.c, &mut self.ids, &mut self.keys, ins)
     }
 
     fn max_data_columns(&self) -> usize {
@@ -643,7 +652,7 @@ pub fn is_unreachable(e: &anyhow::Error) -> bool {
 
 /// Whether an error is a transaction that lost to another (deadlock, serialization failure, a
 /// lock not available, or a unique index that another host's concurrent commit filled first:
-/// a record key or a file identity stored at the same moment).
+/// a file identity stored at the same moment).
 pub fn is_transient(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<postgres::Error>())
@@ -680,8 +689,8 @@ fn classify(e: &anyhow::Error) -> Failure {
     let class = &code.code()[..2];
     let text = format!("{e:#}");
     if *code == SqlState::UNIQUE_VIOLATION {
-        // Another host committed the same record key (or file) while this group ran: redone,
-        // the group finds it stored.
+        // Another host committed the same file while this group ran: redone, the group finds
+        // it stored.
         return Failure::Machine;
     }
     if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {

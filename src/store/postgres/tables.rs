@@ -6,12 +6,12 @@
 //! the files, the declared type's PostgreSQL type for declared ones (`binary::PgType::sql_for`).
 //! `_id` has a BRIN index, not a B-tree: ids grow with the table, so a BRIN index finds a range
 //! of them for an export at almost no cost per insert, where a primary key costs about a third of
-//! the load speed. A dataset with a record key gets a unique index over `_key` (the key's hash)
-//! and the key columns themselves: the database decides which record is new, exactly, across
-//! every host.
+//! the load speed. A dataset with a record key gets `_key` (the key's hash, unindexed): which
+//! record is new is decided by `keys`.
 
 use super::binary::{self, PgType};
 use super::ids::Ids;
+use super::keys::Keys;
 use super::session::Session;
 use crate::record::{Cell, Chunk};
 use crate::store::names::short_hash;
@@ -45,7 +45,7 @@ impl TableInfo {
             .collect()
     }
 
-    fn ty(&self, name: &str) -> Option<PgType> {
+    pub(super) fn ty(&self, name: &str) -> Option<PgType> {
         self.by_lower
             .get(&name.to_lowercase())
             .and_then(|&i| self.columns[i].1)
@@ -81,14 +81,11 @@ pub fn describe(c: &mut Client, table: &str) -> Result<Option<TableInfo>> {
 #[derive(Default)]
 pub struct Tables {
     known: HashMap<String, Option<TableInfo>>,
-    /// Key indexes known to exist, by table.
-    key_index: HashMap<String, String>,
 }
 
 impl Tables {
     pub fn invalidate(&mut self) {
         self.known.clear();
-        self.key_index.clear();
     }
 
     pub fn info(&mut self, c: &mut Client, table: &str) -> Result<Option<&TableInfo>> {
@@ -155,59 +152,14 @@ impl Tables {
         Ok(())
     }
 
-    /// The unique index a keyed insert resolves conflicts on, `(_key, key columns…)`, if it
-    /// exists already.
-    pub fn key_index(&mut self, c: &mut Client, table: &str, keys: &[String]) -> Result<bool> {
-        let name = key_index_name(table, keys);
-        if self.key_index.get(table) == Some(&name) {
-            return Ok(true);
-        }
-        let exists: bool = c
-            .query_one("SELECT to_regclass(quote_ident($1)) IS NOT NULL", &[&name])?
-            .get(0);
-        if exists {
-            self.key_index.insert(table.to_string(), name);
-        }
-        Ok(exists)
-    }
-
-    /// Creates the key index (under the schema lock), replacing one over other key columns.
-    pub fn create_key_index(&mut self, c: &mut Client, table: &str, keys: &[String]) -> Result<()> {
-        let name = key_index_name(table, keys);
-        let old: Vec<String> = c
-            .query(
-                "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
-                 AND tablename = $1 AND indexname LIKE 'ferry\\_%\\_key' AND indexname <> $2",
-                &[&table, &name],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for o in old {
-            c.batch_execute(&format!("DROP INDEX {}", ident(&o)))?;
-        }
-        let cols: Vec<String> = std::iter::once("_key".to_string())
-            .chain(keys.iter().map(|k| ident(k)))
-            .collect();
-        c.batch_execute(&format!(
-            "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
-            ident(&name),
-            ident(table),
-            cols.join(", ")
-        ))
-        .with_context(|| format!("creating the record key index of {table}"))?;
-        self.key_index.insert(table.to_string(), name);
-        Ok(())
-    }
-
     /// Stores a chunk by binary COPY, streamed (the copy stays open for the file's next chunk);
     /// with a record key, less the records whose key is stored already or repeats one earlier in
-    /// the chunk, which the database finds by the unique key index. Ids come from `ids` in row
-    /// order, for stored records only.
+    /// the chunk (decided by `keys`). Ids come from `ids` in row order, for stored records only.
     pub fn insert(
         &mut self,
         s: &mut Session,
         ids: &mut Ids,
+        keys: &mut Keys,
         ins: &ChunkInsert,
     ) -> Result<ChunkStored> {
         let n = ins.chunk.rows();
@@ -236,18 +188,26 @@ impl Tables {
                 cells.push((i, name.as_str(), ty));
             }
         }
-        // With a record key: the rows whose key is new — to this chunk, and to the table as
-        // this transaction sees it (other hosts' commits, this group's earlier files).
-        let keep = if keyed {
-            Some(new_keys(s.get()?, ins, info)?)
+        // With a record key: the rows whose key is new, and their ids.
+        let (keep, key_ids) = if keyed {
+            let new = keys.new_rows(s, ids, ins, info)?;
+            let mut keep = vec![false; n];
+            for &r in &new.kept {
+                keep[r as usize] = true;
+            }
+            (Some(keep), new.ids)
         } else {
-            None
+            (None, Vec::new())
         };
         let rows = keep
             .as_ref()
             .map_or(n, |k| k.iter().filter(|&&new| new).count());
         if rows > 0 {
-            let first_ids = ids.take(s, rows as u64)?;
+            let first_ids = if keyed {
+                key_ids
+            } else {
+                ids.take(s, rows as u64)?
+            };
             let mut data = Vec::new();
             encode(&mut data, ins, &cells, &first_ids, keyed, keep.as_deref())?;
             let mut names: Vec<String> = ["_id", "_file_id", "_line"]
@@ -258,9 +218,7 @@ impl Tables {
                 names.push("_key".into());
             }
             names.extend(cells.iter().map(|(_, n, _)| ident(n)));
-            // Streamed: the copy stays open for the file's next chunk. A key that another host
-            // stores at this very moment makes it fail on the unique index (`unique_violation`):
-            // the group is redone, and then that key is found stored.
+            // Streamed: the copy stays open for the file's next chunk.
             let into = format!("{} ({})", ident(ins.table), names.join(", "));
             s.copy_rows(&into, &data, rows as u64)?;
         }
@@ -269,149 +227,6 @@ impl Tables {
             duplicates: (n - rows) as u64,
         })
     }
-}
-
-/// A raw binary parameter (ferry's own encoding of a PostgreSQL array).
-#[derive(Debug)]
-struct Raw(Vec<u8>);
-
-impl postgres::types::ToSql for Raw {
-    fn to_sql(
-        &self,
-        _: &postgres::types::Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(postgres::types::IsNull::No)
-    }
-
-    fn accepts(_: &postgres::types::Type) -> bool {
-        true
-    }
-
-    postgres::types::to_sql_checked!();
-}
-
-/// One column of a record key: its chunk cell, table column and type.
-struct KeyPart<'a> {
-    cell: usize,
-    name: &'a str,
-    ty: PgType,
-}
-
-/// Row `r`'s value of a key part, as a binary field.
-fn encode_key_part(ins: &ChunkInsert, part: &KeyPart, r: usize, out: &mut Vec<u8>) -> Result<()> {
-    let chunk = ins.chunk;
-    let cell = chunk.row(r)[part.cell];
-    let text = matches!(cell, Cell::Text { .. })
-        .then(|| chunk.text(cell))
-        .flatten();
-    binary::cell(out, part.ty, cell, text).map_err(|why| {
-        let name = part.name;
-        binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
-    })
-}
-
-/// Per row: whether no earlier row of the chunk has the same key (same hash, same encoded
-/// values).
-fn first_in_chunk(ins: &ChunkInsert, key: &[KeyPart]) -> Result<Vec<bool>> {
-    let n = ins.chunk.rows();
-    let mut keep = vec![true; n];
-    let mut seen: HashMap<(i64, Vec<u8>), ()> = HashMap::with_capacity(n);
-    for (r, new) in keep.iter_mut().enumerate() {
-        let mut bytes = Vec::new();
-        for part in key {
-            encode_key_part(ins, part, r, &mut bytes)?;
-        }
-        *new = seen.insert((ins.chunk.keys[r], bytes), ()).is_none();
-    }
-    Ok(keep)
-}
-
-/// Per row of a keyed chunk: whether its key is new. A key seen earlier in the chunk is not;
-/// the others are looked up in the table by the key index (`_key`, then the key columns
-/// compared exactly by the database), all of the chunk in one statement.
-fn new_keys(c: &mut Client, ins: &ChunkInsert, info: &TableInfo) -> Result<Vec<bool>> {
-    let chunk = ins.chunk;
-    let n = chunk.rows();
-    let names = key_columns(ins)?;
-    let mut key = Vec::with_capacity(names.len());
-    for (cell, name) in ins.key_cells.iter().zip(&names) {
-        let ty = info
-            .ty(name)
-            .with_context(|| format!("key column {name} has a type ferry cannot write"))?;
-        key.push(KeyPart {
-            cell: cell.context("a key column is not stored")?,
-            name: name.as_str(),
-            ty,
-        });
-    }
-    let encoded = |r: usize, j: usize, out: &mut Vec<u8>| encode_key_part(ins, &key[j], r, out);
-    let mut keep = first_in_chunk(ins, &key)?;
-    let candidates: Vec<usize> = (0..n).filter(|&r| keep[r]).collect();
-    if candidates.is_empty() {
-        return Ok(keep);
-    }
-    // One array per key part: the hashes, then each key column in its table type.
-    let mut arrays = vec![binary::array_header(PgType::Int8, candidates.len())];
-    for &r in &candidates {
-        binary::int8(&mut arrays[0], chunk.keys[r]);
-    }
-    for (j, part) in key.iter().enumerate() {
-        let mut a = binary::array_header(part.ty, candidates.len());
-        for &r in &candidates {
-            encoded(r, j, &mut a)?;
-        }
-        arrays.push(a);
-    }
-    let types: Vec<String> = std::iter::once("bigint".to_string())
-        .chain(key.iter().map(|part| part.ty.name().to_string()))
-        .enumerate()
-        .map(|(p, t)| format!("${}::{t}[]", p + 1))
-        .collect();
-    let parts: Vec<String> = (0..=key.len()).map(|p| format!("p{p}")).collect();
-    let matches: Vec<String> = std::iter::once("t._key = s.p0".to_string())
-        .chain(
-            key.iter()
-                .enumerate()
-                .map(|(j, part)| format!("t.{} = s.p{}", ident(part.name), j + 1)),
-        )
-        .collect();
-    // A scalar subquery with LIMIT stays a per-row probe of the key index whatever the table's
-    // statistics say (a semi-join could turn into a scan of the whole table). Measured: as fast
-    // as one index scan over the array of hashes joined to the chunk's keys.
-    let sql = format!(
-        "SELECT s.i FROM unnest({}) WITH ORDINALITY AS s({}, i) \
-         WHERE (SELECT true FROM {} t WHERE {} LIMIT 1)",
-        types.join(", "),
-        parts.join(", "),
-        ident(ins.table),
-        matches.join(" AND ")
-    );
-    let params: Vec<Raw> = arrays.into_iter().map(Raw).collect();
-    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-        .iter()
-        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-        .collect();
-    for row in c.query(&sql, &refs)? {
-        let ordinal: i64 = row.get(0);
-        keep[candidates[ordinal as usize - 1]] = false;
-    }
-    Ok(keep)
-}
-
-/// The table columns of a keyed chunk's key, in key order.
-pub fn key_columns(ins: &ChunkInsert) -> Result<Vec<String>> {
-    ins.key_cells
-        .iter()
-        .map(|k| k.and_then(|i| ins.columns.get(i).cloned().flatten()))
-        .collect::<Option<Vec<String>>>()
-        .context("a key column of the dataset is not stored")
-}
-
-fn key_index_name<S: AsRef<str>>(table: &str, keys: &[S]) -> String {
-    let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-    index_name(&format!("{table}\u{0}{}", keys.join("\u{0}")), "key")
 }
 
 /// The chunk's rows (those `keep` says, if given) as binary COPY tuples (no header, no trailer): `_id`, `_file_id`, `_line`,
