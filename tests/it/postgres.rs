@@ -96,6 +96,45 @@ fn record_keys_hold_across_hosts_loading_at_once() {
     })
 }
 
+/// Two daemons, files arriving on both over time with overlapping keys: each group of one host
+/// must first learn the keys the other committed since its last (the key log), or it would
+/// store them again.
+#[test]
+fn record_keys_hold_while_two_daemons_take_turns() {
+    on(Backend::Postgres, || {
+        let a = Spool::new();
+        let b = a.another_host();
+        let config = "[[dataset]]\nname = \"k\"\nkey = [\"n\"]\n";
+        for s in [&a, &b] {
+            fs::write(s.root.join("ferry.toml"), config).unwrap();
+        }
+        let mut daemons = [start_watch(&a, &[]), start_watch(&b, &[])];
+        // File i on a: keys 50i..50i+100; on b: 50i+25..50i+125. Every key arrives 2-4 times.
+        for i in 0..20 {
+            let (from_a, from_b) = (i * 50, i * 50 + 25);
+            let body = labelled_rows(from_a, from_a + 100, "from a");
+            a.drop_file(&format!("k/a{i:02}.csv"), body.as_bytes());
+            std::thread::sleep(Duration::from_millis(40));
+            let body = labelled_rows(from_b, from_b + 100, "from b");
+            b.drop_file(&format!("k/b{i:02}.csv"), body.as_bytes());
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        wait_for_files(&a, 40);
+        for d in &mut daemons {
+            assert_eq!(sigterm(d), Some(0));
+        }
+        let distinct = 19 * 50 + 125;
+        assert_eq!(a.count("SELECT count(*) FROM k"), distinct);
+        assert_eq!(a.count("SELECT count(DISTINCT n) FROM k"), distinct);
+        assert_eq!(
+            a.count("SELECT sum(duplicate_records) FROM files WHERE state = 'ingested'"),
+            40 * 100 - distinct
+        );
+        // The hosts took turns: more than one group each logged keys.
+        assert!(a.count("SELECT count(DISTINCT epoch) FROM ferry_key_log") > 2);
+    })
+}
+
 #[test]
 fn exports_while_three_hosts_commit_miss_nothing_and_repeat_nothing() {
     on(Backend::Postgres, || {

@@ -714,3 +714,47 @@ fn numbers_written_the_european_way_load_exactly_and_bad_grouping_is_rejected() 
     .unwrap();
     s.ferry_ok(&["config", "check"], 2);
 }
+
+both_stores! {
+    /// A keyed file set aside after some of its records were stored (too many bad records at
+    /// its end) takes its keys back with it: the next file in the same run stores them.
+    fn keys_of_a_file_undone_halfway_are_free_for_the_next_file() {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            "workers = 1\n\n[[dataset]]\nname = \"cars\"\nmatch = \"cars/**\"\nkey = [\"vin\"]\n\
+             max_bad_records = 10\n\n[[dataset.columns]]\nname = \"vin\"\nrequired = true\n\n\
+             [[dataset.columns]]\nname = \"year\"\ntype = \"int\"\n",
+        )
+        .unwrap();
+        let rows = |bad: usize, year: u32| {
+            let mut body = String::from("vin,year\n");
+            for i in 0..9000 {
+                body.push_str(&format!("V{i:05},{year}\n"));
+            }
+            for i in 0..bad {
+                body.push_str(&format!("X{i:05},twenty\n"));
+            }
+            body
+        };
+        // Sorted by name with one worker: the bad file reaches the writer first.
+        s.drop_file("cars/a-bad.csv", rows(50, 2020).as_bytes());
+        s.drop_file("cars/b-good.csv", rows(0, 2020).as_bytes());
+        s.ferry_ok(&["run"], 3);
+        let files = by_path(&s);
+        assert_eq!(files["cars/a-bad.csv"]["state"], "quarantined");
+        assert_eq!(files["cars/b-good.csv"]["state"], "ingested");
+        assert_eq!(files["cars/b-good.csv"]["records"], 9000);
+        assert_eq!(files["cars/b-good.csv"]["duplicate_records"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM cars"), 9000);
+        assert_eq!(s.count("SELECT count(DISTINCT vin) FROM cars"), 9000);
+        // The same keys again (other values), in a later run: all duplicates, checked against
+        // the stored records.
+        s.drop_file("cars/c-again.csv", rows(0, 2021).as_bytes());
+        s.ferry_ok(&["run"], 0);
+        let again = &by_path(&s)["cars/c-again.csv"];
+        assert_eq!(again["records"], 0);
+        assert_eq!(again["duplicate_records"], 9000);
+        assert_eq!(s.count("SELECT count(*) FROM cars"), 9000);
+    }
+}
