@@ -228,14 +228,19 @@ impl KeyIndex {
     }
 
     pub fn candidates(&self, h: i64) -> impl Iterator<Item = i64> + '_ {
-        self.map
-            .get(h)
-            .into_iter()
-            .chain(self.more.get(&h).into_iter().flatten().copied())
+        let first = self.map.get(h);
+        self.more_after(h, first)
     }
 
-    fn put(&mut self, h: i64, id: i64) -> bool {
-        if self.map.contains(h) {
+    /// The ids of a hash given the map's (`first`, looked up once): it, then those in `more`.
+    fn more_after(&self, h: i64, first: Option<i64>) -> impl Iterator<Item = i64> + '_ {
+        let more = first.and_then(|_| self.more.get(&h));
+        first.into_iter().chain(more.into_iter().flatten().copied())
+    }
+
+    /// Adds `id` under `h`, whose id in the map is `first`; whether it went to `more`.
+    fn put(&mut self, h: i64, first: Option<i64>, id: i64) -> bool {
+        if first.is_some() {
             self.more.entry(h).or_default().push(id);
             true
         } else {
@@ -245,15 +250,16 @@ impl KeyIndex {
     }
 
     /// A record stored by this transaction (undone with it).
-    pub fn add(&mut self, h: i64, id: i64) {
-        let in_more = self.put(h, id);
+    fn add(&mut self, h: i64, first: Option<i64>, id: i64) {
+        let in_more = self.put(h, first, id);
         self.added.push((h, in_more));
     }
 
     /// A record already committed (by anyone); nothing if it is known.
     pub fn add_committed(&mut self, h: i64, id: i64) {
-        if !self.candidates(h).any(|x| x == id) {
-            self.put(h, id);
+        let first = self.map.get(h);
+        if !self.more_after(h, first).any(|x| x == id) {
+            self.put(h, first, id);
         }
     }
 
@@ -340,14 +346,15 @@ pub fn dedupe(
     };
     for r in 0..chunk.rows() {
         let h = chunk.keys[r];
-        if !idx.map.contains(h) {
+        let first = idx.map.get(h);
+        if first.is_none() {
             // The common case: a key never seen.
-            idx.add(h, next_id(&kept)?);
+            idx.add(h, None, next_id(&kept)?);
             kept.push(r as u32);
             continue;
         }
         let mut dup = false;
-        for other in idx.candidates(h).collect::<Vec<_>>() {
+        for other in idx.more_after(h, first).collect::<Vec<_>>() {
             let same = match ids.position(other) {
                 Some(k) if (k as usize) < kept.len() => {
                     same_key_in_chunk(chunk, key_cols, kept[k as usize] as usize, r)
@@ -363,7 +370,7 @@ pub fn dedupe(
             *dups += 1;
             continue;
         }
-        idx.add(h, next_id(&kept)?);
+        idx.add(h, first, next_id(&kept)?);
         kept.push(r as u32);
     }
     Ok(kept)
