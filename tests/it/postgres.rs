@@ -63,15 +63,24 @@ fn the_same_content_dropped_on_two_hosts_at_once_is_stored_once() {
     })
 }
 
+/// Two hosts on one database, each with dataset `k` keyed on column `n`.
+fn two_hosts_with_a_keyed_dataset() -> (Spool, Spool) {
+    let a = Spool::new();
+    let b = a.another_host();
+    for s in [&a, &b] {
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[[dataset]]\nname = \"k\"\nkey = [\"n\"]\n",
+        )
+        .unwrap();
+    }
+    (a, b)
+}
+
 #[test]
 fn record_keys_hold_across_hosts_loading_at_once() {
     on(Backend::Postgres, || {
-        let a = Spool::new();
-        let b = a.another_host();
-        let config = "[[dataset]]\nname = \"k\"\nkey = [\"n\"]\n";
-        for s in [&a, &b] {
-            fs::write(s.root.join("ferry.toml"), config).unwrap();
-        }
+        let (a, b) = two_hosts_with_a_keyed_dataset();
         // Host a has keys 0..3000, host b 1500..4500: 1500 keys arrive on both.
         for f in 0..30 {
             a.drop_file(
@@ -102,12 +111,7 @@ fn record_keys_hold_across_hosts_loading_at_once() {
 #[test]
 fn record_keys_hold_while_two_daemons_take_turns() {
     on(Backend::Postgres, || {
-        let a = Spool::new();
-        let b = a.another_host();
-        let config = "[[dataset]]\nname = \"k\"\nkey = [\"n\"]\n";
-        for s in [&a, &b] {
-            fs::write(s.root.join("ferry.toml"), config).unwrap();
-        }
+        let (a, b) = two_hosts_with_a_keyed_dataset();
         let mut daemons = [start_watch(&a, &[]), start_watch(&b, &[])];
         // File i on a: keys 50i..50i+100; on b: 50i+25..50i+125. Every key arrives 2-4 times.
         for i in 0..20 {
