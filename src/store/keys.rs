@@ -227,13 +227,20 @@ impl KeyIndex {
         self.map.len()
     }
 
-    pub fn candidates(&self, h: i64) -> impl Iterator<Item = i64> + '_ {
+    #[cfg(test)]
+    fn candidates(&self, h: i64) -> impl Iterator<Item = i64> + '_ {
         let first = self.map.get(h);
         self.more_after(h, first)
     }
 
+    /// The map's id of each hash (one lookup per hash: it is the costly part, a few cache
+    /// misses), to give `more_after` and `dedupe`.
+    pub fn firsts(&self, hashes: &[i64]) -> Vec<Option<i64>> {
+        hashes.iter().map(|&h| self.map.get(h)).collect()
+    }
+
     /// The ids of a hash given the map's (`first`, looked up once): it, then those in `more`.
-    fn more_after(&self, h: i64, first: Option<i64>) -> impl Iterator<Item = i64> + '_ {
+    pub fn more_after(&self, h: i64, first: Option<i64>) -> impl Iterator<Item = i64> + '_ {
         let more = first.and_then(|_| self.more.get(&h));
         first.into_iter().chain(more.into_iter().flatten().copied())
     }
@@ -330,12 +337,15 @@ impl ChunkIds<'_> {
 
 /// Picks the rows of a chunk whose key is new; counts the others in `dups`. Kept rows take
 /// their ids from `ids` in order. `stored_same(id, row)` says whether the stored record `id`
-/// has the key of chunk row `row`.
+/// has the key of chunk row `row`. `firsts`, if the caller looked the chunk's hashes up before
+/// it (`KeyIndex::firsts`), saves looking them up again: hashes this chunk adds are then
+/// remembered in a small map of its own.
 pub fn dedupe(
     idx: &mut KeyIndex,
     chunk: &Chunk,
     key_cols: &[Option<usize>],
     ids: &ChunkIds,
+    firsts: Option<&[Option<i64>]>,
     mut stored_same: impl FnMut(i64, usize) -> Result<bool>,
     dups: &mut u64,
 ) -> Result<Vec<u32>> {
@@ -344,12 +354,20 @@ pub fn dedupe(
         ids.id(kept.len() as u64)
             .ok_or_else(|| anyhow::anyhow!("fewer record ids than rows"))
     };
+    let mut this_chunk: IdMap<i64> = IdMap::default();
     for r in 0..chunk.rows() {
         let h = chunk.keys[r];
-        let first = idx.map.get(h);
+        let first = match firsts {
+            Some(f) => f[r].or_else(|| this_chunk.get(&h).copied()),
+            None => idx.map.get(h),
+        };
         if first.is_none() {
             // The common case: a key never seen.
-            idx.add(h, None, next_id(&kept)?);
+            let id = next_id(&kept)?;
+            idx.add(h, None, id);
+            if firsts.is_some() {
+                this_chunk.insert(h, id);
+            }
             kept.push(r as u32);
             continue;
         }
@@ -413,7 +431,16 @@ mod tests {
         let c = chunk(&[("a", 7), ("b", 7), ("a", 7), ("c", 9)]);
         let mut dups = 0;
         let ids = ChunkIds(&[(100, 4)]);
-        let kept = dedupe(&mut idx, &c, &[Some(0)], &ids, |_, _| Ok(false), &mut dups).unwrap();
+        let kept = dedupe(
+            &mut idx,
+            &c,
+            &[Some(0)],
+            &ids,
+            None,
+            |_, _| Ok(false),
+            &mut dups,
+        )
+        .unwrap();
         assert_eq!(kept, [0, 1, 3]);
         assert_eq!(dups, 1);
         assert_eq!(idx.candidates(7).collect::<Vec<_>>(), [100, 101]);
@@ -422,11 +449,14 @@ mod tests {
         let c2 = chunk(&[("b", 7), ("d", 7), ("e", 11)]);
         let mut dups = 0;
         let ids = ChunkIds(&[(103, 1), (500, 2)]);
+        // The caller looked the hashes up first: the same answer.
+        let firsts = idx.firsts(&c2.keys);
         let kept = dedupe(
             &mut idx,
             &c2,
             &[Some(0)],
             &ids,
+            Some(&firsts),
             |id, r| Ok(id == 101 && r == 0),
             &mut dups,
         )
@@ -441,6 +471,30 @@ mod tests {
         assert!(!idx.map.contains(11));
         idx.undo_group();
         assert_eq!(idx.len(), 0);
+    }
+
+    #[test]
+    fn hashes_looked_up_before_still_find_repeats_within_the_chunk() {
+        let mut idx = KeyIndex::default();
+        // 13 is new to the index: its repeats are found among the chunk's own rows.
+        let c = chunk(&[("f", 13), ("f", 13), ("g", 13), ("g", 13), ("h", 5)]);
+        let firsts = idx.firsts(&c.keys);
+        assert_eq!(firsts, [None; 5]);
+        let mut dups = 0;
+        let ids = ChunkIds(&[(1, 5)]);
+        let never = |_, _| -> Result<bool> { panic!("nothing is stored yet") };
+        let kept = dedupe(
+            &mut idx,
+            &c,
+            &[Some(0)],
+            &ids,
+            Some(&firsts),
+            never,
+            &mut dups,
+        );
+        assert_eq!(kept.unwrap(), [0, 2, 4]);
+        assert_eq!(dups, 2);
+        assert_eq!(idx.candidates(13).collect::<Vec<_>>(), [1, 2]);
     }
 
     /// A deterministic, well-mixed sequence of hashes.

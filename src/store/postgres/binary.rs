@@ -110,11 +110,25 @@ impl std::fmt::Display for Unsupported {
 
 impl std::error::Error for Unsupported {}
 
+/// The signature a binary COPY stream starts with.
+const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
 /// The start of a binary COPY stream: signature, flags, header extension length.
 pub fn header(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(SIGNATURE);
     out.extend_from_slice(&0i32.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
+}
+
+/// Reads past the start of a binary COPY stream (`COPY … TO STDOUT (FORMAT binary)`): checks
+/// the signature and skips the header extension.
+pub fn read_header<R: std::io::Read>(mut r: R) -> anyhow::Result<()> {
+    let mut head = [0u8; 19];
+    r.read_exact(&mut head)?;
+    anyhow::ensure!(&head[..11] == SIGNATURE, "unexpected COPY output");
+    let ext = u32::from_be_bytes(head[15..19].try_into().expect("4 bytes"));
+    std::io::copy(&mut r.take(ext as u64), &mut std::io::sink())?;
+    Ok(())
 }
 
 /// The start of a one-dimensional array of `len` elements of `ty` in binary form; the elements

@@ -183,13 +183,7 @@ pub fn read_batch(
         plan.last
     ))?;
     let mut r = BufReader::with_capacity(1 << 20, reader);
-    let mut head = [0u8; 19];
-    r.read_exact(&mut head)?;
-    if &head[..11] != b"PGCOPY\n\xff\r\n\0" {
-        bail!("unexpected COPY output");
-    }
-    let ext = u32::from_be_bytes(head[15..19].try_into().expect("4 bytes")) as usize;
-    std::io::copy(&mut (&mut r).take(ext as u64), &mut std::io::sink())?;
+    binary::read_header(&mut r)?;
     let mut buf = Vec::new();
     let mut raw = Vec::with_capacity(types.len());
     let mut decoded = Vec::with_capacity(types.len());

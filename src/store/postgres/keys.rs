@@ -152,13 +152,15 @@ impl Keys {
         }
         let n = ins.chunk.rows();
         let runs = ids.take(s, n as u64)?;
-        let same = stored_same_keys(s, k, ins, info)?;
+        let firsts = k.index.firsts(&ins.chunk.keys);
+        let same = stored_same_keys(s, k, ins, info, &firsts)?;
         let mut duplicates = 0;
         let kept = dedupe(
             &mut k.index,
             ins.chunk,
             ins.key_cells,
             &ChunkIds(&runs),
+            Some(&firsts),
             |id, r| Ok(same.contains(&(id, r))),
             &mut duplicates,
         )?;
@@ -264,10 +266,7 @@ fn load(c: &mut Client, table: &str, filter: &str, index: &mut KeyIndex) -> Resu
             ident(table)
         ))
         .with_context(|| format!("reading the record keys of {table}"))?;
-    let mut head = [0u8; 19];
-    r.read_exact(&mut head)?;
-    let ext = u32::from_be_bytes(head[15..19].try_into().expect("4 bytes"));
-    std::io::copy(&mut (&mut r).take(ext as u64), &mut std::io::sink())?;
+    binary::read_header(&mut r)?;
     let mut n = 0;
     let mut tuple = [0u8; 2 + 2 * 12];
     loop {
@@ -351,16 +350,18 @@ fn encode_key_part(ins: &ChunkInsert, part: &KeyPart, r: usize, out: &mut Vec<u8
 }
 
 /// The (stored record, chunk row) pairs whose keys are equal, among those the index pairs by
-/// hash: compared by the database, in the columns' types (NULL equal to NULL, as in memory).
+/// hash (`firsts`: the index's id of each row's hash): compared by the database, in the columns'
+/// types (NULL equal to NULL, as in memory).
 fn stored_same_keys(
     s: &mut Session,
     k: &TableKeys,
     ins: &ChunkInsert,
     info: &TableInfo,
+    firsts: &[Option<i64>],
 ) -> Result<HashSet<(i64, usize)>> {
     let mut pairs: Vec<(i64, usize)> = Vec::new();
-    for (r, &h) in ins.chunk.keys.iter().enumerate() {
-        pairs.extend(k.index.candidates(h).map(|id| (id, r)));
+    for (r, (&h, &first)) in ins.chunk.keys.iter().zip(firsts).enumerate() {
+        pairs.extend(k.index.more_after(h, first).map(|id| (id, r)));
     }
     let mut same = HashSet::new();
     if pairs.is_empty() {

@@ -95,6 +95,7 @@ impl Keys {
             ins.chunk,
             ins.key_cells,
             &ChunkIds(&[(first, ins.chunk.rows() as u64)]),
+            None,
             |other, r| {
                 same_key_stored(
                     conn,
