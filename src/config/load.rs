@@ -20,6 +20,8 @@ use toml::Spanned;
 
 /// Bounds of numeric settings: a value outside is a config error, not a crash later.
 const MAX_WORKERS: usize = 256;
+/// Each writer holds a connection of its own; more than this only crowds the server.
+const MAX_STORE_WRITERS: usize = 16;
 const MAX_ATTEMPTS: u32 = 100;
 const DAY: Duration = Duration::from_secs(86_400);
 /// Fixed-width layouts: the most header or trailer lines skipped (they are held in memory), and
@@ -79,14 +81,21 @@ impl Config {
         let spool = Spool::new(&root, incoming.as_deref());
         let store = store_location(&raw, store, &spool, &at)?;
         let mut warnings = pattern_warnings(&datasets);
-        if matches!(store, Location::Sqlite(_))
-            && raw.store.schema.as_deref().is_some_and(|s| !s.is_empty())
-        {
-            warnings.push(
-                "store.schema applies to a PostgreSQL store only; with SQLite (no store.url, \
-                 --store or FERRY_STORE) it is not used"
-                    .into(),
-            );
+        if matches!(store, Location::Sqlite(_)) {
+            if raw.store.schema.as_deref().is_some_and(|s| !s.is_empty()) {
+                warnings.push(
+                    "store.schema applies to a PostgreSQL store only; with SQLite (no store.url, \
+                     --store or FERRY_STORE) it is not used"
+                        .into(),
+                );
+            }
+            if raw.store.writers.is_some_and(|w| w > 1) {
+                warnings.push(
+                    "store.writers applies to a PostgreSQL store only; SQLite lets one \
+                     transaction write at a time, so ferry runs one writer"
+                        .into(),
+                );
+            }
         }
         Ok(Config {
             store,
@@ -261,8 +270,18 @@ fn store_location(
         )?),
         None => None,
     };
+    let writers = match raw.store.writers {
+        Some(w) if (1..=MAX_STORE_WRITERS).contains(&w) => Some(w),
+        Some(w) => {
+            return Err(at.bad(
+                "store.writers",
+                format!("{w} is not between 1 and {MAX_STORE_WRITERS}"),
+            ))
+        }
+        None => None,
+    };
     match url {
-        // `schema` and `lease` are PostgreSQL's; one config may serve both stores.
+        // `schema`, `lease` and `writers` are PostgreSQL's; one config may serve both stores.
         None => Ok(Location::of(spool)),
         Some((url, key)) => {
             let mut t = crate::store::postgres::Target::parse(&url, schema).map_err(|why| {
@@ -274,6 +293,9 @@ fn store_location(
             })?;
             if let Some(l) = lease {
                 t.lease = l;
+            }
+            if let Some(w) = writers {
+                t.writers = w;
             }
             Ok(Location::Postgres(Box::new(t)))
         }
@@ -347,6 +369,7 @@ struct RawStore {
     url: Option<String>,
     schema: Option<String>,
     lease: Option<Dur>,
+    writers: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -872,6 +895,34 @@ mod tests {
         assert!(e.contains("colour"), "{e}");
         let e = parse_raw("[[dataset]]\nname = \"a\"\ndelimiter = \";;\"\n").unwrap_err();
         assert!(e.contains("not a delimiter"), "{e}");
+    }
+
+    #[test]
+    fn store_writers_are_bounded_and_for_postgres_only() {
+        let resolve = |text: &str, store: Option<&str>| {
+            let root = Path::new("/nonexistent/ferry-spool");
+            Config::from_raw(parse_raw(text).unwrap(), text, None, Some(root), store)
+        };
+        let url = Some("postgres://ferry@localhost:5432/ferry");
+        assert_eq!(resolve("", url).unwrap().store.writers(), 2);
+        assert_eq!(
+            resolve("[store]\nwriters = 3\n", url)
+                .unwrap()
+                .store
+                .writers(),
+            3
+        );
+        for bad in [0, 17] {
+            let e = resolve(&format!("[store]\nwriters = {bad}\n"), url).unwrap_err();
+            assert!(e.to_string().contains("store.writers"), "{e}");
+        }
+        let sqlite = resolve("[store]\nwriters = 3\n", None).unwrap();
+        assert_eq!(sqlite.store.writers(), 1);
+        assert!(
+            sqlite.warnings.iter().any(|w| w.contains("store.writers")),
+            "{:?}",
+            sqlite.warnings
+        );
     }
 
     /// Resolves the one dataset of a config text.

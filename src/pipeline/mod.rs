@@ -1,8 +1,8 @@
 //! The ingest path shared by `ferry run` and `ferry watch`.
 //!
 //! ```text
-//! submit(Work) ──bounded──► rayon workers ──bounded──► writer thread
-//!                          claim, hash, parse,         one SQLite connection:
+//! submit(Work) ──bounded──► rayon workers ──bounded──► writer thread(s)
+//!                          claim, hash, parse,         one store connection each:
 //!                          stages → chunks             txn, ledger, records, then place
 //! ```
 //!
@@ -27,13 +27,13 @@ use crate::reject::{RecordReject, Reject};
 use crate::spool::{Claim, Liveness, Owner, RelPath};
 use crate::typed::ColType;
 use anyhow::Result;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Select, Sender};
 use rayon::iter::{ParallelBridge, ParallelIterator};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Whether input files are moved through the spool or left where they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,11 +274,76 @@ pub enum End {
     Retry,
 }
 
+/// Where workers hand files to the writers. Files of datasets with a record key go to the
+/// first writer only: a table's keys are decided by one writer at a time (its key turn, held to
+/// the commit), so a second writer of the same process would only wait for the first, and
+/// build a second copy of the key index. Everything else goes to whichever writer is free.
+#[derive(Clone)]
+pub struct Jobs {
+    any: Sender<Job>,
+    keyed: Option<Sender<Job>>,
+}
+
+impl Jobs {
+    /// Hands a file over; false only when the writers are gone (they report their own error).
+    pub fn send(&self, job: Job) -> bool {
+        let keyed = job.meta.spec.as_ref().is_some_and(|s| !s.key.is_empty());
+        match &self.keyed {
+            Some(k) if keyed => k.send(job).is_ok(),
+            _ => self.any.send(job).is_ok(),
+        }
+    }
+}
+
+/// What one writer takes files from: the shared queue, and for the first of several writers,
+/// the queue of keyed files too.
+pub struct Inbox {
+    queues: Vec<Receiver<Job>>,
+}
+
+impl Inbox {
+    /// The next file; `Disconnected` once every worker has hung up and the queues are empty.
+    pub fn recv(&mut self) -> Result<Job, RecvTimeoutError> {
+        self.recv_until(None)
+    }
+
+    /// The next file arriving before `deadline`.
+    pub fn recv_timeout(&mut self, wait: Duration) -> Result<Job, RecvTimeoutError> {
+        self.recv_until(Some(Instant::now() + wait))
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Job, RecvTimeoutError> {
+        loop {
+            let op = {
+                let mut sel = Select::new();
+                for q in &self.queues {
+                    sel.recv(q);
+                }
+                match deadline {
+                    _ if self.queues.is_empty() => return Err(RecvTimeoutError::Disconnected),
+                    None => sel.select(),
+                    Some(d) => sel
+                        .select_deadline(d)
+                        .map_err(|_| RecvTimeoutError::Timeout)?,
+                }
+            };
+            let i = op.index();
+            match op.recv(&self.queues[i]) {
+                Ok(job) => return Ok(job),
+                // That queue is closed and empty: wait on the others.
+                Err(_) => {
+                    self.queues.remove(i);
+                }
+            }
+        }
+    }
+}
+
 /// The running pipeline.
 pub struct Pipeline {
     work: Option<Sender<Work>>,
     feeder: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<(Summary, Result<()>)>>,
+    writers: Vec<JoinHandle<(Summary, Result<()>)>>,
 }
 
 /// Files waiting for a worker. Small: discovery should not run far ahead of claiming.
@@ -288,23 +353,59 @@ impl Pipeline {
     pub fn start(session: Arc<Session>) -> Result<Pipeline> {
         let owner = session.owner.as_ref().map(|o| o.token());
         let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
-        let (job_tx, job_rx) = bounded::<Job>(session.cfg.workers * 2);
+        let writers = if session.mode == Mode::DryRun {
+            1
+        } else {
+            session.cfg.store.writers().max(1)
+        };
+        let (any_tx, any_rx) = bounded::<Job>(session.cfg.workers * 2);
+        let (keyed_tx, keyed_rx) = if writers > 1 {
+            let (tx, rx) = bounded::<Job>(session.cfg.workers * 2);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let jobs = Jobs {
+            any: any_tx,
+            keyed: keyed_tx,
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(session.cfg.workers)
             .thread_name(|i| format!("ferry-worker-{i}"))
             .build()?;
-        let wsession = session.clone();
-        let writer = if session.mode == Mode::DryRun {
+        let mut handles = Vec::with_capacity(writers);
+        if session.mode == Mode::DryRun {
             let at = session.cfg.store.clone();
-            std::thread::Builder::new()
-                .name("ferry-judge".into())
-                .spawn(move || dry::judge(&at, job_rx))?
+            handles.push(
+                std::thread::Builder::new()
+                    .name("ferry-judge".into())
+                    .spawn(move || dry::judge(&at, any_rx))?,
+            );
         } else {
-            let store = crate::store::open_ingest(&session.cfg.store, owner)?;
-            std::thread::Builder::new()
-                .name("ferry-writer".into())
-                .spawn(move || writer::run(&wsession, store, job_rx))?
-        };
+            // Every connection is opened before any thread starts: a store that cannot be
+            // reached fails the start, not one writer of several.
+            let mut stores = (0..writers)
+                .map(|_| crate::store::open_ingest(&session.cfg.store, owner))
+                .collect::<Result<Vec<_>>>()?;
+            let mut keyed_rx = keyed_rx;
+            for (i, store) in stores.drain(..).enumerate() {
+                let mut queues = vec![any_rx.clone()];
+                queues.extend(keyed_rx.take());
+                let inbox = Inbox { queues };
+                let wsession = session.clone();
+                let name = if writers == 1 {
+                    "ferry-writer".to_string()
+                } else {
+                    format!("ferry-writer-{i}")
+                };
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || writer::run(&wsession, store, inbox))?,
+                );
+            }
+            drop(any_rx);
+        }
         let fsession = session;
         let feeder = std::thread::Builder::new()
             .name("ferry-feeder".into())
@@ -313,13 +414,13 @@ impl Pipeline {
                     work_rx
                         .into_iter()
                         .par_bridge()
-                        .for_each_with(job_tx, |jobs, w| worker::process(&fsession, w, jobs))
+                        .for_each_with(jobs, |jobs, w| worker::process(&fsession, w, jobs))
                 })
             })?;
         Ok(Pipeline {
             work: Some(work_tx),
             feeder: Some(feeder),
-            writer: Some(writer),
+            writers: handles,
         })
     }
 
@@ -392,14 +493,22 @@ impl Pipeline {
                 );
             }
         }
-        match self.writer.take() {
-            Some(w) => w.join().unwrap_or_else(|_| {
+        // Every writer's committed files count, whichever stopped first; the first error
+        // (in writer order) is the one reported.
+        let mut summary = Summary::default();
+        let mut result = Ok(());
+        for w in self.writers.drain(..) {
+            let (s, r) = w.join().unwrap_or_else(|_| {
                 (
                     Summary::default(),
-                    Err(anyhow::anyhow!("the writer thread panicked")),
+                    Err(anyhow::anyhow!("a writer thread panicked")),
                 )
-            }),
-            None => (Summary::default(), Ok(())),
+            });
+            summary.absorb(s);
+            if result.is_ok() {
+                result = r;
+            }
         }
+        (summary, result)
     }
 }

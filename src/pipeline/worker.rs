@@ -10,7 +10,7 @@
 
 use super::read;
 use super::stages::Stages;
-use super::{Body, End, FileMeta, Job, Mode, Msg, Session, Source, Work};
+use super::{Body, End, FileMeta, Job, Jobs, Mode, Msg, Session, Source, Work};
 use crate::discover::{marker_for, Entry, EntryKind, Stamp};
 use crate::faults;
 use crate::format::{self, Format, Stop};
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// Chunks buffered per big file between its worker and the writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-pub fn process(session: &Session, work: Work, jobs: &Sender<Job>) {
+pub fn process(session: &Session, work: Work, jobs: &Jobs) {
     let rel = match &work {
         Work::Fresh(e) => e.rel.display(),
         Work::Claimed { claim, .. } => claim.rel.display(),
@@ -70,13 +70,13 @@ fn meta_for(
     }
 }
 
-fn send(jobs: &Sender<Job>, meta: FileMeta, body: Body) {
+fn send(jobs: &Jobs, meta: FileMeta, body: Body) {
     // Fails only if the writer is gone; it reports its own error.
-    let _ = jobs.send(Job { meta, body });
+    jobs.send(Job { meta, body });
 }
 
 /// Takes an entry that is not a regular file (symlink, FIFO, …): never read, always quarantined.
-fn not_a_file(session: &Session, entry: &Entry, kind: Kind, jobs: &Sender<Job>) {
+fn not_a_file(session: &Session, entry: &Entry, kind: Kind, jobs: &Jobs) {
     let source = match session.mode {
         Mode::Keep | Mode::DryRun => Source::Kept(entry.path.clone()),
         Mode::Move => {
@@ -113,7 +113,7 @@ fn not_a_file(session: &Session, entry: &Entry, kind: Kind, jobs: &Sender<Job>) 
     );
 }
 
-fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
+fn fresh(session: &Session, entry: Entry, jobs: &Jobs) {
     if session.halted() {
         // Shutting down, or the writer failed: take nothing new.
         return;
@@ -169,12 +169,7 @@ fn fresh(session: &Session, entry: Entry, jobs: &Sender<Job>) {
 /// Takes a file opened where it was found: in move mode claims it into `processing/` (and reads
 /// what was actually claimed). `None` when another process took it first, or when the claim
 /// failed (the job saying so is sent).
-fn take(
-    session: &Session,
-    entry: &Entry,
-    mut file: File,
-    jobs: &Sender<Job>,
-) -> Option<(File, Source)> {
+fn take(session: &Session, entry: &Entry, mut file: File, jobs: &Jobs) -> Option<(File, Source)> {
     let source = match session.mode {
         Mode::Keep | Mode::DryRun => Source::Kept(entry.path.clone()),
         Mode::Move => {
@@ -224,13 +219,7 @@ fn take(
     Some((file, source))
 }
 
-fn claimed(
-    session: &Session,
-    mut claim: Claim,
-    attempt: u32,
-    retry_of: Option<i64>,
-    jobs: &Sender<Job>,
-) {
+fn claimed(session: &Session, mut claim: Claim, attempt: u32, retry_of: Option<i64>, jobs: &Jobs) {
     if claim.starts >= session.cfg.max_attempts {
         let size = claim.path.symlink_metadata().map_or(0, |m| m.len());
         let message = format!(
@@ -311,7 +300,7 @@ fn ingest(
     rel: &RelPath,
     attempt: u32,
     retry_of: Option<i64>,
-    jobs: &Sender<Job>,
+    jobs: &Jobs,
 ) {
     let before = match read::regular(&file) {
         Ok(stamp) => stamp,
@@ -390,7 +379,7 @@ fn ingest(
 fn records_channel(
     small: bool,
     meta: &FileMeta,
-    jobs: &Sender<Job>,
+    jobs: &Jobs,
 ) -> (Sender<Msg>, Option<Receiver<Msg>>) {
     if small {
         let (tx, rx) = unbounded();
@@ -500,7 +489,7 @@ fn backoff(n: u32) -> Duration {
 
 /// A failure outside the file's content (R-poison): tries the file again after a back-off,
 /// until `max_attempts`; then it is quarantined with the last error.
-fn again_or_reject(session: &Session, meta: FileMeta, reject: Reject, jobs: &Sender<Job>) {
+fn again_or_reject(session: &Session, meta: FileMeta, reject: Reject, jobs: &Jobs) {
     if meta.attempt >= session.cfg.max_attempts || session.halted() {
         let mut r = reject;
         if meta.attempt > 1 {

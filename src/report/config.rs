@@ -16,12 +16,14 @@ impl ConfigView {
             Location::Postgres(t) => Some(t.lease.as_millis() as u64),
             Location::Sqlite(_) => None,
         };
+        let store_writers = cfg.store.writers();
         ConfigView {
             file: cfg.file.as_ref().map(|f| f.display().to_string()),
             root: cfg.spool.root.display().to_string(),
             store: cfg.store.describe(),
             store_ready,
             store_lease_ms: lease,
+            store_writers,
             incoming: cfg.spool.incoming.display().to_string(),
             workers: cfg.workers,
             max_attempts: cfg.max_attempts,
@@ -77,6 +79,7 @@ impl Report for ConfigView {
             );
         }
         let _ = writeln!(o, "  workers       {}", self.workers);
+        let _ = writeln!(o, "  writers       {}", self.store_writers);
         let _ = writeln!(o, "  max_attempts  {}", self.max_attempts);
         let _ = writeln!(o, "  settle        {} ms", self.settle_ms);
         if let Some(m) = &self.done_marker {
@@ -205,6 +208,8 @@ pub struct ConfigView {
     store_ready: bool,
     /// How long a PostgreSQL owner lease lasts without a heartbeat.
     store_lease_ms: Option<u64>,
+    /// Writer threads, each with its own connection (always 1 for SQLite).
+    store_writers: usize,
     incoming: String,
     workers: usize,
     max_attempts: u32,

@@ -524,6 +524,15 @@ impl Location {
         }
     }
 
+    /// How many writer threads (each with its own connection) a pipeline runs: one for SQLite,
+    /// which lets one transaction write at a time; `[store] writers` for PostgreSQL.
+    pub fn writers(&self) -> usize {
+        match self {
+            Location::Sqlite(_) => 1,
+            Location::Postgres(t) => t.writers,
+        }
+    }
+
     /// Whether other hosts may share this store (and the spool on a network mount): owners
     /// then prove they are alive in the store, not with file locks.
     pub fn shared(&self) -> bool {

@@ -63,6 +63,113 @@ fn the_same_content_dropped_on_two_hosts_at_once_is_stored_once() {
     })
 }
 
+/// One process with several writers shares its files among them as several hosts would: the
+/// same content twice is still stored once (whichever writer takes which copy), and keyed
+/// files, which go to one writer of the process, keep their keys.
+#[test]
+fn writers_of_one_process_store_each_content_and_each_key_once() {
+    on(Backend::Postgres, || {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[store]\nwriters = 4\n\n[[dataset]]\nname = \"k\"\nkey = [\"n\"]\n",
+        )
+        .unwrap();
+        let check = s.json(&["config", "check", "--json"]);
+        assert_eq!(check["store_writers"], 4, "{check}");
+        for i in 0..30 {
+            let body = csv_rows(i * 10, i * 10 + 10);
+            s.drop_file(&format!("same/a{i:02}.csv"), body.as_bytes());
+            s.drop_file(&format!("same/b{i:02}.csv"), body.as_bytes());
+            // Keys 0..1500 twice over, in files of other content.
+            let from = (i % 15) * 100;
+            let body = labelled_rows(from, from + 100, &format!("file {i}"));
+            s.drop_file(&format!("k/{i:02}.csv"), body.as_bytes());
+        }
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(
+            s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
+            60
+        );
+        assert_eq!(
+            s.count("SELECT count(*) FROM files WHERE state = 'duplicate'"),
+            30
+        );
+        assert_eq!(s.count("SELECT count(*) FROM same"), 300);
+        assert_eq!(s.count("SELECT count(DISTINCT n) FROM same"), 300);
+        assert_eq!(s.count("SELECT count(*) FROM k"), 1500);
+        assert_eq!(s.count("SELECT count(DISTINCT n) FROM k"), 1500);
+        assert_eq!(
+            s.count("SELECT sum(duplicate_records) FROM files WHERE state = 'ingested'"),
+            1500
+        );
+        assert_eq!(
+            s.count("SELECT count(DISTINCT _id) FROM same")
+                + s.count("SELECT count(DISTINCT _id) FROM k"),
+            1800
+        );
+        assert!(s.leftover_inputs().is_empty());
+    })
+}
+
+/// Only tables read by id range keep an index on `_id` (its upkeep is a fifth of the server's
+/// work per stored row): a keyed dataset's from the start, a dataset's that gains a key from
+/// then on, an exported dataset's from its first export (built while nothing waits for it).
+#[test]
+fn the_id_index_is_kept_only_where_ids_are_read_by_range() {
+    on(Backend::Postgres, || {
+        let s = Spool::new();
+        let config = |keyed: &str| {
+            let text = format!("[[dataset]]\nname = \"{keyed}\"\nkey = [\"n\"]\n");
+            fs::write(s.root.join("ferry.toml"), text).unwrap();
+        };
+        let indexes = |table: &str| {
+            s.count(&format!(
+                "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() \
+                 AND tablename = '{table}'"
+            ))
+        };
+        config("k");
+        for t in ["plain", "k", "ev"] {
+            s.drop_file(&format!("{t}/a.csv"), csv_rows(0, 100).as_bytes());
+        }
+        s.ferry_ok(&["run"], 0);
+        assert_eq!((indexes("plain"), indexes("k"), indexes("ev")), (0, 1, 0));
+
+        let out = s.scratch("out");
+        s.ferry_ok(
+            &[
+                "export",
+                "ev",
+                "--to",
+                out.to_str().unwrap(),
+                "--max-rows",
+                "30",
+            ],
+            0,
+        );
+        assert_eq!(indexes("ev"), 1);
+        let (rows, ranges) = check_batches(&out);
+        assert_eq!(ranges.len(), 4);
+        let mut exported: Vec<i64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+        exported.sort();
+        assert_eq!(exported, (0..100).collect::<Vec<i64>>());
+
+        // `plain` gains a key: from then on its keys are read back by id range.
+        config("plain");
+        s.drop_file("plain/b.csv", labelled_rows(100, 200, "b").as_bytes());
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(indexes("plain"), 1);
+        s.drop_file("plain/c.csv", labelled_rows(100, 200, "c").as_bytes());
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM plain"), 200);
+        assert_eq!(
+            s.count("SELECT duplicate_records FROM files WHERE path = 'plain/c.csv'"),
+            100
+        );
+    })
+}
+
 /// Two hosts on one database, each with dataset `k` keyed on column `n`.
 fn two_hosts_with_a_keyed_dataset() -> (Spool, Spool) {
     let a = Spool::new();

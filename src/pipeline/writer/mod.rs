@@ -1,4 +1,6 @@
-//! The writer: the one thread that writes to the store.
+//! A writer: a thread with its own connection to the store. SQLite has one (it lets one
+//! transaction write at a time); PostgreSQL `[store] writers` of them, which share the files
+//! as several processes would (see `Jobs` for where keyed files go).
 //!
 //! It takes files in the order workers hand them over and, inside one group transaction,
 //! checks identity (duplicate? already seen with `--keep`?), stores the ledger row and the
@@ -14,13 +16,13 @@ mod columns;
 mod file;
 
 use super::place::Placement;
-use super::{Body, FileMeta, Job, Session, Source};
+use super::{Body, FileMeta, Inbox, Job, Session, Source};
 use crate::events::{Event, Ingested, Summary};
 use crate::fsio;
 use crate::reject::Reject;
 use crate::store::{Counts, Ingest};
 use anyhow::Result;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 /// With a transaction open and nothing queued, wait this long for more before committing.
@@ -74,11 +76,7 @@ struct Writer<'a> {
 
 /// Runs until every worker has hung up; returns what was committed, and the error that stopped
 /// it early, if one did.
-pub fn run(
-    session: &Session,
-    store: Box<dyn Ingest>,
-    jobs: Receiver<Job>,
-) -> (Summary, Result<()>) {
+pub fn run(session: &Session, store: Box<dyn Ingest>, mut jobs: Inbox) -> (Summary, Result<()>) {
     let mut w = Writer {
         session,
         store,
@@ -87,7 +85,7 @@ pub fn run(
         summary: Summary::default(),
         source: session.source.display().to_string(),
     };
-    let r = w.run(&jobs);
+    let r = w.run(&mut jobs);
     if r.is_err() {
         // Nothing of the open transaction happened; its files stay in processing/ and are
         // redone by recovery. Stop claiming more.
@@ -98,7 +96,7 @@ pub fn run(
 }
 
 impl Writer<'_> {
-    fn run(&mut self, jobs: &Receiver<Job>) -> Result<()> {
+    fn run(&mut self, jobs: &mut Inbox) -> Result<()> {
         loop {
             let job = match &self.txn {
                 None => match jobs.recv() {

@@ -47,18 +47,25 @@ use std::time::Duration;
 /// How long an owner's lease lasts without renewal, by default.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
-/// A PostgreSQL store: where it is, in which schema, and how long owners' leases last.
+/// How many connections of one process store records at once, by default: while one
+/// group waits for its commit to be flushed, the other's COPY keeps the server busy.
+pub const DEFAULT_WRITERS: usize = 2;
+
+/// A PostgreSQL store: where it is, in which schema, how long owners' leases last, and how
+/// many writers (connections storing records) a process runs.
 #[derive(Clone)]
 pub struct Target {
     url: String,
     config: postgres::Config,
     schema: Option<String>,
     pub lease: Duration,
+    pub writers: usize,
 }
 
 impl PartialEq for Target {
     fn eq(&self, o: &Target) -> bool {
-        (&self.url, &self.schema, self.lease) == (&o.url, &o.schema, o.lease)
+        (&self.url, &self.schema, self.lease, self.writers)
+            == (&o.url, &o.schema, o.lease, o.writers)
     }
 }
 
@@ -86,6 +93,7 @@ impl Target {
             config,
             schema,
             lease: DEFAULT_LEASE,
+            writers: DEFAULT_WRITERS,
         })
     }
 
@@ -271,6 +279,8 @@ impl Store for PgStore {
         max_rows: u64,
         make: &mut dyn FnMut(BatchRange) -> BatchPlan,
     ) -> Result<Option<(BatchPlan, bool)>> {
+        // Batches are found by id range: the table needs its `_id` index from now on.
+        tables::ensure_id_index(&mut self.c, table)?;
         export::plan_batch(&mut self.c, key, table, max_rows, make)
     }
     fn read_batch(
@@ -523,14 +533,16 @@ impl Ingest for PgIngest {
         let known = self
             .tables
             .info(self.c.get()?, table)?
-            .map(|i| i.lower_map());
+            .map(|i| (i.lower_map(), i.id_index));
         let missing = match &known {
             None => true,
-            Some(k) => {
-                columns
-                    .iter()
-                    .any(|col| !k.contains_key(&col.name.to_lowercase()))
-                    || (!key.is_empty() && !k.contains_key("_key"))
+            Some((k, id_index)) => {
+                // A keyed table needs `_key`, and `_id` indexed for the key catch-up.
+                let keyed_ready = key.is_empty() || (k.contains_key("_key") && *id_index);
+                !keyed_ready
+                    || columns
+                        .iter()
+                        .any(|col| !k.contains_key(&col.name.to_lowercase()))
             }
         };
         if !missing {

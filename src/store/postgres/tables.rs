@@ -4,10 +4,13 @@
 //! A table has ferry's columns `_id` (the record id, from `ids`), `_file_id`, `_line` (and `_key`
 //! for a dataset with a record key), then the data columns, typed: `text` for columns taken from
 //! the files, the declared type's PostgreSQL type for declared ones (`binary::PgType::sql_for`).
-//! `_id` has a BRIN index, not a B-tree: ids grow with the table, so a BRIN index finds a range
-//! of them for an export at almost no cost per insert, where a primary key costs about a third of
-//! the load speed. A dataset with a record key gets `_key` (the key's hash, unindexed): which
-//! record is new is decided by `keys`.
+//! `_id` gets a BRIN index, not a B-tree, where ranges of ids are read: ids grow with the table,
+//! so a BRIN index finds a range for an export or the key catch-up cheaply, where a primary key
+//! costs about a third of the load speed. Even a BRIN index costs the server a fifth of its work
+//! per stored row (PostgreSQL 15 looks its range map up for every row), so only tables that are
+//! read by id range have it: those of keyed datasets and of datasets with an export target
+//! (`ensure_id_index`, also called when a target is added). A dataset with a record key gets
+//! `_key` (the key's hash, unindexed): which record is new is decided by `keys`.
 
 use super::binary::{self, PgType};
 use super::ids::Ids;
@@ -35,6 +38,8 @@ fn index_name(table: &str, what: &str) -> String {
 pub struct TableInfo {
     pub columns: Vec<(String, Option<PgType>)>,
     by_lower: HashMap<String, usize>,
+    /// Whether `_id` has its (valid) BRIN index.
+    pub id_index: bool,
 }
 
 impl TableInfo {
@@ -74,7 +79,78 @@ pub fn describe(c: &mut Client, table: &str) -> Result<Option<TableInfo>> {
         .enumerate()
         .map(|(i, (n, _))| (n.to_lowercase(), i))
         .collect();
-    Ok(Some(TableInfo { columns, by_lower }))
+    let id_index = id_index(c, table)? == Some(true);
+    Ok(Some(TableInfo {
+        columns,
+        by_lower,
+        id_index,
+    }))
+}
+
+/// The state of a table's `_id` index: `None` none, `Some(false)` left invalid by a concurrent
+/// build that failed.
+fn id_index(c: &mut Client, table: &str) -> Result<Option<bool>> {
+    Ok(c.query_opt(
+        "SELECT x.indisvalid FROM pg_class i JOIN pg_index x ON x.indexrelid = i.oid \
+         WHERE i.relname = $1 AND i.relnamespace = current_schema()::regnamespace",
+        &[&index_name(table, "id")],
+    )?
+    .map(|r| r.get(0)))
+}
+
+fn create_id_index(table: &str, concurrently: bool) -> String {
+    format!(
+        "CREATE INDEX {}IF NOT EXISTS {} ON {} USING brin (_id)",
+        if concurrently { "CONCURRENTLY " } else { "" },
+        ident(&index_name(table, "id")),
+        ident(table)
+    )
+}
+
+/// Gives an existing table's `_id` its BRIN index if it has none, for a reader of id ranges
+/// (an export target). Outside any transaction: the index is built `CONCURRENTLY`, so hosts
+/// storing into the table are not held up while it is built (one pass over the table). Another
+/// process building it at the same moment is fine: the index exists afterwards either way.
+pub fn ensure_id_index(c: &mut Client, table: &str) -> Result<()> {
+    if describe_exists(c, table)? {
+        match id_index(c, table)? {
+            Some(true) => {}
+            state => {
+                if state == Some(false) {
+                    c.batch_execute(&format!(
+                        "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                        ident(&index_name(table, "id"))
+                    ))?;
+                }
+                if let Err(e) = c.batch_execute(&create_id_index(table, true)) {
+                    if id_index(c, table)? != Some(true) {
+                        return Err(e)
+                            .with_context(|| format!("creating the _id index of {table}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_exists(c: &mut Client, table: &str) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 \
+         AND relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p'))",
+        &[&table],
+    )?
+    .get(0))
+}
+
+/// Whether the dataset stored in `table` has an export target (in the writer's transaction).
+fn exported(c: &mut Client, table: &str) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM exports e JOIN datasets d ON d.name = e.dataset \
+         WHERE lower(d.table_name) = lower($1))",
+        &[&table],
+    )?
+    .get(0))
 }
 
 /// What the writer knows about dataset tables within one group transaction.
@@ -96,8 +172,9 @@ impl Tables {
         Ok(self.known.get(table).and_then(Option::as_ref))
     }
 
-    /// Creates the table, or adds the missing columns (and `_key` when `keyed`). Call under
-    /// the schema lock.
+    /// Creates the table, or adds the missing columns (and `_key` when `keyed`), and gives `_id`
+    /// its index when the table is read by id range (keyed, or exported). Call under the schema
+    /// lock.
     pub fn ensure(
         &mut self,
         c: &mut Client,
@@ -123,13 +200,13 @@ impl Tables {
                 for (name, ty) in &wanted {
                     sql.push_str(&format!(", {} {ty}", ident(name)));
                 }
-                sql.push_str(&format!(
-                    "); CREATE INDEX {} ON {} USING brin (_id)",
-                    ident(&index_name(table, "id")),
-                    ident(table)
-                ));
+                sql.push(')');
                 c.batch_execute(&sql)
                     .with_context(|| format!("creating table {table}"))?;
+                if keyed || exported(c, table)? {
+                    c.batch_execute(&create_id_index(table, false))
+                        .with_context(|| format!("indexing table {table}"))?;
+                }
             }
             Some(info) => {
                 let missing: Vec<String> = wanted
@@ -137,15 +214,24 @@ impl Tables {
                     .filter(|(n, _)| !info.by_lower.contains_key(&n.to_lowercase()))
                     .map(|(n, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", ident(n)))
                     .collect();
-                if missing.is_empty() {
-                    return Ok(());
+                if !missing.is_empty() {
+                    c.batch_execute(&format!(
+                        "ALTER TABLE {} {}",
+                        ident(table),
+                        missing.join(", ")
+                    ))
+                    .with_context(|| format!("adding columns to {table}"))?;
                 }
-                c.batch_execute(&format!(
-                    "ALTER TABLE {} {}",
-                    ident(table),
-                    missing.join(", ")
-                ))
-                .with_context(|| format!("adding columns to {table}"))?;
+                // A dataset that gained a record key: its catch-up reads id ranges. (An index
+                // left invalid by a failed concurrent build is replaced.)
+                if keyed && !info.id_index {
+                    c.batch_execute(&format!(
+                        "DROP INDEX IF EXISTS {}; {}",
+                        ident(&index_name(table, "id")),
+                        create_id_index(table, false)
+                    ))
+                    .with_context(|| format!("indexing table {table}"))?;
+                }
             }
         }
         self.known.remove(table);
