@@ -354,7 +354,11 @@ pub fn dedupe(
         ids.id(kept.len() as u64)
             .ok_or_else(|| anyhow::anyhow!("fewer record ids than rows"))
     };
-    let mut this_chunk: IdMap<i64> = IdMap::default();
+    // Sized once: growing it row by row cost a rehash every doubling, on the writer's path.
+    let mut this_chunk: IdMap<i64> = match firsts {
+        Some(_) => IdMap::with_capacity_and_hasher(chunk.rows(), Default::default()),
+        None => IdMap::default(),
+    };
     for r in 0..chunk.rows() {
         let h = chunk.keys[r];
         let first = match firsts {

@@ -12,7 +12,8 @@
 //!   in the same transaction as the records.
 //! - A writer's index knows the epoch it is complete for. Holding the row, it finds the
 //!   epochs since (other hosts' groups), and reads their records' `(_id, _key)` by those id
-//!   runs (the BRIN index on `_id`); an index that is too far behind (its epochs pruned from
+//!   runs (the BRIN index on `_id`, built by the first read that needs it: a host loading
+//!   new keys alone never does); an index that is too far behind (its epochs pruned from
 //!   the log) or has none is loaded whole.
 //! - Then the chunk's keys are decided in memory. A hash seen before is compared exactly with
 //!   the stored record by the database (values in their column types), for the whole chunk in
@@ -26,7 +27,7 @@
 use super::binary::{self, PgType};
 use super::ids::Ids;
 use super::session::Session;
-use super::tables::{ident, TableInfo};
+use super::tables::{ident, index_ids, TableInfo};
 use crate::record::Cell;
 use crate::store::keys::{dedupe, ChunkIds, KeyIndex};
 use crate::store::ChunkInsert;
@@ -198,6 +199,7 @@ impl TableKeys {
         let loaded = match self.epoch {
             Some(e) if e == before => 0,
             Some(e) if e < before && before - e <= KEEP_EPOCHS => {
+                index_ids(c, table)?;
                 let runs: Vec<(i64, i64)> = c
                     .query(
                         "SELECT first_id, last_id FROM ferry_key_log \
@@ -374,6 +376,7 @@ fn stored_same_keys(
         spans = vec![(spans[0].0, spans[spans.len() - 1].1)];
     }
     let c = s.get()?;
+    index_ids(c, ins.table)?;
     for (lo, hi) in spans {
         let group: Vec<(i64, usize)> = pairs
             .iter()

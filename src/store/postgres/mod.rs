@@ -533,16 +533,14 @@ impl Ingest for PgIngest {
         let known = self
             .tables
             .info(self.c.get()?, table)?
-            .map(|i| (i.lower_map(), i.id_index));
+            .map(|i| i.lower_map());
         let missing = match &known {
             None => true,
-            Some((k, id_index)) => {
-                // A keyed table needs `_key`, and `_id` indexed for the key catch-up.
-                let keyed_ready = key.is_empty() || (k.contains_key("_key") && *id_index);
-                !keyed_ready
-                    || columns
-                        .iter()
-                        .any(|col| !k.contains_key(&col.name.to_lowercase()))
+            Some(k) => {
+                columns
+                    .iter()
+                    .any(|col| !k.contains_key(&col.name.to_lowercase()))
+                    || (!key.is_empty() && !k.contains_key("_key"))
             }
         };
         if !missing {

@@ -4,13 +4,14 @@
 //! A table has ferry's columns `_id` (the record id, from `ids`), `_file_id`, `_line` (and `_key`
 //! for a dataset with a record key), then the data columns, typed: `text` for columns taken from
 //! the files, the declared type's PostgreSQL type for declared ones (`binary::PgType::sql_for`).
-//! `_id` gets a BRIN index, not a B-tree, where ranges of ids are read: ids grow with the table,
-//! so a BRIN index finds a range for an export or the key catch-up cheaply, where a primary key
+//! `_id` gets a BRIN index, not a B-tree, once ranges of ids are read: ids grow with the table,
+//! so a BRIN index finds a range for an export or a record-key read cheaply, where a primary key
 //! costs about a third of the load speed. Even a BRIN index costs the server a fifth of its work
-//! per stored row (PostgreSQL 15 looks its range map up for every row), so only tables that are
-//! read by id range have it: those of keyed datasets and of datasets with an export target
-//! (`ensure_id_index`, also called when a target is added). A dataset with a record key gets
-//! `_key` (the key's hash, unindexed): which record is new is decided by `keys`.
+//! per stored row (PostgreSQL 15 looks its range map up for every row), so a table gets it only
+//! when something first reads it by id range: an export (`ensure_id_index`, before planning a
+//! batch; a table created for a dataset that has a target gets it at once), or a keyed writer
+//! catching up with other hosts' keys or comparing a hash match (`index_ids`). A dataset with a
+//! record key gets `_key` (the key's hash, unindexed): which record is new is decided by `keys`.
 
 use super::binary::{self, PgType};
 use super::ids::Ids;
@@ -38,8 +39,6 @@ fn index_name(table: &str, what: &str) -> String {
 pub struct TableInfo {
     pub columns: Vec<(String, Option<PgType>)>,
     by_lower: HashMap<String, usize>,
-    /// Whether `_id` has its (valid) BRIN index.
-    pub id_index: bool,
 }
 
 impl TableInfo {
@@ -79,12 +78,7 @@ pub fn describe(c: &mut Client, table: &str) -> Result<Option<TableInfo>> {
         .enumerate()
         .map(|(i, (n, _))| (n.to_lowercase(), i))
         .collect();
-    let id_index = id_index(c, table)? == Some(true);
-    Ok(Some(TableInfo {
-        columns,
-        by_lower,
-        id_index,
-    }))
+    Ok(Some(TableInfo { columns, by_lower }))
 }
 
 /// The state of a table's `_id` index: `None` none, `Some(false)` left invalid by a concurrent
@@ -143,6 +137,19 @@ fn describe_exists(c: &mut Client, table: &str) -> Result<bool> {
     .get(0))
 }
 
+/// Gives `_id` its BRIN index inside a keyed writer's group, about to read ids by range (the
+/// table's key row it holds keeps other keyed writers out). Built once, over the table as it
+/// is. Looked up in the catalog first: `CREATE INDEX IF NOT EXISTS` would wait for a lock on
+/// the table even when the index is there. An index left invalid by a failed concurrent build
+/// stays for the next export to replace; reads are then a scan, with the same answers.
+pub fn index_ids(c: &mut Client, table: &str) -> Result<()> {
+    if id_index(c, table)?.is_none() {
+        c.batch_execute(&create_id_index(table, false))
+            .with_context(|| format!("indexing table {table}"))?;
+    }
+    Ok(())
+}
+
 /// Whether the dataset stored in `table` has an export target (in the writer's transaction).
 fn exported(c: &mut Client, table: &str) -> Result<bool> {
     Ok(c.query_one(
@@ -172,9 +179,8 @@ impl Tables {
         Ok(self.known.get(table).and_then(Option::as_ref))
     }
 
-    /// Creates the table, or adds the missing columns (and `_key` when `keyed`), and gives `_id`
-    /// its index when the table is read by id range (keyed, or exported). Call under the schema
-    /// lock.
+    /// Creates the table (with the `_id` index if its dataset has an export target already), or
+    /// adds the missing columns (and `_key` when `keyed`). Call under the schema lock.
     pub fn ensure(
         &mut self,
         c: &mut Client,
@@ -203,7 +209,7 @@ impl Tables {
                 sql.push(')');
                 c.batch_execute(&sql)
                     .with_context(|| format!("creating table {table}"))?;
-                if keyed || exported(c, table)? {
+                if exported(c, table)? {
                     c.batch_execute(&create_id_index(table, false))
                         .with_context(|| format!("indexing table {table}"))?;
                 }
@@ -214,24 +220,15 @@ impl Tables {
                     .filter(|(n, _)| !info.by_lower.contains_key(&n.to_lowercase()))
                     .map(|(n, ty)| format!("ADD COLUMN IF NOT EXISTS {} {ty}", ident(n)))
                     .collect();
-                if !missing.is_empty() {
-                    c.batch_execute(&format!(
-                        "ALTER TABLE {} {}",
-                        ident(table),
-                        missing.join(", ")
-                    ))
-                    .with_context(|| format!("adding columns to {table}"))?;
+                if missing.is_empty() {
+                    return Ok(());
                 }
-                // A dataset that gained a record key: its catch-up reads id ranges. (An index
-                // left invalid by a failed concurrent build is replaced.)
-                if keyed && !info.id_index {
-                    c.batch_execute(&format!(
-                        "DROP INDEX IF EXISTS {}; {}",
-                        ident(&index_name(table, "id")),
-                        create_id_index(table, false)
-                    ))
-                    .with_context(|| format!("indexing table {table}"))?;
-                }
+                c.batch_execute(&format!(
+                    "ALTER TABLE {} {}",
+                    ident(table),
+                    missing.join(", ")
+                ))
+                .with_context(|| format!("adding columns to {table}"))?;
             }
         }
         self.known.remove(table);
