@@ -104,9 +104,10 @@ fn create_id_index(table: &str, concurrently: bool) -> String {
 /// Gives an existing table's `_id` its BRIN index if it has none, for a reader of id ranges
 /// (an export target). Outside any transaction: the index is built `CONCURRENTLY`, so hosts
 /// storing into the table are not held up while it is built (one pass over the table). Another
-/// process building it at the same moment is fine: the index exists afterwards either way.
+/// process building it at the same moment is fine: the index exists afterwards either way (an
+/// index still being built also reads as invalid; dropping it waits for that build to end).
 pub fn ensure_id_index(c: &mut Client, table: &str) -> Result<()> {
-    if describe_exists(c, table)? {
+    if table_exists(c, table)? {
         match id_index(c, table)? {
             Some(true) => {}
             state => {
@@ -128,7 +129,7 @@ pub fn ensure_id_index(c: &mut Client, table: &str) -> Result<()> {
     Ok(())
 }
 
-fn describe_exists(c: &mut Client, table: &str) -> Result<bool> {
+fn table_exists(c: &mut Client, table: &str) -> Result<bool> {
     Ok(c.query_one(
         "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 \
          AND relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p'))",
