@@ -313,19 +313,16 @@ impl Inbox {
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Job, RecvTimeoutError> {
-        loop {
-            let op = {
-                let mut sel = Select::new();
-                for q in &self.queues {
-                    sel.recv(q);
-                }
-                match deadline {
-                    _ if self.queues.is_empty() => return Err(RecvTimeoutError::Disconnected),
-                    None => sel.select(),
-                    Some(d) => sel
-                        .select_deadline(d)
-                        .map_err(|_| RecvTimeoutError::Timeout)?,
-                }
+        while !self.queues.is_empty() {
+            let mut sel = Select::new();
+            for q in &self.queues {
+                sel.recv(q);
+            }
+            let op = match deadline {
+                None => sel.select(),
+                Some(d) => sel
+                    .select_deadline(d)
+                    .map_err(|_| RecvTimeoutError::Timeout)?,
             };
             let i = op.index();
             match op.recv(&self.queues[i]) {
@@ -336,6 +333,7 @@ impl Inbox {
                 }
             }
         }
+        Err(RecvTimeoutError::Disconnected)
     }
 }
 
@@ -356,14 +354,15 @@ impl Pipeline {
         let writers = if session.mode == Mode::DryRun {
             1
         } else {
-            session.cfg.store.writers().max(1)
+            session.cfg.store.writers()
         };
         let (any_tx, any_rx) = bounded::<Job>(session.cfg.workers * 2);
-        let (keyed_tx, keyed_rx) = if writers > 1 {
-            let (tx, rx) = bounded::<Job>(session.cfg.workers * 2);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
+        let (keyed_tx, mut keyed_rx) = match writers {
+            1 => (None, None),
+            _ => {
+                let (tx, rx) = bounded::<Job>(session.cfg.workers * 2);
+                (Some(tx), Some(rx))
+            }
         };
         let jobs = Jobs {
             any: any_tx,
@@ -384,11 +383,10 @@ impl Pipeline {
         } else {
             // Every connection is opened before any thread starts: a store that cannot be
             // reached fails the start, not one writer of several.
-            let mut stores = (0..writers)
+            let stores = (0..writers)
                 .map(|_| crate::store::open_ingest(&session.cfg.store, owner))
                 .collect::<Result<Vec<_>>>()?;
-            let mut keyed_rx = keyed_rx;
-            for (i, store) in stores.drain(..).enumerate() {
+            for (i, store) in stores.into_iter().enumerate() {
                 let mut queues = vec![any_rx.clone()];
                 queues.extend(keyed_rx.take());
                 let inbox = Inbox { queues };

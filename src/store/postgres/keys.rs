@@ -74,6 +74,9 @@ struct Held {
     /// Ids the group stored in the table, and how many runs of them before the current file.
     runs: Vec<(i64, u64)>,
     file_runs: usize,
+    /// `_id` was seen indexed (or indexed) in this group: hash matches of later chunks need not
+    /// ask the catalog again.
+    indexed: bool,
 }
 
 impl Keys {
@@ -154,7 +157,7 @@ impl Keys {
         let n = ins.chunk.rows();
         let runs = ids.take(s, n as u64)?;
         let firsts = k.index.firsts(&ins.chunk.keys);
-        let same = stored_same_keys(s, k, ins, info, &firsts)?;
+        let same = stored_same_keys(s, &mut *k, ins, info, &firsts)?;
         let mut duplicates = 0;
         let kept = dedupe(
             &mut k.index,
@@ -196,10 +199,12 @@ impl TableKeys {
             .get(0);
         let before = epoch - 1;
         let started = Instant::now();
+        let mut indexed = false;
         let loaded = match self.epoch {
             Some(e) if e == before => 0,
             Some(e) if e < before && before - e <= KEEP_EPOCHS => {
                 index_ids(c, table)?;
+                indexed = true;
                 let runs: Vec<(i64, i64)> = c
                     .query(
                         "SELECT first_id, last_id FROM ferry_key_log \
@@ -240,6 +245,7 @@ impl TableKeys {
             this_file: true,
             runs: Vec::new(),
             file_runs: 0,
+            indexed,
         });
         Ok(())
     }
@@ -356,7 +362,7 @@ fn encode_key_part(ins: &ChunkInsert, part: &KeyPart, r: usize, out: &mut Vec<u8
 /// types (NULL equal to NULL, as in memory).
 fn stored_same_keys(
     s: &mut Session,
-    k: &TableKeys,
+    k: &mut TableKeys,
     ins: &ChunkInsert,
     info: &TableInfo,
     firsts: &[Option<i64>],
@@ -376,7 +382,11 @@ fn stored_same_keys(
         spans = vec![(spans[0].0, spans[spans.len() - 1].1)];
     }
     let c = s.get()?;
-    index_ids(c, ins.table)?;
+    let held = k.held.as_mut().expect("the key row is held");
+    if !held.indexed {
+        index_ids(c, ins.table)?;
+        held.indexed = true;
+    }
     for (lo, hi) in spans {
         let group: Vec<(i64, usize)> = pairs
             .iter()

@@ -107,26 +107,21 @@ fn create_id_index(table: &str, concurrently: bool) -> String {
 /// process building it at the same moment is fine: the index exists afterwards either way (an
 /// index still being built also reads as invalid; dropping it waits for that build to end).
 pub fn ensure_id_index(c: &mut Client, table: &str) -> Result<()> {
-    if table_exists(c, table)? {
-        match id_index(c, table)? {
-            Some(true) => {}
-            state => {
-                if state == Some(false) {
-                    c.batch_execute(&format!(
-                        "DROP INDEX CONCURRENTLY IF EXISTS {}",
-                        ident(&index_name(table, "id"))
-                    ))?;
-                }
-                if let Err(e) = c.batch_execute(&create_id_index(table, true)) {
-                    if id_index(c, table)? != Some(true) {
-                        return Err(e)
-                            .with_context(|| format!("creating the _id index of {table}"));
-                    }
-                }
-            }
-        }
+    if !table_exists(c, table)? {
+        return Ok(());
     }
-    Ok(())
+    let index = ident(&index_name(table, "id"));
+    match id_index(c, table)? {
+        Some(true) => return Ok(()),
+        Some(false) => c.batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"))?,
+        None => {}
+    }
+    match c.batch_execute(&create_id_index(table, true)) {
+        Err(e) if id_index(c, table)? != Some(true) => {
+            Err(e).with_context(|| format!("creating the _id index of {table}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn table_exists(c: &mut Client, table: &str) -> Result<bool> {
