@@ -402,7 +402,7 @@ pub(super) struct RawDataset {
     names: Option<Vec<String>>,
     json_pointer: Option<Pointer>,
     encoding: Option<EncodingName>,
-    /// `strict` (RFC 4180, the default) or `lenient` (stray quotes read as csv-core reads them).
+    /// `strict` (RFC 4180, the default) or `lenient` (stray quotes read as text, as csv-core reads them).
     quotes: Option<QuotesName>,
     records: Option<RecordsName>,
     /// The longest record accepted: bytes (`16777216`) or a size (`"16MiB"`).

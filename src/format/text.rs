@@ -109,6 +109,20 @@ impl Lines {
         self.cr_pending = last == b'\r';
     }
 
+    /// One line-end byte (CR or LF) consumed on its own: the same count as `feed(&[b])`.
+    pub fn end(&mut self, b: u8) {
+        if b == b'\r' || !self.cr_pending {
+            self.ends += 1;
+        }
+        self.cr_pending = b == b'\r';
+    }
+
+    /// Bytes that are no line ends were consumed (not counted: they cannot end a line, and an
+    /// LF after them is a line end of its own).
+    pub fn text(&mut self) {
+        self.cr_pending = false;
+    }
+
     /// The 1-based line of the next byte.
     pub fn line(&self) -> u64 {
         self.ends + 1

@@ -1,20 +1,18 @@
-//! CSV (RFC 4180) parsing over csv-core, plus what csv-core does not check.
+//! CSV (RFC 4180) parsing: the header, row widths and the rows handed to the stages.
 //!
-//! csv-core is lenient where a loader must not be: it ends a quoted field silently at end of
-//! input (a truncated upload would load as if complete), and it keeps going after a stray quote
-//! (`a,"b"c,d` becomes `bc`). `QuoteScan` follows the same quoting rules over the bytes as they
-//! pass and fails with `csv.unterminated_quote` when the input ends inside quotes, and — unless
-//! the dataset says `quotes = "lenient"` — with `csv.stray_quote` at text after a closing quote or
-//! a quote inside an unquoted field. Records longer than `max_record` bytes fail with
-//! `csv.line_too_long` before they are buffered whole, so memory stays flat whatever the input.
-//! Row lengths are checked here too, for a clear `csv.ragged_row` message.
+//! Generic CSV readers are lenient where a loader must not be: they end a quoted field silently
+//! at end of input (a truncated upload would load as if complete), and they keep going after a
+//! stray quote (`a,"b"c,d` becomes `bc`). ferry's record reader (`records.rs`) fails with
+//! `csv.unterminated_quote` when the input ends inside quotes, and — unless the dataset says
+//! `quotes = "lenient"` — with `csv.stray_quote` at text after a closing quote or a quote inside
+//! an unquoted field. Records longer than `max_record` bytes fail with `csv.line_too_long` before
+//! they are buffered whole, so memory stays flat whatever the input. Row lengths are checked
+//! here, for a clear `csv.ragged_row` message.
 
-mod quotes;
 mod records;
 
 use super::{RowOut, Stop, MAX_COLUMN_NAME};
 use crate::reject::{Kind, Reject, Stage};
-use quotes::QuoteScan;
 use records::Records;
 use std::io::Read;
 
@@ -72,8 +70,7 @@ fn is_number(s: &str) -> bool {
 /// Parses CSV text into `out`. Empty fields are nulls. A header with no rows is a valid file
 /// with no records; a file with no header line at all is `empty`.
 pub fn parse(r: impl Read, opt: &CsvOptions, out: &mut dyn RowOut) -> Result<u64, Stop> {
-    let scan = QuoteScan::new(r, opt.delimiter, opt.quote, opt.strict_quotes);
-    let mut recs = Records::new(scan, opt);
+    let mut recs = Records::new(r, opt);
     let (names, mut first_is_data) = header(&mut recs, opt)?;
     let width = names.len();
     out.columns(&names)?;

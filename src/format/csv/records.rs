@@ -1,6 +1,13 @@
-//! Records read with csv-core over ferry's own buffer, so every record's bytes are seen, its
-//! first line is exact (lone CRs count), blank lines between records are counted, and a record
-//! longer than the limit is refused before it is buffered whole.
+//! Records read straight off ferry's own buffer: one pass over the bytes splits fields, unescapes
+//! quoted ones, follows the quoting rules strictly (RFC 4180) or leniently, counts lines the way
+//! people see them, and refuses a record longer than the limit before it is buffered whole.
+//!
+//! Lenient mode reads exactly what csv-core (the csv crate's parser) reads, except that a file
+//! ending inside quotes is refused (`csv.unterminated_quote`) where csv-core silently ends the
+//! field: a truncated upload must not load as if complete. Strict mode refuses in addition a
+//! quote inside a field that does not start with one, and text after a closing quote
+//! (`csv.stray_quote`), at the offending byte. Blank lines between records are skipped and
+//! counted; a CR, an LF or a CRLF ends a record.
 
 use super::CsvOptions;
 use crate::format::text::{classify, Lines};
@@ -12,15 +19,25 @@ use std::io::{self, Read};
 /// of delimiters holds).
 const MAX_FIELDS: usize = 1 << 16;
 
-/// Reads records with csv-core over our own buffer, so every record's raw bytes are seen and
-/// its first line is exact (the csv crate's line counter skips newlines inside quoted fields).
+/// How a field ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Delimiter,
+    Record,
+    Input,
+}
+
 pub(super) struct Records<R: Read> {
-    core: csv_core::Reader,
     src: R,
     buf: Vec<u8>,
     pos: usize,
     len: usize,
     eof: bool,
+    delimiter: u8,
+    quote: u8,
+    strict: bool,
+    /// The bytes that end an unquoted field's plain run: delimiter, quote, CR, LF.
+    special: [bool; 256],
     /// The current record's unescaped bytes, and where each field ends in them.
     pub(super) out: Vec<u8>,
     pub(super) ends: Vec<usize>,
@@ -41,19 +58,22 @@ pub(super) struct Records<R: Read> {
 
 impl<R: Read> Records<R> {
     pub(super) fn new(src: R, opt: &CsvOptions) -> Self {
-        let core = csv_core::ReaderBuilder::new()
-            .delimiter(opt.delimiter)
-            .quote(opt.quote)
-            .build();
+        let mut special = [false; 256];
+        for b in [opt.delimiter, opt.quote, b'\n', b'\r'] {
+            special[usize::from(b)] = true;
+        }
         Records {
-            core,
             src,
             buf: vec![0; 64 * 1024],
             pos: 0,
             len: 0,
             eof: false,
-            out: vec![0; 4096],
-            ends: vec![0; 64],
+            delimiter: opt.delimiter,
+            quote: opt.quote,
+            strict: opt.strict_quotes,
+            special,
+            out: Vec::with_capacity(4096),
+            ends: Vec::with_capacity(64),
             nfields: 0,
             lines: Lines::default(),
             byte: 0,
@@ -66,103 +86,231 @@ impl<R: Read> Records<R> {
         }
     }
 
-    fn refill(&mut self) -> Result<(), Stop> {
-        if self.pos < self.len || self.eof {
-            return Ok(());
+    /// Makes unconsumed bytes available; false at the end of the input.
+    #[inline]
+    fn fill(&mut self) -> Result<bool, Stop> {
+        if self.pos < self.len {
+            return Ok(true);
+        }
+        self.refill()
+    }
+
+    #[cold]
+    fn refill(&mut self) -> Result<bool, Stop> {
+        if self.eof {
+            return Ok(false);
         }
         self.pos = 0;
         self.len = loop {
             match self.src.read(&mut self.buf) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let mut r = classify(e);
-                    if r.kind == Kind::CsvUnterminatedQuote {
-                        r.line = Some(self.rec_line);
-                        r.message = format!("line {}: {}", self.rec_line, r.message);
-                    }
-                    return Err(Stop::Reject(r));
-                }
+                Err(e) => return Err(Stop::Reject(classify(e))),
             }
         };
         self.eof = self.len == 0;
-        Ok(())
+        Ok(!self.eof)
     }
 
-    fn consume(&mut self, n: usize) {
-        self.lines.feed(&self.buf[self.pos..self.pos + n]);
-        self.byte += n as u64;
+    /// Consumes `n` bytes that are not part of any value (quotes, delimiters).
+    #[inline]
+    fn skip(&mut self, n: usize) {
         self.pos += n;
+        self.byte += n as u64;
+    }
+
+    /// Consumes a line end (CR or LF), counting it.
+    fn line_end(&mut self) {
+        self.lines.end(self.buf[self.pos]);
+        self.skip(1);
+    }
+
+    /// Consumes `n` bytes into the current record's value bytes, refusing a record that grows
+    /// past the limit before it is buffered.
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<(), Stop> {
+        if self.out.len() + n > self.max_record {
+            return Err(self.too_long().into());
+        }
+        self.out
+            .extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.skip(n);
+        Ok(())
     }
 
     /// Reads the next record into `out`/`ends`; false at the end of the input.
     pub(super) fn next(&mut self) -> Result<bool, Stop> {
-        let mut outlen = 0;
+        self.out.clear();
+        self.ends.clear();
         self.nfields = 0;
-        let mut started = false;
+        // Blank lines and the LF of a CRLF belong before the record, not in it.
         loop {
-            self.refill()?;
-            if !started {
-                // Blank lines and the '\n' of a CRLF belong before the record, not in it.
-                let skip = self.buf[self.pos..self.len]
-                    .iter()
-                    .take_while(|&&b| b == b'\r' || b == b'\n')
-                    .count();
-                self.consume(skip);
-                if self.pos == self.len && !self.eof {
-                    continue;
-                }
-                started = true;
-                self.rec_line = self.lines.line();
-                self.rec_byte = self.byte;
-                if self.pos < self.len && self.rec_line > self.next_line {
-                    // Blank lines before a record: csv-core skips them; ferry says so.
-                    for l in self.next_line..self.rec_line {
-                        if self.blank_at.len() < 5 {
-                            self.blank_at.push(l);
-                        }
-                    }
-                    self.blank += self.rec_line - self.next_line;
-                }
+            if !self.fill()? {
+                return Ok(false);
             }
-            let (res, nin, nout, nend) = self.core.read_record(
-                &self.buf[self.pos..self.len],
-                &mut self.out[outlen..],
-                &mut self.ends[self.nfields..],
-            );
-            self.consume(nin);
-            outlen += nout;
-            self.nfields += nend;
-            match res {
-                csv_core::ReadRecordResult::InputEmpty => {}
-                csv_core::ReadRecordResult::OutputFull => {
-                    if self.out.len() >= self.max_record {
-                        return Err(self.too_long().into());
-                    }
-                    let n = (self.out.len() * 2).min(self.max_record);
-                    self.out.resize(n, 0);
-                }
-                csv_core::ReadRecordResult::OutputEndsFull => {
-                    if self.ends.len() >= MAX_FIELDS {
-                        return Err(Reject::new(
-                            Kind::SchemaTooManyColumns,
-                            Stage::Parse,
-                            format!("line {} has more than {MAX_FIELDS} fields", self.rec_line),
-                        )
-                        .at_line(self.rec_line)
-                        .at_offset(self.rec_byte)
-                        .into());
-                    }
-                    let n = self.ends.len() * 2;
-                    self.ends.resize(n, 0);
-                }
-                csv_core::ReadRecordResult::Record => {
-                    self.next_line = self.lines.line();
-                    return Ok(true);
-                }
-                csv_core::ReadRecordResult::End => return Ok(false),
+            match self.buf[self.pos] {
+                b'\r' | b'\n' => self.line_end(),
+                _ => break,
             }
         }
+        self.lines.text();
+        self.rec_line = self.lines.line();
+        self.rec_byte = self.byte;
+        if self.rec_line > self.next_line {
+            // Blank lines before a record: ferry skips them and says so.
+            for l in self.next_line..self.rec_line {
+                if self.blank_at.len() < 5 {
+                    self.blank_at.push(l);
+                }
+            }
+            self.blank += self.rec_line - self.next_line;
+        }
+        loop {
+            let end = if self.fill()? && self.buf[self.pos] == self.quote {
+                self.quoted()?
+            } else {
+                self.unquoted()?
+            };
+            if self.ends.len() == MAX_FIELDS {
+                return Err(Reject::new(
+                    Kind::SchemaTooManyColumns,
+                    Stage::Parse,
+                    format!("line {} has more than {MAX_FIELDS} fields", self.rec_line),
+                )
+                .at_line(self.rec_line)
+                .at_offset(self.rec_byte)
+                .into());
+            }
+            self.ends.push(self.out.len());
+            if end != End::Delimiter {
+                break;
+            }
+        }
+        self.nfields = self.ends.len();
+        self.next_line = self.lines.line();
+        Ok(true)
+    }
+
+    /// Consumes the delimiter or line end at the next byte, if it is one: how the field ended.
+    #[inline]
+    fn field_end(&mut self) -> Option<End> {
+        let b = self.buf[self.pos];
+        if b == self.delimiter {
+            self.skip(1);
+            Some(End::Delimiter)
+        } else if b == b'\n' || b == b'\r' {
+            self.line_end();
+            Some(End::Record)
+        } else {
+            None
+        }
+    }
+
+    /// A field that does not start with a quote (or the rest of one after a closing quote, in
+    /// lenient mode), up to the delimiter or line end that ends it.
+    fn unquoted(&mut self) -> Result<End, Stop> {
+        loop {
+            let run = self.buf[self.pos..self.len]
+                .iter()
+                .position(|&b| self.special[usize::from(b)])
+                .unwrap_or(self.len - self.pos);
+            self.take(run)?;
+            if self.pos == self.len {
+                if !self.fill()? {
+                    return Ok(End::Input);
+                }
+                continue;
+            }
+            if let Some(end) = self.field_end() {
+                return Ok(end);
+            }
+            // A quote inside a field that does not start with one: text, unless strict.
+            if self.strict {
+                return Err(self
+                    .stray("a quote inside a field that does not start with one")
+                    .into());
+            }
+            self.take(1)?;
+        }
+    }
+
+    /// A field that starts with a quote: up to the closing quote (a doubled quote is one quote
+    /// of the value), then the delimiter or line end that must follow.
+    fn quoted(&mut self) -> Result<End, Stop> {
+        let opened_at = self.byte;
+        self.skip(1);
+        loop {
+            // Inside the quotes.
+            loop {
+                if !self.fill()? {
+                    return Err(self.unterminated(opened_at).into());
+                }
+                let rest = &self.buf[self.pos..self.len];
+                let (n, closed) = match memchr::memchr(self.quote, rest) {
+                    Some(p) => (p, true),
+                    None => (rest.len(), false),
+                };
+                self.lines.feed(&rest[..n]);
+                self.take(n)?;
+                if closed {
+                    self.skip(1);
+                    self.lines.text();
+                    break;
+                }
+            }
+            // After a quote that may close the field.
+            if !self.fill()? {
+                return Ok(End::Input);
+            }
+            if self.buf[self.pos] == self.quote {
+                // A doubled quote: one quote in the value, still inside.
+                self.take(1)?;
+                continue;
+            }
+            if let Some(end) = self.field_end() {
+                return Ok(end);
+            }
+            if self.strict {
+                return Err(self
+                    .stray("text after the closing quote of a quoted field")
+                    .into());
+            }
+            // Lenient: what follows is plain text of the same field (`"b"c` reads `bc`).
+            return self.unquoted();
+        }
+    }
+
+    /// `csv.stray_quote` at the next unconsumed byte.
+    fn stray(&self, what: &str) -> Reject {
+        let (line, offset) = (self.lines.line(), self.byte);
+        let from = self.pos.saturating_sub(20);
+        let context = String::from_utf8_lossy(&self.buf[from..(self.pos + 10).min(self.len)]);
+        Reject::new(
+            Kind::CsvStrayQuote,
+            Stage::Parse,
+            format!(
+                "line {line}, byte {offset}: {what} (near {context:?}); RFC 4180 allows quotes \
+                 only around a whole field, doubled inside it. If the partner's files are like \
+                 this on purpose, set quotes = \"lenient\" on the dataset"
+            ),
+        )
+        .at_line(line)
+        .at_offset(offset)
+    }
+
+    /// `csv.unterminated_quote` for the quoted field opened at byte `at`.
+    fn unterminated(&self, at: u64) -> Reject {
+        let line = self.rec_line;
+        Reject::new(
+            Kind::CsvUnterminatedQuote,
+            Stage::Parse,
+            format!(
+                "line {line}: the quoted field opened at byte {at} is never closed: the file ends \
+                 inside quotes, which usually means the upload was cut short"
+            ),
+        )
+        .at_line(line)
+        .at_offset(at)
     }
 
     fn too_long(&self) -> Reject {

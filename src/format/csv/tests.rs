@@ -193,3 +193,145 @@ fn headerless_files_use_configured_names() {
     assert_eq!(c.cols, ["column_1", "column_2"]);
     assert_eq!(c.rows.len(), 1);
 }
+
+/// Hands out its bytes at most `piece` at a time, as the layers under the parser may.
+struct Pieces<'a> {
+    rest: &'a [u8],
+    piece: usize,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.rest.len().min(self.piece).min(buf.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
+/// A record as read: the line and byte it starts at, and its fields.
+type Read3 = (u64, u64, Vec<Vec<u8>>);
+
+/// Every record of `input` as the record reader reads it (handed `piece` bytes at a time); or
+/// the reject.
+fn records_of(input: &[u8], strict: bool, piece: usize) -> Result<Vec<Read3>, Reject> {
+    let opt = CsvOptions {
+        strict_quotes: strict,
+        ..CsvOptions::default()
+    };
+    let mut recs = Records::new(Pieces { rest: input, piece }, &opt);
+    let mut all = Vec::new();
+    loop {
+        match recs.next() {
+            Ok(true) => all.push((
+                recs.rec_line,
+                recs.rec_byte,
+                recs.fields().map(<[u8]>::to_vec).collect(),
+            )),
+            Ok(false) => return Ok(all),
+            Err(Stop::Reject(r)) => return Err(r),
+            Err(Stop::Cancelled) => unreachable!(),
+        }
+    }
+}
+
+/// The records csv-core reads from `input` (the reference for lenient mode).
+fn csv_core_records(input: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    let mut rdr = csv_core::Reader::new();
+    let (mut out, mut ends) = (vec![0u8; input.len() + 1], vec![0usize; input.len() + 2]);
+    let (mut all, mut at, mut nout, mut nends) = (Vec::new(), 0, 0, 0);
+    loop {
+        let (res, nin, o, e) = rdr.read_record(&input[at..], &mut out[nout..], &mut ends[nends..]);
+        (at, nout, nends) = (at + nin, nout + o, nends + e);
+        match res {
+            csv_core::ReadRecordResult::Record => {
+                let mut start = 0;
+                all.push(
+                    ends[..nends]
+                        .iter()
+                        .map(|&e| {
+                            let f = out[start..e].to_vec();
+                            start = e;
+                            f
+                        })
+                        .collect(),
+                );
+                (nout, nends) = (0, 0);
+            }
+            csv_core::ReadRecordResult::End => return all,
+            csv_core::ReadRecordResult::InputEmpty => {}
+            other => panic!("reference buffers too small: {other:?}"),
+        }
+    }
+}
+
+/// Inputs made of the bytes that matter to CSV, with a little text between them.
+fn csv_soup(max: usize) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        proptest::sample::select(vec![b'a', b'b', b' ', b',', b'"', b'\n', b'\r']),
+        0..max,
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+    /// Lenient mode reads what csv-core reads, except that input ending inside quotes is
+    /// refused; every record starts on the line its byte offset says.
+    #[test]
+    fn lenient_records_are_csv_cores_and_lines_are_exact(
+        input in csv_soup(48),
+        piece in 1usize..9,
+    ) {
+        match records_of(&input, false, piece) {
+            Ok(recs) => {
+                let fields: Vec<_> = recs.iter().map(|r| r.2.clone()).collect();
+                proptest::prop_assert_eq!(fields, csv_core_records(&input));
+                for (line, byte, _) in &recs {
+                    let mut l = crate::format::text::Lines::default();
+                    l.feed(&input[..*byte as usize]);
+                    proptest::prop_assert_eq!(*line, l.line());
+                }
+            }
+            Err(r) => proptest::prop_assert_eq!(r.kind, Kind::CsvUnterminatedQuote),
+        }
+    }
+
+    /// Strict mode reads the same records where it accepts the input, and refuses only at a
+    /// quote RFC 4180 does not allow (or input ending inside quotes), at that very byte.
+    #[test]
+    fn strict_mode_only_adds_refusals(input in csv_soup(48), piece in 1usize..9) {
+        match records_of(&input, true, piece) {
+            Ok(recs) => proptest::prop_assert_eq!(Ok(recs), records_of(&input, false, 64)),
+            Err(r) if r.kind == Kind::CsvStrayQuote => {
+                let at = r.offset.expect("a stray quote has its byte") as usize;
+                let before = input[..at].iter().rev().find(|&&b| b != b'"');
+                proptest::prop_assert!(
+                    input[at] == b'"' || input[at - 1] == b'"',
+                    "refused at byte {} of {:?} ({:?})", at, String::from_utf8_lossy(&input), before
+                );
+                let mut l = crate::format::text::Lines::default();
+                l.feed(&input[..at]);
+                proptest::prop_assert_eq!(r.line, Some(l.line()));
+            }
+            Err(r) => proptest::prop_assert_eq!(r.kind, Kind::CsvUnterminatedQuote),
+        }
+    }
+}
+
+#[test]
+fn records_split_across_buffer_refills_read_whole() {
+    // Fields, quotes, doubled quotes and CRLFs straddling the reader's 64 KiB buffer.
+    let mut input = String::from("a,b\r\n");
+    let mut want = Vec::new();
+    for i in 0..9000 {
+        let v = format!("v{i}\"\"x\r\ny");
+        input.push_str(&format!("{i},\"{v}\"\r\n"));
+        want.push(v.replace("\"\"", "\""));
+    }
+    let c = run(&input, &CsvOptions::default()).unwrap();
+    let got: Vec<String> = c.rows.iter().map(|r| r.1[1].clone().unwrap()).collect();
+    assert_eq!(got, want);
+    let lines: Vec<u64> = c.rows.iter().map(|r| r.0).collect();
+    assert_eq!(lines, (0..9000).map(|i| 2 + 2 * i).collect::<Vec<u64>>());
+}
