@@ -625,3 +625,52 @@ fn a_header_of_numbers_is_a_data_row_not_columns() {
     // Declared columns: drift, under the dataset's policy (fail by default).
     assert_eq!(files["typed/a.csv"]["error_kind"], "schema.new_column");
 }
+
+/// Regression: the CSV reader once took the first byte after a buffer refill, in the middle of
+/// an unquoted field, for a stray quote — every file bigger than the pieces the decoding layers
+/// hand over was refused. Fields of every length, doubled quotes, newlines inside quotes and
+/// CRLF line ends land on read boundaries here: in memory, streamed (over 4 MiB) and gunzipped.
+#[test]
+fn fields_split_by_read_boundaries_load_whole() {
+    let s = Spool::new();
+    let mut csv = String::from("id,v,w\r\n");
+    let mut want = Vec::new();
+    let mut rng = Rng::new(7);
+    while csv.len() < (4 << 20) + 300_000 {
+        let i = want.len();
+        let len = rng.below(90) as usize;
+        let plain: String = (0..len)
+            .map(|k| (b'a' + ((i + k) % 26) as u8) as char)
+            .collect();
+        let quoted = format!("{plain}\"\"\r\n{i}");
+        csv.push_str(&format!("{i},{plain},\"{quoted}\"\r\n"));
+        want.push((plain, quoted.replace("\"\"", "\"")));
+    }
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(csv.as_bytes()).unwrap();
+        e.finish().unwrap()
+    };
+    let small = csv[..csv[..300_000].rfind("\r\n").unwrap() + 2].to_string();
+    s.drop_file("big/a.csv", csv.as_bytes());
+    s.drop_file("gz/a.csv.gz", &gz);
+    s.drop_file("small/a.csv", small.as_bytes());
+    s.ferry_ok(&["run"], 0);
+    for (table, rows) in [("big", want.len()), ("gz", want.len()), ("small", 0)] {
+        let got = s.query(&format!("SELECT v, w, _line FROM {table} ORDER BY _line"));
+        let n = if rows == 0 { got.len() } else { rows };
+        assert!(n > 2_000, "{table}: {n} records");
+        assert_eq!(got.len(), n, "{table}");
+        for (i, row) in got.iter().enumerate() {
+            let (v, w) = &want[i];
+            let v = (!v.is_empty()).then(|| v.clone());
+            assert_eq!(
+                (&row[0], row[1].as_deref()),
+                (&v, Some(w.as_str())),
+                "{table} row {i}"
+            );
+            assert_eq!(row[2].as_deref(), Some((2 + 2 * i).to_string().as_str()));
+        }
+    }
+}
