@@ -158,11 +158,9 @@ impl<R: Read> Records<R> {
         self.rec_byte = self.byte;
         if self.rec_line > self.next_line {
             // Blank lines before a record: ferry skips them and says so.
-            for l in self.next_line..self.rec_line {
-                if self.blank_at.len() < 5 {
-                    self.blank_at.push(l);
-                }
-            }
+            let room = 5usize.saturating_sub(self.blank_at.len());
+            self.blank_at
+                .extend((self.next_line..self.rec_line).take(room));
             self.blank += self.rec_line - self.next_line;
         }
         loop {
