@@ -238,24 +238,7 @@ impl<R: Read> Records<R> {
         let opened_at = self.byte;
         self.skip(1);
         loop {
-            // Inside the quotes.
-            loop {
-                if !self.fill()? {
-                    return Err(self.unterminated(opened_at).into());
-                }
-                let rest = &self.buf[self.pos..self.len];
-                let (n, closed) = match memchr::memchr(self.quote, rest) {
-                    Some(p) => (p, true),
-                    None => (rest.len(), false),
-                };
-                self.lines.feed(&rest[..n]);
-                self.take(n)?;
-                if closed {
-                    self.skip(1);
-                    self.lines.text();
-                    break;
-                }
-            }
+            self.through_quote(opened_at)?;
             // After a quote that may close the field.
             if !self.fill()? {
                 return Ok(End::Input);
@@ -275,6 +258,26 @@ impl<R: Read> Records<R> {
             }
             // Lenient: what follows is plain text of the same field (`"b"c` reads `bc`).
             return self.unquoted();
+        }
+    }
+
+    /// Inside quotes: the value's bytes up to the next quote, which is consumed; the file must
+    /// not end first.
+    fn through_quote(&mut self, opened_at: u64) -> Result<(), Stop> {
+        loop {
+            if !self.fill()? {
+                return Err(self.unterminated(opened_at).into());
+            }
+            let rest = &self.buf[self.pos..self.len];
+            let found = memchr::memchr(self.quote, rest);
+            let n = found.unwrap_or(rest.len());
+            self.lines.feed(&rest[..n]);
+            self.take(n)?;
+            if found.is_some() {
+                self.skip(1);
+                self.lines.text();
+                return Ok(());
+            }
         }
     }
 
