@@ -10,19 +10,26 @@
 //!
 //! Several processes may prune at once (watch on several hosts): a file another one removed
 //! first is not a problem, the row says so.
+//!
+//! Every path is reached by walking from the spool root without following links
+//! (`fsio::beneath`), and the file removed is the file whose bytes were hashed (same folder
+//! descriptor, same inode): a folder replaced by a symlink is reported, never followed. A dry
+//! run is the same walk with the removals and ledger writes left out, so it names exactly the
+//! files and rows a real prune would remove and forget.
 
 use crate::config::{Config, Retention};
 use crate::events::{counters, Note};
-use crate::fsio;
+use crate::fsio::beneath;
 use crate::hash::FileHash;
-use crate::pipeline::place::reason_path;
+use crate::pipeline::place::reason_name;
 use crate::shutdown::Shutdown;
 use crate::store::{self, Area, FileRow, Store};
 use anyhow::Result;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Serialize;
+use std::ffi::OsString;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -47,13 +54,18 @@ pub struct Pruned {
     pub ledger_days: u32,
     /// Ledger rows forgotten (with `dry_run`: that would be).
     pub ledger_rows: u64,
+    /// Every file removed (with `dry_run`: that would be), sidecars included: spool paths.
+    pub removed: Vec<String>,
+    /// The ledger ids forgotten, each with its earlier attempts (with `dry_run`: that would be).
+    pub forgotten: Vec<i64>,
     /// Files due for removal that were left where they are, and why.
     pub left: Vec<Note>,
 }
 
 /// What became of one file due for removal.
 enum Fate {
-    Removed(u64),
+    /// Removed (or due to be, in a dry run): its size, and the spool paths that go.
+    Removed(u64, Vec<String>),
     /// Another process pruned it first.
     Gone,
     Left(String),
@@ -68,12 +80,16 @@ pub fn prune(cfg: &Config, dry_run: bool, now: DateTime<Utc>, stop: &Shutdown) -
         areas: Vec::new(),
         ledger_days: r.ledger_days,
         ledger_rows: 0,
+        removed: Vec::new(),
+        forgotten: Vec::new(),
         left: Vec::new(),
     };
     if !r.is_set() {
         return Ok(out);
     }
     let mut store = store::open(&cfg.store)?;
+    // Rows whose files this pass removes: forgettable in the same pass, dry or not.
+    let mut pruned_now = Vec::new();
     for (area, days) in [
         (Area::Archive, r.archive_days),
         (Area::Quarantine, r.quarantine_days),
@@ -86,17 +102,18 @@ pub fn prune(cfg: &Config, dry_run: bool, now: DateTime<Utc>, stop: &Shutdown) -
                 now,
                 stop,
             };
-            let done = prune_area(cfg, &mut *store, &on, &mut out.left)?;
+            let done = prune_area(cfg, &mut *store, &on, &mut out, &mut pruned_now)?;
             out.areas.push(done);
         }
     }
     if r.ledger_days > 0 {
         let before = cutoff(now, r.ledger_days);
-        for id in store.forgettable(&before)? {
+        for id in store.forgettable(&before, &pruned_now)? {
             if stop.is_triggered() {
                 break;
             }
             out.ledger_rows += store.forget(id, dry_run)?;
+            out.forgotten.push(id);
         }
         if !dry_run {
             counters()
@@ -171,7 +188,8 @@ fn prune_area(
     cfg: &Config,
     store: &mut dyn Store,
     on: &Pass,
-    left: &mut Vec<Note>,
+    out: &mut Pruned,
+    pruned_now: &mut Vec<i64>,
 ) -> Result<AreaPruned> {
     let Pass {
         area,
@@ -202,14 +220,16 @@ fn prune_area(
                 break;
             }
             match fate(cfg, store, root, row, dry_run, &at)? {
-                Fate::Removed(bytes) => {
+                Fate::Removed(bytes, paths) => {
                     done.files += 1;
                     done.bytes += bytes;
+                    out.removed.extend(paths);
+                    pruned_now.push(row.id);
                 }
                 Fate::Gone => {}
                 Fate::Left(why) => {
                     tracing::warn!(id = row.id, path = row.stored_at, "not pruned: {why}");
-                    left.push(Note {
+                    out.left.push(Note {
                         path: row.stored_at.clone().unwrap_or_default(),
                         what: format!("file {}: {why}", row.id),
                     });
@@ -252,14 +272,10 @@ fn fate(
     let Some(sha) = row.sha256.as_deref() else {
         return Ok(Fate::Left("no recorded hash (it was never read)".into()));
     };
-    let bytes = match fsio::open_regular(&path).and_then(FileHash::of_reader) {
-        Ok((h, _)) if h.hex() != sha => {
-            return Ok(Fate::Left(format!(
-                "its content changed since it was recorded (sha256 {}, recorded {sha})",
-                h.hex()
-            )))
-        }
-        Ok((_, n)) => n,
+    let opened = beneath::parent(&cfg.spool.root, &path, false)
+        .and_then(|(dir, name)| Ok((dir.open_file(name)?, dir, name)));
+    let (file, dir, name) = match opened {
+        Ok(o) => o,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if store.file(row.id)?.is_some_and(|r| r.pruned_at.is_some()) {
                 return Ok(Fate::Gone);
@@ -268,42 +284,62 @@ fn fate(
         }
         Err(e) => return Ok(Fate::Left(format!("cannot be read: {e}"))),
     };
-    if dry_run {
-        return Ok(Fate::Removed(bytes));
-    }
-    if let Err(e) = std::fs::remove_file(&path) {
-        return Ok(Fate::Left(format!("cannot be removed: {e}")));
-    }
+    let bytes = match FileHash::of_reader(&file) {
+        Ok((h, _)) if h.hex() != sha => {
+            return Ok(Fate::Left(format!(
+                "its content changed since it was recorded (sha256 {}, recorded {sha})",
+                h.hex()
+            )))
+        }
+        Ok((_, n)) => n,
+        Err(e) => return Ok(Fate::Left(format!("cannot be read: {e}"))),
+    };
     // What ferry wrote beside it, and only that: a quarantined file's reason file when it names
-    // this ledger row (an archived partner file may well be called `x.csv.reason.json`), and the
-    // rejects report the row records.
-    let mut beside: Vec<PathBuf> = Vec::new();
-    let reason = reason_path(&path);
-    if root == cfg.spool.quarantine && reason_of(&reason, row.id) {
-        beside.push(reason);
+    // this ledger row, and the rejects report the row records.
+    let mut beside: Vec<(beneath::Dir, OsString)> = Vec::new();
+    let reason = reason_name(name);
+    if root == cfg.spool.quarantine && reason_of(&dir, &reason, row.id) {
+        beside.push((dir.try_clone()?, reason));
     }
     if let Some(r) = row.rejects_at.as_deref() {
         let report = cfg.spool.resolve(r);
         if inside(&report, &cfg.spool.root) {
-            beside.push(report);
+            if let Ok((d, n)) = beneath::parent(&cfg.spool.root, &report, false) {
+                if d.has(n) {
+                    let n = n.to_os_string();
+                    beside.push((d, n));
+                }
+            }
         }
     }
-    for p in beside {
-        match std::fs::remove_file(&p) {
+    let mut paths = vec![stored.to_string()];
+    paths.extend(
+        beside
+            .iter()
+            .map(|(d, n)| cfg.spool.relative(&d.path().join(n))),
+    );
+    if dry_run {
+        return Ok(Fate::Removed(bytes, paths));
+    }
+    if let Err(e) = dir.unlink_if_same(name, &file) {
+        return Ok(Fate::Left(format!("cannot be removed: {e}")));
+    }
+    for (d, n) in beside {
+        match d.unlink(&n) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                tracing::warn!(path = %p.display(), error = %e, "cannot remove a pruned file's report")
+                tracing::warn!(error = %e, "cannot remove a pruned file's report")
             }
             _ => {}
         }
     }
     store.mark_pruned(row.id, at)?;
-    Ok(Fate::Removed(bytes))
+    Ok(Fate::Removed(bytes, paths))
 }
 
-/// Whether a reason file is the one ferry wrote for ledger row `id`.
-fn reason_of(path: &Path, id: i64) -> bool {
+/// Whether the reason file `name` in `dir` is the one ferry wrote for ledger row `id`.
+fn reason_of(dir: &beneath::Dir, name: &std::ffi::OsStr, id: i64) -> bool {
     use std::io::Read;
-    let Ok(f) = fsio::open_regular(path) else {
+    let Ok(f) = dir.open_file(name) else {
         return false;
     };
     let mut text = String::new();

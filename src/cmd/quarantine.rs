@@ -11,7 +11,9 @@ use crate::cli::{QuarantineCommand, RetryArgs};
 use crate::config::Config;
 use crate::events::{Event, Summary};
 use crate::exit::ExitError;
-use crate::pipeline::place::reason_path;
+use crate::fsio::beneath;
+use crate::hash::FileHash;
+use crate::pipeline::place::reason_name;
 use crate::pipeline::stages::FIRST_REJECTS;
 use crate::pipeline::{Mode, Pipeline, Session, Work};
 use crate::report::{self, FileShown, QuarantineList};
@@ -199,32 +201,44 @@ fn take_back(
             );
             continue;
         };
-        match owner.claim(&cfg.spool, &at, &rel) {
-            Ok(Some(claim)) => {
-                let _ = std::fs::remove_file(reason_path(&at));
-                work.push(Work::Claimed {
-                    claim,
-                    attempt: row.attempt as u32 + 1,
-                    retry_of: Some(row.id),
-                });
-            }
+        let claimed = beneath::parent(&cfg.spool.root, &at, false)
+            .and_then(|(dir, name)| Ok((owner.claim_in(&cfg.spool, &dir, name, &rel)?, dir, name)));
+        match claimed {
+            Ok((Some(claim), dir, name)) => match verify(&claim.path, row) {
+                Ok(()) => {
+                    let _ = dir.unlink(&reason_name(name));
+                    work.push(Work::Claimed {
+                        claim,
+                        attempt: row.attempt as u32 + 1,
+                        retry_of: Some(row.id),
+                    });
+                }
+                Err(why) => {
+                    // Put back untouched, where it was.
+                    let back = dir.move_in(&claim.path, name);
+                    claim.tidy(&cfg.spool);
+                    let back = match back {
+                        Ok(()) => "it stays in quarantine".to_string(),
+                        Err(e) => format!("it waits in processing/: {e}"),
+                    };
+                    left(
+                        &row.path,
+                        &format!("file {}: {why}; nothing was loaded and {back}", row.id),
+                    );
+                }
+            },
             // Gone: another process retried it meanwhile (fine), or no copy is there at all.
-            Ok(None) => match store::open(&cfg.store)?.retried_by(row.id)? {
+            Ok((None, _, _)) => match store::open(&cfg.store)?.retried_by(row.id)? {
                 Some(by) => tracing::warn!(
                     id = row.id,
                     retried_as = by,
                     "another process retried this file meanwhile; skipped"
                 ),
-                None => left(
-                    &row.path,
-                    &format!(
-                        "file {}: its quarantined copy {} is not there (a file that was not \
-                         regular keeps only its reason)",
-                        row.id,
-                        at.display()
-                    ),
-                ),
+                None => left(&row.path, &not_there(row.id, &at)),
             },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                left(&row.path, &not_there(row.id, &at))
+            }
             Err(e) => left(
                 &row.path,
                 &format!("file {}: cannot take {} back: {e}", row.id, at.display()),
@@ -232,4 +246,28 @@ fn take_back(
         }
     }
     Ok((work, skipped))
+}
+
+fn not_there(id: i64, at: &std::path::Path) -> String {
+    format!(
+        "file {id}: its quarantined copy {} is not there (a file that was not regular keeps \
+         only its reason)",
+        at.display()
+    )
+}
+
+/// Checks that a quarantined copy, claimed back, is the file the ledger recorded: the same
+/// SHA-256. A copy edited or replaced in quarantine is not sent through as if it were.
+fn verify(claimed: &std::path::Path, row: &FileRow) -> Result<(), String> {
+    let Some(sha) = row.sha256.as_deref() else {
+        return Err("its content was never hashed, so its copy cannot be checked".into());
+    };
+    match crate::fsio::open_regular(claimed).and_then(FileHash::of_reader) {
+        Ok((h, _)) if h.hex() == sha => Ok(()),
+        Ok((h, _)) => Err(format!(
+            "its quarantined copy changed since it was recorded (sha256 {}, recorded {sha})",
+            h.hex()
+        )),
+        Err(e) => Err(format!("its quarantined copy cannot be read: {e}")),
+    }
 }

@@ -6,7 +6,7 @@
 
 use super::stages::FIRST_REJECTS;
 use super::{Session, Work};
-use crate::fsio;
+use crate::fsio::{self, beneath};
 use crate::reject::RecordReject;
 use crate::store::{self, FileRow, FileState, Store};
 use anyhow::Result;
@@ -37,29 +37,39 @@ pub enum Placement {
 }
 
 impl Placement {
-    pub fn apply(&self) -> io::Result<()> {
+    /// Does the move. Everything that lands in the spool (`root`) gets there through folders
+    /// walked from the root without following links (`fsio::beneath`): a folder in `archive/`
+    /// or `quarantine/` replaced by a link makes the placement fail (the file stays in
+    /// `processing/` and is reported), never lands a file or a sidecar elsewhere.
+    pub fn apply(&self, root: &Path) -> io::Result<()> {
         if let Some(e) = crate::faults::place() {
             return Err(e);
         }
         match self {
             Placement::Archive { from, to, rejects } => {
                 if let Some((path, body)) = rejects {
-                    fsio::write_atomic(path, body)?;
+                    let (dir, name) = beneath::parent(root, path, true)?;
+                    dir.write_atomic(name, body)?;
                 }
-                fsio::place(from, to)
+                let (dir, name) = beneath::parent(root, to, true)?;
+                dir.move_in(from, name)
             }
             Placement::Release { from, to } => fsio::place(from, to),
-            Placement::Report { to, body } => fsio::write_atomic(to, body),
+            Placement::Report { to, body } => {
+                let (dir, name) = beneath::parent(root, to, true)?;
+                dir.write_atomic(name, body)
+            }
             Placement::Quarantine {
                 from,
                 to,
                 reason,
                 how,
             } => {
-                fsio::write_atomic(&reason_path(to), reason)?;
+                let (dir, name) = beneath::parent(root, to, true)?;
+                dir.write_atomic(&reason_name(name), reason)?;
                 match how {
-                    Transfer::Move => fsio::place(from, to),
-                    Transfer::Copy => fsio::copy_into(from, to),
+                    Transfer::Move => dir.move_in(from, name),
+                    Transfer::Copy => dir.copy_in(from, name),
                     Transfer::None => Ok(()),
                 }
             }
@@ -78,11 +88,11 @@ pub enum Transfer {
     None,
 }
 
-/// `<name>.reason.json` beside a quarantined file.
-pub fn reason_path(quarantined: &Path) -> PathBuf {
-    let mut name = quarantined.file_name().unwrap_or_default().to_os_string();
-    name.push(".reason.json");
-    quarantined.with_file_name(name)
+/// The name of the reason file beside a quarantined file: `<name>.reason.json`.
+pub fn reason_name(quarantined: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut name = quarantined.to_os_string();
+    name.push(crate::spool::SIDECARS[0]);
+    name
 }
 
 /// The reason file's content (R-reason), built from the ledger row alone.
@@ -212,7 +222,7 @@ pub fn recover(session: &Session) -> Result<Vec<Work>> {
         match store.by_claim(&l.claim_id)? {
             Some(row) => {
                 if let Some(p) = placement_for(session, &mut *store, &row, &l.path)? {
-                    match p.apply() {
+                    match p.apply(&session.cfg.spool.root) {
                         Ok(()) => {
                             l.tidy(&session.cfg.spool);
                             tracing::info!(path = %row.path, id = row.id, state = row.state.id(), "recovered a committed file; placed it");

@@ -41,6 +41,21 @@ impl Report for Pruned {
                 count(self.ledger_days as u64, "day", "days"),
             );
         }
+        // A dry run names every file and row, so what it says can be checked before a real run.
+        if self.dry_run && !self.removed.is_empty() {
+            out.push_str("\nfiles that would be removed:\n");
+            for p in &self.removed {
+                let _ = writeln!(out, "  {p}");
+            }
+        }
+        if self.dry_run && !self.forgotten.is_empty() {
+            let ids: Vec<String> = self.forgotten.iter().map(i64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "\nledger rows that would be forgotten (with their earlier attempts): {}",
+                ids.join(", ")
+            );
+        }
         if !self.left.is_empty() {
             let _ = writeln!(
                 out,

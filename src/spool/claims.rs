@@ -10,6 +10,7 @@
 //!   in the store. A claim whose owner is dead may be recovered, by one process at a time.
 
 use super::{RelPath, Spool};
+use crate::fsio::beneath::Dir;
 use crate::fsio::{self, NAME_MAX};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -192,15 +193,32 @@ impl Owner {
     /// Claims `src` (found at `rel` in its folder) by renaming it into `processing/`.
     /// `Ok(None)` means another process took it first: not an error.
     pub fn claim(&self, spool: &Spool, src: &Path, rel: &RelPath) -> io::Result<Option<Claim>> {
-        self.claim_with(spool, src, rel, 0)
+        let taken = || !src_parent_missing(src);
+        self.claim_with(spool, rel, 0, |to| fs::rename(src, to), taken)
     }
 
+    /// Claims the file `name` of a folder inside the spool held open (`fsio::beneath`), so a
+    /// folder replaced by a link meanwhile never makes the claim take a file from elsewhere.
+    pub fn claim_in(
+        &self,
+        spool: &Spool,
+        dir: &Dir,
+        name: &OsStr,
+        rel: &RelPath,
+    ) -> io::Result<Option<Claim>> {
+        self.claim_with(spool, rel, 0, |to| dir.move_out(name, to), || true)
+    }
+
+    /// Moves a file into `processing/` under a new claim name with `move_to`; a file that
+    /// is not there (`NotFound`, when `taken_meanwhile` says another process took it) is
+    /// `Ok(None)`.
     fn claim_with(
         &self,
         spool: &Spool,
-        src: &Path,
         rel: &RelPath,
         starts: u32,
+        move_to: impl FnOnce(&Path) -> io::Result<()>,
+        taken_meanwhile: impl FnOnce() -> bool,
     ) -> io::Result<Option<Claim>> {
         let id = self.next_id();
         let path = claim_path(spool, &id, starts, rel)?;
@@ -210,9 +228,9 @@ impl Owner {
             rel: rel.clone(),
             starts,
         };
-        match fs::rename(src, &claim.path) {
+        match move_to(&claim.path) {
             Ok(()) => Ok(Some(claim)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !src_parent_missing(src) => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && taken_meanwhile() => {
                 claim.tidy(spool);
                 Ok(None)
             }
@@ -226,7 +244,14 @@ impl Owner {
     /// Moves a leftover claim of a dead owner under this owner, so it is processed as ours. It
     /// keeps its count of starts (`Claim::started` adds to it when a worker starts on it).
     pub fn reclaim(&self, spool: &Spool, left: &Leftover) -> io::Result<Option<Claim>> {
-        let claim = self.claim_with(spool, &left.path, &left.rel, left.starts)?;
+        let src = &left.path;
+        let claim = self.claim_with(
+            spool,
+            &left.rel,
+            left.starts,
+            |to| fs::rename(src, to),
+            || !src_parent_missing(src),
+        )?;
         if claim.is_some() {
             tidy_nested(spool, &left.path);
         }

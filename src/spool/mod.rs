@@ -93,6 +93,41 @@ impl Spool {
     }
 }
 
+/// Suffixes of the files ferry writes beside a file it placed in `archive/` or `quarantine/`
+/// (`<name>.reason.json`, `<name>.rejects.ndjson`). A new sidecar adds its suffix here.
+pub const SIDECARS: [&str; 2] = [".reason.json", ".rejects.ndjson"];
+
+/// Whether a name belongs to ferry in `archive/` and `quarantine/`: a sidecar's name (any case,
+/// for filesystems that ignore it) or one of ferry's temp names. A partner's file or folder is
+/// never placed under such a name (`placed_name`), so ferry's files and partners' never meet.
+pub fn ferry_owns(name: &OsStr) -> bool {
+    let lower = name.as_bytes().to_ascii_lowercase();
+    SIDECARS.iter().any(|s| lower.ends_with(s.as_bytes()))
+        || (lower.starts_with(b".") && lower.ends_with(crate::fsio::TEMP_SUFFIX.as_bytes()))
+}
+
+/// The name a partner's folder gets in `archive/` or `quarantine/`: its own, unless ferry owns
+/// it (then `~` goes before its extension, `x.reason.json` → `x.reason~.json`, which no sidecar
+/// ends with).
+fn placed_folder(name: &OsStr) -> std::ffi::OsString {
+    if ferry_owns(name) {
+        crate::fsio::name_with_suffix(name, "~")
+    } else {
+        name.to_os_string()
+    }
+}
+
+/// The folder under `area` where a file found at `rel` is placed: the folders it was found in,
+/// kept (`acme/eu/report.csv` and `acme/us/report.csv` stay apart), each under a name no
+/// sidecar of ferry's can have.
+pub fn placed_dir(area: &Path, rel: &RelPath) -> PathBuf {
+    let mut dir = area.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(Path::components) {
+        dir.push(placed_folder(c.as_os_str()));
+    }
+    dir
+}
+
 /// A path relative to the folder a file was found in. Built only from walking that folder, so it
 /// never starts with `/` and never contains `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -225,6 +260,32 @@ mod tests {
                 .first_dir(),
             None
         );
+    }
+
+    #[test]
+    fn partner_names_never_take_a_sidecar_name() {
+        for n in [
+            "a.csv.reason.json",
+            "A.CSV.Reason.JSON",
+            "x.rejects.ndjson",
+            ".a.1.ferry-tmp",
+        ] {
+            assert!(ferry_owns(OsStr::new(n)), "{n}");
+        }
+        for n in [
+            "a.csv",
+            "reason.json.csv",
+            "a.reason~3.json",
+            "a.rejects.ndjson.gz",
+        ] {
+            assert!(!ferry_owns(OsStr::new(n)), "{n}");
+        }
+        let rel = RelPath::from_relative(Path::new("acme/x.csv.reason.json/eu/r.csv")).unwrap();
+        let dir = placed_dir(Path::new("/q"), &rel);
+        assert_eq!(dir, Path::new("/q/acme/x.csv.reason~.json/eu"));
+        assert!(dir.components().all(|c| !ferry_owns(c.as_os_str())));
+        let top = RelPath::from_relative(Path::new("r.csv")).unwrap();
+        assert_eq!(placed_dir(Path::new("/q"), &top), Path::new("/q"));
     }
 
     #[test]

@@ -371,8 +371,9 @@ pub trait Store {
     /// Rows retention may forget: finished before `before`, not ingested (an ingested row is
     /// the identity that keeps a re-sent file from loading twice, and the id its records
     /// carry), nothing left on disk (pruned, or never placed), the latest attempt of their
-    /// file, and no duplicate's original.
-    fn forgettable(&mut self, before: &str) -> Result<Vec<i64>>;
+    /// file, and no duplicate's original. Rows in `pruned_now` count as pruned (a dry run's
+    /// files that the same pass would remove).
+    fn forgettable(&mut self, before: &str, pruned_now: &[i64]) -> Result<Vec<i64>>;
     /// Deletes a row with its earlier attempts and their rejected records, in one transaction;
     /// how many rows (with `dry_run`: would be, deleting nothing).
     fn forget(&mut self, id: i64, dry_run: bool) -> Result<u64>;

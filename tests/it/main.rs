@@ -16,6 +16,7 @@ mod export;
 mod formats;
 mod model;
 mod operations;
+mod places;
 mod postgres;
 mod retention;
 mod run;

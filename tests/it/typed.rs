@@ -126,7 +126,7 @@ both_stores! {
         assert_eq!(
             report,
             s.root
-                .join("quarantine/vehicles-2026-11-03.csv.rejects.ndjson")
+                .join("quarantine/vehicles/vehicles-2026-11-03.csv.rejects.ndjson")
         );
         let lines: Vec<Value> = fs::read_to_string(&report)
             .unwrap()
@@ -179,7 +179,7 @@ both_stores! {
         let reason: Value = serde_json::from_slice(
             &fs::read(
                 s.root
-                    .join("quarantine/vehicles-2026-11-04.csv.reason.json"),
+                    .join("quarantine/vehicles/vehicles-2026-11-04.csv.reason.json"),
             )
             .unwrap(),
         )
@@ -419,7 +419,7 @@ both_stores! {
             sha256_hex(&fs::read(archived).unwrap()),
             last["sha256"].as_str().unwrap()
         );
-        assert!(!s.root.join("quarantine/prices-2026-12-01.csv").exists());
+        assert!(!s.root.join("quarantine/prices/prices-2026-12-01.csv").exists());
         assert_eq!(
             one(
                 &s,
@@ -661,7 +661,7 @@ both_stores! {
         assert_eq!(files["sales/broken.csv"]["attempt"], 3);
         assert_eq!(files["sales/fine.csv"]["state"], "ingested");
         assert_eq!(
-            fs::read(s.root.join("quarantine/broken.csv")).unwrap(),
+            fs::read(s.root.join("quarantine/sales/broken.csv")).unwrap(),
             b"a,b\n1,2\n"
         );
     }

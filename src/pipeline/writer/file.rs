@@ -11,6 +11,7 @@ use crate::pipeline::place::{reason_json, rejects_ndjson, Placement, Transfer};
 use crate::pipeline::stages::FIRST_REJECTS;
 use crate::pipeline::{Columns, End, FileMeta, Mode, Msg, Source};
 use crate::reject::{Kind, RecordReject, Reject, Stage};
+use crate::spool;
 use crate::store::{now, ChunkInsert, Counts, Failure, FileState, FileUpdate, Identity, NewFile};
 use anyhow::{Context, Result};
 use crossbeam_channel::Receiver;
@@ -18,7 +19,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 
 /// The name of a file's rejected-records report, after the file's name.
-const REPORT: &str = ".rejects.ndjson";
+const REPORT: &str = spool::SIDECARS[1];
 /// Room kept in a quarantined file's name for its sidecars (`.reason.json`, the report).
 const SIDECAR: usize = REPORT.len();
 
@@ -306,20 +307,11 @@ impl Writer<'_> {
         }
     }
 
-    /// Reserves `quarantine/<name>.rejects.ndjson` for a file's rejected records and renders it.
+    /// Reserves `quarantine/<folders>/<name>.rejects.ndjson` for a file's rejected records and
+    /// renders it.
     fn rejects_report(&mut self, id: i64, meta: &FileMeta) -> Result<(PathBuf, Vec<u8>)> {
-        let report = |name: &OsStr| {
-            let mut n = fsio::fit_name(name, REPORT.len());
-            n.push(REPORT);
-            n
-        };
-        let q = self.session.cfg.spool.quarantine.clone();
-        let mut to = q.join(report(meta.rel.file_name()));
-        if self.taken(&to)? {
-            let mut n = meta.rel.file_name().to_os_string();
-            n.push(format!("~{id}"));
-            to = q.join(report(&n));
-        }
+        let q = spool::placed_dir(&self.session.cfg.spool.quarantine, &meta.rel);
+        let to = self.allocate_sidecar(id, q, meta.rel.file_name(), REPORT)?;
         let rel = self.session.cfg.spool.relative(&to);
         self.store.update_file(id, &FileUpdate::RejectsAt(&rel))?;
         let row = self
@@ -361,12 +353,8 @@ impl Writer<'_> {
         };
         let id = self.store.insert_file(&row)?;
         self.store.add_rejects(id, rejects)?;
-        let to = self.allocate(
-            id,
-            self.session.cfg.spool.quarantine.clone(),
-            meta.rel.file_name(),
-            SIDECAR,
-        )?;
+        let dir = spool::placed_dir(&self.session.cfg.spool.quarantine, &meta.rel);
+        let to = self.allocate(id, dir, meta.rel.file_name(), SIDECAR)?;
         let row = self
             .store
             .file(id)?
@@ -403,10 +391,7 @@ impl Writer<'_> {
             return Ok(rejects.map(|(to, body)| Placement::Report { to, body }));
         };
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let mut dir = self.session.cfg.spool.archive.join(day);
-        if let Some(parent) = meta.rel.parent() {
-            dir.push(parent);
-        }
+        let dir = spool::placed_dir(&self.session.cfg.spool.archive.join(day), &meta.rel);
         let to = self.allocate(id, dir, meta.rel.file_name(), 0)?;
         Ok(Some(Placement::Archive {
             from: c.path.clone(),
@@ -417,17 +402,41 @@ impl Writer<'_> {
 
     /// Reserves a final name for a file in the ledger: `dir/name` if free, else with `~<id>`
     /// before the extension; either cut to fit the filesystem with `reserve` bytes to spare for
-    /// sidecars. Names are unique because every reservation happens inside a write transaction,
-    /// serialized across all ferry processes on this spool.
+    /// sidecars. A name ferry owns (`x.csv.reason.json`) always gets the `~<id>`, which takes it
+    /// out of ferry's namespace. Names are unique because every reservation happens inside a
+    /// write transaction, serialized across all ferry processes on this spool.
     fn allocate(&mut self, id: i64, dir: PathBuf, name: &OsStr, reserve: usize) -> Result<PathBuf> {
         let mut to = dir.join(fsio::fit_name(name, reserve));
-        if self.taken(&to)? {
+        if spool::ferry_owns(name) || self.taken(&to)? {
             let suffixed = fsio::name_with_suffix(name, &format!("~{id}"));
             to = dir.join(fsio::fit_name(&suffixed, reserve));
         }
         let stored = self.session.cfg.spool.relative(&to);
         self.store.update_file(id, &FileUpdate::StoredAt(&stored))?;
         Ok(to)
+    }
+
+    /// Reserves `dir/<name><suffix>` for a file's sidecar (`<name>~<id><suffix>` when another
+    /// file's sidecar has it).
+    fn allocate_sidecar(
+        &mut self,
+        id: i64,
+        dir: PathBuf,
+        name: &OsStr,
+        suffix: &str,
+    ) -> Result<PathBuf> {
+        let with = |n: &OsStr| {
+            let mut n = fsio::fit_name(n, suffix.len());
+            n.push(suffix);
+            dir.join(n)
+        };
+        let to = with(name);
+        if !self.taken(&to)? {
+            return Ok(to);
+        }
+        let mut n = name.to_os_string();
+        n.push(format!("~{id}"));
+        Ok(with(&n))
     }
 }
 

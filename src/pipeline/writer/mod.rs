@@ -159,7 +159,7 @@ impl Writer<'_> {
 
     /// Puts a file where its outcome says; a failure leaves it for recovery (and is counted).
     fn apply(&mut self, meta: &FileMeta, p: &Placement) {
-        match p.apply() {
+        match p.apply(&self.session.cfg.spool.root) {
             Ok(()) => {
                 if let Source::Claimed(c) = &meta.source {
                     c.tidy(&self.session.cfg.spool);

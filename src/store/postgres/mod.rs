@@ -248,8 +248,8 @@ impl Store for PgStore {
     fn mark_pruned(&mut self, id: i64, at: &str) -> Result<bool> {
         retention::mark_pruned(&mut self.c, id, at)
     }
-    fn forgettable(&mut self, before: &str) -> Result<Vec<i64>> {
-        retention::forgettable(&mut self.c, before)
+    fn forgettable(&mut self, before: &str, pruned_now: &[i64]) -> Result<Vec<i64>> {
+        retention::forgettable(&mut self.c, before, pruned_now)
     }
     fn forget(&mut self, id: i64, dry_run: bool) -> Result<u64> {
         retention::forget(&mut self.c, id, dry_run)

@@ -36,15 +36,15 @@ pub fn mark_pruned(c: &mut Client, id: i64, at: &str) -> Result<bool> {
     )? == 1)
 }
 
-pub fn forgettable(c: &mut Client, before: &str) -> Result<Vec<i64>> {
+pub fn forgettable(c: &mut Client, before: &str, pruned_now: &[i64]) -> Result<Vec<i64>> {
     Ok(c.query(
         &format!(
             "SELECT id FROM files WHERE state <> 'ingested' \
              AND finished_at < $1::text::timestamptz \
-             AND (pruned_at IS NOT NULL OR stored_at IS NULL) AND {LATEST} \
+             AND (pruned_at IS NOT NULL OR stored_at IS NULL OR id = ANY($2)) AND {LATEST} \
              AND NOT EXISTS (SELECT 1 FROM files d WHERE d.duplicate_of = files.id) ORDER BY id"
         ),
-        &[&before],
+        &[&before, &pruned_now],
     )?
     .iter()
     .map(|r| r.get(0))

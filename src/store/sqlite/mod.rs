@@ -151,8 +151,8 @@ impl Store for SqliteStore {
     fn mark_pruned(&mut self, id: i64, at: &str) -> Result<bool> {
         retention::mark_pruned(&self.conn, id, at)
     }
-    fn forgettable(&mut self, before: &str) -> Result<Vec<i64>> {
-        retention::forgettable(&self.conn, before)
+    fn forgettable(&mut self, before: &str, pruned_now: &[i64]) -> Result<Vec<i64>> {
+        retention::forgettable(&self.conn, before, pruned_now)
     }
     fn forget(&mut self, id: i64, dry_run: bool) -> Result<u64> {
         retention::forget(&mut self.conn, id, dry_run)

@@ -37,14 +37,16 @@ pub fn mark_pruned(conn: &Connection, id: i64, at: &str) -> Result<bool> {
     )? == 1)
 }
 
-pub fn forgettable(conn: &Connection, before: &str) -> Result<Vec<i64>> {
+pub fn forgettable(conn: &Connection, before: &str, pruned_now: &[i64]) -> Result<Vec<i64>> {
+    let pruned_now = serde_json::to_string(pruned_now)?;
     let mut stmt = conn.prepare(&format!(
         "SELECT id FROM files WHERE state <> 'ingested' AND finished_at < ?1 \
-         AND (pruned_at IS NOT NULL OR stored_at IS NULL) AND {LATEST} \
+         AND (pruned_at IS NOT NULL OR stored_at IS NULL \
+              OR id IN (SELECT value FROM json_each(?2))) AND {LATEST} \
          AND NOT EXISTS (SELECT 1 FROM files d WHERE d.duplicate_of = files.id) ORDER BY id"
     ))?;
     let ids = stmt
-        .query_map([before], |r| r.get(0))?
+        .query_map((before, pruned_now), |r| r.get(0))?
         .collect::<Result<Vec<i64>, _>>()?;
     Ok(ids)
 }

@@ -5,9 +5,13 @@
 //! - a file appears under its final name only complete (`write_atomic`: temp name, fsync, rename;
 //!   the temp file is removed if anything fails);
 //! - a move never replaces an existing file (`rename_noreplace`);
-//! - names ferry makes fit the filesystem's 255-byte limit with room for sidecars (`fit_name`).
+//! - names ferry makes fit the filesystem's 255-byte limit with room for sidecars (`fit_name`);
+//! - inside the spool, a path is walked from the root folder by folder without following links
+//!   (`beneath`), so a folder replaced by a symlink never leads a write or a removal elsewhere.
 //!
 //! Nothing here knows about the spool's layout or the ledger.
+
+pub mod beneath;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -86,30 +90,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     r.map_err(|e| with_path(e, "cannot write", path))
 }
 
-/// Copies `from` to `to` (never replacing), via a temp name and fsync. A symlink is copied as a
-/// link (its target is never read); anything but a regular file or a link is refused.
-pub fn copy_into(from: &Path, to: &Path) -> io::Result<()> {
-    let dir = to.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = temp_path(dir, to.file_name().unwrap_or_default());
-    let meta = fs::symlink_metadata(from)?;
-    let r = (|| {
-        if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(from)?, &tmp)?;
-        } else {
-            let mut src = open_regular(from)?;
-            let mut dst = File::create(&tmp)?;
-            io::copy(&mut src, &mut dst)?;
-            dst.sync_all()?;
-        }
-        rename_noreplace(&tmp, to)
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r
-}
-
 /// Moves `from` to `to`, creating `to`'s folder, and never replacing an existing file.
 pub fn place(from: &Path, to: &Path) -> io::Result<()> {
     if let Some(parent) = to.parent() {
@@ -118,47 +98,11 @@ pub fn place(from: &Path, to: &Path) -> io::Result<()> {
     rename_noreplace(from, to)
 }
 
-#[cfg(target_os = "linux")]
+/// Renames `from` to `to`, never replacing what is at `to`.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    let f = CString::new(from.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let t = CString::new(to.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        // Filesystems without RENAME_NOREPLACE: check, then rename.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
-            rename_checked(from, to)
-        }
-        _ => Err(e),
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    rename_checked(from, to)
-}
-
-fn rename_checked(from: &Path, to: &Path) -> io::Result<()> {
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} already exists", to.display()),
-        ));
-    }
-    fs::rename(from, to)
+    let cstr =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    beneath::renameat_noreplace(libc::AT_FDCWD, &cstr(from)?, libc::AT_FDCWD, &cstr(to)?)
 }
 
 /// Fsyncs a folder, making renames into it durable.
@@ -296,14 +240,9 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = open_regular(&fifo).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
-        assert!(copy_into(&fifo, &dir.path().join("copy")).is_err());
+        let copy = dir.path().join("copy");
+        let (d, name) = beneath::parent(dir.path(), &copy, false).unwrap();
+        assert!(d.copy_in(&fifo, name).is_err());
         assert!(!dir.path().join("copy").exists());
-        let file = dir.path().join("f");
-        fs::write(&file, "x").unwrap();
-        copy_into(&file, &dir.path().join("copy")).unwrap();
-        assert!(
-            copy_into(&file, &dir.path().join("copy")).is_err(),
-            "never replaces"
-        );
     }
 }
