@@ -4,7 +4,7 @@
 //! row's text and on character boundaries. A content error is a normal outcome; a panic, a
 //! hang or a broken promise is a bug.
 
-use crate::format::{self, fixed, json, xlsx, xml, FormatOptions, RowOut, Stop};
+use crate::format::{self, fixed, json, xlsx, xml, Encoding, FormatOptions, RowOut, Stop};
 use std::io::Read;
 
 /// Checks the parser's promises as rows arrive.
@@ -188,9 +188,9 @@ pub fn text(data: &[u8]) {
     let (o, body) = split(data);
     let encoding = [
         None,
-        Some(encoding_rs::WINDOWS_1252),
-        Some(encoding_rs::UTF_16LE),
-        Some(encoding_rs::SHIFT_JIS),
+        Encoding::for_label("latin1").ok(),
+        Some(Encoding::whatwg(encoding_rs::UTF_16LE)),
+        Some(Encoding::whatwg(encoding_rs::SHIFT_JIS)),
     ][usize::from(o & 3)];
     let opts = FormatOptions {
         encoding,

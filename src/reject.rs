@@ -20,6 +20,10 @@ pub enum Kind {
     SpecialFile,
     /// Bytes that are not UTF-8 in a dataset that declares no other encoding.
     InvalidUtf8,
+    /// Bytes that are not valid in the declared (or detected) encoding: a lone UTF-16
+    /// surrogate, a file ending mid-character, a byte the encoding does not define. Never
+    /// decoded to a replacement character.
+    EncodingInvalid,
     /// A CSV row with a different number of fields than the header.
     CsvRaggedRow,
     /// A quoted CSV field still open at the end of the file: the upload was cut short.
@@ -125,6 +129,7 @@ impl Kind {
         Kind::Symlink,
         Kind::SpecialFile,
         Kind::InvalidUtf8,
+        Kind::EncodingInvalid,
         Kind::CsvRaggedRow,
         Kind::CsvUnterminatedQuote,
         Kind::CsvStrayQuote,
@@ -174,6 +179,7 @@ impl Kind {
             Kind::Symlink => "symlink",
             Kind::SpecialFile => "special_file",
             Kind::InvalidUtf8 => "encoding.invalid_utf8",
+            Kind::EncodingInvalid => "encoding.invalid",
             Kind::CsvRaggedRow => "csv.ragged_row",
             Kind::CsvUnterminatedQuote => "csv.unterminated_quote",
             Kind::CsvStrayQuote => "csv.stray_quote",

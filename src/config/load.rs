@@ -651,7 +651,7 @@ impl RawDataset {
         }
         let bytes = match (self.unit.map(|u| u.0), options.encoding) {
             (Some(true), Some(enc)) if enc.is_single_byte() => false,
-            (Some(true), Some(enc)) if enc != encoding_rs::UTF_8 => {
+            (Some(true), Some(enc)) if !enc.is_utf8() => {
                 return Err(format!(
                     "unit = \"bytes\" counts UTF-8 or single-byte text; {} is neither",
                     enc.name()

@@ -261,13 +261,7 @@ impl fmt::Debug for EncodingName {
 
 impl<'de> Deserialize<'de> for EncodingName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        from_str_with(d, |s| {
-            text::encoding_for_label(s)
-                .map(EncodingName)
-                .ok_or_else(|| {
-                    format!("unknown encoding {s:?} (e.g. utf-8, latin1, windows-1252, utf-16le)")
-                })
-        })
+        from_str_with(d, |s| text::Encoding::for_label(s).map(EncodingName))
     }
 }
 

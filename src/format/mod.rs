@@ -318,21 +318,42 @@ fn starts_with_names(head: &[u8]) -> bool {
 }
 
 /// The encoding an XML declaration at the start of the bytes names (`<?xml version="1.0"
-/// encoding="ISO-8859-1"?>`), when it is one ferry knows and not UTF-8: such a file is decoded
-/// with it unless the dataset declares an encoding.
-fn xml_declared_encoding(raw: &[u8]) -> Option<Encoding> {
+/// encoding="ISO-8859-1"?>`), when it is not UTF-8: such a file is decoded with it unless the
+/// dataset declares an encoding. A label ferry cannot decode faithfully is an error: reading
+/// the file as UTF-8 anyway could store text the partner never wrote (ISO-2022 escapes pass as
+/// ASCII).
+fn xml_declared_encoding(raw: &[u8]) -> Result<Option<Encoding>, Reject> {
     let raw = raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw);
-    let decl = raw.strip_prefix(b"<?xml")?;
-    let decl = &decl[..memchr::memmem::find(decl, b"?>")?];
-    let at = memchr::memmem::find(decl, b"encoding")?;
-    let rest = decl[at + 8..]
-        .trim_ascii_start()
-        .strip_prefix(b"=")?
-        .trim_ascii_start();
-    let quote = *rest.first().filter(|q| **q == b'"' || **q == b'\'')?;
-    let value = &rest[1..];
-    let label = std::str::from_utf8(&value[..memchr::memchr(quote, value)?]).ok()?;
-    text::encoding_for_label(label).filter(|e| *e != encoding_rs::UTF_8 && e.is_ascii_compatible())
+    let label = (|| {
+        let decl = raw.strip_prefix(b"<?xml")?;
+        let decl = &decl[..memchr::memmem::find(decl, b"?>")?];
+        let at = memchr::memmem::find(decl, b"encoding")?;
+        let rest = decl[at + 8..]
+            .trim_ascii_start()
+            .strip_prefix(b"=")?
+            .trim_ascii_start();
+        let quote = *rest.first().filter(|q| **q == b'"' || **q == b'\'')?;
+        let value = &rest[1..];
+        Some(String::from_utf8_lossy(&value[..memchr::memchr(quote, value)?]).into_owned())
+    })();
+    let Some(label) = label else { return Ok(None) };
+    let refuse = |why: String| {
+        Reject::new(
+            crate::reject::Kind::EncodingInvalid,
+            crate::reject::Stage::Decode,
+            format!("the XML declaration names an encoding ferry cannot read: {why}; declare `encoding` on the dataset if the file is really in another one"),
+        )
+    };
+    match Encoding::for_label(&label) {
+        Ok(e) if e.is_utf8() => Ok(None),
+        // UTF-16 files announce themselves with a byte-order mark; a UTF-16 declaration in
+        // ASCII bytes contradicts itself.
+        Ok(e) if !e.is_ascii_compatible() => Err(refuse(format!(
+            "{label:?} in a declaration written in ASCII bytes"
+        ))),
+        Ok(e) => Ok(Some(e)),
+        Err(why) => Err(refuse(why)),
+    }
 }
 
 /// How much decoded text detection looks at.
@@ -361,7 +382,11 @@ pub fn open<'a>(
     let by_name = format_from_name(name);
     let declared = opts.format.or(by_name.map(|(f, _)| f));
     let excel = declared.map_or(xlsx::is_workbook(&raw_head), |f| f == Format::Excel);
-    let encoding = opts.encoding.or_else(|| xml_declared_encoding(&raw_head));
+    let encoding = match opts.encoding {
+        Some(e) => Some(e),
+        None if excel => None,
+        None => xml_declared_encoding(&raw_head)?,
+    };
     let decoded: Box<dyn Read + Send + 'a> = if excel {
         raw
     } else {

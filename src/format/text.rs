@@ -11,12 +11,146 @@
 use crate::reject::{Kind, Reject, Stage};
 use std::io::{self, Read};
 
-/// The text encoding a dataset declares. `None` in the options means UTF-8 (validated).
-pub type Encoding = &'static encoding_rs::Encoding;
+/// The text encoding a dataset (or an XML declaration) names. `None` in the options means
+/// UTF-8 (validated).
+///
+/// Labels are looked up by the WHATWG Encoding Standard (encoding_rs), with one difference:
+/// WHATWG reads `iso-8859-1`/`latin1`, `us-ascii`, `iso-8859-9`/`latin5` and
+/// `iso-8859-11`/`tis-620` as their Windows supersets (windows-1252, -1252, -1254, -874), which
+/// turn bytes the named encoding does not define (0x80–0x9F; 0x80–0xFF for ASCII) into
+/// characters such as `€` or `“`. ferry honours the label: those bytes are `encoding.invalid`
+/// (with a hint to declare the Windows encoding if that is what the partner sends). Labels that
+/// WHATWG maps to its "replacement" decoder (`iso-2022-kr`, `hz-gb-2312`, …) cannot be decoded
+/// faithfully and are refused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    decoder: &'static encoding_rs::Encoding,
+    /// Bytes the label does not define, though its WHATWG decoder reads them.
+    narrow: Option<Narrow>,
+}
 
-/// Looks up an encoding by its WHATWG label (`latin1`, `windows-1252`, `utf-16le`, …).
-pub fn encoding_for_label(label: &str) -> Option<Encoding> {
-    encoding_rs::Encoding::for_label(label.trim().as_bytes())
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Narrow {
+    name: &'static str,
+    first: u8,
+    last: u8,
+}
+
+/// Labels WHATWG reads with a wider Windows decoder: the encoding they name, and the bytes only
+/// the Windows encoding defines.
+const NARROW: &[(&[&str], Narrow)] = &[
+    (
+        &["ansi_x3.4-1968", "ascii", "us-ascii"],
+        Narrow {
+            name: "US-ASCII",
+            first: 0x80,
+            last: 0xFF,
+        },
+    ),
+    (
+        &[
+            "cp819",
+            "csisolatin1",
+            "ibm819",
+            "iso-8859-1",
+            "iso-ir-100",
+            "iso8859-1",
+            "iso88591",
+            "iso_8859-1",
+            "iso_8859-1:1987",
+            "l1",
+            "latin1",
+        ],
+        Narrow {
+            name: "ISO-8859-1",
+            first: 0x80,
+            last: 0x9F,
+        },
+    ),
+    (
+        &[
+            "csisolatin5",
+            "iso-8859-9",
+            "iso-ir-148",
+            "iso8859-9",
+            "iso88599",
+            "iso_8859-9",
+            "iso_8859-9:1989",
+            "l5",
+            "latin5",
+        ],
+        Narrow {
+            name: "ISO-8859-9",
+            first: 0x80,
+            last: 0x9F,
+        },
+    ),
+    (
+        &["iso-8859-11", "iso8859-11", "iso885911", "tis-620"],
+        Narrow {
+            name: "ISO-8859-11",
+            first: 0x80,
+            last: 0x9F,
+        },
+    ),
+];
+
+impl Encoding {
+    pub const UTF_8: Encoding = Encoding::whatwg(encoding_rs::UTF_8);
+
+    /// An encoding exactly as WHATWG defines it.
+    pub const fn whatwg(decoder: &'static encoding_rs::Encoding) -> Encoding {
+        Encoding {
+            decoder,
+            narrow: None,
+        }
+    }
+
+    /// The encoding a label names (see the type's documentation), or why ferry will not read it.
+    pub fn for_label(label: &str) -> Result<Encoding, String> {
+        let label = label.trim();
+        let Some(decoder) = encoding_rs::Encoding::for_label(label.as_bytes()) else {
+            return Err(format!(
+                "unknown encoding {label:?} (e.g. utf-8, latin1, windows-1252, utf-16le, shift_jis)"
+            ));
+        };
+        if decoder == encoding_rs::REPLACEMENT {
+            return Err(format!(
+                "encoding {label:?} cannot be decoded faithfully (the Encoding Standard reads \
+                 every such file as one replacement character); convert the files to UTF-8"
+            ));
+        }
+        let lower = label.to_ascii_lowercase();
+        let narrow = NARROW
+            .iter()
+            .find(|(labels, _)| labels.contains(&lower.as_str()))
+            .map(|(_, n)| *n);
+        Ok(Encoding { decoder, narrow })
+    }
+
+    /// The encoding's name (`UTF-8`, `ISO-8859-1`, `windows-1252`, `Shift_JIS`, …).
+    pub fn name(&self) -> &'static str {
+        self.narrow.map_or(self.decoder.name(), |n| n.name)
+    }
+
+    pub fn is_utf8(&self) -> bool {
+        self.decoder == encoding_rs::UTF_8
+    }
+
+    pub fn is_single_byte(&self) -> bool {
+        self.decoder.is_single_byte()
+    }
+
+    /// Whether ASCII bytes mean ASCII characters in it (an XML declaration can be read).
+    pub fn is_ascii_compatible(&self) -> bool {
+        self.decoder.is_ascii_compatible()
+    }
+}
+
+impl std::fmt::Debug for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Wraps a content error so it survives the trip through `io::Read`.
@@ -217,13 +351,13 @@ fn decode<'a>(
     }
     let head = &head[..n];
     let utf16 = if head.starts_with(&[0xFF, 0xFE]) {
-        Some(encoding_rs::UTF_16LE)
+        Some(Encoding::whatwg(encoding_rs::UTF_16LE))
     } else if head.starts_with(&[0xFE, 0xFF]) {
-        Some(encoding_rs::UTF_16BE)
+        Some(Encoding::whatwg(encoding_rs::UTF_16BE))
     } else {
         None
     };
-    let declared = declared.filter(|e| *e != encoding_rs::UTF_8);
+    let declared = declared.filter(|e| !e.is_utf8());
     if let Some(enc) = utf16.or(declared) {
         // encoding_rs sniffs and removes any BOM itself (and a BOM wins over the label).
         let whole = io::Cursor::new(head.to_vec()).chain(raw);
@@ -345,33 +479,116 @@ impl<R: Read> Read for Utf8Check<R> {
     }
 }
 
-/// Transcodes from a declared encoding into UTF-8.
+/// Transcodes from a declared encoding into UTF-8, strictly: malformed input (a lone UTF-16
+/// surrogate, a file ending mid-character, a byte Shift_JIS does not define, a byte the label
+/// does not define) is `encoding.invalid` with its byte offset and line, never a replacement
+/// character.
 pub struct Transcode<R: Read> {
     inner: R,
+    encoding: Encoding,
     decoder: encoding_rs::Decoder,
     raw: Vec<u8>,
     raw_start: usize,
     raw_end: usize,
+    /// Offset in the (decompressed) file of `raw[0]`.
+    raw_base: u64,
     eof: bool,
     done: bool,
     out: Vec<u8>,
     out_start: usize,
     out_end: usize,
+    /// Line ends in the text handed out so far.
+    lines: Lines,
+    /// An error to return once the text before it is handed out.
+    pending: Option<Reject>,
 }
 
 impl<R: Read> Transcode<R> {
-    pub fn new(inner: R, enc: Encoding) -> Self {
+    pub fn new(inner: R, encoding: Encoding) -> Self {
         Transcode {
             inner,
-            decoder: enc.new_decoder(),
+            encoding,
+            decoder: encoding.decoder.new_decoder(),
             raw: vec![0; 64 * 1024],
             raw_start: 0,
             raw_end: 0,
+            raw_base: 0,
             eof: false,
             done: false,
             out: vec![0; 3 * 64 * 1024 + 16],
             out_start: 0,
             out_end: 0,
+            lines: Lines::default(),
+            pending: None,
+        }
+    }
+
+    /// The reject for malformed input at file offset `at`, after `before` more text.
+    fn invalid(&self, at: u64, bad: &[u8], before: &[u8]) -> Reject {
+        let line = self.lines.line_after(before);
+        let shown: Vec<String> = bad.iter().take(4).map(|b| format!("0x{b:02X}")).collect();
+        let hint = match self.encoding.narrow {
+            Some(n) if n.first == 0x80 && n.last == 0x9F => format!(
+                "; {} leaves 0x80-0x9F undefined — if the partner sends {}, declare that",
+                n.name,
+                self.encoding.decoder.name()
+            ),
+            Some(n) => format!(
+                "; {} has no bytes over 0x7F — declare the encoding the partner uses",
+                n.name
+            ),
+            None => String::new(),
+        };
+        Reject::new(
+            Kind::EncodingInvalid,
+            Stage::Decode,
+            format!(
+                "byte {at} (line {line}) is not valid {} ({}){hint}",
+                self.encoding.name(),
+                shown.join(" ")
+            ),
+        )
+        .at_line(line)
+        .at_offset(at)
+    }
+
+    /// Decodes the next piece of raw bytes into `out`.
+    fn step(&mut self) {
+        let slice_start = self.raw_start;
+        // A byte the label does not define stops the decoding right before it.
+        let refused = self.encoding.narrow.and_then(|n| {
+            self.raw[slice_start..self.raw_end]
+                .iter()
+                .position(|b| (n.first..=n.last).contains(b))
+                .map(|k| slice_start + k)
+        });
+        let end = refused.unwrap_or(self.raw_end);
+        let last = self.eof && refused.is_none();
+        let (result, read, written) = self.decoder.decode_to_utf8_without_replacement(
+            &self.raw[slice_start..end],
+            &mut self.out,
+            last,
+        );
+        self.raw_start += read;
+        self.out_start = 0;
+        self.out_end = written;
+        let here = self.raw_base + self.raw_start as u64;
+        match result {
+            encoding_rs::DecoderResult::Malformed(bad, extra) => {
+                let back = u64::from(bad) + u64::from(extra);
+                let from = self.raw_start.saturating_sub(back as usize);
+                let to = self.raw_start.saturating_sub(usize::from(extra));
+                let r = self.invalid(here - back, &self.raw[from..to], &self.out[..written]);
+                self.pending = Some(r);
+            }
+            encoding_rs::DecoderResult::InputEmpty => match refused {
+                Some(k) if self.raw_start == k => {
+                    let r = self.invalid(here, &self.raw[k..k + 1], &self.out[..written]);
+                    self.pending = Some(r);
+                }
+                _ => self.done = last,
+            },
+            encoding_rs::DecoderResult::OutputFull => {}
         }
     }
 }
@@ -381,9 +598,15 @@ impl<R: Read> Read for Transcode<R> {
         loop {
             if self.out_start < self.out_end {
                 let n = (self.out_end - self.out_start).min(buf.len());
-                buf[..n].copy_from_slice(&self.out[self.out_start..self.out_start + n]);
+                let piece = &self.out[self.out_start..self.out_start + n];
+                buf[..n].copy_from_slice(piece);
+                self.lines.feed(piece);
                 self.out_start += n;
                 return Ok(n);
+            }
+            if let Some(r) = self.pending.take() {
+                self.done = true;
+                return Err(reject_io(r));
             }
             if self.done {
                 return Ok(0);
@@ -396,21 +619,12 @@ impl<R: Read> Read for Transcode<R> {
                         Err(e) => return Err(e),
                     }
                 };
+                self.raw_base += self.raw_end as u64;
                 self.raw_start = 0;
                 self.raw_end = n;
                 self.eof = n == 0;
             }
-            let (result, read, written, _) = self.decoder.decode_to_utf8(
-                &self.raw[self.raw_start..self.raw_end],
-                &mut self.out,
-                self.eof,
-            );
-            self.raw_start += read;
-            self.out_start = 0;
-            self.out_end = written;
-            if self.eof && result == encoding_rs::CoderResult::InputEmpty {
-                self.done = true;
-            }
+            self.step();
         }
     }
 }
@@ -484,7 +698,7 @@ mod tests {
 
     #[test]
     fn declared_and_sniffed_encodings_transcode() {
-        let latin1 = encoding_for_label("latin1").unwrap();
+        let latin1 = Encoding::for_label("latin1").unwrap();
         for step in [1, 5, 4096] {
             assert_eq!(decode(b"caf\xE9\n", Some(latin1), step).unwrap(), "café\n");
             // UTF-16LE with BOM, no declaration needed.
@@ -493,6 +707,106 @@ mod tests {
                 u16.extend_from_slice(&c.to_le_bytes());
             }
             assert_eq!(decode(&u16, None, step).unwrap(), "a,é\n");
+        }
+    }
+
+    fn label(l: &str) -> Option<Encoding> {
+        Some(Encoding::for_label(l).unwrap())
+    }
+
+    fn utf16le(units: &[u16]) -> Vec<u8> {
+        let mut out = vec![0xFF, 0xFE];
+        for u in units {
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn malformed_input_is_refused_with_its_place_never_replaced() {
+        let cases: Vec<(Vec<u8>, Option<Encoding>, u64, u64)> = vec![
+            // A lone high surrogate on line 2 (offsets count the BOM: the file's bytes).
+            (utf16le(&[0x61, 0x0A, 0xD800, 0x62]), None, 6, 2),
+            // A lone low surrogate.
+            (utf16le(&[0x61, 0xDC00]), None, 4, 1),
+            // A file ending halfway through a UTF-16 unit.
+            ([utf16le(&[0x61, 0x0A]), vec![0x62]].concat(), None, 6, 2),
+            (b"a\n\x82\xA0\x82".to_vec(), label("shift_jis"), 4, 2),
+            (b"id\n\xFF".to_vec(), label("euc-jp"), 3, 2),
+            (b"\xB0\xA1\xB0".to_vec(), label("euc-kr"), 2, 1),
+            (b"caf\xE9 \x93quoted\x94".to_vec(), label("latin1"), 5, 1),
+            (b"a\r\nb\xE9".to_vec(), label("us-ascii"), 4, 2),
+            (b"\x80".to_vec(), label("iso-8859-9"), 0, 1),
+        ];
+        for (bytes, enc, offset, line) in cases {
+            for step in [1, 2, 3, 4096] {
+                let err = decode(&bytes, enc, step).unwrap_err();
+                assert_eq!(err.kind, Kind::EncodingInvalid, "{bytes:?} {enc:?}");
+                assert_eq!(err.offset, Some(offset), "{bytes:?} {enc:?} step {step}");
+                assert_eq!(err.line, Some(line), "{bytes:?} {enc:?} step {step}");
+            }
+        }
+        // What the labels do define still reads.
+        assert_eq!(decode(b"caf\xE9", label("latin1"), 1).unwrap(), "café");
+        assert_eq!(
+            decode(b"\x93q\x94", label("windows-1252"), 1).unwrap(),
+            "“q”"
+        );
+        assert_eq!(decode(b"\xFD", label("latin5"), 1).unwrap(), "ı");
+        assert_eq!(decode(b"\x82\xA0", label("shift_jis"), 1).unwrap(), "あ");
+    }
+
+    #[test]
+    fn labels_that_cannot_decode_faithfully_are_refused() {
+        for l in [
+            "iso-2022-kr",
+            "hz-gb-2312",
+            "iso-2022-cn",
+            "replacement",
+            "nonsense",
+        ] {
+            assert!(Encoding::for_label(l).is_err(), "{l}");
+        }
+        assert_eq!(
+            Encoding::for_label(" Latin1 ").unwrap().name(),
+            "ISO-8859-1"
+        );
+        assert_eq!(
+            Encoding::for_label("cp1252").unwrap().name(),
+            "windows-1252"
+        );
+        assert_eq!(Encoding::for_label("sjis").unwrap().name(), "Shift_JIS");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Random bytes in any multi-byte or single-byte encoding either decode exactly as the
+        /// Encoding Standard's strict decoder does, or are refused: never a U+FFFD that the
+        /// bytes did not encode.
+        #[test]
+        fn decoding_is_strict_in_every_encoding(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            which in 0usize..8,
+            step in 1usize..9,
+        ) {
+            let labels = ["shift_jis", "euc-jp", "euc-kr", "gbk", "big5", "gb18030", "iso-8859-2", "koi8-r"];
+            let enc = Encoding::for_label(labels[which]).unwrap();
+            let reference = enc.decoder.decode_without_bom_handling_and_without_replacement(&bytes);
+            match decode(&bytes, Some(enc), step) {
+                Ok(text) => {
+                    proptest::prop_assert!(!text.contains(char::REPLACEMENT_CHARACTER), "a replacement character");
+                    // A leading BOM (of UTF-8 or UTF-16) switches the decoder, as a BOM should.
+                    if !bytes.starts_with(b"\xEF\xBB\xBF") && !bytes.starts_with(b"\xFF\xFE") && !bytes.starts_with(b"\xFE\xFF") {
+                        proptest::prop_assert_eq!(Some(text.as_str()), reference.as_deref());
+                    }
+                }
+                Err(e) => {
+                    proptest::prop_assert!(matches!(e.kind, Kind::EncodingInvalid | Kind::EncodingNul | Kind::InvalidUtf8), "{:?}", e);
+                    if e.kind == Kind::EncodingInvalid {
+                        proptest::prop_assert!(e.offset.unwrap() < bytes.len() as u64);
+                    }
+                }
+            }
         }
     }
 
