@@ -755,11 +755,16 @@ impl RawColumn {
         if name.is_empty() {
             return Err("a column needs a name".into());
         }
-        if crate::format::SYSTEM_COLUMNS
-            .iter()
-            .any(|s| s.eq_ignore_ascii_case(name))
-        {
-            return Err(format!("{name:?} is a name ferry keeps for itself"));
+        if let Some(who) = crate::store::names::reserved_column(name) {
+            return Err(format!(
+                "{name:?} is a name {who} keeps for {}; name the column otherwise and read the \
+                 file's column with `from = {name:?}`",
+                if who == "ferry" {
+                    "itself"
+                } else {
+                    "its own use"
+                }
+            ));
         }
         let ty = self.ty.map_or(ColType::String, |t| t.0);
         let mut c = ColumnSpec::new(name, ty);

@@ -20,6 +20,34 @@ const RESERVED_TABLES: &[&str] = &[
     "rejects",
 ];
 
+/// Column names a store keeps for its own use, lowercased: PostgreSQL's system columns (a table
+/// cannot have a column of that name) and the names SQLite reads as a row's id. A file column
+/// of such a name is stored under another one on both stores, so a file lands in the same
+/// columns whichever store holds it.
+const BACKEND_COLUMNS: &[(&str, &str)] = &[
+    ("xmin", "PostgreSQL"),
+    ("xmax", "PostgreSQL"),
+    ("cmin", "PostgreSQL"),
+    ("cmax", "PostgreSQL"),
+    ("ctid", "PostgreSQL"),
+    ("tableoid", "PostgreSQL"),
+    ("oid", "PostgreSQL and SQLite"),
+    ("rowid", "SQLite"),
+    ("_rowid_", "SQLite"),
+];
+
+/// Who keeps a column name for itself, if anyone: `ferry` for its own columns (`_id`,
+/// `_file_id`, `_line`, `_key`), else the store that does. Any case.
+pub fn reserved_column(name: &str) -> Option<&'static str> {
+    if SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        return Some("ferry");
+    }
+    BACKEND_COLUMNS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, who)| *who)
+}
+
 /// The most data columns a PostgreSQL table can hold: its limit of 1,600 columns less ferry's
 /// own four.
 pub const MAX_DATA_COLUMNS_POSTGRES: usize = 1600 - crate::format::SYSTEM_COLUMNS.len();
@@ -115,11 +143,14 @@ pub fn choose_column(
     reserved: &HashSet<String>,
 ) -> (String, bool) {
     let lower = key.name.to_lowercase();
+    // A table column of exactly this name that no file column holds yet (made by hand, or left
+    // by a rollback) is adopted — never one ferry or the store keeps for itself.
     let adopt = key.occurrence == 1
         && !key.name.is_empty()
         && existing.get(&lower).is_some_and(|c| *c == key.name)
         && !owned.contains(&lower)
-        && !reserved.contains(&lower);
+        && !reserved.contains(&lower)
+        && reserved_column(&key.name).is_none();
     if adopt {
         return (key.name.clone(), false);
     }
@@ -127,7 +158,7 @@ pub fn choose_column(
         existing.contains_key(n)
             || owned.contains(n)
             || reserved.contains(n)
-            || SYSTEM_COLUMNS.iter().any(|s| s.eq_ignore_ascii_case(n))
+            || reserved_column(n).is_some()
     };
     (column_name_for(key, taken), true)
 }
@@ -251,6 +282,22 @@ mod tests {
         assert_eq!(column_name_for(&key("name", 3, 5), t), "name_3");
         assert_eq!(column_name_for(&key("", 1, 4), t), "column_4");
         assert_eq!(column_name_for(&key("_line", 1, 1), t), "_line_2");
+        for (name, lower) in [
+            ("_id", "_id"),
+            ("XMIN", "xmin"),
+            ("ctid", "ctid"),
+            ("RowId", "rowid"),
+        ] {
+            let existing: HashMap<String, String> = [(lower.to_string(), name.to_string())].into();
+            let (col, new) = choose_column(
+                &key(name, 1, 1),
+                &existing,
+                &HashSet::new(),
+                &HashSet::new(),
+            );
+            assert!(new && col.to_lowercase() != lower, "{name} → {col}");
+            assert!(reserved_column(&col).is_none(), "{col}");
+        }
         let long = "h".repeat(100);
         let c = column_name_for(&key(&long, 1, 1), t);
         assert!(c.len() <= MAX_NAME && c.starts_with("hhh"), "{c}");

@@ -15,6 +15,7 @@ mod edges_ops;
 mod export;
 mod formats;
 mod model;
+mod names;
 mod operations;
 mod places;
 mod postgres;

@@ -10,7 +10,7 @@ use crate::format::{ColumnKey, SYSTEM_COLUMNS};
 use crate::pipeline::stages::{missing_columns_reject, new_columns_reject, too_many_columns};
 use crate::pipeline::{ColumnSource, Columns};
 use crate::reject::Reject;
-use crate::store::names::MAX_NAME;
+use crate::store::names::{self, MAX_NAME};
 use crate::store::NewColumn;
 use crate::typed::ColType;
 use anyhow::Result;
@@ -79,11 +79,16 @@ fn rename_warning(key: &ColumnKey, col: &str) -> String {
         "the header names it more than once"
     } else if key.name.len() > MAX_NAME {
         "the name is longer than 63 bytes"
-    } else if SYSTEM_COLUMNS
-        .iter()
-        .any(|s| s.eq_ignore_ascii_case(&key.name))
-    {
-        "ferry keeps that name for itself"
+    } else if let Some(who) = names::reserved_column(&key.name) {
+        return format!(
+            "column {} is stored as {col:?}: {who} keeps that name for {}",
+            key.describe(),
+            if who == "ferry" {
+                "itself"
+            } else {
+                "its own use"
+            }
+        );
     } else {
         "the dataset has another column of that name (names that differ in case are different \
          columns)"

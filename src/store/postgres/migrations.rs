@@ -172,6 +172,13 @@ pub const MIGRATIONS: &[&str] = &[
         END LOOP;
     END $$;
     "#,
+    // 4: no file column lands in a column ferry keeps for itself: a registry entry that
+    // mapped a later file's `_id` (or `_file_id`, `_line`, `_key`) onto ferry's own column is
+    // forgotten, so that file column gets a name of its own next time.
+    r#"
+    DELETE FROM dataset_columns
+     WHERE lower(column_name) IN ('_id', '_file_id', '_line', '_key');
+    "#,
 ];
 
 /// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side

@@ -131,6 +131,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE files ADD COLUMN discard_reason TEXT;
     CREATE INDEX files_finished ON files(finished_at) WHERE pruned_at IS NULL;
     "#,
+    // 7: no file column lands in a column ferry keeps for itself: a registry entry that
+    // mapped a later file's `_id` (or `_file_id`, `_line`, `_key`) onto ferry's own column is
+    // forgotten, so that file column gets a name of its own next time.
+    r#"
+    DELETE FROM dataset_columns
+     WHERE lower(column_name) IN ('_id', '_file_id', '_line', '_key');
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,0 +1,65 @@
+//! Names that meet: partner columns named like ferry's own columns or a store's system columns,
+//! in the first file of a dataset or a later one, on both stores.
+
+use crate::harness::*;
+use std::fs;
+
+both_stores! {
+    fn system_and_backend_column_names_are_renamed_in_first_and_later_files() {
+        let s = Spool::new();
+        // First file: ferry's names and PostgreSQL's, in other cases too.
+        s.drop_file("feed/1.csv", b"_id,XMIN,ctid,name\n900,a,b,first\n");
+        s.ferry_ok(&["run"], 0);
+        // A later file brings every name ferry and the stores keep, with values that would
+        // move record ids backwards if one were taken for ferry's.
+        s.drop_file("feed/2.csv", b"_id,_file_id,_line,_key,tableoid,rowid,oid,name\n1,2,3,4,5,6,7,second\n");
+        s.ferry_ok(&["run"], 0);
+
+        let cols = s.columns("feed");
+        for c in ["_id_2", "XMIN_2", "ctid_2", "_file_id_2", "_line_2", "_key_2", "tableoid_2", "rowid_2", "oid_2"] {
+            assert!(cols.iter().any(|have| have == c), "{c} missing from {cols:?}");
+        }
+        for forbidden in ["xmin", "ctid", "tableoid", "rowid", "oid"] {
+            assert!(!cols.iter().any(|c| c.eq_ignore_ascii_case(forbidden)), "{forbidden} in {cols:?}");
+        }
+        // Record ids, files and lines are ferry's; the partner's values are kept beside them.
+        let rows = s.query("SELECT _id, _file_id, _line, \"_id_2\", \"_file_id_2\", name FROM feed ORDER BY _id");
+        assert_eq!(rows.len(), 2);
+        let ids: Vec<i64> = rows.iter().map(|r| r[0].as_ref().unwrap().parse().unwrap()).collect();
+        assert!(ids[0] < ids[1] && ids[0] != 900 && ids[1] != 1, "{rows:?}");
+        assert_eq!(rows[0][3].as_deref(), Some("900"));
+        assert_eq!(rows[1][3].as_deref(), Some("1"));
+        assert_eq!(rows[1][4].as_deref(), Some("2"));
+        assert_eq!(rows[1][2].as_deref(), Some("2"), "_line is the file's line");
+        // The renames are on the ledger rows.
+        let files = s.files_by_path();
+        let warnings = files["feed/2.csv"]["warnings"].to_string();
+        assert!(warnings.contains("\\\"_id\\\" is stored as \\\"_id_2\\\""), "{warnings}");
+        assert!(warnings.contains("\\\"rowid\\\" is stored as \\\"rowid_2\\\""), "{warnings}");
+
+        // Export sends both records: nothing sits below a watermark by a partner's doing.
+        let out = s.scratch("out");
+        s.ferry_ok(&["export", "feed", "--to", out.to_str().unwrap(), "--format", "ndjson"], 0);
+        let mut lines = 0;
+        for e in fs::read_dir(&out).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".ndjson") {
+                lines += fs::read_to_string(e.path()).unwrap().lines().count();
+            }
+        }
+        assert_eq!(lines, 2);
+    }
+}
+
+#[test]
+fn a_declared_column_named_like_a_system_column_is_refused_by_the_config() {
+    for name in ["xmin", "CTID", "_key", "rowid"] {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            format!("[[dataset]]\nname = \"d\"\ncolumns = [{{ name = \"{name}\" }}]\n"),
+        )
+        .unwrap();
+        s.ferry_ok(&["config", "check"], 2);
+    }
+}
