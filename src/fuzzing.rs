@@ -160,6 +160,7 @@ pub fn fixed(data: &[u8]) {
         trim: o & 8 != 0,
         skip_header: usize::from(o >> 4 & 1),
         skip_trailer: usize::from(o >> 5 & 1),
+        trailer_prefix: (o >> 6 & 1 == 1 && o >> 5 & 1 == 1).then(|| "T".to_string()),
         trailer_count: (o >> 5 & 1 == 1).then_some((0, 3)),
         max_record: 256,
     };

@@ -20,6 +20,17 @@ pub(super) fn pattern_warnings(datasets: &[Arc<DatasetSpec>]) -> Vec<String> {
                 ));
             }
         }
+        if let Some(l) = &d.options.fixed {
+            if l.skip_trailer > 0 && l.trailer_prefix.is_none() && l.trailer_count.is_none() {
+                out.push(format!(
+                    "dataset {:?}: skip_trailer = {} drops the last line(s) of every file \
+                     whatever they hold — a file that lost its trailer loses its last record(s) \
+                     unnoticed; set trailer_prefix (what trailer lines start with) or \
+                     trailer_count",
+                    d.name, l.skip_trailer
+                ));
+            }
+        }
         let samples = sample_paths(d);
         if samples.is_empty() {
             continue;

@@ -421,6 +421,7 @@ pub(super) struct RawDataset {
     trim: Option<bool>,
     skip_header: Option<usize>,
     skip_trailer: Option<usize>,
+    trailer_prefix: Option<String>,
     trailer_count: Option<RawSpan>,
     #[serde(default)]
     columns: Vec<Spanned<RawColumn>>,
@@ -574,6 +575,7 @@ impl RawDataset {
             ("trim", self.trim.is_some()),
             ("skip_header", self.skip_header.is_some()),
             ("skip_trailer", self.skip_trailer.is_some()),
+            ("trailer_prefix", self.trailer_prefix.is_some()),
             ("trailer_count", self.trailer_count.is_some()),
         ];
         let from_columns = self
@@ -660,7 +662,17 @@ impl RawDataset {
             (unit, _) => unit.unwrap_or(false),
         };
         let skip_header = self.skip_header.unwrap_or(0);
-        let skip_trailer = self.skip_trailer.unwrap_or(0);
+        let trailer_prefix = self.trailer_prefix.clone();
+        if trailer_prefix.as_deref().is_some_and(str::is_empty) {
+            return Err("trailer_prefix: name what trailer lines start with".into());
+        }
+        // A prefix names a trailer: one line unless skip_trailer says more.
+        let skip_trailer = self
+            .skip_trailer
+            .unwrap_or(usize::from(trailer_prefix.is_some()));
+        if trailer_prefix.is_some() && skip_trailer == 0 {
+            return Err("trailer_prefix names trailer lines: skip_trailer cannot be 0".into());
+        }
         if skip_header.max(skip_trailer) > MAX_SKIP_LINES {
             return Err(format!(
                 "skip_header and skip_trailer are at most {MAX_SKIP_LINES} lines"
@@ -684,6 +696,7 @@ impl RawDataset {
             trim: self.trim.unwrap_or(true),
             skip_header,
             skip_trailer,
+            trailer_prefix,
             trailer_count,
             max_record: options.max_record,
         })

@@ -6,8 +6,12 @@
 //! feeds whose layout is byte-based (for a declared single-byte encoding the two are the same).
 //! A line must be exactly `line_length` long (default: the end of the last column): a shorter
 //! one is padded only when the dataset says `pad_short_lines = true`, a longer one always
-//! refused — text past the last column is never dropped silently. Header and trailer lines are
-//! skipped by count, and the trailer's record count, when declared, must match the records read.
+//! refused — text past the last column is never dropped silently; a padded line is read exactly
+//! as if the spaces had been sent, and noted. Header lines are skipped by count. Trailer lines
+//! are recognised by their `trailer_prefix` when one is given (a file whose last lines lack it
+//! has lost its trailer: refused, so no data line is ever taken for the trailer); without one,
+//! the last `skip_trailer` lines are taken whatever they hold, and only `trailer_count` can tell
+//! a missing trailer. The trailer's record count, when declared, must match the records read.
 
 use super::text::classify;
 use super::{RowOut, Stop};
@@ -37,6 +41,8 @@ pub struct Layout {
     pub trim: bool,
     pub skip_header: usize,
     pub skip_trailer: usize,
+    /// What every trailer line starts with: a file without it at the end lost its trailer.
+    pub trailer_prefix: Option<String>,
     /// Where the last trailer line holds the count of data records: (start, width).
     pub trailer_count: Option<(usize, usize)>,
     /// The longest line read, in bytes.
@@ -69,7 +75,8 @@ pub fn parse(r: impl Read, layout: &Layout, out: &mut dyn RowOut) -> Result<u64,
     let mut held: VecDeque<Line> = VecDeque::with_capacity(layout.skip_trailer + 1);
     let mut spans = Vec::with_capacity(layout.fields.len());
     let mut positions = Vec::new();
-    let (mut records, mut blank) = (0u64, 0u64);
+    let mut padded = String::new();
+    let (mut records, mut blank, mut short) = (0u64, 0u64, 0u64);
     while let Some(line) = lines.next()? {
         if line.number <= layout.skip_header as u64 {
             continue;
@@ -83,9 +90,19 @@ pub fn parse(r: impl Read, layout: &Layout, out: &mut dyn RowOut) -> Result<u64,
             continue;
         }
         let line = held.pop_front().expect("more than skip_trailer lines held");
-        slice(layout, &line, &mut spans, &mut positions)?;
-        out.row(line.number, &line.text, &spans)?;
+        let text = match pad(layout, &line, &mut padded, &mut positions)? {
+            true => {
+                short += 1;
+                padded.as_str()
+            }
+            false => line.text.as_str(),
+        };
+        slice(layout, &line, text, &mut spans, &mut positions)?;
+        out.row(line.number, text, &spans)?;
         records += 1;
+    }
+    if let Some(prefix) = &layout.trailer_prefix {
+        check_trailer_prefix(layout, &held, prefix)?;
     }
     if let Some((start, width)) = layout.trailer_count {
         check_trailer(layout, held.back(), start, width, records)?;
@@ -93,30 +110,87 @@ pub fn parse(r: impl Read, layout: &Layout, out: &mut dyn RowOut) -> Result<u64,
     if blank > 0 {
         out.note(format!("{blank} empty line(s) skipped"));
     }
+    if short > 0 {
+        out.note(format!(
+            "{short} short line(s) read as if padded with spaces to {} (pad_short_lines)",
+            layout.line_length
+        ));
+    }
     Ok(records)
 }
 
-/// The value spans of one data line, or why its length does not fit the layout.
+/// A line's length in the layout's unit, and (for character layouts of non-ASCII text) the
+/// byte offset of every character boundary in `positions`.
+fn units(layout: &Layout, text: &str, positions: &mut Vec<usize>) -> usize {
+    if layout.bytes || text.is_ascii() {
+        return text.len();
+    }
+    positions.clear();
+    positions.extend(text.char_indices().map(|(i, _)| i));
+    positions.push(text.len());
+    positions.len() - 1
+}
+
+/// With `pad_short_lines`, a short line's text with the missing spaces added, in `padded`
+/// (`true`), exactly as if the partner had sent them; `false`: the line is used as it is.
+fn pad(
+    layout: &Layout,
+    line: &Line,
+    padded: &mut String,
+    positions: &mut Vec<usize>,
+) -> Result<bool, Reject> {
+    if !layout.pad {
+        return Ok(false);
+    }
+    let len = units(layout, &line.text, positions);
+    if len >= layout.line_length {
+        return Ok(false);
+    }
+    padded.clear();
+    padded.push_str(&line.text);
+    padded.extend(std::iter::repeat_n(' ', layout.line_length - len));
+    Ok(true)
+}
+
+/// With `trailer_prefix`: every line taken for the trailer must start with it, or the file lost
+/// its trailer (and the lines held are data that must not be dropped).
+fn check_trailer_prefix(
+    layout: &Layout,
+    held: &VecDeque<Line>,
+    prefix: &str,
+) -> Result<(), Reject> {
+    let mismatch = |msg: String| Reject::new(Kind::FixedTrailerMismatch, Stage::Parse, msg);
+    if held.len() < layout.skip_trailer {
+        return Err(mismatch(format!(
+            "the file ends before its trailer (lines starting with {prefix:?}): it may have been \
+             cut short"
+        )));
+    }
+    match held.iter().find(|l| !l.text.starts_with(prefix)) {
+        None => Ok(()),
+        Some(l) => Err(mismatch(format!(
+            "line {} is where the trailer should be, but it does not start with {prefix:?}: the \
+             file lost its trailer (it may have been cut short); nothing of it was loaded",
+            l.number
+        ))
+        .at_line(l.number)
+        .at_offset(l.offset)),
+    }
+}
+
+/// The value spans of one data line's `text` (the line, padded if it was short), or why its
+/// length does not fit the layout.
 fn slice(
     layout: &Layout,
     line: &Line,
+    text: &str,
     spans: &mut Vec<Option<(usize, usize)>>,
     positions: &mut Vec<usize>,
 ) -> Result<(), Reject> {
-    let text = line.text.as_str();
     // Byte offset of each unit boundary; ASCII lines (and byte layouts) need no table.
     let by_index = layout.bytes || text.is_ascii();
-    if !by_index {
-        positions.clear();
-        positions.extend(text.char_indices().map(|(i, _)| i));
-        positions.push(text.len());
-    }
-    let len = if by_index {
-        text.len()
-    } else {
-        positions.len() - 1
-    };
-    if len > layout.line_length || (len < layout.line_length && !layout.pad) {
+    let len = units(layout, text, positions);
+    if len != layout.line_length {
         let unit = if layout.bytes { "bytes" } else { "characters" };
         return Err(Reject::new(
             Kind::FixedLineLength,
@@ -125,7 +199,7 @@ fn slice(
                 "line {} is {len} {unit} long where the layout needs {}{}",
                 line.number,
                 layout.line_length,
-                if len < layout.line_length {
+                if len < layout.line_length && !layout.pad {
                     " (set pad_short_lines = true to read short lines as if padded with spaces)"
                 } else {
                     ""
@@ -318,6 +392,7 @@ mod tests {
             trim: true,
             skip_header: 0,
             skip_trailer: 0,
+            trailer_prefix: None,
             trailer_count: None,
             max_record: 1 << 20,
         }
@@ -410,6 +485,77 @@ mod tests {
         assert_eq!(e.kind, Kind::FixedTrailerMismatch);
         let e = run("HEADER LINE\n", &l).unwrap_err();
         assert_eq!(e.kind, Kind::FixedTrailerMismatch);
+    }
+
+    #[test]
+    fn a_missing_trailer_never_takes_a_data_line_when_trailer_lines_are_marked() {
+        let mut l = layout(&[("a", 1, 3)]);
+        l.skip_trailer = 1;
+        l.trailer_prefix = Some("TRL".into());
+        let c = run(
+            "aaa
+bbb
+TRL 2
+",
+            &l,
+        )
+        .unwrap();
+        assert_eq!(values(&c), [[Some("aaa".into())], [Some("bbb".into())]]);
+        // The trailer is gone: bbb is not taken for it, the file is refused.
+        let e = run(
+            "aaa
+bbb
+", &l,
+        )
+        .unwrap_err();
+        assert_eq!((e.kind, e.line), (Kind::FixedTrailerMismatch, Some(2)));
+        let e = run("", &l).unwrap_err();
+        assert_eq!(e.kind, Kind::FixedTrailerMismatch);
+        // A data line that merely starts like a trailer, in the middle, is data.
+        l.line_length = 5;
+        l.fields[0].width = 5;
+        let c = run(
+            "TRLxx
+ccccc
+TRL 2
+",
+            &l,
+        )
+        .unwrap();
+        assert_eq!(c.rows.len(), 2);
+    }
+
+    #[test]
+    fn padded_lines_read_exactly_as_if_the_spaces_were_sent() {
+        let mut l = layout(&[("a", 1, 3), ("b", 4, 3), ("c", 7, 2)]);
+        l.pad = true;
+        for trim in [false, true] {
+            l.trim = trim;
+            let short = run(
+                "xy
+", &l,
+            )
+            .unwrap();
+            let sent = run(
+                "xy      
+",
+                &l,
+            )
+            .unwrap();
+            assert_eq!(values(&short), values(&sent), "trim = {trim}");
+            assert_eq!(short.notes.len(), 1, "{:?}", short.notes);
+            assert!(sent.notes.is_empty());
+        }
+        l.trim = false;
+        let c = run(
+            "é
+", &l,
+        )
+        .unwrap();
+        assert_eq!(
+            values(&c)[0],
+            [Some("é  ".into()), Some("   ".into()), Some("  ".into())]
+        );
     }
 
     #[test]

@@ -232,6 +232,24 @@ pub trait RowOut {
     fn note(&mut self, _note: String) {}
 }
 
+/// How many blank lines a note names by number (the rest are counted).
+pub const BLANK_LINES_NAMED: usize = 5;
+
+/// The note for `count` blank lines skipped between records, the first of them at `at`.
+pub fn blank_note(count: u64, at: &[u64]) -> Option<String> {
+    if count == 0 {
+        return None;
+    }
+    let at: Vec<String> = at.iter().map(u64::to_string).collect();
+    Some(format!(
+        "{count} blank line{} skipped (line{} {}{})",
+        crate::reject::plural(count as usize),
+        crate::reject::plural(at.len()),
+        at.join(", "),
+        if count > at.len() as u64 { ", …" } else { "" }
+    ))
+}
+
 /// The columns ferry adds to every dataset table.
 pub const SYSTEM_COLUMNS: [&str; 4] = ["_id", "_file_id", "_line", "_key"];
 
@@ -462,6 +480,7 @@ impl Opened<'_> {
 pub(crate) struct Collect {
     pub cols: Vec<String>,
     pub rows: Vec<(u64, Vec<Option<String>>)>,
+    pub notes: Vec<String>,
 }
 
 #[cfg(test)]
@@ -479,6 +498,9 @@ impl RowOut for Collect {
                 .collect(),
         ));
         Ok(())
+    }
+    fn note(&mut self, note: String) {
+        self.notes.push(note);
     }
 }
 

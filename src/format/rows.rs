@@ -110,6 +110,11 @@ impl<'o> Builder<'o> {
         r
     }
 
+    /// Something the parser passed over, for the file's ledger row (see `RowOut::note`).
+    pub(super) fn note(&mut self, note: String) {
+        self.out.note(note);
+    }
+
     /// Announces the columns even when there were no records, so empty files still have a
     /// (possibly empty) column list.
     pub(super) fn close(&mut self) -> Result<(), Stop> {

@@ -16,6 +16,11 @@
 //! records) longer than `max_record` bytes is `xml.record_too_long` before it is buffered whole;
 //! elements nest at most `MAX_DEPTH` deep. A child element named twice in one record is
 //! `xml.repeated_element` rather than a guess at which one is the value.
+//!
+//! Nothing is passed over silently: elements off the record path (another name, another case,
+//! another depth), text between records, and records holding text beside their child elements
+//! are counted and noted on the file with their first example. A record's line is the line its
+//! start tag begins on.
 
 use super::rows::Builder;
 use super::text::{classify, reject_io};
@@ -92,10 +97,13 @@ pub fn parse(r: impl Read, opt: &XmlOptions, out: &mut dyn RowOut) -> Result<u64
         skipping: 0,
         root_seen: false,
         record: None,
+        passed: Passed::default(),
     };
     let mut buf = Vec::with_capacity(4096);
     loop {
         buf.clear();
+        // Text comes as events of its own, so the reader now stands where the next event starts.
+        let starts = reader.get_ref().lines + 1;
         let event = match reader.read_event_into(&mut buf) {
             Ok(e) => e,
             Err(e) => return Err(syntax(e, reader.error_position(), reader.get_ref()).into()),
@@ -103,6 +111,7 @@ pub fn parse(r: impl Read, opt: &XmlOptions, out: &mut dyn RowOut) -> Result<u64
         let at = Pos {
             offset: reader.buffer_position(),
             line: reader.get_ref().lines + 1,
+            starts,
         };
         if matches!(event, Event::Eof) {
             return p.end(at);
@@ -114,11 +123,57 @@ pub fn parse(r: impl Read, opt: &XmlOptions, out: &mut dyn RowOut) -> Result<u64
     }
 }
 
-/// Where the parser is: the byte just after the last event, and its line.
+/// Where the parser is: the byte just after the last event, its line, and the line the event
+/// started on.
 #[derive(Debug, Clone, Copy)]
 struct Pos {
     offset: u64,
     line: u64,
+    starts: u64,
+}
+
+/// What the parser passed over that was not records: how many, and the first of each.
+#[derive(Default)]
+struct Passed {
+    /// Elements off the record path (each counted once, with what it holds).
+    elements: u64,
+    first_element: Option<(String, u64)>,
+    /// Non-blank text outside records (between or around them).
+    text: u64,
+    first_text: Option<(String, u64)>,
+    /// Records holding text of their own beside child elements.
+    mixed: u64,
+    first_mixed: Option<u64>,
+}
+
+impl Passed {
+    /// The notes for the file's ledger row.
+    fn notes(&self, path: &str, out: &mut Builder<'_>) {
+        if let Some((name, line)) = &self.first_element {
+            out.note(format!(
+                "{} element{} off {path} passed over with everything in them (first: <{name}> \
+                 on line {line}); point record_path at them to load them",
+                self.elements,
+                crate::reject::plural(self.elements as usize)
+            ));
+        }
+        if let Some((text, line)) = &self.first_text {
+            out.note(format!(
+                "text outside records passed over {} time{} (first on line {line}: {text:?})",
+                self.text,
+                crate::reject::plural(self.text as usize)
+            ));
+        }
+        if let Some(line) = self.first_mixed {
+            out.note(format!(
+                "{} record{} text beside {} child elements (first on line {line}); it is \
+                 stored joined in the column named after the record element",
+                self.mixed,
+                if self.mixed == 1 { " holds" } else { "s hold" },
+                if self.mixed == 1 { "its" } else { "their" },
+            ));
+        }
+    }
 }
 
 /// The record being read.
@@ -127,6 +182,8 @@ struct Record {
     /// The record element's local name (names the column of its own text).
     name: String,
     own_text: String,
+    /// Whether it had child elements (own text beside them is mixed content).
+    children: bool,
     /// The child element being read: its column name, its text, its XML, whether it nests.
     child: Option<Child>,
 }
@@ -151,6 +208,7 @@ struct Parser<'o, 'p> {
     skipping: usize,
     root_seen: bool,
     record: Option<Record>,
+    passed: Passed,
 }
 
 impl Parser<'_, '_> {
@@ -222,6 +280,7 @@ impl Parser<'_, '_> {
         if let Some(rec) = &mut self.record {
             match &mut rec.child {
                 None => {
+                    rec.children = true;
                     let name = local(e, at)?;
                     self.attributes(e, &name, at)?;
                     self.record.as_mut().expect("in a record").child = Some(Child {
@@ -250,9 +309,10 @@ impl Parser<'_, '_> {
                 let name = local(e, at)?;
                 self.attributes(e, "", at)?;
                 self.record = Some(Record {
-                    line: at.line,
+                    line: at.starts,
                     name,
                     own_text: String::new(),
+                    children: false,
                     child: None,
                 });
             } else {
@@ -273,6 +333,11 @@ impl Parser<'_, '_> {
             .into());
         } else {
             self.skipping = d;
+            self.passed.elements += 1;
+            if self.passed.first_element.is_none() {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                self.passed.first_element = Some((name, at.starts));
+            }
         }
         Ok(())
     }
@@ -333,7 +398,17 @@ impl Parser<'_, '_> {
             None if self.depth == 0 && !text.trim().is_empty() => {
                 return Err(syntax_at("text outside the root element".into(), at).into());
             }
-            None => {}
+            // Inside an element passed over: noted with that element.
+            None if self.skipping > 0 || text.trim().is_empty() => {}
+            None => {
+                self.passed.text += 1;
+                if self.passed.first_text.is_none() {
+                    let shown: String = text.trim().chars().take(40).collect();
+                    let lead = &text[..text.len() - text.trim_start().len()];
+                    let line = at.starts + lead.matches('\n').count() as u64;
+                    self.passed.first_text = Some((shown, line));
+                }
+            }
         }
         Ok(())
     }
@@ -403,6 +478,10 @@ impl Parser<'_, '_> {
     fn finish_record(&mut self, at: Pos) -> Result<(), Stop> {
         let rec = self.record.take().expect("in a record");
         if !rec.own_text.trim().is_empty() {
+            if rec.children {
+                self.passed.mixed += 1;
+                self.passed.first_mixed.get_or_insert(rec.line);
+            }
             self.put(&rec.name, Some(&rec.own_text), at)?;
         }
         self.rec.finish(rec.line)
@@ -469,6 +548,14 @@ impl Parser<'_, '_> {
             )
             .into());
         }
+        let path = self
+            .opt
+            .record_path
+            .as_ref()
+            .map_or("the root's children".to_string(), |p| {
+                format!("record_path /{}", p.join("/"))
+            });
+        self.passed.notes(&path, &mut self.rec);
         self.rec.close()?;
         Ok(self.rec.records)
     }
@@ -540,6 +627,7 @@ fn syntax<R>(e: quick_xml::Error, offset: u64, src: &Counted<R>) -> Reject {
     let at = Pos {
         offset,
         line: src.lines + 1,
+        starts: src.lines + 1,
     };
     match e {
         quick_xml::Error::Io(io) => {

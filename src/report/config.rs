@@ -288,10 +288,11 @@ impl DatasetView {
                 } else {
                     String::new()
                 },
-                if l.trailer_count.is_some() {
-                    ", trailer count checked"
-                } else {
-                    ""
+                match (&l.trailer_prefix, l.trailer_count.is_some()) {
+                    (Some(p), true) => format!(", trailer lines start {p:?}, its count checked"),
+                    (Some(p), false) => format!(", trailer lines start {p:?}"),
+                    (None, true) => ", trailer count checked".to_string(),
+                    (None, false) => String::new(),
                 }
             ));
         }

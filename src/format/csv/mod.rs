@@ -184,22 +184,7 @@ fn header<R: Read>(recs: &mut Records<R>, opt: &CsvOptions) -> Result<(Vec<Strin
 
 /// A note naming the blank lines skipped between records, if there were any.
 fn blank_lines<R: Read>(recs: &Records<R>) -> Option<String> {
-    if recs.blank == 0 {
-        return None;
-    }
-    let at: Vec<String> = recs.blank_at.iter().map(u64::to_string).collect();
-    Some(format!(
-        "{} blank line{} skipped (line{} {}{})",
-        recs.blank,
-        crate::reject::plural(recs.blank as usize),
-        crate::reject::plural(at.len()),
-        at.join(", "),
-        if recs.blank > at.len() as u64 {
-            ", …"
-        } else {
-            ""
-        }
-    ))
+    super::blank_note(recs.blank, &recs.blank_at)
 }
 
 #[cfg(test)]

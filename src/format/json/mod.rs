@@ -173,6 +173,27 @@ impl<'o> Rows<'o> {
         r
     }
 
+    /// A compact stream of lines that turned out to be only its first line: a file that is one
+    /// array of strings (`["A","B"]`). With `records = "auto"` that is not records (a header
+    /// row over nothing would be a guess); with `records = "arrays"` it is a header row and no
+    /// records, like a CSV header alone. (`[["A","B"]]` says it is rows: a header, no records.)
+    pub(super) fn header_only(&self) -> Result<(), Stop> {
+        if matches!(self.shape, Shape::Arrays(_))
+            && self.rec.records == 0
+            && self.opt.records == Records::Auto
+        {
+            return Err(Reject::new(
+                Kind::JsonNotRecords,
+                Stage::Parse,
+                "the file is one array of strings and nothing else: that is not records (set \
+                 records = \"arrays\" on the dataset if it is a header row of a compact file \
+                 that may hold no rows)",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     pub(super) fn close(&mut self) -> Result<(), Stop> {
         self.rec.close()
     }
@@ -272,7 +293,24 @@ pub fn parse_json(
     .map_err(|e| json_reject(e, &mut rows, None))?;
     match top {
         Top::Array | Top::Found => {
-            de.end().map_err(|e| json_reject(e, &mut rows, None))?;
+            if let Err(e) = de.end() {
+                // More after the records: another JSON value is valid JSON that is not records
+                // in the shape ferry reads; anything else is a syntax error.
+                let line = e.line() as u64;
+                <serde::de::IgnoredAny as serde::Deserialize>::deserialize(&mut de)
+                    .map_err(|_| json_reject(e, &mut rows, None))?;
+                return Err(Reject::new(
+                    Kind::JsonNotRecords,
+                    Stage::Parse,
+                    format!(
+                        "after its array of records the file holds another JSON value (line \
+                         {line}): a .json file is one array of records or a stream of objects, \
+                         not several arrays"
+                    ),
+                )
+                .at_line(line)
+                .into());
+            }
         }
         Top::NotFound => {
             return Err(Reject::new(
@@ -303,7 +341,7 @@ pub fn parse_json(
     Ok(rows.rec.records)
 }
 
-/// Parses NDJSON: one record per line; blank lines are skipped.
+/// Parses NDJSON: one record per line; blank lines are skipped and noted.
 pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Result<u64, Stop> {
     let mut rows = Rows::new(out, opt);
     let mut reader = BufReader::with_capacity(64 * 1024, r);
@@ -311,6 +349,10 @@ pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Re
     let mut n = 0u64;
     let mut offset = 0u64;
     let mut any = false;
+    // Blank lines before a record (those after the last one are the file's end).
+    let (mut blank, mut blank_at) = (0u64, Vec::new());
+    // Blank lines since the last record: how many, and the first few.
+    let (mut gap, mut gap_at) = (0u64, Vec::new());
     loop {
         line.clear();
         let got = (&mut reader)
@@ -336,8 +378,15 @@ pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Re
         }
         offset += got as u64;
         if line.iter().all(|b| b.is_ascii_whitespace()) {
+            gap += 1;
+            if gap_at.len() < crate::format::BLANK_LINES_NAMED {
+                gap_at.push(n);
+            }
             continue;
         }
+        blank += std::mem::take(&mut gap);
+        let room = crate::format::BLANK_LINES_NAMED.saturating_sub(blank_at.len());
+        blank_at.extend(gap_at.drain(..).take(room));
         any = true;
         let mut de = serde_json::Deserializer::from_slice(&line);
         let parsed = RecordSeed(&mut rows)
@@ -362,6 +411,10 @@ pub fn parse_ndjson(r: impl Read, opt: &JsonOptions, out: &mut dyn RowOut) -> Re
     if !any {
         return Err(Reject::new(Kind::Empty, Stage::Parse, "the file holds no records").into());
     }
+    if let Some(note) = crate::format::blank_note(blank, &blank_at) {
+        rows.rec.note(note);
+    }
+    rows.header_only()?;
     rows.close()?;
     Ok(rows.rec.records)
 }

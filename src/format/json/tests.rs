@@ -211,3 +211,31 @@ fn compact_rows_that_do_not_fit_their_header_are_refused() {
     assert!(only(Records::Arrays, r#"[{"a":1}]"#).is_err());
     assert!(only(Records::Arrays, r#"[["a"],[1]]"#).is_ok());
 }
+
+#[test]
+fn one_array_of_strings_is_not_records_unless_the_dataset_says_arrays() {
+    assert_eq!(
+        ndjson("[\"A\",\"B\"]").unwrap_err().kind,
+        Kind::JsonNotRecords
+    );
+    assert_eq!(
+        ndjson("[\"A\",\"B\"]\n\n").unwrap_err().kind,
+        Kind::JsonNotRecords
+    );
+    let mut c = Collect::default();
+    let opt = JsonOptions {
+        records: Records::Arrays,
+        ..JsonOptions::default()
+    };
+    parse_ndjson(&b"[\"A\",\"B\"]\n"[..], &opt, &mut c).unwrap();
+    assert_eq!((c.cols.len(), c.rows.len()), (2, 0));
+}
+
+#[test]
+fn blank_lines_between_ndjson_records_are_noted_trailing_ones_are_the_end() {
+    let c = ndjson("{\"a\":1}\n\n \r\n{\"a\":2}\n\n\n").unwrap();
+    assert_eq!(c.notes, ["2 blank lines skipped (lines 2, 3)"]);
+    let many = format!("{{\"a\":1}}\n{}{{\"a\":2}}\n", "\n".repeat(10));
+    let c = ndjson(&many).unwrap();
+    assert_eq!(c.notes, ["10 blank lines skipped (lines 2, 3, 4, 5, 6, …)"]);
+}

@@ -181,3 +181,44 @@ fn own_text_of_a_record_is_a_column_named_after_it() {
     assert_eq!(c.cols, ["item"]);
     assert_eq!(record(&c, 1), [s("item", "b")]);
 }
+
+#[test]
+fn elements_off_the_record_path_and_stray_text_are_noted_never_dropped_silently() {
+    let opt = XmlOptions {
+        record_path: Some(vec!["orders".into(), "order".into()]),
+        ..XmlOptions::default()
+    };
+    // Another case, another depth, another name, text between records, mixed content.
+    let text = "<orders>\n<Order><id>1</id></Order>\n<batch><order><id>2</id></order></batch>\n\
+                stray words\n<order>\n  <id>3</id>\n</order>\n<order>note <id>4</id></order>\n</orders>";
+    let c = run_with(text, &opt).unwrap();
+    assert_eq!(c.rows.len(), 2);
+    assert_eq!(c.notes.len(), 3, "{:?}", c.notes);
+    assert!(
+        c.notes[0].starts_with("2 elements off record_path /orders/order"),
+        "{:?}",
+        c.notes
+    );
+    assert!(c.notes[0].contains("<Order> on line 2"), "{:?}", c.notes);
+    assert!(
+        c.notes[1].contains("1 time (first on line 4: \"stray words\")"),
+        "{:?}",
+        c.notes
+    );
+    assert!(
+        c.notes[2].starts_with("1 record holds text beside its child"),
+        "{:?}",
+        c.notes
+    );
+    // Whitespace between records is not content.
+    let c = run_with("<orders>\n  <order><id>1</id></order>\n</orders>\n", &opt).unwrap();
+    assert!(c.notes.is_empty(), "{:?}", c.notes);
+}
+
+#[test]
+fn a_record_line_is_where_its_start_tag_begins() {
+    let c =
+        run("<list>\n<item\n  id=\"1\"\n  kind=\"a\">x</item>\n<item id=\"2\"/>\n</list>").unwrap();
+    assert_eq!(c.rows[0].0, 2);
+    assert_eq!(c.rows[1].0, 5);
+}
