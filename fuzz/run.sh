@@ -14,7 +14,7 @@ SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(csv json compact_json xml fixed xlsx text config)
+  TARGETS=(csv json compact_json xml fixed xlsx ooxml ods text config)
 fi
 JOBS=${JOBS:-1}
 REPO=..
@@ -40,6 +40,27 @@ seed xml "$REPO"/tests/data/formats/xml_*/input* "$REPO"/fixtures/formats/incomi
   "$REPO"/fixtures/incoming/orders/*.xml
 seed fixed "$REPO"/fixtures/formats/incoming/payments/*.txt
 seed xlsx "$REPO"/fixtures/formats/incoming/ledger/*.xlsx "$REPO"/fixtures/incoming/orders/*.xlsx
+# The XML parts of the workbook cases, NUL-separated as fuzzing::ooxml reads them.
+parts() { # archive, part names...
+  python3 - "$@" <<'PY'
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+names = set(z.namelist())
+sys.stdout.buffer.write(b"\0".join(z.read(n) for n in sys.argv[2:] if n in names))
+PY
+}
+if [ ! -d corpus/ooxml ] || [ -z "$(ls -A corpus/ooxml 2>/dev/null)" ]; then
+  mkdir -p corpus/ooxml corpus/ods
+  i=0
+  for f in "$REPO"/tests/data/workbooks/*/input.xlsx; do
+    { printf '\0'; parts "$f" xl/worksheets/sheet1.xml xl/sharedStrings.xml xl/styles.xml xl/workbook.xml; } > "corpus/ooxml/seed-$i"
+    i=$((i + 1))
+  done
+  for f in "$REPO"/tests/data/workbooks/*/input.ods; do
+    { printf '\0'; parts "$f" content.xml; } > "corpus/ods/seed-$i"
+    i=$((i + 1))
+  done
+fi
 seed text "$REPO"/fixtures/incoming/orders/*.gz "$REPO"/tests/data/formats/gzip_*/input* \
   "$REPO"/tests/data/formats/utf16_with_bom/input* "$REPO"/fixtures/incoming/customers/*latin1*
 seed config "$REPO"/config/ferry.toml "$REPO"/fixtures/*/ferry.toml

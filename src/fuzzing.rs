@@ -13,6 +13,8 @@ struct Check {
     columns: usize,
     announced: bool,
     rows: u64,
+    /// The most text a row may hold (a workbook's `max_cell`), when the parser promises one.
+    max_row: Option<usize>,
 }
 
 impl RowOut for Check {
@@ -34,6 +36,13 @@ impl RowOut for Check {
             spans.len() <= self.columns,
             "a row has no more values than columns"
         );
+        if let Some(max) = self.max_row {
+            assert!(
+                text.len() <= max,
+                "a row of {} bytes past {max}",
+                text.len()
+            );
+        }
         for &(a, b) in spans.iter().flatten() {
             assert!(
                 a <= b && b <= text.len(),
@@ -45,12 +54,24 @@ impl RowOut for Check {
         self.rows += 1;
         Ok(())
     }
+
+    fn bad_row(&mut self, _: u64, field: &str, _: Option<&str>, why: String) -> Result<(), Stop> {
+        assert!(self.announced, "columns come before the first bad row");
+        assert!(
+            !field.is_empty() && !why.is_empty(),
+            "a bad row says where and why"
+        );
+        Ok(())
+    }
 }
 
 /// Opens `data` as a file called `name` and parses it; returns the record count or the error.
 fn run(data: &[u8], name: &str, opts: &FormatOptions, pointer: &[String]) {
     let reader: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(data.to_vec()));
-    let mut check = Check::default();
+    let mut check = Check {
+        max_row: (opts.format == Some(format::Format::Excel)).then_some(opts.max_record),
+        ..Check::default()
+    };
     let result = format::open(reader, name, opts, pointer, true).map_err(Stop::Reject);
     if let Ok(opened) = result {
         if let Ok(n) = opened.parse(&mut check) {
@@ -172,16 +193,83 @@ pub fn fixed(data: &[u8]) {
     run(body, "f.txt", &opts, &[]);
 }
 
-pub fn xlsx(data: &[u8]) {
-    let (o, body) = split(data);
-    let opts = FormatOptions {
+/// Workbook options from the first byte: the sheet, the header row, a small cell bound.
+fn workbook_options(o: u8) -> FormatOptions {
+    FormatOptions {
+        format: Some(format::Format::Excel),
+        max_record: if o & 8 == 0 { 1 << 20 } else { 64 },
         excel: xlsx::ExcelOptions {
             sheet: (o & 1 != 0).then(|| "Ledger".to_string()),
             header_row: 1 + u32::from(o >> 1 & 3),
+            ..Default::default()
         },
         ..Default::default()
+    }
+}
+
+pub fn xlsx(data: &[u8]) {
+    let (o, body) = split(data);
+    run(body, "f.xlsx", &workbook_options(o), &[]);
+}
+
+/// A zip of `parts`, stored (not compressed), so the fuzzer's bytes reach the XML readers as
+/// they are.
+fn stored_zip(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in parts {
+        w.start_file(*name, opts).expect("in memory");
+        w.write_all(bytes).expect("in memory");
+    }
+    w.finish().expect("in memory").into_inner()
+}
+
+/// The parts of an `.xlsx` from the fuzzer's bytes, split at NUL bytes: the sheet, the shared
+/// strings, the styles and the workbook (defaults where missing).
+pub fn ooxml(data: &[u8]) {
+    const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    let (o, body) = split(data);
+    let mut given = body.split(|&b| b == 0);
+    let mut next = |default: String| {
+        given
+            .next()
+            .map_or_else(|| default.into_bytes(), <[u8]>::to_vec)
     };
-    run(body, "f.xlsx", &opts, &[]);
+    let sheet = next(format!(
+        r#"<worksheet xmlns="{MAIN}"><sheetData/></worksheet>"#
+    ));
+    let strings = next(format!(r#"<sst xmlns="{MAIN}"/>"#));
+    let styles = next(format!(r#"<styleSheet xmlns="{MAIN}"/>"#));
+    let workbook = next(format!(
+        r#"<workbook xmlns="{MAIN}" xmlns:r="{REL}"><sheets><sheet name="Ledger" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+    ));
+    let rels = format!(
+        r#"<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{REL}/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rS" Type="{REL}/styles" Target="styles.xml"/><Relationship Id="rT" Type="{REL}/sharedStrings" Target="sharedStrings.xml"/></Relationships>"#
+    );
+    let zip = stored_zip(&[
+        ("xl/workbook.xml", &workbook),
+        ("xl/_rels/workbook.xml.rels", rels.as_bytes()),
+        ("xl/styles.xml", &styles),
+        ("xl/sharedStrings.xml", &strings),
+        ("xl/worksheets/sheet1.xml", &sheet),
+    ]);
+    run(&zip, "f.xlsx", &workbook_options(o), &[]);
+}
+
+/// An `.ods` whose `content.xml` is the fuzzer's bytes.
+pub fn ods(data: &[u8]) {
+    let (o, body) = split(data);
+    let zip = stored_zip(&[
+        (
+            "mimetype",
+            b"application/vnd.oasis.opendocument.spreadsheet",
+        ),
+        ("content.xml", body),
+    ]);
+    run(&zip, "f.ods", &workbook_options(o), &[]);
 }
 
 /// Text decoding: gzip (by name or magic), byte-order marks, declared encodings, NUL checks.

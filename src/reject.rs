@@ -79,8 +79,12 @@ pub enum Kind {
     XlsxCorrupt,
     /// The workbook has no sheet of the configured name (or no sheet at all).
     XlsxNoSheet,
-    /// A workbook bigger than ferry reads into memory.
+    /// A workbook bigger than ferry reads into memory, or one whose parts expand past what
+    /// ferry reads from them (a zip bomb).
     XlsxTooBig,
+    /// A workbook cell (or a row's cells together, or a shared string) longer than
+    /// `max_line_bytes`.
+    XlsxCellTooBig,
     /// A NUL character in the text (or a `\u0000` escape in a JSON string): most tools cut the
     /// value there, and PostgreSQL cannot store it. Allowed with `allow_nul = true`.
     EncodingNul,
@@ -153,6 +157,7 @@ impl Kind {
         Kind::XlsxCorrupt,
         Kind::XlsxNoSheet,
         Kind::XlsxTooBig,
+        Kind::XlsxCellTooBig,
         Kind::EncodingNul,
         Kind::GzipCorrupt,
         Kind::SchemaMissingColumn,
@@ -203,6 +208,7 @@ impl Kind {
             Kind::XlsxCorrupt => "xlsx.corrupt",
             Kind::XlsxNoSheet => "xlsx.no_sheet",
             Kind::XlsxTooBig => "xlsx.too_big",
+            Kind::XlsxCellTooBig => "xlsx.cell_too_big",
             Kind::EncodingNul => "encoding.nul",
             Kind::GzipCorrupt => "gzip.corrupt",
             Kind::SchemaMissingColumn => "schema.missing_column",

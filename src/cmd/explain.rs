@@ -154,6 +154,9 @@ impl RowOut for FirstColumns {
     fn row(&mut self, _: u64, _: &str, _: &[Option<(usize, usize)>]) -> Result<(), Stop> {
         Err(Stop::Cancelled)
     }
+    fn bad_row(&mut self, _: u64, _: &str, _: Option<&str>, _: String) -> Result<(), Stop> {
+        Err(Stop::Cancelled)
+    }
 }
 
 impl Report for Explained {

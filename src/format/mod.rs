@@ -230,6 +230,15 @@ pub trait RowOut {
     /// Something the parser passed over that a reader of the ledger should know about (blank
     /// lines skipped): recorded as a warning on the file.
     fn note(&mut self, _note: String) {}
+    /// A record the parser read but cannot give faithfully (a workbook cell with no saved
+    /// value, a date that never existed): rejected as a bad record, in `field`, with `why`.
+    fn bad_row(
+        &mut self,
+        line: u64,
+        field: &str,
+        value: Option<&str>,
+        why: String,
+    ) -> Result<(), Stop>;
 }
 
 /// How many blank lines a note names by number (the rest are counted).
@@ -442,7 +451,10 @@ pub fn open<'a>(
             ..opts.xml.clone()
         },
         fixed: opts.fixed.clone(),
-        excel: opts.excel.clone(),
+        excel: xlsx::ExcelOptions {
+            max_cell: opts.max_record,
+            ..opts.excel.clone()
+        },
         compact_lines: format == Format::Json
             && pointer.is_empty()
             && opts.json_records != json::Records::Objects
@@ -481,6 +493,8 @@ pub(crate) struct Collect {
     pub cols: Vec<String>,
     pub rows: Vec<(u64, Vec<Option<String>>)>,
     pub notes: Vec<String>,
+    /// Bad rows: line, field, why.
+    pub bad: Vec<(u64, String, String)>,
 }
 
 #[cfg(test)]
@@ -501,6 +515,16 @@ impl RowOut for Collect {
     }
     fn note(&mut self, note: String) {
         self.notes.push(note);
+    }
+    fn bad_row(
+        &mut self,
+        line: u64,
+        field: &str,
+        _: Option<&str>,
+        why: String,
+    ) -> Result<(), Stop> {
+        self.bad.push((line, field.to_string(), why));
+        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@ pub fn check_cases(surface: &str) {
     let mut dirs: Vec<_> = fs::read_dir(&cases_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
     for dir in dirs {
@@ -138,6 +139,9 @@ pub fn check_cases(surface: &str) {
             want_rows.len(),
             "{surface}/{name}: records in the ledger"
         );
+        if let Some(n) = exp.get("rejected") {
+            assert_eq!(f["rejected"], *n, "{surface}/{name}: rejected records");
+        }
     }
 }
 
@@ -149,6 +153,12 @@ fn every_format_case_is_stored_as_expected() {
 both_stores! {
     fn every_encoding_case_is_decoded_exactly_or_refused() {
         check_cases("encodings");
+    }
+}
+
+both_stores! {
+    fn every_workbook_case_keeps_its_values_or_says_why() {
+        check_cases("workbooks");
     }
 }
 

@@ -23,3 +23,4 @@ mod retention;
 mod run;
 mod typed;
 mod watch;
+mod workbooks;

@@ -99,23 +99,10 @@ fn stray_quotes_are_refused_where_they_are() {
 
 #[test]
 fn blank_lines_between_records_are_noted_not_trailing_ones() {
-    #[derive(Default)]
-    struct Notes(Collect, Vec<String>);
-    impl RowOut for Notes {
-        fn columns(&mut self, n: &[String]) -> Result<(), Stop> {
-            self.0.columns(n)
-        }
-        fn row(&mut self, l: u64, t: &str, s: &[Option<(usize, usize)>]) -> Result<(), Stop> {
-            self.0.row(l, t, s)
-        }
-        fn note(&mut self, n: String) {
-            self.1.push(n);
-        }
-    }
     let parse_notes = |input: &str| {
-        let mut n = Notes::default();
+        let mut n = Collect::default();
         assert!(parse(input.as_bytes(), &CsvOptions::default(), &mut n).is_ok());
-        (n.0.rows.iter().map(|r| r.0).collect::<Vec<_>>(), n.1)
+        (n.rows.iter().map(|r| r.0).collect::<Vec<_>>(), n.notes)
     };
     let (lines, notes) = parse_notes("a,b\n1,2\n\n3,4\r\n\r\n\r\n5,6\n\n\n");
     assert_eq!(lines, [2, 4, 7]);

@@ -251,6 +251,27 @@ impl RowOut for Stages<'_> {
         self.notes.push(note);
     }
 
+    fn bad_row(
+        &mut self,
+        line: u64,
+        field: &str,
+        value: Option<&str>,
+        why: String,
+    ) -> Result<(), Stop> {
+        self.bad.record(RecordReject {
+            kind: Kind::RecordInvalid,
+            line,
+            field: Some(field.to_string()),
+            value: value.map(truncate_value),
+            reason: why,
+        });
+        if self.bad.doomed && self.bad.first.len() >= FIRST_REJECTS {
+            let r = self.bad.verdict(self.good, false).expect("doomed");
+            return Err(r.into());
+        }
+        Ok(())
+    }
+
     fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {
         if self.staged {
             self.staged_row(line, text, spans)?;
