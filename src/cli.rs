@@ -113,6 +113,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Take files from a folder outside the spool into it (they leave that folder for the
+    /// spool's archive/ or quarantine/); without it or --keep, such a folder is refused
+    #[arg(long = "move", conflicts_with_all = ["keep", "dry_run"])]
+    pub move_in: bool,
+
     /// Say what would become of each ready file — its dataset, ingested with how many records,
     /// a duplicate, or quarantined and why — reading every file through the same checks, and
     /// change nothing (the exit code is the one the run would have)

@@ -142,6 +142,16 @@ fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Vec<PathBuf>, Mode)>
         return Ok((source, files, mode));
     }
     super::open_or_create_spool(cfg, args.init)?;
+    let outside = !absolute(&source).starts_with(absolute(&cfg.spool.incoming));
+    if mode == Mode::Move && outside && !args.move_in {
+        return Err(ExitError::Usage(format!(
+            "{} is outside the spool: --keep reads its files in place (nothing there changes), \
+             --move takes them into the spool (they leave {})",
+            args.paths.first().unwrap_or(&source).display(),
+            source.display()
+        ))
+        .into());
+    }
     if mode == Mode::Move {
         std::fs::create_dir_all(&source)?;
         let (a, b) = (
@@ -161,17 +171,43 @@ fn source(cfg: &Config, args: &RunArgs) -> Result<(PathBuf, Vec<PathBuf>, Mode)>
     Ok((source, files, mode))
 }
 
-/// The folder to look into and the files named in it: the incoming folder; one folder named;
-/// or files, all from one folder — the incoming folder for files under it, else the folder
-/// above the one each file is in (so that folder names the dataset, as it would in incoming/).
+/// The folder to look into and the files (or one folder) named in it: the incoming folder; a
+/// folder inside it, judged by paths under incoming/ as a scan would judge them; another folder
+/// named; or files, all from one folder — the incoming folder for files under it, else the
+/// folder above the one each file is in (so that folder names the dataset, as it would in
+/// incoming/). The spool root, a folder above incoming/ and ferry's own folders are refused.
 pub(super) fn named(cfg: &Config, paths: &[PathBuf]) -> Result<(PathBuf, Vec<PathBuf>)> {
     let usage = |m: String| -> anyhow::Error { ExitError::Usage(m).into() };
+    let incoming = absolute(&cfg.spool.incoming);
     match paths {
         [] => return Ok((cfg.spool.incoming.clone(), Vec::new())),
-        [one] if absolute(one).is_dir() => return Ok((absolute(one), Vec::new())),
+        [one] if absolute(one).is_dir() => {
+            let dir = absolute(one);
+            if dir == incoming {
+                return Ok((cfg.spool.incoming.clone(), Vec::new()));
+            }
+            if dir.starts_with(&incoming) {
+                return Ok((incoming, vec![dir]));
+            }
+            if incoming.starts_with(&dir) {
+                return Err(usage(format!(
+                    "{} holds the spool's incoming folder {}: name that folder or one inside it \
+                     (or nothing, which means incoming/)",
+                    one.display(),
+                    cfg.spool.incoming.display()
+                )));
+            }
+            if inside_spool(cfg, &dir) || dir == absolute(&cfg.spool.root) {
+                return Err(usage(format!(
+                    "{} is one of ferry's own folders; to load a file again, copy it into {}",
+                    one.display(),
+                    cfg.spool.incoming.display()
+                )));
+            }
+            return Ok((dir, Vec::new()));
+        }
         _ => {}
     }
-    let incoming = absolute(&cfg.spool.incoming);
     let mut source: Option<PathBuf> = None;
     let mut files = Vec::with_capacity(paths.len());
     for p in paths {
@@ -229,10 +265,12 @@ struct Found {
 /// Scans the source folder once (or looks at the named files); paths that cannot be looked
 /// into are left, and said.
 fn look(cfg: &Config, source: &Path, files: &[PathBuf], summary: &mut Summary) -> Found {
-    let scan = if files.is_empty() {
-        discover::scan(source, &cfg.rules, &cfg.spool.internal_dirs())
-    } else {
-        discover::pick(source, files, &cfg.rules)
+    let scan = match files {
+        [] => discover::scan(source, &cfg.rules, &cfg.spool.internal_dirs()),
+        [dir] if dir.is_dir() => {
+            discover::scan_under(source, dir, &cfg.rules, &cfg.spool.internal_dirs())
+        }
+        files => discover::pick(source, files, &cfg.rules),
     };
     for (path, e) in &scan.errors {
         Event::Left {

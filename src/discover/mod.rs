@@ -204,8 +204,14 @@ pub struct Scan {
 /// Walks `dir` recursively without following symlinks. Hidden folders are skipped whole; the
 /// spool's own folders (`exclude`) are never entered.
 pub fn scan(dir: &Path, rules: &Rules, exclude: &[PathBuf]) -> Scan {
+    scan_under(dir, dir, rules, exclude)
+}
+
+/// Like `scan`, walking only the folder `under` inside `dir`: its files get their paths
+/// relative to `dir`, as a scan of `dir` would give them.
+pub fn scan_under(dir: &Path, under: &Path, rules: &Rules, exclude: &[PathBuf]) -> Scan {
     let mut out = Scan::default();
-    let walker = walkdir::WalkDir::new(dir)
+    let walker = walkdir::WalkDir::new(under)
         .follow_links(false)
         .min_depth(1)
         .sort_by_file_name()

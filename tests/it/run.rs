@@ -470,3 +470,53 @@ both_stores! {
         s.ferry_ok(&["run", "--keep", "/no/such/folder"], 2);
     }
 }
+
+#[test]
+fn run_dir_judges_a_folder_in_incoming_by_its_path_under_incoming() {
+    let s = Spool::new();
+    s.drop_file("acme/eu/2026/a.csv", b"id\n1\n");
+    s.drop_file("acme/us/b.csv", b"id\n2\n");
+    let dir = s.incoming().join("acme/eu");
+    s.ferry_ok(&["run", dir.to_str().unwrap()], 0);
+    let files = s.files_by_path();
+    assert_eq!(files.len(), 1, "only the folder named is taken");
+    assert_eq!(
+        files["acme/eu/2026/a.csv"]["dataset"], "acme",
+        "named as a scan would"
+    );
+    assert!(s.incoming().join("acme/us/b.csv").exists());
+}
+
+#[test]
+fn run_refuses_the_spool_root_folders_above_incoming_and_moving_from_outside_unasked() {
+    let s = Spool::new();
+    s.drop_file("acme/a.csv", b"id\n1\n");
+    fs::create_dir_all(s.root.join("archive/x")).unwrap();
+    for dir in [
+        s.root.clone(),
+        s.root.parent().unwrap().to_path_buf(),
+        s.root.join("archive/x"),
+    ] {
+        s.ferry_ok(&["run", dir.to_str().unwrap()], 2);
+    }
+    assert!(s.files().is_empty());
+    let outside = s.scratch("exports");
+    fs::create_dir_all(outside.join("orders")).unwrap();
+    let file = outside.join("orders/o.csv");
+    fs::write(&file, b"id\n7\n").unwrap();
+    backdate(&file);
+    // Without --keep or --move nothing outside the spool is moved.
+    let out = s.ferry_ok(&["run", outside.to_str().unwrap()], 2);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("--keep") && msg.contains("--move"), "{msg}");
+    s.ferry_ok(&["run", file.to_str().unwrap()], 2);
+    assert!(file.exists() && s.files().is_empty());
+    s.ferry_ok(&["run", "--keep", outside.to_str().unwrap()], 0);
+    assert!(file.exists());
+    assert_eq!(s.files().len(), 1);
+    fs::write(&file, b"id\n8\n").unwrap();
+    backdate(&file);
+    s.ferry_ok(&["run", "--move", outside.to_str().unwrap()], 0);
+    assert!(!file.exists(), "--move takes it");
+    assert_eq!(s.files().len(), 2);
+}
