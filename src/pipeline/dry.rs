@@ -92,7 +92,14 @@ impl Judge {
                     v.rejected_records = rejected;
                 });
             }
-            Some(End::Rejected { reject, .. }) => self.quarantine(&meta, &reject),
+            Some(End::Rejected {
+                reject, rejected, ..
+            }) => {
+                self.quarantine(&meta, &reject);
+                if let Some(v) = self.summary.verdicts.last_mut() {
+                    v.rejected_records = rejected;
+                }
+            }
             Some(End::Changed) => {
                 self.summary.released += 1;
                 self.verdict(&meta, "changed", |_| {});

@@ -267,6 +267,8 @@ pub enum End {
         reject: Reject,
         /// The first rejected records, when bad records caused it.
         rejects: Vec<RecordReject>,
+        /// How many records were rejected before the file stopped.
+        rejected: u64,
     },
     /// The file changed while it was read: not finished after all.
     Changed,

@@ -343,6 +343,7 @@ fn ingest(
                 format: None,
                 reject: read::failed(e),
                 rejects: Vec::new(),
+                rejected: 0,
             }));
             return;
         }
@@ -404,7 +405,7 @@ fn no_dataset() -> Reject {
 fn ended(
     format: Option<Format>,
     parsed: Result<(u64, u64, Vec<String>), Stop>,
-    rejects: Vec<crate::reject::RecordReject>,
+    (rejects, rejected): (Vec<crate::reject::RecordReject>, u64),
 ) -> End {
     match parsed {
         Ok((records, rejected, notes)) => End::Done {
@@ -417,6 +418,7 @@ fn ended(
             format,
             reject,
             rejects,
+            rejected,
         },
         Err(Stop::Cancelled) => unreachable!("a cancelled parse is not recorded"),
     }
@@ -444,14 +446,16 @@ fn parse_caught(
             "ferry hit a bug while parsing this file (see the log); it is kept for a retry \
              after an upgrade",
         );
-        (None, Err(Stop::Reject(r)), Vec::new())
+        (None, Err(Stop::Reject(r)), (Vec::new(), 0))
     })
 }
 
+/// The format, the parse's outcome (good and bad records, notes), and the bad records: the
+/// first ones and how many there were (kept on the ledger row of a rejected file too).
 type Parsed = (
     Option<Format>,
     Result<(u64, u64, Vec<String>), Stop>,
-    Vec<crate::reject::RecordReject>,
+    (Vec<crate::reject::RecordReject>, u64),
 );
 
 /// Opens the file's format and parses it through the dataset's stages into `tx`.
@@ -475,9 +479,13 @@ fn parse_with_stages(
                 .parse(&mut stages)
                 .and_then(|_| stages.finish())
                 .map(|(good, bad)| (good, bad, std::mem::take(&mut stages.notes)));
-            (Some(f), parsed, stages.first_rejects())
+            (
+                Some(f),
+                parsed,
+                (stages.first_rejects(), stages.bad_count()),
+            )
         }
-        Err(r) => (None, Err(Stop::Reject(r)), Vec::new()),
+        Err(r) => (None, Err(Stop::Reject(r)), (Vec::new(), 0)),
     }
 }
 

@@ -86,6 +86,8 @@ pub struct NewFile<'a> {
     pub format: Option<&'a str>,
     pub duplicate_of: Option<i64>,
     pub error: Option<&'a Reject>,
+    /// Records rejected (a quarantined file: before it stopped).
+    pub rejected: u64,
     pub attempt: u32,
     pub retry_of: Option<i64>,
     pub received_at: &'a str,

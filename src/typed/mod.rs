@@ -237,7 +237,8 @@ impl ColumnSpec {
                         }
                         Ok(Value::Real(f))
                     }
-                    Ok(_) => Err(format!(
+                    // Infinity from digits is a number too large; "NaN", "inf" are no numbers.
+                    Ok(f) if f.is_infinite() && !t.contains(['i', 'I', 'n', 'N']) => Err(format!(
                         "{s:?} is too large for a float; declare the column as decimal to keep \
                          it exactly"
                     )),

@@ -24,8 +24,13 @@ fn numbers_and_booleans() {
     assert_eq!(ok(&i, "  "), Value::Null);
     let f = col(ColType::Float);
     assert_eq!(ok(&f, "1.5e3"), Value::Real(1500.0));
-    assert!(f.convert(Some("NaN")).is_err());
-    assert!(f.convert(Some("inf")).is_err());
+    assert!(f.convert(Some("NaN")).unwrap_err().contains("not a number"));
+    assert!(f.convert(Some("inf")).unwrap_err().contains("not a number"));
+    assert!(f
+        .convert(Some("-Infinity"))
+        .unwrap_err()
+        .contains("not a number"));
+    assert!(f.convert(Some("1e400")).unwrap_err().contains("too large"));
     assert!(f.convert(Some("1e400")).is_err());
     assert!(f.convert(Some("1e-400")).unwrap_err().contains("too small"));
     assert_eq!(ok(&f, "0e-400"), Value::Real(0.0));

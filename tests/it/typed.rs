@@ -761,3 +761,37 @@ both_stores! {
         assert_eq!(s.count("SELECT count(*) FROM cars"), 9000);
     }
 }
+
+both_stores! {
+    fn a_file_over_its_bad_record_limit_keeps_its_counts_and_says_how_many_were_read() {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[[dataset]]\nname = \"count\"\nmax_bad_records = 2\ncolumns = [{ name = \"n\", type = \"int\" }]\n\
+             [[dataset]]\nname = \"share\"\nmax_bad_records = \"5%\"\ncolumns = [{ name = \"n\", type = \"float\" }]\n",
+        )
+        .unwrap();
+        // 40 records, every fourth one bad: 10 bad.
+        let body = |bad: &str| {
+            let mut b = String::from("n\n");
+            for i in 1..=40 {
+                b.push_str(&if i % 4 == 0 { bad.to_string() } else { i.to_string() });
+                b.push('\n');
+            }
+            b
+        };
+        s.drop_file("count/a.csv", body("x").as_bytes());
+        s.drop_file("share/b.csv", body("NaN").as_bytes());
+        s.ferry_ok(&["run"], 3);
+        let files = s.files_by_path();
+        let (a, b) = (&files["count/a.csv"], &files["share/b.csv"]);
+        assert_eq!(a["state"], "quarantined");
+        assert_eq!(a["rejected"], 10, "{a}");
+        assert!(a["error_message"].as_str().unwrap().starts_with("10 of the 40 records read are bad"), "{a}");
+        assert_eq!(b["rejected"], 10, "{b}");
+        assert!(b["error_message"].as_str().unwrap().starts_with("10 of 40 records are bad"), "{b}");
+        let id = b["id"].as_i64().unwrap().to_string();
+        let shown = s.json(&["quarantine", "show", &id, "--json"]);
+        assert!(shown["rejects"][0]["reason"].as_str().unwrap().contains("not a number"), "{shown}");
+    }
+}

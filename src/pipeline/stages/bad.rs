@@ -42,9 +42,10 @@ impl BadRecords {
         }
     }
 
-    /// The file's rejection, when its bad records are over the limit.
-    pub(super) fn verdict(&self, good: u64, complete: bool) -> Option<Reject> {
-        let total = good + self.count;
+    /// The file's rejection, when its bad records are over the limit; `read`: the records the
+    /// parser handed over so far (all of the file's when `complete`).
+    pub(super) fn verdict(&self, read: u64, complete: bool) -> Option<Reject> {
+        let total = read;
         if !self.doomed && !self.limit.exceeded(self.count, total) {
             return None;
         }
@@ -78,7 +79,12 @@ impl BadRecords {
                         if self.count == 1 { "is" } else { "are" }
                     )
                 } else {
-                    format!("more than max_bad_records = {limit} records are bad; the first: {at}")
+                    format!(
+                        "{} of the {total} record{} read are bad, more than max_bad_records = \
+                         {limit} (ferry stopped reading there); the first: {at}",
+                        self.count,
+                        crate::reject::plural(total as usize),
+                    )
                 },
             ),
         };

@@ -49,6 +49,8 @@ pub struct Stages<'a> {
     bad: BadRecords,
     chunk: Chunk,
     good: u64,
+    /// Every record the parser handed over, good or bad.
+    read: u64,
     cells: Vec<Cell>,
     /// Whether rows go through the per-cell path (typed columns or a key).
     staged: bool,
@@ -66,6 +68,7 @@ impl<'a> Stages<'a> {
             bad: BadRecords::new(spec.max_bad),
             chunk: Chunk::new(0),
             good: 0,
+            read: 0,
             cells: Vec::new(),
             staged: spec.typed() || !spec.key.is_empty(),
             notes: Vec::new(),
@@ -95,7 +98,7 @@ impl<'a> Stages<'a> {
         if !missing_key.is_empty() && self.good + self.bad.count > 0 {
             return Err(self.missing_key(&missing_key).into());
         }
-        if let Some(r) = self.bad.verdict(self.good, true) {
+        if let Some(r) = self.bad.verdict(self.read, true) {
             return Err(r.into());
         }
         self.flush()?;
@@ -105,6 +108,11 @@ impl<'a> Stages<'a> {
     /// The first rejected records, for the reason file of a rejected file.
     pub fn first_rejects(&self) -> Vec<RecordReject> {
         self.bad.first.clone()
+    }
+
+    /// How many records were rejected so far.
+    pub fn bad_count(&self) -> u64 {
+        self.bad.count
     }
 
     fn missing_key(&self, cols: &[String]) -> Reject {
@@ -258,6 +266,7 @@ impl RowOut for Stages<'_> {
         value: Option<&str>,
         why: String,
     ) -> Result<(), Stop> {
+        self.read += 1;
         self.bad.record(RecordReject {
             kind: Kind::RecordInvalid,
             line,
@@ -266,19 +275,20 @@ impl RowOut for Stages<'_> {
             reason: why,
         });
         if self.bad.doomed && self.bad.first.len() >= FIRST_REJECTS {
-            let r = self.bad.verdict(self.good, false).expect("doomed");
+            let r = self.bad.verdict(self.read, false).expect("doomed");
             return Err(r.into());
         }
         Ok(())
     }
 
     fn row(&mut self, line: u64, text: &str, spans: &[Option<(usize, usize)>]) -> Result<(), Stop> {
+        self.read += 1;
         if self.staged {
             self.staged_row(line, text, spans)?;
             if self.bad.doomed && self.bad.first.len() >= FIRST_REJECTS {
                 // Enough examples for the reason file; the rest of the file cannot change
                 // the verdict.
-                let r = self.bad.verdict(self.good, false).expect("doomed");
+                let r = self.bad.verdict(self.read, false).expect("doomed");
                 return Err(r.into());
             }
         } else {

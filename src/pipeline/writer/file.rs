@@ -44,6 +44,7 @@ fn new_file<'m>(
         format: None,
         duplicate_of: None,
         error: None,
+        rejected: 0,
         attempt: meta.attempt,
         retry_of: meta.retry_of,
         received_at: &meta.received_at,
@@ -152,9 +153,15 @@ impl Writer<'_> {
                 format,
                 reject,
                 rejects,
+                rejected,
             } => {
                 self.store.undo_file()?;
-                self.quarantine(meta, format.map(|f| f.id()), reject, &rejects)?;
+                let why = Why {
+                    reject,
+                    rejects: &rejects,
+                    rejected,
+                };
+                self.quarantine(meta, format.map(|f| f.id()), why)?;
             }
             End::Retry => {
                 // The worker tries again and hands the file over anew.
@@ -334,14 +341,19 @@ impl Writer<'_> {
         &mut self,
         meta: FileMeta,
         format: Option<&str>,
-        reject: Reject,
-        rejects: &[RecordReject],
+        why: Why,
     ) -> Result<()> {
+        let Why {
+            reject,
+            rejects,
+            rejected,
+        } = why;
         let path = meta.rel.display();
         let now = now();
         let row = NewFile {
             format,
             error: Some(&reject),
+            rejected,
             ..new_file(
                 &self.source,
                 &self.session.worker_name,
@@ -440,6 +452,14 @@ impl Writer<'_> {
     }
 }
 
+/// Why a file is quarantined: the reason, the first rejected records (when bad records caused
+/// it), and how many records were rejected before it stopped.
+pub(super) struct Why<'r> {
+    pub reject: Reject,
+    pub rejects: &'r [RecordReject],
+    pub rejected: u64,
+}
+
 /// How a file's stream ended in the writer.
 enum Stream {
     End(End),
@@ -454,6 +474,7 @@ fn rejected(reject: Reject) -> End {
         format: None,
         reject,
         rejects: Vec::new(),
+        rejected: 0,
     }
 }
 

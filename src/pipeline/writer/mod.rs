@@ -267,7 +267,12 @@ impl Writer<'_> {
                 if self.unchanged(&meta)? {
                     return Ok(());
                 }
-                self.quarantine(meta, None, reject, &[])
+                let why = file::Why {
+                    reject,
+                    rejects: &[],
+                    rejected: 0,
+                };
+                self.quarantine(meta, None, why)
             }
             Body::Records(rx) => {
                 self.begin()?;

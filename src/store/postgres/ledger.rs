@@ -82,7 +82,8 @@ pub fn insert(c: &mut Client, f: &NewFile<'_>) -> Result<i64> {
     let line = e.and_then(|e| e.line).map(|v| v as i64);
     let offset = e.and_then(|e| e.offset).map(|v| v as i64);
     let field = e.and_then(|e| e.field.as_deref());
-    let params: [&(dyn ToSql + Sync); 21] = [
+    let rejected = f.rejected as i64;
+    let params: [&(dyn ToSql + Sync); 22] = [
         &f.path,
         &f.source,
         &f.claim,
@@ -104,13 +105,14 @@ pub fn insert(c: &mut Client, f: &NewFile<'_>) -> Result<i64> {
         &f.hashed_at,
         &f.finished_at,
         &f.worker,
+        &rejected,
     ];
     let row = c.query_one(
         "INSERT INTO files (path, source, claim, sha256, size, state, dataset, format, \
          duplicate_of, error_kind, error_stage, error_message, error_line, error_offset, \
-         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker) \
+         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker, rejected) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18::text::timestamptz, $19::text::timestamptz, $20::text::timestamptz, $21) \
+         $18::text::timestamptz, $19::text::timestamptz, $20::text::timestamptz, $21, $22) \
          RETURNING id",
         &params,
     )?;

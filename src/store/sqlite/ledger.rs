@@ -68,9 +68,9 @@ pub fn insert(conn: &Connection, f: &NewFile<'_>) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO files (path, source, claim, sha256, size, state, dataset, format, \
          duplicate_of, error_kind, error_stage, error_message, error_line, error_offset, \
-         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker) \
+         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker, rejected) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-         ?17, ?18, ?19, ?20, ?21)",
+         ?17, ?18, ?19, ?20, ?21, ?22)",
     )?
     .execute(rusqlite::params![
         f.path,
@@ -94,6 +94,7 @@ pub fn insert(conn: &Connection, f: &NewFile<'_>) -> Result<i64> {
         f.hashed_at,
         f.finished_at,
         f.worker,
+        f.rejected as i64,
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -333,6 +334,7 @@ mod tests {
             format: Some("csv"),
             duplicate_of: None,
             error: None,
+            rejected: 0,
             attempt: 1,
             retry_of: None,
             received_at: &t,
@@ -350,10 +352,12 @@ mod tests {
                 sha256: Some("cd"),
                 claim: Some("tok.2"),
                 error: Some(&reject),
+                rejected: 7,
                 ..base.clone()
             },
         )
         .unwrap();
+        assert_eq!(get(&conn, q).unwrap().unwrap().rejected, 7);
         assert_eq!(ingested_with(&conn, "a", "ab").unwrap(), Some(id));
         assert_eq!(ingested_with(&conn, "other", "ab").unwrap(), None);
         assert!(seen(&conn, "a/b.csv", Some("cd")).unwrap());
