@@ -106,7 +106,13 @@ pub fn open_or_create_spool(cfg: &Config, init: bool) -> Result<()> {
         ))
         .into());
     }
-    cfg.spool.ensure()?;
+    let created = cfg.spool.ensure()?;
+    // The store is set up before the spool counts as created: a store that cannot be set up
+    // (unreachable, a schema holding tables of ferry's names) leaves no spool behind.
+    if let Err(e) = crate::store::open(&cfg.store) {
+        cfg.spool.undo_ensure(&created);
+        return Err(e);
+    }
     eprintln!("ferry: created a new spool at {}", cfg.spool.root.display());
     Ok(())
 }

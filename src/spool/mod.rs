@@ -48,18 +48,46 @@ impl Spool {
     }
 
     /// Creates the folders ferry writes to. The incoming folder is created too, so a fresh spool
-    /// is ready to receive drops.
-    pub fn ensure(&self) -> io::Result<()> {
+    /// is ready to receive drops. Returns the folders it created (see `undo_ensure`).
+    pub fn ensure(&self) -> io::Result<Vec<PathBuf>> {
+        let mut created = Vec::new();
         for d in [
             &self.root,
             &self.incoming,
             &self.processing,
             &self.archive,
             &self.quarantine,
+            &self.owners_dir(),
         ] {
+            // Every missing folder on the way, outermost first.
+            let mut missing: Vec<PathBuf> = d
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+                .map(Path::to_path_buf)
+                .collect();
             fs::create_dir_all(d)?;
+            missing.reverse();
+            created.extend(missing);
         }
-        fs::create_dir_all(self.owners_dir())
+        Ok(created)
+    }
+
+    /// Takes back what `ensure` created, for a spool whose store could not be set up: the
+    /// folders (if still empty), and a SQLite ledger made in the attempt.
+    pub fn undo_ensure(&self, created: &[PathBuf]) {
+        if created.contains(&self.root) {
+            for f in [
+                "ferry.db",
+                "ferry.db-wal",
+                "ferry.db-shm",
+                "ferry.db-journal",
+            ] {
+                let _ = fs::remove_file(self.root.join(f));
+            }
+        }
+        for d in created.iter().rev() {
+            let _ = fs::remove_dir(d);
+        }
     }
 
     pub(crate) fn owners_dir(&self) -> PathBuf {

@@ -558,3 +558,73 @@ fn watch_waits_out_a_database_that_goes_away_and_loads_everything_once_it_return
         assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
     })
 }
+
+/// A spool root that does not exist yet, and a ferry command on it with `store`.
+fn fresh_root(store: &str) -> (tempfile::TempDir, std::path::PathBuf, std::process::Command) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("spool");
+    let mut cmd = std::process::Command::new(FERRY);
+    cmd.arg("--root").arg(&root).env("FERRY_STORE", store);
+    for k in ["FERRY_LOG", "FERRY_CONFIG", "FERRY_ROOT", "PGPASSWORD"] {
+        cmd.env_remove(k);
+    }
+    (dir, root, cmd)
+}
+
+#[test]
+fn setup_failures_name_the_servers_reason_and_leave_no_spool() {
+    let url = crate::pg::new_database();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let (_, host) = base.rsplit_once('@').unwrap();
+    let closed = free_port();
+    for (store, says) in [
+        (format!("{base}/no_such_database"), "does not exist"),
+        (
+            format!("postgres://nobody_here@{host}/postgres"),
+            "role \"nobody_here\" does not exist",
+        ),
+        (
+            format!("postgres://postgres@127.0.0.1:{closed}/x"),
+            "refused",
+        ),
+    ] {
+        let (_d, root, mut cmd) = fresh_root(&store);
+        let out = cmd.args(["run", "--init"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(says) && !err.contains("db error"),
+            "{store}: {err}"
+        );
+        assert!(!root.exists(), "{store}: a spool was left behind");
+    }
+
+    // Someone else's table called `files` in the schema: ferry says to give it a schema.
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute("CREATE TABLE files (theirs int)").unwrap();
+    let (_d, root, mut cmd) = fresh_root(&url);
+    let out = cmd.args(["run", "--init"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("[store] schema"), "{err}");
+    assert!(!root.exists(), "a spool was left behind");
+    let theirs: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'files'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(theirs, 1, "their table is untouched");
+    // With a schema of its own, ferry sets up beside it.
+    let (_d, root, mut cmd) = fresh_root(&url);
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("ferry.toml"), "[store]\nschema = \"ferry\"\n").unwrap();
+    let out = cmd.args(["run", "--init"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -160,7 +160,13 @@ impl Target {
                  SET search_path = {}",
                 tables::ident(self.schema())
             ))
-            .map_err(|e| anyhow!("setting up a session on {}: {e}", self.describe()))?;
+            .map_err(|e| {
+                anyhow!(
+                    "setting up a session on {}: {}",
+                    self.describe(),
+                    reason(&e)
+                )
+            })?;
         let encoding: String = client.query_one("SHOW server_encoding", &[])?.get(0);
         if encoding != "UTF8" {
             bail!(
@@ -175,8 +181,24 @@ impl Target {
     /// A session on a store whose schema is up to date.
     pub(super) fn open(&self) -> Result<Client> {
         let mut c = self.connect()?;
-        migrations::migrate(&mut c, self.schema.as_deref())
-            .with_context(|| format!("setting up the store {}", self.describe()))?;
+        if let Err(e) = migrations::migrate(&mut c, self.schema.as_deref()) {
+            let taken = e.chain().find_map(|c| {
+                let db = c.downcast_ref::<postgres::Error>()?.as_db_error()?;
+                (*db.code() == SqlState::DUPLICATE_TABLE
+                    || *db.code() == SqlState::DUPLICATE_OBJECT)
+                    .then(|| db.message().to_string())
+            });
+            if let Some(what) = taken {
+                bail!(
+                    "cannot set up ferry in the schema {} of {}: it already holds something of \
+                     the names ferry uses ({what}). Give ferry a schema of its own: set [store] \
+                     schema = \"ferry\" (ferry creates it)",
+                    self.schema(),
+                    self.describe()
+                );
+            }
+            return Err(e.context(format!("setting up the store {}", self.describe())));
+        }
         Ok(c)
     }
 }
@@ -622,9 +644,36 @@ impl std::fmt::Display for Unreachable {
         write!(
             f,
             "cannot connect to the store {}: {}",
-            self.store, self.error
+            self.store,
+            reason(&self.error)
         )
     }
+}
+
+/// A PostgreSQL error as an operator needs it: the server's own message (the database or role
+/// that does not exist, the password refused) with its SQLSTATE, detail and hint, or the cause
+/// beneath a connection failure (refused, timed out) — never "db error" alone.
+pub fn reason(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!("; {d}"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        if *db.code() == SqlState::INVALID_PASSWORD {
+            s.push_str("; ferry takes the password from PGPASSWORD or the URL");
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
 }
 
 impl std::error::Error for Unreachable {}
