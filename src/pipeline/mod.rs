@@ -14,6 +14,7 @@ mod dry;
 pub mod place;
 mod read;
 pub mod stages;
+mod turns;
 pub mod worker;
 pub mod writer;
 
@@ -68,6 +69,8 @@ pub struct Session {
     unplaced: AtomicBool,
     /// Set when `processing/` holds claims of a dead process for recovery to take over.
     leftovers: AtomicBool,
+    /// Which of identical files goes first (`turns`).
+    turns: Arc<turns::Turns>,
 }
 
 impl Session {
@@ -96,6 +99,7 @@ impl Session {
             halt: AtomicBool::new(false),
             unplaced: AtomicBool::new(false),
             leftovers: AtomicBool::new(false),
+            turns: Arc::default(),
         })
     }
 
@@ -189,6 +193,8 @@ pub struct FileMeta {
     pub hashed_at: Option<String>,
     pub attempt: u32,
     pub retry_of: Option<i64>,
+    /// Its turn among files that could be identical, held until its outcome is committed.
+    pub turn: Option<turns::Turn>,
 }
 
 /// A file handed from a worker to the writer.
@@ -341,7 +347,8 @@ impl Inbox {
 
 /// The running pipeline.
 pub struct Pipeline {
-    work: Option<Sender<Work>>,
+    work: Option<Sender<(Work, Option<turns::Turn>)>>,
+    session: Arc<Session>,
     feeder: Option<JoinHandle<()>>,
     writers: Vec<JoinHandle<(Summary, Result<()>)>>,
 }
@@ -352,7 +359,7 @@ const WORK_QUEUE: usize = 64;
 impl Pipeline {
     pub fn start(session: Arc<Session>) -> Result<Pipeline> {
         let owner = session.owner.as_ref().map(|o| o.token());
-        let (work_tx, work_rx) = bounded::<Work>(WORK_QUEUE);
+        let (work_tx, work_rx) = bounded::<(Work, Option<turns::Turn>)>(WORK_QUEUE);
         let writers = if session.mode == Mode::DryRun {
             1
         } else {
@@ -406,7 +413,7 @@ impl Pipeline {
             }
             drop(any_rx);
         }
-        let fsession = session;
+        let fsession = session.clone();
         let feeder = std::thread::Builder::new()
             .name("ferry-feeder".into())
             .spawn(move || {
@@ -414,11 +421,14 @@ impl Pipeline {
                     work_rx
                         .into_iter()
                         .par_bridge()
-                        .for_each_with(jobs, |jobs, w| worker::process(&fsession, w, jobs))
+                        .for_each_with(jobs, |jobs, (w, turn)| {
+                            worker::process(&fsession, w, turn, jobs)
+                        })
                 })
             })?;
         Ok(Pipeline {
             work: Some(work_tx),
+            session,
             feeder: Some(feeder),
             writers: handles,
         })
@@ -445,6 +455,19 @@ impl Pipeline {
         Ok((pipeline, summary, n))
     }
 
+    /// The turn of a file among those that could be identical to it (`turns`).
+    fn turn_for(&self, w: &Work) -> Option<turns::Turn> {
+        let (rel, size) = match w {
+            Work::Fresh(e) => (&e.rel, e.stamp.size),
+            Work::Claimed { claim, .. } => (
+                &claim.rel,
+                claim.path.symlink_metadata().map_or(0, |m| m.len()),
+            ),
+        };
+        let dataset = self.session.cfg.dataset_for(rel)?;
+        Some(self.session.turns.enter(&dataset.name, size))
+    }
+
     /// Queues work, waiting while the queue is full. False if the pipeline has stopped (the
     /// writer failed); `finish` then says why.
     pub fn submit(&self, w: Work) -> bool {
@@ -453,10 +476,13 @@ impl Pipeline {
 
     /// Like `submit`, but gives up (false) when `stop` says so while the queue is full, so a
     /// daemon feeding a storm of files still sees a shutdown request promptly.
-    pub fn submit_unless(&self, mut w: Work, stop: impl Fn() -> bool) -> bool {
+    pub fn submit_unless(&self, w: Work, stop: impl Fn() -> bool) -> bool {
         let Some(tx) = self.work.as_ref() else {
             return false;
         };
+        // Turns are handed out here, in the order files are submitted.
+        let turn = self.turn_for(&w);
+        let mut w = (w, turn);
         loop {
             match tx.send_timeout(w, std::time::Duration::from_millis(100)) {
                 Ok(()) => return true,

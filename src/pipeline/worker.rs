@@ -10,6 +10,7 @@
 
 use super::read;
 use super::stages::Stages;
+use super::turns::Turn;
 use super::{Body, End, FileMeta, Job, Jobs, Mode, Msg, Session, Source, Work};
 use crate::discover::{marker_for, Entry, EntryKind, Stamp};
 use crate::faults;
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Chunks buffered per big file between its worker and the writer.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-pub fn process(session: &Session, work: Work, jobs: &Jobs) {
+pub fn process(session: &Session, work: Work, turn: Option<Turn>, jobs: &Jobs) {
     let rel = match &work {
         Work::Fresh(e) => e.rel.display(),
         Work::Claimed { claim, .. } => claim.rel.display(),
@@ -34,12 +35,12 @@ pub fn process(session: &Session, work: Work, jobs: &Jobs) {
     let span = tracing::info_span!("file", path = %rel);
     let _guard = span.enter();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
-        Work::Fresh(entry) => fresh(session, entry, jobs),
+        Work::Fresh(entry) => fresh(session, entry, turn, jobs),
         Work::Claimed {
             claim,
             attempt,
             retry_of,
-        } => claimed(session, claim, attempt, retry_of, jobs),
+        } => claimed(session, claim, (attempt, retry_of), turn, jobs),
     }));
     if outcome.is_err() {
         tracing::error!(
@@ -67,6 +68,7 @@ fn meta_for(
         hashed_at: None,
         attempt,
         retry_of,
+        turn: None,
     }
 }
 
@@ -113,7 +115,7 @@ fn not_a_file(session: &Session, entry: &Entry, kind: Kind, jobs: &Jobs) {
     );
 }
 
-fn fresh(session: &Session, entry: Entry, jobs: &Jobs) {
+fn fresh(session: &Session, entry: Entry, turn: Option<Turn>, jobs: &Jobs) {
     if session.halted() {
         // Shutting down, or the writer failed: take nothing new.
         return;
@@ -163,7 +165,7 @@ fn fresh(session: &Session, entry: Entry, jobs: &Jobs) {
         // The marker has done its job; it holds no data.
         let _ = std::fs::remove_file(marker);
     }
-    ingest(session, file, source, &entry.rel, 1, None, jobs);
+    ingest(session, file, source, &entry.rel, (1, None, turn), jobs);
 }
 
 /// Takes a file opened where it was found: in move mode claims it into `processing/` (and reads
@@ -219,7 +221,13 @@ fn take(session: &Session, entry: &Entry, mut file: File, jobs: &Jobs) -> Option
     Some((file, source))
 }
 
-fn claimed(session: &Session, mut claim: Claim, attempt: u32, retry_of: Option<i64>, jobs: &Jobs) {
+fn claimed(
+    session: &Session,
+    mut claim: Claim,
+    (attempt, retry_of): (u32, Option<i64>),
+    turn: Option<Turn>,
+    jobs: &Jobs,
+) {
     if claim.starts >= session.cfg.max_attempts {
         let size = claim.path.symlink_metadata().map_or(0, |m| m.len());
         let message = format!(
@@ -253,8 +261,7 @@ fn claimed(session: &Session, mut claim: Claim, attempt: u32, retry_of: Option<i
                 f,
                 Source::Claimed(claim),
                 &rel,
-                attempt,
-                retry_of,
+                (attempt, retry_of, turn),
                 jobs,
             )
         }
@@ -293,13 +300,15 @@ fn claimed(session: &Session, mut claim: Claim, attempt: u32, retry_of: Option<i
     }
 }
 
+/// Which attempt this is, the ledger row it retries, and the file's turn.
+type Attempt = (u32, Option<i64>, Option<Turn>);
+
 fn ingest(
     session: &Session,
     file: File,
     source: Source,
     rel: &RelPath,
-    attempt: u32,
-    retry_of: Option<i64>,
+    (attempt, retry_of, turn): Attempt,
     jobs: &Jobs,
 ) {
     let before = match read::regular(&file) {
@@ -310,6 +319,7 @@ fn ingest(
         }
     };
     let mut meta = meta_for(session, rel, source, before.size, attempt, retry_of);
+    meta.turn = turn;
     let Some(dataset) = meta.spec.clone() else {
         return send(jobs, meta, Body::Rejected(no_dataset()));
     };
@@ -327,6 +337,10 @@ fn ingest(
     meta.sha256 = Some(first.hash.hex());
     meta.hashed_at = Some(crate::store::now());
     meta.size = first.len;
+    if let Some(t) = &meta.turn {
+        // Of identical files, the one submitted first goes first (see `turns`).
+        t.hashed(&first.hash.hex(), first.len, &|| session.halted());
+    }
     if first.len == 0 {
         let r = Reject::new(Kind::Empty, Stage::Read, "the file is empty (0 bytes)");
         return send(jobs, meta, Body::Rejected(r));
@@ -518,7 +532,14 @@ fn again_or_reject(session: &Session, meta: FileMeta, reject: Reject, jobs: &Job
     let next = meta.attempt + 1;
     let rel = meta.rel.clone();
     match open_nofollow(meta.source.path()) {
-        Ok(f) => ingest(session, f, meta.source, &rel, next, meta.retry_of, jobs),
+        Ok(f) => ingest(
+            session,
+            f,
+            meta.source,
+            &rel,
+            (next, meta.retry_of, meta.turn),
+            jobs,
+        ),
         Err(e) => {
             let r = Reject::new(
                 Kind::IoRead,

@@ -520,3 +520,36 @@ fn run_refuses_the_spool_root_folders_above_incoming_and_moving_from_outside_una
     assert!(!file.exists(), "--move takes it");
     assert_eq!(s.files().len(), 2);
 }
+
+both_stores! {
+    fn of_identical_files_the_first_in_discovery_order_is_stored_in_a_dry_run_and_a_run() {
+        for round in 0..3 {
+            let s = Spool::new();
+            let same = format!("id,v\n{round},same\n").into_bytes();
+            // Copies of one content under names that sort before and after other files; small
+            // and big files between them keep the workers busy in different orders.
+            for (i, name) in ["m", "c", "x", "a", "q"].iter().enumerate() {
+                s.drop_file(&format!("feed/{name}/copy.csv"), &same);
+                let filler = format!("id,v\n{}\n", "9,filler\n".repeat(i * 20_000));
+                s.drop_file(&format!("feed/{name}/filler-{i}.csv"), filler.as_bytes());
+            }
+            let dry = s.json(&["run", "--dry-run", "--json"]);
+            let dry: Vec<(String, String)> = dry["verdicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|v| v["path"].as_str().unwrap().ends_with("copy.csv"))
+                .map(|v| (v["path"].as_str().unwrap().into(), v["outcome"].as_str().unwrap().into()))
+                .collect();
+            s.ferry_ok(&["run"], 0);
+            let files = s.files_by_path();
+            for (path, outcome) in &dry {
+                let want = if path == "feed/a/copy.csv" { "ingest" } else { "duplicate" };
+                assert_eq!(outcome, want, "dry run, {path}");
+                let state = files[path]["state"].as_str().unwrap();
+                assert_eq!(&state[..3], &want[..3], "run, {path}");
+            }
+            assert_eq!(dry.len(), 5);
+        }
+    }
+}
