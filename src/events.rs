@@ -203,9 +203,11 @@ pub struct Verdict {
     pub dataset: Option<String>,
     /// `ingest`, `duplicate`, `quarantine`, `left` or `changed`.
     pub outcome: &'static str,
-    /// Records that would be stored (before record-key deduplication, which needs the store's
-    /// keys and is done only by a real run).
+    /// Records that would be stored.
     pub records: u64,
+    /// Records that would not be stored because their key is stored already (or comes earlier
+    /// in the run).
+    pub duplicate_records: u64,
     pub rejected_records: u64,
     /// The file of the dataset already ingested with this content (`duplicate`); `None` with a
     /// duplicate of another file of the same dry run.

@@ -1,11 +1,14 @@
 //! `ferry explain PATH`: what ferry would do with a file, without loading it — the dataset it
 //! goes to, the rule that holds it back (if any), the table it would land in and the columns
-//! it would have.
+//! it would have, and the verdict: the one `run --dry-run` gives, from the same judge (the file
+//! read through every check, its identity and keys compared with the store).
 
 use super::Outcome;
 use crate::config::Config;
 use crate::discover::{self, Hold, Readiness};
+use crate::events::Verdict;
 use crate::format::{self, RowOut, Stop};
+use crate::pipeline::{Mode, Pipeline, Session, Work};
 use crate::report::{self, Report};
 use crate::spool::RelPath;
 use crate::store::{self, names};
@@ -13,6 +16,7 @@ use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 #[derive(Serialize)]
@@ -35,7 +39,10 @@ pub struct Explained {
     /// Declared columns with their types, or the columns the file's header or first record
     /// names (stored as text).
     columns: Vec<ColumnOut>,
-    /// Why the file would be set aside, if that shows already at its start.
+    /// What a run would do with it (as `run --dry-run` says); `None` when it would not be taken
+    /// at all (its name is ignored).
+    verdict: Option<Verdict>,
+    /// Why the file would be set aside, if it would be.
     problem: Option<String>,
 }
 
@@ -62,6 +69,7 @@ pub fn run(cfg: &Config, path: &Path, json: bool) -> Result<Outcome> {
         table_exists: false,
         format: None,
         columns: Vec::new(),
+        verdict: None,
         problem: None,
     };
     if let Some(d) = &spec {
@@ -83,8 +91,32 @@ pub fn run(cfg: &Config, path: &Path, json: bool) -> Result<Outcome> {
         }
         look_inside(&mut out, &file, d);
     }
+    out.verdict = judge(cfg, &dir, &file)?;
+    out.problem = out
+        .verdict
+        .as_ref()
+        .filter(|v| v.outcome == "quarantine")
+        .map(|v| {
+            format!(
+                "{}: {}",
+                v.error_kind.unwrap_or(""),
+                v.reason.as_deref().unwrap_or("")
+            )
+        });
     report::print(&out, json)?;
     Ok(Outcome::Done)
+}
+
+/// The verdict `run --dry-run` would give the file (taken as if it were ready): one pipeline,
+/// one judge.
+fn judge(cfg: &Config, dir: &Path, file: &Path) -> Result<Option<Verdict>> {
+    let session = Arc::new(Session::new(cfg.clone(), Mode::DryRun, dir.to_path_buf())?);
+    let scan = discover::pick(dir, &[file.to_path_buf()], &cfg.rules);
+    let pipeline = Pipeline::start(session)?;
+    for e in scan.entries {
+        pipeline.submit(Work::Fresh(e));
+    }
+    Ok(pipeline.finish()?.verdicts.into_iter().next())
 }
 
 /// The rule that holds the file back now, if any, judged as a scan would judge it: its name,
@@ -103,31 +135,19 @@ fn hold(cfg: &Config, dir: &Path, file: &Path, rel: &RelPath) -> Option<Hold> {
         .err()
 }
 
-/// Opens the file as a worker would and reads up to its first record: the format, the columns
-/// it names, or the reason it would be set aside.
+/// Opens the file as a worker would and reads up to its first record: the format and the
+/// columns it names (the verdict is the judge's, `judge`).
 fn look_inside(out: &mut Explained, file: &Path, d: &crate::config::DatasetSpec) {
-    let raw = match crate::fsio::open_regular(file) {
-        Ok(f) => f,
-        Err(e) => {
-            out.problem = Some(format!("cannot be read: {e}"));
-            return;
-        }
+    let Ok(raw) = crate::fsio::open_regular(file) else {
+        return;
     };
     let name = file.file_name().unwrap_or_default().to_string_lossy();
-    let opened = match format::open(Box::new(raw), &name, &d.options, &d.pointer, !d.typed()) {
-        Ok(o) => o,
-        Err(r) => {
-            out.problem = Some(format!("{}: {}", r.kind.id(), r.message));
-            return;
-        }
+    let Ok(opened) = format::open(Box::new(raw), &name, &d.options, &d.pointer, !d.typed()) else {
+        return;
     };
     out.format = Some(opened.format.id().to_string());
     let mut first = FirstColumns::default();
-    match opened.parse(&mut first) {
-        Err(Stop::Reject(r)) => out.problem = Some(format!("{}: {}", r.kind.id(), r.message)),
-        Ok(0) => out.problem = Some("it holds no records".into()),
-        _ => {}
-    }
+    let _ = opened.parse(&mut first);
     if !d.typed() {
         out.columns = first
             .names
@@ -194,8 +214,35 @@ impl Report for Explained {
         for c in &self.columns {
             let _ = writeln!(o, "  column     {}  {}", c.name, c.r#type);
         }
-        if let Some(p) = &self.problem {
-            let _ = writeln!(o, "  problem    {p} (it would be quarantined)");
+        match &self.verdict {
+            Some(v) => {
+                let what = match v.outcome {
+                    "ingest" => {
+                        let mut w = format!("loaded: {} records", v.records);
+                        if v.duplicate_records > 0 {
+                            w += &format!(", {} with a key already stored", v.duplicate_records);
+                        }
+                        if v.rejected_records > 0 {
+                            w += &format!(", {} set aside", v.rejected_records);
+                        }
+                        w
+                    }
+                    "duplicate" => match v.duplicate_of {
+                        Some(id) => format!("a duplicate of file {id} (same content)"),
+                        None => "a duplicate (same content)".into(),
+                    },
+                    "quarantine" => format!(
+                        "quarantined: {} {}",
+                        v.error_kind.unwrap_or(""),
+                        v.reason.as_deref().unwrap_or("")
+                    ),
+                    other => format!("{other}: {}", v.reason.as_deref().unwrap_or("")),
+                };
+                let _ = writeln!(o, "  verdict    {what}");
+            }
+            None => {
+                let _ = writeln!(o, "  verdict    not taken (see above)");
+            }
         }
         o
     }

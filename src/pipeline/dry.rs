@@ -4,16 +4,19 @@
 //! file, and records what would happen. Nothing is written: no ledger row, no table, no moved
 //! or copied file, no report.
 //!
-//! What a dry run cannot know: which records a real run would skip because their key is
-//! already stored (that needs the store's keys, and is decided in the write transaction).
+//! Record keys are judged too: a record whose key hash is already stored in the dataset's table,
+//! or was seen earlier in this run, is counted as a duplicate key, as the run would count it.
+//! (The run compares the values behind equal hashes; a dry run takes equal 64-bit hashes for
+//! equal keys, which differ only with odds of about one in 2^64 per pair.)
 
 use super::{Body, End, FileMeta, Job, Msg};
 use crate::events::{Summary, Verdict};
 use crate::reject::Reject;
+use crate::store::keys::KeyMap;
 use crate::store::{Location, Store};
 use anyhow::Result;
 use crossbeam_channel::Receiver;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub fn judge(at: &Location, jobs: Receiver<Job>) -> (Summary, Result<()>) {
     let store = match crate::store::open_existing(at) {
@@ -23,6 +26,7 @@ pub fn judge(at: &Location, jobs: Receiver<Job>) -> (Summary, Result<()>) {
     let mut j = Judge {
         store,
         seen: HashSet::new(),
+        keys: HashMap::new(),
         summary: Summary::default(),
     };
     let r = jobs.iter().try_for_each(|job| j.job(job));
@@ -34,6 +38,8 @@ struct Judge {
     store: Option<Box<dyn Store>>,
     /// Content already judged `ingest` in this run, per dataset.
     seen: HashSet<(String, String)>,
+    /// Per keyed dataset: the key hashes stored, and those of records this run would store.
+    keys: HashMap<String, KeyMap>,
     summary: Summary,
 }
 
@@ -69,26 +75,55 @@ impl Judge {
             self.verdict(&meta, "duplicate", |v| v.duplicate_of = stored);
             return Ok(());
         }
-        let end = rx.iter().find_map(|m| match m {
-            Msg::End(e) => Some(e),
-            _ => None,
-        });
+        let keyed = meta.spec.as_ref().is_some_and(|s| !s.key.is_empty());
+        // Key hashes this file would add, and its records whose key is stored already.
+        let (mut added, mut dups) = (Vec::new(), 0u64);
+        let mut end = None;
+        for m in rx.iter() {
+            match m {
+                Msg::Rows(chunk) if keyed => {
+                    let keys = self.keys_of(&dataset)?;
+                    for &h in &chunk.keys {
+                        if keys.contains(h) {
+                            dups += 1;
+                        } else {
+                            keys.insert(h, 0);
+                            added.push(h);
+                        }
+                    }
+                }
+                Msg::End(e) => {
+                    end = Some(e);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if !matches!(end, Some(End::Done { .. })) && !added.is_empty() {
+            if let Some(k) = self.keys.get_mut(&dataset) {
+                k.remove_all(&added);
+            }
+        }
         match end {
             Some(End::Done {
                 records, rejected, ..
             }) => {
                 self.seen.insert((dataset.clone(), sha));
+                let stored = records - dups;
                 let s = &mut self.summary;
                 s.ingested += 1;
-                s.records += records;
+                s.records += stored;
+                s.duplicate_records += dups;
                 s.rejected_records += rejected;
                 s.bytes += meta.size;
                 let d = s.datasets.entry(dataset).or_default();
                 d.files += 1;
-                d.records += records;
+                d.records += stored;
                 d.rejected += rejected;
+                d.duplicate_records += dups;
                 self.verdict(&meta, "ingest", |v| {
-                    v.records = records;
+                    v.records = stored;
+                    v.duplicate_records = dups;
                     v.rejected_records = rejected;
                 });
             }
@@ -112,6 +147,21 @@ impl Judge {
         Ok(())
     }
 
+    /// The key hashes of a keyed dataset: those stored (read once), and this run's since.
+    fn keys_of(&mut self, dataset: &str) -> Result<&mut KeyMap> {
+        if !self.keys.contains_key(dataset) {
+            let mut map = KeyMap::default();
+            if let Some(store) = &mut self.store {
+                let (table, exists) = store.table_or_planned(dataset)?;
+                if exists {
+                    store.key_hashes(&table, &mut |h| map.insert(h, 0))?;
+                }
+            }
+            self.keys.insert(dataset.to_string(), map);
+        }
+        Ok(self.keys.get_mut(dataset).expect("inserted"))
+    }
+
     fn quarantine(&mut self, meta: &FileMeta, r: &Reject) {
         self.summary.quarantined += 1;
         self.summary.bytes += meta.size;
@@ -127,6 +177,7 @@ impl Judge {
             dataset: meta.dataset().map(str::to_string),
             outcome,
             records: 0,
+            duplicate_records: 0,
             rejected_records: 0,
             duplicate_of: None,
             error_kind: None,

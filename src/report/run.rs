@@ -42,12 +42,19 @@ impl RunReport {
         for v in &self.summary.verdicts {
             let dataset = v.dataset.as_deref().unwrap_or("-");
             let what = match v.outcome {
-                "ingest" if v.rejected_records > 0 => format!(
-                    "{}, {} set aside",
-                    count(v.records, "record", "records"),
-                    thousands(v.rejected_records)
-                ),
-                "ingest" => count(v.records, "record", "records"),
+                "ingest" => {
+                    let mut w = count(v.records, "record", "records");
+                    if v.duplicate_records > 0 {
+                        w += &format!(
+                            ", {} with a key already stored",
+                            thousands(v.duplicate_records)
+                        );
+                    }
+                    if v.rejected_records > 0 {
+                        w += &format!(", {} set aside", thousands(v.rejected_records));
+                    }
+                    w
+                }
                 "duplicate" => match v.duplicate_of {
                     Some(id) => format!("same content as file {id}"),
                     None => "same content as another file of this run".into(),

@@ -553,3 +553,56 @@ both_stores! {
         }
     }
 }
+
+both_stores! {
+    fn explain_dry_run_and_run_give_one_verdict() {
+        let s = Spool::new();
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[[dataset]]\nname = \"keyed\"\nkey = [\"id\"]\ncolumns = [{ name = \"id\", type = \"int\" }, { name = \"v\" }]\n",
+        )
+        .unwrap();
+        s.drop_file("keyed/first.csv", b"id,v\n1,a\n2,b\n3,c\n");
+        s.ferry_ok(&["run"], 0);
+        // Header only (with and without blank lines), an empty JSON array, XML with no records,
+        // keys already stored, keys repeated in the file, keys shared by two files of the run.
+        s.drop_file("h/header.csv", b"id,name\n");
+        s.drop_file("h/header-blank.csv", b"id,name\n\n\n");
+        s.drop_file("h/empty.json", b"[]");
+        s.drop_file("h/none.xml", b"<r></r>");
+        s.drop_file("keyed/again.csv", b"id,v\n2,b\n3,c\n4,d\n4,d\n");
+        s.drop_file("keyed/more.csv", b"id,v\n5,e\n6,f\n5,e\n");
+        let (code, dry) = json_any(&s, &["run", "--dry-run", "--json"]);
+        assert_eq!(code, Some(3), "the run's exit code: a file would be quarantined");
+        let mut explained = std::collections::BTreeMap::new();
+        for v in dry["verdicts"].as_array().unwrap() {
+            let path = v["path"].as_str().unwrap().to_string();
+            let e = s.json(&["explain", s.incoming().join(&path).to_str().unwrap(), "--json"]);
+            explained.insert(path, e["verdict"].clone());
+        }
+        let (code, summary) = json_any(&s, &["run", "--json"]);
+        assert_eq!(code, Some(3));
+        let files = s.files_by_path();
+        for v in dry["verdicts"].as_array().unwrap() {
+            let path = v["path"].as_str().unwrap();
+            let row = &files[path];
+            let state = row["state"].as_str().unwrap();
+            let outcome = v["outcome"].as_str().unwrap();
+            assert_eq!(&state[..3], &outcome[..3], "{path}: dry run {v}, run {row}");
+            let e = &explained[path];
+            assert_eq!(e["outcome"], v["outcome"], "{path}: explain {e}");
+            if outcome == "ingest" {
+                assert_eq!(row["records"], v["records"], "{path}");
+                // A file alone in its run: its keys against the store only.
+                if path != "keyed/more.csv" && path != "keyed/again.csv" {
+                    assert_eq!(e["records"], v["records"], "{path}");
+                }
+            }
+        }
+        assert_eq!(files["keyed/again.csv"]["duplicate_records"], 3);
+        assert_eq!(files["keyed/more.csv"]["duplicate_records"], 1);
+        assert_eq!(dry["duplicate_records"], summary["duplicate_records"]);
+        assert_eq!(dry["duplicate_records"], 4);
+        assert_eq!(dry["records"], summary["records"]);
+    }
+}

@@ -462,3 +462,26 @@ mod tests {
         );
     }
 }
+
+/// Every stored key hash of `table` (a read, for a dry run): none when the table or its `_key`
+/// column does not exist.
+pub fn key_hashes(c: &mut Client, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
+    let has_key: bool = c
+        .query_one(
+            "SELECT count(*) > 0 FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = '_key'",
+            &[&table],
+        )?
+        .get(0);
+    if !has_key {
+        return Ok(());
+    }
+    let mut rows = c.query_raw(
+        &format!("SELECT _key FROM {} WHERE _key IS NOT NULL", ident(table)),
+        std::iter::empty::<&str>(),
+    )?;
+    while let Some(r) = postgres::fallible_iterator::FallibleIterator::next(&mut rows)? {
+        each(r.get(0));
+    }
+    Ok(())
+}

@@ -156,6 +156,28 @@ impl TableKeys {
     }
 }
 
+/// Every stored key hash of `table` (a read, for a dry run): none when the table or its `_key`
+/// column does not exist.
+pub fn key_hashes(conn: &Connection, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
+    let has_key: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = '_key'",
+        [table],
+        |r| r.get(0),
+    )?;
+    if !has_key {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT _key FROM {} WHERE _key IS NOT NULL",
+        ident(table)
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        each(r.get(0)?);
+    }
+    Ok(())
+}
+
 /// Whether stored record `id` has the key of chunk row `r`: the exact check behind a hash match.
 pub fn same_key_stored(
     conn: &Connection,
