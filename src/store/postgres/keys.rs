@@ -442,27 +442,6 @@ fn stored_same_keys(
     Ok(same)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_runs_close_together_are_read_as_one_range() {
-        assert_eq!(
-            ranges(
-                vec![(200_000, 200_010), (1, 10), (20, 30), (60_000, 60_001)],
-                65_536
-            ),
-            [(1, 60_001), (200_000, 200_010)]
-        );
-        assert_eq!(ranges(vec![(5, 5), (5, 5), (3, 9)], 0), [(3, 9)]);
-        assert_eq!(
-            ranges(vec![(i64::MIN, 0), (i64::MAX, i64::MAX)], 10).len(),
-            2
-        );
-    }
-}
-
 /// Every stored key hash of `table` (a read, for a dry run): none when the table or its `_key`
 /// column does not exist.
 pub fn key_hashes(c: &mut Client, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
@@ -484,4 +463,25 @@ pub fn key_hashes(c: &mut Client, table: &str, each: &mut dyn FnMut(i64)) -> Res
         each(r.get(0));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_runs_close_together_are_read_as_one_range() {
+        assert_eq!(
+            ranges(
+                vec![(200_000, 200_010), (1, 10), (20, 30), (60_000, 60_001)],
+                65_536
+            ),
+            [(1, 60_001), (200_000, 200_010)]
+        );
+        assert_eq!(ranges(vec![(5, 5), (5, 5), (3, 9)], 0), [(3, 9)]);
+        assert_eq!(
+            ranges(vec![(i64::MIN, 0), (i64::MAX, i64::MAX)], 10).len(),
+            2
+        );
+    }
 }
