@@ -39,7 +39,7 @@ fn bindir() -> Result<PathBuf, String> {
         }
     }
     let mut found: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
-        .map_err(|e| format!("PostgreSQL is not installed (/usr/lib/postgresql: {e}); run .ci/run, which installs it"))?
+        .map_err(|e| format!("PostgreSQL is not installed (/usr/lib/postgresql: {e}); run ./test, which installs it"))?
         .flatten()
         .map(|e| e.path().join("bin"))
         .filter(|p| p.join("initdb").exists())
