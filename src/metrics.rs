@@ -2,75 +2,244 @@
 //! and the daemon's health on `GET /healthz` and `GET /readyz` (`health`).
 //!
 //! A deliberately small HTTP/1.0 responder on its own thread: one request per connection, no
-//! keep-alive, reads at most the request head. Scrapes are rare (seconds apart) and tiny, so a
-//! thread per connection would be waste and an HTTP crate would be weight; one accept loop
-//! serving each scrape in turn is plenty.
+//! keep-alive, reads at most the request head. It serves every connection at once from one
+//! `poll(2)` loop over non-blocking sockets, each with a deadline for the whole request (read
+//! and write), so idle or trickling clients — hundreds of them — cannot delay a health probe:
+//! they only hold a slot until their deadline. The status page, which reads the store, is
+//! rendered on a thread of its own (at most `PAGES` at once), never in the loop.
 
 use crate::config::Config;
 use crate::events::{counters, Counters, LATENCY_BUCKETS_MS};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a connection may take for its whole request: reading the head, writing the answer.
+const DEADLINE: Duration = Duration::from_secs(2);
+/// Connections served at once; more wait in the listen queue.
+const MAX_CONNS: usize = 1024;
+/// Status pages rendered at once; more are answered 503.
+const PAGES: usize = 2;
+/// The longest request head read.
+const MAX_HEAD: usize = 16 * 1024;
 
 /// Binds `addr` and serves `/metrics`, the health probes and (with `cfg`) the status page at
 /// `/` until the process exits. Returns the bound address (a port of 0 picks a free one).
 pub fn serve(addr: SocketAddr, cfg: Option<Config>) -> Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?;
+    listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     started_ms();
     std::thread::Builder::new()
         .name("ferry-metrics".into())
         .spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(s) => {
-                        if let Err(e) = respond(s, cfg.as_ref()) {
-                            tracing::debug!(error = %e, "metrics request failed");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics: cannot accept a connection");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
+            let mut server = Server {
+                listener,
+                conns: Vec::new(),
+                cfg: cfg.map(Arc::new),
+                pages: Arc::new(AtomicUsize::new(0)),
+            };
+            loop {
+                server.turn();
             }
         })?;
     tracing::info!(addr = %bound, "serving metrics on /metrics");
     Ok(bound)
 }
 
-fn respond(mut s: TcpStream, cfg: Option<&Config>) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
+/// One client connection: reading its head, then writing its answer.
+struct Conn {
+    s: TcpStream,
+    head: Vec<u8>,
+    out: Option<(Vec<u8>, usize)>,
+    deadline: Instant,
+}
+
+struct Server {
+    listener: TcpListener,
+    conns: Vec<Conn>,
+    cfg: Option<Arc<Config>>,
+    pages: Arc<AtomicUsize>,
+}
+
+impl Server {
+    /// Waits for something to do (at most until the nearest deadline) and does it.
+    fn turn(&mut self) {
+        let now = Instant::now();
+        let accepting = self.conns.len() < MAX_CONNS;
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.conns.len() + 1);
+        fds.push(libc::pollfd {
+            fd: self.listener.as_raw_fd(),
+            events: if accepting { libc::POLLIN } else { 0 },
+            revents: 0,
+        });
+        for c in &self.conns {
+            fds.push(libc::pollfd {
+                fd: c.s.as_raw_fd(),
+                events: if c.out.is_some() {
+                    libc::POLLOUT
+                } else {
+                    libc::POLLIN
+                },
+                revents: 0,
+            });
         }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > 16 * 1024 {
-            break;
+        let wait = self
+            .conns
+            .iter()
+            .map(|c| c.deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call.
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                wait.as_millis().max(1) as libc::c_int,
+            )
+        };
+        if n < 0 {
+            return;
+        }
+        let now = Instant::now();
+        // Connections with something to do, then those past their deadline, are finished.
+        let mut keep = Vec::with_capacity(self.conns.len());
+        for (i, mut c) in std::mem::take(&mut self.conns).into_iter().enumerate() {
+            let ready = fds[i + 1].revents != 0;
+            let alive = if ready { self.work(&mut c) } else { true };
+            if alive && now < c.deadline {
+                keep.push(c);
+            }
+        }
+        self.conns = keep;
+        if fds[0].revents != 0 {
+            self.accept(now);
         }
     }
-    let line = String::from_utf8_lossy(&head);
+
+    fn accept(&mut self, now: Instant) {
+        while self.conns.len() < MAX_CONNS {
+            match self.listener.accept() {
+                Ok((s, _)) => {
+                    if s.set_nonblocking(true).is_ok() {
+                        self.conns.push(Conn {
+                            s,
+                            head: Vec::new(),
+                            out: None,
+                            deadline: now + DEADLINE,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads or writes what the connection allows now; false when it is finished.
+    fn work(&self, c: &mut Conn) -> bool {
+        if let Some((out, sent)) = &mut c.out {
+            return loop {
+                match c.s.write(&out[*sent..]) {
+                    Ok(0) => break false,
+                    Ok(n) => {
+                        *sent += n;
+                        if *sent == out.len() {
+                            break false;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break false,
+                }
+            };
+        }
+        let mut buf = [0u8; 2048];
+        loop {
+            match c.s.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    c.head.extend_from_slice(&buf[..n]);
+                    if complete(&c.head) || c.head.len() > MAX_HEAD {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        let (method, path) = request_line(&c.head);
+        if matches!(method.as_str(), "GET" | "HEAD") && path == "/" && self.cfg.is_some() {
+            self.page(c, method == "HEAD");
+            return false;
+        }
+        c.out = Some((answer(&method, &path), 0));
+        self.work(c)
+    }
+
+    /// Hands a status-page request to a thread of its own (the page reads the store).
+    fn page(&self, c: &mut Conn, head_only: bool) {
+        let Ok(s) = c.s.try_clone() else { return };
+        if self.pages.fetch_add(1, Ordering::SeqCst) >= PAGES {
+            self.pages.fetch_sub(1, Ordering::SeqCst);
+            c.out = Some((
+                response("503 Service Unavailable", "text/plain", "busy\n", head_only),
+                0,
+            ));
+            let _ = self.work(c);
+            return;
+        }
+        let (cfg, pages) = (self.cfg.clone().expect("checked"), self.pages.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ferry-page".into())
+            .spawn(move || {
+                let mut s = s;
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_write_timeout(Some(DEADLINE));
+                let (status, page) = crate::page::render(&cfg);
+                let out = response(status, "text/html; charset=utf-8", &page, head_only);
+                let _ = s.write_all(&out);
+                pages.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.pages.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Whether a request head is complete.
+fn complete(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+}
+
+/// The method and path of a request head.
+fn request_line(head: &[u8]) -> (String, String) {
+    let line = String::from_utf8_lossy(head);
     let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("");
+    (method, target.split('?').next().unwrap_or("").to_string())
+}
+
+/// The answer to a request that is not the status page.
+fn answer(method: &str, path: &str) -> Vec<u8> {
+    let head_only = method == "HEAD";
     let (status, ctype, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render()),
         ("GET" | "HEAD", "/healthz" | "/readyz") => {
             let (status, body) = crate::health::probe(path == "/readyz");
             (status, "application/json", body)
-        }
-        ("GET" | "HEAD", "/") if cfg.is_some() => {
-            let (status, page) = crate::page::render(cfg.expect("checked"));
-            (status, "text/html; charset=utf-8", page)
         }
         ("GET" | "HEAD", _) => (
             "404 Not Found",
@@ -79,14 +248,18 @@ fn respond(mut s: TcpStream, cfg: Option<&Config>) -> std::io::Result<()> {
         ),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
     };
+    response(status, ctype, &body, head_only)
+}
+
+fn response(status: &str, ctype: &str, body: &str, head_only: bool) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if method != "HEAD" {
-        out.push_str(&body);
+    if !head_only {
+        out.push_str(body);
     }
-    s.write_all(out.as_bytes())
+    out.into_bytes()
 }
 
 /// When this process started serving metrics (Unix milliseconds): a daemon that restarts

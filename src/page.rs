@@ -16,6 +16,8 @@ use std::fmt::Write;
 
 /// Quarantined files the page lists, newest first.
 const RECENT_QUARANTINED: u64 = 20;
+/// Waiting files the page lists (the rest are counted).
+const WAITING_SHOWN: usize = 50;
 
 /// What the page shows besides `ferry status`.
 struct Page {
@@ -74,15 +76,26 @@ fn collect(cfg: &Config) -> Result<Page> {
     })
 }
 
+/// Readable from a phone (420 px) to a wide screen: on a narrow screen each table row becomes
+/// a block of `label: value` lines, so nothing scrolls sideways; paths break at their `/`.
 const STYLE: &str = "body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:60em;\
 padding:.5em 1em;color:#222}h1{font-size:1.4em;margin:.3em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}\
-.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%}th,td{text-align:left;\
-padding:.25em .5em;border-bottom:1px solid #ddd;vertical-align:top}td.n,th.n{text-align:right;\
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.25em .5em;\
+border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}td.n,th.n{text-align:right;\
 white-space:nowrap}dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:0}\
-dt{color:#666}dd{margin:0;overflow-wrap:anywhere}.state{display:inline-block;padding:.1em .6em;\
-border-radius:1em;font-weight:600}.ok{background:#d9f2dc;color:#14571f}.bad{background:#fbe0de;\
-color:#8a1c12}.warn{background:#fff1cc;color:#6b4e00}.muted{color:#777}code{overflow-wrap:anywhere}\
-footer{margin:2em 0 1em;color:#777;font-size:.9em}";
+dt{color:#666}dd{margin:0;overflow-wrap:anywhere;min-width:0}.state{display:inline-block;\
+padding:.1em .6em;border-radius:1em;font-weight:600}.ok{background:#d9f2dc;color:#14571f}\
+.bad{background:#fbe0de;color:#8a1c12}.warn{background:#fff1cc;color:#6b4e00}.muted{color:#777}\
+code{overflow-wrap:anywhere;word-break:break-word}footer{margin:2em 0 1em;color:#777;font-size:.9em}\
+@media (max-width:40em){table,thead,tbody,tr,th,td{display:block}thead{position:absolute;\
+left:-9999px}tr{border-bottom:1px solid #ddd;padding:.4em 0}td,td.n{border:0;padding:.05em 0;\
+text-align:left;white-space:normal}td[data-label]::before{content:attr(data-label) \": \";\
+color:#666}}";
+
+/// A path as HTML that may break after each `/`.
+fn path_html(p: &str) -> String {
+    esc(p).replace('/', "/<wbr>")
+}
 
 fn shell(cfg: &Config, body: &str) -> String {
     format!(
@@ -124,7 +137,7 @@ fn daemon(b: &mut String, cfg: &Config, p: &Page) {
          <dt>spool</dt><dd><code>{}</code></dd><dt>store</dt><dd><code>{}</code></dd>\
          <dt>last activity</dt><dd>{}</dd><dt>as of</dt><dd>{}</dd></dl></section>",
         esc(&detail),
-        esc(&st.root),
+        path_html(&st.root),
         esc(&cfg.store.describe()),
         esc(st.last_activity.as_deref().unwrap_or("never")),
         esc(&p.generated_at),
@@ -134,7 +147,7 @@ fn daemon(b: &mut String, cfg: &Config, p: &Page) {
 fn feeds(b: &mut String, p: &Page) {
     let _ = write!(
         b,
-        "<section id=\"feeds\"><h2>Feeds</h2><div class=\"scroll\"><table><thead><tr>\
+        "<section id=\"feeds\"><h2>Feeds</h2><table><thead><tr>\
          <th>dataset</th><th class=\"n\">files 1 h</th><th class=\"n\">records 1 h</th>\
          <th class=\"n\">files 24 h</th><th class=\"n\">records 24 h</th>\
          <th class=\"n\">files</th><th class=\"n\">records</th>\
@@ -148,28 +161,28 @@ fn feeds(b: &mut String, p: &Page) {
         let (fd, rd) = p.day.get(&d.name).copied().unwrap_or_default();
         let _ = write!(
             b,
-            "<tr data-dataset=\"{}\"><td>{}</td>",
+            "<tr data-dataset=\"{}\"><td><strong>{}</strong></td>",
             esc(&d.name),
             esc(&d.name)
         );
-        for (col, n) in [
-            ("files_hour", fh),
-            ("records_hour", rh),
-            ("files_day", fd),
-            ("records_day", rd),
-            ("files", d.files),
-            ("records", d.records),
-            ("quarantined", d.quarantined),
+        for (col, label, n) in [
+            ("files_hour", "files 1 h", fh),
+            ("records_hour", "records 1 h", rh),
+            ("files_day", "files 24 h", fd),
+            ("records_day", "records 24 h", rd),
+            ("files", "files", d.files),
+            ("records", "records", d.records),
+            ("quarantined", "quarantined", d.quarantined),
         ] {
             let _ = write!(
                 b,
-                "<td class=\"n\" data-col=\"{col}\">{}</td>",
+                "<td class=\"n\" data-col=\"{col}\" data-label=\"{label}\">{}</td>",
                 crate::report::thousands(n)
             );
         }
         b.push_str("</tr>");
     }
-    b.push_str("</tbody></table></div></section>\n");
+    b.push_str("</tbody></table></section>\n");
 }
 
 fn quarantine(b: &mut String, p: &Page) {
@@ -191,24 +204,26 @@ fn quarantine(b: &mut String, p: &Page) {
         );
     }
     b.push_str(
-        "<div class=\"scroll\"><table><thead><tr><th class=\"n\">id</th><th>file</th>\
+        "<table><thead><tr><th class=\"n\">id</th><th>file</th>\
          <th>dataset</th><th>reason</th><th>when</th></tr></thead><tbody>",
     );
     for f in &p.quarantined {
         let _ = write!(
             b,
-            "<tr data-id=\"{}\"><td class=\"n\">{}</td><td><code>{}</code></td><td>{}</td>\
-             <td><code data-col=\"kind\">{}</code> {}</td><td>{}</td></tr>",
+            "<tr data-id=\"{}\"><td class=\"n\" data-label=\"id\">{}</td>\
+             <td data-label=\"file\"><code>{}</code></td><td data-label=\"dataset\">{}</td>\
+             <td data-label=\"reason\"><code data-col=\"kind\">{}</code> {}</td>\
+             <td data-label=\"when\">{}</td></tr>",
             f.id,
             f.id,
-            esc(&f.path),
+            path_html(&f.path),
             esc(f.dataset.as_deref().unwrap_or("-")),
             esc(f.error_kind.as_deref().unwrap_or("-")),
             esc(f.error_message.as_deref().unwrap_or("")),
             esc(&f.finished_at)
         );
     }
-    b.push_str("</tbody></table></div></section>\n");
+    b.push_str("</tbody></table></section>\n");
 }
 
 fn waiting(b: &mut String, st: &Status) {
@@ -220,20 +235,26 @@ fn waiting(b: &mut String, st: &Status) {
         st.waiting.len()
     );
     if !st.waiting.is_empty() {
-        b.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th>file</th><th>rule</th><th>why</th>\
-             </tr></thead><tbody>",
-        );
-        for w in &st.waiting {
+        b.push_str("<table><thead><tr><th>file</th><th>rule</th><th>why</th></tr></thead><tbody>");
+        for w in st.waiting.iter().take(WAITING_SHOWN) {
             let _ = write!(
                 b,
-                "<tr><td><code>{}</code></td><td data-col=\"rule\">{}</td><td>{}</td></tr>",
-                esc(&w.path),
+                "<tr><td data-label=\"file\"><code>{}</code></td>\
+                 <td data-col=\"rule\" data-label=\"rule\">{}</td>\
+                 <td data-label=\"why\">{}</td></tr>",
+                path_html(&w.path),
                 esc(w.rule),
                 esc(&w.reason)
             );
         }
-        b.push_str("</tbody></table></div>");
+        b.push_str("</tbody></table>");
+        if st.waiting.len() > WAITING_SHOWN {
+            let _ = write!(
+                b,
+                "<p class=\"muted\" id=\"waiting-more\">and {} more (all: <code>ferry status</code>)</p>",
+                st.waiting.len() - WAITING_SHOWN
+            );
+        }
     }
     b.push_str("</section>\n");
 }

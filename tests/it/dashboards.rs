@@ -239,3 +239,94 @@ fn watch_prunes_when_retention_is_set() {
     );
     assert!(s.files()[0]["pruned_at"].is_string());
 }
+
+#[test]
+fn health_probes_answer_while_hundreds_of_clients_idle_or_trickle() {
+    use std::io::{Read, Write};
+    let s = Spool::new();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = start_watch(&s, &["--metrics", &addr]);
+    wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(20));
+    // 200 connections that never say anything, and 20 that say one byte at a time.
+    let idle: Vec<_> = (0..200)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..20)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                for b in b"GET /metrics HTTP/1.0\r\n".iter().cycle() {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) || c.write_all(&[*b]).is_err()
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut slowest = Duration::ZERO;
+    for path in [
+        "/healthz", "/readyz", "/metrics", "/healthz", "/", "/healthz",
+    ] {
+        let t = Instant::now();
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.0 200"), "{path}: {out}");
+        slowest = slowest.max(t.elapsed());
+    }
+    // Before, each idle client held the one responder for its 2 s read timeout in turn.
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest probe {slowest:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in tricklers {
+        t.join().unwrap();
+    }
+    drop(idle);
+    sigterm(&mut d);
+}
+
+#[test]
+fn the_status_page_lists_the_first_50_waiting_files_and_counts_the_rest() {
+    let s = Spool::new();
+    fs::write(
+        s.root.join("ferry.toml"),
+        "[ready]\ndone_marker = \".ok\"\n",
+    )
+    .unwrap();
+    for i in 0..60 {
+        s.drop_file(
+            &format!("partner/with/a/very/long/folder/name/file-{i:03}.csv"),
+            b"id\n1\n",
+        );
+    }
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = start_watch(&s, &["--metrics", &addr]);
+    wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(20));
+    let html = page(port, "/");
+    sigterm(&mut d);
+    let els = elements(&html);
+    let rows = els
+        .iter()
+        .filter(|e| e.tag == "tr" && e.text.contains("file-0"))
+        .count();
+    assert_eq!(rows, 50);
+    let more = els
+        .iter()
+        .find(|e| e.attr("id") == Some("waiting-more"))
+        .unwrap();
+    assert!(more.text.starts_with("and 10 more"), "{}", more.text);
+    // Long paths may break at each folder; tables never need a sideways scroll.
+    assert!(html.contains("partner/<wbr>with/<wbr>a/<wbr>"));
+    assert!(!html.contains("overflow-x"));
+}
