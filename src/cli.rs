@@ -135,6 +135,12 @@ pub struct RunArgs {
     /// Create the spool if the root named by --root (or the config) is not one yet
     #[arg(long)]
     pub init: bool,
+
+    /// When the run ends, write its metrics (Prometheus text: files and records by outcome,
+    /// each dataset's last success from the ledger, the run's time, length and exit code) to
+    /// this file, atomically — for node-exporter's textfile collector (name it *.prom)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -330,6 +330,21 @@ pub struct DatasetCounters {
 }
 
 impl Counters {
+    /// Starts the last-success gauges from the ledger: per dataset, when its last file was
+    /// ingested (ledger time), so they survive a restart.
+    pub fn seed_last_success(&self, last: &[(String, String)]) {
+        let mut overall = 0;
+        for (dataset, at) in last {
+            let Ok(t) = chrono::DateTime::parse_from_rfc3339(at) else {
+                continue;
+            };
+            let ms = t.timestamp_millis();
+            overall = overall.max(ms);
+            self.dataset(dataset, |d| d.last_success_ms = d.last_success_ms.max(ms));
+        }
+        self.last_success_ms.fetch_max(overall, Ordering::Relaxed);
+    }
+
     fn count_quarantined(&self, dataset: Option<&str>, reject: &Reject, bytes: u64) {
         self.quarantined.fetch_add(1, Ordering::Relaxed);
         *self

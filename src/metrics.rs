@@ -30,7 +30,7 @@ const MAX_HEAD: usize = 16 * 1024;
 
 /// Binds `addr` and serves `/metrics`, the health probes and (with `cfg`) the status page at
 /// `/` until the process exits. Returns the bound address (a port of 0 picks a free one).
-pub fn serve(addr: SocketAddr, cfg: Option<Config>) -> Result<SocketAddr> {
+pub fn serve(addr: SocketAddr, cfg: Option<Arc<std::sync::RwLock<Config>>>) -> Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("binding the metrics address {addr}"))?;
     listener.set_nonblocking(true)?;
@@ -42,7 +42,7 @@ pub fn serve(addr: SocketAddr, cfg: Option<Config>) -> Result<SocketAddr> {
             let mut server = Server {
                 listener,
                 conns: Vec::new(),
-                cfg: cfg.map(Arc::new),
+                cfg,
                 pages: Arc::new(AtomicUsize::new(0)),
             };
             loop {
@@ -64,7 +64,8 @@ struct Conn {
 struct Server {
     listener: TcpListener,
     conns: Vec<Conn>,
-    cfg: Option<Arc<Config>>,
+    /// The config as it is now (a reload replaces it), for the status page.
+    cfg: Option<Arc<std::sync::RwLock<Config>>>,
     pages: Arc<AtomicUsize>,
 }
 
@@ -207,6 +208,7 @@ impl Server {
                 let mut s = s;
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_write_timeout(Some(DEADLINE));
+                let cfg = cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let (status, page) = crate::page::render(&cfg);
                 let out = response(status, "text/html; charset=utf-8", &page, head_only);
                 let _ = s.write_all(&out);
@@ -293,6 +295,40 @@ fn process(o: &mut String) {
     );
     let ready = matches!(crate::health::get(), crate::health::State::Running);
     let _ = writeln!(o, "ferry_ready {}", u8::from(ready));
+}
+
+/// `ferry run --metrics-file`: the counters and gauges, and the run itself — when it ended,
+/// how long it took, its exit code.
+pub fn render_run(took: Duration, exit_code: u8) -> String {
+    let mut o = render();
+    head(
+        &mut o,
+        "ferry_run_end_timestamp_seconds",
+        "gauge",
+        "Unix time the last `ferry run` ended.",
+    );
+    let ms = chrono::Utc::now().timestamp_millis();
+    let _ = writeln!(
+        o,
+        "ferry_run_end_timestamp_seconds {}.{:03}",
+        ms / 1000,
+        ms % 1000
+    );
+    head(
+        &mut o,
+        "ferry_run_duration_seconds",
+        "gauge",
+        "How long the last `ferry run` took.",
+    );
+    let _ = writeln!(o, "ferry_run_duration_seconds {:.3}", took.as_secs_f64());
+    head(
+        &mut o,
+        "ferry_run_exit_code",
+        "gauge",
+        "The exit code of the last `ferry run` (0 done, 3 files quarantined, 5 files left).",
+    );
+    let _ = writeln!(o, "ferry_run_exit_code {exit_code}");
+    o
 }
 
 /// The exposition text of every counter and gauge.

@@ -129,17 +129,23 @@ pub fn prune(cfg: &Config, dry_run: bool, now: DateTime<Utc>, stop: &Shutdown) -
 const DAILY: std::time::Duration = std::time::Duration::from_secs(86_400);
 const AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(3_600);
 
-/// `ferry watch` with retention set: prunes at start and once a day, on a thread of its own,
-/// until `stop`. Join the handle after a stop so no file is left between its removal and its
-/// ledger mark.
-pub fn daily(cfg: Config, stop: Shutdown) -> std::io::Result<JoinHandle<()>> {
+/// `ferry watch`: prunes at start and once a day, on a thread of its own, until `stop`, under
+/// the config as it is at each prune (a reload may set or change `[retention]`). Join the
+/// handle after a stop so no file is left between its removal and its ledger mark.
+pub fn daily(
+    live: std::sync::Arc<std::sync::RwLock<Config>>,
+    stop: Shutdown,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("ferry-retention".into())
         .spawn(move || {
             while !stop.is_triggered() {
+                let cfg = live.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let wait = match prune(&cfg, false, Utc::now(), &stop) {
                     Ok(p) => {
-                        log(&p);
+                        if cfg.retention.is_set() {
+                            log(&p);
+                        }
                         DAILY
                     }
                     Err(e) => {

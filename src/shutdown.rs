@@ -1,6 +1,8 @@
 //! Shutdown as a value: the daemon loop asks it whether to stop; the signal handler flips it;
 //! tests flip it directly.
 //!
+//! SIGHUP asks `ferry watch` to read its config again (`take_reload`).
+//!
 //! SIGINT/SIGTERM: the first asks for a graceful stop (stop claiming, finish the files in flight);
 //! a second one exits at once with 130 — still safe, since whatever was in flight is recovered
 //! from `processing/` on the next start.
@@ -26,6 +28,22 @@ impl Shutdown {
 }
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// Set by SIGHUP: re-read the config (`ferry watch`).
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_hangup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// Whether a SIGHUP asked for the config to be read again (without taking the request).
+pub fn reload_requested() -> bool {
+    RELOAD.load(Ordering::SeqCst)
+}
+
+/// Takes the reload request: true once per SIGHUP (several before a reload count as one).
+pub fn take_reload() -> bool {
+    RELOAD.swap(false, Ordering::SeqCst)
+}
 
 extern "C" fn on_signal(_: libc::c_int) {
     // Only async-signal-safe work here: an atomic add, and `_exit` on the second signal.
@@ -45,5 +63,18 @@ pub fn install_signal_handlers() {
         sa.sa_flags = libc::SA_RESTART;
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Routes SIGHUP to `reload_requested` (the daemon re-reads its config) instead of ending the
+/// process, as a daemon's SIGHUP does.
+pub fn install_reload_handler() {
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_hangup as extern "C" fn(libc::c_int) as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut());
     }
 }

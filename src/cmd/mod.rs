@@ -164,7 +164,13 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
     }
     match &cli.command {
         Command::Run(a) => run::run(&cfg, a),
-        Command::Watch(a) => watch::run(&cfg, a),
+        Command::Watch(a) => watch::run(&cfg, a, &|| {
+            Ok(Config::load(
+                cli.root.as_deref(),
+                config,
+                cli.store.as_deref(),
+            )?)
+        }),
         Command::Export(a) => export::run(&cfg, a),
         Command::Status(a) => status::run(&cfg, a),
         Command::Files(a) => files::run(&cfg, a),

@@ -46,7 +46,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
             Err(e) => return Err(e),
             Ok(()) => {
                 let interrupted = stop.is_triggered().then_some(pass.untaken);
-                return super::report_run(
+                let outcome = super::report_run(
                     &source,
                     started,
                     summary,
@@ -54,10 +54,29 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
                     interrupted,
                     args.json,
                     args.dry_run,
-                );
+                )?;
+                if let Some(path) = &args.metrics_file {
+                    write_metrics(cfg, path, started, outcome)?;
+                }
+                return Ok(outcome);
             }
         }
     }
+}
+
+/// `--metrics-file`: what this run did as Prometheus text, for node-exporter's textfile
+/// collector, written atomically (a scrape never reads half a file). Each dataset's last
+/// success comes from the ledger, so a silent feed shows across runs.
+fn write_metrics(cfg: &Config, path: &Path, started: Instant, outcome: Outcome) -> Result<()> {
+    if let Ok(Some(mut s)) = crate::store::open_existing(&cfg.store) {
+        if let Ok(last) = s.last_success() {
+            crate::events::counters().seed_last_success(&last);
+        }
+    }
+    let text = crate::metrics::render_run(started.elapsed(), outcome.code());
+    crate::fsio::write_atomic(path, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("--metrics-file: {e}"))?;
+    Ok(())
 }
 
 /// What one pass over the source folder did.

@@ -15,6 +15,11 @@
 //! Shutdown is a value (`Shutdown`): SIGINT/SIGTERM flip it, the loop stops claiming, the pipeline
 //! finishes the files in flight, and the command returns.
 //!
+//! SIGHUP re-reads `ferry.toml`: the files in flight are finished, and the pipeline starts again
+//! under the new config (datasets, readiness rules, retention, the status page). A config that
+//! does not load, or that names another spool, incoming folder or store (those need a restart),
+//! is refused with the reason in the log; the config in use is kept.
+//!
 //! Resilience: the daemon supervises its own pipeline. When the writer stops on an error that is
 //! about the machine rather than a file (disk full, database unreadable or locked for too long),
 //! nothing of the open transaction happened; the daemon logs an ERROR, stops claiming, waits
@@ -51,31 +56,47 @@ const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_se
 /// A pipeline that ran this long without failing resets the back-off.
 const HEALTHY: Duration = Duration::from_secs(60);
 
-pub fn run(cfg: &Config, args: &WatchArgs) -> Result<Outcome> {
+/// Loads the config again, as the command line named it (for SIGHUP).
+pub type Reload<'a> = &'a dyn Fn() -> Result<Config>;
+
+pub fn run(cfg: &Config, args: &WatchArgs, reload: Reload) -> Result<Outcome> {
     shutdown::install_signal_handlers();
-    watch(cfg, args, &Shutdown::new())
+    shutdown::install_reload_handler();
+    watch(cfg, args, &Shutdown::new(), reload)
 }
 
 /// The daemon, until `stop` is triggered.
-pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome> {
+pub fn watch(
+    first_cfg: &Config,
+    args: &WatchArgs,
+    stop: &Shutdown,
+    reload: Reload,
+) -> Result<Outcome> {
+    let mut cfg = first_cfg.clone();
+    let cfg = &mut cfg;
     super::open_or_create_spool(cfg, args.init)?;
     for w in &cfg.warnings {
         tracing::warn!("config: {w}");
     }
     let incoming = cfg.spool.incoming.clone();
     std::fs::create_dir_all(&incoming)?;
-    let (mut events, rescan) = listen(cfg, args)?;
+    seed_last_success(cfg);
+    // The config as it is now, for the threads that outlive a pipeline (a reload replaces it).
+    let live = Arc::new(std::sync::RwLock::new(cfg.clone()));
+    let (mut events, rescan) = listen(cfg, args, &live)?;
     let mut disc = Discovery {
-        cfg,
         readiness: Readiness::default(),
         submitted: HashMap::new(),
         rescan,
         waiting_since: HashMap::new(),
     };
-    let _retention = retention(cfg, stop)?;
+    let _retention = retention(&live, stop)?;
     let mut backoff = BACKOFF.0;
     let mut first = true;
     loop {
+        if shutdown::take_reload() {
+            reload_config(cfg, reload, &live);
+        }
         let started = Instant::now();
         let session = start_pipeline(cfg, &incoming);
         let (session, pipeline) = match session {
@@ -100,7 +121,7 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
         health::set(health::State::Running);
         // Files handed to the old pipeline and dropped when it stopped are still in the folder.
         disc.submitted.clear();
-        discover_until_stopped(&mut disc, &mut events, &pipeline, &session, stop, rescan);
+        discover_until_stopped(&mut disc, cfg, &mut events, (&pipeline, &session), stop);
         // Halted already: the writer failed. Otherwise we stopped for a reason of our own.
         let failed = session.halted();
         session.halt();
@@ -116,9 +137,11 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
             return Ok(Outcome::Done);
         }
         counters().restarts.fetch_add(1, Ordering::Relaxed);
-        if !failed && (session.has_unplaced() || session.has_leftovers()) {
-            // A planned restart, to place files or take over a dead process's claims (see
-            // `discover_until_stopped`).
+        if !failed
+            && (session.has_unplaced() || session.has_leftovers() || shutdown::reload_requested())
+        {
+            // A planned restart, to place files, take over a dead process's claims, or read the
+            // config again (see `discover_until_stopped`).
             continue;
         }
         // The pipeline stopped by itself: the writer failed on something about the machine.
@@ -139,13 +162,61 @@ pub fn watch(cfg: &Config, args: &WatchArgs, stop: &Shutdown) -> Result<Outcome>
 
 /// The daily prune when retention is set, joined when the daemon stops (the guard's drop), so a
 /// prune is not cut between a file's removal and its ledger mark.
-fn retention(cfg: &Config, stop: &Shutdown) -> Result<Joined> {
-    let thread = if cfg.retention.is_set() {
-        Some(crate::retention::daily(cfg.clone(), stop.clone())?)
-    } else {
-        None
+fn retention(live: &Arc<std::sync::RwLock<Config>>, stop: &Shutdown) -> Result<Joined> {
+    let thread = crate::retention::daily(live.clone(), stop.clone())?;
+    Ok(Joined(Some(thread), stop.clone()))
+}
+
+/// SIGHUP: the config read again, and used from the next pipeline on when it loads and names
+/// the same spool, incoming folder and store; else refused, and the config in use kept.
+fn reload_config(cfg: &mut Config, reload: Reload, live: &Arc<std::sync::RwLock<Config>>) {
+    let fresh = match reload() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: the config does not load; keeping the one in use"
+            );
+            return;
+        }
     };
-    Ok(Joined(thread, stop.clone()))
+    let moved = [
+        ("the spool", fresh.spool.root != cfg.spool.root),
+        (
+            "the incoming folder",
+            fresh.spool.incoming != cfg.spool.incoming,
+        ),
+        ("the store", fresh.store != cfg.store),
+    ];
+    if let Some((what, _)) = moved.iter().find(|(_, changed)| *changed) {
+        tracing::error!(
+            "SIGHUP: the new config names another {what}, which takes a restart; keeping the \
+             config in use"
+        );
+        return;
+    }
+    for w in &fresh.warnings {
+        tracing::warn!("config: {w}");
+    }
+    *live.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+    *cfg = fresh;
+    tracing::info!(datasets = cfg.datasets.len(), "SIGHUP: config reloaded");
+}
+
+/// The per-dataset last-success gauges start from the ledger, so a feed that fell silent
+/// before a restart still shows (and alerts) as silent after it.
+fn seed_last_success(cfg: &Config) {
+    let last = crate::store::open_existing(&cfg.store).and_then(|s| match s {
+        Some(mut s) => s.last_success(),
+        None => Ok(Vec::new()),
+    });
+    match last {
+        Ok(last) => counters().seed_last_success(&last),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot read when each dataset last loaded a file; its gauge starts empty"
+        ),
+    }
 }
 
 /// A helper thread that ends when the daemon's stop is triggered, waited for on the way out
@@ -176,11 +247,15 @@ fn back_off(stop: &Shutdown, backoff: &mut Duration, why: &str, what: &str) -> b
 
 /// Starts the metrics endpoint and the event watch (unless polling); the interval of full
 /// rescans. Flags win over the config file's `[watch]` section.
-fn listen(cfg: &Config, args: &WatchArgs) -> Result<(Events, Duration)> {
+fn listen(
+    cfg: &Config,
+    args: &WatchArgs,
+    live: &Arc<std::sync::RwLock<Config>>,
+) -> Result<(Events, Duration)> {
     let incoming = &cfg.spool.incoming;
     let poll = args.poll.or(cfg.watch.poll);
     if let Some(addr) = args.metrics.or(cfg.watch.metrics) {
-        crate::metrics::serve(addr, Some(cfg.clone()))?;
+        crate::metrics::serve(addr, Some(live.clone()))?;
     }
     let mut events = Events::new(poll.is_none());
     if let Err(e) = events.ensure(incoming) {
@@ -242,28 +317,29 @@ fn sleep_unless(stop: &Shutdown, d: Duration) -> bool {
     stop.is_triggered()
 }
 
-/// The discovery loop of one pipeline: until a stop is asked for or the pipeline halts.
+/// The discovery loop of one pipeline: until a stop is asked for, the pipeline halts, or a
+/// SIGHUP asks for the config to be read again.
 fn discover_until_stopped(
-    disc: &mut Discovery<'_>,
+    disc: &mut Discovery,
+    cfg: &Config,
     events: &mut Events,
-    pipeline: &Pipeline,
-    session: &Session,
+    (pipeline, session): (&Pipeline, &Session),
     stop: &Shutdown,
-    rescan: Duration,
 ) {
-    let incoming = &disc.cfg.spool.incoming;
+    let rescan = disc.rescan;
+    let incoming = &cfg.spool.incoming;
     let mut last_scan: Option<Instant> = None;
     let mut last_full: Option<Instant> = None;
     let mut settling = false;
     let mut missing = false;
     // How often claims of other processes are looked at for a dead owner: with a store shared
     // by hosts, every third of a lease (another host may have died); else at full rescans.
-    let owners_every = match &disc.cfg.store {
+    let owners_every = match &cfg.store {
         crate::store::Location::Postgres(t) => t.lease / 3,
         crate::store::Location::Sqlite(_) => rescan,
     };
     let mut owners_checked = Instant::now();
-    while !stop.is_triggered() && !session.halted() {
+    while !stop.is_triggered() && !session.halted() && !shutdown::reload_requested() {
         let now = Instant::now();
         let next_full =
             last_full.map_or(now, |t| t + if missing { MISSING_RECHECK } else { rescan });
@@ -319,7 +395,7 @@ fn discover_until_stopped(
                 ),
             }
         }
-        match disc.scan_and_submit(pipeline, session, stop, full) {
+        match disc.scan_and_submit(cfg, (pipeline, session), stop, full) {
             Some(s) => settling = s,
             None => return,
         }
@@ -349,8 +425,7 @@ fn dead_owner_claims(session: &Session) -> bool {
     })
 }
 
-struct Discovery<'a> {
-    cfg: &'a Config,
+struct Discovery {
     readiness: Readiness,
     /// Files handed to the pipeline, with their stamp and when: not handed over again unless
     /// they change, or a full rescan finds them still there (a file that could not be read is
@@ -363,17 +438,16 @@ struct Discovery<'a> {
     waiting_since: HashMap<PathBuf, Instant>,
 }
 
-impl Discovery<'_> {
+impl Discovery {
     /// Scans the incoming folder and submits what is ready. Returns whether some files are still
     /// settling, or `None` if the pipeline has stopped or a stop was asked for.
     fn scan_and_submit(
         &mut self,
-        pipeline: &Pipeline,
-        session: &Session,
+        cfg: &Config,
+        (pipeline, session): (&Pipeline, &Session),
         stop: &Shutdown,
         full: bool,
     ) -> Option<bool> {
-        let cfg = self.cfg;
         let scan = discover::scan(&cfg.spool.incoming, &cfg.rules, &cfg.spool.internal_dirs());
         if full {
             for (path, e) in &scan.errors {

@@ -389,6 +389,9 @@ pub trait Store {
     /// The table a dataset has, or would get if a file of it were stored now (`false`: not
     /// yet).
     fn table_or_planned(&mut self, dataset: &str) -> Result<(String, bool)>;
+    /// When each dataset last ingested a file: (dataset, ledger time of its latest ingested
+    /// row).
+    fn last_success(&mut self) -> Result<Vec<(String, String)>>;
     /// Calls `each` with the key hash of every keyed record stored in `table` (none when the
     /// table has no keyed records). A read only: what a dry run compares new keys with.
     fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()>;

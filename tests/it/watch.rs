@@ -528,3 +528,91 @@ both_stores! {
         }
     }
 }
+
+both_stores! {
+    fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_one_is_bad() {
+        let s = Spool::new();
+        let strict = "[[dataset]]\nname = \"t\"\ncolumns = [{ name = \"n\", type = \"int\" }]\n";
+        // The daemon's config lives apart: the test's own commands read the ledger without it.
+        let conf = s.scratch("etc").join("ferry.toml");
+        fs::write(&conf, strict).unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut d = start_watch(&s, &["--metrics", &addr, "--config", conf.to_str().unwrap()]);
+        wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(20));
+        let hup = |d: &std::process::Child| {
+            // SAFETY: a signal to our own child process.
+            assert_eq!(unsafe { libc::kill(d.id() as i32, libc::SIGHUP) }, 0);
+        };
+        s.drop_file("t/1.csv", b"n\nx\n");
+        wait_for_files(&s, 1);
+        assert_eq!(s.files_by_path()["t/1.csv"]["state"], "quarantined");
+
+        // A config that does not load: refused, the old one kept, the daemon still running.
+        fs::write(&conf, "[[dataset]\nname = ").unwrap();
+        hup(&d);
+        std::thread::sleep(Duration::from_millis(500));
+        s.drop_file("t/2.csv", b"n\ny\n");
+        wait_for_files(&s, 2);
+        assert_eq!(s.files_by_path()["t/2.csv"]["state"], "quarantined");
+        assert!(d.try_wait().unwrap().is_none(), "the daemon keeps running");
+
+        // A good one: the next files are judged under it.
+        let loose = "[[dataset]]\nname = \"t\"\ncolumns = [{ name = \"n\" }]\n";
+        fs::write(&conf, loose).unwrap();
+        hup(&d);
+        std::thread::sleep(Duration::from_millis(500));
+        s.drop_file("t/3.csv", b"n\nz\n");
+        wait_for_files(&s, 3);
+        assert_eq!(s.files_by_path()["t/3.csv"]["state"], "ingested");
+        wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(5));
+        assert_eq!(sigterm(&mut d), Some(0));
+    }
+}
+
+#[test]
+fn feed_silence_is_known_across_restarts_and_runs_write_a_metrics_file() {
+    let s = Spool::new();
+    s.drop_file("feed/a.csv", b"id\n1\n");
+    let prom = s.scratch("textfile").join("ferry.prom");
+    s.ferry_ok(&["run", "--metrics-file", prom.to_str().unwrap()], 0);
+    let text = fs::read_to_string(&prom).unwrap();
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(value(&text, "ferry_files_total{outcome=\"ingested\"}"), 1.0);
+    assert_eq!(value(&text, "ferry_run_exit_code"), 0.0);
+    let last = value(
+        &text,
+        "ferry_dataset_last_success_timestamp_seconds{dataset=\"feed\"}",
+    );
+    assert!(last > 1.7e9, "{last}");
+    // A second run with nothing to do still knows when the feed last loaded (the ledger).
+    s.ferry_ok(&["run", "--metrics-file", prom.to_str().unwrap()], 0);
+    let again = fs::read_to_string(&prom).unwrap();
+    // (The ledger's commit time; the first run counted the moment it saw the commit.)
+    let seen = value(
+        &again,
+        "ferry_dataset_last_success_timestamp_seconds{dataset=\"feed\"}",
+    );
+    assert!((seen - last).abs() < 1.0, "{seen} vs {last}");
+    assert_eq!(
+        value(&again, "ferry_files_total{outcome=\"ingested\"}"),
+        0.0
+    );
+
+    // A daemon started later knows it too, before any new file.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = start_watch(&s, &["--metrics", &addr]);
+    wait_probe(port, "/healthz", (200, "running"), Duration::from_secs(20));
+    let metrics = http_get(port, "/metrics").unwrap();
+    sigterm(&mut d);
+    let known = value(
+        &metrics,
+        "ferry_dataset_last_success_timestamp_seconds{dataset=\"feed\"}",
+    );
+    assert!((known - last).abs() < 1.0, "{known} vs {last}");
+}

@@ -285,6 +285,9 @@ impl Store for PgStore {
     fn table_or_planned(&mut self, dataset: &str) -> Result<(String, bool)> {
         registry::table_or_planned(&mut self.c, dataset)
     }
+    fn last_success(&mut self) -> Result<Vec<(String, String)>> {
+        retention::last_success(&mut self.c)
+    }
     fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
         keys::key_hashes(&mut self.c, table, each)
     }

@@ -120,3 +120,15 @@ pub fn activity_since(c: &mut Client, since: &str) -> Result<BTreeMap<String, (u
     })
     .collect())
 }
+
+pub fn last_success(c: &mut Client) -> Result<Vec<(String, String)>> {
+    Ok(c.query(
+        "SELECT dataset, to_char(max(finished_at) AT TIME ZONE 'UTC', \
+                'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') \
+         FROM files WHERE state = 'ingested' AND dataset IS NOT NULL GROUP BY dataset",
+        &[],
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect())
+}

@@ -166,6 +166,9 @@ impl Store for SqliteStore {
     fn table_or_planned(&mut self, dataset: &str) -> Result<(String, bool)> {
         registry::table_or_planned(&self.conn, dataset)
     }
+    fn last_success(&mut self) -> Result<Vec<(String, String)>> {
+        retention::last_success(&self.conn)
+    }
     fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
         keys::key_hashes(&self.conn, table, each)
     }

@@ -119,3 +119,14 @@ pub fn activity_since(conn: &Connection, since: &str) -> Result<BTreeMap<String,
         .collect::<Result<BTreeMap<_, _>, _>>()?;
     Ok(rows)
 }
+
+pub fn last_success(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare(
+        "SELECT dataset, max(finished_at) FROM files \
+         WHERE state = 'ingested' AND dataset IS NOT NULL GROUP BY dataset",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
