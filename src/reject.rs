@@ -101,6 +101,9 @@ pub enum Kind {
     SchemaColumnNameTooLong,
     /// More columns than the store can hold in one table.
     SchemaTooManyColumns,
+    /// The table the dataset names (`table = …`) cannot take it: it exists and does not fit, or
+    /// holds another dataset, or the dataset stores elsewhere already.
+    SchemaTable,
     /// A record failed validation (type, required, allowed values) and the file allows none.
     RecordInvalid,
     /// A record whose key columns are empty: it cannot be told apart from other records.
@@ -165,6 +168,7 @@ impl Kind {
         Kind::SchemaAmbiguousColumn,
         Kind::SchemaColumnNameTooLong,
         Kind::SchemaTooManyColumns,
+        Kind::SchemaTable,
         Kind::RecordInvalid,
         Kind::RecordEmptyKey,
         Kind::RecordTooBig,
@@ -216,6 +220,7 @@ impl Kind {
             Kind::SchemaAmbiguousColumn => "schema.ambiguous_column",
             Kind::SchemaColumnNameTooLong => "schema.column_name_too_long",
             Kind::SchemaTooManyColumns => "schema.too_many_columns",
+            Kind::SchemaTable => "schema.table",
             Kind::RecordInvalid => "record.invalid",
             Kind::RecordEmptyKey => "record.empty_key",
             Kind::RecordTooBig => "record.too_big",

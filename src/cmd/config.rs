@@ -5,7 +5,7 @@
 use super::Outcome;
 use crate::cli::ConfigCommand;
 use crate::config::Config;
-use crate::report::{self, ConfigView};
+use crate::report::{self, ConfigView, TableView};
 use crate::store::{self, names};
 use anyhow::Result;
 
@@ -13,12 +13,52 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
     let ConfigCommand::Check { json, .. } = cmd;
     let mut st = store::open_existing(&cfg.store)?;
     let mut tables = Vec::with_capacity(cfg.datasets.len());
+    let mut refused = Vec::new();
     for d in &cfg.datasets {
-        tables.push(match st.as_deref_mut() {
-            Some(s) => s.table_or_planned(&d.name)?,
-            None => (names::table_name_for(&d.name, names::reserved_table), false),
-        });
+        let t = match st.as_deref_mut() {
+            Some(s) => table_of(s, d)?,
+            None => TableView::planned(
+                d.table
+                    .clone()
+                    .unwrap_or_else(|| names::table_name_for(&d.name, names::reserved_table)),
+                false,
+                &d.name,
+            ),
+        };
+        if let Some(why) = &t.refused {
+            refused.push(format!("dataset {:?}: {why}", d.name));
+        }
+        tables.push(t);
     }
     report::print(&ConfigView::of(cfg, tables, st.is_some()), *json)?;
+    if !refused.is_empty() {
+        return Err(crate::exit::ExitError::Usage(refused.join("; ")).into());
+    }
     Ok(Outcome::Done)
+}
+
+/// The table a dataset has or will get, as the writer would decide it (`names::named_table`).
+fn table_of(s: &mut dyn store::Store, d: &crate::config::DatasetSpec) -> Result<TableView> {
+    Ok(match names::named_table(s, d)? {
+        Err(why) => TableView {
+            table: d.table.clone().unwrap_or_default(),
+            state: "refused",
+            note: None,
+            refused: Some(why),
+        },
+        Ok(Some(t)) if s.tables()?.iter().any(|(n, _)| *n == d.name) => {
+            TableView::planned(t, true, &d.name)
+        }
+        Ok(Some(t)) if s.table_types(&t)?.is_some() => TableView {
+            table: t,
+            state: "adopted with its first file (an existing table that fits)",
+            note: None,
+            refused: None,
+        },
+        Ok(Some(t)) => TableView::planned(t, false, &d.name),
+        Ok(None) => {
+            let (t, exists) = s.table_or_planned(&d.name)?;
+            TableView::planned(t, exists, &d.name)
+        }
+    })
 }

@@ -160,6 +160,7 @@ fn rules(raw: &RawConfig, at: &Where) -> Result<Rules, ExitError> {
 fn datasets(raw: &RawConfig, text: &str, at: &Where) -> Result<Vec<Arc<DatasetSpec>>, ExitError> {
     let mut datasets = Vec::new();
     let mut names = std::collections::HashSet::new();
+    let mut tables = std::collections::HashMap::new();
     for d in &raw.datasets {
         let line = line_of(text, d.span().start);
         let d = d.get_ref();
@@ -173,7 +174,15 @@ fn datasets(raw: &RawConfig, text: &str, at: &Where) -> Result<Vec<Arc<DatasetSp
         if !names.insert(d.name.0.to_lowercase()) {
             return Err(here("a dataset with this name is already defined".into()));
         }
-        datasets.push(Arc::new(d.resolve(text).map_err(here)?));
+        let spec = d.resolve(text).map_err(here)?;
+        if let Some(t) = &spec.table {
+            if let Some(other) = tables.insert(t.to_lowercase(), spec.name.clone()) {
+                return Err(here(format!(
+                    "table {t:?} is dataset {other:?}'s already; two datasets never share a table"
+                )));
+            }
+        }
+        datasets.push(Arc::new(spec));
     }
     Ok(datasets)
 }
@@ -426,6 +435,9 @@ pub(super) struct RawDataset {
     #[serde(default)]
     columns: Vec<Spanned<RawColumn>>,
     key: Option<Vec<String>>,
+    /// The dataset's table, when it is not to be named after the dataset (an existing table is
+    /// adopted when it fits).
+    table: Option<String>,
     max_bad_records: Option<BadLimitRaw>,
     on_new_column: Option<PolicyName>,
     on_missing_column: Option<PolicyName>,
@@ -508,10 +520,32 @@ impl RawDataset {
             pointer,
             columns,
             key,
+            table: self.table()?,
             max_bad: self.max_bad_records.map_or(BadLimit::Count(0), |b| b.0),
             on_new_column,
             on_missing_column,
         })
+    }
+
+    /// The table the dataset names, checked: a name ferry can give a table on every store.
+    fn table(&self) -> Result<Option<String>, String> {
+        let Some(t) = &self.table else {
+            return Ok(None);
+        };
+        let t = t.trim();
+        if t.is_empty() || t.len() > crate::store::names::MAX_NAME || t.contains('\0') {
+            return Err(format!(
+                "table {t:?}: a table name is 1 to {} bytes",
+                crate::store::names::MAX_NAME
+            ));
+        }
+        if crate::store::names::reserved_table(&t.to_lowercase()) {
+            return Err(format!(
+                "table {t:?} is a name ferry or the store keeps for itself (ferry's own tables, \
+                 and names starting with ferry_, sqlite_ or pg_)"
+            ));
+        }
+        Ok(Some(t.to_string()))
     }
 
     /// How the dataset's files are read.

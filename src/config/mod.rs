@@ -41,6 +41,8 @@ pub struct DatasetSpec {
     pub columns: Vec<ColumnSpec>,
     /// Columns whose values identify a record across files (R-record-key); may be empty.
     pub key: Vec<String>,
+    /// The table it stores into, when the config names one (else one named after it).
+    pub table: Option<String>,
     pub max_bad: BadLimit,
     /// A file column the dataset does not have yet.
     pub on_new_column: Policy,
@@ -59,6 +61,7 @@ impl DatasetSpec {
             pointer: Vec::new(),
             columns: Vec::new(),
             key: Vec::new(),
+            table: None,
             max_bad: BadLimit::Count(0),
             on_new_column: Policy::Add,
             on_missing_column: Policy::Ignore,

@@ -11,7 +11,7 @@ use std::fmt::Write;
 impl ConfigView {
     /// The view of a config; `tables`: per configured dataset, its table and whether it exists.
     /// `store_ready`: whether the store was reached and is set up.
-    pub fn of(cfg: &Config, tables: Vec<(String, bool)>, store_ready: bool) -> ConfigView {
+    pub fn of(cfg: &Config, tables: Vec<TableView>, store_ready: bool) -> ConfigView {
         let lease = match &cfg.store {
             Location::Postgres(t) => Some(t.lease.as_millis() as u64),
             Location::Sqlite(_) => None,
@@ -38,7 +38,7 @@ impl ConfigView {
                 .datasets
                 .iter()
                 .zip(tables)
-                .map(|(d, (table, exists))| DatasetView::of(d, table, exists))
+                .map(|(d, t)| DatasetView::of(d, t))
                 .collect(),
         }
     }
@@ -119,15 +119,12 @@ fn dataset(o: &mut String, d: &DatasetView) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "dataset {}  (table {}{})",
-        d.name,
-        d.table,
-        if d.table_exists {
-            ""
-        } else {
-            ", created with its first file"
-        }
+        "dataset {}  (table {}, {})",
+        d.name, d.table, d.table_state
     );
+    if let Some(n) = &d.table_note {
+        let _ = writeln!(o, "  table              {n}");
+    }
     let _ = writeln!(
         o,
         "  match              {}",
@@ -224,12 +221,50 @@ pub struct ConfigView {
     datasets: Vec<DatasetView>,
 }
 
+/// The table a dataset has or will get, and how.
+#[derive(Serialize, Clone)]
+pub struct TableView {
+    pub table: String,
+    /// `exists`, `created with its first file`, `adopted …`, or `refused`.
+    pub state: &'static str,
+    /// Why it is not named after the dataset, when ferry chose another name.
+    pub note: Option<String>,
+    /// Why the table the dataset names cannot take it.
+    pub refused: Option<String>,
+}
+
+impl TableView {
+    /// A table the dataset has (`exists`) or that ferry would create for it; a name other than
+    /// the dataset's is explained.
+    pub fn planned(table: String, exists: bool, dataset: &str) -> TableView {
+        let note = (table != dataset).then(|| {
+            format!(
+                "not named {dataset:?}: that name was taken or reserved when the dataset's \
+                 first file came (set `table` on the dataset to choose)"
+            )
+        });
+        TableView {
+            table,
+            state: if exists {
+                "exists"
+            } else {
+                "created with its first file"
+            },
+            note,
+            refused: None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct DatasetView {
     name: String,
     /// The table the dataset's records are in, or will be in (from the ledger's registry).
     table: String,
     table_exists: bool,
+    table_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table_note: Option<String>,
     #[serde(rename = "match")]
     matches: Option<String>,
     format: String,
@@ -242,7 +277,9 @@ pub struct DatasetView {
 }
 
 impl DatasetView {
-    pub fn of(d: &DatasetSpec, table: String, table_exists: bool) -> DatasetView {
+    pub fn of(d: &DatasetSpec, t: TableView) -> DatasetView {
+        let table_exists = t.state == "exists";
+        let table = t.table.clone();
         let o = &d.options;
         let mut format = o
             .format
@@ -300,6 +337,8 @@ impl DatasetView {
             name: d.name.clone(),
             table,
             table_exists,
+            table_state: t.state,
+            table_note: t.refused.clone().or(t.note.clone()),
             matches: d.pattern.clone(),
             format,
             encoding: o

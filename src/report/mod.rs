@@ -10,7 +10,7 @@ mod prune;
 mod run;
 mod status;
 
-pub use config::ConfigView;
+pub use config::{ConfigView, TableView};
 pub use export::{ExportReport, TargetsReport};
 pub use ledger::{FileShown, FilesReport, QuarantineList};
 pub use progress::Progress;

@@ -87,7 +87,12 @@ impl Report for Status {
                     thousands(d.duplicate_records),
                     thousands(d.duplicates),
                     thousands(d.quarantined),
-                    d.table.as_deref().unwrap_or("-")
+                    match d.table.as_deref() {
+                        None => "-".to_string(),
+                        Some(t) if t == d.name => t.to_string(),
+                        // Named by `table`, or another name because the dataset's was taken.
+                        Some(t) => format!("{t} (not named after the dataset)"),
+                    }
                 );
             }
         }

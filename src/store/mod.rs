@@ -389,6 +389,12 @@ pub trait Store {
     /// The table a dataset has, or would get if a file of it were stored now (`false`: not
     /// yet).
     fn table_or_planned(&mut self, dataset: &str) -> Result<(String, bool)>;
+    /// The dataset whose table `table` is, if one's is (see `Ingest::table_owner`).
+    fn table_owner(&mut self, table: &str) -> Result<Option<String>>;
+    /// An existing table's columns and types (see `Ingest::table_types`).
+    fn table_types(&mut self, table: &str) -> Result<Option<Vec<names::ColumnType>>>;
+    /// The type this store gives a column of a declared type (see `Ingest::type_for`).
+    fn type_for(&self, ty: crate::typed::ColType) -> &'static str;
     /// When each dataset last ingested a file: (dataset, ledger time of its latest ingested
     /// row).
     fn last_success(&mut self) -> Result<Vec<(String, String)>>;
@@ -468,8 +474,16 @@ pub trait Ingest: Send {
 
     /// The dataset's table, if it has one.
     fn table(&mut self, dataset: &str) -> Result<Option<String>>;
-    /// Decides (`names::table_name_for`) and records the table of a dataset that has none.
-    fn create_table_name(&mut self, dataset: &str) -> Result<String>;
+    /// Records the table of a dataset that has none: `wanted` (the dataset's `table`, checked
+    /// by the caller), else one decided by `names::table_name_for`.
+    fn create_table_name(&mut self, dataset: &str, wanted: Option<&str>) -> Result<String>;
+    /// The dataset whose table `table` is, if one's is.
+    fn table_owner(&mut self, table: &str) -> Result<Option<String>>;
+    /// An existing table's columns and types (`None`: no such table).
+    fn table_types(&mut self, table: &str) -> Result<Option<Vec<names::ColumnType>>>;
+    /// The type this store gives a column of a declared type (as `table_types` spells it), and
+    /// its integer and text types.
+    fn type_for(&self, ty: crate::typed::ColType) -> &'static str;
     /// A table's columns: lowercased name → name as created (empty if it does not exist yet).
     fn table_columns(&mut self, table: &str) -> Result<HashMap<String, String>>;
     /// The table column a file column of the dataset lands in, if it has one.
@@ -604,4 +618,38 @@ pub fn liveness(at: &Location, spool: &Spool) -> Result<Arc<dyn Liveness>> {
         Location::Sqlite(_) => Arc::new(FileLocks::new(spool)),
         Location::Postgres(t) => Arc::new(postgres::Leases::open(t)?),
     })
+}
+
+impl names::TableLookup for dyn Ingest + '_ {
+    fn registered(&mut self, dataset: &str) -> Result<Option<String>> {
+        self.table(dataset)
+    }
+    fn owner(&mut self, table: &str) -> Result<Option<String>> {
+        self.table_owner(table)
+    }
+    fn types(&mut self, table: &str) -> Result<Option<Vec<names::ColumnType>>> {
+        self.table_types(table)
+    }
+    fn type_of(&self, ty: crate::typed::ColType) -> &'static str {
+        self.type_for(ty)
+    }
+}
+
+impl names::TableLookup for dyn Store + '_ {
+    fn registered(&mut self, dataset: &str) -> Result<Option<String>> {
+        Ok(self
+            .tables()?
+            .into_iter()
+            .find(|(d, _)| d == dataset)
+            .map(|(_, t)| t))
+    }
+    fn owner(&mut self, table: &str) -> Result<Option<String>> {
+        self.table_owner(table)
+    }
+    fn types(&mut self, table: &str) -> Result<Option<Vec<names::ColumnType>>> {
+        self.table_types(table)
+    }
+    fn type_of(&self, ty: crate::typed::ColType) -> &'static str {
+        self.type_for(ty)
+    }
 }

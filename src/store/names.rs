@@ -163,6 +163,126 @@ pub fn choose_column(
     (column_name_for(key, taken), true)
 }
 
+/// A column of an existing table as the store describes it: its name, its type in the store's
+/// canonical spelling (SQLite: the type affinity, `INTEGER`, `REAL`, `TEXT`, `NUMERIC`,
+/// `BLOB`; PostgreSQL: the type's name), and whether it is the primary key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnType {
+    pub name: String,
+    pub ty: String,
+    pub pk: bool,
+}
+
+/// Whether an existing table (not made for this dataset by ferry) can take the dataset: it has
+/// ferry's own columns, as ferry makes them, and each column the dataset declares that it has is
+/// of the type ferry would store that column as (`wanted`: name → type). An untyped dataset
+/// stores text: every other column must be of `text` type. Else the reason, for the operator.
+pub fn table_fits(
+    existing: &[ColumnType],
+    wanted: &[(String, &str)],
+    typed: bool,
+    int_type: &str,
+    text_type: &str,
+) -> Result<(), String> {
+    let find = |n: &str| existing.iter().find(|c| c.name.eq_ignore_ascii_case(n));
+    for sys in ["_id", "_file_id", "_line"] {
+        match find(sys) {
+            None => {
+                return Err(format!(
+                    "it has no {sys} column (ferry's tables carry _id, _file_id and _line; let \
+                     ferry create the table, or add them)"
+                ))
+            }
+            Some(c) if c.ty != int_type => {
+                return Err(format!("its {sys} column is {}, not {int_type}", c.ty))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(k) = find("_key").filter(|k| k.ty != int_type) {
+        return Err(format!("its _key column is {}, not {int_type}", k.ty));
+    }
+    for (name, ty) in wanted {
+        if let Some(c) = find(name).filter(|c| c.ty != *ty) {
+            return Err(format!(
+                "its column {:?} is {}, but the dataset stores it as {ty}",
+                c.name, c.ty
+            ));
+        }
+    }
+    if !typed {
+        let wrong: Vec<String> = existing
+            .iter()
+            .filter(|c| reserved_column(&c.name).is_none() && c.ty != text_type)
+            .map(|c| format!("{:?} ({})", c.name, c.ty))
+            .collect();
+        if !wrong.is_empty() {
+            return Err(format!(
+                "the dataset declares no columns and stores text, but the table has columns of \
+                 other types: {} (declare the dataset's columns with their types)",
+                wrong.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What deciding a dataset's table needs to know of the store.
+pub trait TableLookup {
+    /// The table the dataset stores into, if it has one.
+    fn registered(&mut self, dataset: &str) -> anyhow::Result<Option<String>>;
+    /// The dataset a table is registered to, if any.
+    fn owner(&mut self, table: &str) -> anyhow::Result<Option<String>>;
+    /// An existing table's columns (`None`: no such table).
+    fn types(&mut self, table: &str) -> anyhow::Result<Option<Vec<ColumnType>>>;
+    /// The type the store gives a column of a declared type.
+    fn type_of(&self, ty: crate::typed::ColType) -> &'static str;
+}
+
+/// The table a dataset that names one (`table = "sales"`) stores into: the one it has, or the
+/// one named — adopted when it exists and fits (`table_fits`), created when it does not. `None`
+/// when the dataset names no table (ferry chooses). `Err`: why the named table cannot take it.
+pub fn named_table<L: TableLookup + ?Sized>(
+    look: &mut L,
+    spec: &crate::config::DatasetSpec,
+) -> anyhow::Result<Result<Option<String>, String>> {
+    let registered = look.registered(&spec.name)?;
+    let Some(wanted) = spec.table.as_deref() else {
+        return Ok(Ok(registered));
+    };
+    if let Some(t) = registered {
+        return Ok(if t.eq_ignore_ascii_case(wanted) {
+            Ok(Some(t))
+        } else {
+            Err(format!(
+                "the dataset stores into table {t:?} already; ferry does not move a dataset's \
+                 records to another table (set table = {t:?}, or load into a new dataset)"
+            ))
+        });
+    }
+    if let Some(other) = look.owner(wanted)? {
+        return Ok(Err(format!(
+            "table {wanted:?} holds the records of dataset {other:?}; two datasets never share \
+             a table"
+        )));
+    }
+    if let Some(existing) = look.types(wanted)? {
+        let declared: Vec<(String, &str)> = spec
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), look.type_of(c.ty)))
+            .collect();
+        let int = look.type_of(crate::typed::ColType::Int);
+        let text = look.type_of(crate::typed::ColType::String);
+        if let Err(why) = table_fits(&existing, &declared, spec.typed(), int, text) {
+            return Ok(Err(format!(
+                "the existing table {wanted:?} does not fit: {why}"
+            )));
+        }
+    }
+    Ok(Ok(Some(wanted.to_string())))
+}
+
 /// What a writer knows of one dataset's registered names: its table, and the table column each
 /// file column (name and occurrence) landed in. Backends load it from their registry tables.
 #[derive(Debug, Default, Clone)]
@@ -272,6 +392,38 @@ mod tests {
         // Deterministic: the same registry state gives the same name.
         let again = table_name_for("orders", |n| n == "orders");
         assert_eq!(again, second);
+    }
+
+    #[test]
+    fn existing_tables_fit_only_as_ferry_would_make_them() {
+        let col = |n: &str, t: &str| ColumnType {
+            name: n.into(),
+            ty: t.into(),
+            pk: n == "_id",
+        };
+        let base = vec![
+            col("_id", "INTEGER"),
+            col("_file_id", "INTEGER"),
+            col("_line", "INTEGER"),
+        ];
+        let wanted = vec![("amount".to_string(), "TEXT"), ("n".to_string(), "INTEGER")];
+        let mut t = base.clone();
+        t.push(col("amount", "TEXT"));
+        assert!(table_fits(&t, &wanted, true, "INTEGER", "TEXT").is_ok());
+        t.push(col("N", "REAL"));
+        assert!(table_fits(&t, &wanted, true, "INTEGER", "TEXT")
+            .unwrap_err()
+            .contains("\"N\" is REAL"));
+        assert!(
+            table_fits(&[col("id", "TEXT")], &[], false, "INTEGER", "TEXT")
+                .unwrap_err()
+                .contains("no _id")
+        );
+        let mut u = base;
+        u.push(col("v", "NUMERIC"));
+        assert!(table_fits(&u, &[], false, "INTEGER", "TEXT")
+            .unwrap_err()
+            .contains("\"v\" (NUMERIC)"));
     }
 
     #[test]

@@ -63,3 +63,60 @@ fn a_declared_column_named_like_a_system_column_is_refused_by_the_config() {
         s.ferry_ok(&["config", "check"], 2);
     }
 }
+
+both_stores! {
+    fn a_dataset_adopts_the_table_it_names_when_it_fits_and_says_why_when_not() {
+        let s = Spool::new();
+        s.ferry_ok(&["run", "--init"], 0);
+        let (int, dec) = if s.is_postgres() {
+            ("bigint NOT NULL", "numeric")
+        } else {
+            ("INTEGER", "TEXT")
+        };
+        let id = if s.is_postgres() { "bigint NOT NULL" } else { "INTEGER PRIMARY KEY" };
+        s.query(&format!(
+            "CREATE TABLE sales (_id {id}, _file_id {int}, _line {int}, amount {dec}, note text)"
+        ));
+        s.query("INSERT INTO sales (_id, _file_id, _line, amount, note) VALUES (70000, 0, 2, 9.5, 'before ferry')");
+        s.query("CREATE TABLE legacy (id text, amount text)");
+        s.query("CREATE TABLE inventory (sku text)");
+        fs::write(
+            s.root.join("ferry.toml"),
+            "[[dataset]]\nname = \"feed\"\ntable = \"sales\"\n\
+             columns = [{ name = \"amount\", type = \"decimal\" }]\n\
+             [[dataset]]\nname = \"old\"\ntable = \"legacy\"\n\
+             columns = [{ name = \"amount\", type = \"decimal\" }]\n",
+        )
+        .unwrap();
+        let check = s.ferry(&["config", "check", "--json"]);
+        assert_eq!(check.status.code(), Some(2), "a named table that cannot take its dataset");
+        let view: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+        let feed = &view["datasets"][0];
+        assert_eq!(feed["table"], "sales");
+        assert!(feed["table_state"].as_str().unwrap().starts_with("adopted"), "{feed}");
+        assert!(view["datasets"][1]["table_note"].as_str().unwrap().contains("no _id"), "{view}");
+
+        s.drop_file("feed/a.csv", b"amount\n0.1234567890123456789\n");
+        s.drop_file("old/b.csv", b"amount\n1.5\n");
+        s.drop_file("inventory/c.csv", b"sku\nX-1\n");
+        s.ferry_ok(&["run"], 3);
+        let files = s.files_by_path();
+        assert_eq!(files["feed/a.csv"]["state"], "ingested");
+        let rows = s.query("SELECT CAST(amount AS TEXT), note FROM sales ORDER BY _file_id");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0][1].as_deref(), Some("before ferry"), "their row stays");
+        assert_eq!(rows[1][0].as_deref(), Some("0.1234567890123456789"));
+        let ids = s.query("SELECT _id FROM sales ORDER BY _file_id");
+        let id = |i: usize| ids[i][0].as_deref().unwrap().parse::<i64>().unwrap();
+        assert!(id(1) > id(0), "ferry's ids come after the rows the table had: {ids:?}");
+        let old = &files["old/b.csv"];
+        assert_eq!(old["error_kind"], "schema.table");
+        assert!(old["error_message"].as_str().unwrap().contains("no _id column"), "{old}");
+        assert_eq!(s.count("SELECT count(*) FROM legacy"), 0, "a table that does not fit is left alone");
+        // A dataset named like a table ferry did not make stores beside it, and says so.
+        let inv = &files["inventory/c.csv"];
+        assert_eq!(inv["state"], "ingested");
+        assert!(inv["warnings"].to_string().contains("stores into table"), "{inv}");
+        assert_eq!(s.count("SELECT count(*) FROM inventory"), 0);
+    }
+}

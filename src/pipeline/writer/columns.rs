@@ -9,7 +9,7 @@ use crate::config::{DatasetSpec, Policy};
 use crate::format::{ColumnKey, SYSTEM_COLUMNS};
 use crate::pipeline::stages::{missing_columns_reject, new_columns_reject, too_many_columns};
 use crate::pipeline::{ColumnSource, Columns};
-use crate::reject::Reject;
+use crate::reject::{Kind, Reject, Stage};
 use crate::store::names::{self, MAX_NAME};
 use crate::store::NewColumn;
 use crate::typed::ColType;
@@ -117,7 +117,6 @@ impl Writer<'_> {
         cols: &Columns,
         file: &mut FileColumns,
     ) -> Result<Result<(), Reject>> {
-        let dataset = spec.name.as_str();
         // Names and tables shared with other hosts change only under the store's lock: look
         // first, and take it only if something is to change.
         if self.store.shared_schema()
@@ -126,7 +125,10 @@ impl Writer<'_> {
         {
             return Err(Contended.into());
         }
-        let (table, existing, data_columns) = self.table_for(dataset, file)?;
+        let (table, existing, data_columns) = match self.table_for(spec, file)? {
+            Ok(t) => t,
+            Err(r) => return Ok(Err(r)),
+        };
         // Declared columns own their names; a file column never takes one.
         let mut reserved: HashSet<String> =
             spec.columns.iter().map(|c| c.name.to_lowercase()).collect();
@@ -188,16 +190,41 @@ impl Writer<'_> {
         Ok(Ok(()))
     }
 
-    /// The dataset's table (decided now if it has none), its columns by lowercased name, and
-    /// how many of them are data columns; the file's first look at the table is kept (`before`).
+    /// The dataset's table (decided now if it has none: the one its config names, adopted if
+    /// it exists and fits, or one ferry names), its columns by lowercased name, and how many of
+    /// them are data columns; the file's first look at the table is kept (`before`). A named
+    /// table that cannot take the dataset is the file's reject (`schema.table`).
     fn table_for(
         &mut self,
-        dataset: &str,
+        spec: &DatasetSpec,
         file: &mut FileColumns,
-    ) -> Result<(String, HashMap<String, String>, usize)> {
-        let table = match self.store.table(dataset)? {
-            Some(t) => t,
-            None => self.store.create_table_name(dataset)?,
+    ) -> Result<Result<(String, HashMap<String, String>, usize), Reject>> {
+        let dataset = spec.name.as_str();
+        let table = match names::named_table(&mut *self.store, spec)? {
+            Err(why) => {
+                return Ok(Err(Reject::new(
+                    Kind::SchemaTable,
+                    Stage::Store,
+                    format!(
+                        "dataset {dataset:?} cannot store into table {:?}: {why}",
+                        spec.table.as_deref().unwrap_or("")
+                    ),
+                )))
+            }
+            Ok(Some(t)) if self.store.table(dataset)?.is_some() => t,
+            Ok(Some(t)) => self.store.create_table_name(dataset, Some(&t))?,
+            Ok(None) => {
+                let t = self.store.create_table_name(dataset, None)?;
+                if t != dataset {
+                    let why = format!(
+                        "dataset {dataset:?} stores into table {t:?}: a table named {dataset:?} \
+                         is taken or reserved (set `table` on the dataset to choose its name)"
+                    );
+                    tracing::warn!(dataset, table = %t, "{why}");
+                    file.warn(why);
+                }
+                t
+            }
         };
         let existing = self.store.table_columns(&table)?;
         let data: Vec<&String> = existing
@@ -209,7 +236,7 @@ impl Writer<'_> {
         if file.before.is_none() {
             file.before = Some(data.into_iter().cloned().collect());
         }
-        Ok((table, existing, data_columns))
+        Ok(Ok((table, existing, data_columns)))
     }
 
     /// Whether taking this file's columns may change names or tables (a look that changes

@@ -288,6 +288,15 @@ impl Store for PgStore {
     fn last_success(&mut self) -> Result<Vec<(String, String)>> {
         retention::last_success(&mut self.c)
     }
+    fn table_owner(&mut self, table: &str) -> Result<Option<String>> {
+        registry::table_owner(&mut self.c, table)
+    }
+    fn table_types(&mut self, table: &str) -> Result<Option<Vec<crate::store::names::ColumnType>>> {
+        registry::table_types(&mut self.c, table)
+    }
+    fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
+        binary::PgType::sql_for(ty)
+    }
     fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
         keys::key_hashes(&mut self.c, table, each)
     }
@@ -529,9 +538,18 @@ impl Ingest for PgIngest {
     fn table(&mut self, dataset: &str) -> Result<Option<String>> {
         self.registry.table(self.c.get()?, dataset)
     }
-    fn create_table_name(&mut self, dataset: &str) -> Result<String> {
+    fn create_table_name(&mut self, dataset: &str, wanted: Option<&str>) -> Result<String> {
         self.lock_schema(false)?;
-        self.registry.create_table(self.c.get()?, dataset)
+        self.registry.create_table(self.c.get()?, dataset, wanted)
+    }
+    fn table_owner(&mut self, table: &str) -> Result<Option<String>> {
+        registry::table_owner(self.c.get()?, table)
+    }
+    fn table_types(&mut self, table: &str) -> Result<Option<Vec<crate::store::names::ColumnType>>> {
+        registry::table_types(self.c.get()?, table)
+    }
+    fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
+        binary::PgType::sql_for(ty)
     }
     fn table_columns(&mut self, table: &str) -> Result<HashMap<String, String>> {
         Ok(self

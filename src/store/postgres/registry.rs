@@ -50,6 +50,50 @@ pub fn table_or_planned(c: &mut Client, dataset: &str) -> Result<(String, bool)>
     Ok(names::table_or_planned(table, dataset, &taken))
 }
 
+/// The dataset whose table `table` is (any case), if one's is.
+pub fn table_owner(c: &mut Client, table: &str) -> Result<Option<String>> {
+    Ok(c.query_opt(
+        "SELECT name FROM datasets WHERE lower(table_name) = lower($1)",
+        &[&table],
+    )?
+    .map(|r| r.get(0)))
+}
+
+/// An existing table's columns with their types as ferry names them (`bigint`, `text`,
+/// `numeric` without a precision, `timestamptz`, …; anything else as PostgreSQL writes it),
+/// `None` when there is no such table in ferry's schema.
+pub fn table_types(c: &mut Client, table: &str) -> Result<Option<Vec<names::ColumnType>>> {
+    let rows = c.query(
+        "SELECT a.attname::text, a.atttypid::oid::bigint, a.atttypmod,                 format_type(a.atttypid, a.atttypmod),                 coalesce(a.attnum = ANY(i.indkey), false)          FROM pg_class r JOIN pg_attribute a ON a.attrelid = r.oid          LEFT JOIN pg_index i ON i.indrelid = r.oid AND i.indisprimary          WHERE r.relname = $1 AND r.relnamespace = current_schema()::regnamespace            AND r.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped          ORDER BY a.attnum",
+        &[&table],
+    )?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.iter()
+            .map(|r| {
+                let (oid, typmod, shown): (i64, i32, String) = (r.get(1), r.get(2), r.get(3));
+                let ty = match (oid, typmod) {
+                    (20, _) => "bigint".to_string(),
+                    (25, _) => "text".to_string(),
+                    (701, _) => "double precision".to_string(),
+                    (1700, -1) => "numeric".to_string(),
+                    (16, _) => "boolean".to_string(),
+                    (1082, _) => "date".to_string(),
+                    (1184, _) => "timestamptz".to_string(),
+                    _ => shown,
+                };
+                names::ColumnType {
+                    name: r.get(0),
+                    ty,
+                    pk: r.get(4),
+                }
+            })
+            .collect(),
+    ))
+}
+
 /// The writer's view of the registry within one group transaction.
 #[derive(Default)]
 pub struct Registry {
@@ -80,8 +124,32 @@ impl Registry {
     }
 
     /// Decides and records the table of a dataset that has none (under the schema lock).
-    pub fn create_table(&mut self, c: &mut Client, dataset: &str) -> Result<String> {
-        let (table, existing) = table_or_planned(c, dataset)?;
+    pub fn create_table(
+        &mut self,
+        c: &mut Client,
+        dataset: &str,
+        wanted: Option<&str>,
+    ) -> Result<String> {
+        let (table, existing) = match wanted {
+            Some(w) => (w.to_string(), false),
+            None => table_or_planned(c, dataset)?,
+        };
+        if wanted.is_some() && super::tables::table_exists(c, &table)? {
+            // An adopted table's rows keep their ids: ferry's next ids come after them.
+            let max: Option<i64> = c
+                .query_one(
+                    &format!("SELECT max(_id) FROM {}", super::tables::ident(&table)),
+                    &[],
+                )?
+                .get(0);
+            if let Some(m) = max {
+                c.execute(
+                    "SELECT setval('ferry_record_ids', \
+                     greatest((SELECT last_value FROM ferry_record_ids), $1), true)",
+                    &[&m],
+                )?;
+            }
+        }
         if !existing {
             c.execute(
                 "INSERT INTO datasets (name, table_name, created_at) VALUES ($1, $2, now())",

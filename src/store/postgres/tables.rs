@@ -124,7 +124,7 @@ pub fn ensure_id_index(c: &mut Client, table: &str) -> Result<()> {
     }
 }
 
-fn table_exists(c: &mut Client, table: &str) -> Result<bool> {
+pub(super) fn table_exists(c: &mut Client, table: &str) -> Result<bool> {
     Ok(c.query_one(
         "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 \
          AND relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p'))",

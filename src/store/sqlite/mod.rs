@@ -169,6 +169,15 @@ impl Store for SqliteStore {
     fn last_success(&mut self) -> Result<Vec<(String, String)>> {
         retention::last_success(&self.conn)
     }
+    fn table_owner(&mut self, table: &str) -> Result<Option<String>> {
+        registry::table_owner(&self.conn, table)
+    }
+    fn table_types(&mut self, table: &str) -> Result<Option<Vec<crate::store::names::ColumnType>>> {
+        registry::table_types(&self.conn, table)
+    }
+    fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
+        ty.sql_type()
+    }
     fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
         keys::key_hashes(&self.conn, table, each)
     }
@@ -367,8 +376,17 @@ impl Ingest for SqliteIngest {
     fn table(&mut self, dataset: &str) -> Result<Option<String>> {
         self.registry.table(&self.conn, dataset)
     }
-    fn create_table_name(&mut self, dataset: &str) -> Result<String> {
-        self.registry.create_table(&self.conn, dataset)
+    fn create_table_name(&mut self, dataset: &str, wanted: Option<&str>) -> Result<String> {
+        self.registry.create_table(&self.conn, dataset, wanted)
+    }
+    fn table_owner(&mut self, table: &str) -> Result<Option<String>> {
+        registry::table_owner(&self.conn, table)
+    }
+    fn table_types(&mut self, table: &str) -> Result<Option<Vec<crate::store::names::ColumnType>>> {
+        registry::table_types(&self.conn, table)
+    }
+    fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
+        ty.sql_type()
     }
     fn table_columns(&mut self, table: &str) -> Result<HashMap<String, String>> {
         self.tables.columns(&self.conn, table)

@@ -47,6 +47,66 @@ pub fn table_or_planned(conn: &Connection, dataset: &str) -> Result<(String, boo
     Ok(names::table_or_planned(table, dataset, &taken))
 }
 
+/// The dataset whose table `table` is (any case), if one's is.
+pub fn table_owner(conn: &Connection, table: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT name FROM datasets WHERE table_name = ?1 COLLATE NOCASE")?
+        .query_row([table], |r| r.get(0))
+        .optional()?)
+}
+
+/// SQLite's type affinity of a declared column type (its rules, section 3.1 of "Datatypes").
+fn affinity(declared: &str) -> &'static str {
+    let t = declared.to_ascii_uppercase();
+    if t.contains("INT") {
+        "INTEGER"
+    } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+        "TEXT"
+    } else if t.contains("BLOB") || t.is_empty() {
+        "BLOB"
+    } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+        "REAL"
+    } else {
+        "NUMERIC"
+    }
+}
+
+/// An existing table's columns with their affinities (`None`: no such table). `_id` counts as
+/// `INTEGER` only when it is the table's row id (`INTEGER PRIMARY KEY`), which ferry numbers
+/// records with.
+pub fn table_types(conn: &Connection, table: &str) -> Result<Option<Vec<names::ColumnType>>> {
+    let is_table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
+        [table],
+        |r| r.get(0),
+    )?;
+    if !is_table {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare("SELECT name, type, pk FROM pragma_table_info(?1)")?;
+    let cols: Vec<(String, String, i64)> = stmt
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let pks = cols.iter().filter(|c| c.2 > 0).count();
+    Ok(Some(
+        cols.into_iter()
+            .map(|(name, declared, pk)| {
+                let rowid = pk > 0 && pks == 1 && declared.eq_ignore_ascii_case("INTEGER");
+                let ty = if name.eq_ignore_ascii_case("_id") && !rowid {
+                    format!("{} (not the table's row id)", affinity(&declared))
+                } else {
+                    affinity(&declared).to_string()
+                };
+                names::ColumnType {
+                    name,
+                    ty,
+                    pk: pk > 0,
+                }
+            })
+            .collect(),
+    ))
+}
+
 /// The writer's cache of the registry. Reloaded whenever another connection committed, and
 /// dropped when a savepoint that may have added names rolls back.
 #[derive(Default)]
@@ -96,9 +156,18 @@ impl Registry {
         Ok(self.names(conn, dataset)?.table.clone())
     }
 
-    /// Decides and records the table of a dataset that has none yet.
-    pub fn create_table(&mut self, conn: &Connection, dataset: &str) -> Result<String> {
-        let (table, existing) = table_or_planned(conn, dataset)?;
+    /// Decides (or takes `wanted`, checked by the caller) and records the table of a dataset
+    /// that has none yet.
+    pub fn create_table(
+        &mut self,
+        conn: &Connection,
+        dataset: &str,
+        wanted: Option<&str>,
+    ) -> Result<String> {
+        let (table, existing) = match wanted {
+            Some(w) => (w.to_string(), false),
+            None => table_or_planned(conn, dataset)?,
+        };
         if !existing {
             conn.execute(
                 "INSERT INTO datasets (name, table_name, created_at) VALUES (?1, ?2, ?3)",
