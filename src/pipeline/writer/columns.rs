@@ -198,7 +198,7 @@ impl Writer<'_> {
         &mut self,
         spec: &DatasetSpec,
         file: &mut FileColumns,
-    ) -> Result<Result<(String, HashMap<String, String>, usize), Reject>> {
+    ) -> Result<Result<TableSeen, Reject>> {
         let dataset = spec.name.as_str();
         let table = match names::named_table(&mut *self.store, spec)? {
             Err(why) => {
@@ -315,6 +315,10 @@ impl Writer<'_> {
         Ok(Placed::Column(col))
     }
 }
+
+/// A dataset's table as a file first sees it: its name, its columns by lowercased name, and how
+/// many of them hold data.
+type TableSeen = (String, HashMap<String, String>, usize);
 
 /// The dataset table as the file found it.
 struct Table<'a> {
