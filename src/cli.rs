@@ -15,7 +15,13 @@ use std::path::PathBuf;
     after_help = "Environment:\n  FERRY_LOG     log filter, overriding -v/-q: a level (error, warn, info, debug, trace) or \
                   directives such as \"ferry=debug\"\n  FERRY_ROOT, FERRY_CONFIG, FERRY_STORE, \
                   FERRY_LOG_FORMAT   as the flags of the same name\n  PGPASSWORD, PGUSER   \
-                  for a PostgreSQL store\n\nDurations take a unit: 500ms, 5s, 2m, 1h, 1d."
+                  for a PostgreSQL store\n\nDurations take a unit: 500ms, 5s, 2m, 1h, 1d.\n\n\
+                  Exit codes:\n  0    done\n  1    fatal error (the store or the disk failed; \
+                  nothing half done)\n  2    bad usage or config (a --root that is not a spool \
+                  included)\n  3    done, but files were quarantined\n  4    refused: another \
+                  export to the same target is running\n  5    done, but files were left where \
+                  they are (unreadable, or recorded but not moved; the next run takes them up)\n  \
+                  130  interrupted (Ctrl-C or SIGTERM): files in flight finished, the rest left"
 )]
 pub struct Cli {
     /// Spool root [default: ./ferry-data, or `root` in the config]
@@ -181,6 +187,11 @@ pub struct FilesArgs {
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
 
+    /// Only files finished since then: a duration ago (`2h`, `7d`) or a time (`2026-12-01`,
+    /// `2026-12-01T08:00:00Z`)
+    #[arg(long, value_name = "WHEN", value_parser = since)]
+    pub since: Option<String>,
+
     /// Print as JSON (an array of objects)
     #[arg(long)]
     pub json: bool,
@@ -265,7 +276,7 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The dataset to export
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "all"])]
     pub dataset: Option<String>,
 
     /// Target folder [default: <root>/outgoing/<DATASET>]
@@ -288,13 +299,43 @@ pub struct ExportArgs {
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
 
-    /// List the export targets with their watermarks and pending records, and export nothing
-    #[arg(long, conflicts_with_all = ["dataset", "to", "gzip", "target"])]
+    /// List every dataset with records to export — its targets with their watermarks and
+    /// pending records, and datasets never exported — and export nothing
+    #[arg(long, conflicts_with_all = ["dataset", "to", "gzip", "target", "all"])]
     pub list: bool,
+
+    /// Export every dataset with pending records: to each of its targets, or (never exported)
+    /// to <root>/outgoing/<DATASET>, with the --format, --gzip and --max-rows given
+    #[arg(long, conflicts_with_all = ["dataset", "to", "target"])]
+    pub all: bool,
 
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--since`: a duration ago or a date/time, as ledger time (RFC 3339, UTC, milliseconds).
+fn since(s: &str) -> Result<String, String> {
+    use chrono::{NaiveDate, SecondsFormat, Utc};
+    let t = s.trim();
+    if let Ok(d) = crate::config::parse_duration(t) {
+        let ago = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
+        return Ok((Utc::now() - ago).to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        let at = d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+        return Ok(at.to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| {
+            d.with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        })
+        .map_err(|_| {
+            format!(
+                "{s:?} is neither a duration (2h, 7d) nor a date (2026-12-01) or time (RFC 3339)"
+            )
+        })
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {

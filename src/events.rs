@@ -194,15 +194,95 @@ pub struct Summary {
     /// `run --dry-run`: what would become of each file (nothing was changed).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<Verdict>,
+    /// `ferry run`: what became of each file (`list_files`; a daemon keeps no such list).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<Verdict>,
+    /// Whether to keep `files`.
+    #[serde(skip)]
+    pub list_files: bool,
 }
 
-/// What a run would do with one file (`run --dry-run`).
+impl Event<'_> {
+    /// The file's outcome as one entry of `ferry run --json`'s `files`.
+    fn outcome(&self) -> Verdict {
+        let mut v = Verdict {
+            path: String::new(),
+            dataset: None,
+            outcome: "",
+            id: None,
+            records: 0,
+            duplicate_records: 0,
+            rejected_records: 0,
+            duplicate_of: None,
+            error_kind: None,
+            reason: None,
+        };
+        match *self {
+            Event::Ingested(ref f) => {
+                v.path = f.path.into();
+                v.dataset = Some(f.dataset.into());
+                v.outcome = "ingested";
+                v.id = Some(f.id);
+                v.records = f.records;
+                v.rejected_records = f.rejected;
+                v.duplicate_records = f.duplicate_records;
+            }
+            Event::Duplicate {
+                path,
+                id,
+                original,
+                dataset,
+                ..
+            } => {
+                v.path = path.into();
+                v.dataset = Some(dataset.into());
+                v.outcome = "duplicate";
+                v.id = Some(id);
+                v.duplicate_of = Some(original);
+            }
+            Event::Quarantined {
+                path,
+                id,
+                dataset,
+                reject,
+                ..
+            } => {
+                v.path = path.into();
+                v.dataset = dataset.map(str::to_string);
+                v.outcome = "quarantined";
+                v.id = Some(id);
+                v.error_kind = Some(reject.kind.id());
+                v.reason = Some(reject.message.clone());
+            }
+            Event::Unchanged { path } => {
+                v.path = path.into();
+                v.outcome = "unchanged";
+            }
+            Event::Released { path } => {
+                v.path = path.into();
+                v.outcome = "released";
+            }
+            Event::Left { path, why } | Event::Unplaced { path, why } => {
+                v.path = path.into();
+                v.outcome = "left";
+                v.reason = Some(why.into());
+            }
+        }
+        v
+    }
+}
+
+/// What a run would do with one file (`run --dry-run`), or did (`ferry run --json`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Verdict {
     pub path: String,
     pub dataset: Option<String>,
-    /// `ingest`, `duplicate`, `quarantine`, `left` or `changed`.
+    /// `ingest`, `duplicate`, `quarantine`, `left` or `changed` (a dry run); `ingested`,
+    /// `duplicate`, `quarantined`, `unchanged`, `released` or `left` (a run).
     pub outcome: &'static str,
+    /// The file's ledger row (a run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     /// Records that would be stored.
     pub records: u64,
     /// Records that would not be stored because their key is stored already (or comes earlier
@@ -250,6 +330,7 @@ impl Summary {
             d.duplicate_records += t.duplicate_records;
         }
         self.verdicts.extend(o.verdicts);
+        self.files.extend(o.files);
     }
 }
 
@@ -385,6 +466,18 @@ impl Event<'_> {
         let c = counters();
         if !matches!(self, Event::Unplaced { .. }) {
             c.finished.fetch_add(1, Ordering::Relaxed);
+        }
+        if summary.list_files {
+            let v = self.outcome();
+            match self {
+                // A file not placed was listed with its outcome already: say so there.
+                Event::Unplaced { path, why } => {
+                    if let Some(f) = summary.files.iter_mut().rev().find(|f| f.path == *path) {
+                        f.reason = Some(format!("not placed: {why}"));
+                    }
+                }
+                _ => summary.files.push(v),
+            }
         }
         match *self {
             Event::Ingested(ref file) => file.emit(summary, c),

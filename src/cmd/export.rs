@@ -6,47 +6,110 @@ use crate::cli::ExportArgs;
 use crate::config::Config;
 use crate::export::{self, Request};
 use crate::fsio;
-use crate::report::{self, ExportReport, TargetsReport};
+use crate::report::{self, ExportAllReport, ExportReport, TargetsReport};
 use crate::store;
+use crate::store::TargetStatus;
 use anyhow::Result;
 
 pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
     if args.list {
         let targets = match store::open_existing(&cfg.store)? {
-            Some(mut s) => s.targets()?,
+            Some(mut s) => pending(cfg, &mut *s)?,
             None => Vec::new(),
         };
         report::print(&TargetsReport(targets), args.json)?;
         return Ok(Outcome::Done);
     }
+    if args.all {
+        return all(cfg, args);
+    }
     let dataset = args
         .dataset
         .clone()
-        .expect("clap requires a dataset unless --list");
+        .expect("clap requires a dataset unless --list or --all");
+    let req = request(cfg, args, dataset, args.to.as_deref(), args.target.clone())?;
+    let mut store = store::open(&cfg.store)?;
+    let summary = export::export(&cfg.spool, &mut *store, &req)?;
+    report::print(&ExportReport(summary), args.json)?;
+    Ok(Outcome::Done)
+}
+
+/// An export of `dataset` to `to` (default: `<root>/outgoing/<dataset>`) as target `target`
+/// (default: the folder).
+fn request(
+    cfg: &Config,
+    args: &ExportArgs,
+    dataset: String,
+    to: Option<&std::path::Path>,
+    target: Option<String>,
+) -> Result<Request> {
     // A folder has one identity however it is written (`./a/../b`, a symlink, the absolute
     // path): the target's name defaults to it, so the same records are never exported twice
     // into one folder under two names.
-    let dir = match &args.to {
+    let dir = match to {
         Some(d) => std::path::absolute(d)?,
         None => cfg.spool.outgoing.join(&dataset),
     };
     std::fs::create_dir_all(&dir)
         .map_err(|e| fsio::with_path(e, "cannot create the target folder", &dir))?;
     let dir = dir.canonicalize()?;
-    let target = args
-        .target
-        .clone()
-        .unwrap_or_else(|| dir.display().to_string());
-    let req = Request {
+    let target = target.unwrap_or_else(|| dir.display().to_string());
+    Ok(Request {
         dataset,
         dir,
         target,
         format: args.format,
         gzip: args.gzip,
         max_rows: args.max_rows,
-    };
+    })
+}
+
+/// Every target with what it has pending, and every dataset with records that was never
+/// exported (as its default target would be: `<root>/outgoing/<dataset>`, watermark 0).
+fn pending(cfg: &Config, s: &mut dyn store::Store) -> Result<Vec<TargetStatus>> {
+    let mut targets = s.targets()?;
+    for d in s.dataset_counts()? {
+        if d.records > 0 && !targets.iter().any(|t| t.dataset == d.name) {
+            let dir = cfg.spool.outgoing.join(&d.name).display().to_string();
+            targets.push(TargetStatus {
+                dataset: d.name.clone(),
+                target: format!("(none yet: {dir})"),
+                dir,
+                watermark: 0,
+                pending_records: d.records,
+                batches: 0,
+                exported_records: 0,
+                last_export: None,
+                interrupted_batch: None,
+            });
+        }
+    }
+    targets.sort_by(|a, b| (&a.dataset, &a.target).cmp(&(&b.dataset, &b.target)));
+    Ok(targets)
+}
+
+/// `--all`: every dataset with pending records, to each of its targets (or its default one).
+fn all(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
     let mut store = store::open(&cfg.store)?;
-    let summary = export::export(&cfg.spool, &mut *store, &req)?;
-    report::print(&ExportReport(summary), args.json)?;
+    let mut batches = Vec::new();
+    for t in pending(cfg, &mut *store)? {
+        if t.pending_records == 0 && t.interrupted_batch.is_none() {
+            continue;
+        }
+        let never = t.batches == 0 && t.target.starts_with("(none yet");
+        let req = if never {
+            request(cfg, args, t.dataset.clone(), None, None)?
+        } else {
+            request(
+                cfg,
+                args,
+                t.dataset.clone(),
+                Some(std::path::Path::new(&t.dir)),
+                Some(t.target.clone()),
+            )?
+        };
+        batches.push(export::export(&cfg.spool, &mut *store, &req)?);
+    }
+    report::print(&ExportAllReport(batches), args.json)?;
     Ok(Outcome::Done)
 }

@@ -1,4 +1,4 @@
-//! `ferry files [--state S] [--dataset D] [--limit N] [--json]`: the ledger, one row per file
+//! `ferry files [--state S] [--dataset D] [--limit N] [--since WHEN] [--json]`: the ledger, one row per file
 //! (and per attempt).
 
 use super::Outcome;
@@ -17,6 +17,7 @@ pub fn run(cfg: &Config, args: &FilesArgs) -> Result<Outcome> {
         }),
         dataset: args.dataset.clone(),
         limit: args.limit,
+        since: args.since.clone(),
         ..FileFilter::default()
     };
     let rows = match store::open_existing(&cfg.store)? {

@@ -96,8 +96,13 @@ fn pass(
     mode: Mode,
     stop: &Shutdown,
 ) -> Result<(Pass, Result<()>)> {
-    let session = Arc::new(Session::new(cfg.clone(), mode, source.to_path_buf())?);
-    let mut summary = Summary::default();
+    let mut session = Session::new(cfg.clone(), mode, source.to_path_buf())?;
+    session.list_files = true;
+    let session = Arc::new(session);
+    let mut summary = Summary {
+        list_files: true,
+        ..Summary::default()
+    };
     let found = look(cfg, source, files, &mut summary);
     // A dry run leaves processing/ to the next real run.
     let (pipeline, n) = if mode == Mode::DryRun {

@@ -176,6 +176,7 @@ impl Judge {
             path: meta.rel.display(),
             dataset: meta.dataset().map(str::to_string),
             outcome,
+            id: None,
             records: 0,
             duplicate_records: 0,
             rejected_records: 0,

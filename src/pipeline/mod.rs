@@ -71,6 +71,8 @@ pub struct Session {
     leftovers: AtomicBool,
     /// Which of identical files goes first (`turns`).
     turns: Arc<turns::Turns>,
+    /// Whether the summary lists every file's outcome (`ferry run`; not a daemon).
+    pub list_files: bool,
 }
 
 impl Session {
@@ -100,6 +102,7 @@ impl Session {
             unplaced: AtomicBool::new(false),
             leftovers: AtomicBool::new(false),
             turns: Arc::default(),
+            list_files: false,
         })
     }
 

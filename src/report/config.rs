@@ -75,25 +75,26 @@ impl Report for ConfigView {
         if let Some(l) = self.store_lease_ms {
             let _ = writeln!(
                 o,
-                "  owner lease   {l} ms (a dead host's claims are recovered after it)"
+                "  owner lease   {} (a dead host's claims are recovered after it)",
+                super::duration_ms(l)
             );
         }
         let _ = writeln!(o, "  workers       {}", self.workers);
         let _ = writeln!(o, "  writers       {}", self.store_writers);
         let _ = writeln!(o, "  max_attempts  {}", self.max_attempts);
-        let _ = writeln!(o, "  settle        {} ms", self.settle_ms);
+        let _ = writeln!(o, "  settle        {}", super::duration_ms(self.settle_ms));
         if let Some(m) = &self.done_marker {
             let _ = writeln!(o, "  done_marker   {m}");
         }
         match self.watch_poll_ms {
             Some(p) => {
-                let _ = writeln!(o, "  watch         poll every {p} ms");
+                let _ = writeln!(o, "  watch         poll every {}", super::duration_ms(p));
             }
             None => {
                 let _ = writeln!(
                     o,
-                    "  watch         file events, full rescan every {} ms",
-                    self.watch_rescan_ms
+                    "  watch         file events, full rescan every {}",
+                    super::duration_ms(self.watch_rescan_ms)
                 );
             }
         }
@@ -131,7 +132,9 @@ fn dataset(o: &mut String, d: &DatasetView) {
         d.matches.as_deref().unwrap_or("(its folder name)")
     );
     let _ = writeln!(o, "  format             {}", d.format);
-    let _ = writeln!(o, "  encoding           {}", d.encoding);
+    if let Some(e) = &d.encoding {
+        let _ = writeln!(o, "  encoding           {e}");
+    }
     let _ = writeln!(
         o,
         "  key                {}",
@@ -268,7 +271,8 @@ pub struct DatasetView {
     #[serde(rename = "match")]
     matches: Option<String>,
     format: String,
-    encoding: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<String>,
     key: Vec<String>,
     max_bad_records: String,
     on_new_column: &'static str,
@@ -341,9 +345,11 @@ impl DatasetView {
             table_note: t.refused.clone().or(t.note.clone()),
             matches: d.pattern.clone(),
             format,
-            encoding: o
-                .encoding
-                .map_or("utf-8".to_string(), |e| e.name().to_lowercase()),
+            // Workbooks are zip or OLE containers: no text encoding applies.
+            encoding: (o.format != Some(crate::format::Format::Excel)).then(|| {
+                o.encoding
+                    .map_or("utf-8".to_string(), |e| e.name().to_lowercase())
+            }),
             key: d.key.clone(),
             max_bad_records: d.max_bad.to_string(),
             on_new_column: d.on_new_column.id(),

@@ -6,6 +6,24 @@ use crate::store::TargetStatus;
 use serde::Serialize;
 use std::fmt::Write;
 
+/// What `export --all` did: one export per target.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct ExportAllReport(pub Vec<ExportSummary>);
+
+impl Report for ExportAllReport {
+    fn table(&self) -> String {
+        if self.0.is_empty() {
+            return "nothing to export: no dataset has pending records\n".into();
+        }
+        self.0
+            .iter()
+            .map(|s| ExportReport(s.clone()).table())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// What one export did.
 #[derive(Debug, Serialize)]
 #[serde(transparent)]
@@ -65,17 +83,23 @@ pub fn targets_table(targets: &[TargetStatus]) -> String {
         out.push_str("no export targets yet\n");
         return out;
     }
+    let dw = targets
+        .iter()
+        .map(|t| t.dataset.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(7);
     let _ = writeln!(
         out,
-        "  {:<12} {:>12} {:>12} {:>8} {:>12}  {:<24}  target",
+        "  {:<dw$} {:>12} {:>12} {:>8} {:>12}  {:<24}  target",
         "dataset", "watermark", "pending", "batches", "exported", "last export"
     );
     for t in targets {
         let _ = writeln!(
             out,
-            "  {:<12} {:>12} {:>12} {:>8} {:>12}  {:<24}  {}{}",
+            "  {:<dw$} {:>12} {:>12} {:>8} {:>12}  {:<24}  {}{}",
             t.dataset,
-            t.watermark,
+            thousands(t.watermark.max(0) as u64),
             thousands(t.pending_records),
             thousands(t.batches),
             thousands(t.exported_records),

@@ -11,13 +11,18 @@ use std::fmt::Write;
 #[serde(transparent)]
 pub struct FilesReport(pub Vec<FileRow>);
 
-/// One line per row.
+/// One line per row, columns as wide as their widest value.
 fn rows_table(rows: &[FileRow]) -> String {
     let mut out = String::new();
+    let width = |f: &dyn Fn(&FileRow) -> usize, head: &str| {
+        rows.iter().map(f).max().unwrap_or(0).max(head.len())
+    };
+    let dw = width(&|r| r.dataset.as_deref().map_or(1, str::len), "dataset");
+    let ew = width(&|r| r.error_kind.as_deref().map_or(0, str::len), "error");
     let _ = writeln!(
         out,
-        "{:>6}  {:<11}  {:<14}  {:>9}  {:>8}  {:>10}  {:>3}  {:<24}  path",
-        "id", "state", "dataset", "records", "rejected", "bytes", "try", "error"
+        "{:>6}  {:<11}  {:<dw$}  {:>11}  {:>9}  {:>13}  {:>3}  {:<24}  {:<ew$}  path",
+        "id", "state", "dataset", "records", "rejected", "bytes", "try", "finished", "error"
     );
     for r in rows {
         let retry = r
@@ -25,7 +30,7 @@ fn rows_table(rows: &[FileRow]) -> String {
             .map_or_else(String::new, |o| format!("  (retry of {o})"));
         let _ = writeln!(
             out,
-            "{:>6}  {:<11}  {:<14}  {:>9}  {:>8}  {:>10}  {:>3}  {:<24}  {}{retry}",
+            "{:>6}  {:<11}  {:<dw$}  {:>11}  {:>9}  {:>13}  {:>3}  {:<24}  {:<ew$}  {}{retry}",
             r.id,
             r.state.id(),
             r.dataset.as_deref().unwrap_or("-"),
@@ -33,6 +38,7 @@ fn rows_table(rows: &[FileRow]) -> String {
             thousands(r.rejected as u64),
             thousands(r.size as u64),
             r.attempt,
+            r.finished_at,
             r.error_kind.as_deref().unwrap_or(""),
             r.path
         );

@@ -11,7 +11,7 @@ mod run;
 mod status;
 
 pub use config::{ConfigView, TableView};
-pub use export::{ExportReport, TargetsReport};
+pub use export::{ExportAllReport, ExportReport, TargetsReport};
 pub use ledger::{FileShown, FilesReport, QuarantineList};
 pub use progress::Progress;
 pub use run::RunReport;
@@ -68,6 +68,22 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// `1 file`, `2 files`.
+/// A duration as a config writes one, in the largest unit that shows it exactly: `500ms`,
+/// `1s`, `30s`, `2m`, `1h`, `1d`; every report shows durations this way.
+pub fn duration_ms(ms: u64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", thousands(n), if n == 1 { one } else { many })
 }
@@ -75,6 +91,16 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_a_config_writes_them() {
+        assert_eq!(duration_ms(1000), "1s");
+        assert_eq!(duration_ms(1500), "1500ms");
+        assert_eq!(duration_ms(30_000), "30s");
+        assert_eq!(duration_ms(120_000), "2m");
+        assert_eq!(duration_ms(86_400_000), "1d");
+        assert_eq!(duration_ms(0), "0ms");
+    }
 
     #[test]
     fn digits_are_grouped() {

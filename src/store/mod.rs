@@ -173,6 +173,8 @@ pub struct FileFilter {
     pub latest: bool,
     /// Only rows still waiting for a decision: not discarded, their file not pruned.
     pub open: bool,
+    /// Only rows finished at or after this ledger time.
+    pub since: Option<String>,
 }
 
 /// A dataset's files and records, counted once per file (its latest attempt).

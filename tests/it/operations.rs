@@ -278,3 +278,86 @@ both_stores! {
         assert!(s.incoming().join("orders/again.csv").exists());
     }
 }
+
+#[test]
+fn small_things_an_operator_reaches_for() {
+    let s = Spool::new();
+    s.drop_file(
+        "a_dataset_with_a_rather_long_name_indeed/x.csv",
+        b"id\n1\n2\n",
+    );
+    s.drop_file("b/y.csv", b"id\n3\n");
+    s.drop_file("b/bad.csv", b"id\n\"open\n");
+    // `run --json` lists each file's outcome.
+    let (code, run) = json_any(&s, &["run", "--json"]);
+    assert_eq!(code, Some(3));
+    let files = run["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "{run}");
+    let by_path = |p: &str| files.iter().find(|f| f["path"] == p).unwrap().clone();
+    assert_eq!(by_path("b/y.csv")["outcome"], "ingested");
+    assert_eq!(by_path("b/y.csv")["records"], 1);
+    assert_eq!(by_path("b/bad.csv")["outcome"], "quarantined");
+    assert_eq!(by_path("b/bad.csv")["error_kind"], "csv.unterminated_quote");
+
+    // `files` says when each finished and takes --since.
+    assert_eq!(
+        s.json(&["files", "--since", "1h", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(s
+        .json(&["files", "--since", "2999-01-01", "--json"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let table = String::from_utf8(s.ferry_ok(&["files"], 0).stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].contains("finished"), "{table}");
+    // Columns stay aligned whatever the dataset names' lengths.
+    let starts: Vec<usize> = lines[1..].iter().map(|l| l.rfind("  ").unwrap()).collect();
+    assert!(starts.windows(2).all(|w| w[0] == w[1]), "{table}");
+    s.ferry_ok(&["files", "--since", "yesterday-ish"], 2);
+
+    // `export --list` shows datasets never exported; `--all` exports every pending one.
+    let list = s.json(&["export", "--list", "--json"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["dataset"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["a_dataset_with_a_rather_long_name_indeed", "b"],
+        "{list}"
+    );
+    assert_eq!(list[0]["pending_records"], 2);
+    let all = s.json(&["export", "--all", "--json"]);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let again = s.json(&["export", "--all", "--json"]);
+    assert!(again.as_array().unwrap().is_empty(), "{again}");
+    let list = s.json(&["export", "--list", "--json"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["pending_records"] == 0),
+        "{list}"
+    );
+
+    // Exit codes in --help and the manual page; durations in one style.
+    let help = String::from_utf8(s.ferry_ok(&["--help"], 0).stdout).unwrap();
+    assert!(
+        help.contains("Exit codes:") && help.contains("130"),
+        "{help}"
+    );
+    let man = String::from_utf8(s.ferry_ok(&["man"], 0).stdout).unwrap();
+    assert!(man.contains("Exit codes"), "the manual page lists them");
+    let check = String::from_utf8(s.ferry_ok(&["config", "check"], 0).stdout).unwrap();
+    assert!(
+        check.contains("settle        1s") && check.contains("rescan every 30s"),
+        "{check}"
+    );
+}

@@ -82,7 +82,10 @@ pub fn run(session: &Session, store: Box<dyn Ingest>, mut jobs: Inbox) -> (Summa
         store,
         txn: None,
         finished: Vec::new(),
-        summary: Summary::default(),
+        summary: Summary {
+            list_files: session.list_files,
+            ..Summary::default()
+        },
         source: session.source.display().to_string(),
     };
     let r = w.run(&mut jobs);

@@ -273,6 +273,13 @@ pub fn files(c: &mut Client, filter: &FileFilter) -> Result<Vec<FileRow>> {
     if filter.open {
         sql.push_str(" AND discarded_at IS NULL AND pruned_at IS NULL");
     }
+    if let Some(t) = &filter.since {
+        params.push(t);
+        sql.push_str(&format!(
+            " AND finished_at >= ${}::text::timestamptz",
+            params.len()
+        ));
+    }
     sql.push_str(" ORDER BY id");
     if let Some(l) = filter.limit {
         sql = format!("SELECT * FROM ({sql} DESC LIMIT {l}) newest ORDER BY id");

@@ -247,6 +247,10 @@ pub fn files(conn: &Connection, filter: &FileFilter) -> Result<Vec<FileRow>> {
     if filter.open {
         sql.push_str(" AND discarded_at IS NULL AND pruned_at IS NULL");
     }
+    if let Some(t) = &filter.since {
+        sql.push_str(" AND finished_at >= ?");
+        args.push(Box::new(t.clone()));
+    }
     sql.push_str(" ORDER BY id");
     if let Some(l) = filter.limit {
         // The newest rows, still in ledger order.
