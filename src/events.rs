@@ -205,18 +205,7 @@ pub struct Summary {
 impl Event<'_> {
     /// The file's outcome as one entry of `ferry run --json`'s `files`.
     fn outcome(&self) -> Verdict {
-        let mut v = Verdict {
-            path: String::new(),
-            dataset: None,
-            outcome: "",
-            id: None,
-            records: 0,
-            duplicate_records: 0,
-            rejected_records: 0,
-            duplicate_of: None,
-            error_kind: None,
-            reason: None,
-        };
+        let mut v = Verdict::new(String::new(), None, "");
         match *self {
             Event::Ingested(ref f) => {
                 v.path = f.path.into();
@@ -294,6 +283,24 @@ pub struct Verdict {
     pub duplicate_of: Option<i64>,
     pub error_kind: Option<&'static str>,
     pub reason: Option<String>,
+}
+
+impl Verdict {
+    /// A file's outcome with nothing counted yet.
+    pub fn new(path: String, dataset: Option<String>, outcome: &'static str) -> Verdict {
+        Verdict {
+            path,
+            dataset,
+            outcome,
+            id: None,
+            records: 0,
+            duplicate_records: 0,
+            rejected_records: 0,
+            duplicate_of: None,
+            error_kind: None,
+            reason: None,
+        }
+    }
 }
 
 impl Summary {

@@ -172,18 +172,11 @@ impl Judge {
     }
 
     fn verdict(&mut self, meta: &FileMeta, outcome: &'static str, fill: impl FnOnce(&mut Verdict)) {
-        let mut v = Verdict {
-            path: meta.rel.display(),
-            dataset: meta.dataset().map(str::to_string),
+        let mut v = Verdict::new(
+            meta.rel.display(),
+            meta.dataset().map(str::to_string),
             outcome,
-            id: None,
-            records: 0,
-            duplicate_records: 0,
-            rejected_records: 0,
-            duplicate_of: None,
-            error_kind: None,
-            reason: None,
-        };
+        );
         fill(&mut v);
         self.summary.verdicts.push(v);
         // For the progress bar.

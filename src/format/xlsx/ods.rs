@@ -39,24 +39,6 @@ pub(super) fn read(pkg: &mut Package, opt: &ExcelOptions, rows: &mut Rows) -> Re
     read_sheet(pkg, &part, at, opt.max_cell, rows)
 }
 
-/// Reads events until `f` says stop (`true`) or the part ends.
-fn each_event<R: std::io::Read>(
-    r: &mut XmlReader<R>,
-    part: &str,
-    mut f: impl FnMut(&mut XmlReader<R>, &Event) -> Result<bool, Stop>,
-) -> Result<(), Stop> {
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| parts::xml_error(part, e))?;
-        if matches!(ev, Event::Eof) || f(r, &ev)? {
-            return Ok(());
-        }
-    }
-}
-
 fn is(e: &BytesStart, qname: &[u8]) -> bool {
     e.name().as_ref() == qname
 }
@@ -68,7 +50,7 @@ fn list_sheets(pkg: &mut Package, part: &str) -> Result<Vec<SheetInfo>, Stop> {
     let mut style: Option<String> = None;
     let mut tables: Vec<(String, Option<String>)> = Vec::new();
     let mut depth = 0u32;
-    each_event(&mut r, part, |r, ev| {
+    parts::each_event(&mut r, part, |r, ev| {
         match ev {
             Event::Start(e) | Event::Empty(e) => {
                 if is(e, b"style:style") {
@@ -96,7 +78,7 @@ fn list_sheets(pkg: &mut Package, part: &str) -> Result<Vec<SheetInfo>, Stop> {
             Event::End(e) if e.name().as_ref() == b"style:style" => style = None,
             _ => {}
         }
-        Ok(false)
+        Ok::<_, Stop>(false)
     })?;
     Ok(tables
         .into_iter()
@@ -159,7 +141,7 @@ fn read_sheet(
         ..State::default()
     };
     let mut r = parts::xml(bounded, max);
-    each_event(&mut r, part, |r, ev| {
+    parts::each_event(&mut r, part, |r, ev| {
         match ev {
             Event::Start(e) | Event::Empty(e) => {
                 let empty = matches!(ev, Event::Empty(_));

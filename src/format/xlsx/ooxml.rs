@@ -141,30 +141,22 @@ fn read_rels(pkg: &mut Package, rels_part: &str, base: &str) -> Result<Rels, Rej
 fn read_rels_as_written(pkg: &mut Package, rels_part: &str, base: &str) -> Result<Rels, Reject> {
     let mut r = parts::xml(pkg.part(rels_part, Use::Held)?, parts::HELD_MAX as usize);
     let mut out = Rels::new();
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| parts::xml_error(rels_part, e))?;
-        match &ev {
-            Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == b"Relationship" => {
-                if parts::attr(&r, e, "TargetMode")?.as_deref() == Some("External") {
-                    continue;
+    parts::each_event(&mut r, rels_part, |r, ev| {
+        if let Event::Start(e) | Event::Empty(e) = ev {
+            if e.local_name().as_ref() == b"Relationship"
+                && parts::attr(r, e, "TargetMode")?.as_deref() != Some("External")
+            {
+                if let (Some(id), Some(kind), Some(target)) = (
+                    parts::attr(r, e, "Id")?,
+                    parts::attr(r, e, "Type")?,
+                    parts::attr(r, e, "Target")?,
+                ) {
+                    out.insert(id, (kind, resolve(base, &target)));
                 }
-                let (Some(id), Some(kind), Some(target)) = (
-                    parts::attr(&r, e, "Id")?,
-                    parts::attr(&r, e, "Type")?,
-                    parts::attr(&r, e, "Target")?,
-                ) else {
-                    continue;
-                };
-                out.insert(id, (kind, resolve(base, &target)));
             }
-            Event::Eof => break,
-            _ => {}
         }
-    }
+        Ok::<_, Reject>(false)
+    })?;
     Ok(out)
 }
 
@@ -175,36 +167,32 @@ fn workbook(pkg: &mut Package, part: &str) -> Result<Workbook, Reject> {
         ids: Vec::new(),
         date1904: false,
     };
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| parts::xml_error(part, e))?;
-        match &ev {
-            Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
-                b"workbookPr" => {
-                    let v = parts::attr(&r, e, "date1904")?;
-                    wb.date1904 = matches!(v.as_deref(), Some("1" | "true"));
-                }
-                b"sheet" => {
-                    let name = parts::attr(&r, e, "name")?
-                        .ok_or_else(|| corrupt(&"a sheet without a name"))?;
-                    let state = parts::attr(&r, e, "state")?;
-                    let id = parts::attr(&r, e, "id")?
-                        .ok_or_else(|| corrupt(&format!("sheet {name:?} has no part")))?;
-                    wb.sheets.push(SheetInfo {
-                        name,
-                        hidden: matches!(state.as_deref(), Some("hidden" | "veryHidden")),
-                    });
-                    wb.ids.push(id);
-                }
-                _ => {}
-            },
-            Event::Eof => return Ok(wb),
+    parts::each_event(&mut r, part, |r, ev| {
+        let (Event::Start(e) | Event::Empty(e)) = ev else {
+            return Ok::<_, Reject>(false);
+        };
+        match e.local_name().as_ref() {
+            b"workbookPr" => {
+                let v = parts::attr(r, e, "date1904")?;
+                wb.date1904 = matches!(v.as_deref(), Some("1" | "true"));
+            }
+            b"sheet" => {
+                let name =
+                    parts::attr(r, e, "name")?.ok_or_else(|| corrupt(&"a sheet without a name"))?;
+                let state = parts::attr(r, e, "state")?;
+                let id = parts::attr(r, e, "id")?
+                    .ok_or_else(|| corrupt(&format!("sheet {name:?} has no part")))?;
+                wb.sheets.push(SheetInfo {
+                    name,
+                    hidden: matches!(state.as_deref(), Some("hidden" | "veryHidden")),
+                });
+                wb.ids.push(id);
+            }
             _ => {}
         }
-    }
+        Ok(false)
+    })?;
+    Ok(wb)
 }
 
 /// What each cell style (`s`) shows its number as, by the style's number format.
@@ -213,7 +201,6 @@ fn styles(pkg: &mut Package, part: &str) -> Result<Vec<Shown>, Reject> {
     let mut custom: HashMap<u32, Shown> = HashMap::new();
     let mut out = Vec::new();
     let mut in_cell_xfs = false;
-    let mut buf = Vec::new();
     let id_of = |r: &XmlReader<_>, e: &BytesStart| -> Result<u32, Reject> {
         parts::attr(r, e, "numFmtId")?
             .unwrap_or_else(|| "0".into())
@@ -221,21 +208,17 @@ fn styles(pkg: &mut Package, part: &str) -> Result<Vec<Shown>, Reject> {
             .parse()
             .map_err(|_| corrupt(&"a number format id that is not a number"))
     };
-    loop {
-        buf.clear();
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| parts::xml_error(part, e))?;
-        match &ev {
+    parts::each_event(&mut r, part, |r, ev| {
+        match ev {
             Event::Start(e) | Event::Empty(e) => match e.local_name().as_ref() {
                 b"numFmt" => {
-                    let id = id_of(&r, e)?;
-                    let code = parts::attr(&r, e, "formatCode")?.unwrap_or_default();
+                    let id = id_of(r, e)?;
+                    let code = parts::attr(r, e, "formatCode")?.unwrap_or_default();
                     custom.insert(id, values::format_shows(&code));
                 }
                 b"cellXfs" => in_cell_xfs = matches!(ev, Event::Start(_)),
                 b"xf" if in_cell_xfs => {
-                    let id = id_of(&r, e)?;
+                    let id = id_of(r, e)?;
                     out.push(
                         custom
                             .get(&id)
@@ -246,10 +229,11 @@ fn styles(pkg: &mut Package, part: &str) -> Result<Vec<Shown>, Reject> {
                 _ => {}
             },
             Event::End(e) if e.local_name().as_ref() == b"cellXfs" => in_cell_xfs = false,
-            Event::Eof => return Ok(out),
             _ => {}
         }
-    }
+        Ok::<_, Reject>(false)
+    })?;
+    Ok(out)
 }
 
 /// The shared strings, in one buffer.
@@ -273,13 +257,8 @@ fn shared_strings(pkg: &mut Package, part: &str, max: usize) -> Result<Shared, R
     let mut cur = String::new();
     // Inside <si>, inside a <t> that counts, inside a phonetic run (<rPh>, not the value).
     let (mut in_si, mut in_t, mut phonetic) = (false, false, 0u32);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| parts::xml_error(part, e))?;
-        match &ev {
+    parts::each_event(&mut r, part, |r, ev| {
+        match ev {
             Event::Start(e) => match e.local_name().as_ref() {
                 b"si" => {
                     in_si = true;
@@ -304,7 +283,7 @@ fn shared_strings(pkg: &mut Package, part: &str, max: usize) -> Result<Shared, R
                         u32::try_from(out.text.len())
                             .map_err(|_| corrupt(&"shared strings past 4 GiB"))?,
                     );
-                    parts::mark(&mut r);
+                    parts::mark(r);
                 }
                 b"rPh" => phonetic = phonetic.saturating_sub(1),
                 b"t" => in_t = false,
@@ -313,7 +292,6 @@ fn shared_strings(pkg: &mut Package, part: &str, max: usize) -> Result<Shared, R
             Event::Empty(e) if e.local_name().as_ref() == b"si" => {
                 out.ends.push(out.text.len() as u32);
             }
-            Event::Eof => return Ok(out),
             ev => {
                 if in_t {
                     if let Some(t) = parts::text(ev)? {
@@ -322,7 +300,9 @@ fn shared_strings(pkg: &mut Package, part: &str, max: usize) -> Result<Shared, R
                 }
             }
         }
-    }
+        Ok::<_, Reject>(false)
+    })?;
+    Ok(out)
 }
 
 /// What reading a sheet needs from the rest of the workbook.
@@ -381,18 +361,13 @@ fn sheet(
     let mut cell: Option<Cell> = None;
     let mut into = In::Nothing;
     let mut phonetic = 0u32;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| parts::xml_error(part, e))?;
-        match &ev {
+    parts::each_event(&mut r, part, |r, ev| {
+        match ev {
             Event::Start(e) | Event::Empty(e) => {
                 let empty = matches!(ev, Event::Empty(_));
                 match e.local_name().as_ref() {
                     b"row" => {
-                        let row = match parts::attr(&r, e, "r")? {
+                        let row = match parts::attr(r, e, "r")? {
                             Some(n) => {
                                 n.trim()
                                     .parse::<u32>()
@@ -462,14 +437,13 @@ fn sheet(
                     if let Some(c) = cell.take() {
                         put(cx, c, rows)?;
                     }
-                    parts::mark(&mut r);
+                    parts::mark(r);
                 }
                 b"row" => next_row += 1,
                 b"rPh" => phonetic = phonetic.saturating_sub(1),
                 b"v" | b"f" | b"t" => into = In::Nothing,
                 _ => {}
             },
-            Event::Eof => return Ok(()),
             ev => {
                 if let (Some(c), Some(t)) = (cell.as_mut(), parts::text(ev)?) {
                     match into {
@@ -481,7 +455,8 @@ fn sheet(
                 }
             }
         }
-    }
+        Ok::<_, Stop>(false)
+    })
 }
 
 /// A finished cell into the row builder: its value as the workbook wrote it, or why it has

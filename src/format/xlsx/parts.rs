@@ -140,6 +140,24 @@ pub fn xml<R: Read>(part: Bounded<R>, max: usize) -> XmlReader<R> {
 
 pub type XmlReader<R> = quick_xml::Reader<Marked<Bounded<R>>>;
 
+/// Reads a part's events until `f` says stop (`true`) or the part ends.
+pub fn each_event<R: Read, E: From<Reject>>(
+    r: &mut XmlReader<R>,
+    part: &str,
+    mut f: impl FnMut(&mut XmlReader<R>, &quick_xml::events::Event) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let ev = r
+            .read_event_into(&mut buf)
+            .map_err(|e| E::from(xml_error(part, e)))?;
+        if matches!(ev, quick_xml::events::Event::Eof) || f(r, &ev)? {
+            return Ok(());
+        }
+    }
+}
+
 /// Starts counting afresh: what was read so far belongs to finished values.
 pub fn mark<R>(r: &mut XmlReader<R>) {
     r.get_mut().since = 0;
