@@ -380,6 +380,32 @@ pub fn split<'p>(root: &Path, path: &'p Path) -> io::Result<(PathBuf, &'p OsStr)
     Ok((rel.parent().unwrap_or(Path::new("")).to_path_buf(), name))
 }
 
+/// Folders inside one root, walked once and reused: placing a commit's files into the same
+/// folder opens it once. A folder held stays the one walked, whatever happens to its path.
+pub struct Folders {
+    root: PathBuf,
+    last: Option<(PathBuf, Dir)>,
+}
+
+impl Folders {
+    pub fn new(root: &Path) -> Folders {
+        Folders {
+            root: root.to_path_buf(),
+            last: None,
+        }
+    }
+
+    /// The folder holding `path` (below the root, created if missing) and the name in it.
+    pub fn parent<'p>(&mut self, path: &'p Path) -> io::Result<(&Dir, &'p OsStr)> {
+        let (rel, name) = split(&self.root, path)?;
+        if self.last.as_ref().is_none_or(|(r, _)| *r != rel) {
+            let dir = Dir::walk(&self.root, &rel, true)?;
+            self.last = Some((rel, dir));
+        }
+        Ok((&self.last.as_ref().expect("just set").1, name))
+    }
+}
+
 /// The folder holding `path` (below `root`) and the file's name in it.
 pub fn parent<'p>(root: &Path, path: &'p Path, create: bool) -> io::Result<(Dir, &'p OsStr)> {
     let (rel, name) = split(root, path)?;

@@ -41,22 +41,22 @@ impl Placement {
     /// walked from the root without following links (`fsio::beneath`): a folder in `archive/`
     /// or `quarantine/` replaced by a link makes the placement fail (the file stays in
     /// `processing/` and is reported), never lands a file or a sidecar elsewhere.
-    pub fn apply(&self, root: &Path) -> io::Result<()> {
+    pub fn apply(&self, folders: &mut beneath::Folders) -> io::Result<()> {
         if let Some(e) = crate::faults::place() {
             return Err(e);
         }
         match self {
             Placement::Archive { from, to, rejects } => {
                 if let Some((path, body)) = rejects {
-                    let (dir, name) = beneath::parent(root, path, true)?;
+                    let (dir, name) = folders.parent(path)?;
                     dir.write_atomic(name, body)?;
                 }
-                let (dir, name) = beneath::parent(root, to, true)?;
+                let (dir, name) = folders.parent(to)?;
                 dir.move_in(from, name)
             }
             Placement::Release { from, to } => fsio::place(from, to),
             Placement::Report { to, body } => {
-                let (dir, name) = beneath::parent(root, to, true)?;
+                let (dir, name) = folders.parent(to)?;
                 dir.write_atomic(name, body)
             }
             Placement::Quarantine {
@@ -65,7 +65,7 @@ impl Placement {
                 reason,
                 how,
             } => {
-                let (dir, name) = beneath::parent(root, to, true)?;
+                let (dir, name) = folders.parent(to)?;
                 dir.write_atomic(&reason_name(name), reason)?;
                 match how {
                     Transfer::Move => dir.move_in(from, name),
@@ -218,11 +218,12 @@ pub fn recover(session: &Session) -> Result<Vec<Work>> {
     }
     let mut store = store::open(&session.cfg.store)?;
     let mut work = Vec::new();
+    let mut folders = beneath::Folders::new(&session.cfg.spool.root);
     for l in &left.files {
         match store.by_claim(&l.claim_id)? {
             Some(row) => {
                 if let Some(p) = placement_for(session, &mut *store, &row, &l.path)? {
-                    match p.apply(&session.cfg.spool.root) {
+                    match p.apply(&mut folders) {
                         Ok(()) => {
                             l.tidy(&session.cfg.spool);
                             tracing::info!(path = %row.path, id = row.id, state = row.state.id(), "recovered a committed file; placed it");

@@ -12,7 +12,7 @@
 //! file's metadata until the file's outcome is committed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,9 @@ pub struct Turns {
     /// Per group, the files in flight by turn: their hash once known.
     groups: Mutex<HashMap<Group, BTreeMap<u64, Option<String>>>>,
     changed: Condvar,
+    /// Files waiting for another's turn: only then is a change worth a wake-up (a wake-up is a
+    /// system call, and nearly every file waits for nothing).
+    waiting: AtomicUsize,
 }
 
 /// One file's turn; cloned with the file's metadata, ended when the last clone drops.
@@ -95,12 +98,23 @@ impl Turn {
             if !waiting || stop() {
                 return;
             }
+            h.turns.waiting.fetch_add(1, Ordering::SeqCst);
             groups = h
                 .turns
                 .changed
                 .wait_timeout(groups, Duration::from_millis(200))
                 .expect("turns lock")
                 .0;
+            h.turns.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Turns {
+    /// Wakes the files waiting for a turn, if any (called with the lock held, after a change).
+    fn wake(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_all();
         }
     }
 }
@@ -114,7 +128,7 @@ impl Drop for Held {
                 groups.remove(&self.group);
             }
         }
-        self.turns.changed.notify_all();
+        self.turns.wake();
     }
 }
 

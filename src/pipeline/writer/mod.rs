@@ -151,9 +151,11 @@ impl Writer<'_> {
             return Ok(());
         }
         self.store.commit()?;
+        // The group's files mostly go to one folder: it is walked once.
+        let mut folders = fsio::beneath::Folders::new(&self.session.cfg.spool.root);
         for f in std::mem::take(&mut self.finished) {
             if let Some(p) = &f.placement {
-                self.apply(&f.meta, p);
+                self.apply(&f.meta, p, &mut folders);
             }
             self.emit(&f);
         }
@@ -161,8 +163,8 @@ impl Writer<'_> {
     }
 
     /// Puts a file where its outcome says; a failure leaves it for recovery (and is counted).
-    fn apply(&mut self, meta: &FileMeta, p: &Placement) {
-        match p.apply(&self.session.cfg.spool.root) {
+    fn apply(&mut self, meta: &FileMeta, p: &Placement, folders: &mut fsio::beneath::Folders) {
+        match p.apply(folders) {
             Ok(()) => {
                 if let Source::Claimed(c) = &meta.source {
                     c.tidy(&self.session.cfg.spool);
@@ -255,7 +257,8 @@ impl Writer<'_> {
             Body::Changed => {
                 // Nothing was read or recorded: put it back at once.
                 if let Some(p) = self.release(&meta) {
-                    self.apply(&meta, &p);
+                    let mut folders = fsio::beneath::Folders::new(&self.session.cfg.spool.root);
+                    self.apply(&meta, &p, &mut folders);
                 }
                 self.emit(&Finished {
                     meta,
