@@ -60,6 +60,8 @@ pub struct Ingested<'a> {
     pub rejected: u64,
     /// Records not stored because their key was already stored.
     pub duplicate_records: u64,
+    /// Of `records`, those that replaced a stored record with the same key.
+    pub updated_records: u64,
     /// What the file was stored with that a reader should know (renamed columns).
     pub warnings: &'a [String],
     pub bytes: u64,
@@ -70,8 +72,13 @@ pub struct Ingested<'a> {
 impl Ingested<'_> {
     fn emit(&self, summary: &mut Summary, c: &Counters) {
         let (path, dataset) = (self.path, self.dataset);
-        let (id, records, rejected, duplicate_records) =
-            (self.id, self.records, self.rejected, self.duplicate_records);
+        let (id, records, rejected, duplicate_records, updated_records) = (
+            self.id,
+            self.records,
+            self.rejected,
+            self.duplicate_records,
+            self.updated_records,
+        );
         let mut losses = Vec::new();
         if rejected > 0 {
             losses.push(format!(
@@ -92,6 +99,7 @@ impl Ingested<'_> {
                 id,
                 dataset,
                 records,
+                updated_records,
                 bytes = self.bytes,
                 latency_ms = self.latency.as_millis() as u64,
                 "file ingested"
@@ -104,6 +112,7 @@ impl Ingested<'_> {
                 records,
                 rejected,
                 duplicate_records,
+                updated_records,
                 "file ingested, but not as sent: {}",
                 losses.join("; ")
             );
@@ -113,12 +122,14 @@ impl Ingested<'_> {
         summary.records += records;
         summary.rejected_records += rejected;
         summary.duplicate_records += duplicate_records;
+        summary.updated_records += updated_records;
         summary.bytes += self.bytes;
         let d = summary.datasets.entry(dataset.to_string()).or_default();
         d.files += 1;
         d.records += records;
         d.rejected += rejected;
         d.duplicate_records += duplicate_records;
+        d.updated_records += updated_records;
         self.count(c);
     }
 
@@ -129,6 +140,8 @@ impl Ingested<'_> {
             .fetch_add(self.rejected, Ordering::Relaxed);
         c.duplicate_records
             .fetch_add(self.duplicate_records, Ordering::Relaxed);
+        c.updated_records
+            .fetch_add(self.updated_records, Ordering::Relaxed);
         c.bytes.fetch_add(self.bytes, Ordering::Relaxed);
         let now_ms = chrono::Utc::now().timestamp_millis();
         c.last_success_ms.store(now_ms, Ordering::Relaxed);
@@ -137,6 +150,7 @@ impl Ingested<'_> {
             d.records += self.records;
             d.rejected_records += self.rejected;
             d.duplicate_records += self.duplicate_records;
+            d.updated_records += self.updated_records;
             d.bytes += self.bytes;
             d.last_success_ms = now_ms;
         });
@@ -158,6 +172,8 @@ pub struct DatasetTally {
     pub records: u64,
     pub rejected: u64,
     pub duplicate_records: u64,
+    /// Of `records`, those that replaced a stored record with the same key.
+    pub updated_records: u64,
 }
 
 /// A file and a sentence about it.
@@ -185,6 +201,8 @@ pub struct Summary {
     pub records: u64,
     pub rejected_records: u64,
     pub duplicate_records: u64,
+    /// Of `records`, those that replaced a stored record with the same key.
+    pub updated_records: u64,
     pub bytes: u64,
     /// Ingested files with records set aside, duplicate keys or warnings, and what.
     pub losses: Vec<Note>,
@@ -215,6 +233,7 @@ impl Event<'_> {
                 v.records = f.records;
                 v.rejected_records = f.rejected;
                 v.duplicate_records = f.duplicate_records;
+                v.updated_records = f.updated_records;
             }
             Event::Duplicate {
                 path,
@@ -278,6 +297,8 @@ pub struct Verdict {
     /// in the run).
     pub duplicate_records: u64,
     pub rejected_records: u64,
+    /// Of `records`, those that would replace (or replaced) a stored record with the same key.
+    pub updated_records: u64,
     /// The file of the dataset already ingested with this content (`duplicate`); `None` with a
     /// duplicate of another file of the same dry run.
     pub duplicate_of: Option<i64>,
@@ -296,6 +317,7 @@ impl Verdict {
             records: 0,
             duplicate_records: 0,
             rejected_records: 0,
+            updated_records: 0,
             duplicate_of: None,
             error_kind: None,
             reason: None,
@@ -326,6 +348,7 @@ impl Summary {
         self.records += o.records;
         self.rejected_records += o.rejected_records;
         self.duplicate_records += o.duplicate_records;
+        self.updated_records += o.updated_records;
         self.bytes += o.bytes;
         note_all(&mut self.losses, o.losses);
         note_all(&mut self.problems, o.problems);
@@ -335,6 +358,7 @@ impl Summary {
             d.records += t.records;
             d.rejected += t.rejected;
             d.duplicate_records += t.duplicate_records;
+            d.updated_records += t.updated_records;
         }
         self.verdicts.extend(o.verdicts);
         self.files.extend(o.files);
@@ -369,6 +393,8 @@ pub struct Counters {
     pub rejected_records: AtomicU64,
     /// Records not stored because their key was already stored.
     pub duplicate_records: AtomicU64,
+    /// Records that replaced a stored record with the same key.
+    pub updated_records: AtomicU64,
     pub unplaced: AtomicU64,
     pub bytes: AtomicU64,
     /// Unix milliseconds of the last ingested file.
@@ -412,6 +438,7 @@ pub struct DatasetCounters {
     pub records: u64,
     pub rejected_records: u64,
     pub duplicate_records: u64,
+    pub updated_records: u64,
     pub bytes: u64,
     /// Unix milliseconds of the dataset's last ingested file (0: none yet).
     pub last_success_ms: i64,

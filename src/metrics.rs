@@ -461,7 +461,7 @@ fn datasets(o: &mut String, c: &Counters) {
         }
     }
     type Field = fn(&crate::events::DatasetCounters) -> u64;
-    let fields: [(&str, &str, &str, Field); 4] = [
+    let fields: [(&str, &str, &str, Field); 5] = [
         (
             "ferry_dataset_records_total",
             "counter",
@@ -479,6 +479,13 @@ fn datasets(o: &mut String, c: &Counters) {
             "counter",
             "Records not stored because their key was already stored, by dataset.",
             |d| d.duplicate_records,
+        ),
+        (
+            "ferry_dataset_updated_records_total",
+            "counter",
+            "Records that replaced a stored record with the same key (on_key = \"update\"), \
+             by dataset.",
+            |d| d.updated_records,
         ),
         (
             "ferry_dataset_bytes_total",
@@ -526,7 +533,7 @@ fn label(v: &str) -> String {
 }
 
 /// The metrics without labels: name, type, help and the counter or gauge.
-fn scalars(c: &Counters) -> [(&'static str, &'static str, &'static str, &AtomicU64); 8] {
+fn scalars(c: &Counters) -> [(&'static str, &'static str, &'static str, &AtomicU64); 9] {
     [
         (
             "ferry_records_total",
@@ -545,6 +552,12 @@ fn scalars(c: &Counters) -> [(&'static str, &'static str, &'static str, &AtomicU
             "counter",
             "Records not stored because their key was already stored.",
             &c.duplicate_records,
+        ),
+        (
+            "ferry_updated_records_total",
+            "counter",
+            "Records stored that replaced a stored record with the same key (on_key = \"update\").",
+            &c.updated_records,
         ),
         (
             "ferry_unplaced_files_total",

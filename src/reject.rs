@@ -108,12 +108,19 @@ pub enum Kind {
     RecordInvalid,
     /// A record whose key columns are empty: it cannot be told apart from other records.
     RecordEmptyKey,
+    /// With `on_key = "reject"`: a record whose key is already stored (by an earlier file, or
+    /// earlier in the same file).
+    RecordKeyExists,
     /// A value or record larger than the store accepts.
     RecordTooBig,
     /// A value the store cannot hold as it is (a NUL character in PostgreSQL text, a datetime
     /// with nanoseconds where PostgreSQL keeps microseconds, a date outside its range): storing
     /// it would change it.
     StoreUnsupportedValue,
+    /// The dataset's key changed (or a key was added to a table with records) and the stored
+    /// records hold duplicates, or records without a key, under the new definition: nothing is
+    /// loaded into the table until `ferry rekey` resolves them.
+    SchemaKeyConflict,
     /// More bad records than the dataset's `max_bad_records` allows.
     TooManyBadRecords,
     /// The file could not be read (I/O error) after every attempt.
@@ -171,8 +178,10 @@ impl Kind {
         Kind::SchemaTable,
         Kind::RecordInvalid,
         Kind::RecordEmptyKey,
+        Kind::RecordKeyExists,
         Kind::RecordTooBig,
         Kind::StoreUnsupportedValue,
+        Kind::SchemaKeyConflict,
         Kind::TooManyBadRecords,
         Kind::IoRead,
         Kind::IoStore,
@@ -223,6 +232,8 @@ impl Kind {
             Kind::SchemaTable => "schema.table",
             Kind::RecordInvalid => "record.invalid",
             Kind::RecordEmptyKey => "record.empty_key",
+            Kind::RecordKeyExists => "record.key_exists",
+            Kind::SchemaKeyConflict => "schema.key_conflict",
             Kind::RecordTooBig => "record.too_big",
             Kind::StoreUnsupportedValue => "store.unsupported_value",
             Kind::TooManyBadRecords => "too_many_bad_records",

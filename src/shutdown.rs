@@ -28,6 +28,12 @@ impl Shutdown {
 }
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether SIGINT or SIGTERM arrived (for work that must end at once when asked, wherever it
+/// runs).
+pub fn signalled() -> bool {
+    SIGNALS.load(Ordering::SeqCst) > 0
+}
 /// Set by SIGHUP: re-read the config (`ferry watch`).
 static RELOAD: AtomicBool = AtomicBool::new(false);
 

@@ -3,7 +3,7 @@
 
 use super::lint::pattern_warnings;
 use super::values::*;
-use super::{BadLimit, Config, DatasetSpec, Policy, Retention, WatchSettings, DEFAULT_ROOT};
+use super::{BadLimit, Config, DatasetSpec, OnKey, Policy, Retention, WatchSettings, DEFAULT_ROOT};
 use crate::discover::{Rules, DEFAULT_IGNORE};
 use crate::exit::ExitError;
 use crate::format::fixed::{Field, Layout};
@@ -435,6 +435,11 @@ pub(super) struct RawDataset {
     #[serde(default)]
     columns: Vec<Spanned<RawColumn>>,
     key: Option<Vec<String>>,
+    /// What a record whose key is already stored does: skip (default), update, reject.
+    on_key: Option<OnKeyName>,
+    /// With `on_key = "update"`: a declared int, decimal, date or datetime column; the record
+    /// with the greater value wins.
+    version: Option<String>,
     /// The dataset's table, when it is not to be named after the dataset (an existing table is
     /// adopted when it fits).
     table: Option<String>,
@@ -486,7 +491,7 @@ impl RawDataset {
             return Err("header = false needs `names` (or `columns`) to name the columns".into());
         }
 
-        let columns = self.columns(text)?;
+        let mut columns = self.columns(text)?;
         let mut options = options;
         self.format_specific(&mut options, &columns)?;
         // Without a header, the declared columns name the file's columns in order.
@@ -495,6 +500,13 @@ impl RawDataset {
         }
 
         let key = self.key(&columns)?;
+        let (on_key, version) = self.on_key(&key, &columns)?;
+        // A record without a version cannot be ordered against the stored one.
+        if let Some(v) = &version {
+            if let Some(c) = columns.iter_mut().find(|c| &c.name == v) {
+                c.required = true;
+            }
+        }
         let typed = !columns.is_empty();
         let on_new_column = self
             .on_new_column
@@ -520,6 +532,8 @@ impl RawDataset {
             pointer,
             columns,
             key,
+            on_key,
+            version,
             table: self.table()?,
             max_bad: self.max_bad_records.map_or(BadLimit::Count(0), |b| b.0),
             on_new_column,
@@ -793,6 +807,56 @@ impl RawDataset {
             return Err("key: name at least one column, or leave `key` out".into());
         }
         Ok(key)
+    }
+}
+
+impl RawDataset {
+    /// `on_key` and `version`: they need a key; `version` needs `on_key = "update"` and names a
+    /// declared column of an ordered type that is not part of the key.
+    fn on_key(
+        &self,
+        key: &[String],
+        columns: &[ColumnSpec],
+    ) -> Result<(OnKey, Option<String>), String> {
+        let on_key = self.on_key.map_or(OnKey::Skip, |o| o.0);
+        if key.is_empty() && self.on_key.is_some() {
+            return Err("on_key applies to a dataset with a `key`".into());
+        }
+        let Some(v) = &self.version else {
+            return Ok((on_key, None));
+        };
+        if on_key != OnKey::Update {
+            return Err(format!(
+                "version applies to on_key = \"update\" (this dataset's on_key is {:?})",
+                on_key.id()
+            ));
+        }
+        let Some(col) = columns.iter().find(|c| c.name.eq_ignore_ascii_case(v)) else {
+            return Err(format!(
+                "version: {v:?} is not one of the dataset's declared columns{}",
+                if columns.is_empty() {
+                    " (declare it with a type: int, decimal, date or datetime)"
+                } else {
+                    ""
+                }
+            ));
+        };
+        use crate::typed::ColType as T;
+        if !matches!(col.ty, T::Int | T::Decimal | T::Date | T::DateTime) {
+            return Err(format!(
+                "version: column {:?} is of type {}; a version is an int, decimal, date or \
+                 datetime",
+                col.name,
+                col.ty.id()
+            ));
+        }
+        if key.iter().any(|k| k.eq_ignore_ascii_case(v)) {
+            return Err(format!(
+                "version: column {:?} is part of the key; a version is another column",
+                col.name
+            ));
+        }
+        Ok((on_key, Some(col.name.clone())))
     }
 }
 

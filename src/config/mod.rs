@@ -41,6 +41,10 @@ pub struct DatasetSpec {
     pub columns: Vec<ColumnSpec>,
     /// Columns whose values identify a record across files (R-record-key); may be empty.
     pub key: Vec<String>,
+    /// What a record whose key is already stored does.
+    pub on_key: OnKey,
+    /// With `on_key = "update"`: the declared column whose greater value wins.
+    pub version: Option<String>,
     /// The table it stores into, when the config names one (else one named after it).
     pub table: Option<String>,
     pub max_bad: BadLimit,
@@ -61,6 +65,8 @@ impl DatasetSpec {
             pointer: Vec::new(),
             columns: Vec::new(),
             key: Vec::new(),
+            on_key: OnKey::Skip,
+            version: None,
             table: None,
             max_bad: BadLimit::Count(0),
             on_new_column: Policy::Add,
@@ -71,6 +77,28 @@ impl DatasetSpec {
     /// Whether the dataset declares its columns.
     pub fn typed(&self) -> bool {
         !self.columns.is_empty()
+    }
+}
+
+/// What a record whose key is already stored does (R-record-key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnKey {
+    /// The first stored record wins; later ones are counted as duplicate keys.
+    #[default]
+    Skip,
+    /// The latest record wins (or the one with the greater `version`).
+    Update,
+    /// A record whose key is stored is a bad record (`record.key_exists`).
+    Reject,
+}
+
+impl OnKey {
+    pub fn id(self) -> &'static str {
+        match self {
+            OnKey::Skip => "skip",
+            OnKey::Update => "update",
+            OnKey::Reject => "reject",
+        }
     }
 }
 

@@ -311,6 +311,22 @@ impl<'de> Deserialize<'de> for PolicyName {
     }
 }
 
+/// `on_key`: skip, update or reject.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OnKeyName(pub crate::config::OnKey);
+
+impl<'de> Deserialize<'de> for OnKeyName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::config::OnKey;
+        from_str_with(d, |s| match s.to_ascii_lowercase().as_str() {
+            "skip" => Ok(OnKeyName(OnKey::Skip)),
+            "update" => Ok(OnKeyName(OnKey::Update)),
+            "reject" => Ok(OnKeyName(OnKey::Reject)),
+            _ => Err(format!("unknown on_key {s:?} (skip, update, reject)")),
+        })
+    }
+}
+
 /// A zone for datetimes written without one: `UTC`, `Z`, or a fixed offset like `+02:00`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Zone(pub chrono::FixedOffset);

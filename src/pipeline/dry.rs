@@ -4,16 +4,24 @@
 //! file, and records what would happen. Nothing is written: no ledger row, no table, no moved
 //! or copied file, no report.
 //!
-//! Record keys are judged too: a record whose key hash is already stored in the dataset's table,
-//! or was seen earlier in this run, is counted as a duplicate key, as the run would count it.
-//! (The run compares the values behind equal hashes; a dry run takes equal 64-bit hashes for
-//! equal keys, which differ only with odds of about one in 2^64 per pair.)
+//! Record keys are judged as the writer judges them (`store::keys`): each keyed chunk's stored
+//! records are found through the table's key index and compared by the store, and the dataset's
+//! `on_key` decides — so key duplicates, updates and key-exists rejects are counted as the run
+//! will count them. Records this run would store are remembered by key hash, with their version
+//! and a hash of their values, so a later file of the run meets them as the run would (equal
+//! 64-bit hashes are taken for equal keys there: they differ with odds of about one in 2^64).
 
-use super::{Body, End, FileMeta, Job, Msg};
+use super::stages::bad::BadRecords;
+use super::{key_rule, Body, ColumnSource, Columns, End, FileMeta, Job, Msg};
+use crate::config::DatasetSpec;
 use crate::events::{Summary, Verdict};
+use crate::record::{Cell, Chunk};
 use crate::reject::Reject;
-use crate::store::keys::KeyMap;
-use crate::store::{Location, Store};
+use crate::store::keys::decide::{compare_versions, version_of, Version};
+use crate::store::keys::map::IdMap;
+use crate::store::keys::{decide, Rule, Seen, TableKeys, DEFAULT_CAP};
+use crate::store::{ChunkInsert, Location, Store};
+use crate::typed::KeyHasher;
 use anyhow::Result;
 use crossbeam_channel::Receiver;
 use std::collections::{HashMap, HashSet};
@@ -38,9 +46,72 @@ struct Judge {
     store: Option<Box<dyn Store>>,
     /// Content already judged `ingest` in this run, per dataset.
     seen: HashSet<(String, String)>,
-    /// Per keyed dataset: the key hashes stored, and those of records this run would store.
-    keys: HashMap<String, KeyMap>,
+    /// Per keyed dataset: its table's key index as stored, and what this run would store.
+    keys: HashMap<String, DryKeys>,
     summary: Summary,
+}
+
+/// A keyed dataset as the dry run sees it.
+struct DryKeys {
+    /// Its table, when it exists.
+    table: Option<String>,
+    index: TableKeys,
+    /// Records this run would store, by key hash (the latest of each key).
+    mine: IdMap<Mine>,
+    /// Ids for them: -1, -2, … (never a stored record's).
+    next: i64,
+}
+
+/// A record this run would store.
+#[derive(Clone)]
+struct Mine {
+    id: i64,
+    version: Owned,
+    /// A hash of its values by column name.
+    content: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Owned {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Owned {
+    fn of(v: Version) -> Owned {
+        match v {
+            Version::Null => Owned::Null,
+            Version::Int(i) => Owned::Int(i),
+            Version::Text(t) => Owned::Text(t.to_string()),
+        }
+    }
+
+    fn view(&self) -> Version<'_> {
+        match self {
+            Owned::Null => Version::Null,
+            Owned::Int(i) => Version::Int(*i),
+            Owned::Text(t) => Version::Text(t),
+        }
+    }
+}
+
+/// One file's keyed records as the judge counts them.
+#[derive(Default)]
+struct FileKeys {
+    /// Per chunk cell: its table column (`None`: not in the table yet).
+    columns: Vec<Option<String>>,
+    /// Per chunk cell: the name its values are hashed under for `Mine::content`.
+    names: Vec<String>,
+    key_cells: Vec<Option<usize>>,
+    rule: Rule,
+    stored: u64,
+    updated: u64,
+    duplicates: u64,
+    key_rejected: u64,
+    bad: Option<BadRecords>,
+    /// What the file changed in `DryKeys::mine`: the hash and what it held before.
+    undo: Vec<(i64, Option<Mine>)>,
 }
 
 impl Judge {
@@ -75,33 +146,46 @@ impl Judge {
             self.verdict(&meta, "duplicate", |v| v.duplicate_of = stored);
             return Ok(());
         }
-        let keyed = meta.spec.as_ref().is_some_and(|s| !s.key.is_empty());
-        // Key hashes this file would add, and its records whose key is stored already.
-        let (mut added, mut dups) = (Vec::new(), 0u64);
+        let spec = meta.spec.clone();
+        let keyed = spec.as_ref().is_some_and(|s| !s.key.is_empty());
+        let mut file = FileKeys::default();
         let mut end = None;
         for m in rx.iter() {
             match m {
+                Msg::Columns(cols) if keyed => {
+                    let spec = spec.as_deref().expect("keyed");
+                    self.columns(spec, &cols, &mut file)?;
+                }
                 Msg::Rows(chunk) if keyed => {
-                    let keys = self.keys_of(&dataset)?;
-                    for &h in &chunk.keys {
-                        if keys.contains(h) {
-                            dups += 1;
-                        } else {
-                            keys.insert(h, 0);
-                            added.push(h);
-                        }
+                    let spec = spec.as_deref().expect("keyed");
+                    if let Some(r) = self.chunk(spec, &chunk, &mut file)? {
+                        end = Some(r);
+                        break;
                     }
                 }
+                Msg::Rejects(r) if keyed => {
+                    let spec = spec.as_deref().expect("keyed");
+                    let bad = file
+                        .bad
+                        .get_or_insert_with(|| BadRecords::new(spec.max_bad));
+                    r.into_iter().for_each(|x| bad.record(x));
+                }
                 Msg::End(e) => {
-                    end = Some(e);
+                    end = Some(self.ended(e, &file));
                     break;
                 }
                 _ => {}
             }
         }
-        if !matches!(end, Some(End::Done { .. })) && !added.is_empty() {
+        if !matches!(end, Some(End::Done { .. })) {
+            // Nothing of the file would be stored: later files must not meet its records.
             if let Some(k) = self.keys.get_mut(&dataset) {
-                k.remove_all(&added);
+                for (h, before) in file.undo.drain(..).rev() {
+                    match before {
+                        Some(m) => k.mine.insert(h, m),
+                        None => k.mine.remove(&h),
+                    };
+                }
             }
         }
         match end {
@@ -109,11 +193,17 @@ impl Judge {
                 records, rejected, ..
             }) => {
                 self.seen.insert((dataset.clone(), sha));
-                let stored = records - dups;
+                let (stored, dups, updated) = if keyed {
+                    (file.stored, file.duplicates, file.updated)
+                } else {
+                    (records, 0, 0)
+                };
+                let rejected = rejected + file.key_rejected;
                 let s = &mut self.summary;
                 s.ingested += 1;
                 s.records += stored;
                 s.duplicate_records += dups;
+                s.updated_records += updated;
                 s.rejected_records += rejected;
                 s.bytes += meta.size;
                 let d = s.datasets.entry(dataset).or_default();
@@ -121,10 +211,12 @@ impl Judge {
                 d.records += stored;
                 d.rejected += rejected;
                 d.duplicate_records += dups;
+                d.updated_records += updated;
                 self.verdict(&meta, "ingest", |v| {
                     v.records = stored;
                     v.duplicate_records = dups;
                     v.rejected_records = rejected;
+                    v.updated_records = updated;
                 });
             }
             Some(End::Rejected {
@@ -147,19 +239,157 @@ impl Judge {
         Ok(())
     }
 
-    /// The key hashes of a keyed dataset: those stored (read once), and this run's since.
-    fn keys_of(&mut self, dataset: &str) -> Result<&mut KeyMap> {
-        if !self.keys.contains_key(dataset) {
-            let mut map = KeyMap::default();
-            if let Some(store) = &mut self.store {
-                let (table, exists) = store.table_or_planned(dataset)?;
-                if exists {
-                    store.key_hashes(&table, &mut |h| map.insert(h, 0))?;
+    /// How the stream ended, with the keys this file had refused counted against
+    /// `max_bad_records` as the writer counts them.
+    fn ended(&self, end: End, file: &FileKeys) -> End {
+        if let End::Done {
+            records, rejected, ..
+        } = &end
+        {
+            if let Some(bad) = file.bad.as_ref().filter(|_| file.key_rejected > 0) {
+                if let Some(reject) = bad.verdict(records + rejected, true) {
+                    return End::Rejected {
+                        format: None,
+                        reject,
+                        rejects: Vec::new(),
+                        rejected: bad.count,
+                    };
                 }
             }
-            self.keys.insert(dataset.to_string(), map);
         }
-        Ok(self.keys.get_mut(dataset).expect("inserted"))
+        end
+    }
+
+    /// A keyed file's columns: where each cell would land (a read of the registry).
+    fn columns(&mut self, spec: &DatasetSpec, cols: &Columns, file: &mut FileKeys) -> Result<()> {
+        let k = self.keys_of(spec)?;
+        let exists = k.table.is_some();
+        file.columns.clear();
+        file.names.clear();
+        for d in &cols.defs {
+            let (column, name) = match &d.source {
+                ColumnSource::Declared(n) => (Some(n.clone()), n.clone()),
+                ColumnSource::File(key) => {
+                    let col = match (&mut self.store, exists) {
+                        (Some(s), true) => s.file_column(&spec.name, key)?,
+                        _ => None,
+                    };
+                    let name = col.clone().unwrap_or_else(|| key.describe());
+                    (col, name)
+                }
+            };
+            file.columns.push(column);
+            file.names.push(name.to_lowercase());
+        }
+        file.key_cells = cols.key.clone();
+        file.rule = key_rule(spec, cols);
+        Ok(())
+    }
+
+    /// Judges a keyed chunk as the writer would; the file's end if its bad records are over the
+    /// limit whatever follows.
+    fn chunk(
+        &mut self,
+        spec: &DatasetSpec,
+        chunk: &Chunk,
+        file: &mut FileKeys,
+    ) -> Result<Option<End>> {
+        let n = chunk.rows();
+        let k = self.keys.get_mut(&spec.name).expect("columns came first");
+        let mut stored: Vec<Option<(i64, Seen)>> = vec![None; n];
+        if let (Some(table), Some(store)) = (&k.table, &mut self.store) {
+            let ins = ChunkInsert {
+                dataset: &spec.name,
+                table,
+                columns: &file.columns,
+                key_cells: &file.key_cells,
+                rule: &file.rule,
+                file_id: 0,
+                chunk,
+            };
+            stored = store.key_lookup(&mut k.index, &ins)?;
+            // A value in a column the table does not have yet: the stored record has NULL there.
+            let new_cols: Vec<usize> = (0..chunk.width)
+                .filter(|&c| file.columns.get(c).is_some_and(Option::is_none))
+                .collect();
+            for (r, s) in stored.iter_mut().enumerate() {
+                if let Some((_, Seen::Same { equal, .. })) = s {
+                    if new_cols.iter().any(|&c| chunk.row(r)[c] != Cell::Null) {
+                        *equal = Some(false);
+                    }
+                }
+            }
+        }
+        // Records this run would have stored are met before anything stored.
+        for (r, s) in stored.iter_mut().enumerate() {
+            if let Some(m) = k.mine.get(&chunk.keys[r]) {
+                *s = Some((m.id, mine_seen(chunk, file, r, m)));
+            }
+        }
+        let plan = decide(chunk, &file.key_cells, &file.rule, &stored);
+        for &r in &plan.insert {
+            let r = r as usize;
+            let h = chunk.keys[r];
+            k.next -= 1;
+            let version = match file.rule.version {
+                Some((cell, _)) => Owned::of(version_of(
+                    chunk,
+                    crate::store::keys::cell_at(chunk, r, cell),
+                )),
+                None => Owned::Null,
+            };
+            let m = Mine {
+                id: k.next,
+                version,
+                content: content_hash(chunk, &file.names, r),
+            };
+            file.undo.push((h, k.mine.insert(h, m)));
+        }
+        file.stored += plan.new + plan.updated;
+        file.updated += plan.updated;
+        file.duplicates += plan.duplicates;
+        if !plan.rejects.is_empty() {
+            file.key_rejected += plan.rejects.len() as u64;
+            let bad = file
+                .bad
+                .get_or_insert_with(|| BadRecords::new(spec.max_bad));
+            for r in plan.rejects {
+                bad.record(r);
+            }
+            if bad.doomed {
+                let reject = bad.verdict(0, false).expect("doomed");
+                return Ok(Some(End::Rejected {
+                    format: None,
+                    reject,
+                    rejects: Vec::new(),
+                    rejected: bad.count,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The dataset's key index as stored (read once), and what this run would store.
+    fn keys_of(&mut self, spec: &DatasetSpec) -> Result<&mut DryKeys> {
+        if !self.keys.contains_key(&spec.name) {
+            let table = match &mut self.store {
+                Some(store) => match store.table_or_planned(&spec.name)? {
+                    (t, true) => Some(t),
+                    _ => None,
+                },
+                None => None,
+            };
+            self.keys.insert(
+                spec.name.clone(),
+                DryKeys {
+                    table,
+                    index: TableKeys::new(DEFAULT_CAP),
+                    mine: IdMap::default(),
+                    next: 0,
+                },
+            );
+        }
+        Ok(self.keys.get_mut(&spec.name).expect("inserted"))
     }
 
     fn quarantine(&mut self, meta: &FileMeta, r: &Reject) {
@@ -184,4 +414,37 @@ impl Judge {
             .finished
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// How a record this run would store compares with row `r` (which has its key hash).
+fn mine_seen(chunk: &Chunk, file: &FileKeys, r: usize, m: &Mine) -> Seen {
+    let newer = file.rule.version.map(|(cell, ty)| {
+        let v = version_of(chunk, crate::store::keys::cell_at(chunk, r, cell));
+        compare_versions(ty, v, m.version.view())
+    });
+    Seen::Same {
+        newer,
+        equal: Some(content_hash(chunk, &file.names, r) == m.content),
+    }
+}
+
+/// A hash of a row's values by column name (NULLs left out: a column the record lacks is NULL).
+fn content_hash(chunk: &Chunk, names: &[String], r: usize) -> i64 {
+    let mut cells: Vec<(&str, Cell)> = names
+        .iter()
+        .zip(chunk.row(r))
+        .filter(|(_, c)| **c != Cell::Null)
+        .map(|(n, c)| (n.as_str(), *c))
+        .collect();
+    cells.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = KeyHasher::default();
+    for (n, c) in cells {
+        h.text(n);
+        match c {
+            Cell::Int(i) => h.int(i),
+            Cell::Real(x) => h.real(x),
+            t => h.text(chunk.text(t).unwrap_or_default()),
+        }
+    }
+    h.finish()
 }

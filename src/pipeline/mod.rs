@@ -26,6 +26,7 @@ use crate::format::Format;
 use crate::record::Chunk;
 use crate::reject::{RecordReject, Reject};
 use crate::spool::{Claim, Liveness, Owner, RelPath};
+use crate::store::keys::Rule;
 use crate::typed::ColType;
 use anyhow::Result;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Select, Sender};
@@ -283,6 +284,23 @@ pub enum End {
     Changed,
     /// Reading failed for a reason outside the content; the worker reads it again.
     Retry,
+}
+
+/// What a record whose key is stored does, with the version's cell in this file's chunks.
+pub(crate) fn key_rule(spec: &DatasetSpec, cols: &Columns) -> Rule {
+    let version = spec.version.as_ref().map(|v| {
+        let at = cols
+            .defs
+            .iter()
+            .position(|d| matches!(&d.source, ColumnSource::Declared(n) if n == v));
+        let ty = at.map_or(ColType::Int, |i| cols.defs[i].ty);
+        (at, ty)
+    });
+    Rule {
+        on_key: spec.on_key,
+        version,
+        key_names: spec.key.clone(),
+    }
 }
 
 /// Where workers hand files to the writers. Files of datasets with a record key go to the

@@ -142,6 +142,8 @@ pub struct FileRow {
     pub finished_at: String,
     /// Records not stored because their key was already stored.
     pub duplicate_records: i64,
+    /// Records that replaced a stored record with the same key (`on_key = "update"`).
+    pub updated_records: i64,
     /// Where the file's rejected records were written, relative to the spool root.
     pub rejects_at: Option<String>,
     /// What the file was stored with that a reader should know (columns stored under another
@@ -157,10 +159,14 @@ pub struct FileRow {
 /// What became of a file's records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Written: new keys, and records that replaced a stored one.
     pub stored: u64,
     pub rejected: u64,
-    /// Skipped: their key was already stored.
+    /// Skipped: their key was already stored (and, with `on_key = "update"`, they changed
+    /// nothing).
     pub duplicates: u64,
+    /// Of `stored`, those that replaced a stored record.
+    pub updated: u64,
 }
 
 /// Which ledger rows to list.
@@ -189,6 +195,8 @@ pub struct DatasetCounts {
     pub rejected_records: u64,
     /// Records not stored because their key was already stored.
     pub duplicate_records: u64,
+    /// Records that replaced a stored record with the same key.
+    pub updated_records: u64,
     /// Files whose content was already ingested for the dataset.
     pub duplicates: u64,
     pub quarantined: u64,
@@ -238,16 +246,23 @@ pub struct ChunkInsert<'a> {
     pub columns: &'a [Option<String>],
     /// Per key column of the dataset: the chunk cell holding it (empty: no key).
     pub key_cells: &'a [Option<usize>],
+    /// What a record whose key is stored does (with a key).
+    pub rule: &'a keys::Rule,
     pub file_id: i64,
     pub chunk: &'a Chunk,
 }
 
 /// What `insert_chunk` did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChunkStored {
+    /// Records written: new keys, and those that replaced a stored record.
     pub stored: u64,
-    /// Records not stored: their key was stored before (by any file).
+    /// Of `stored`, the records that replaced a stored one (`on_key = "update"`).
+    pub updated: u64,
+    /// Records not stored: their key was stored before (by any file) and nothing changed.
     pub duplicates: u64,
+    /// Records refused because their key is stored (`on_key = "reject"`).
+    pub rejects: Vec<RecordReject>,
 }
 
 /// Whether a file's content is new to its dataset (`Ingest::identity`).
@@ -400,9 +415,16 @@ pub trait Store {
     /// When each dataset last ingested a file: (dataset, ledger time of its latest ingested
     /// row).
     fn last_success(&mut self) -> Result<Vec<(String, String)>>;
-    /// Calls `each` with the key hash of every keyed record stored in `table` (none when the
-    /// table has no keyed records). A read only: what a dry run compares new keys with.
-    fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()>;
+    /// The table column a file column of the dataset lands in, if it has one (a read).
+    fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>>;
+    /// For a dry run: the stored record each keyed row of a chunk shares its key with, and how
+    /// it compares, found as a run would find it — with the judge's own index of the table
+    /// (`keys`, brought up to date on first use) and reading only.
+    fn key_lookup(
+        &mut self,
+        keys: &mut keys::TableKeys,
+        ins: &ChunkInsert,
+    ) -> Result<Vec<Option<(i64, keys::Seen)>>>;
 
     // Export state.
     fn targets(&mut self) -> Result<Vec<TargetStatus>>;
@@ -517,8 +539,15 @@ pub trait Ingest: Send {
     fn lock_schema(&mut self, _restartable: bool) -> Result<bool> {
         Ok(true)
     }
-    /// Stores a chunk's records, less those whose key was stored before.
+    /// Stores a chunk's records as the dataset's `on_key` says: new keys stored, stored keys
+    /// skipped, replaced or refused.
     fn insert_chunk(&mut self, insert: &ChunkInsert) -> Result<ChunkStored>;
+    /// Writes the key indexes' tails as runs and merges runs, in a transaction of its own (at
+    /// the end of a run, or when the writer is idle). Stops early, changing nothing, when `stop`
+    /// says so.
+    fn finish_keys(&mut self, _stop: &dyn Fn() -> bool) -> Result<()> {
+        Ok(())
+    }
     /// The most data columns a dataset table may have in this store.
     fn max_data_columns(&self) -> usize;
 

@@ -6,18 +6,18 @@ use crate::reject::{Kind, RecordReject, Reject, Stage};
 
 /// Bad records and the file's verdict.
 #[derive(Debug)]
-pub(super) struct BadRecords {
+pub(crate) struct BadRecords {
     limit: BadLimit,
-    pub(super) count: u64,
-    pub(super) first: Vec<RecordReject>,
+    pub(crate) count: u64,
+    pub(crate) first: Vec<RecordReject>,
     /// Rejects not yet sent to the writer.
     pub(super) pending: Vec<RecordReject>,
     /// The file is over its limit whatever follows; rows are no longer sent.
-    pub(super) doomed: bool,
+    pub(crate) doomed: bool,
 }
 
 impl BadRecords {
-    pub(super) fn new(limit: BadLimit) -> BadRecords {
+    pub(crate) fn new(limit: BadLimit) -> BadRecords {
         BadRecords {
             limit,
             count: 0,
@@ -27,7 +27,7 @@ impl BadRecords {
         }
     }
 
-    pub(super) fn record(&mut self, r: RecordReject) {
+    pub(crate) fn record(&mut self, r: RecordReject) {
         self.count += 1;
         if self.first.len() < FIRST_REJECTS {
             self.first.push(r.clone());
@@ -44,12 +44,14 @@ impl BadRecords {
 
     /// The file's rejection, when its bad records are over the limit; `read`: the records the
     /// parser handed over so far (all of the file's when `complete`).
-    pub(super) fn verdict(&self, read: u64, complete: bool) -> Option<Reject> {
+    pub(crate) fn verdict(&self, read: u64, complete: bool) -> Option<Reject> {
         let total = read;
         if !self.doomed && !self.limit.exceeded(self.count, total) {
             return None;
         }
-        let first = self.first.first()?;
+        // The stages and the writer (keys stored already) both find bad records: the first in
+        // the file is the one named.
+        let first = self.first.iter().min_by_key(|r| r.line)?;
         let at = match &first.field {
             Some(f) => format!("line {}, column {f:?}: {}", first.line, first.reason),
             None => format!("line {}: {}", first.line, first.reason),
@@ -59,6 +61,13 @@ impl BadRecords {
                 Kind::RecordEmptyKey,
                 format!(
                     "a record has an empty key and the dataset allows no bad records \
+                     (max_bad_records = 0): {at}"
+                ),
+            ),
+            BadLimit::Count(0) if first.kind == Kind::RecordKeyExists => (
+                Kind::RecordKeyExists,
+                format!(
+                    "a record's key is already stored and the dataset allows no bad records \
                      (max_bad_records = 0): {at}"
                 ),
             ),

@@ -19,7 +19,7 @@
 //! Rows are built in place in the chunk's text buffer: a value that needs no rewriting costs no
 //! copy beyond the row's text.
 
-mod bad;
+pub(crate) mod bad;
 mod shape;
 
 pub use shape::{missing_columns_reject, new_columns_reject, too_many_columns};

@@ -7,9 +7,11 @@
 use super::Writer;
 use crate::config::{DatasetSpec, Policy};
 use crate::format::{ColumnKey, SYSTEM_COLUMNS};
+use crate::pipeline::stages::bad::BadRecords;
 use crate::pipeline::stages::{missing_columns_reject, new_columns_reject, too_many_columns};
 use crate::pipeline::{ColumnSource, Columns};
 use crate::reject::{Kind, Reject, Stage};
+use crate::store::keys::Rule;
 use crate::store::names::{self, MAX_NAME};
 use crate::store::NewColumn;
 use crate::typed::ColType;
@@ -29,8 +31,16 @@ pub(super) struct FileColumns {
     before: Option<Vec<String>>,
     /// Lowercased names of every table column the file has shown.
     seen: HashSet<String>,
+    /// What a record whose key is stored does, as this file's cells say it.
+    pub rule: Rule,
+    /// Records written (new keys and replacements), and of them the replacements.
     pub stored: u64,
+    pub updated: u64,
     pub duplicates: u64,
+    /// Records refused because their key was stored (`on_key = "reject"`).
+    pub key_rejected: u64,
+    /// The file's bad records, stages' and keys', against `max_bad_records` (with a key).
+    pub bad: Option<BadRecords>,
     /// Whether any of the file's records reached the writer yet (until then the file can start
     /// again in a new group).
     pub rows_seen: bool,
@@ -185,6 +195,7 @@ impl Writer<'_> {
             file.warn(w);
         }
         file.key_cells = cols.key.clone();
+        file.rule = crate::pipeline::key_rule(spec, cols);
         file.cols = mapped;
         file.table = table;
         Ok(Ok(()))

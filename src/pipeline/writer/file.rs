@@ -8,6 +8,7 @@ use crate::config::DatasetSpec;
 use crate::format::Format;
 use crate::fsio;
 use crate::pipeline::place::{reason_json, rejects_ndjson, Placement, Transfer};
+use crate::pipeline::stages::bad::BadRecords;
 use crate::pipeline::stages::FIRST_REJECTS;
 use crate::pipeline::{Columns, End, FileMeta, Mode, Msg, Source};
 use crate::reject::{Kind, RecordReject, Reject, Stage};
@@ -144,8 +145,9 @@ impl Writer<'_> {
                 file.warnings.extend(notes);
                 let counts = Counts {
                     stored: file.stored,
-                    rejected,
+                    rejected: rejected + file.key_rejected,
                     duplicates: file.duplicates,
+                    updated: file.updated,
                 };
                 self.ingested(id, meta, format, counts, file.warnings)?;
             }
@@ -285,20 +287,56 @@ impl Writer<'_> {
                         table: &file.table,
                         columns: &file.cols,
                         key_cells: &file.key_cells,
+                        rule: &file.rule,
                         file_id: id,
                         chunk: &chunk,
                     })?;
                     file.stored += stored.stored;
+                    file.updated += stored.updated;
                     file.duplicates += stored.duplicates;
+                    if !stored.rejects.is_empty() {
+                        self.store.add_rejects(id, &stored.rejects)?;
+                        file.key_rejected += stored.rejects.len() as u64;
+                        let bad = file
+                            .bad
+                            .get_or_insert_with(|| BadRecords::new(spec.max_bad));
+                        for r in stored.rejects {
+                            bad.record(r);
+                        }
+                        if bad.doomed {
+                            // Over `max_bad_records` whatever follows.
+                            let reject = bad.verdict(0, false).expect("doomed");
+                            return Ok(Stream::End(too_many_bad(reject, bad)));
+                        }
+                    }
                 }
                 Ok(Msg::Rejects(r)) => {
                     file.rows_seen = true;
-                    self.store.add_rejects(id, &r)?
+                    self.store.add_rejects(id, &r)?;
+                    if !spec.key.is_empty() {
+                        let bad = file
+                            .bad
+                            .get_or_insert_with(|| BadRecords::new(spec.max_bad));
+                        for x in r {
+                            bad.record(x);
+                        }
+                    }
                 }
                 Ok(Msg::End(end)) => {
-                    if let End::Done { .. } = end {
+                    if let End::Done {
+                        records,
+                        rejected: stage_rejected,
+                        ..
+                    } = end
+                    {
                         if let Some(r) = file.missing_columns(spec) {
                             return Ok(Stream::End(rejected(r)));
+                        }
+                        // Keys refused here count against `max_bad_records` with the stages'.
+                        if let Some(bad) = file.bad.as_ref().filter(|_| file.key_rejected > 0) {
+                            if let Some(reject) = bad.verdict(records + stage_rejected, true) {
+                                return Ok(Stream::End(too_many_bad(reject, bad)));
+                            }
                         }
                     }
                     return Ok(Stream::End(end));
@@ -478,18 +516,33 @@ fn rejected(reject: Reject) -> End {
     }
 }
 
-/// Checks that every record the parser passed was either stored or counted as a duplicate key:
-/// a file whose counts do not add up is quarantined rather than recorded as loaded.
+/// A file over `max_bad_records` once the keys it holds were checked.
+fn too_many_bad(reject: Reject, bad: &BadRecords) -> End {
+    let mut first = bad.first.clone();
+    first.sort_by_key(|r| r.line);
+    End::Rejected {
+        format: None,
+        reject,
+        rejects: first,
+        rejected: bad.count,
+    }
+}
+
+/// Checks that every record the parser passed was stored, counted as a duplicate key, or
+/// refused for its key: a file whose counts do not add up is quarantined rather than recorded as
+/// loaded.
 fn reconcile(end: End, file: &FileColumns) -> End {
     match end {
-        End::Done { records, .. } if records != file.stored + file.duplicates => {
+        End::Done { records, .. }
+            if records != file.stored + file.duplicates + file.key_rejected =>
+        {
             rejected(Reject::new(
                 Kind::IoStore,
                 Stage::Store,
                 format!(
-                    "the parser passed {records} records but {} were stored and {} counted as \
-                     duplicate keys; nothing of this file was kept",
-                    file.stored, file.duplicates
+                    "the parser passed {records} records but {} were stored, {} counted as \
+                     duplicate keys and {} refused for their key; nothing of this file was kept",
+                    file.stored, file.duplicates, file.key_rejected
                 ),
             ))
         }

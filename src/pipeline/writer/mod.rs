@@ -32,6 +32,9 @@ const MAX_AGE: Duration = Duration::from_millis(50);
 /// Commit after this many files or input bytes (bounds the WAL and the work redone after a crash).
 const MAX_FILES: usize = 2000;
 const MAX_BYTES: u64 = 512 << 20;
+/// With keyed records stored and nothing to do for this long, the writer tends the key index
+/// (its tail written as a run, runs merged); a run does it when its files are done.
+const IDLE_KEYS: Duration = Duration::from_secs(5);
 
 /// What a file came to, kept until its transaction commits.
 enum FileOutcome {
@@ -72,6 +75,8 @@ struct Writer<'a> {
     summary: Summary,
     /// The folder files are taken from, as recorded in the ledger.
     source: String,
+    /// Keyed records were stored since the key index was last tended.
+    keys_dirty: bool,
 }
 
 /// Runs until every worker has hung up; returns what was committed, and the error that stopped
@@ -87,6 +92,7 @@ pub fn run(session: &Session, store: Box<dyn Ingest>, mut jobs: Inbox) -> (Summa
             ..Summary::default()
         },
         source: session.source.display().to_string(),
+        keys_dirty: false,
     };
     let r = w.run(&mut jobs);
     if r.is_err() {
@@ -102,6 +108,17 @@ impl Writer<'_> {
     fn run(&mut self, jobs: &mut Inbox) -> Result<()> {
         loop {
             let job = match &self.txn {
+                None if self.keys_dirty => match jobs.recv_timeout(IDLE_KEYS) {
+                    Ok(j) => j,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.tend_keys();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.tend_keys();
+                        return Ok(());
+                    }
+                },
                 None => match jobs.recv() {
                     Ok(j) => j,
                     Err(_) => return Ok(()),
@@ -114,16 +131,35 @@ impl Writer<'_> {
                             self.commit()?;
                             continue;
                         }
-                        Err(RecvTimeoutError::Disconnected) => return self.commit(),
+                        Err(RecvTimeoutError::Disconnected) => {
+                            self.commit()?;
+                            self.tend_keys();
+                            return Ok(());
+                        }
                     }
                 }
             };
+            self.keys_dirty |= job.meta.spec.as_ref().is_some_and(|s| !s.key.is_empty());
             self.handle(job)?;
             if let Some(t) = &self.txn {
                 if t.files >= MAX_FILES || t.bytes >= MAX_BYTES || t.started.elapsed() >= MAX_AGE {
                     self.commit()?;
                 }
             }
+        }
+    }
+
+    /// Writes the key indexes' tails as runs and merges runs (stopping at once if a stop is
+    /// asked for). Its failure loses nothing — the tail stays in the tables, read by the next
+    /// writer — so it is logged, not the writer's end.
+    fn tend_keys(&mut self) {
+        if !std::mem::take(&mut self.keys_dirty) {
+            return;
+        }
+        let session = self.session;
+        let stop = || session.halted() || crate::shutdown::signalled();
+        if let Err(e) = self.store.finish_keys(&stop) {
+            tracing::warn!("tending the record key index failed (nothing is lost): {e:#}");
         }
     }
 
@@ -219,6 +255,7 @@ impl Writer<'_> {
                 records: counts.stored,
                 rejected: counts.rejected,
                 duplicate_records: counts.duplicates,
+                updated_records: counts.updated,
                 warnings,
                 bytes: m.size,
                 latency: m.received.elapsed(),

@@ -1,67 +1,70 @@
-//! Record keys across hosts: the in-memory index (`store::keys`), kept exact with a lock per
-//! table and a log of the ids each transaction stored.
-//!
-//! A unique index in the database would decide keys across hosts by itself, but every record
-//! then costs a probe and an insertion at random places in a big B-tree (measured: 13% of the
-//! unkeyed load speed on the 6.8 M-row benchmark). Instead:
+//! Record keys across hosts: the key index (`store::keys`) over PostgreSQL's tables, kept exact
+//! with a lock per table and a log of the ids each transaction stored.
 //!
 //! - A group that stores keyed records in a table first takes the table's row in `ferry_keys`
-//!   (an upsert that adds one to its `epoch`), and holds it to its commit: keyed writers of one
-//!   table take turns, on every host. Nobody else can store a key of that table meanwhile.
-//! - The group logs, in `ferry_key_log` under its epoch, the id runs it stored in the table,
-//!   in the same transaction as the records.
-//! - A writer's index knows the epoch it is complete for. Holding the row, it finds the
-//!   epochs since (other hosts' groups), and reads their records' `(_id, _key)` by those id
-//!   runs (the BRIN index on `_id`, built by the first read that needs it: a host loading
-//!   new keys alone never does); an index that is too far behind (its epochs pruned from
-//!   the log) or has none is loaded whole.
-//! - Then the chunk's keys are decided in memory. A hash seen before is compared exactly with
-//!   the stored record by the database (values in their column types), for the whole chunk in
-//!   one statement per cluster of ids.
+//!   (an upsert adding one to its `epoch`) and holds it to its commit: keyed writers of one
+//!   table take turns, on every host. Nobody else can store (or replace) a key of that table
+//!   meanwhile, so the decisions the group makes stay true until it commits.
+//! - The group logs, in `ferry_key_log` under its epoch, the id runs it stored in the table, in
+//!   the same transaction as the records. A record's epoch is its coordinate: the tail is every
+//!   keyed record stored in an epoch after the table's `covered` mark, and everything up to it
+//!   is in runs (`ferry_key_runs`, `ferry_key_slices`).
+//! - Holding the row, a writer reads the log for the epochs since the last it knows (other
+//!   hosts' groups) and their records' `(_id, _key)` by `_id` range (the BRIN index, built by
+//!   the first such read): then its index is complete. A new writer reads the tail only.
+//! - Hash matches are compared with the stored records by the database, in the columns' types
+//!   (keys, and the version or every value where `on_key` needs them), one statement per
+//!   cluster of ids.
 //!
-//! A savepoint rolled back gives the row back if the file took it (and undoes the file's
-//! keys); a rolled-back group undoes its keys and keeps what it had caught up with. A commit
-//! whose outcome is unknown is no different: its epoch, if it committed, is read back from the
-//! log like another host's.
+//! A savepoint rolled back gives the row back if the file took it (and undoes the file's keys);
+//! a rolled-back group forgets the table's index (the next group reads the tail again). A
+//! commit whose outcome is unknown is no different: its epoch, if it committed, is read back
+//! from the log like another host's.
 
 use super::binary::{self, PgType};
 use super::ids::Ids;
 use super::session::Session;
 use super::tables::{ident, index_ids, TableInfo};
 use crate::record::Cell;
-use crate::store::keys::{dedupe, ChunkIds, KeyIndex};
+use crate::store::keys::runs::{slice_key, RunMeta};
+use crate::store::keys::{
+    lookup, plan_chunk, Compare, Plan, RunStore, Seen, TableKeys, Wants, DEFAULT_CAP,
+};
 use crate::store::ChunkInsert;
 use anyhow::{bail, Context, Result};
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::time::Instant;
 
-/// Epochs kept in the log per table; an index further behind is loaded whole.
-const KEEP_EPOCHS: i64 = 100_000;
 /// Ids closer than this are read in one range (the records between are skipped or known).
 const RANGE_GAP: i64 = 65_536;
 /// At most this many ranges are read one by one for an exact check; more, and one range spans
 /// them all.
 const MAX_RANGES: usize = 32;
 
-/// What a keyed chunk stores: its kept rows (in order) and their ids.
+/// What a keyed chunk stores: what `on_key` decided, and the ids of the rows it inserts.
 pub struct NewRows {
-    pub kept: Vec<u32>,
+    pub plan: Plan,
     pub ids: Vec<(i64, u64)>,
 }
 
 /// The key indexes of the tables this writer stored keyed records in.
-#[derive(Default)]
 pub struct Keys {
-    by_table: HashMap<String, TableKeys>,
+    by_table: HashMap<String, State>,
+    cap: usize,
 }
 
-#[derive(Default)]
-struct TableKeys {
-    index: KeyIndex,
-    /// The table's epoch the index is complete for (`None`: not loaded).
-    epoch: Option<i64>,
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys {
+            by_table: HashMap::new(),
+            cap: DEFAULT_CAP,
+        }
+    }
+}
+
+struct State {
+    keys: TableKeys,
     held: Option<Held>,
 }
 
@@ -74,17 +77,16 @@ struct Held {
     /// Ids the group stored in the table, and how many runs of them before the current file.
     runs: Vec<(i64, u64)>,
     file_runs: usize,
-    /// `_id` was seen indexed (or indexed) in this group: hash matches of later chunks need not
-    /// ask the catalog again.
+    /// `_id` was seen indexed (or indexed) in this group.
     indexed: bool,
 }
 
 impl Keys {
     /// The current file is kept.
     pub fn file_done(&mut self) {
-        for k in self.by_table.values_mut() {
-            k.index.file_done();
-            if let Some(h) = &mut k.held {
+        for s in self.by_table.values_mut() {
+            s.keys.file_done();
+            if let Some(h) = &mut s.held {
                 h.this_file = false;
                 h.file_runs = h.runs.len();
             }
@@ -93,56 +95,59 @@ impl Keys {
 
     /// The current file's savepoint was rolled back.
     pub fn undo_file(&mut self) {
-        for k in self.by_table.values_mut() {
-            k.index.undo_file();
-            if k.held.as_ref().is_some_and(|h| h.this_file) {
-                k.held = None;
-            } else if let Some(h) = &mut k.held {
+        self.by_table.retain(|_, s| {
+            s.keys.undo_file();
+            if s.held.as_ref().is_some_and(|h| h.this_file) {
+                // The file took the row: with it, what the row let it learn is gone too.
+                return false;
+            }
+            if let Some(h) = &mut s.held {
                 h.runs.truncate(h.file_runs);
             }
-        }
+            true
+        });
     }
 
-    /// Before the commit: logs the ids each table got under the group's epoch (and prunes
-    /// epochs nobody needs any more).
+    /// Before the commit: logs the ids each table got under the group's epoch, and writes the
+    /// tail as a run when it has grown.
     pub fn log(&mut self, c: &mut Client) -> Result<()> {
-        for (table, k) in &self.by_table {
-            let Some(h) = &k.held else { continue };
-            if h.runs.is_empty() {
-                continue;
+        for (table, s) in &mut self.by_table {
+            let Some(h) = &s.held else { continue };
+            if !h.runs.is_empty() {
+                let first: Vec<i64> = h.runs.iter().map(|&(f, _)| f).collect();
+                let last: Vec<i64> = h.runs.iter().map(|&(f, n)| f + n as i64 - 1).collect();
+                c.execute(
+                    "INSERT INTO ferry_key_log (table_name, epoch, first_id, last_id) \
+                     SELECT $1, $2, f, l FROM unnest($3::int8[], $4::int8[]) AS r(f, l)",
+                    &[table, &h.epoch, &first, &last],
+                )
+                .with_context(|| format!("logging the record keys stored in {table}"))?;
             }
-            let first: Vec<i64> = h.runs.iter().map(|&(f, _)| f).collect();
-            let last: Vec<i64> = h.runs.iter().map(|&(f, n)| f + n as i64 - 1).collect();
-            c.execute(
-                "WITH pruned AS (DELETE FROM ferry_key_log WHERE table_name = $1 AND epoch <= $2) \
-                 INSERT INTO ferry_key_log (table_name, epoch, first_id, last_id) \
-                 SELECT $1, $3, f, l FROM unnest($4::int8[], $5::int8[]) AS r(f, l)",
-                &[table, &(h.epoch - KEEP_EPOCHS), &h.epoch, &first, &last],
-            )
-            .with_context(|| format!("logging the record keys stored in {table}"))?;
+            s.keys
+                .maintain(&mut Runs(c), table, false, None, &|| false)?;
         }
         Ok(())
     }
 
     /// The group committed.
     pub fn committed(&mut self) {
-        for k in self.by_table.values_mut() {
-            if let Some(h) = k.held.take() {
-                k.epoch = Some(h.epoch);
+        for s in self.by_table.values_mut() {
+            if let Some(h) = s.held.take() {
+                // Nothing else was stored in the table under the group's epoch.
+                let hi = s.keys.hi;
+                s.keys.learn(hi, h.epoch, &[]);
             }
-            k.index.committed();
+            s.keys.committed();
         }
     }
 
-    /// The group was rolled back (or its commit failed).
+    /// The group was rolled back (or its commit failed): the indexes start again.
     pub fn rolled_back(&mut self) {
-        for k in self.by_table.values_mut() {
-            k.held = None;
-            k.index.undo_group();
-        }
+        self.by_table.clear();
     }
 
-    /// Decides which rows of a keyed chunk are new, and gives them ids.
+    /// Decides a keyed chunk (`on_key` against the stored records) and gives the rows it
+    /// inserts their ids.
     pub fn new_rows(
         &mut self,
         s: &mut Session,
@@ -150,105 +155,146 @@ impl Keys {
         ins: &ChunkInsert,
         info: &TableInfo,
     ) -> Result<NewRows> {
-        let k = self.by_table.entry(ins.table.to_string()).or_default();
-        if k.held.is_none() {
-            k.hold(s.get()?, ins.table)?;
+        let cap = self.cap;
+        let st = self
+            .by_table
+            .entry(ins.table.to_string())
+            .or_insert_with(|| State {
+                keys: TableKeys::new(cap),
+                held: None,
+            });
+        if st.held.is_none() {
+            hold(st, s.get()?, ins.table)?;
         }
-        let n = ins.chunk.rows();
-        let runs = ids.take(s, n as u64)?;
-        let firsts = k.index.firsts(&ins.chunk.keys);
-        let same = stored_same_keys(s, &mut *k, ins, info, &firsts)?;
-        let mut duplicates = 0;
-        let kept = dedupe(
-            &mut k.index,
-            ins.chunk,
-            ins.key_cells,
-            &ChunkIds(&runs),
-            Some(&firsts),
-            |id, r| Ok(same.contains(&(id, r))),
-            &mut duplicates,
-        )?;
-        let held = k.held.as_mut().expect("held above");
-        let mut left = kept.len() as u64;
+        let held = st.held.as_mut().expect("held above");
+        let plan = {
+            let mut cmp = PgCompare {
+                runs: Runs(s.get()?),
+                ins,
+                info,
+                indexed: &mut held.indexed,
+            };
+            plan_chunk(&mut st.keys, &mut cmp, ins.chunk, ins.key_cells, ins.rule)?
+        };
+        let n = plan.insert.len() as u64;
+        let runs = if n > 0 { ids.take(s, n)? } else { Vec::new() };
         for &(first, count) in &runs {
-            if left == 0 {
-                break;
-            }
-            let used = count.min(left);
             match held.runs.last_mut() {
-                Some((f, c)) if *f + *c as i64 == first => *c += used,
-                _ => held.runs.push((first, used)),
+                Some((f, c)) if *f + *c as i64 == first => *c += count,
+                _ => held.runs.push((first, count)),
             }
-            left -= used;
         }
-        Ok(NewRows { kept, ids: runs })
+        // The index learns the rows with their ids, replaced records their successors.
+        let replaced: HashMap<usize, i64> = plan.replaces.iter().copied().collect();
+        let mut next = runs.iter().flat_map(|&(f, n)| f..f + n as i64);
+        let (mut added, mut swapped) = (Vec::new(), Vec::new());
+        for (k, &r) in plan.insert.iter().enumerate() {
+            let id = next.next().context("fewer ids than rows")?;
+            let h = ins.chunk.keys[r as usize];
+            match replaced.get(&k) {
+                Some(&old) => swapped.push((held.epoch, h, old, id)),
+                None => added.push((held.epoch, h, id)),
+            }
+        }
+        st.keys.stored(&added, &swapped);
+        Ok(NewRows { plan, ids: runs })
+    }
+
+    /// Writes every table's tail as a run and merges runs as far as `stop` lets it (at the end
+    /// of a run or when the writer is idle), holding each table's key row.
+    pub fn finish(&mut self, c: &mut Client, stop: &dyn Fn() -> bool) -> Result<Option<bool>> {
+        let mut changed = false;
+        for (table, st) in &mut self.by_table {
+            if st.held.is_none() {
+                hold(st, c, table)?;
+            }
+            match st
+                .keys
+                .maintain(&mut Runs(c), table, true, Some(u64::MAX), stop)?
+            {
+                Some(x) => changed |= x,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(changed))
     }
 }
 
-impl TableKeys {
-    /// Takes the table's key row for the group and brings the index up to date with it.
-    fn hold(&mut self, c: &mut Client, table: &str) -> Result<()> {
-        let epoch: i64 = c
-            .query_one(
-                "INSERT INTO ferry_keys (table_name, epoch) VALUES ($1, 1) \
-                 ON CONFLICT (table_name) DO UPDATE SET epoch = ferry_keys.epoch + 1 \
-                 RETURNING epoch",
-                &[&table],
-            )
-            .with_context(|| format!("taking the record key lock of {table}"))?
-            .get(0);
-        let before = epoch - 1;
-        let started = Instant::now();
-        let mut indexed = false;
-        let loaded = match self.epoch {
-            Some(e) if e == before => 0,
-            Some(e) if e < before && before - e <= KEEP_EPOCHS => {
-                index_ids(c, table)?;
-                indexed = true;
-                let runs: Vec<(i64, i64)> = c
-                    .query(
-                        "SELECT first_id, last_id FROM ferry_key_log \
-                         WHERE table_name = $1 AND epoch > $2 AND epoch <= $3 ORDER BY first_id",
-                        &[&table, &e, &before],
-                    )?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
-                let mut n = 0;
-                for (lo, hi) in ranges(runs, RANGE_GAP) {
-                    n += load(
-                        c,
-                        table,
-                        &format!("_id BETWEEN {lo} AND {hi}"),
-                        &mut self.index,
-                    )?;
-                }
-                n
-            }
-            _ => {
-                self.index = KeyIndex::default();
-                load(c, table, "true", &mut self.index)?
-            }
-        };
-        if loaded > 100_000 {
-            tracing::info!(
-                table,
-                keys = loaded,
-                known = self.index.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "loaded record keys"
-            );
-        }
-        self.epoch = Some(before);
-        self.held = Some(Held {
-            epoch,
-            this_file: true,
-            runs: Vec::new(),
-            file_runs: 0,
-            indexed,
-        });
-        Ok(())
+/// Takes the table's key row for the group and brings the index up to date with it: the runs
+/// as they are, and the records of the epochs since the last it knows.
+fn hold(st: &mut State, c: &mut Client, table: &str) -> Result<()> {
+    let epoch: i64 = c
+        .query_one(
+            "INSERT INTO ferry_keys (table_name, epoch) VALUES ($1, 1) \
+             ON CONFLICT (table_name) DO UPDATE SET epoch = ferry_keys.epoch + 1 \
+             RETURNING epoch",
+            &[&table],
+        )
+        .with_context(|| format!("taking the record key lock of {table}"))?
+        .get(0);
+    let before = epoch - 1;
+    let from = st.keys.refresh(&mut Runs(c), table)?;
+    let mut indexed = false;
+    if before > from {
+        let entries = logged_since(c, table, from, before, Some(&mut indexed))?;
+        st.keys.learn(from, before, &entries);
     }
+    st.held = Some(Held {
+        epoch,
+        this_file: true,
+        runs: Vec::new(),
+        file_runs: 0,
+        indexed,
+    });
+    Ok(())
+}
+
+/// The keyed records the log names for epochs `(from, to]`: `(epoch, key hash, id)`. A writer
+/// passes `indexed`: `_id` gets its index before records are read by range (and it is noted).
+fn logged_since(
+    c: &mut Client,
+    table: &str,
+    from: i64,
+    to: i64,
+    indexed: Option<&mut bool>,
+) -> Result<Vec<(i64, i64, i64)>> {
+    let logged: Vec<(i64, i64, i64)> = c
+        .query(
+            "SELECT epoch, first_id, last_id FROM ferry_key_log \
+             WHERE table_name = $1 AND epoch > $2 AND epoch <= $3 ORDER BY first_id",
+            &[&table, &from, &to],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let mut entries = Vec::new();
+    if logged.is_empty() {
+        return Ok(entries);
+    }
+    if let Some(indexed) = indexed {
+        index_ids(c, table)?;
+        *indexed = true;
+    }
+    let spans: Vec<(i64, i64)> = logged.iter().map(|&(_, f, l)| (f, l)).collect();
+    for (lo, hi) in ranges(spans, RANGE_GAP) {
+        load(c, table, lo, hi, &mut |id, h| {
+            // Only the logged records: ids between belong to epochs already known.
+            let at = logged.partition_point(|&(_, f, _)| f <= id);
+            if let Some(&(e, f, l)) = at.checked_sub(1).map(|i| &logged[i]) {
+                if (f..=l).contains(&id) {
+                    entries.push((e, h, id));
+                }
+            }
+        })?;
+    }
+    if entries.len() > 100_000 {
+        tracing::info!(
+            table,
+            keys = entries.len(),
+            "read the record keys of other writers"
+        );
+    }
+    Ok(entries)
 }
 
 /// Sorted id runs merged where they are closer than `gap`.
@@ -264,18 +310,23 @@ fn ranges(mut runs: Vec<(i64, i64)>, gap: i64) -> Vec<(i64, i64)> {
     out
 }
 
-/// Adds the `(_id, _key)` of the table's keyed records matching `filter` to the index (read by
-/// a binary COPY); returns how many were read.
-fn load(c: &mut Client, table: &str, filter: &str, index: &mut KeyIndex) -> Result<u64> {
+/// Calls `each(id, key hash)` for the table's keyed records with ids in `lo..=hi` (read by a
+/// binary COPY).
+fn load(
+    c: &mut Client,
+    table: &str,
+    lo: i64,
+    hi: i64,
+    each: &mut dyn FnMut(i64, i64),
+) -> Result<()> {
     let mut r = c
         .copy_out(&format!(
-            "COPY (SELECT _id, _key FROM {} WHERE _key IS NOT NULL AND {filter}) \
+            "COPY (SELECT _id, _key FROM {} WHERE _key IS NOT NULL AND _id BETWEEN {lo} AND {hi}) \
              TO STDOUT (FORMAT binary)",
             ident(table)
         ))
         .with_context(|| format!("reading the record keys of {table}"))?;
     binary::read_header(&mut r)?;
-    let mut n = 0;
     let mut tuple = [0u8; 2 + 2 * 12];
     loop {
         r.read_exact(&mut tuple[..2])?;
@@ -295,10 +346,143 @@ fn load(c: &mut Client, table: &str, filter: &str, index: &mut KeyIndex) -> Resu
                 tuple[at + 4..at + 12].try_into().expect("8 bytes"),
             ))
         };
-        index.add_committed(field(14)?, field(2)?);
-        n += 1;
+        each(field(2)?, field(14)?);
     }
-    Ok(n)
+    Ok(())
+}
+
+/// The runs of the key index, in PostgreSQL's tables.
+pub struct Runs<'c>(pub &'c mut Client);
+
+impl RunStore for Runs<'_> {
+    fn runs(&mut self, table: &str) -> Result<(i64, Vec<RunMeta>)> {
+        let covered: i64 = self
+            .0
+            .query_opt(
+                "SELECT covered FROM ferry_keys WHERE table_name = $1",
+                &[&table],
+            )?
+            .map_or(0, |r| r.get(0));
+        let runs = self
+            .0
+            .query(
+                "SELECT run, lo, hi, entries, bits FROM ferry_key_runs WHERE table_name = $1 \
+                 ORDER BY lo",
+                &[&table],
+            )?
+            .iter()
+            .map(|r| RunMeta {
+                id: r.get(0),
+                lo: r.get(1),
+                hi: r.get(2),
+                entries: r.get(3),
+                bits: r.get::<_, i16>(4) as u8,
+            })
+            .collect();
+        Ok((covered, runs))
+    }
+
+    fn get_slices(
+        &mut self,
+        run: i64,
+        wanted: &[u32],
+        each: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<()> {
+        let keys: Vec<i64> = wanted.iter().map(|&s| slice_key(run, s)).collect();
+        for row in self.0.query(
+            "SELECT k, data FROM ferry_key_slices WHERE k = ANY($1)",
+            &[&keys],
+        )? {
+            let k: i64 = row.get(0);
+            each((k & 0xFFFF_FFFF) as u32, row.get::<_, &[u8]>(1));
+        }
+        Ok(())
+    }
+
+    fn scan_slices(
+        &mut self,
+        run: i64,
+        from: u32,
+        to: u32,
+        each: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<()> {
+        let (lo, hi) = (slice_key(run, from), (run << 32) + to as i64);
+        for row in self.0.query(
+            "SELECT k, data FROM ferry_key_slices WHERE k >= $1 AND k < $2 ORDER BY k",
+            &[&lo, &hi],
+        )? {
+            let k: i64 = row.get(0);
+            each((k & 0xFFFF_FFFF) as u32, row.get::<_, &[u8]>(1));
+        }
+        Ok(())
+    }
+
+    fn new_run(&mut self) -> Result<i64> {
+        Ok(self
+            .0
+            .query_one("SELECT nextval('ferry_key_run_ids')", &[])?
+            .get(0))
+    }
+
+    fn put_slices(&mut self, run: i64, slices: &[(u32, Vec<u8>)]) -> Result<()> {
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<i64> = slices.iter().map(|(s, _)| slice_key(run, *s)).collect();
+        let data: Vec<&[u8]> = slices.iter().map(|(_, b)| b.as_slice()).collect();
+        self.0.execute(
+            "INSERT INTO ferry_key_slices (k, data) SELECT * FROM unnest($1::int8[], $2::bytea[])",
+            &[&keys, &data],
+        )?;
+        Ok(())
+    }
+
+    fn add_run(&mut self, table: &str, m: &RunMeta) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO ferry_key_runs (run, table_name, lo, hi, entries, bits, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, now())",
+            &[&m.id, &table, &m.lo, &m.hi, &m.entries, &(m.bits as i16)],
+        )?;
+        Ok(())
+    }
+
+    fn drop_runs(&mut self, _table: &str, runs: &[i64]) -> Result<()> {
+        for &run in runs {
+            self.0.execute(
+                "DELETE FROM ferry_key_slices WHERE k >= $1 AND k < $2",
+                &[&(run << 32), &((run + 1) << 32)],
+            )?;
+            self.0
+                .execute("DELETE FROM ferry_key_runs WHERE run = $1", &[&run])?;
+        }
+        Ok(())
+    }
+
+    fn set_covered(&mut self, table: &str, covered: i64) -> Result<()> {
+        self.0.execute(
+            "UPDATE ferry_keys SET covered = $2 WHERE table_name = $1",
+            &[&table, &covered],
+        )?;
+        // Epochs up to `covered` are in runs: nobody reads their log rows any more.
+        self.0.execute(
+            "DELETE FROM ferry_key_log WHERE table_name = $1 AND epoch <= $2",
+            &[&table, &covered],
+        )?;
+        Ok(())
+    }
+
+    fn live(&mut self, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
+        index_ids(self.0, table)?;
+        Ok(self
+            .0
+            .query(
+                &format!("SELECT _id FROM {} WHERE _id = ANY($1)", ident(table)),
+                &[&ids],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
 }
 
 /// A raw binary parameter (ferry's own encoding of a PostgreSQL array).
@@ -322,147 +506,244 @@ impl postgres::types::ToSql for Raw {
     postgres::types::to_sql_checked!();
 }
 
-/// One column of a record key: its chunk cell, table column and type.
-struct KeyPart<'a> {
+/// Compares a chunk's rows with stored records in the database, in the columns' types.
+struct PgCompare<'a> {
+    runs: Runs<'a>,
+    ins: &'a ChunkInsert<'a>,
+    info: &'a TableInfo,
+    indexed: &'a mut bool,
+}
+
+/// A column compared: its chunk cell (`None`: the file lacks it, NULL), name and type.
+struct Part<'a> {
     cell: Option<usize>,
     name: &'a str,
     ty: PgType,
 }
 
-fn key_parts<'a>(ins: &'a ChunkInsert, info: &TableInfo) -> Result<Vec<KeyPart<'a>>> {
-    ins.key_cells
-        .iter()
-        .map(|&cell| {
-            let name = cell
-                .and_then(|i| ins.columns.get(i).and_then(Option::as_deref))
-                .context("a key column of the dataset is not stored")?;
-            let ty = info
-                .ty(name)
-                .with_context(|| format!("key column {name} has a type ferry cannot write"))?;
-            Ok(KeyPart { cell, name, ty })
+impl PgCompare<'_> {
+    fn part<'n>(&self, cell: Option<usize>, name: &'n str) -> Result<Part<'n>> {
+        let ty = self
+            .info
+            .ty(name)
+            .with_context(|| format!("column {name} has a type ferry cannot write"))?;
+        Ok(Part { cell, name, ty })
+    }
+
+    /// Row `r`'s value of a part, as a binary array element.
+    fn encode(&self, part: &Part, r: usize, out: &mut Vec<u8>) -> Result<()> {
+        let chunk = self.ins.chunk;
+        let cell = part.cell.map_or(Cell::Null, |i| chunk.row(r)[i]);
+        let text = matches!(cell, Cell::Text { .. })
+            .then(|| chunk.text(cell))
+            .flatten();
+        binary::cell(out, part.ty, cell, text).map_err(|why| {
+            let name = part.name;
+            binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
         })
-        .collect()
+    }
 }
 
-/// Row `r`'s value of a key part, as a binary field.
-fn encode_key_part(ins: &ChunkInsert, part: &KeyPart, r: usize, out: &mut Vec<u8>) -> Result<()> {
-    let chunk = ins.chunk;
-    let cell = part.cell.map_or(Cell::Null, |i| chunk.row(r)[i]);
-    let text = matches!(cell, Cell::Text { .. })
-        .then(|| chunk.text(cell))
-        .flatten();
-    binary::cell(out, part.ty, cell, text).map_err(|why| {
-        let name = part.name;
-        binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
-    })
-}
+impl Compare for PgCompare<'_> {
+    fn runs(&mut self) -> &mut dyn RunStore {
+        &mut self.runs
+    }
 
-/// The (stored record, chunk row) pairs whose keys are equal, among those the index pairs by
-/// hash (`firsts`: the index's id of each row's hash): compared by the database, in the columns'
-/// types (NULL equal to NULL, as in memory).
-fn stored_same_keys(
-    s: &mut Session,
-    k: &mut TableKeys,
-    ins: &ChunkInsert,
-    info: &TableInfo,
-    firsts: &[Option<i64>],
-) -> Result<HashSet<(i64, usize)>> {
-    let mut pairs: Vec<(i64, usize)> = Vec::new();
-    for (r, (&h, &first)) in ins.chunk.keys.iter().zip(firsts).enumerate() {
-        pairs.extend(k.index.more_after(h, first).map(|id| (id, r)));
-    }
-    let mut same = HashSet::new();
-    if pairs.is_empty() {
-        return Ok(same);
-    }
-    pairs.sort_unstable();
-    let parts = key_parts(ins, info)?;
-    let mut spans = ranges(pairs.iter().map(|&(id, _)| (id, id)).collect(), RANGE_GAP);
-    if spans.len() > MAX_RANGES {
-        spans = vec![(spans[0].0, spans[spans.len() - 1].1)];
-    }
-    let c = s.get()?;
-    let held = k.held.as_mut().expect("the key row is held");
-    if !held.indexed {
-        index_ids(c, ins.table)?;
-        held.indexed = true;
-    }
-    for (lo, hi) in spans {
-        let group: Vec<(i64, usize)> = pairs
+    fn compare(&mut self, pairs: &[(i64, usize)]) -> Result<Vec<Seen>> {
+        let ins = self.ins;
+        let column =
+            |c: Option<usize>| c.and_then(|i| ins.columns.get(i).and_then(Option::as_deref));
+        let keys: Vec<Part> = ins
+            .key_cells
             .iter()
-            .copied()
-            .filter(|&(id, _)| (lo..=hi).contains(&id))
-            .collect();
-        let mut arrays = vec![binary::array_header(PgType::Int8, group.len())];
-        for &(id, _) in &group {
-            binary::int8(&mut arrays[0], id);
-        }
-        for part in &parts {
-            let mut a = binary::array_header(part.ty, group.len());
-            for &(_, r) in &group {
-                encode_key_part(ins, part, r, &mut a)?;
+            .map(|&c| {
+                let name = column(c).context("a key column of the dataset is not stored")?;
+                self.part(c, name)
+            })
+            .collect::<Result<_>>()?;
+        let wants = ins.rule.wants();
+        let mut extra: Vec<Part> = Vec::new();
+        // Table columns the file does not have: equal only if NULL there.
+        let mut absent: Vec<String> = Vec::new();
+        match wants {
+            Wants::Key => {}
+            Wants::Version => {
+                let (cell, _) = ins.rule.version.expect("a version");
+                let name = column(cell).context("the version column is not stored")?;
+                extra.push(self.part(cell, name)?);
             }
-            arrays.push(a);
+            Wants::Content => {
+                let mapped: HashMap<String, usize> = ins
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| c.as_ref().map(|n| (n.to_lowercase(), i)))
+                    .collect();
+                for (name, _) in &self.info.columns {
+                    let lower = name.to_lowercase();
+                    if crate::format::SYSTEM_COLUMNS.contains(&lower.as_str()) || lower == "_key" {
+                        continue;
+                    }
+                    match mapped.get(&lower) {
+                        Some(&i) => extra.push(self.part(Some(i), name)?),
+                        None => absent.push(name.clone()),
+                    }
+                }
+            }
         }
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        order.sort_unstable_by_key(|&i| pairs[i].0);
+        let mut spans = ranges(
+            order.iter().map(|&i| (pairs[i].0, pairs[i].0)).collect(),
+            RANGE_GAP,
+        );
+        if spans.len() > MAX_RANGES {
+            spans = vec![(spans[0].0, spans[spans.len() - 1].1)];
+        }
+        if !*self.indexed {
+            index_ids(self.runs.0, ins.table)?;
+            *self.indexed = true;
+        }
+        let all: Vec<&Part> = keys.iter().chain(extra.iter()).collect();
         let unnest: Vec<String> = std::iter::once("$1::int8[]".to_string())
             .chain(
-                parts
-                    .iter()
+                all.iter()
                     .enumerate()
                     .map(|(j, p)| format!("${}::{}[]", j + 2, p.ty.name())),
             )
             .collect();
-        let names: Vec<String> = (1..=parts.len()).map(|j| format!("p{j}")).collect();
-        let equal: Vec<String> = parts
-            .iter()
-            .enumerate()
-            .map(|(j, p)| format!("t.{} IS NOT DISTINCT FROM s.p{}", ident(p.name), j + 1))
-            .collect();
-        let sql = format!(
-            "SELECT s.i FROM {} t JOIN unnest({}) WITH ORDINALITY AS s(id, {}, i) ON t._id = s.id \
-             WHERE t._id BETWEEN {lo} AND {hi} AND {}",
-            ident(ins.table),
-            unnest.join(", "),
-            names.join(", "),
-            equal.join(" AND ")
-        );
-        let params: Vec<Raw> = arrays.into_iter().map(Raw).collect();
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        for row in c
-            .query(&sql, &refs)
-            .context("comparing record keys with the stored ones")?
-        {
-            let ordinal: i64 = row.get(0);
-            same.insert(group[ordinal as usize - 1]);
+        let names: Vec<String> = (1..=all.len()).map(|j| format!("p{j}")).collect();
+        let same = |from: usize, parts: &[Part]| -> String {
+            let v: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    format!(
+                        "t.{} IS NOT DISTINCT FROM s.p{}",
+                        ident(p.name),
+                        from + j + 1
+                    )
+                })
+                .collect();
+            if v.is_empty() {
+                "true".into()
+            } else {
+                v.join(" AND ")
+            }
+        };
+        let key_eq = same(0, &keys);
+        let second = match wants {
+            Wants::Key => "0".to_string(),
+            Wants::Version => {
+                let v = ident(extra[0].name);
+                let p = format!("s.p{}", keys.len() + 1);
+                format!(
+                    "CASE WHEN t.{v} IS NULL THEN 1 WHEN {p} > t.{v} THEN 1 WHEN {p} = t.{v} \
+                     THEN 0 ELSE -1 END"
+                )
+            }
+            Wants::Content => {
+                let mut eq = same(keys.len(), &extra);
+                for a in &absent {
+                    eq.push_str(&format!(" AND t.{} IS NULL", ident(a)));
+                }
+                format!("CASE WHEN {eq} THEN 1 ELSE 0 END")
+            }
+        };
+        let mut out = vec![Seen::Gone; pairs.len()];
+        for (lo, hi) in spans {
+            let group: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| (lo..=hi).contains(&pairs[i].0))
+                .collect();
+            let mut arrays = vec![binary::array_header(PgType::Int8, group.len())];
+            for &i in &group {
+                binary::int8(&mut arrays[0], pairs[i].0);
+            }
+            for part in &all {
+                let mut a = binary::array_header(part.ty, group.len());
+                for &i in &group {
+                    self.encode(part, pairs[i].1, &mut a)?;
+                }
+                arrays.push(a);
+            }
+            let sql = format!(
+                "SELECT s.i, {key_eq}, {second} FROM {} t JOIN unnest({}) WITH ORDINALITY AS \
+                 s(id, {}, i) ON t._id = s.id WHERE t._id BETWEEN {lo} AND {hi}",
+                ident(ins.table),
+                unnest.join(", "),
+                names.join(", "),
+            );
+            let params: Vec<Raw> = arrays.into_iter().map(Raw).collect();
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            for row in self
+                .runs
+                .0
+                .query(&sql, &refs)
+                .context("comparing records with the stored ones")?
+            {
+                let ordinal: i64 = row.get(0);
+                let i = group[ordinal as usize - 1];
+                let key: bool = row.get(1);
+                let x: i32 = row.get(2);
+                out[i] = if !key {
+                    Seen::Other
+                } else {
+                    match wants {
+                        Wants::Key => Seen::Same {
+                            newer: None,
+                            equal: None,
+                        },
+                        Wants::Version => Seen::Same {
+                            newer: Some(x.cmp(&0)),
+                            equal: None,
+                        },
+                        Wants::Content => Seen::Same {
+                            newer: None,
+                            equal: Some(x == 1),
+                        },
+                    }
+                };
+            }
         }
+        Ok(out)
     }
-    Ok(same)
 }
 
-/// Every stored key hash of `table` (a read, for a dry run): none when the table or its `_key`
-/// column does not exist.
-pub fn key_hashes(c: &mut Client, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
-    let has_key: bool = c
-        .query_one(
-            "SELECT count(*) > 0 FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1 AND column_name = '_key'",
-            &[&table],
-        )?
-        .get(0);
-    if !has_key {
-        return Ok(());
+/// For a dry run: each keyed row's stored record, as a run would find it, reading only (no
+/// key row taken, no index built: a read by id range may be a scan).
+pub fn read_lookup(
+    c: &mut Client,
+    keys: &mut TableKeys,
+    ins: &ChunkInsert,
+) -> Result<Vec<Option<(i64, Seen)>>> {
+    if !keys.fresh {
+        let from = keys.refresh(&mut Runs(c), ins.table)?;
+        let last: i64 = c
+            .query_opt(
+                "SELECT epoch FROM ferry_keys WHERE table_name = $1",
+                &[&ins.table],
+            )?
+            .map_or(0, |r| r.get(0));
+        if last > from {
+            let entries = logged_since(c, ins.table, from, last, None)?;
+            keys.learn(from, last, &entries);
+        }
     }
-    let mut rows = c.query_raw(
-        &format!("SELECT _key FROM {} WHERE _key IS NOT NULL", ident(table)),
-        std::iter::empty::<&str>(),
-    )?;
-    while let Some(r) = postgres::fallible_iterator::FallibleIterator::next(&mut rows)? {
-        each(r.get(0));
-    }
-    Ok(())
+    let info = super::tables::describe(c, ins.table)?
+        .with_context(|| format!("table {} does not exist", ins.table))?;
+    let mut indexed = true;
+    let mut cmp = PgCompare {
+        runs: Runs(c),
+        ins,
+        info: &info,
+        indexed: &mut indexed,
+    };
+    lookup(keys, &mut cmp, ins.chunk)
 }
 
 #[cfg(test)]

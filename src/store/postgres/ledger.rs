@@ -19,7 +19,7 @@ pub(super) fn file_columns() -> String {
         "id, path, source, claim, sha256, size, state, dataset, format, records, rejected, \
          duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
          error_offset, error_field, attempt, retry_of, {}, {}, {}, {}, duplicate_records, \
-         rejects_at, warnings::text, {}, {}, discard_reason",
+         rejects_at, warnings::text, {}, {}, discard_reason, updated_records",
         ts("received_at"),
         ts("hashed_at"),
         ts("parsed_at"),
@@ -70,6 +70,7 @@ pub(super) fn file_row(r: &Row) -> Result<FileRow> {
         pruned_at: r.get(28),
         discarded_at: r.get(29),
         discard_reason: r.get(30),
+        updated_records: r.get(31),
     })
 }
 
@@ -132,8 +133,8 @@ pub fn update(c: &mut Client, id: i64, u: &FileUpdate<'_>) -> Result<()> {
                 .transpose()?;
             c.execute(
                 "UPDATE files SET records = $2, rejected = $3, duplicate_records = $4, \
-                 format = $5, warnings = $6::text::jsonb, parsed_at = $7::text::timestamptz \
-                 WHERE id = $1",
+                 format = $5, warnings = $6::text::jsonb, parsed_at = $7::text::timestamptz, \
+                 updated_records = $8 WHERE id = $1",
                 &[
                     &id,
                     &(counts.stored as i64),
@@ -142,6 +143,7 @@ pub fn update(c: &mut Client, id: i64, u: &FileUpdate<'_>) -> Result<()> {
                     format,
                     &warnings,
                     parsed_at,
+                    &(counts.updated as i64),
                 ],
             )?;
         }
@@ -308,7 +310,8 @@ pub fn dataset_counts(c: &mut Client) -> Result<Vec<DatasetCounts>> {
                 coalesce(sum(f.rejected) FILTER (WHERE f.state = 'ingested'), 0)::bigint, \
                 coalesce(sum(f.duplicate_records) FILTER (WHERE f.state = 'ingested'), 0)::bigint, \
                 count(*) FILTER (WHERE f.state = 'duplicate'), \
-                count(*) FILTER (WHERE f.state = 'quarantined') \
+                count(*) FILTER (WHERE f.state = 'quarantined'), \
+                coalesce(sum(f.updated_records) FILTER (WHERE f.state = 'ingested'), 0)::bigint \
          FROM files f LEFT JOIN datasets d ON d.name = f.dataset \
          WHERE f.dataset IS NOT NULL AND {} GROUP BY f.dataset, d.table_name ORDER BY f.dataset",
         LATEST.replace("files.id", "f.id")
@@ -326,6 +329,7 @@ pub fn dataset_counts(c: &mut Client) -> Result<Vec<DatasetCounts>> {
                 duplicate_records: n(5),
                 duplicates: n(6),
                 quarantined: n(7),
+                updated_records: n(8),
             }
         })
         .collect())

@@ -179,6 +179,32 @@ pub const MIGRATIONS: &[&str] = &[
     DELETE FROM dataset_columns
      WHERE lower(column_name) IN ('_id', '_file_id', '_line', '_key');
     "#,
+    // 5: record keys in the store (R-record-key): each keyed table's definition and
+    // `covered` mark (epochs up to it are in runs); the runs of its key index and their slices;
+    // and the records a file replaced (`on_key = "update"`). Tables keyed before have no
+    // definition: their index is built from their records before the next keyed load.
+    r#"
+    ALTER TABLE ferry_keys ADD COLUMN covered bigint NOT NULL DEFAULT 0;
+    ALTER TABLE ferry_keys ADD COLUMN definition text;
+    ALTER TABLE ferry_keys ADD COLUMN defined_at timestamptz;
+    CREATE SEQUENCE ferry_key_run_ids;
+    CREATE TABLE ferry_key_runs (
+        run        bigint PRIMARY KEY,
+        table_name text NOT NULL,
+        lo         bigint NOT NULL,
+        hi         bigint NOT NULL,
+        entries    bigint NOT NULL,
+        bits       smallint NOT NULL,
+        created_at timestamptz NOT NULL
+    );
+    CREATE INDEX ferry_key_runs_table ON ferry_key_runs (table_name, lo);
+    CREATE TABLE ferry_key_slices (
+        k    bigint PRIMARY KEY,
+        data bytea NOT NULL
+    );
+    ALTER TABLE ferry_key_slices ALTER COLUMN data SET STORAGE EXTERNAL;
+    ALTER TABLE files ADD COLUMN updated_records bigint NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side

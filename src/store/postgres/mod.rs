@@ -206,11 +206,15 @@ impl Target {
 /// A command's connection.
 pub struct PgStore {
     c: Client,
+    registry: registry::Registry,
 }
 
 impl PgStore {
     pub fn open(t: &Target) -> Result<PgStore> {
-        Ok(PgStore { c: t.open()? })
+        Ok(PgStore {
+            c: t.open()?,
+            registry: registry::Registry::default(),
+        })
     }
 
     /// The store if ferry has been set up in it (reporting commands create nothing).
@@ -218,7 +222,10 @@ impl PgStore {
         let mut c = t.connect()?;
         match migrations::version(&mut c)? {
             None => Ok(None),
-            Some(v) if v == migrations::latest() => Ok(Some(PgStore { c })),
+            Some(v) if v == migrations::latest() => Ok(Some(PgStore {
+                c,
+                registry: registry::Registry::default(),
+            })),
             Some(_) => Ok(Some(PgStore::open(t)?)),
         }
     }
@@ -297,8 +304,15 @@ impl Store for PgStore {
     fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
         binary::PgType::sql_for(ty)
     }
-    fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
-        keys::key_hashes(&mut self.c, table, each)
+    fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>> {
+        self.registry.column(&mut self.c, dataset, key)
+    }
+    fn key_lookup(
+        &mut self,
+        keys: &mut super::keys::TableKeys,
+        ins: &ChunkInsert,
+    ) -> Result<Vec<Option<(i64, super::keys::Seen)>>> {
+        keys::read_lookup(&mut self.c, keys, ins)
     }
     fn targets(&mut self) -> Result<Vec<TargetStatus>> {
         export::targets(&mut self.c)
@@ -629,6 +643,29 @@ impl Ingest for PgIngest {
     fn insert_chunk(&mut self, ins: &ChunkInsert) -> Result<ChunkStored> {
         self.tables
             .insert(&mut self.c, &mut self.ids, &mut self.keys, ins)
+    }
+
+    fn finish_keys(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {
+        self.begin()?;
+        let done = self
+            .c
+            .get()
+            .and_then(|c| self.keys.finish(c, stop))
+            .and_then(|changed| match changed {
+                Some(true) => self.commit().map(|()| true),
+                _ => Ok(false),
+            });
+        match done {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.rollback();
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
     }
 
     fn max_data_columns(&self) -> usize {

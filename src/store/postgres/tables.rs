@@ -267,28 +267,21 @@ impl Tables {
                 cells.push((i, name.as_str(), ty));
             }
         }
-        // With a record key: the rows whose key is new, and their ids.
-        let (keep, key_ids) = if keyed {
-            let new = keys.new_rows(s, ids, ins, info)?;
-            let mut keep = vec![false; n];
-            for &r in &new.kept {
-                keep[r as usize] = true;
-            }
-            (Some(keep), new.ids)
+        // With a record key: what `on_key` decided, and the ids of the rows to store.
+        let new = if keyed {
+            Some(keys.new_rows(s, ids, ins, info)?)
         } else {
-            (None, Vec::new())
+            None
         };
-        let rows = keep
-            .as_ref()
-            .map_or(n, |k| k.iter().filter(|&&new| new).count());
+        let pick = new.as_ref().map(|k| k.plan.insert.as_slice());
+        let rows = pick.map_or(n, <[u32]>::len);
         if rows > 0 {
-            let first_ids = if keyed {
-                key_ids
-            } else {
-                ids.take(s, rows as u64)?
+            let first_ids = match &new {
+                Some(k) => k.ids.clone(),
+                None => ids.take(s, rows as u64)?,
             };
             let mut data = Vec::new();
-            encode(&mut data, ins, &cells, &first_ids, keyed, keep.as_deref())?;
+            encode(&mut data, ins, &cells, &first_ids, keyed, pick)?;
             let mut names: Vec<String> = ["_id", "_file_id", "_line"]
                 .iter()
                 .map(|s| s.to_string())
@@ -301,31 +294,62 @@ impl Tables {
             let into = format!("{} ({})", ident(ins.table), names.join(", "));
             s.copy_rows(&into, &data, rows as u64)?;
         }
+        let Some(new) = new else {
+            return Ok(ChunkStored {
+                stored: n as u64,
+                ..ChunkStored::default()
+            });
+        };
+        let plan = new.plan;
+        if !plan.replaces.is_empty() {
+            // The records replaced go (their successors are in the copy above).
+            let old: Vec<i64> = plan.replaces.iter().map(|&(_, id)| id).collect();
+            let c = s.get()?;
+            let gone = c.execute(
+                &format!("DELETE FROM {} WHERE _id = ANY($1)", ident(ins.table)),
+                &[&old],
+            )?;
+            anyhow::ensure!(
+                gone == old.len() as u64,
+                "{} of {} records replaced in {} were there to delete",
+                gone,
+                old.len(),
+                ins.table
+            );
+        }
         Ok(ChunkStored {
-            stored: rows as u64,
-            duplicates: (n - rows) as u64,
+            stored: plan.new + plan.updated,
+            updated: plan.updated,
+            duplicates: plan.duplicates,
+            rejects: plan.rejects,
         })
     }
 }
 
-/// The chunk's rows (those `keep` says, if given) as binary COPY tuples (no header, no trailer): `_id`, `_file_id`, `_line`,
-/// `_key` when keyed, then the stored cells.
+/// The chunk's rows (those `pick` names, in its order, if given) as binary COPY tuples (no
+/// header, no trailer): `_id`, `_file_id`, `_line`, `_key` when keyed, then the stored cells.
 fn encode(
     out: &mut Vec<u8>,
     ins: &ChunkInsert,
     cells: &[(usize, &str, PgType)],
     ids: &[(i64, u64)],
     keyed: bool,
-    keep: Option<&[bool]>,
+    pick: Option<&[u32]>,
 ) -> Result<()> {
     let chunk: &Chunk = ins.chunk;
     out.reserve(chunk.text.len() + chunk.rows() * (40 + 4 * cells.len()));
     let fields = 3 + keyed as usize + cells.len();
     let mut next = ids.iter().flat_map(|&(first, n)| first..first + n as i64);
-    for r in 0..chunk.rows() {
-        if keep.is_some_and(|k| !k[r]) {
-            continue;
+    let all: Vec<u32>;
+    let rows = match pick {
+        Some(p) => p,
+        None => {
+            all = (0..chunk.rows() as u32).collect();
+            &all
         }
+    };
+    for &r in rows {
+        let r = r as usize;
         binary::tuple(out, fields);
         binary::int8(out, next.next().context("fewer ids than rows")?);
         binary::int8(out, ins.file_id);

@@ -11,7 +11,8 @@ pub(super) const FILE_COLUMNS: &str =
     "id, path, source, claim, sha256, size, state, dataset, format, records, \
     rejected, duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
     error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at, \
-    duplicate_records, rejects_at, warnings, pruned_at, discarded_at, discard_reason";
+    duplicate_records, rejects_at, warnings, pruned_at, discarded_at, discard_reason, \
+    updated_records";
 
 /// Rows that are a file's latest attempt: no later row retried them. Every count of files by
 /// state goes through this, so `status`, `quarantine list` and the metrics agree.
@@ -60,6 +61,7 @@ pub(super) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         pruned_at: r.get(28)?,
         discarded_at: r.get(29)?,
         discard_reason: r.get(30)?,
+        updated_records: r.get(31)?,
     })
 }
 
@@ -112,7 +114,7 @@ pub fn update(conn: &Connection, id: i64, u: &FileUpdate<'_>) -> Result<()> {
                 .transpose()?;
             conn.prepare_cached(
                 "UPDATE files SET records = ?2, rejected = ?3, duplicate_records = ?4, \
-                 format = ?5, warnings = ?6, parsed_at = ?7 WHERE id = ?1",
+                 format = ?5, warnings = ?6, parsed_at = ?7, updated_records = ?8 WHERE id = ?1",
             )?
             .execute(rusqlite::params![
                 id,
@@ -122,6 +124,7 @@ pub fn update(conn: &Connection, id: i64, u: &FileUpdate<'_>) -> Result<()> {
                 format,
                 warnings,
                 parsed_at,
+                counts.updated as i64,
             ])?;
         }
         FileUpdate::StoredAt(at) => {
@@ -288,7 +291,8 @@ pub fn dataset_counts(conn: &Connection) -> Result<Vec<DatasetCounts>> {
                 sum(CASE WHEN f.state = 'ingested' THEN f.rejected ELSE 0 END), \
                 sum(CASE WHEN f.state = 'ingested' THEN f.duplicate_records ELSE 0 END), \
                 sum(f.state = 'duplicate'), \
-                sum(f.state = 'quarantined') \
+                sum(f.state = 'quarantined'), \
+                sum(CASE WHEN f.state = 'ingested' THEN f.updated_records ELSE 0 END) \
          FROM files f LEFT JOIN datasets d ON d.name = f.dataset \
          WHERE f.dataset IS NOT NULL AND {} GROUP BY f.dataset ORDER BY f.dataset",
         LATEST.replace("files.id", "f.id")
@@ -305,6 +309,7 @@ pub fn dataset_counts(conn: &Connection) -> Result<Vec<DatasetCounts>> {
                 duplicate_records: n(5)?,
                 duplicates: n(6)?,
                 quarantined: n(7)?,
+                updated_records: n(8)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

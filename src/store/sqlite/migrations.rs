@@ -138,6 +138,33 @@ pub const MIGRATIONS: &[&str] = &[
     DELETE FROM dataset_columns
      WHERE lower(column_name) IN ('_id', '_file_id', '_line', '_key');
     "#,
+    // 8: record keys in the store (R-record-key): each keyed table's definition, `covered`
+    // mark and highest id ever given; the runs of its key index and their slices; and the
+    // records a file replaced (`on_key = "update"`).
+    r#"
+    CREATE TABLE ferry_keys (
+        table_name TEXT PRIMARY KEY,
+        covered    INTEGER NOT NULL DEFAULT 0, -- every keyed record up to this id is in a run
+        high_id    INTEGER NOT NULL DEFAULT 0, -- the highest record id ever given
+        definition TEXT,                       -- the key, as JSON (NULL: none any more)
+        defined_at TEXT
+    );
+    CREATE TABLE ferry_key_runs (
+        run        INTEGER PRIMARY KEY,
+        table_name TEXT NOT NULL,
+        lo         INTEGER NOT NULL,           -- covers records (lo, hi]
+        hi         INTEGER NOT NULL,
+        entries    INTEGER NOT NULL,
+        bits       INTEGER NOT NULL,           -- slices: a hash's top `bits` bits
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX ferry_key_runs_table ON ferry_key_runs (table_name, lo);
+    CREATE TABLE ferry_key_slices (
+        k    INTEGER PRIMARY KEY,              -- run << 32 | slice
+        data BLOB NOT NULL                     -- (hash, id) pairs, 16 bytes each, by hash
+    );
+    ALTER TABLE files ADD COLUMN updated_records INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

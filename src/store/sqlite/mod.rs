@@ -95,12 +95,14 @@ fn connect(path: &Path) -> Result<Connection> {
 /// A command's connection.
 pub struct SqliteStore {
     conn: Connection,
+    registry: registry::Registry,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
         Ok(SqliteStore {
             conn: connect(path)?,
+            registry: registry::Registry::default(),
         })
     }
 }
@@ -178,8 +180,15 @@ impl Store for SqliteStore {
     fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
         ty.sql_type()
     }
-    fn key_hashes(&mut self, table: &str, each: &mut dyn FnMut(i64)) -> Result<()> {
-        keys::key_hashes(&self.conn, table, each)
+    fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>> {
+        self.registry.column(&self.conn, dataset, key)
+    }
+    fn key_lookup(
+        &mut self,
+        keys: &mut super::keys::TableKeys,
+        ins: &ChunkInsert,
+    ) -> Result<Vec<Option<(i64, super::keys::Seen)>>> {
+        keys::read_lookup(&self.conn, keys, ins)
     }
     fn targets(&mut self) -> Result<Vec<TargetStatus>> {
         export::targets(&self.conn)
@@ -309,6 +318,10 @@ impl Ingest for SqliteIngest {
     }
 
     fn commit(&mut self) -> Result<()> {
+        if let Err(e) = self.keys.before_commit(&self.conn) {
+            self.rollback();
+            return Err(e.context("writing the record key index"));
+        }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             self.forget();
             self.keys.clear();
@@ -426,12 +439,12 @@ impl Ingest for SqliteIngest {
             )?;
             return Ok(ChunkStored {
                 stored: ins.chunk.rows() as u64,
-                duplicates: 0,
+                ..ChunkStored::default()
             });
         }
-        // Keyed records are numbered here (SQLite's next ids, predicted: the index is in step
-        // with the table), and the insert checks SQLite agreed.
-        let (kept, first, duplicates) = self.keys.new_rows(&self.conn, &mut self.tables, ins)?;
+        // Keyed records are decided against the key index, numbered here (after every id
+        // ever given: the index knows the highest), and the insert checks SQLite agreed.
+        let stored = self.keys.plan(&self.conn, &mut self.tables, ins)?;
         self.tables.insert(
             &self.conn,
             ins.table,
@@ -439,14 +452,41 @@ impl Ingest for SqliteIngest {
             true,
             ins.file_id,
             ins.chunk,
-            Some(&kept),
-            Some(first),
+            Some(&stored.plan.insert),
+            Some(stored.first),
         )?;
-        self.keys.stored(ins.dataset, first, kept.len());
+        if !stored.plan.replaces.is_empty() {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "DELETE FROM {} WHERE _id = ?1",
+                tables::ident(ins.table)
+            ))?;
+            for &(_, old) in &stored.plan.replaces {
+                stmt.execute([old])?;
+            }
+        }
+        self.keys.stored(ins.table, ins.chunk, &stored);
+        let plan = stored.plan;
         Ok(ChunkStored {
-            stored: kept.len() as u64,
-            duplicates,
+            stored: plan.new + plan.updated,
+            updated: plan.updated,
+            duplicates: plan.duplicates,
+            rejects: plan.rejects,
         })
+    }
+
+    fn finish_keys(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {
+        self.begin()?;
+        match self.keys.finish(&self.conn, &mut self.tables, stop) {
+            Ok(Some(true)) => self.commit(),
+            Ok(_) => {
+                self.rollback();
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
     }
 
     fn max_data_columns(&self) -> usize {

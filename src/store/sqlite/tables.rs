@@ -132,7 +132,9 @@ impl Tables {
     /// Inserts chunk rows into the dataset's table. `columns` names the chunk's cells (`None`:
     /// not stored); `rows` picks the rows to insert (all when `None`); `keyed` stores each row's
     /// key hash. Record ids are SQLite's: the largest id plus one, row after row. A caller that
-    /// predicted them passes `expect_first`, and the insert fails if SQLite numbered otherwise.
+    /// predicted them passes `expect_first`, and the insert fails if SQLite numbered otherwise;
+    /// a keyed insert gives its first row that id itself (the largest id may have been replaced:
+    /// ids never go back).
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
@@ -158,7 +160,7 @@ impl Tables {
         // a statement journal for the multi-row INSERT).
         let system = if keyed { 3 } else { 2 };
         let k = rows_per_statement(stored.len() + system);
-        let sql = |count: usize| insert_sql(table, keyed, &stored, count);
+        let sql = |count: usize| insert_sql(table, keyed, &stored, count, false);
         let row_at = |i: usize| rows.map_or(i, |r| r[i] as usize);
         let row = RowBind {
             chunk,
@@ -170,7 +172,15 @@ impl Tables {
             row.bind(stmt, p, row_at(i))
         };
         let mut i = 0;
-        if n >= k {
+        if let (true, Some(first)) = (keyed, expect_first) {
+            let mut stmt = conn.prepare_cached(&insert_sql(table, keyed, &stored, 1, true))?;
+            stmt.raw_bind_parameter(1, first)?;
+            let mut p = 2;
+            bind(&mut stmt, &mut p, 0)?;
+            stmt.raw_execute()?;
+            i = 1;
+        }
+        if n - i >= k {
             let mut stmt = conn.prepare_cached(&sql(k))?;
             while i + k <= n {
                 let mut p = 1;
@@ -216,10 +226,14 @@ impl Tables {
     }
 }
 
-/// A multi-row INSERT of `count` rows into `table`: ferry's columns, then `stored`.
-fn insert_sql(table: &str, keyed: bool, stored: &[&str], count: usize) -> String {
-    let params = stored.len() + if keyed { 3 } else { 2 };
+/// A multi-row INSERT of `count` rows into `table`: ferry's columns (`_id` too when
+/// `with_id`), then `stored`.
+fn insert_sql(table: &str, keyed: bool, stored: &[&str], count: usize, with_id: bool) -> String {
+    let params = stored.len() + if keyed { 3 } else { 2 } + usize::from(with_id);
     let mut s = format!("INSERT INTO {} (", ident(table));
+    if with_id {
+        s.push_str("_id, ");
+    }
     if keyed {
         s.push_str("_key, ");
     }

@@ -1,0 +1,105 @@
+//! Record keys (R-record-key), for every backend and the dry run: a persistent key index in
+//! the store, probed per chunk, and what a record whose key is stored does.
+//!
+//! A unique index over the key columns (or a key hash) in the table itself makes every insert a
+//! random B-tree update — measured on the 6.8 M-row set, 7× (SQLite, integer) to 25× (three
+//! TEXT columns) and 8× (PostgreSQL) slower — and loading every stored key into memory makes a
+//! one-file run into a big table pay for the whole table. So the index is log-structured:
+//!
+//! - Workers hash each record's key (64-bit, stable, stored unindexed in the table's `_key`).
+//! - The *tail* — keyed records stored after the table's `covered` mark — is held in memory by
+//!   every writer (read from the table when it starts: at most `FLUSH` entries).
+//! - Everything up to `covered` is in *runs* (`runs.rs`): immutable sorted sets of
+//!   `(hash, record id)` in the store's own tables, found by one small row lookup per hash.
+//! - A hash match is always compared with the stored record by the store, exactly (key values
+//!   in their column types, and the version or all values where `on_key` needs them). The index
+//!   can hold stale entries (a record replaced), never miss a stored key.
+//!
+//! `table.rs` keeps one table's index (probing, reading runs whole when that is cheaper,
+//! flushing the tail, merging runs); `decide.rs` applies `on_key`; `map.rs` and `index.rs` are
+//! the in-memory forms. Each backend keeps the tail in step with other writers its own way
+//! (SQLite: one writer at a time, `_id` after the last seen; PostgreSQL: a lock per table and a
+//! log of the ids each group stored) and answers `RunStore` and `Compare`.
+
+pub mod decide;
+pub mod index;
+pub mod map;
+pub mod runs;
+pub mod table;
+
+pub use decide::{cell_at, decide, Plan, Rule, Seen, Wants};
+pub use table::{RunStore, TableKeys};
+
+use crate::record::Chunk;
+use anyhow::Result;
+
+/// Default memory for key entries besides the tail: 16 M entries (about 200 MB at most).
+pub const DEFAULT_CAP: usize = 16 << 20;
+
+/// The store's answer for stored records a chunk's rows may share a key with.
+pub trait Compare {
+    /// For each `(stored record id, chunk row)`: what that record is to the row.
+    fn compare(&mut self, pairs: &[(i64, usize)]) -> Result<Vec<Seen>>;
+    /// The key index's runs, over the same connection.
+    fn runs(&mut self) -> &mut dyn RunStore;
+}
+
+/// What a chunk's records do: finds each row's stored record, then applies the rule.
+pub fn plan_chunk(
+    tk: &mut TableKeys,
+    store: &mut dyn Compare,
+    chunk: &Chunk,
+    key_cells: &[Option<usize>],
+    rule: &Rule,
+) -> Result<Plan> {
+    let stored = lookup(tk, store, chunk)?;
+    Ok(decide(chunk, key_cells, rule, &stored))
+}
+
+/// Each row's stored record with the same key, if any, and how it compares: memory, then cold
+/// runs, every match compared by the store.
+pub fn lookup(
+    tk: &mut TableKeys,
+    store: &mut dyn Compare,
+    chunk: &Chunk,
+) -> Result<Vec<Option<(i64, Seen)>>> {
+    let n = chunk.rows();
+    let found = tk.find(store.runs(), &chunk.keys, &vec![true; n])?;
+    let mut stored: Vec<Option<(i64, Seen)>> = vec![None; n];
+    judge(store, &found.candidates, &mut stored)?;
+    // Rows whose matches in memory were other keys may still have theirs in a cold run.
+    let again: Vec<usize> = (0..n)
+        .filter(|&r| stored[r].is_none() && !found.probed[r] && !found.candidates[r].is_empty())
+        .collect();
+    if !again.is_empty() {
+        let more = tk.find_cold(store.runs(), &chunk.keys, &again)?;
+        judge(store, &more, &mut stored)?;
+    }
+    Ok(stored)
+}
+
+/// Compares every candidate with its row; keeps, per row, the newest record with its key.
+fn judge(
+    cmp: &mut dyn Compare,
+    candidates: &[Vec<i64>],
+    stored: &mut [Option<(i64, Seen)>],
+) -> Result<()> {
+    let mut pairs: Vec<(i64, usize)> = Vec::new();
+    for (r, ids) in candidates.iter().enumerate() {
+        for (i, &id) in ids.iter().enumerate() {
+            if !ids[..i].contains(&id) {
+                pairs.push((id, r));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let seen = cmp.compare(&pairs)?;
+    for (&(id, r), s) in pairs.iter().zip(seen) {
+        if matches!(s, Seen::Same { .. }) && stored[r].is_none_or(|(old, _)| id > old) {
+            stored[r] = Some((id, s));
+        }
+    }
+    Ok(())
+}

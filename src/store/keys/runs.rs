@@ -1,0 +1,209 @@
+//! Runs: the persistent part of a table's key index, stored in the store itself.
+//!
+//! A run is an immutable set of `(key hash, record id)` entries, sorted by hash (as unsigned),
+//! cut into *slices* by the hash's top `bits` bits — on average at most 64 entries (1 KiB) per
+//! slice — each slice one row of `ferry_key_slices`, keyed `run << 32 | slice`. So a hash is
+//! found with one lookup of one small row, with no directory to read first; a whole run is read
+//! in key order by one range scan; and writing a run appends rows in key order.
+//!
+//! A run covers a range of *coordinates* `(lo, hi]`: record ids in SQLite (one writer at a
+//! time numbers records in commit order), key epochs in PostgreSQL (one keyed group per table at
+//! a time, across hosts). Together a table's runs cover everything up to its `covered` mark;
+//! records after it are the *tail*, which every writer holds in memory.
+
+/// Bytes per entry: the hash, then the id, both little-endian.
+pub const ENTRY: usize = 16;
+
+/// A run as the store records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunMeta {
+    pub id: i64,
+    /// The coordinates it covers: `(lo, hi]`.
+    pub lo: i64,
+    pub hi: i64,
+    pub entries: i64,
+    pub bits: u8,
+}
+
+impl RunMeta {
+    /// How many slices it is cut into.
+    pub fn slices(&self) -> u32 {
+        if self.bits == 0 {
+            1
+        } else {
+            (1u64 << self.bits) as u32
+        }
+    }
+}
+
+/// The slice bits for a run of `entries`: the fewest that keep slices at 64 entries or less on
+/// average.
+pub fn bits_for(entries: u64) -> u8 {
+    let slices = entries.div_ceil(64).max(1);
+    (64 - (slices - 1).leading_zeros()).min(32) as u8
+}
+
+/// The slice of a hash in a run cut by `bits`.
+pub fn slice_of(h: i64, bits: u8) -> u32 {
+    if bits == 0 {
+        0
+    } else {
+        ((h as u64) >> (64 - bits)) as u32
+    }
+}
+
+/// The row key of a run's slice.
+pub fn slice_key(run: i64, slice: u32) -> i64 {
+    (run << 32) | slice as i64
+}
+
+/// The entries of a slice.
+pub fn decode(blob: &[u8]) -> impl Iterator<Item = (u64, i64)> + '_ {
+    blob.chunks_exact(ENTRY).map(|e| {
+        (
+            u64::from_le_bytes(e[..8].try_into().expect("8 bytes")),
+            i64::from_le_bytes(e[8..].try_into().expect("8 bytes")),
+        )
+    })
+}
+
+/// The ids a slice holds under hash `h`.
+pub fn find(blob: &[u8], h: i64) -> impl Iterator<Item = i64> + '_ {
+    let n = blob.len() / ENTRY;
+    let at = |i: usize| u64::from_le_bytes(blob[i * ENTRY..i * ENTRY + 8].try_into().expect("8"));
+    let want = h as u64;
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if at(mid) < want {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo..n).map_while(move |i| {
+        (at(i) == want).then(|| {
+            i64::from_le_bytes(blob[i * ENTRY + 8..(i + 1) * ENTRY].try_into().expect("8"))
+        })
+    })
+}
+
+/// Cuts entries sorted by hash into a run's slices, handing each full slice on.
+pub struct SliceWriter {
+    bits: u8,
+    current: Option<u32>,
+    buf: Vec<u8>,
+    pub entries: u64,
+}
+
+impl SliceWriter {
+    pub fn new(bits: u8) -> SliceWriter {
+        SliceWriter {
+            bits,
+            current: None,
+            buf: Vec::with_capacity(64 * ENTRY),
+            entries: 0,
+        }
+    }
+
+    /// Adds the next entry (not below the last); a slice it completes goes to `out`.
+    pub fn push(&mut self, h: u64, id: i64, out: &mut impl FnMut(u32, Vec<u8>)) {
+        let s = slice_of(h as i64, self.bits);
+        if self.current != Some(s) {
+            self.flush(out);
+            self.current = Some(s);
+        }
+        self.buf.extend_from_slice(&h.to_le_bytes());
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.entries += 1;
+    }
+
+    /// Hands on the last slice.
+    pub fn flush(&mut self, out: &mut impl FnMut(u32, Vec<u8>)) {
+        if let Some(s) = self.current.take() {
+            out(
+                s,
+                std::mem::replace(&mut self.buf, Vec::with_capacity(64 * ENTRY)),
+            );
+        }
+    }
+}
+
+/// Which of a table's runs (sizes oldest first) to merge: the newest runs from the oldest one
+/// that is less than twice the size of all newer runs together, so that every run ends at least
+/// twice the size of everything newer — at most about log2(entries) runs, each entry rewritten
+/// about once per doubling. `limit`: the most entries one merge may take (merges that would
+/// take more wait for a moment with time for them).
+pub fn merge_plan(sizes: &[u64], limit: u64) -> Option<std::ops::Range<usize>> {
+    let k = sizes.len();
+    let mut newer = 0u64;
+    let mut from = None;
+    for i in (0..k).rev() {
+        if i + 1 < k && sizes[i] < 2 * newer {
+            from = Some(i);
+        }
+        newer += sizes[i];
+    }
+    let from = from?;
+    let total: u64 = sizes[from..].iter().sum();
+    (total <= limit).then_some(from..k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_hold_sorted_entries_found_by_hash() {
+        let entries: Vec<(u64, i64)> = vec![(1, 10), (5, 50), (5, 51), (1 << 63, 7), (u64::MAX, 9)];
+        for bits in [0u8, 1, 3, 32] {
+            let mut slices = Vec::new();
+            let mut w = SliceWriter::new(bits);
+            for &(h, id) in &entries {
+                w.push(h, id, &mut |s, b| slices.push((s, b)));
+            }
+            w.flush(&mut |s, b| slices.push((s, b)));
+            assert_eq!(w.entries, 5);
+            let back: Vec<(u64, i64)> = slices.iter().flat_map(|(_, b)| decode(b)).collect();
+            assert_eq!(back, entries, "bits {bits}");
+            for &(h, _) in &entries {
+                let (_, blob) = slices
+                    .iter()
+                    .find(|(s, _)| *s == slice_of(h as i64, bits))
+                    .unwrap();
+                let ids: Vec<i64> = find(blob, h as i64).collect();
+                let want: Vec<i64> = entries.iter().filter(|e| e.0 == h).map(|e| e.1).collect();
+                assert_eq!(ids, want);
+            }
+            assert_eq!(find(&slices[0].1, 2).count(), 0);
+        }
+        assert_eq!(bits_for(0), 0);
+        assert_eq!(bits_for(64), 0);
+        assert_eq!(bits_for(65), 1);
+        assert_eq!(bits_for(6_800_000), 17);
+    }
+
+    #[test]
+    fn merges_keep_runs_doubling_and_few() {
+        assert_eq!(merge_plan(&[], u64::MAX), None);
+        assert_eq!(merge_plan(&[100], u64::MAX), None);
+        assert_eq!(merge_plan(&[100, 50], u64::MAX), None);
+        assert_eq!(merge_plan(&[100, 30, 20], u64::MAX), Some(1..3));
+        assert_eq!(merge_plan(&[100, 60], u64::MAX), Some(0..2));
+        assert_eq!(merge_plan(&[100, 60], 100), None);
+        // A thousand flushes of one size: few runs, each entry rewritten a few times.
+        let (mut runs, mut written) = (Vec::<u64>::new(), 0u64);
+        for flush in std::iter::repeat_n(1000u64, 1000) {
+            runs.push(flush);
+            written += flush;
+            while let Some(r) = merge_plan(&runs, u64::MAX) {
+                let total: u64 = runs[r.clone()].iter().sum();
+                written += total;
+                runs.truncate(r.start);
+                runs.push(total);
+            }
+        }
+        assert!(runs.len() <= 10, "{runs:?}");
+        assert!(written <= 12 * 1_000_000, "{written}");
+    }
+}
