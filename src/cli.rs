@@ -86,6 +86,9 @@ pub enum Command {
     /// Remove archived and quarantined files older than [retention] keeps them, each only after
     /// checking it still has the content the ledger recorded; forget old ledger rows
     Prune(PruneArgs),
+    /// Key a dataset's stored records as its `key` says now: after the key changed, or to
+    /// resolve records the new key cannot tell apart (`--keep`)
+    Rekey(RekeyArgs),
     /// What ferry would do with a file, without loading it: dataset, what holds it back, table,
     /// columns
     Explain {
@@ -147,6 +150,28 @@ pub struct RunArgs {
     /// this file, atomically — for node-exporter's textfile collector (name it *.prom)
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// The dataset (from the config)
+    pub dataset: String,
+    /// Of records that share a key under the new definition, keep one — the first stored, or
+    /// the latest (the greatest `version`, else the last stored) — and remove the others
+    #[arg(long, value_enum)]
+    pub keep: Option<KeepArg>,
+    /// Say what re-keying would find and do, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeepArg {
+    First,
+    Latest,
 }
 
 #[derive(Debug, Args)]

@@ -219,6 +219,9 @@ impl Report for Explained {
                 let what = match v.outcome {
                     "ingest" => {
                         let mut w = format!("loaded: {} records", v.records);
+                        if v.updated_records > 0 {
+                            w += &format!(" ({} replacing a stored record)", v.updated_records);
+                        }
                         if v.duplicate_records > 0 {
                             w += &format!(", {} with a key already stored", v.duplicate_records);
                         }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod files;
 pub mod prune;
 pub mod quarantine;
+pub mod rekey;
 pub mod run;
 pub mod status;
 pub mod watch;
@@ -159,6 +160,7 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
             | Command::Quarantine(_)
             | Command::Export(_)
             | Command::Prune(_)
+            | Command::Rekey(_)
     ) {
         require_spool(&cfg)?;
     }
@@ -177,6 +179,7 @@ pub fn dispatch(cli: &Cli) -> Result<Outcome> {
         Command::Quarantine(q) => quarantine::run(&cfg, q),
         Command::Config(c) => config::run(&cfg, c),
         Command::Prune(a) => prune::run(&cfg, a),
+        Command::Rekey(a) => rekey::run(&cfg, a),
         Command::Explain { path, json } => explain::run(&cfg, path, *json),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }

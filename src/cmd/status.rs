@@ -28,6 +28,7 @@ pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result
         records: 0,
         rejected_records: 0,
         duplicate_records: 0,
+        updated_records: 0,
         quarantined: 0,
         quarantine: Default::default(),
         datasets: Vec::new(),
@@ -36,6 +37,7 @@ pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result
         waiting: Vec::new(),
         last_activity: None,
         exports: Vec::new(),
+        keys: Vec::new(),
     };
     if let Some(s) = store {
         st.files = s.state_counts()?;
@@ -46,9 +48,11 @@ pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result
             st.records += d.records;
             st.rejected_records += d.rejected_records;
             st.duplicate_records += d.duplicate_records;
+            st.updated_records += d.updated_records;
         }
         st.last_activity = s.last_activity()?;
         st.exports = s.targets()?;
+        st.keys = s.key_indexes()?;
     }
     if let Ok(rd) = std::fs::read_dir(&cfg.spool.processing) {
         st.processing = rd

@@ -289,6 +289,7 @@ fn log_stopped(summary: &Summary) {
         records = summary.records,
         rejected_records = summary.rejected_records,
         duplicate_records = summary.duplicate_records,
+        updated_records = summary.updated_records,
         "stopped"
     );
 }

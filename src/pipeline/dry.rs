@@ -37,7 +37,29 @@ pub fn judge(at: &Location, jobs: Receiver<Job>) -> (Summary, Result<()>) {
         keys: HashMap::new(),
         summary: Summary::default(),
     };
-    let r = jobs.iter().try_for_each(|job| j.job(job));
+    // Keyed files are judged in the order they were found, as the writer stores them.
+    let mut order = super::turns::InTurn::default();
+    let r = (|| -> Result<()> {
+        loop {
+            let job = match order.next() {
+                Some(job) => job,
+                None => match jobs.recv_timeout(std::time::Duration::from_millis(5)) {
+                    Ok(job) => match order.admit(job) {
+                        Some(job) => job,
+                        None => continue,
+                    },
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => match order.any() {
+                        Some(job) => job,
+                        None => return Ok(()),
+                    },
+                },
+            };
+            j.job(job)?;
+            // Its turn ended with it.
+            order.committed();
+        }
+    })();
     (j.summary, r)
 }
 

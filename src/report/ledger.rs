@@ -97,8 +97,10 @@ impl Report for FileShown {
         if f.records > 0 || f.rejected > 0 || f.duplicate_records > 0 {
             let _ = writeln!(
                 o,
-                "  records    {} stored, {} set aside, {} not stored (key already stored)",
+                "  records    {} stored ({} replacing a stored record), {} set aside, {} not \
+                 stored (key already stored)",
                 thousands(f.records as u64),
+                thousands(f.updated_records as u64),
                 thousands(f.rejected as u64),
                 thousands(f.duplicate_records as u64)
             );

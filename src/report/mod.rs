@@ -7,6 +7,7 @@ mod export;
 mod ledger;
 mod progress;
 mod prune;
+mod rekey;
 mod run;
 mod status;
 
@@ -14,6 +15,7 @@ pub use config::{ConfigView, TableView};
 pub use export::{ExportAllReport, ExportReport, TargetsReport};
 pub use ledger::{FileShown, FilesReport, QuarantineList};
 pub use progress::Progress;
+pub use rekey::Rekeyed;
 pub use run::RunReport;
 pub use status::Status;
 

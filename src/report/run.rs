@@ -44,6 +44,12 @@ impl RunReport {
             let what = match v.outcome {
                 "ingest" => {
                     let mut w = count(v.records, "record", "records");
+                    if v.updated_records > 0 {
+                        w += &format!(
+                            " ({} replacing a stored record)",
+                            thousands(v.updated_records)
+                        );
+                    }
                     if v.duplicate_records > 0 {
                         w += &format!(
                             ", {} with a key already stored",
@@ -97,6 +103,13 @@ impl RunReport {
                 out,
                 "               {:>8}  set aside as bad (within max_bad_records; see quarantine/*.rejects.ndjson)",
                 thousands(s.rejected_records),
+            );
+        }
+        if s.updated_records > 0 {
+            let _ = writeln!(
+                out,
+                "               {:>8}  of them replaced a stored record with the same key",
+                thousands(s.updated_records),
             );
         }
         if s.duplicate_records > 0 {
@@ -197,16 +210,17 @@ fn datasets(out: &mut String, s: &Summary) {
         let width = s.datasets.keys().map(|k| k.len()).max().unwrap_or(7).max(7);
         let _ = writeln!(
             out,
-            "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}",
-            "dataset", "files", "records", "rejected", "dup keys"
+            "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>9}",
+            "dataset", "files", "records", "updated", "rejected", "dup keys"
         );
         for (name, d) in &s.datasets {
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}",
+                "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>9}",
                 name,
                 thousands(d.files),
                 thousands(d.records),
+                thousands(d.updated_records),
                 thousands(d.rejected),
                 thousands(d.duplicate_records)
             );

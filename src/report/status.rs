@@ -3,7 +3,7 @@
 
 use super::export::targets_table;
 use super::{thousands, Report, Waiting};
-use crate::store::{DatasetCounts, FileState, QuarantineCounts, TargetStatus};
+use crate::store::{DatasetCounts, FileState, KeyIndexStatus, QuarantineCounts, TargetStatus};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -17,6 +17,8 @@ pub struct Status {
     pub records: u64,
     pub rejected_records: u64,
     pub duplicate_records: u64,
+    /// Records that replaced a stored record with the same key.
+    pub updated_records: u64,
     /// Quarantined files waiting for a decision (not discarded, not pruned).
     pub quarantined: u64,
     /// Quarantined files by what became of them.
@@ -29,6 +31,8 @@ pub struct Status {
     pub waiting: Vec<Waiting>,
     pub last_activity: Option<String>,
     pub exports: Vec<TargetStatus>,
+    /// The key index of each keyed table.
+    pub keys: Vec<KeyIndexStatus>,
 }
 
 impl Report for Status {
@@ -73,16 +77,24 @@ impl Report for Status {
                 .max(7);
             let _ = writeln!(
                 out,
-                "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}  {:>11}  table",
-                "dataset", "files", "records", "rejected", "dup keys", "duplicates", "quarantined"
+                "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>9}  {:>10}  {:>11}  table",
+                "dataset",
+                "files",
+                "records",
+                "updated",
+                "rejected",
+                "dup keys",
+                "duplicates",
+                "quarantined"
             );
             for d in &self.datasets {
                 let _ = writeln!(
                     out,
-                    "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>10}  {:>11}  {}",
+                    "  {:<width$}  {:>8}  {:>12}  {:>9}  {:>9}  {:>9}  {:>10}  {:>11}  {}",
                     d.name,
                     thousands(d.files),
                     thousands(d.records),
+                    thousands(d.updated_records),
                     thousands(d.rejected_records),
                     thousands(d.duplicate_records),
                     thousands(d.duplicates),
@@ -93,6 +105,22 @@ impl Report for Status {
                         // Named by `table`, or another name because the dataset's was taken.
                         Some(t) => format!("{t} (not named after the dataset)"),
                     }
+                );
+            }
+        }
+        if !self.keys.is_empty() {
+            let _ = writeln!(out, "\nrecord keys:");
+            for k in &self.keys {
+                let _ = writeln!(
+                    out,
+                    "  {}  key {} since {}; index: {} in {} run{}, {} after them",
+                    k.table,
+                    k.key,
+                    k.defined_at,
+                    thousands(k.indexed),
+                    k.runs,
+                    if k.runs == 1 { "" } else { "s" },
+                    thousands(k.tail)
                 );
             }
         }

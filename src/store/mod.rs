@@ -231,6 +231,21 @@ pub struct QuarantineCounts {
     pub pruned: u64,
 }
 
+/// A keyed table's index, as `ferry status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeyIndexStatus {
+    pub table: String,
+    /// The key as recorded: `(vin, make, year)`.
+    pub key: String,
+    /// When it was recorded (the table was last re-keyed).
+    pub defined_at: String,
+    pub runs: u64,
+    /// Keys in the runs (replaced records' entries included until a merge drops them).
+    pub indexed: u64,
+    /// Keyed records stored after the runs (every writer reads them when it starts).
+    pub tail: u64,
+}
+
 /// A column to create in a dataset table.
 #[derive(Debug, Clone)]
 pub struct NewColumn {
@@ -263,6 +278,27 @@ pub struct ChunkStored {
     pub duplicates: u64,
     /// Records refused because their key is stored (`on_key = "reject"`).
     pub rejects: Vec<RecordReject>,
+}
+
+/// What a table needs before records are stored under a key (`Ingest::key_ready`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyReady {
+    Ready,
+    /// Its records must be re-keyed first: they were keyed under `from` (`None`: under no
+    /// recorded definition — no key, or one ferry did not record yet).
+    Rekey {
+        from: Option<keys::def::KeyDef>,
+    },
+}
+
+/// A re-key asked of the store (`Ingest::rekey`).
+pub struct Rekey<'a> {
+    pub def: &'a keys::def::KeyDef,
+    /// The dataset's version column and type (what `--keep latest` orders by).
+    pub version: Option<(&'a str, crate::typed::ColType)>,
+    pub keep: Option<keys::rekey::Keep>,
+    /// Commit it (false: a dry run, always rolled back).
+    pub apply: bool,
 }
 
 /// Whether a file's content is new to its dataset (`Ingest::identity`).
@@ -415,6 +451,8 @@ pub trait Store {
     /// When each dataset last ingested a file: (dataset, ledger time of its latest ingested
     /// row).
     fn last_success(&mut self) -> Result<Vec<(String, String)>>;
+    /// The key index of every keyed table.
+    fn key_indexes(&mut self) -> Result<Vec<KeyIndexStatus>>;
     /// The table column a file column of the dataset lands in, if it has one (a read).
     fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>>;
     /// For a dry run: the stored record each keyed row of a chunk shares its key with, and how
@@ -542,6 +580,18 @@ pub trait Ingest: Send {
     /// Stores a chunk's records as the dataset's `on_key` says: new keys stored, stored keys
     /// skipped, replaced or refused.
     fn insert_chunk(&mut self, insert: &ChunkInsert) -> Result<ChunkStored>;
+    /// What `table` needs before records are stored under `def` (`None`: the dataset has no
+    /// key — a definition recorded before is removed). In the open transaction.
+    fn key_ready(&mut self, table: &str, def: Option<&keys::def::KeyDef>) -> Result<KeyReady>;
+    /// Re-keys a table's stored records under `def` in a transaction of its own
+    /// (`keys::rekey`); with a conflict — or without `apply`, a dry run — nothing changes.
+    /// `None`: `stop` ended it.
+    fn rekey(
+        &mut self,
+        table: &str,
+        how: &Rekey,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<keys::rekey::Rekeyed>>;
     /// Writes the key indexes' tails as runs and merges runs, in a transaction of its own (at
     /// the end of a run, or when the writer is idle). Stops early, changing nothing, when `stop`
     /// says so.

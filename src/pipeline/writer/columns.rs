@@ -11,9 +11,10 @@ use crate::pipeline::stages::bad::BadRecords;
 use crate::pipeline::stages::{missing_columns_reject, new_columns_reject, too_many_columns};
 use crate::pipeline::{ColumnSource, Columns};
 use crate::reject::{Kind, Reject, Stage};
+use crate::store::keys::def::KeyDef;
 use crate::store::keys::Rule;
 use crate::store::names::{self, MAX_NAME};
-use crate::store::NewColumn;
+use crate::store::{KeyReady, NewColumn};
 use crate::typed::ColType;
 use anyhow::Result;
 use std::collections::{HashMap, HashSet};
@@ -106,6 +107,23 @@ fn rename_warning(key: &ColumnKey, col: &str) -> String {
     format!("column {} is stored as {col:?}: {why}", key.describe())
 }
 
+/// The table column of each key column of the dataset: as this file maps it, else (the file
+/// lacks it) its own name.
+fn key_columns(spec: &DatasetSpec, cols: &Columns, mapped: &[Option<String>]) -> Vec<String> {
+    spec.key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            cols.key
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|c| mapped.get(c).cloned().flatten())
+                .unwrap_or_else(|| k.clone())
+        })
+        .collect()
+}
+
 /// The table columns of the dataset's record key, as this file maps them (none without a key).
 fn stored_key(spec: &DatasetSpec, cols: &Columns, mapped: &[Option<String>]) -> Vec<String> {
     if spec.key.is_empty() {
@@ -191,6 +209,18 @@ impl Writer<'_> {
         }
         let key = stored_key(spec, cols, &mapped);
         self.store.ensure_columns(&table, &create, &key)?;
+        // The table's records must be keyed as the dataset's key says before anything is
+        // stored under it.
+        let def =
+            (!spec.key.is_empty()).then(|| KeyDef::of(spec, &key_columns(spec, cols, &mapped)));
+        if let KeyReady::Rekey { from } = self.store.key_ready(&table, def.as_ref())? {
+            let def = def.expect("a re-key is for a key");
+            // Tried in this process already, and the records could not take it.
+            if let Some(r) = self.refused.get(&(table.clone(), def.json())) {
+                return Ok(Err(r.clone()));
+            }
+            return Err(RekeyNeeded { table, def, from }.into());
+        }
         for w in renamed {
             file.warn(w);
         }
@@ -351,6 +381,23 @@ impl std::fmt::Display for Contended {
 }
 
 impl std::error::Error for Contended {}
+
+/// The table's records are keyed under another definition than the dataset's key (or none):
+/// they are re-keyed, in a transaction of their own, before the file is stored.
+#[derive(Debug)]
+pub(super) struct RekeyNeeded {
+    pub table: String,
+    pub def: KeyDef,
+    pub from: Option<KeyDef>,
+}
+
+impl std::fmt::Display for RekeyNeeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "table {} must be re-keyed first", self.table)
+    }
+}
+
+impl std::error::Error for RekeyNeeded {}
 
 /// Where a file column goes.
 enum Placed {

@@ -2,7 +2,7 @@
 //! under a savepoint) or quarantined, its ledger row, and the name it will have in `archive/` or
 //! `quarantine/`, reserved in the ledger so concurrent processes never pick the same one.
 
-use super::columns::{Contended, FileColumns};
+use super::columns::{Contended, FileColumns, RekeyNeeded};
 use super::{FileOutcome, Finished, Writer};
 use crate::config::DatasetSpec;
 use crate::format::Format;
@@ -118,6 +118,14 @@ impl Writer<'_> {
                     self.store.lock_schema(false)?;
                     again = Some(cols);
                 }
+                Ok(Stream::Rekey(cols, need)) => {
+                    // The group so far commits; the re-key is a transaction of its own.
+                    self.store.undo_file()?;
+                    self.commit()?;
+                    self.rekey(&spec, need)?;
+                    self.begin()?;
+                    again = Some(cols);
+                }
                 Err(e) => break (id, file, self.failed(e)?),
             }
         };
@@ -177,6 +185,74 @@ impl Writer<'_> {
                     outcome: FileOutcome::Released,
                     placement,
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-keys a table whose records are keyed otherwise than the dataset's key now. A conflict
+    /// (records the new key cannot tell apart) refuses the dataset's files with the reason for
+    /// as long as this process runs; nothing of the table changes.
+    fn rekey(&mut self, spec: &DatasetSpec, need: RekeyNeeded) -> Result<()> {
+        let RekeyNeeded { table, def, from } = need;
+        let dataset = spec.name.as_str();
+        let what = match &from {
+            Some(old) => format!(
+                "its key changed from {} to {}",
+                old.describe(),
+                def.describe()
+            ),
+            None => format!("its key {} is new to table {table:?}", def.describe()),
+        };
+        tracing::info!(dataset, table, "re-keying the stored records: {what}");
+        let version = spec.version.as_deref().and_then(|v| {
+            spec.columns
+                .iter()
+                .find(|c| c.name == v)
+                .map(|c| (c.name.as_str(), c.ty))
+        });
+        let session = self.session;
+        let stop = || session.halted() || crate::shutdown::signalled();
+        let how = crate::store::Rekey {
+            def: &def,
+            version,
+            keep: None,
+            apply: true,
+        };
+        let Some(done) = self.store.rekey(&table, &how, &stop)? else {
+            anyhow::bail!(
+                "re-keying table {table:?} was interrupted; nothing of it changed, and it is \
+                 done again at the next start"
+            );
+        };
+        match done.conflict {
+            None => tracing::info!(
+                dataset,
+                table,
+                records = done.records,
+                rehashed = done.changed,
+                "re-keyed the stored records: {what}"
+            ),
+            Some(c) => {
+                let fix = if c.empty > 0 || c.unnormalized > 0 {
+                    "records without a key, or with key values the new normalisation would \
+                     change, must be fixed or removed in the table (or the key chosen otherwise)"
+                        .to_string()
+                } else {
+                    format!(
+                        "`ferry rekey {dataset} --keep first` (or `--keep latest`) keeps one \
+                         record of each key and removes the others"
+                    )
+                };
+                let message = format!(
+                    "dataset {dataset:?}: {what}, but the stored records cannot take it: {}. \
+                     Nothing is loaded into {table:?} until this is resolved: {fix}; then \
+                     `ferry quarantine retry --all`",
+                    c.describe()
+                );
+                tracing::warn!(dataset, table, "{message}");
+                let reject = Reject::new(Kind::SchemaKeyConflict, Stage::Store, message);
+                self.refused.insert((table, def.json()), reject);
             }
         }
         Ok(())
@@ -278,6 +354,10 @@ impl Writer<'_> {
                     Ok(Ok(())) => {}
                     Ok(Err(r)) => return Ok(Stream::End(rejected(r))),
                     Err(e) if e.is::<Contended>() => return Ok(Stream::Again(cols)),
+                    Err(e) if e.is::<RekeyNeeded>() => {
+                        let need = e.downcast::<RekeyNeeded>().expect("checked");
+                        return Ok(Stream::Rekey(cols, need));
+                    }
                     Err(e) => return Err(e),
                 },
                 Ok(Msg::Rows(chunk)) => {
@@ -504,6 +584,8 @@ enum Stream {
     /// Another writer holds what the file needs and nothing of it is stored yet: it starts
     /// over in a new group with these columns.
     Again(Columns),
+    /// The table must be re-keyed first; then the file starts over with these columns.
+    Rekey(Columns, RekeyNeeded),
 }
 
 /// A file rejected for a reason found while storing it.

@@ -77,6 +77,12 @@ struct Writer<'a> {
     source: String,
     /// Keyed records were stored since the key index was last tended.
     keys_dirty: bool,
+    /// Keyed files held until their turn (files of a keyed dataset are stored in the order they
+    /// were found).
+    order: crate::pipeline::turns::InTurn,
+    /// Tables whose records cannot take a dataset's new key (table and key definition): its
+    /// files are refused with the reason.
+    refused: std::collections::HashMap<(String, String), Reject>,
 }
 
 /// Runs until every worker has hung up; returns what was committed, and the error that stopped
@@ -93,6 +99,8 @@ pub fn run(session: &Session, store: Box<dyn Ingest>, mut jobs: Inbox) -> (Summa
         },
         source: session.source.display().to_string(),
         keys_dirty: false,
+        order: Default::default(),
+        refused: Default::default(),
     };
     let r = w.run(&mut jobs);
     if r.is_err() {
@@ -107,43 +115,66 @@ pub fn run(session: &Session, store: Box<dyn Ingest>, mut jobs: Inbox) -> (Summa
 impl Writer<'_> {
     fn run(&mut self, jobs: &mut Inbox) -> Result<()> {
         loop {
-            let job = match &self.txn {
-                None if self.keys_dirty => match jobs.recv_timeout(IDLE_KEYS) {
-                    Ok(j) => j,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.tend_keys();
-                        continue;
+            let job = match self.order.next() {
+                Some(j) => j,
+                None => match self.receive(jobs)? {
+                    Some(j) => match self.order.admit(j) {
+                        Some(j) => j,
+                        None => continue,
+                    },
+                    None if self.order.holding() => {
+                        // The feed is over: nothing earlier can come any more.
+                        self.order.any().expect("holding")
                     }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        self.tend_keys();
-                        return Ok(());
-                    }
+                    None => return Ok(()),
                 },
-                None => match jobs.recv() {
-                    Ok(j) => j,
-                    Err(_) => return Ok(()),
-                },
-                Some(t) => {
-                    let wait = LINGER.min(MAX_AGE.saturating_sub(t.started.elapsed()));
-                    match jobs.recv_timeout(wait) {
-                        Ok(j) => j,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.commit()?;
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => {
-                            self.commit()?;
-                            self.tend_keys();
-                            return Ok(());
-                        }
-                    }
-                }
             };
             self.keys_dirty |= job.meta.spec.as_ref().is_some_and(|s| !s.key.is_empty());
             self.handle(job)?;
             if let Some(t) = &self.txn {
                 if t.files >= MAX_FILES || t.bytes >= MAX_BYTES || t.started.elapsed() >= MAX_AGE {
                     self.commit()?;
+                }
+            }
+        }
+    }
+
+    /// The next file from the workers, committing the group when none comes within the linger
+    /// and tending the key index when idle; `None` when every worker has hung up (after the
+    /// last commit). While keyed files are held for their turn, it returns every few
+    /// milliseconds (`Ok(None)` is never returned then) so that turns ended elsewhere are seen.
+    fn receive(&mut self, jobs: &mut Inbox) -> Result<Option<Job>> {
+        const HOLDING: Duration = Duration::from_millis(5);
+        loop {
+            let holding = self.order.holding();
+            let got = match &self.txn {
+                None if holding => jobs.recv_timeout(HOLDING),
+                None if self.keys_dirty => jobs.recv_timeout(IDLE_KEYS),
+                None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(t) => {
+                    let wait = LINGER.min(MAX_AGE.saturating_sub(t.started.elapsed()));
+                    jobs.recv_timeout(if holding { wait.min(HOLDING) } else { wait })
+                }
+            };
+            match got {
+                Ok(j) => return Ok(Some(j)),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.txn.is_some() {
+                        // Nothing came within the linger.
+                        self.commit()?;
+                    } else if !holding {
+                        self.tend_keys();
+                    }
+                    if let Some(j) = self.order.next() {
+                        return Ok(Some(j));
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    if !holding {
+                        self.commit()?;
+                        self.tend_keys();
+                    }
+                    return Ok(None);
                 }
             }
         }
@@ -187,6 +218,7 @@ impl Writer<'_> {
             return Ok(());
         }
         self.store.commit()?;
+        self.order.committed();
         // The group's files mostly go to one folder: it is walked once.
         let mut folders = fsio::beneath::Folders::new(&self.session.cfg.spool.root);
         for f in std::mem::take(&mut self.finished) {

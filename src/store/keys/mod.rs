@@ -22,8 +22,10 @@
 //! log of the ids each group stored) and answers `RunStore` and `Compare`.
 
 pub mod decide;
+pub mod def;
 pub mod index;
 pub mod map;
+pub mod rekey;
 pub mod runs;
 pub mod table;
 

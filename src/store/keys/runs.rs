@@ -11,6 +11,11 @@
 //! a time, across hosts). Together a table's runs cover everything up to its `covered` mark;
 //! records after it are the *tail*, which every writer holds in memory.
 
+use super::table::RunStore;
+use anyhow::Result;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 /// Bytes per entry: the hash, then the id, both little-endian.
 pub const ENTRY: usize = 16;
 
@@ -126,6 +131,114 @@ impl SliceWriter {
                 std::mem::replace(&mut self.buf, Vec::with_capacity(64 * ENTRY)),
             );
         }
+    }
+}
+
+/// A run being written: entries in hash order cut into slices, handed to the store a thousand
+/// slices at a time.
+pub struct RunWriter {
+    pub run: i64,
+    pub bits: u8,
+    writer: SliceWriter,
+    slices: Vec<(u32, Vec<u8>)>,
+}
+
+impl RunWriter {
+    /// A new run (its id from the store) for about `entries` entries.
+    pub fn new<S: RunStore + ?Sized>(rs: &mut S, entries: u64) -> Result<RunWriter> {
+        let bits = bits_for(entries);
+        Ok(RunWriter {
+            run: rs.new_run()?,
+            bits,
+            writer: SliceWriter::new(bits),
+            slices: Vec::new(),
+        })
+    }
+
+    pub fn push<S: RunStore + ?Sized>(&mut self, rs: &mut S, h: u64, id: i64) -> Result<()> {
+        let slices = &mut self.slices;
+        self.writer.push(h, id, &mut |s, b| slices.push((s, b)));
+        if self.slices.len() >= 1024 {
+            rs.put_slices(self.run, &self.slices)?;
+            self.slices.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the last slices; the run as written, covering `(lo, hi]`.
+    pub fn finish<S: RunStore + ?Sized>(mut self, rs: &mut S, lo: i64, hi: i64) -> Result<RunMeta> {
+        let slices = &mut self.slices;
+        self.writer.flush(&mut |s, b| slices.push((s, b)));
+        rs.put_slices(self.run, &self.slices)?;
+        Ok(RunMeta {
+            id: self.run,
+            lo,
+            hi,
+            entries: self.writer.entries as i64,
+            bits: self.bits,
+        })
+    }
+}
+
+/// Runs read together in hash order (a k-way merge by a heap), slices pulled in batches.
+pub struct Streams {
+    runs: Vec<RunMeta>,
+    next: Vec<u32>,
+    bufs: Vec<std::vec::IntoIter<(u64, i64)>>,
+    heap: BinaryHeap<Reverse<(u64, i64, usize)>>,
+}
+
+/// Slices read per statement when a run is read in order.
+pub const SCAN_SLICES: u32 = 4096;
+
+impl Streams {
+    pub fn new<S: RunStore + ?Sized>(rs: &mut S, runs: &[RunMeta]) -> Result<Streams> {
+        let mut s = Streams {
+            runs: runs.to_vec(),
+            next: vec![0; runs.len()],
+            bufs: Vec::new(),
+            heap: BinaryHeap::new(),
+        };
+        for i in 0..runs.len() {
+            let mut it = s.pull(rs, i)?.into_iter();
+            if let Some((h, id)) = it.next() {
+                s.heap.push(Reverse((h, id, i)));
+            }
+            s.bufs.push(it);
+        }
+        Ok(s)
+    }
+
+    /// The next batch of run `i` (empty at its end).
+    fn pull<S: RunStore + ?Sized>(&mut self, rs: &mut S, i: usize) -> Result<Vec<(u64, i64)>> {
+        let run = self.runs[i];
+        let mut batch = Vec::new();
+        while batch.is_empty() && self.next[i] < run.slices() {
+            let to = self.next[i].saturating_add(SCAN_SLICES).min(run.slices());
+            rs.scan_slices(run.id, self.next[i], to, &mut |_, b| {
+                batch.extend(decode(b))
+            })?;
+            self.next[i] = to;
+        }
+        Ok(batch)
+    }
+
+    /// The next entry of all the runs, in hash order.
+    pub fn next<S: RunStore + ?Sized>(&mut self, rs: &mut S) -> Result<Option<(u64, i64)>> {
+        let Some(Reverse((h, id, i))) = self.heap.pop() else {
+            return Ok(None);
+        };
+        let e = match self.bufs[i].next() {
+            Some(e) => Some(e),
+            None => {
+                self.bufs[i] = self.pull(rs, i)?.into_iter();
+                self.bufs[i].next()
+            }
+        };
+        if let Some((h2, id2)) = e {
+            self.heap.push(Reverse((h2, id2, i)));
+        }
+        Ok(Some((h, id)))
     }
 }
 

@@ -16,10 +16,9 @@
 //!   a handful of runs to probe, each entry rewritten a few times.
 
 use super::index::KeyIndex;
-use super::runs::{self, decode, find, merge_plan, slice_of, RunMeta, SliceWriter};
+use super::runs::{decode, find, merge_plan, slice_of, RunMeta, RunWriter, Streams, SCAN_SLICES};
 use anyhow::Result;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// Tail entries that make a writer write a run at its next commit.
 pub const FLUSH: usize = 1 << 16;
@@ -28,13 +27,11 @@ const PROBE_TO_SCAN: u64 = 100;
 /// Entries a merge may take at a commit in the middle of the work (bigger merges wait until the
 /// writer has finished or is idle).
 const MERGE_AT_COMMIT: u64 = 4 * FLUSH as u64;
-/// Slices read per statement when a run is read whole.
-const SCAN_SLICES: u32 = 4096;
 
 /// What the key index needs of a store (its own tables; SQL stays in the backend).
 pub trait RunStore {
-    /// The table's `covered` mark and its runs, oldest first.
-    fn runs(&mut self, table: &str) -> Result<(i64, Vec<RunMeta>)>;
+    /// The table's `covered` mark, its index's generation and its runs, oldest first.
+    fn runs(&mut self, table: &str) -> Result<RunSet>;
     /// The given slices of a run (sorted, distinct); `each` gets those that exist.
     fn get_slices(
         &mut self,
@@ -60,6 +57,16 @@ pub trait RunStore {
     fn set_covered(&mut self, table: &str, covered: i64) -> Result<()>;
     /// Which of these record ids name a stored record.
     fn live(&mut self, table: &str, ids: &[i64]) -> Result<HashSet<i64>>;
+}
+
+/// A table's runs as recorded.
+#[derive(Debug, Clone, Default)]
+pub struct RunSet {
+    /// Every keyed record stored at a coordinate up to this is in a run.
+    pub covered: i64,
+    /// One more at each re-key: an index of another generation is of no use.
+    pub generation: i64,
+    pub runs: Vec<RunMeta>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +113,7 @@ pub struct TableKeys {
     pub fresh: bool,
     /// Whether `covered` and the runs were ever read.
     started: bool,
+    generation: i64,
     /// The most entries memory may hold besides the tail.
     cap: usize,
 }
@@ -128,7 +136,16 @@ impl TableKeys {
     /// Reads the runs again (another writer may have flushed or merged); returns from which
     /// coordinate the tail must be read (`None`: memory has it all).
     pub fn refresh(&mut self, rs: &mut dyn RunStore, table: &str) -> Result<i64> {
-        let (covered, metas) = rs.runs(table)?;
+        let RunSet {
+            covered,
+            generation,
+            runs: metas,
+        } = rs.runs(table)?;
+        if self.started && generation != self.generation {
+            // The table was re-keyed: nothing held is of use.
+            *self = TableKeys::new(self.cap);
+        }
+        self.generation = generation;
         let probed: HashMap<i64, u64> = self.runs.iter().map(|r| (r.meta.id, r.probed)).collect();
         self.runs = metas
             .into_iter()
@@ -410,24 +427,11 @@ impl TableKeys {
             .collect();
         entries.sort_unstable();
         entries.dedup();
-        let bits = runs::bits_for(entries.len() as u64);
-        let id = rs.new_run()?;
-        let mut out = Output {
-            run: id,
-            writer: SliceWriter::new(bits),
-            slices: Vec::new(),
-        };
+        let mut out = RunWriter::new(rs, entries.len() as u64)?;
         for &(h, i) in &entries {
             out.push(rs, h, i)?;
         }
-        let n = out.finish(rs)?;
-        let meta = RunMeta {
-            id,
-            lo: self.covered,
-            hi: self.hi,
-            entries: n,
-            bits,
-        };
+        let meta = out.finish(rs, self.covered, self.hi)?;
         rs.add_run(table, &meta)?;
         rs.set_covered(table, self.hi)?;
         self.runs.push(Run { meta, probed: 0 });
@@ -438,9 +442,9 @@ impl TableKeys {
         Ok(())
     }
 
-    /// Merges adjacent runs into one (read in hash order, slices in batches); entries under one
-    /// hash are checked against the table and those naming no record are dropped. `false`
-    /// when `stop` ended it halfway: the transaction must then be rolled back.
+    /// Merges adjacent runs into one (read in hash order); entries under one hash are checked
+    /// against the table and those naming no record are dropped. `false` when `stop` ended it
+    /// halfway: the transaction must then be rolled back.
     fn merge(
         &mut self,
         rs: &mut dyn RunStore,
@@ -451,57 +455,25 @@ impl TableKeys {
         let inputs: Vec<RunMeta> = self.runs[range.clone()].iter().map(|r| r.meta).collect();
         let total: i64 = inputs.iter().map(|r| r.entries).sum();
         let started = std::time::Instant::now();
-        let bits = runs::bits_for(total as u64);
-        let id = rs.new_run()?;
-        let mut out = Output {
-            run: id,
-            writer: SliceWriter::new(bits),
-            slices: Vec::new(),
-        };
-        let mut next: Vec<u32> = vec![0; inputs.len()];
-        let mut bufs = Vec::with_capacity(inputs.len());
-        let mut heap = BinaryHeap::new();
-        for (s, run) in inputs.iter().enumerate() {
-            let mut it = pull(rs, run, &mut next[s])?.into_iter();
-            if let Some((h, i)) = it.next() {
-                heap.push(Reverse((h, i, s)));
-            }
-            bufs.push(it);
-        }
+        let mut out = RunWriter::new(rs, total as u64)?;
+        let mut streams = Streams::new(rs, &inputs)?;
         let mut group: Vec<(u64, i64)> = Vec::new();
         let mut seen = 0u64;
-        while let Some(Reverse((h, i, s))) = heap.pop() {
+        while let Some((h, i)) = streams.next(rs)? {
             if group.last().is_some_and(|&(g, _)| g != h) {
-                out.group(rs, table, &group)?;
+                keep_live(rs, table, &group, &mut out)?;
                 group.clear();
             }
             if !group.contains(&(h, i)) {
                 group.push((h, i));
-            }
-            let next_entry = match bufs[s].next() {
-                Some(e) => Some(e),
-                None => {
-                    bufs[s] = pull(rs, &inputs[s], &mut next[s])?.into_iter();
-                    bufs[s].next()
-                }
-            };
-            if let Some((h, i)) = next_entry {
-                heap.push(Reverse((h, i, s)));
             }
             seen += 1;
             if seen % 65_536 == 0 && stop() {
                 return Ok(false);
             }
         }
-        out.group(rs, table, &group)?;
-        let entries = out.finish(rs)?;
-        let meta = RunMeta {
-            id,
-            lo: inputs[0].lo,
-            hi: inputs[inputs.len() - 1].hi,
-            entries,
-            bits,
-        };
+        keep_live(rs, table, &group, &mut out)?;
+        let meta = out.finish(rs, inputs[0].lo, inputs[inputs.len() - 1].hi)?;
         let dropped: Vec<i64> = inputs.iter().map(|r| r.id).collect();
         rs.drop_runs(table, &dropped)?;
         rs.add_run(table, &meta)?;
@@ -515,7 +487,7 @@ impl TableKeys {
             tracing::info!(
                 table,
                 runs = dropped.len(),
-                keys = entries,
+                keys = meta.entries,
                 ms = started.elapsed().as_millis() as u64,
                 "merged record key runs"
             );
@@ -529,58 +501,25 @@ impl TableKeys {
     }
 }
 
-/// The next batch of a run's entries in hash order (empty at its end).
-fn pull(rs: &mut dyn RunStore, run: &RunMeta, next: &mut u32) -> Result<Vec<(u64, i64)>> {
-    let mut batch = Vec::new();
-    while batch.is_empty() && *next < run.slices() {
-        let to = next.saturating_add(SCAN_SLICES).min(run.slices());
-        rs.scan_slices(run.id, *next, to, &mut |_, b| batch.extend(decode(b)))?;
-        *next = to;
-    }
-    Ok(batch)
-}
-
-/// A run being written: slices handed to the store a thousand at a time.
-struct Output {
-    run: i64,
-    writer: SliceWriter,
-    slices: Vec<(u32, Vec<u8>)>,
-}
-
-impl Output {
-    fn push(&mut self, rs: &mut dyn RunStore, h: u64, id: i64) -> Result<()> {
-        let slices = &mut self.slices;
-        self.writer.push(h, id, &mut |s, b| slices.push((s, b)));
-        if self.slices.len() >= 1024 {
-            rs.put_slices(self.run, &self.slices)?;
-            self.slices.clear();
+/// The entries of one hash: when there are several, those naming no record are dropped.
+fn keep_live(
+    rs: &mut dyn RunStore,
+    table: &str,
+    group: &[(u64, i64)],
+    out: &mut RunWriter,
+) -> Result<()> {
+    let live = if group.len() > 1 {
+        let ids: Vec<i64> = group.iter().map(|e| e.1).collect();
+        Some(rs.live(table, &ids)?)
+    } else {
+        None
+    };
+    for &(h, i) in group {
+        if live.as_ref().is_none_or(|l| l.contains(&i)) {
+            out.push(rs, h, i)?;
         }
-        Ok(())
     }
-
-    /// The entries of one hash: when there are several, those naming no record are dropped.
-    fn group(&mut self, rs: &mut dyn RunStore, table: &str, group: &[(u64, i64)]) -> Result<()> {
-        if group.len() > 1 {
-            let ids: Vec<i64> = group.iter().map(|e| e.1).collect();
-            let live = rs.live(table, &ids)?;
-            for &(h, i) in group.iter().filter(|e| live.contains(&e.1)) {
-                self.push(rs, h, i)?;
-            }
-        } else {
-            for &(h, i) in group {
-                self.push(rs, h, i)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes the last slices; returns how many entries the run has.
-    fn finish(mut self, rs: &mut dyn RunStore) -> Result<i64> {
-        let slices = &mut self.slices;
-        self.writer.flush(&mut |s, b| slices.push((s, b)));
-        rs.put_slices(self.run, &self.slices)?;
-        Ok(self.writer.entries as i64)
-    }
+    Ok(())
 }
 
 /// Adds `(from, to]` to a set of ranges, merging those that touch.

@@ -450,6 +450,60 @@ pub fn decode(ty: PgType, b: &[u8]) -> Option<Decoded> {
     })
 }
 
+/// What `read_rows` hands each tuple: each field's place in the buffer (`None`: NULL), the
+/// buffer, and the decoded values.
+pub type RowFn<'a> =
+    dyn FnMut(&[Option<(usize, usize)>], &[u8], &[Option<Decoded>]) -> anyhow::Result<()> + 'a;
+
+/// Reads the tuples of a binary `COPY … TO STDOUT` whose columns have `types`: per tuple, each
+/// field's place in `buf` (`None`: NULL) and its decoded value. Returns how many.
+pub fn read_rows<R: std::io::Read>(
+    reader: R,
+    types: &[PgType],
+    each: &mut RowFn,
+) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, reader);
+    read_header(&mut r)?;
+    let mut buf = Vec::new();
+    let mut raw = Vec::with_capacity(types.len());
+    let mut decoded = Vec::with_capacity(types.len());
+    let mut n = 0u64;
+    loop {
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two)?;
+        let fields = i16::from_be_bytes(two);
+        if fields == -1 {
+            break;
+        }
+        if fields as usize != types.len() {
+            anyhow::bail!("unexpected field count in COPY output");
+        }
+        buf.clear();
+        raw.clear();
+        for _ in 0..fields {
+            let mut four = [0u8; 4];
+            r.read_exact(&mut four)?;
+            let len = i32::from_be_bytes(four);
+            if len < 0 {
+                raw.push(None);
+                continue;
+            }
+            let start = buf.len();
+            buf.resize(start + len as usize, 0);
+            r.read_exact(&mut buf[start..])?;
+            raw.push(Some((start, buf.len())));
+        }
+        decoded.clear();
+        for (i, f) in raw.iter().enumerate() {
+            decoded.push(f.and_then(|(s, e)| decode(types[i], &buf[s..e])));
+        }
+        each(&raw, &buf, &decoded)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A decoded field as a `Value` borrowing from the row.
 pub fn value<'a>(d: &'a Decoded, raw: &'a [u8]) -> Value<'a> {
     match d {

@@ -12,7 +12,6 @@ use crate::format::SYSTEM_COLUMNS;
 use crate::store::{BatchPlan, BatchRange, Record, TargetKey, TargetStatus, Value};
 use anyhow::{bail, Context, Result};
 use postgres::{Client, IsolationLevel};
-use std::io::{BufReader, Read};
 
 pub fn upsert_target(c: &mut Client, key: &TargetKey, dir: &str) -> Result<()> {
     c.execute(
@@ -136,7 +135,7 @@ pub fn plan_batch(
 }
 
 /// One row of a binary COPY, as a `Record`.
-struct Row<'a> {
+pub struct Row<'a> {
     raw: &'a [Option<(usize, usize)>],
     buf: &'a [u8],
     decoded: &'a [Option<Decoded>],
@@ -182,49 +181,9 @@ pub fn read_batch(
         plan.first,
         plan.last
     ))?;
-    let mut r = BufReader::with_capacity(1 << 20, reader);
-    binary::read_header(&mut r)?;
-    let mut buf = Vec::new();
-    let mut raw = Vec::with_capacity(types.len());
-    let mut decoded = Vec::with_capacity(types.len());
-    let mut n = 0u64;
-    loop {
-        let mut two = [0u8; 2];
-        r.read_exact(&mut two)?;
-        let fields = i16::from_be_bytes(two);
-        if fields == -1 {
-            break;
-        }
-        if fields as usize != types.len() {
-            bail!("unexpected field count in COPY output");
-        }
-        buf.clear();
-        raw.clear();
-        for _ in 0..fields {
-            let mut four = [0u8; 4];
-            r.read_exact(&mut four)?;
-            let len = i32::from_be_bytes(four);
-            if len < 0 {
-                raw.push(None);
-                continue;
-            }
-            let start = buf.len();
-            buf.resize(start + len as usize, 0);
-            r.read_exact(&mut buf[start..])?;
-            raw.push(Some((start, buf.len())));
-        }
-        decoded.clear();
-        for (i, f) in raw.iter().enumerate() {
-            decoded.push(f.and_then(|(s, e)| binary::decode(types[i], &buf[s..e])));
-        }
-        record(&Row {
-            raw: &raw,
-            buf: &buf,
-            decoded: &decoded,
-        })?;
-        n += 1;
-    }
-    Ok(n)
+    binary::read_rows(reader, &types, &mut |raw, buf, decoded| {
+        record(&Row { raw, buf, decoded })
+    })
 }
 
 /// See `Store::commit_batch`.

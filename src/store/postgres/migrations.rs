@@ -187,6 +187,7 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE ferry_keys ADD COLUMN covered bigint NOT NULL DEFAULT 0;
     ALTER TABLE ferry_keys ADD COLUMN definition text;
     ALTER TABLE ferry_keys ADD COLUMN defined_at timestamptz;
+    ALTER TABLE ferry_keys ADD COLUMN generation bigint NOT NULL DEFAULT 0;
     CREATE SEQUENCE ferry_key_run_ids;
     CREATE TABLE ferry_key_runs (
         run        bigint PRIMARY KEY,

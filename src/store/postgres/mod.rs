@@ -16,6 +16,7 @@
 //! noticed in seconds and its open transaction — and the locks it holds — end with it.
 
 mod binary;
+mod compare;
 mod export;
 mod ids;
 mod keys;
@@ -23,6 +24,7 @@ mod lease;
 mod ledger;
 mod migrations;
 mod registry;
+mod rekey;
 mod retention;
 mod session;
 mod tables;
@@ -303,6 +305,9 @@ impl Store for PgStore {
     }
     fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
         binary::PgType::sql_for(ty)
+    }
+    fn key_indexes(&mut self) -> Result<Vec<super::KeyIndexStatus>> {
+        rekey::key_indexes(&mut self.c)
     }
     fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>> {
         self.registry.column(&mut self.c, dataset, key)
@@ -643,6 +648,42 @@ impl Ingest for PgIngest {
     fn insert_chunk(&mut self, ins: &ChunkInsert) -> Result<ChunkStored> {
         self.tables
             .insert(&mut self.c, &mut self.ids, &mut self.keys, ins)
+    }
+
+    fn key_ready(
+        &mut self,
+        table: &str,
+        def: Option<&super::keys::def::KeyDef>,
+    ) -> Result<super::KeyReady> {
+        rekey::key_ready(self.c.get()?, table, def)
+    }
+
+    fn rekey(
+        &mut self,
+        table: &str,
+        how: &super::Rekey,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<super::keys::rekey::Rekeyed>> {
+        self.begin()?;
+        let r = self
+            .lock_schema(false)
+            .and_then(|_| self.c.get())
+            .and_then(|c| rekey::rekey(c, table, how, stop));
+        match r {
+            Ok(Some(out)) if out.conflict.is_none() && how.apply => {
+                self.keys.forget(table);
+                self.commit()?;
+                Ok(Some(out))
+            }
+            Ok(other) => {
+                self.rollback();
+                Ok(other)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
     }
 
     fn finish_keys(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {

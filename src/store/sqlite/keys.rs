@@ -13,6 +13,7 @@
 use crate::record::{Cell, Chunk};
 use crate::store::keys::decide::{compare_versions, Version};
 use crate::store::keys::runs::{slice_key, RunMeta};
+use crate::store::keys::table::RunSet;
 use crate::store::keys::{
     cell_at, lookup, plan_chunk, Compare, Plan, RunStore, Seen, TableKeys, Wants, DEFAULT_CAP,
 };
@@ -81,6 +82,11 @@ impl Keys {
         for s in self.by_table.values_mut() {
             s.keys.committed();
         }
+    }
+
+    /// A table was re-keyed: what was held of it is of no use.
+    pub fn forget(&mut self, table: &str) {
+        self.by_table.remove(table);
     }
 
     /// The commit failed, or the group was rolled back: nothing known can be trusted.
@@ -245,13 +251,13 @@ fn record_high(conn: &Connection, table: &str, high: i64) -> Result<()> {
 pub struct Runs<'c>(pub &'c Connection);
 
 impl RunStore for Runs<'_> {
-    fn runs(&mut self, table: &str) -> Result<(i64, Vec<RunMeta>)> {
-        let covered: i64 = self
+    fn runs(&mut self, table: &str) -> Result<RunSet> {
+        let (covered, generation): (i64, i64) = self
             .0
-            .prepare_cached("SELECT covered FROM ferry_keys WHERE table_name = ?1")?
-            .query_row([table], |r| r.get(0))
+            .prepare_cached("SELECT covered, generation FROM ferry_keys WHERE table_name = ?1")?
+            .query_row([table], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
-            .unwrap_or(0);
+            .unwrap_or((0, 0));
         let mut stmt = self.0.prepare_cached(
             "SELECT run, lo, hi, entries, bits FROM ferry_key_runs WHERE table_name = ?1 \
              ORDER BY lo",
@@ -267,7 +273,11 @@ impl RunStore for Runs<'_> {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        Ok((covered, runs))
+        Ok(RunSet {
+            covered,
+            generation,
+            runs,
+        })
     }
 
     fn get_slices(
@@ -311,8 +321,11 @@ impl RunStore for Runs<'_> {
     }
 
     fn new_run(&mut self) -> Result<i64> {
+        // Above every run recorded and every run with slices (a re-key's scratch runs are not
+        // recorded).
         Ok(self.0.query_row(
-            "SELECT coalesce(max(run), 0) + 1 FROM ferry_key_runs",
+            "SELECT max(coalesce((SELECT max(run) FROM ferry_key_runs), 0), \
+                        coalesce((SELECT max(k) FROM ferry_key_slices), 0) >> 32) + 1",
             [],
             |r| r.get(0),
         )?)

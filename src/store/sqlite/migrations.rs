@@ -147,7 +147,8 @@ pub const MIGRATIONS: &[&str] = &[
         covered    INTEGER NOT NULL DEFAULT 0, -- every keyed record up to this id is in a run
         high_id    INTEGER NOT NULL DEFAULT 0, -- the highest record id ever given
         definition TEXT,                       -- the key, as JSON (NULL: none any more)
-        defined_at TEXT
+        defined_at TEXT,
+        generation INTEGER NOT NULL DEFAULT 0  -- one more at each re-key
     );
     CREATE TABLE ferry_key_runs (
         run        INTEGER PRIMARY KEY,

@@ -10,6 +10,7 @@ mod keys;
 mod ledger;
 mod migrations;
 mod registry;
+mod rekey;
 mod retention;
 mod tables;
 
@@ -179,6 +180,9 @@ impl Store for SqliteStore {
     }
     fn type_for(&self, ty: crate::typed::ColType) -> &'static str {
         ty.sql_type()
+    }
+    fn key_indexes(&mut self) -> Result<Vec<super::KeyIndexStatus>> {
+        rekey::key_indexes(&self.conn)
     }
     fn file_column(&mut self, dataset: &str, key: &ColumnKey) -> Result<Option<String>> {
         self.registry.column(&self.conn, dataset, key)
@@ -472,6 +476,42 @@ impl Ingest for SqliteIngest {
             duplicates: plan.duplicates,
             rejects: plan.rejects,
         })
+    }
+
+    fn key_ready(
+        &mut self,
+        table: &str,
+        def: Option<&super::keys::def::KeyDef>,
+    ) -> Result<super::KeyReady> {
+        rekey::key_ready(&self.conn, table, def)
+    }
+
+    fn rekey(
+        &mut self,
+        table: &str,
+        how: &super::Rekey,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<super::keys::rekey::Rekeyed>> {
+        self.begin()?;
+        let r = self
+            .tables
+            .ensure(&self.conn, table, &[], true)
+            .and_then(|_| super::keys::rekey::rekey(&mut keys::Runs(&self.conn), table, how, stop));
+        match r {
+            Ok(Some(out)) if out.conflict.is_none() && how.apply => {
+                self.keys.forget(table);
+                self.commit()?;
+                Ok(Some(out))
+            }
+            Ok(other) => {
+                self.rollback();
+                Ok(other)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
     }
 
     fn finish_keys(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {

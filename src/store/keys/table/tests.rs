@@ -13,10 +13,14 @@ struct Mem {
 }
 
 impl RunStore for Mem {
-    fn runs(&mut self, _: &str) -> Result<(i64, Vec<RunMeta>)> {
+    fn runs(&mut self, _: &str) -> Result<RunSet> {
         let mut r = self.runs.clone();
         r.sort_by_key(|m| m.lo);
-        Ok((self.covered, r))
+        Ok(RunSet {
+            covered: self.covered,
+            generation: 0,
+            runs: r,
+        })
     }
     fn get_slices(
         &mut self,
@@ -158,7 +162,7 @@ fn replaced_records_leave_the_runs_when_merged() {
         .unwrap();
     tk.committed();
     // Everything in one run now: stale entries dropped, the new ids kept.
-    let (_, runs) = rs.runs("t").unwrap();
+    let runs = rs.runs("t").unwrap().runs;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].entries, 4_000 - 2);
     let mut fresh = TableKeys::new(1 << 30);
