@@ -15,6 +15,7 @@
 //! | `FERRY_FAULT_CHANGE_BEFORE_CLAIM=<text>` | a file whose path has `<text>` grows by a line just before its claim |
 //! | `FERRY_FAULT_REWRITE_BETWEEN_PASSES=<text>` | a big file whose path has `<text>` is rewritten in place (same size and mtime) after it was hashed |
 //! | `FERRY_FAULT_ABORT_ON=<text>` | the process aborts while parsing a file whose path has `<text>` |
+//! | `FERRY_FAULT_ABORT_STORING=<text>:<n>` | the process aborts once the writer stored `n` chunks of a file whose path has `<text>` (its transaction open) |
 //! | `FERRY_FAULT_SLOW_MS=<ms>` | every worker sleeps this long per file (to catch a run mid-way) |
 //! | `FERRY_FAULT_EXPORT_PAUSE_MS=<ms>` | `ferry export` sleeps after each committed batch |
 //! | `FERRY_FAULT_EXPORT_DIE=<point>` | `ferry export` ends abruptly at `planned`, `data` or `written` |
@@ -110,6 +111,16 @@ mod points {
         }
     }
 
+    pub fn stored_chunk(rel: &RelPath, chunks: u64) {
+        let Some((pat, n)) = setting!("FERRY_FAULT_ABORT_STORING").and_then(|s| s.rsplit_once(':'))
+        else {
+            return;
+        };
+        if rel.display().contains(pat) && n.parse::<u64>().is_ok_and(|n| chunks >= n) {
+            std::process::abort();
+        }
+    }
+
     pub fn slow() {
         if let Some(ms) = setting!("FERRY_FAULT_SLOW_MS").and_then(|v| v.parse().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -158,6 +169,8 @@ mod points {
     pub fn between_passes(_: &Path, _: &RelPath) {}
     #[inline(always)]
     pub fn crash_on(_: &RelPath) {}
+    #[inline(always)]
+    pub fn stored_chunk(_: &RelPath, _: u64) {}
     #[inline(always)]
     pub fn slow() {}
     #[inline(always)]

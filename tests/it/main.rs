@@ -14,6 +14,7 @@ mod edges_files;
 mod edges_ops;
 mod export;
 mod formats;
+mod keys;
 mod model;
 mod names;
 mod operations;

@@ -40,6 +40,8 @@ pub(super) struct FileColumns {
     pub duplicates: u64,
     /// Records refused because their key was stored (`on_key = "reject"`).
     pub key_rejected: u64,
+    /// Chunks stored.
+    pub chunks: u64,
     /// The file's bad records, stages' and keys', against `max_bad_records` (with a key).
     pub bad: Option<BadRecords>,
     /// Whether any of the file's records reached the writer yet (until then the file can start

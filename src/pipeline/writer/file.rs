@@ -110,7 +110,7 @@ impl Writer<'_> {
             );
             let id = self.store.insert_file(&row)?;
             let mut file = FileColumns::default();
-            match self.store_records(&spec, id, &rx, &mut file, again.take()) {
+            match self.store_records((&spec, &meta.rel), id, &rx, &mut file, again.take()) {
                 Ok(Stream::End(end)) => break (id, file, end),
                 Ok(Stream::Again(cols)) => {
                     self.store.undo_file()?;
@@ -338,7 +338,7 @@ impl Writer<'_> {
     /// when the file starts over.
     fn store_records(
         &mut self,
-        spec: &DatasetSpec,
+        (spec, rel): (&DatasetSpec, &crate::spool::RelPath),
         id: i64,
         rx: &Receiver<Msg>,
         file: &mut FileColumns,
@@ -374,6 +374,8 @@ impl Writer<'_> {
                     file.stored += stored.stored;
                     file.updated += stored.updated;
                     file.duplicates += stored.duplicates;
+                    file.chunks += 1;
+                    crate::faults::stored_chunk(rel, file.chunks);
                     if !stored.rejects.is_empty() {
                         self.store.add_rejects(id, &stored.rejects)?;
                         file.key_rejected += stored.rejects.len() as u64;

@@ -195,37 +195,24 @@ pub fn rekey(
     let total: i64 = scratch.iter().map(|r| r.entries).sum();
     let mut out_run = RunWriter::new(rs, total as u64)?;
     let mut group: Vec<(u64, i64)> = Vec::new();
+    let mut settle = Settle {
+        table,
+        names: &names,
+        version,
+        keep,
+        groups: Vec::new(),
+        waiting: 0,
+    };
     let mut streams = Streams::new(rs, &scratch)?;
     while let Some((h, id)) = streams.next(rs)? {
         if group.last().is_some_and(|&(g, _)| g != h) {
-            for (h, id) in settle(
-                rs,
-                table,
-                &names,
-                version,
-                keep,
-                &group,
-                &mut conflict,
-                &mut out,
-            )? {
-                out_run.push(rs, h, id)?;
-            }
-            group.clear();
+            let g = std::mem::take(&mut group);
+            settle.push(rs, g, (&mut conflict, &mut out), &mut out_run)?;
         }
         group.push((h, id));
     }
-    for (h, id) in settle(
-        rs,
-        table,
-        &names,
-        version,
-        keep,
-        &group,
-        &mut conflict,
-        &mut out,
-    )? {
-        out_run.push(rs, h, id)?;
-    }
+    settle.push(rs, group, (&mut conflict, &mut out), &mut out_run)?;
+    settle.flush(rs, (&mut conflict, &mut out), &mut out_run)?;
     let meta = out_run.finish(rs, 0, covered)?;
     for r in &scratch {
         rs.drop_runs(table, &[r.id])?;
@@ -250,80 +237,143 @@ fn example(c: &mut Conflict, e: String) {
     }
 }
 
-/// The records of one hash: those with the same key values are duplicates — counted, or (with
-/// `keep`) all but one removed. Returns the entries that stay.
-#[allow(clippy::too_many_arguments)]
-fn settle(
-    rs: &mut dyn RekeyStore,
-    table: &str,
-    names: &[String],
-    version: Option<(&str, crate::typed::ColType)>,
+/// Hashes that meet, settled a few thousand records at a time (their values read in one go):
+/// records with the same key values are duplicates — counted, or (with `keep`) all but one
+/// removed. Entries go to the new run in hash order.
+struct Settle<'a> {
+    table: &'a str,
+    names: &'a [String],
+    version: Option<(&'a str, crate::typed::ColType)>,
     keep: Option<Keep>,
-    group: &[(u64, i64)],
-    conflict: &mut Conflict,
-    out: &mut Rekeyed,
-) -> Result<Vec<(u64, i64)>> {
-    if group.len() < 2 {
-        return Ok(group.to_vec());
+    /// Groups of one hash waiting, and how many of their records need their values read.
+    groups: Vec<Vec<(u64, i64)>>,
+    waiting: usize,
+}
+
+/// Records whose values are read per statement.
+const SETTLE_BATCH: usize = 4096;
+
+type Values = (Vec<KeyValue>, KeyValue);
+
+impl Settle<'_> {
+    fn push(
+        &mut self,
+        rs: &mut dyn RekeyStore,
+        group: Vec<(u64, i64)>,
+        found: (&mut Conflict, &mut Rekeyed),
+        to: &mut RunWriter,
+    ) -> Result<()> {
+        if group.len() > 1 {
+            self.waiting += group.len();
+        }
+        self.groups.push(group);
+        if self.waiting >= SETTLE_BATCH || self.groups.len() >= SETTLE_BATCH {
+            self.flush(rs, found, to)?;
+        }
+        Ok(())
     }
-    let h = group[0].0;
-    let ids: Vec<i64> = group.iter().map(|e| e.1).collect();
-    let mut rows = rs.values(table, names, version.map(|v| v.0), &ids)?;
-    rows.sort_by_key(|r| r.0);
-    let mut kept = Vec::new();
-    let mut done = vec![false; rows.len()];
-    for i in 0..rows.len() {
-        if done[i] {
-            continue;
-        }
-        let same: Vec<usize> = (i..rows.len())
-            .filter(|&j| !done[j] && rows[j].1 == rows[i].1)
-            .collect();
-        for &j in &same {
-            done[j] = true;
-        }
-        if same.len() == 1 {
-            kept.push((h, rows[i].0));
-            continue;
-        }
-        conflict.keys += 1;
-        conflict.duplicates += same.len() as u64 - 1;
-        let list: Vec<String> = same.iter().map(|&j| rows[j].0.to_string()).collect();
-        example(
-            conflict,
-            format!(
-                "{}: records {}",
-                key_text(names, &rows[i].1),
-                list.join(", ")
-            ),
-        );
-        let Some(keep) = keep else {
-            continue;
-        };
-        let winner = match (keep, version) {
-            (Keep::First, _) => same[0],
-            (Keep::Latest, None) => same[same.len() - 1],
-            (Keep::Latest, Some((_, ty))) => {
-                let mut best = same[0];
-                for &j in &same[1..] {
-                    let (a, b) = (version_view(&rows[j].2), version_view(&rows[best].2));
-                    if super::decide::compare_versions(ty, a, b) != std::cmp::Ordering::Less {
-                        best = j;
-                    }
-                }
-                best
-            }
-        };
-        let gone: Vec<i64> = same
+
+    fn flush(
+        &mut self,
+        rs: &mut dyn RekeyStore,
+        (conflict, out): (&mut Conflict, &mut Rekeyed),
+        to: &mut RunWriter,
+    ) -> Result<()> {
+        let ids: Vec<i64> = self
+            .groups
             .iter()
-            .filter(|&&j| j != winner)
-            .map(|&j| rows[j].0)
+            .filter(|g| g.len() > 1)
+            .flatten()
+            .map(|e| e.1)
             .collect();
-        rs.delete_records(table, &gone)?;
-        out.removed += gone.len() as u64;
-        kept.push((h, rows[winner].0));
+        let values: std::collections::HashMap<i64, Values> = if ids.is_empty() {
+            Default::default()
+        } else {
+            rs.values(self.table, self.names, self.version.map(|v| v.0), &ids)?
+                .into_iter()
+                .map(|(id, k, v)| (id, (k, v)))
+                .collect()
+        };
+        let mut gone = Vec::new();
+        for g in std::mem::take(&mut self.groups) {
+            for (h, id) in self.settle(&g, &values, conflict, &mut gone) {
+                to.push(rs, h, id)?;
+            }
+        }
+        if !gone.is_empty() {
+            rs.delete_records(self.table, &gone)?;
+            out.removed += gone.len() as u64;
+        }
+        self.waiting = 0;
+        Ok(())
     }
-    Ok(kept)
+
+    /// One hash's records: those that stay in the index (ids to remove go to `gone`).
+    fn settle(
+        &self,
+        group: &[(u64, i64)],
+        values: &std::collections::HashMap<i64, Values>,
+        conflict: &mut Conflict,
+        gone: &mut Vec<i64>,
+    ) -> Vec<(u64, i64)> {
+        if group.len() < 2 {
+            return group.to_vec();
+        }
+        let h = group[0].0;
+        let mut rows: Vec<(i64, &Values)> = group
+            .iter()
+            .filter_map(|&(_, id)| values.get(&id).map(|v| (id, v)))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        let mut kept = Vec::new();
+        let mut done = vec![false; rows.len()];
+        for i in 0..rows.len() {
+            if done[i] {
+                continue;
+            }
+            let same: Vec<usize> = (i..rows.len())
+                .filter(|&j| !done[j] && rows[j].1 .0 == rows[i].1 .0)
+                .collect();
+            for &j in &same {
+                done[j] = true;
+            }
+            if same.len() == 1 {
+                kept.push((h, rows[i].0));
+                continue;
+            }
+            conflict.keys += 1;
+            conflict.duplicates += same.len() as u64 - 1;
+            let list: Vec<String> = same.iter().map(|&j| rows[j].0.to_string()).collect();
+            example(
+                conflict,
+                format!(
+                    "{}: records {}",
+                    key_text(self.names, &rows[i].1 .0),
+                    list.join(", ")
+                ),
+            );
+            let Some(keep) = self.keep else {
+                continue;
+            };
+            let winner = match (keep, self.version) {
+                (Keep::First, _) => same[0],
+                (Keep::Latest, None) => same[same.len() - 1],
+                (Keep::Latest, Some((_, ty))) => {
+                    let mut best = same[0];
+                    for &j in &same[1..] {
+                        let (a, b) = (version_view(&rows[j].1 .1), version_view(&rows[best].1 .1));
+                        if super::decide::compare_versions(ty, a, b) != std::cmp::Ordering::Less {
+                            best = j;
+                        }
+                    }
+                    best
+                }
+            };
+            gone.extend(same.iter().filter(|&&j| j != winner).map(|&j| rows[j].0));
+            kept.push((h, rows[winner].0));
+        }
+        kept
+    }
 }
 
 fn version_view(v: &KeyValue) -> super::decide::Version<'_> {

@@ -458,10 +458,14 @@ impl TableKeys {
         let mut out = RunWriter::new(rs, total as u64)?;
         let mut streams = Streams::new(rs, &inputs)?;
         let mut group: Vec<(u64, i64)> = Vec::new();
+        let mut live = LiveOnly {
+            pending: Vec::new(),
+            checks: 0,
+        };
         let mut seen = 0u64;
         while let Some((h, i)) = streams.next(rs)? {
             if group.last().is_some_and(|&(g, _)| g != h) {
-                keep_live(rs, table, &group, &mut out)?;
+                live.group(rs, table, &group, &mut out)?;
                 group.clear();
             }
             if !group.contains(&(h, i)) {
@@ -472,7 +476,8 @@ impl TableKeys {
                 return Ok(false);
             }
         }
-        keep_live(rs, table, &group, &mut out)?;
+        live.group(rs, table, &group, &mut out)?;
+        live.flush(rs, table, &mut out)?;
         let meta = out.finish(rs, inputs[0].lo, inputs[inputs.len() - 1].hi)?;
         let dropped: Vec<i64> = inputs.iter().map(|r| r.id).collect();
         rs.drop_runs(table, &dropped)?;
@@ -501,25 +506,55 @@ impl TableKeys {
     }
 }
 
-/// The entries of one hash: when there are several, those naming no record are dropped.
-fn keep_live(
-    rs: &mut dyn RunStore,
-    table: &str,
-    group: &[(u64, i64)],
-    out: &mut RunWriter,
-) -> Result<()> {
-    let live = if group.len() > 1 {
-        let ids: Vec<i64> = group.iter().map(|e| e.1).collect();
-        Some(rs.live(table, &ids)?)
-    } else {
-        None
-    };
-    for &(h, i) in group {
-        if live.as_ref().is_none_or(|l| l.contains(&i)) {
-            out.push(rs, h, i)?;
+/// A merge's output on its way: entries in hash order, where a hash holds several entries
+/// those naming no record any more are dropped — checked with the table a few thousand ids at a
+/// time (one statement each), not one hash at a time.
+struct LiveOnly {
+    /// Entries waiting for the check, and whether each needs it.
+    pending: Vec<(u64, i64, bool)>,
+    checks: usize,
+}
+
+/// Ids checked against the table per statement.
+const LIVE_BATCH: usize = 4096;
+
+impl LiveOnly {
+    fn group(
+        &mut self,
+        rs: &mut dyn RunStore,
+        table: &str,
+        group: &[(u64, i64)],
+        out: &mut RunWriter,
+    ) -> Result<()> {
+        let check = group.len() > 1;
+        for &(h, i) in group {
+            self.pending.push((h, i, check));
         }
+        if check {
+            self.checks += group.len();
+        }
+        if self.checks >= LIVE_BATCH || (self.checks == 0 && self.pending.len() >= LIVE_BATCH) {
+            self.flush(rs, table, out)?;
+        }
+        Ok(())
     }
-    Ok(())
+
+    fn flush(&mut self, rs: &mut dyn RunStore, table: &str, out: &mut RunWriter) -> Result<()> {
+        let ids: Vec<i64> = self.pending.iter().filter(|e| e.2).map(|e| e.1).collect();
+        let live = if ids.is_empty() {
+            HashSet::new()
+        } else {
+            rs.live(table, &ids)?
+        };
+        for &(h, i, check) in &self.pending {
+            if !check || live.contains(&i) {
+                out.push(rs, h, i)?;
+            }
+        }
+        self.pending.clear();
+        self.checks = 0;
+        Ok(())
+    }
 }
 
 /// Adds `(from, to]` to a set of ranges, merging those that touch.
