@@ -22,6 +22,9 @@ const BUFFER: usize = 1 << 20;
 pub struct Written {
     pub sha256: String,
     pub bytes: u64,
+    /// Records in it: the plan's, less any replaced (`on_key = "update"`) since it was planned
+    /// — their successors come in a later batch.
+    pub rows: u64,
 }
 
 /// The manifest beside each batch. Field order is the file's order.
@@ -40,6 +43,27 @@ struct Manifest<'a> {
     bytes: u64,
     created_at: &'a str,
     ferry_version: &'static str,
+}
+
+/// A batch published before an interrupted export could record it: its done marker is there and
+/// its data file has the SHA-256 its manifest says. Downstream may have read it already, so it
+/// is recorded as it is, never written again.
+pub fn published(dir: &Path, plan: &BatchPlan) -> Option<Written> {
+    if !dir.join(format!("{}.done", plan.name)).exists() {
+        return None;
+    }
+    let manifest = fs::read(dir.join(format!("{}.manifest.json", plan.name))).ok()?;
+    let m: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
+    let sha256 = m["sha256"].as_str()?.to_string();
+    let mut f = File::open(dir.join(&plan.name)).ok()?;
+    let mut h = Sha256::new();
+    let bytes = io::copy(&mut f, &mut h).ok()?;
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    (hex == sha256 && m["bytes"].as_u64() == Some(bytes)).then(|| Written {
+        sha256,
+        bytes,
+        rows: m["rows"].as_u64().unwrap_or(plan.rows),
+    })
 }
 
 /// Writes the data file, its manifest and its done marker, each visible only when complete.
@@ -62,6 +86,14 @@ pub fn write_batch(
             return Err(e);
         }
     };
+    if written.rows != plan.rows {
+        tracing::info!(
+            file = %plan.name,
+            planned = plan.rows,
+            rows = written.rows,
+            "records of the batch were replaced since it was planned; their successors follow"
+        );
+    }
     fs::rename(&tmp, &final_path)?;
     fsio::sync_dir(dir)?;
     crate::faults::export_die("data");
@@ -72,7 +104,7 @@ pub fn write_batch(
         file: &plan.name,
         format,
         compression: plan.gzip.then_some("gzip"),
-        rows: plan.rows,
+        rows: written.rows,
         first_record_id: plan.first,
         last_record_id: plan.last,
         columns: &plan.columns,
@@ -155,6 +187,7 @@ fn sink(
             .map(|b| format!("{b:02x}"))
             .collect(),
         bytes: hashing.bytes,
+        rows: 0,
     })
 }
 
@@ -206,12 +239,13 @@ fn write_data(
         .join()
         .map_err(|_| anyhow::anyhow!("the export writing thread panicked"))??;
     let n = encoded?;
-    if n != plan.rows {
+    // Records replaced since the plan are gone from its range; none can have come into it.
+    if n > plan.rows {
         bail!(
-            "batch {} was planned with {} records but {n} were read; were records deleted?",
+            "batch {} was planned with {} records but {n} were read; were records added by hand?",
             plan.name,
             plan.rows
         );
     }
-    Ok(written)
+    Ok(Written { rows: n, ..written })
 }

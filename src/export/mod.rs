@@ -13,11 +13,14 @@
 //!    the pending batch is cleared.
 //!
 //! A crash anywhere leaves either nothing (before 1), or a pending batch: the next export first
-//! rewrites exactly that batch — same records, same name, same bytes (its creation time is part
-//! of the plan) — then carries on. Stray temp files are removed under the target's lock. So a
-//! downstream reader never sees a partial file under a final name, never sees a record in two
-//! batches, and never misses one — provided the store hands out record ids in commit order (see
-//! the store's notes on it).
+//! finishes exactly that batch — recorded as it is if it was published (its done marker there,
+//! its data file matching its manifest), else written again under the same name, the same
+//! records (its creation time is part of the plan) less any replaced since by a newer record of
+//! the same key (`on_key = "update"`, which comes in a later batch) — then carries on. Stray temp
+//! files are removed under the target's lock. So a downstream reader that waits for the done
+//! marker never sees a partial file under a final name, never sees a record in two batches, and
+//! never misses one — provided the store hands out record ids in commit order (see the store's
+//! notes on it).
 //!
 //! This module knows the protocol and the files; the store keeps the state (no SQL here).
 
@@ -248,8 +251,15 @@ fn export_one(store: &mut dyn Store, table: &str, req: &Request) -> Result<Optio
         )
     })?;
     crate::faults::export_die("planned");
-    let written = batch::write_batch(store, table, req, &plan, format)?;
+    let written = match resumed.then(|| batch::published(&req.dir, &plan)).flatten() {
+        Some(w) => w,
+        None => batch::write_batch(store, table, req, &plan, format)?,
+    };
     crate::faults::export_die("written");
+    let plan = BatchPlan {
+        rows: written.rows,
+        ..plan
+    };
     store
         .commit_batch(&req.key(), &plan, &written.sha256, written.bytes)
         .with_context(|| format!("recording batch {} as exported", plan.name))?;
