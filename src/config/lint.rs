@@ -31,6 +31,16 @@ pub(super) fn pattern_warnings(datasets: &[Arc<DatasetSpec>]) -> Vec<String> {
                 ));
             }
         }
+        if d.on_key == super::OnKey::Update && d.version.is_none() {
+            out.push(format!(
+                "dataset {:?}: on_key = \"update\" without a version: the latest record is the \
+                 one of the file stored last — the order files are found in (by name), and \
+                 across hosts the order they commit in. If the records carry a version or a \
+                 timestamp, set version = \"<column>\" and the greater one wins whatever the \
+                 order",
+                d.name
+            ));
+        }
         let samples = sample_paths(d);
         if samples.is_empty() {
             continue;

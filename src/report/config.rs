@@ -144,6 +144,18 @@ fn dataset(o: &mut String, d: &DatasetView) {
             d.key.join(", ")
         }
     );
+    if !d.key.is_empty() {
+        let _ = writeln!(
+            o,
+            "  on_key             {}{}",
+            d.on_key,
+            match &d.version {
+                Some(v) => format!(" (the greater {v} wins)"),
+                None if d.on_key == "update" => " (the file stored last wins)".into(),
+                None => String::new(),
+            }
+        );
+    }
     let _ = writeln!(o, "  max_bad_records    {}", d.max_bad_records);
     let _ = writeln!(o, "  on_new_column      {}", d.on_new_column);
     let _ = writeln!(o, "  on_missing_column  {}", d.on_missing_column);
@@ -274,6 +286,9 @@ pub struct DatasetView {
     #[serde(skip_serializing_if = "Option::is_none")]
     encoding: Option<String>,
     key: Vec<String>,
+    on_key: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
     max_bad_records: String,
     on_new_column: &'static str,
     on_missing_column: &'static str,
@@ -351,6 +366,8 @@ impl DatasetView {
                     .map_or("utf-8".to_string(), |e| e.name().to_lowercase())
             }),
             key: d.key.clone(),
+            on_key: d.on_key.id(),
+            version: d.version.clone(),
             max_bad_records: d.max_bad.to_string(),
             on_new_column: d.on_new_column.id(),
             on_missing_column: d.on_missing_column.id(),
