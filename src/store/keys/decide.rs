@@ -78,6 +78,9 @@ pub struct Plan {
     pub duplicates: u64,
     /// Records refused because their key was stored (`on_key = "reject"`).
     pub rejects: Vec<RecordReject>,
+    /// Per row of `insert`: whether its hash is new to the index (no stored record had it when
+    /// looked up, and no earlier row of the chunk) — set by `plan_chunk`.
+    pub absent: Vec<bool>,
 }
 
 /// Decides each row of a chunk. `stored[r]`: the live stored record with row `r`'s key, with
@@ -88,17 +91,18 @@ pub fn decide(
     rule: &Rule,
     stored: &[Option<(i64, Seen)>],
 ) -> Plan {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        insert: Vec::with_capacity(chunk.rows()),
+        absent: Vec::with_capacity(chunk.rows()),
+        ..Plan::default()
+    };
     // Rows of this chunk that hold a key now, by hash: their positions in `insert`.
-    let mut holding: IdMap<Vec<usize>> = IdMap::default();
+    let mut holding = Holding::with_capacity(chunk.rows());
     for (r, found) in stored.iter().enumerate().take(chunk.rows()) {
         let h = chunk.keys[r];
-        let earlier = holding.get(&h).and_then(|slots| {
-            slots
-                .iter()
-                .copied()
-                .find(|&s| same_key(chunk, key_cells, plan.insert[s] as usize, r))
-        });
+        let earlier = holding
+            .slots(h)
+            .find(|&s| same_key(chunk, key_cells, plan.insert[s] as usize, r));
         if let Some(slot) = earlier {
             let p = plan.insert[slot] as usize;
             match rule.on_key {
@@ -142,8 +146,9 @@ pub fn decide(
                     };
                     if wins {
                         plan.replaces.push((plan.insert.len(), id));
-                        holding.entry(h).or_default().push(plan.insert.len());
+                        holding.add(h, plan.insert.len());
                         plan.insert.push(r as u32);
+                        plan.absent.push(false);
                         plan.updated += 1;
                     } else {
                         plan.duplicates += 1;
@@ -151,13 +156,51 @@ pub fn decide(
                 }
             },
             _ => {
-                holding.entry(h).or_default().push(plan.insert.len());
+                // Whether no earlier row of the chunk stored this hash (`plan_chunk` adds
+                // whether the index held it).
+                plan.absent.push(holding.add(h, plan.insert.len()));
                 plan.insert.push(r as u32);
                 plan.new += 1;
             }
         }
     }
     plan
+}
+
+/// The rows of a chunk stored so far, by hash: the first position in `insert` of each hash,
+/// further ones (other keys of the same hash) beside.
+struct Holding {
+    first: IdMap<usize>,
+    more: IdMap<Vec<usize>>,
+}
+
+impl Holding {
+    fn with_capacity(n: usize) -> Holding {
+        Holding {
+            first: IdMap::with_capacity_and_hasher(n, Default::default()),
+            more: IdMap::default(),
+        }
+    }
+
+    fn slots(&self, h: i64) -> impl Iterator<Item = usize> + '_ {
+        let first = self.first.get(&h).copied();
+        let more = first.and_then(|_| self.more.get(&h));
+        first.into_iter().chain(more.into_iter().flatten().copied())
+    }
+
+    /// Adds a slot; whether it is the hash's first.
+    fn add(&mut self, h: i64, slot: usize) -> bool {
+        match self.first.entry(h) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(slot);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.more.entry(h).or_default().push(slot);
+                false
+            }
+        }
+    }
 }
 
 /// Chunk row `row`'s cell of a column (`None`: the column is not in the file: NULL).

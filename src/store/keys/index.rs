@@ -58,6 +58,13 @@ impl KeyIndex {
         self.undo.push(Undo::Added { h, in_more });
     }
 
+    /// A record stored by the open transaction, its hash known not to be here (a lookup saved).
+    pub fn add_absent(&mut self, h: i64, id: i64) {
+        debug_assert!(!self.map.contains(h));
+        self.map.insert(h, id);
+        self.undo.push(Undo::Added { h, in_more: false });
+    }
+
     /// The open transaction replaced record `old` by `new` (same key): `new` takes `old`'s place
     /// under the hash, or is added if `old` is not held here.
     pub fn replace(&mut self, h: i64, old: i64, new: i64) {
@@ -112,6 +119,20 @@ impl KeyIndex {
             last = Some(h);
         }
         self.map.extend_sorted(&fresh);
+    }
+
+    /// Every entry in hash order (as unsigned), the ids of one hash together.
+    pub fn for_each_sorted(
+        &self,
+        mut f: impl FnMut(u64, i64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.map.for_each_sorted(|h, id| {
+            f(h, id)?;
+            for &m in self.more.get(&(h as i64)).into_iter().flatten() {
+                f(h, m)?;
+            }
+            Ok(())
+        })
     }
 
     /// The current file is kept: the next one starts here.

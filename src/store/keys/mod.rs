@@ -54,8 +54,13 @@ pub fn plan_chunk(
     key_cells: &[Option<usize>],
     rule: &Rule,
 ) -> Result<Plan> {
-    let stored = lookup(tk, store, chunk)?;
-    Ok(decide(chunk, key_cells, rule, &stored))
+    let (stored, absent) = find(tk, store, chunk)?;
+    let mut plan = decide(chunk, key_cells, rule, &stored);
+    // New to the index: new to memory when looked up, and to the rows stored before it here.
+    for (a, &r) in plan.absent.iter_mut().zip(&plan.insert) {
+        *a &= absent[r as usize];
+    }
+    Ok(plan)
 }
 
 /// Each row's stored record with the same key, if any, and how it compares: memory, then cold
@@ -65,6 +70,15 @@ pub fn lookup(
     store: &mut dyn Compare,
     chunk: &Chunk,
 ) -> Result<Vec<Option<(i64, Seen)>>> {
+    Ok(find(tk, store, chunk)?.0)
+}
+
+/// `lookup`, and per row whether memory held no entry of its hash.
+fn find(
+    tk: &mut TableKeys,
+    store: &mut dyn Compare,
+    chunk: &Chunk,
+) -> Result<(Vec<Option<(i64, Seen)>>, Vec<bool>)> {
     let n = chunk.rows();
     let found = tk.find(store.runs(), &chunk.keys, &vec![true; n])?;
     let mut stored: Vec<Option<(i64, Seen)>> = vec![None; n];
@@ -77,7 +91,7 @@ pub fn lookup(
         let more = tk.find_cold(store.runs(), &chunk.keys, &again)?;
         judge(store, &more, &mut stored)?;
     }
-    Ok(stored)
+    Ok((stored, found.absent))
 }
 
 /// Compares every candidate with its row; keeps, per row, the newest record with its key.

@@ -188,8 +188,11 @@ pub struct Streams {
     heap: BinaryHeap<Reverse<(u64, i64, usize)>>,
 }
 
-/// Slices read per statement when a run is read in order.
+/// Slices read per statement when a run is read whole into memory.
 pub const SCAN_SLICES: u32 = 4096;
+/// Slices read per statement from each of the runs a merge reads together (64 KiB each: a
+/// merge of a hundred runs holds a few MiB).
+const MERGE_SLICES: u32 = 64;
 
 impl Streams {
     pub fn new<S: RunStore + ?Sized>(rs: &mut S, runs: &[RunMeta]) -> Result<Streams> {
@@ -214,7 +217,7 @@ impl Streams {
         let run = self.runs[i];
         let mut batch = Vec::new();
         while batch.is_empty() && self.next[i] < run.slices() {
-            let to = self.next[i].saturating_add(SCAN_SLICES).min(run.slices());
+            let to = self.next[i].saturating_add(MERGE_SLICES).min(run.slices());
             rs.scan_slices(run.id, self.next[i], to, &mut |_, b| {
                 batch.extend(decode(b))
             })?;

@@ -123,6 +123,8 @@ pub struct Found {
     pub candidates: Vec<Vec<i64>>,
     /// Rows whose hash was looked up in the cold runs too.
     pub probed: Vec<bool>,
+    /// Rows whose hash memory does not hold.
+    pub absent: Vec<bool>,
 }
 
 impl TableKeys {
@@ -193,12 +195,17 @@ impl TableKeys {
         };
     }
 
-    /// Records this connection stored (its own, uncommitted): `(coordinate, hash, id)`, and
-    /// those that replaced others `(coordinate, hash, old id, new id)`.
-    pub fn stored(&mut self, added: &[(i64, i64, i64)], replaced: &[(i64, i64, i64, i64)]) {
+    /// Records this connection stored (its own, uncommitted): `(coordinate, hash, id, whether
+    /// memory is known not to hold the hash)`, and those that replaced others `(coordinate,
+    /// hash, old id, new id)`.
+    pub fn stored(&mut self, added: &[(i64, i64, i64, bool)], replaced: &[(i64, i64, i64, i64)]) {
         let mut top = self.hi;
-        for &(at, h, id) in added {
-            self.mem.add(h, id);
+        for &(at, h, id, absent) in added {
+            if absent {
+                self.mem.add_absent(h, id);
+            } else {
+                self.mem.add(h, id);
+            }
             self.tail.push(TailEntry { at, h, id });
             top = top.max(at);
         }
@@ -272,12 +279,12 @@ impl TableKeys {
             .copied()
             .filter(|&r| firsts[r].is_none())
             .collect();
-        self.load_worthwhile(rs, missing.len() as u64)?;
-        let firsts = if self.runs.iter().any(|r| self.held(&r.meta)) && !missing.is_empty() {
+        let firsts = if self.load_worthwhile(rs, missing.len() as u64)? {
             self.mem.firsts(hashes)
         } else {
             firsts
         };
+        let absent = firsts.iter().map(Option::is_none).collect();
         let mut cold_rows = Vec::new();
         for &r in &want {
             candidates[r].extend(self.mem.ids(hashes[r], firsts[r]));
@@ -289,7 +296,11 @@ impl TableKeys {
         for r in cold_rows {
             probed[r] = true;
         }
-        Ok(Found { candidates, probed })
+        Ok(Found {
+            candidates,
+            probed,
+            absent,
+        })
     }
 
     /// Looks rows up in the cold runs (after their candidates in memory proved other keys).
@@ -306,9 +317,10 @@ impl TableKeys {
 
     /// Reads into memory every cold run that `n` more probes would have paid for, if memory
     /// allows.
-    fn load_worthwhile(&mut self, rs: &mut dyn RunStore, n: u64) -> Result<()> {
+    fn load_worthwhile(&mut self, rs: &mut dyn RunStore, n: u64) -> Result<bool> {
+        let mut loaded = false;
         if n == 0 {
-            return Ok(());
+            return Ok(loaded);
         }
         for i in 0..self.runs.len() {
             let run = self.runs[i].meta;
@@ -319,9 +331,10 @@ impl TableKeys {
             let fits = self.mem.len() + run.entries as usize <= self.cap + self.tail.len();
             if fits && probes * PROBE_TO_SCAN >= run.entries as u64 {
                 self.load(rs, &run)?;
+                loaded = true;
             }
         }
-        Ok(())
+        Ok(loaded)
     }
 
     /// Reads a run whole into memory.
@@ -408,7 +421,17 @@ impl TableKeys {
             let Some(range) = merge_plan(&sizes, limit) else {
                 break;
             };
-            if !self.merge(rs, table, range, stop)? {
+            // Every run at once, all of them in memory with nothing else: written from memory
+            // (already in hash order) instead of read back and merged.
+            let whole = range == (0..self.runs.len())
+                && self.tail.is_empty()
+                && self.runs.iter().all(|r| self.held(&r.meta));
+            let done = if whole {
+                self.rewrite(rs, table, stop)?
+            } else {
+                self.merge(rs, table, range, stop)?
+            };
+            if !done {
                 return Ok(None);
             }
             changed = true;
@@ -425,7 +448,8 @@ impl TableKeys {
             .filter(|e| !gone.contains(&e.id))
             .map(|e| (e.h as u64, e.id))
             .collect();
-        entries.sort_unstable();
+        // By hash only (ids of one hash in any order): cheaper than comparing pairs.
+        entries.sort_unstable_by_key(|e| e.0);
         entries.dedup();
         let mut out = RunWriter::new(rs, entries.len() as u64)?;
         for &(h, i) in &entries {
@@ -440,6 +464,62 @@ impl TableKeys {
         self.gone.clear();
         self.mark();
         Ok(())
+    }
+
+    /// Replaces every run by one written from memory, which holds exactly their entries (less
+    /// those of records this connection replaced); entries under one hash are checked against
+    /// the table. `false` when `stop` ended it halfway.
+    fn rewrite(
+        &mut self,
+        rs: &mut dyn RunStore,
+        table: &str,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool> {
+        let started = std::time::Instant::now();
+        let mut out = RunWriter::new(rs, self.mem.len() as u64)?;
+        let mut live = LiveOnly {
+            pending: Vec::new(),
+            checks: 0,
+        };
+        let mut group: Vec<(u64, i64)> = Vec::new();
+        let mut seen = 0u64;
+        let mut stopped = false;
+        self.mem
+            .for_each_sorted(|h, i| {
+                if group.last().is_some_and(|&(g, _)| g != h) {
+                    live.group(rs, table, &group, &mut out)?;
+                    group.clear();
+                }
+                group.push((h, i));
+                seen += 1;
+                if seen % 65_536 == 0 && stop() {
+                    stopped = true;
+                    anyhow::bail!("stopped");
+                }
+                Ok(())
+            })
+            .or_else(|e| if stopped { Ok(()) } else { Err(e) })?;
+        if stopped {
+            return Ok(false);
+        }
+        live.group(rs, table, &group, &mut out)?;
+        live.flush(rs, table, &mut out)?;
+        let (lo, hi) = (self.runs[0].meta.lo, self.runs[self.runs.len() - 1].meta.hi);
+        let meta = out.finish(rs, lo, hi)?;
+        let dropped: Vec<i64> = self.runs.iter().map(|r| r.meta.id).collect();
+        rs.drop_runs(table, &dropped)?;
+        rs.add_run(table, &meta)?;
+        self.runs = vec![Run { meta, probed: 0 }];
+        if meta.entries > 100_000 {
+            tracing::info!(
+                table,
+                runs = dropped.len(),
+                keys = meta.entries,
+                ms = started.elapsed().as_millis() as u64,
+                "merged record key runs (from memory)"
+            );
+        }
+        Ok(true)
     }
 
     /// Merges adjacent runs into one (read in hash order); entries under one hash are checked

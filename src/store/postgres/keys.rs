@@ -197,7 +197,7 @@ impl Keys {
             let h = ins.chunk.keys[r as usize];
             match replaced.get(&k) {
                 Some(&old) => swapped.push((held.epoch, h, old, id)),
-                None => added.push((held.epoch, h, id)),
+                None => added.push((held.epoch, h, id, plan.absent[k])),
             }
         }
         st.keys.stored(&added, &swapped);

@@ -147,7 +147,7 @@ impl Keys {
             let h = chunk.keys[r as usize];
             match replaced.get(&k) {
                 Some(&old) => swapped.push((id, h, old, id)),
-                None => added.push((id, h, id)),
+                None => added.push((id, h, id, plan.absent[k])),
             }
         }
         s.keys.stored(&added, &swapped);

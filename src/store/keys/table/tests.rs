@@ -94,7 +94,7 @@ fn h(i: i64) -> i64 {
 fn load(tk: &mut TableKeys, rs: &mut Mem, from: i64, n: i64) {
     tk.refresh(rs, "t").unwrap();
     for id in from..from + n {
-        tk.stored(&[(id, h(id), id)], &[]);
+        tk.stored(&[(id, h(id), id, false)], &[]);
         rs.live.insert(id);
         if id % 1000 == 0 {
             tk.maintain(rs, "t", false, None, &|| false).unwrap();
@@ -155,7 +155,7 @@ fn replaced_records_leave_the_runs_when_merged() {
     assert_eq!(tk.mem.get(h(10)), [2_001]);
     // As many new records, so that the next run is merged with the first.
     for id in 2_003..=4_000 {
-        tk.stored(&[(id, h(id), id)], &[]);
+        tk.stored(&[(id, h(id), id, false)], &[]);
         rs.live.insert(id);
     }
     tk.maintain(&mut rs, "t", true, Some(u64::MAX), &|| false)
@@ -178,9 +178,9 @@ fn undone_files_leave_nothing_in_the_tail() {
     let mut rs = Mem::default();
     let mut tk = TableKeys::new(1 << 30);
     tk.refresh(&mut rs, "t").unwrap();
-    tk.stored(&[(1, h(1), 1)], &[]);
+    tk.stored(&[(1, h(1), 1, false)], &[]);
     tk.file_done();
-    tk.stored(&[(2, h(2), 2)], &[]);
+    tk.stored(&[(2, h(2), 2, false)], &[]);
     tk.undo_file();
     assert_eq!(tk.tail_len(), 1);
     assert!(tk.mem.get(h(2)).is_empty());
