@@ -65,20 +65,15 @@ pub fn plan_chunk(
 
 /// Each row's stored record with the same key, if any, and how it compares: memory, then cold
 /// runs, every match compared by the store.
-pub fn lookup(
-    tk: &mut TableKeys,
-    store: &mut dyn Compare,
-    chunk: &Chunk,
-) -> Result<Vec<Option<(i64, Seen)>>> {
+pub fn lookup(tk: &mut TableKeys, store: &mut dyn Compare, chunk: &Chunk) -> Result<Found> {
     Ok(find(tk, store, chunk)?.0)
 }
 
+/// Per row of a chunk: the stored record with its key, if any, and how it compares.
+pub type Found = Vec<Option<(i64, Seen)>>;
+
 /// `lookup`, and per row whether memory held no entry of its hash.
-fn find(
-    tk: &mut TableKeys,
-    store: &mut dyn Compare,
-    chunk: &Chunk,
-) -> Result<(Vec<Option<(i64, Seen)>>, Vec<bool>)> {
+fn find(tk: &mut TableKeys, store: &mut dyn Compare, chunk: &Chunk) -> Result<(Found, Vec<bool>)> {
     let n = chunk.rows();
     let found = tk.find(store.runs(), &chunk.keys, &vec![true; n])?;
     let mut stored: Vec<Option<(i64, Seen)>> = vec![None; n];
