@@ -29,7 +29,7 @@ impl KeyIndex {
 
     /// The map's id of each hash (one lookup per hash, the costly part), for `ids`.
     pub fn firsts(&self, hashes: &[i64]) -> Vec<Option<i64>> {
-        hashes.iter().map(|&h| self.map.get(h)).collect()
+        self.map.get_many(hashes)
     }
 
     /// The ids under a hash given the map's (`first`, looked up once).
@@ -56,6 +56,11 @@ impl KeyIndex {
     pub fn add(&mut self, h: i64, id: i64) {
         let in_more = self.put(h, id);
         self.undo.push(Undo::Added { h, in_more });
+    }
+
+    /// Touches where these hashes would be added, before adding them (see `KeyMap::get_many`).
+    pub fn touch(&self, hashes: &[i64]) {
+        self.map.touch(hashes);
     }
 
     /// A record stored by the open transaction, its hash known not to be here (a lookup saved).

@@ -1,6 +1,7 @@
 //! `KeyMap`: record-key hash → record id in 12 bytes per entry, the in-memory form of a key
 //! index (`index.rs` adds what a transaction can undo).
 
+use super::delta::Delta;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -51,7 +52,7 @@ pub struct KeyMap {
     /// Per sorted entry: the id's bits above the low 16.
     high: Vec<u32>,
     /// Recent entries.
-    delta: IdMap<i64>,
+    delta: Delta,
     /// Entries whose id the compact form cannot hold (negative, or 2^48 and above).
     wide: IdMap<i64>,
 }
@@ -98,7 +99,7 @@ impl KeyMap {
     }
 
     pub fn get(&self, h: i64) -> Option<i64> {
-        if let Some(&id) = self.delta.get(&h) {
+        if let Some(id) = self.delta.get(h) {
             return Some(id);
         }
         if let Some(i) = self.position(h) {
@@ -106,6 +107,32 @@ impl KeyMap {
             return Some(((self.high[i] as i64) << ID_LOW_BITS) | lo);
         }
         self.wide.get(&h).copied()
+    }
+
+    /// `get` of many hashes. The sorted part is far bigger than the caches, so each lookup
+    /// waits for memory; the entries where they are expected are touched first, in a loop whose
+    /// reads do not depend on each other (the processor overlaps them), then looked up.
+    pub fn get_many(&self, hashes: &[i64]) -> Vec<Option<i64>> {
+        self.delta.touch(hashes);
+        if !self.low.is_empty() {
+            let mut touched = 0u64;
+            for &h in hashes {
+                let b = bucket(h);
+                let (from, to) = (self.dir[b] as usize, self.dir[b + 1] as usize);
+                if from < to {
+                    let len = to - from;
+                    let i = from + ((low_hash(h) as u128 * len as u128) >> LOW_BITS) as usize;
+                    touched ^= self.low[i];
+                }
+            }
+            std::hint::black_box(touched);
+        }
+        hashes.iter().map(|&h| self.get(h)).collect()
+    }
+
+    /// Touches where these hashes would be added (see `get_many`).
+    pub fn touch(&self, hashes: &[i64]) {
+        self.delta.touch(hashes);
     }
 
     pub fn contains(&self, h: i64) -> bool {
@@ -127,7 +154,7 @@ impl KeyMap {
 
     /// Gives a hash present in the map another id (or adds it).
     pub fn set(&mut self, h: i64, id: i64) {
-        if let Some(v) = self.delta.get_mut(&h) {
+        if let Some(v) = self.delta.get_mut(h) {
             *v = id;
             return;
         }
@@ -167,8 +194,8 @@ impl KeyMap {
         let mut side: Vec<(u64, i64)> = self
             .delta
             .iter()
-            .chain(&self.wide)
-            .map(|(&h, &id)| (h as u64, id))
+            .chain(self.wide.iter().map(|(&h, &id)| (h, id)))
+            .map(|(h, id)| (h as u64, id))
             .collect();
         side.sort_unstable();
         let mut side = side.into_iter().peekable();
@@ -194,7 +221,7 @@ impl KeyMap {
     pub fn remove_all(&mut self, hashes: &[i64]) {
         let mut sorted = Vec::new();
         for &h in hashes {
-            if self.delta.remove(&h).is_none() && self.wide.remove(&h).is_none() {
+            if self.delta.remove(h).is_none() && self.wide.remove(&h).is_none() {
                 sorted.push(h);
             }
         }
@@ -236,7 +263,12 @@ impl KeyMap {
     /// Moves the recent entries into the sorted part: merged from the back, in place, so memory
     /// grows by the new entries only.
     fn merge(&mut self) {
-        let mut new: Vec<(u64, i64)> = self.delta.drain().map(|(h, id)| (h as u64, id)).collect();
+        let mut new: Vec<(u64, i64)> = self
+            .delta
+            .drain()
+            .into_iter()
+            .map(|(h, id)| (h as u64, id))
+            .collect();
         new.sort_unstable_by_key(|&(h, _)| h);
         self.merge_in(new);
     }

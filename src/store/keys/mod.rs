@@ -23,6 +23,7 @@
 
 pub mod decide;
 pub mod def;
+mod delta;
 pub mod index;
 pub mod map;
 pub mod rekey;
@@ -67,6 +68,35 @@ pub fn plan_chunk(
 /// runs, every match compared by the store.
 pub fn lookup(tk: &mut TableKeys, store: &mut dyn Compare, chunk: &Chunk) -> Result<Found> {
     Ok(find(tk, store, chunk)?.0)
+}
+
+/// What the index learns of a stored chunk: given the ids its rows got (in `plan.insert`
+/// order) and the coordinate of each, the records added `(coordinate, hash, id, new to the
+/// index)` and those that replaced others `(coordinate, hash, old id, new id)`.
+pub type Learnt = (Vec<(i64, i64, i64, bool)>, Vec<(i64, i64, i64, i64)>);
+
+pub fn learnt(
+    plan: &Plan,
+    chunk: &Chunk,
+    ids: impl Iterator<Item = i64>,
+    at: impl Fn(i64) -> i64,
+) -> Result<Learnt> {
+    let mut added = Vec::with_capacity(plan.insert.len());
+    let mut swapped = Vec::with_capacity(plan.replaces.len());
+    // `replaces` is in `insert` order.
+    let mut replaces = plan.replaces.iter().peekable();
+    let mut ids = ids;
+    for (k, &r) in plan.insert.iter().enumerate() {
+        let id = ids
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("fewer ids than rows"))?;
+        let h = chunk.keys[r as usize];
+        match replaces.next_if(|&&(slot, _)| slot == k) {
+            Some(&(_, old)) => swapped.push((at(id), h, old, id)),
+            None => added.push((at(id), h, id, plan.absent[k])),
+        }
+    }
+    Ok((added, swapped))
 }
 
 /// Per row of a chunk: the stored record with its key, if any, and how it compares.

@@ -1,8 +1,9 @@
 //! Runs: the persistent part of a table's key index, stored in the store itself.
 //!
 //! A run is an immutable set of `(key hash, record id)` entries, sorted by hash (as unsigned),
-//! cut into *slices* by the hash's top `bits` bits — on average at most 64 entries (1 KiB) per
-//! slice — each slice one row of `ferry_key_slices`, keyed `run << 32 | slice`. So a hash is
+//! cut into *slices* by the hash's top `bits` bits — on average at most 64 entries (about 600
+//! bytes, packed: `Layout`) per slice — each slice one row of `ferry_key_slices`, keyed
+//! `run << 32 | slice`. So a hash is
 //! found with one lookup of one small row, with no directory to read first; a whole run is read
 //! in key order by one range scan; and writing a run appends rows in key order.
 //!
@@ -16,8 +17,8 @@ use anyhow::Result;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// Bytes per entry: the hash, then the id, both little-endian.
-pub const ENTRY: usize = 16;
+/// A slice's header: the bytes of each entry's hash and id, then the ids' base.
+const HEADER: usize = 10;
 
 /// A run as the store records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,21 +63,104 @@ pub fn slice_key(run: i64, slice: u32) -> i64 {
     (run << 32) | slice as i64
 }
 
-/// The entries of a slice.
-pub fn decode(blob: &[u8]) -> impl Iterator<Item = (u64, i64)> + '_ {
-    blob.chunks_exact(ENTRY).map(|e| {
-        (
-            u64::from_le_bytes(e[..8].try_into().expect("8 bytes")),
-            i64::from_le_bytes(e[8..].try_into().expect("8 bytes")),
-        )
-    })
+/// How a slice packs its entries: every hash of a slice shares its top `bits` bits, so only
+/// its low `hash_bytes` bytes are kept (whole bytes below the shared ones); ids are kept as
+/// their distance from the slice's smallest id, in as few bytes as the largest needs. About 9
+/// bytes an entry instead of 16.
+struct Layout {
+    hash_bytes: usize,
+    id_bytes: usize,
+    base: i64,
+    /// The hash bits above the kept bytes, in place.
+    high: u64,
 }
 
-/// The ids a slice holds under hash `h`.
-pub fn find(blob: &[u8], h: i64) -> impl Iterator<Item = i64> + '_ {
-    let n = blob.len() / ENTRY;
-    let at = |i: usize| u64::from_le_bytes(blob[i * ENTRY..i * ENTRY + 8].try_into().expect("8"));
+impl Layout {
+    fn of(blob: &[u8], bits: u8, slice: u32) -> Option<Layout> {
+        let head = blob.get(..HEADER)?;
+        let hash_bytes = head[0] as usize;
+        let id_bytes = head[1] as usize;
+        if !(1..=8).contains(&hash_bytes) || !(1..=8).contains(&id_bytes) {
+            return None;
+        }
+        let kept = hash_bytes * 8;
+        let high = if kept >= 64 {
+            0
+        } else {
+            // The slice number is the hash's top `bits` bits; the ones above the kept bytes
+            // are its top (64 - kept) bits.
+            let top = (slice as u64) >> (bits as usize).saturating_sub(64 - kept);
+            top << kept
+        };
+        Some(Layout {
+            hash_bytes,
+            id_bytes,
+            base: i64::from_le_bytes(head[2..10].try_into().expect("8 bytes")),
+            high,
+        })
+    }
+
+    fn width(&self) -> usize {
+        self.hash_bytes + self.id_bytes
+    }
+
+    fn low(&self, e: &[u8]) -> u64 {
+        let mut b = [0u8; 8];
+        b[..self.hash_bytes].copy_from_slice(&e[..self.hash_bytes]);
+        u64::from_le_bytes(b)
+    }
+
+    fn entry(&self, e: &[u8]) -> (u64, i64) {
+        let mut b = [0u8; 8];
+        b[..self.id_bytes].copy_from_slice(&e[self.hash_bytes..self.width()]);
+        (
+            self.high | self.low(e),
+            self.base.wrapping_add(u64::from_le_bytes(b) as i64),
+        )
+    }
+}
+
+/// Packs a slice's entries (sorted by hash).
+fn encode(bits: u8, entries: &[(u64, i64)]) -> Vec<u8> {
+    let hash_bytes = 8 - (bits as usize / 8);
+    let base = entries.iter().map(|e| e.1).min().unwrap_or(0);
+    let span = entries
+        .iter()
+        .map(|e| e.1.wrapping_sub(base) as u64)
+        .max()
+        .unwrap_or(0);
+    let id_bytes = ((64 - span.leading_zeros() as usize).div_ceil(8)).max(1);
+    let mut out = Vec::with_capacity(HEADER + entries.len() * (hash_bytes + id_bytes));
+    out.push(hash_bytes as u8);
+    out.push(id_bytes as u8);
+    out.extend_from_slice(&base.to_le_bytes());
+    for &(h, id) in entries {
+        out.extend_from_slice(&h.to_le_bytes()[..hash_bytes]);
+        out.extend_from_slice(&(id.wrapping_sub(base) as u64).to_le_bytes()[..id_bytes]);
+    }
+    out
+}
+
+/// The entries of slice `slice` of a run cut by `bits`.
+pub fn decode(blob: &[u8], bits: u8, slice: u32) -> impl Iterator<Item = (u64, i64)> + '_ {
+    let layout = Layout::of(blob, bits, slice);
+    let width = layout.as_ref().map_or(1, Layout::width);
+    blob.get(HEADER..)
+        .unwrap_or_default()
+        .chunks_exact(width)
+        .filter_map(move |e| layout.as_ref().map(|l| l.entry(e)))
+}
+
+/// The ids slice `slice` of a run cut by `bits` holds under hash `h`.
+pub fn find(blob: &[u8], bits: u8, slice: u32, h: i64) -> Vec<i64> {
+    let Some(l) = Layout::of(blob, bits, slice) else {
+        return Vec::new();
+    };
+    let body = &blob[HEADER..];
+    let w = l.width();
+    let n = body.len() / w;
     let want = h as u64;
+    let at = |i: usize| l.high | l.low(&body[i * w..]);
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
         let mid = (lo + hi) / 2;
@@ -86,18 +170,17 @@ pub fn find(blob: &[u8], h: i64) -> impl Iterator<Item = i64> + '_ {
             hi = mid;
         }
     }
-    (lo..n).map_while(move |i| {
-        (at(i) == want).then(|| {
-            i64::from_le_bytes(blob[i * ENTRY + 8..(i + 1) * ENTRY].try_into().expect("8"))
-        })
-    })
+    (lo..n)
+        .take_while(|&i| at(i) == want)
+        .map(|i| l.entry(&body[i * w..(i + 1) * w]).1)
+        .collect()
 }
 
 /// Cuts entries sorted by hash into a run's slices, handing each full slice on.
 pub struct SliceWriter {
     bits: u8,
     current: Option<u32>,
-    buf: Vec<u8>,
+    buf: Vec<(u64, i64)>,
     pub entries: u64,
 }
 
@@ -106,7 +189,7 @@ impl SliceWriter {
         SliceWriter {
             bits,
             current: None,
-            buf: Vec::with_capacity(64 * ENTRY),
+            buf: Vec::with_capacity(128),
             entries: 0,
         }
     }
@@ -118,18 +201,15 @@ impl SliceWriter {
             self.flush(out);
             self.current = Some(s);
         }
-        self.buf.extend_from_slice(&h.to_le_bytes());
-        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf.push((h, id));
         self.entries += 1;
     }
 
     /// Hands on the last slice.
     pub fn flush(&mut self, out: &mut impl FnMut(u32, Vec<u8>)) {
         if let Some(s) = self.current.take() {
-            out(
-                s,
-                std::mem::replace(&mut self.buf, Vec::with_capacity(64 * ENTRY)),
-            );
+            out(s, encode(self.bits, &self.buf));
+            self.buf.clear();
         }
     }
 }
@@ -218,8 +298,8 @@ impl Streams {
         let mut batch = Vec::new();
         while batch.is_empty() && self.next[i] < run.slices() {
             let to = self.next[i].saturating_add(MERGE_SLICES).min(run.slices());
-            rs.scan_slices(run.id, self.next[i], to, &mut |_, b| {
-                batch.extend(decode(b))
+            rs.scan_slices(run.id, self.next[i], to, &mut |s, b| {
+                batch.extend(decode(b, run.bits, s))
             })?;
             self.next[i] = to;
         }
@@ -271,28 +351,44 @@ mod tests {
 
     #[test]
     fn slices_hold_sorted_entries_found_by_hash() {
-        let entries: Vec<(u64, i64)> = vec![(1, 10), (5, 50), (5, 51), (1 << 63, 7), (u64::MAX, 9)];
-        for bits in [0u8, 1, 3, 32] {
+        let entries: Vec<(u64, i64)> = vec![
+            (1, 10),
+            (5, 50),
+            (5, 51),
+            (1 << 40, 1 << 41),
+            (1 << 63, 7),
+            ((1 << 63) | 12345, -3),
+            (u64::MAX, 9),
+        ];
+        for bits in [0u8, 1, 3, 8, 9, 17, 32] {
             let mut slices = Vec::new();
             let mut w = SliceWriter::new(bits);
             for &(h, id) in &entries {
                 w.push(h, id, &mut |s, b| slices.push((s, b)));
             }
             w.flush(&mut |s, b| slices.push((s, b)));
-            assert_eq!(w.entries, 5);
-            let back: Vec<(u64, i64)> = slices.iter().flat_map(|(_, b)| decode(b)).collect();
+            assert_eq!(w.entries, entries.len() as u64);
+            let back: Vec<(u64, i64)> = slices
+                .iter()
+                .flat_map(|(s, b)| decode(b, bits, *s))
+                .collect();
             assert_eq!(back, entries, "bits {bits}");
             for &(h, _) in &entries {
-                let (_, blob) = slices
+                let (s, blob) = slices
                     .iter()
                     .find(|(s, _)| *s == slice_of(h as i64, bits))
                     .unwrap();
-                let ids: Vec<i64> = find(blob, h as i64).collect();
                 let want: Vec<i64> = entries.iter().filter(|e| e.0 == h).map(|e| e.1).collect();
-                assert_eq!(ids, want);
+                assert_eq!(find(blob, bits, *s, h as i64), want, "bits {bits}");
             }
-            assert_eq!(find(&slices[0].1, 2).count(), 0);
+            let (s, blob) = &slices[0];
+            assert!(find(blob, bits, *s, 2).is_empty());
         }
+        // Packed: under 16 bytes an entry.
+        let many: Vec<(u64, i64)> = (0..64u64)
+            .map(|i| ((i << 40) | 7, 1_000 + i as i64))
+            .collect();
+        assert!(encode(17, &many).len() < 64 * 10);
         assert_eq!(bits_for(0), 0);
         assert_eq!(bits_for(64), 0);
         assert_eq!(bits_for(65), 1);

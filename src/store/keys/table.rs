@@ -200,6 +200,8 @@ impl TableKeys {
     /// hash, old id, new id)`.
     pub fn stored(&mut self, added: &[(i64, i64, i64, bool)], replaced: &[(i64, i64, i64, i64)]) {
         let mut top = self.hi;
+        let hashes: Vec<i64> = added.iter().map(|e| e.1).collect();
+        self.mem.touch(&hashes);
         for &(at, h, id, absent) in added {
             if absent {
                 self.mem.add_absent(h, id);
@@ -344,8 +346,8 @@ impl TableKeys {
         let mut from = 0;
         while from < run.slices() {
             let to = from.saturating_add(SCAN_SLICES).min(run.slices());
-            rs.scan_slices(run.id, from, to, &mut |_, blob| {
-                entries.extend(decode(blob))
+            rs.scan_slices(run.id, from, to, &mut |s, blob| {
+                entries.extend(decode(blob, run.bits, s))
             })?;
             from = to;
         }
@@ -388,7 +390,7 @@ impl TableKeys {
             rs.get_slices(run.id, &wanted, &mut |s, blob| {
                 let from = by_slice.partition_point(|&(x, _)| x < s);
                 for &(_, r) in by_slice[from..].iter().take_while(|&&(x, _)| x == s) {
-                    candidates[r].extend(find(blob, hashes[r]));
+                    candidates[r].extend(find(blob, run.bits, s, hashes[r]));
                 }
             })?;
         }

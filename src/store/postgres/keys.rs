@@ -28,7 +28,9 @@ use super::session::Session;
 use super::tables::{ident, index_ids, TableInfo};
 use crate::store::keys::runs::{slice_key, RunMeta};
 use crate::store::keys::table::RunSet;
-use crate::store::keys::{lookup, plan_chunk, Plan, RunStore, Seen, TableKeys, DEFAULT_CAP};
+use crate::store::keys::{
+    learnt, lookup, plan_chunk, Plan, RunStore, Seen, TableKeys, DEFAULT_CAP,
+};
 use crate::store::ChunkInsert;
 use anyhow::{bail, Context, Result};
 use postgres::Client;
@@ -189,17 +191,10 @@ impl Keys {
             }
         }
         // The index learns the rows with their ids, replaced records their successors.
-        let replaced: HashMap<usize, i64> = plan.replaces.iter().copied().collect();
-        let mut next = runs.iter().flat_map(|&(f, n)| f..f + n as i64);
-        let (mut added, mut swapped) = (Vec::new(), Vec::new());
-        for (k, &r) in plan.insert.iter().enumerate() {
-            let id = next.next().context("fewer ids than rows")?;
-            let h = ins.chunk.keys[r as usize];
-            match replaced.get(&k) {
-                Some(&old) => swapped.push((held.epoch, h, old, id)),
-                None => added.push((held.epoch, h, id, plan.absent[k])),
-            }
-        }
+        // A record's coordinate is the group's epoch.
+        let ids = runs.iter().flat_map(|&(f, n)| f..f + n as i64);
+        let epoch = held.epoch;
+        let (added, swapped) = learnt(&plan, ins.chunk, ids, |_| epoch)?;
         st.keys.stored(&added, &swapped);
         Ok(NewRows { plan, ids: runs })
     }

@@ -15,7 +15,8 @@ use crate::store::keys::decide::{compare_versions, Version};
 use crate::store::keys::runs::{slice_key, RunMeta};
 use crate::store::keys::table::RunSet;
 use crate::store::keys::{
-    cell_at, lookup, plan_chunk, Compare, Plan, RunStore, Seen, TableKeys, Wants, DEFAULT_CAP,
+    cell_at, learnt, lookup, plan_chunk, Compare, Plan, RunStore, Seen, TableKeys, Wants,
+    DEFAULT_CAP,
 };
 use crate::store::sqlite::tables::{ident, Tables};
 use crate::store::ChunkInsert;
@@ -139,17 +140,11 @@ impl Keys {
             return;
         };
         let plan = &stored.plan;
-        let replaced: HashMap<usize, i64> = plan.replaces.iter().copied().collect();
-        let mut added = Vec::new();
-        let mut swapped = Vec::new();
-        for (k, &r) in plan.insert.iter().enumerate() {
-            let id = stored.first + k as i64;
-            let h = chunk.keys[r as usize];
-            match replaced.get(&k) {
-                Some(&old) => swapped.push((id, h, old, id)),
-                None => added.push((id, h, id, plan.absent[k])),
-            }
-        }
+        // A record's coordinate is its id.
+        let ids = stored.first..stored.first + plan.insert.len() as i64;
+        let Ok((added, swapped)) = learnt(plan, chunk, ids, |id| id) else {
+            return;
+        };
         s.keys.stored(&added, &swapped);
         s.replaced |= !swapped.is_empty();
     }
