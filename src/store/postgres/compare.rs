@@ -3,8 +3,8 @@
 //! per cluster of ids, the chunk's values sent as binary arrays.
 
 use super::binary::{self, PgType};
-use super::keys::{ranges, Runs, MAX_RANGES, RANGE_GAP};
-use super::tables::{ident, index_ids, TableInfo};
+use super::keys::{ranges, Conn, MAX_RANGES, RANGE_GAP};
+use super::tables::{by_id, ident, index_ids, within, TableInfo};
 use crate::record::Cell;
 use crate::store::keys::{Compare, RunStore, Seen, Wants};
 use crate::store::ChunkInsert;
@@ -34,7 +34,7 @@ impl postgres::types::ToSql for Raw {
 
 /// Compares a chunk's rows with stored records in the database, in the columns' types.
 pub(super) struct PgCompare<'a> {
-    pub(super) runs: Runs<'a>,
+    pub(super) runs: Conn<'a>,
     pub(super) ins: &'a ChunkInsert<'a>,
     pub(super) info: &'a TableInfo,
     pub(super) indexed: &'a mut bool,
@@ -55,19 +55,19 @@ impl PgCompare<'_> {
             .with_context(|| format!("column {name} has a type ferry cannot write"))?;
         Ok(Part { cell, name, ty })
     }
+}
 
-    /// Row `r`'s value of a part, as a binary array element.
-    fn encode(&self, part: &Part, r: usize, out: &mut Vec<u8>) -> Result<()> {
-        let chunk = self.ins.chunk;
-        let cell = part.cell.map_or(Cell::Null, |i| chunk.row(r)[i]);
-        let text = matches!(cell, Cell::Text { .. })
-            .then(|| chunk.text(cell))
-            .flatten();
-        binary::cell(out, part.ty, cell, text).map_err(|why| {
-            let name = part.name;
-            binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
-        })
-    }
+/// Row `r`'s value of a part, as a binary array element.
+fn encode(ins: &ChunkInsert, part: &Part, r: usize, out: &mut Vec<u8>) -> Result<()> {
+    let chunk = ins.chunk;
+    let cell = part.cell.map_or(Cell::Null, |i| chunk.row(r)[i]);
+    let text = matches!(cell, Cell::Text { .. })
+        .then(|| chunk.text(cell))
+        .flatten();
+    binary::cell(out, part.ty, cell, text).map_err(|why| {
+        let name = part.name;
+        binary::Unsupported(format!("line {}, column {name}: {why}", chunk.lines[r])).into()
+    })
 }
 
 impl Compare for PgCompare<'_> {
@@ -119,15 +119,20 @@ impl Compare for PgCompare<'_> {
         }
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         order.sort_unstable_by_key(|&i| pairs[i].0);
-        let mut spans = ranges(
+        // Per cluster of close ids, one range of the `_id` index; ids spread wider are looked
+        // up one by one in a single statement.
+        let mut spans: Vec<Option<(i64, i64)>> = ranges(
             order.iter().map(|&i| (pairs[i].0, pairs[i].0)).collect(),
             RANGE_GAP,
-        );
+        )
+        .into_iter()
+        .map(Some)
+        .collect();
         if spans.len() > MAX_RANGES {
-            spans = vec![(spans[0].0, spans[spans.len() - 1].1)];
+            spans = vec![None];
         }
         if !*self.indexed {
-            index_ids(self.runs.0, ins.table)?;
+            index_ids(self.runs.client()?, ins.table)?;
             *self.indexed = true;
         }
         let all: Vec<&Part> = keys.iter().chain(extra.iter()).collect();
@@ -177,65 +182,70 @@ impl Compare for PgCompare<'_> {
             }
         };
         let mut out = vec![Seen::Gone; pairs.len()];
-        for (lo, hi) in spans {
-            let group: Vec<usize> = order
-                .iter()
-                .copied()
-                .filter(|&i| (lo..=hi).contains(&pairs[i].0))
-                .collect();
-            let mut arrays = vec![binary::array_header(PgType::Int8, group.len())];
-            for &i in &group {
-                binary::int8(&mut arrays[0], pairs[i].0);
-            }
-            for part in &all {
-                let mut a = binary::array_header(part.ty, group.len());
+        let client = self.runs.client()?;
+        by_id(client, spans == [None], |client| {
+            for span in spans {
+                let group: Vec<usize> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| span.is_none_or(|(lo, hi)| (lo..=hi).contains(&pairs[i].0)))
+                    .collect();
+                let mut arrays = vec![binary::array_header(PgType::Int8, group.len())];
                 for &i in &group {
-                    self.encode(part, pairs[i].1, &mut a)?;
+                    binary::int8(&mut arrays[0], pairs[i].0);
                 }
-                arrays.push(a);
-            }
-            let sql = format!(
-                "SELECT s.i, {key_eq}, {second} FROM {} t JOIN unnest({}) WITH ORDINALITY AS \
-                 s(id, {}, i) ON t._id = s.id WHERE t._id BETWEEN {lo} AND {hi}",
-                ident(ins.table),
-                unnest.join(", "),
-                names.join(", "),
-            );
-            let params: Vec<Raw> = arrays.into_iter().map(Raw).collect();
-            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                .collect();
-            for row in self
-                .runs
-                .0
-                .query(&sql, &refs)
-                .context("comparing records with the stored ones")?
-            {
-                let ordinal: i64 = row.get(0);
-                let i = group[ordinal as usize - 1];
-                let key: bool = row.get(1);
-                let x: i32 = row.get(2);
-                out[i] = if !key {
-                    Seen::Other
-                } else {
-                    match wants {
-                        Wants::Key => Seen::Same {
-                            newer: None,
-                            equal: None,
-                        },
-                        Wants::Version => Seen::Same {
-                            newer: Some(x.cmp(&0)),
-                            equal: None,
-                        },
-                        Wants::Content => Seen::Same {
-                            newer: None,
-                            equal: Some(x == 1),
-                        },
+                for part in &all {
+                    let mut a = binary::array_header(part.ty, group.len());
+                    for &i in &group {
+                        encode(ins, part, pairs[i].1, &mut a)?;
                     }
-                };
+                    arrays.push(a);
+                }
+                let sql = within(
+                    &format!(
+                        "SELECT s.i, {key_eq}, {second} FROM {} t JOIN unnest({}) WITH \
+                         ORDINALITY AS s(id, {}, i) ON t._id = s.id WHERE true",
+                        ident(ins.table),
+                        unnest.join(", "),
+                        names.join(", "),
+                    ),
+                    span,
+                );
+                let params: Vec<Raw> = arrays.into_iter().map(Raw).collect();
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                for row in client
+                    .query(&sql, &refs)
+                    .context("comparing records with the stored ones")?
+                {
+                    let ordinal: i64 = row.get(0);
+                    let i = group[ordinal as usize - 1];
+                    let key: bool = row.get(1);
+                    let x: i32 = row.get(2);
+                    out[i] = if !key {
+                        Seen::Other
+                    } else {
+                        match wants {
+                            Wants::Key => Seen::Same {
+                                newer: None,
+                                equal: None,
+                            },
+                            Wants::Version => Seen::Same {
+                                newer: Some(x.cmp(&0)),
+                                equal: None,
+                            },
+                            Wants::Content => Seen::Same {
+                                newer: None,
+                                equal: Some(x == 1),
+                            },
+                        }
+                    };
+                }
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }

@@ -25,7 +25,7 @@ use super::binary;
 use super::compare::PgCompare;
 use super::ids::Ids;
 use super::session::Session;
-use super::tables::{ident, index_ids, TableInfo};
+use super::tables::{by_id, ident, index_ids, live_ids, TableInfo};
 use crate::store::keys::runs::{slice_key, RunMeta};
 use crate::store::keys::table::RunSet;
 use crate::store::keys::{
@@ -37,8 +37,10 @@ use postgres::Client;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
-/// Ids closer than this are read in one range (the records between are skipped or known).
-pub(super) const RANGE_GAP: i64 = 65_536;
+/// Ids closer than this are read in one range of the `_id` index (the records between are
+/// skipped or known): about a page of records. Farther apart, each is its own range — a wider
+/// gap let 1,000 ids spread over a 10 M-row table be read as one range of all of it.
+pub(super) const RANGE_GAP: i64 = 32;
 /// At most this many ranges are read one by one for an exact check; more, and one range spans
 /// them all.
 pub(super) const MAX_RANGES: usize = 32;
@@ -175,7 +177,7 @@ impl Keys {
         let held = st.held.as_mut().expect("held above");
         let plan = {
             let mut cmp = PgCompare {
-                runs: Runs(s.get()?),
+                runs: Conn::Session(s),
                 ins,
                 info,
                 indexed: &mut held.indexed,
@@ -276,14 +278,16 @@ fn logged_since(
     }
     let spans: Vec<(i64, i64)> = logged.iter().map(|&(_, f, l)| (f, l)).collect();
     for (lo, hi) in ranges(spans, RANGE_GAP) {
-        load(c, table, lo, hi, &mut |id, h| {
-            // Only the logged records: ids between belong to epochs already known.
-            let at = logged.partition_point(|&(_, f, _)| f <= id);
-            if let Some(&(e, f, l)) = at.checked_sub(1).map(|i| &logged[i]) {
-                if (f..=l).contains(&id) {
-                    entries.push((e, h, id));
+        by_id(c, false, |c| {
+            load(c, table, lo, hi, &mut |id, h| {
+                // Only the logged records: ids between belong to epochs already known.
+                let at = logged.partition_point(|&(_, f, _)| f <= id);
+                if let Some(&(e, f, l)) = at.checked_sub(1).map(|i| &logged[i]) {
+                    if (f..=l).contains(&id) {
+                        entries.push((e, h, id));
+                    }
                 }
-            }
+            })
         })?;
     }
     if entries.len() > 100_000 {
@@ -476,15 +480,74 @@ impl RunStore for Runs<'_> {
 
     fn live(&mut self, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
         index_ids(self.0, table)?;
-        Ok(self
-            .0
-            .query(
-                &format!("SELECT _id FROM {} WHERE _id = ANY($1)", ident(table)),
-                &[&ids],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
+        live_ids(self.0, table, ids)
+    }
+}
+
+/// The connection a chunk's decision uses: the writer's session is asked for its connection
+/// (which ends the file's open copy) only when a run is read or a record compared, so chunks
+/// decided from memory alone keep streaming into one copy (the server stores one chunk while
+/// ferry decides the next, instead of the two taking turns).
+pub(super) enum Conn<'a> {
+    Client(&'a mut Client),
+    Session(&'a mut Session),
+}
+
+impl Conn<'_> {
+    pub(super) fn client(&mut self) -> Result<&mut Client> {
+        match self {
+            Conn::Client(c) => Ok(c),
+            Conn::Session(s) => s.get(),
+        }
+    }
+}
+
+impl RunStore for Conn<'_> {
+    fn runs(&mut self, table: &str) -> Result<RunSet> {
+        Runs(self.client()?).runs(table)
+    }
+
+    fn get_slices(
+        &mut self,
+        run: i64,
+        wanted: &[u32],
+        each: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<()> {
+        Runs(self.client()?).get_slices(run, wanted, each)
+    }
+
+    fn scan_slices(
+        &mut self,
+        run: i64,
+        from: u32,
+        to: u32,
+        each: &mut dyn FnMut(u32, &[u8]),
+    ) -> Result<()> {
+        Runs(self.client()?).scan_slices(run, from, to, each)
+    }
+
+    fn new_run(&mut self) -> Result<i64> {
+        Runs(self.client()?).new_run()
+    }
+
+    fn put_slices(&mut self, run: i64, slices: &[(u32, Vec<u8>)]) -> Result<()> {
+        Runs(self.client()?).put_slices(run, slices)
+    }
+
+    fn add_run(&mut self, table: &str, meta: &RunMeta) -> Result<()> {
+        Runs(self.client()?).add_run(table, meta)
+    }
+
+    fn drop_runs(&mut self, table: &str, runs: &[i64]) -> Result<()> {
+        Runs(self.client()?).drop_runs(table, runs)
+    }
+
+    fn set_covered(&mut self, table: &str, covered: i64) -> Result<()> {
+        Runs(self.client()?).set_covered(table, covered)
+    }
+
+    fn live(&mut self, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
+        Runs(self.client()?).live(table, ids)
     }
 }
 
@@ -512,7 +575,7 @@ pub fn read_lookup(
         .with_context(|| format!("table {} does not exist", ins.table))?;
     let mut indexed = true;
     let mut cmp = PgCompare {
-        runs: Runs(c),
+        runs: Conn::Client(c),
         ins,
         info: &info,
         indexed: &mut indexed,

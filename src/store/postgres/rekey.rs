@@ -3,7 +3,7 @@
 
 use super::binary::{self, Decoded, PgType};
 use super::keys::Runs;
-use super::tables::{ident, index_ids};
+use super::tables::{delete_ids, ident, index_ids};
 use crate::store::keys::def::{KeyDef, KeyValue};
 use crate::store::keys::rekey::{RekeyStore, Rekeyed};
 use crate::store::keys::RunStore;
@@ -124,10 +124,7 @@ impl RekeyStore for Runs<'_> {
     }
 
     fn delete_records(&mut self, table: &str, ids: &[i64]) -> Result<()> {
-        self.0.execute(
-            &format!("DELETE FROM {} WHERE _id = ANY($1)", ident(table)),
-            &[&ids],
-        )?;
+        delete_ids(self.0, table, ids)?;
         Ok(())
     }
 

@@ -4,13 +4,18 @@
 //! A table has ferry's columns `_id` (the record id, from `ids`), `_file_id`, `_line` (and `_key`
 //! for a dataset with a record key), then the data columns, typed: `text` for columns taken from
 //! the files, the declared type's PostgreSQL type for declared ones (`binary::PgType::sql_for`).
-//! `_id` gets a BRIN index, not a B-tree, once ranges of ids are read: ids grow with the table,
-//! so a BRIN index finds a range for an export or a record-key read cheaply, where a primary key
-//! costs about a third of the load speed. Even a BRIN index costs the server a fifth of its work
-//! per stored row (PostgreSQL 15 looks its range map up for every row), so a table gets it only
-//! when something first reads it by id range: an export (`ensure_id_index`, before planning a
-//! batch; a table created for a dataset that has a target gets it at once), or a keyed writer
-//! catching up with other hosts' keys or comparing a hash match (`index_ids`). A dataset with a
+//! `_id` gets a BRIN index, not a B-tree, once ranges of ids are read by an export: ids grow with
+//! the table, so a BRIN index finds a range cheaply, where a primary key costs about a third of
+//! the load speed. Even a BRIN index costs the server a fifth of its work per stored row
+//! (PostgreSQL 15 looks its range map up for every row), so a table gets it only when an export
+//! first reads it (`ensure_id_index`, before planning a batch; a table created for a dataset
+//! that has a target gets it at once). A keyed table gets a B-tree on `_id` instead, when a
+//! keyed writer first reads records by id (catching up with other hosts' keys, comparing a hash
+//! match: `index_ids`): those reads are of a few ids anywhere in the table, and a BRIN index
+//! answers them badly — pages added since it was built are read by every lookup until a vacuum
+//! summarizes them, and a replaced record's successor, stored in an old page's free space,
+//! widens that page range to every later id (measured: a 6.8 M-row set re-sent with 10%
+//! changed took 285 s on BRIN, the lookups growing with the table). A dataset with a
 //! record key gets `_key` (the key's hash, unindexed): which record is new is decided by `keys`.
 
 use super::binary::{self, PgType};
@@ -22,7 +27,7 @@ use crate::store::names::short_hash;
 use crate::store::{ChunkInsert, ChunkStored, NewColumn};
 use anyhow::{Context, Result};
 use postgres::Client;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Quotes an identifier.
 pub fn ident(name: &str) -> String {
@@ -84,10 +89,14 @@ pub fn describe(c: &mut Client, table: &str) -> Result<Option<TableInfo>> {
 /// The state of a table's `_id` index: `None` none, `Some(false)` left invalid by a concurrent
 /// build that failed.
 fn id_index(c: &mut Client, table: &str) -> Result<Option<bool>> {
+    index_state(c, &index_name(table, "id"))
+}
+
+fn index_state(c: &mut Client, name: &str) -> Result<Option<bool>> {
     Ok(c.query_opt(
         "SELECT x.indisvalid FROM pg_class i JOIN pg_index x ON x.indexrelid = i.oid \
          WHERE i.relname = $1 AND i.relnamespace = current_schema()::regnamespace",
-        &[&index_name(table, "id")],
+        &[&name],
     )?
     .map(|r| r.get(0)))
 }
@@ -133,17 +142,119 @@ pub(super) fn table_exists(c: &mut Client, table: &str) -> Result<bool> {
     .get(0))
 }
 
-/// Gives `_id` its BRIN index inside a keyed writer's group, about to read ids by range (the
-/// table's key row it holds keeps other keyed writers out). Built once, over the table as it
-/// is. Looked up in the catalog first: `CREATE INDEX IF NOT EXISTS` would wait for a lock on
-/// the table even when the index is there. An index left invalid by a failed concurrent build
-/// stays for the next export to replace; reads are then a scan, with the same answers.
+/// Gives a keyed table's `_id` its B-tree inside a keyed writer's group, about to read records
+/// by id (the table's key row it holds keeps other keyed writers out). Built once, over the
+/// table as it is, then kept up by every insert. Looked up in the catalog first: `CREATE INDEX
+/// IF NOT EXISTS` would wait for a lock on the table even when the index is there.
 pub fn index_ids(c: &mut Client, table: &str) -> Result<()> {
-    if id_index(c, table)?.is_none() {
-        c.batch_execute(&create_id_index(table, false))
-            .with_context(|| format!("indexing table {table}"))?;
+    let name = index_name(table, "idk");
+    if index_state(c, &name)? != Some(true) {
+        if index_state(c, &name)?.is_some() {
+            c.batch_execute(&format!("DROP INDEX IF EXISTS {}", ident(&name)))?;
+        }
+        c.batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS {} ON {} (_id)",
+            ident(&name),
+            ident(table)
+        ))
+        .with_context(|| format!("indexing table {table}"))?;
     }
     Ok(())
+}
+
+/// Runs `f` with sequential scans priced out, for reads of a table's records by `_id` (a few
+/// ranges of ids, or — `one_by_one` — ids looked up each in the `_id` index). Without
+/// statistics (a table just loaded, not analyzed yet) the planner takes a join with a list of
+/// ids to match a large share of the table: it scanned the whole table for every chunk (80 ms a
+/// chunk at 1.4 M rows, growing with the table), or walked the whole index for 1,000 ids
+/// spread over it (a second at 3 M rows). JIT is off too: the prices that rule scans out would
+/// make it compile every such statement (140 ms each).
+pub fn by_id<T>(
+    c: &mut Client,
+    one_by_one: bool,
+    f: impl FnOnce(&mut Client) -> Result<T>,
+) -> Result<T> {
+    c.batch_execute(if one_by_one {
+        "SET enable_seqscan = off; SET jit = off; SET enable_hashjoin = off; \
+         SET enable_mergejoin = off"
+    } else {
+        "SET enable_seqscan = off; SET jit = off"
+    })?;
+    let out = f(c);
+    // After an error the transaction is aborted (and its SETs undone with it).
+    let reset = c.batch_execute(
+        "RESET enable_seqscan; RESET jit; RESET enable_hashjoin; RESET enable_mergejoin",
+    );
+    let out = out?;
+    reset?;
+    Ok(out)
+}
+
+/// Deletes the records with these ids; how many there were (by clusters, see `by_clusters`).
+pub fn delete_ids(c: &mut Client, table: &str, ids: &[i64]) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM {} t USING unnest($1::int8[]) AS d(id) WHERE t._id = d.id",
+        ident(table)
+    );
+    let mut gone = 0;
+    by_clusters(c, ids, |c, these, range| {
+        gone += c.execute(&within(&sql, range), &[&these])?;
+        Ok(())
+    })?;
+    Ok(gone)
+}
+
+/// Which of these ids name a record of the table (read as `delete_ids` deletes).
+pub fn live_ids(c: &mut Client, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
+    let sql = format!(
+        "SELECT t._id FROM {} t JOIN unnest($1::int8[]) AS d(id) ON t._id = d.id WHERE true",
+        ident(table)
+    );
+    let mut live = HashSet::new();
+    by_clusters(c, ids, |c, these, range| {
+        let rows = c.query(&within(&sql, range), &[&these])?;
+        live.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        Ok(())
+    })?;
+    Ok(live)
+}
+
+/// A statement on `t` narrowed to an id range, if given.
+pub(super) fn within(sql: &str, range: Option<(i64, i64)>) -> String {
+    match range {
+        Some((lo, hi)) => format!("{sql} AND t._id BETWEEN {lo} AND {hi}"),
+        None => sql.to_string(),
+    }
+}
+
+/// Calls `each(ids, range)` per cluster of close ids (sorted, within the range): each cluster
+/// is one range scan of the `_id` index. Ids spread over more than `MAX_RANGES` clusters go in
+/// one statement without a range (one index lookup per id). Sequential scans are priced out
+/// (`by_id`).
+fn by_clusters(
+    c: &mut Client,
+    ids: &[i64],
+    mut each: impl FnMut(&mut Client, &[i64], Option<(i64, i64)>) -> Result<()>,
+) -> Result<()> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let spans = super::keys::ranges(
+        sorted.iter().map(|&i| (i, i)).collect(),
+        super::keys::RANGE_GAP,
+    );
+    let one_by_one = spans.len() > super::keys::MAX_RANGES;
+    by_id(c, one_by_one, |c| {
+        if one_by_one {
+            return each(c, &sorted, None);
+        }
+        let mut rest = sorted.as_slice();
+        for (lo, hi) in spans {
+            let (these, after) = rest.split_at(rest.partition_point(|&i| i <= hi));
+            each(c, these, Some((lo, hi)))?;
+            rest = after;
+        }
+        Ok(())
+    })
 }
 
 /// Whether the dataset stored in `table` has an export target (in the writer's transaction).
@@ -273,6 +384,23 @@ impl Tables {
         } else {
             None
         };
+        if let Some(plan) = new
+            .as_ref()
+            .map(|k| &k.plan)
+            .filter(|p| !p.replaces.is_empty())
+        {
+            // The records replaced go first (their successors follow in the copy), so the copy
+            // stays open while the writer takes the next chunk.
+            let old: Vec<i64> = plan.replaces.iter().map(|&(_, id)| id).collect();
+            let gone = delete_ids(s.get()?, ins.table, &old)?;
+            anyhow::ensure!(
+                gone == old.len() as u64,
+                "{} of {} records replaced in {} were there to delete",
+                gone,
+                old.len(),
+                ins.table
+            );
+        }
         let pick = new.as_ref().map(|k| k.plan.insert.as_slice());
         let rows = pick.map_or(n, <[u32]>::len);
         if rows > 0 {
@@ -301,22 +429,6 @@ impl Tables {
             });
         };
         let plan = new.plan;
-        if !plan.replaces.is_empty() {
-            // The records replaced go (their successors are in the copy above).
-            let old: Vec<i64> = plan.replaces.iter().map(|&(_, id)| id).collect();
-            let c = s.get()?;
-            let gone = c.execute(
-                &format!("DELETE FROM {} WHERE _id = ANY($1)", ident(ins.table)),
-                &[&old],
-            )?;
-            anyhow::ensure!(
-                gone == old.len() as u64,
-                "{} of {} records replaced in {} were there to delete",
-                gone,
-                old.len(),
-                ins.table
-            );
-        }
         Ok(ChunkStored {
             stored: plan.new + plan.updated,
             updated: plan.updated,
