@@ -5,7 +5,9 @@
             the same run into an empty keyed table; and a file of 1,000 keys already stored
             (all duplicate keys). Wall time of the whole `ferry run` process and its peak RSS.
   skip      the big set (6.8 M rows, 200 files) loaded with 7 typed columns and no key, against
-            the same with the key on 3 columns (`on_key = "skip"`), rounds alternating.
+            the same with the key on 3 columns (`on_key = "skip"`), rounds alternating. On
+            PostgreSQL also unkeyed with one writer connection: a keyed table's files are stored
+            by one writer (its keys are decided by one at a time), unkeyed ones by two.
   update    the big set loaded keyed with `on_key = "update"`, `version = "registered_at"`, then
             re-sent with every tenth record changed (another price, a later registered_at): 10%
             replace their stored record, 90% are equal and stay. Against the skip load's rows/s.
@@ -35,6 +37,9 @@ CONFIGS = {
     "unkeyed": TYPED_CONFIG.replace(KEY_LINE, ""),
     "skip": TYPED_CONFIG,
     "update": TYPED_CONFIG.replace(KEY_LINE, KEY_LINE + 'on_key = "update"\nversion = "registered_at"\n'),
+    # PostgreSQL: a keyed table's files are stored by one writer (its keys are decided by one
+    # writer at a time); unkeyed ones by two. This is unkeyed with one, for the key's own cost.
+    "unkeyed-1w": "[store]\nwriters = 1\n" + TYPED_CONFIG.replace(KEY_LINE, ""),
 }
 HEADER = "vin,make,model,year,price,registered_at,dealer\n"
 MAKES = ["Volvo", "Toyota", "Volkswagen", "Ford", "Tesla", "BMW", "Škoda", "Renault", "Kia", "Hyundai"]
@@ -173,16 +178,17 @@ def skip(store, rounds):
     d = generate("big")
     files, _ = dataset_facts(d)
     want = SETS["big"]["files"] * SETS["big"]["rows"]
-    times = {"unkeyed": [], "skip": []}
-    rss_of = {"unkeyed": 0.0, "skip": 0.0}
+    configs = ["unkeyed", "skip"] + (["unkeyed-1w"] if store.kind == "postgres" else [])
+    times = {c: [] for c in configs}
+    rss_of = {c: 0.0 for c in configs}
     for r in range(rounds):
-        for config in (["unkeyed", "skip"] if r % 2 == 0 else ["skip", "unkeyed"]):
+        for config in configs[r % len(configs):] + configs[:r % len(configs)]:
             spool, el, rss, n = big_load(store, d, files, config)
             assert n == want, (config, n)
             shutil.rmtree(spool, ignore_errors=True)
             times[config].append(el)
             rss_of[config] = max(rss_of[config], rss)
-            print("  round %d  %-8s %6.2f s  %10.0f rows/s  %5.0f MiB" % (r + 1, config, el, n / el, rss), flush=True)
+            print("  round %d  %-10s %6.2f s  %10.0f rows/s  %5.0f MiB" % (r + 1, config, el, n / el, rss), flush=True)
     return {k: (want / statistics.median(v), rss_of[k]) for k, v in times.items()}
 
 
@@ -281,6 +287,9 @@ def report(kind, res):
         (u, um), (s, sm) = res["skip"]["unkeyed"], res["skip"]["skip"]
         print("  big set unkeyed %10.0f rows/s (%.0f MiB); keyed skip %10.0f rows/s (%.0f MiB): %.0f%%" % (
             u, um, s, sm, 100 * s / u))
+        if "unkeyed-1w" in res["skip"]:
+            w, _ = res["skip"]["unkeyed-1w"]
+            print("  big set unkeyed with one writer %10.0f rows/s: keyed skip is %.0f%% of it" % (w, 100 * s / w))
     if "update" in res:
         first, again, m = res["update"]
         base = res["skip"]["skip"][0] if "skip" in res else first
