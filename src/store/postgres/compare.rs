@@ -3,7 +3,7 @@
 //! per cluster of ids, the chunk's values sent as binary arrays.
 
 use super::binary::{self, PgType};
-use super::keys::{ranges, Conn, MAX_RANGES, RANGE_GAP};
+use super::keys::{ranges, Runs, MAX_RANGES, RANGE_GAP};
 use super::tables::{by_id, ident, index_ids, within, TableInfo};
 use crate::record::Cell;
 use crate::store::keys::{Compare, RunStore, Seen, Wants};
@@ -34,7 +34,7 @@ impl postgres::types::ToSql for Raw {
 
 /// Compares a chunk's rows with stored records in the database, in the columns' types.
 pub(super) struct PgCompare<'a> {
-    pub(super) runs: Conn<'a>,
+    pub(super) runs: Runs<'a>,
     pub(super) ins: &'a ChunkInsert<'a>,
     pub(super) info: &'a TableInfo,
     pub(super) indexed: &'a mut bool,
@@ -132,7 +132,7 @@ impl Compare for PgCompare<'_> {
             spans = vec![None];
         }
         if !*self.indexed {
-            index_ids(self.runs.client()?, ins.table)?;
+            index_ids(self.runs.c()?, ins.table)?;
             *self.indexed = true;
         }
         let all: Vec<&Part> = keys.iter().chain(extra.iter()).collect();
@@ -182,7 +182,7 @@ impl Compare for PgCompare<'_> {
             }
         };
         let mut out = vec![Seen::Gone; pairs.len()];
-        let client = self.runs.client()?;
+        let client = self.runs.c()?;
         by_id(client, spans == [None], |client| {
             for span in spans {
                 let group: Vec<usize> = order

@@ -127,7 +127,7 @@ impl Keys {
                 .with_context(|| format!("logging the record keys stored in {table}"))?;
             }
             s.keys
-                .maintain(&mut Runs(c), table, false, None, &|| false)?;
+                .maintain(&mut Runs::of(c), table, false, None, &|| false)?;
         }
         Ok(())
     }
@@ -177,7 +177,7 @@ impl Keys {
         let held = st.held.as_mut().expect("held above");
         let plan = {
             let mut cmp = PgCompare {
-                runs: Conn::Session(s),
+                runs: Runs(Conn::Session(s)),
                 ins,
                 info,
                 indexed: &mut held.indexed,
@@ -211,7 +211,7 @@ impl Keys {
             }
             match st
                 .keys
-                .maintain(&mut Runs(c), table, true, Some(u64::MAX), stop)?
+                .maintain(&mut Runs::of(c), table, true, Some(u64::MAX), stop)?
             {
                 Some(x) => changed |= x,
                 None => return Ok(None),
@@ -234,7 +234,7 @@ fn hold(st: &mut State, c: &mut Client, table: &str) -> Result<()> {
         .with_context(|| format!("taking the record key lock of {table}"))?
         .get(0);
     let before = epoch - 1;
-    let from = st.keys.refresh(&mut Runs(c), table)?;
+    let from = st.keys.refresh(&mut Runs::of(c), table)?;
     let mut indexed = false;
     if before > from {
         let entries = logged_since(c, table, from, before, Some(&mut indexed))?;
@@ -355,19 +355,29 @@ fn load(
 }
 
 /// The runs of the key index, in PostgreSQL's tables.
-pub struct Runs<'c>(pub &'c mut Client);
+pub struct Runs<'c>(pub Conn<'c>);
+
+impl<'c> Runs<'c> {
+    pub fn of(c: &'c mut Client) -> Runs<'c> {
+        Runs(Conn::Client(c))
+    }
+
+    pub(super) fn c(&mut self) -> Result<&mut Client> {
+        self.0.client()
+    }
+}
 
 impl RunStore for Runs<'_> {
     fn runs(&mut self, table: &str) -> Result<RunSet> {
         let (covered, generation): (i64, i64) = self
-            .0
+            .c()?
             .query_opt(
                 "SELECT covered, generation FROM ferry_keys WHERE table_name = $1",
                 &[&table],
             )?
             .map_or((0, 0), |r| (r.get(0), r.get(1)));
         let runs = self
-            .0
+            .c()?
             .query(
                 "SELECT run, lo, hi, entries, bits FROM ferry_key_runs WHERE table_name = $1 \
                  ORDER BY lo",
@@ -396,7 +406,7 @@ impl RunStore for Runs<'_> {
         each: &mut dyn FnMut(u32, &[u8]),
     ) -> Result<()> {
         let keys: Vec<i64> = wanted.iter().map(|&s| slice_key(run, s)).collect();
-        for row in self.0.query(
+        for row in self.c()?.query(
             "SELECT k, data FROM ferry_key_slices WHERE k = ANY($1)",
             &[&keys],
         )? {
@@ -414,7 +424,7 @@ impl RunStore for Runs<'_> {
         each: &mut dyn FnMut(u32, &[u8]),
     ) -> Result<()> {
         let (lo, hi) = (slice_key(run, from), (run << 32) + to as i64);
-        for row in self.0.query(
+        for row in self.c()?.query(
             "SELECT k, data FROM ferry_key_slices WHERE k >= $1 AND k < $2 ORDER BY k",
             &[&lo, &hi],
         )? {
@@ -426,7 +436,7 @@ impl RunStore for Runs<'_> {
 
     fn new_run(&mut self) -> Result<i64> {
         Ok(self
-            .0
+            .c()?
             .query_one("SELECT nextval('ferry_key_run_ids')", &[])?
             .get(0))
     }
@@ -437,7 +447,7 @@ impl RunStore for Runs<'_> {
         }
         let keys: Vec<i64> = slices.iter().map(|(s, _)| slice_key(run, *s)).collect();
         let data: Vec<&[u8]> = slices.iter().map(|(_, b)| b.as_slice()).collect();
-        self.0.execute(
+        self.c()?.execute(
             "INSERT INTO ferry_key_slices (k, data) SELECT * FROM unnest($1::int8[], $2::bytea[])",
             &[&keys, &data],
         )?;
@@ -445,7 +455,7 @@ impl RunStore for Runs<'_> {
     }
 
     fn add_run(&mut self, table: &str, m: &RunMeta) -> Result<()> {
-        self.0.execute(
+        self.c()?.execute(
             "INSERT INTO ferry_key_runs (run, table_name, lo, hi, entries, bits, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, now())",
             &[&m.id, &table, &m.lo, &m.hi, &m.entries, &(m.bits as i16)],
@@ -455,23 +465,23 @@ impl RunStore for Runs<'_> {
 
     fn drop_runs(&mut self, _table: &str, runs: &[i64]) -> Result<()> {
         for &run in runs {
-            self.0.execute(
+            self.c()?.execute(
                 "DELETE FROM ferry_key_slices WHERE k >= $1 AND k < $2",
                 &[&(run << 32), &((run + 1) << 32)],
             )?;
-            self.0
+            self.c()?
                 .execute("DELETE FROM ferry_key_runs WHERE run = $1", &[&run])?;
         }
         Ok(())
     }
 
     fn set_covered(&mut self, table: &str, covered: i64) -> Result<()> {
-        self.0.execute(
+        self.c()?.execute(
             "UPDATE ferry_keys SET covered = $2 WHERE table_name = $1",
             &[&table, &covered],
         )?;
         // Epochs up to `covered` are in runs: nobody reads their log rows any more.
-        self.0.execute(
+        self.c()?.execute(
             "DELETE FROM ferry_key_log WHERE table_name = $1 AND epoch <= $2",
             &[&table, &covered],
         )?;
@@ -479,8 +489,8 @@ impl RunStore for Runs<'_> {
     }
 
     fn live(&mut self, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
-        index_ids(self.0, table)?;
-        live_ids(self.0, table, ids)
+        index_ids(self.c()?, table)?;
+        live_ids(self.c()?, table, ids)
     }
 }
 
@@ -502,55 +512,6 @@ impl Conn<'_> {
     }
 }
 
-impl RunStore for Conn<'_> {
-    fn runs(&mut self, table: &str) -> Result<RunSet> {
-        Runs(self.client()?).runs(table)
-    }
-
-    fn get_slices(
-        &mut self,
-        run: i64,
-        wanted: &[u32],
-        each: &mut dyn FnMut(u32, &[u8]),
-    ) -> Result<()> {
-        Runs(self.client()?).get_slices(run, wanted, each)
-    }
-
-    fn scan_slices(
-        &mut self,
-        run: i64,
-        from: u32,
-        to: u32,
-        each: &mut dyn FnMut(u32, &[u8]),
-    ) -> Result<()> {
-        Runs(self.client()?).scan_slices(run, from, to, each)
-    }
-
-    fn new_run(&mut self) -> Result<i64> {
-        Runs(self.client()?).new_run()
-    }
-
-    fn put_slices(&mut self, run: i64, slices: &[(u32, Vec<u8>)]) -> Result<()> {
-        Runs(self.client()?).put_slices(run, slices)
-    }
-
-    fn add_run(&mut self, table: &str, meta: &RunMeta) -> Result<()> {
-        Runs(self.client()?).add_run(table, meta)
-    }
-
-    fn drop_runs(&mut self, table: &str, runs: &[i64]) -> Result<()> {
-        Runs(self.client()?).drop_runs(table, runs)
-    }
-
-    fn set_covered(&mut self, table: &str, covered: i64) -> Result<()> {
-        Runs(self.client()?).set_covered(table, covered)
-    }
-
-    fn live(&mut self, table: &str, ids: &[i64]) -> Result<HashSet<i64>> {
-        Runs(self.client()?).live(table, ids)
-    }
-}
-
 /// For a dry run: each keyed row's stored record, as a run would find it, reading only (no
 /// key row taken, no index built: a read by id range may be a scan).
 pub fn read_lookup(
@@ -559,7 +520,7 @@ pub fn read_lookup(
     ins: &ChunkInsert,
 ) -> Result<Vec<Option<(i64, Seen)>>> {
     if !keys.fresh {
-        let from = keys.refresh(&mut Runs(c), ins.table)?;
+        let from = keys.refresh(&mut Runs::of(c), ins.table)?;
         let last: i64 = c
             .query_opt(
                 "SELECT epoch FROM ferry_keys WHERE table_name = $1",
@@ -575,7 +536,7 @@ pub fn read_lookup(
         .with_context(|| format!("table {} does not exist", ins.table))?;
     let mut indexed = true;
     let mut cmp = PgCompare {
-        runs: Conn::Client(c),
+        runs: Runs::of(c),
         ins,
         info: &info,
         indexed: &mut indexed,

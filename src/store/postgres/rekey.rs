@@ -35,7 +35,7 @@ impl Runs<'_> {
         filter: &str,
         each: &mut dyn FnMut(i64, Option<i64>, Vec<KeyValue>, KeyValue) -> Result<()>,
     ) -> Result<()> {
-        let info = super::tables::describe(self.0, table)?
+        let info = super::tables::describe(self.c()?, table)?
             .with_context(|| format!("table {table} does not exist"))?;
         let mut types = vec![PgType::Int8, PgType::Int8];
         let mut select = vec!["_id".to_string(), "_key".to_string()];
@@ -52,7 +52,7 @@ impl Runs<'_> {
             }
         }
         let key_len = cols.len() - 1;
-        let reader = self.0.copy_out(&format!(
+        let reader = self.c()?.copy_out(&format!(
             "COPY (SELECT {} FROM {} WHERE {filter}) TO STDOUT (FORMAT binary)",
             select.join(", "),
             ident(table)
@@ -112,7 +112,7 @@ impl RekeyStore for Runs<'_> {
     fn set_hashes(&mut self, table: &str, changes: &[(i64, i64)]) -> Result<()> {
         let ids: Vec<i64> = changes.iter().map(|c| c.0).collect();
         let hashes: Vec<i64> = changes.iter().map(|c| c.1).collect();
-        self.0.execute(
+        self.c()?.execute(
             &format!(
                 "UPDATE {} t SET _key = c.h FROM unnest($1::int8[], $2::int8[]) AS c(id, h) \
                  WHERE t._id = c.id",
@@ -124,13 +124,13 @@ impl RekeyStore for Runs<'_> {
     }
 
     fn delete_records(&mut self, table: &str, ids: &[i64]) -> Result<()> {
-        delete_ids(self.0, table, ids)?;
+        delete_ids(self.c()?, table, ids)?;
         Ok(())
     }
 
     fn coordinate_now(&mut self, table: &str) -> Result<i64> {
         Ok(self
-            .0
+            .c()?
             .query_opt(
                 "SELECT epoch FROM ferry_keys WHERE table_name = $1",
                 &[&table],
@@ -139,7 +139,7 @@ impl RekeyStore for Runs<'_> {
     }
 
     fn record_definition(&mut self, table: &str, def: Option<&str>, covered: i64) -> Result<()> {
-        record_definition(self.0, table, def, covered)
+        record_definition(self.c()?, table, def, covered)
     }
 }
 
@@ -182,13 +182,13 @@ pub fn key_ready(c: &mut Client, table: &str, def: Option<&KeyDef>) -> Result<Ke
                 return Ok(KeyReady::Rekey { from: old });
             }
             drop_all_runs(c, table)?;
-            let epoch = Runs(c).coordinate_now(table)?;
+            let epoch = Runs::of(c).coordinate_now(table)?;
             record_definition(c, table, Some(&d.json()), epoch)?;
             Ok(KeyReady::Ready)
         }
         None if recorded.is_some() => {
             drop_all_runs(c, table)?;
-            let epoch = Runs(c).coordinate_now(table)?;
+            let epoch = Runs::of(c).coordinate_now(table)?;
             record_definition(c, table, None, epoch)?;
             tracing::info!(
                 table,
@@ -201,7 +201,7 @@ pub fn key_ready(c: &mut Client, table: &str, def: Option<&KeyDef>) -> Result<Ke
 }
 
 fn drop_all_runs(c: &mut Client, table: &str) -> Result<()> {
-    let mut runs = Runs(c);
+    let mut runs = Runs::of(c);
     let old: Vec<i64> = runs.runs(table)?.runs.iter().map(|r| r.id).collect();
     runs.drop_runs(table, &old)
 }
@@ -225,7 +225,7 @@ pub fn rekey(
         ident(table)
     ))?;
     index_ids(c, table)?;
-    crate::store::keys::rekey::rekey(&mut Runs(c), table, how, stop)
+    crate::store::keys::rekey::rekey(&mut Runs::of(c), table, how, stop)
 }
 
 /// Every keyed table's index, for `ferry status`.
