@@ -546,3 +546,23 @@ fn corrections_of_records_stored_far_apart_are_compared_and_replaced_exactly() {
         assert_eq!(s.count(&format!("SELECT duplicate_records {fixed}")), 20);
     })
 }
+
+both_stores! {
+    /// Records replaced twice in one file — early in it, then again chunks later — leave one
+    /// record per key, the last: replaced records are deleted at the file's end on PostgreSQL.
+    fn a_key_corrected_twice_in_one_long_file_leaves_one_record_per_key() {
+        let s = Spool::new();
+        orders(&s, "update", true, "");
+        let first: Vec<(i64, &str, i64)> = (0..100).map(|i| (i, "new", 1)).collect();
+        s.drop_file("orders/a.csv", csv(&first).as_bytes());
+        s.ferry_ok(&["run"], 0);
+        let mut rows: Vec<(i64, &str, i64)> = (0..100).map(|i| (i, "paid", 2)).collect();
+        rows.extend((1000..31_000).map(|i| (i, "new", 1)));
+        rows.extend((0..100).map(|i| (i, "shipped", 3)));
+        s.drop_file("orders/b.csv", csv(&rows).as_bytes());
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM orders"), 30_100);
+        assert_eq!(s.count("SELECT count(*) FROM orders WHERE status = 'shipped' AND v = 3"), 100);
+        assert_eq!(s.count("SELECT count(DISTINCT id) FROM orders"), 30_100);
+    }
+}

@@ -458,8 +458,12 @@ impl Ingest for PgIngest {
     }
 
     fn commit(&mut self) -> Result<()> {
+        // Every file's replaced records are gone by its end; this only makes sure of it.
         let logged = match self.c.get() {
-            Ok(c) => self.keys.log(c),
+            Ok(c) => self
+                .tables
+                .delete_replaced(c)
+                .and_then(|()| self.keys.log(c)),
             Err(e) => Err(e),
         };
         if let Err(e) = logged.and_then(|()| self.fence(true)) {
@@ -479,6 +483,7 @@ impl Ingest for PgIngest {
 
     fn rollback(&mut self) {
         let _ = self.c.abandon().batch_execute("ROLLBACK");
+        self.tables.forget_replaced();
         self.keys.rolled_back();
         self.end_group();
     }
@@ -489,6 +494,7 @@ impl Ingest for PgIngest {
     }
 
     fn keep_file(&mut self) -> Result<()> {
+        self.tables.delete_replaced(self.c.get()?)?;
         self.c.get()?.batch_execute("RELEASE SAVEPOINT file")?;
         self.keys.file_done();
         Ok(())
@@ -498,6 +504,7 @@ impl Ingest for PgIngest {
         self.c
             .get()?
             .batch_execute("ROLLBACK TO SAVEPOINT file; RELEASE SAVEPOINT file")?;
+        self.tables.forget_replaced();
         self.forget();
         self.keys.undo_file();
         Ok(())

@@ -148,17 +148,19 @@ pub(super) fn table_exists(c: &mut Client, table: &str) -> Result<bool> {
 /// IF NOT EXISTS` would wait for a lock on the table even when the index is there.
 pub fn index_ids(c: &mut Client, table: &str) -> Result<()> {
     let name = index_name(table, "idk");
-    if index_state(c, &name)? != Some(true) {
-        if index_state(c, &name)?.is_some() {
-            c.batch_execute(&format!("DROP INDEX IF EXISTS {}", ident(&name)))?;
-        }
-        c.batch_execute(&format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {} (_id)",
-            ident(&name),
-            ident(table)
-        ))
-        .with_context(|| format!("indexing table {table}"))?;
+    let state = index_state(c, &name)?;
+    if state == Some(true) {
+        return Ok(());
     }
+    if state.is_some() {
+        c.batch_execute(&format!("DROP INDEX IF EXISTS {}", ident(&name)))?;
+    }
+    c.batch_execute(&format!(
+        "CREATE INDEX IF NOT EXISTS {} ON {} (_id)",
+        ident(&name),
+        ident(table)
+    ))
+    .with_context(|| format!("indexing table {table}"))?;
     Ok(())
 }
 
@@ -271,9 +273,35 @@ fn exported(c: &mut Client, table: &str) -> Result<bool> {
 #[derive(Default)]
 pub struct Tables {
     known: HashMap<String, Option<TableInfo>>,
+    /// Records the current file replaced, per table, deleted at its end (`delete_replaced`):
+    /// a delete per chunk would end the file's copy every time. Until then a replaced record
+    /// and its successor are both in the table; the successor has the greater id, and the
+    /// greater id is what a comparison keeps.
+    replaced: HashMap<String, Vec<i64>>,
 }
 
+/// Replaced records held for one delete, at most (more, and they go at once).
+const REPLACED_AT_ONCE: usize = 1 << 16;
+
 impl Tables {
+    /// Deletes the records the current file replaced (before its savepoint is released).
+    pub fn delete_replaced(&mut self, c: &mut Client) -> Result<()> {
+        for (table, old) in std::mem::take(&mut self.replaced) {
+            let gone = delete_ids(c, &table, &old)?;
+            anyhow::ensure!(
+                gone == old.len() as u64,
+                "{gone} of {} records replaced in {table} were there to delete",
+                old.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The current file was undone: so were its replacements.
+    pub fn forget_replaced(&mut self) {
+        self.replaced.clear();
+    }
+
     pub fn invalidate(&mut self) {
         self.known.clear();
     }
@@ -384,22 +412,13 @@ impl Tables {
         } else {
             None
         };
-        if let Some(plan) = new
-            .as_ref()
-            .map(|k| &k.plan)
-            .filter(|p| !p.replaces.is_empty())
-        {
-            // The records replaced go first (their successors follow in the copy), so the copy
-            // stays open while the writer takes the next chunk.
-            let old: Vec<i64> = plan.replaces.iter().map(|&(_, id)| id).collect();
-            let gone = delete_ids(s.get()?, ins.table, &old)?;
-            anyhow::ensure!(
-                gone == old.len() as u64,
-                "{} of {} records replaced in {} were there to delete",
-                gone,
-                old.len(),
-                ins.table
-            );
+        if let Some(plan) = new.as_ref().map(|k| &k.plan) {
+            // The records replaced go at the file's end (their successors are in the copy).
+            let held = self.replaced.entry(ins.table.to_string()).or_default();
+            held.extend(plan.replaces.iter().map(|&(_, id)| id));
+            if held.len() >= REPLACED_AT_ONCE {
+                self.delete_replaced(s.get()?)?;
+            }
         }
         let pick = new.as_ref().map(|k| k.plan.insert.as_slice());
         let rows = pick.map_or(n, <[u32]>::len);
