@@ -412,7 +412,11 @@ impl Tables {
         } else {
             None
         };
-        if let Some(plan) = new.as_ref().map(|k| &k.plan) {
+        if let Some(plan) = new
+            .as_ref()
+            .map(|k| &k.plan)
+            .filter(|p| !p.replaces.is_empty())
+        {
             // The records replaced go at the file's end (their successors are in the copy).
             let held = self.replaced.entry(ins.table.to_string()).or_default();
             held.extend(plan.replaces.iter().map(|&(_, id)| id));
