@@ -301,6 +301,15 @@ pub struct Rekey<'a> {
     pub apply: bool,
 }
 
+impl Rekey<'_> {
+    /// Whether a re-key's transaction commits: it ran, found no conflict, and was asked to
+    /// apply (anything else — a dry run, a conflict, an error — is rolled back). One verdict
+    /// for both stores.
+    pub fn commits(&self, r: &Result<Option<keys::rekey::Rekeyed>>) -> bool {
+        self.apply && matches!(r, Ok(Some(out)) if out.conflict.is_none())
+    }
+}
+
 /// Whether a file's content is new to its dataset (`Ingest::identity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Identity {

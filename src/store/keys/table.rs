@@ -512,15 +512,7 @@ impl TableKeys {
         rs.drop_runs(table, &dropped)?;
         rs.add_run(table, &meta)?;
         self.runs = vec![Run { meta, probed: 0 }];
-        if meta.entries > 100_000 {
-            tracing::info!(
-                table,
-                runs = dropped.len(),
-                keys = meta.entries,
-                ms = started.elapsed().as_millis() as u64,
-                "merged record key runs (from memory)"
-            );
-        }
+        log_merge(table, dropped.len(), &meta, meta.entries, started, true);
         Ok(true)
     }
 
@@ -570,15 +562,7 @@ impl TableKeys {
             .max()
             .unwrap_or(0);
         self.runs.splice(range, [Run { meta, probed }]);
-        if total > 100_000 {
-            tracing::info!(
-                table,
-                runs = dropped.len(),
-                keys = meta.entries,
-                ms = started.elapsed().as_millis() as u64,
-                "merged record key runs"
-            );
-        }
+        log_merge(table, dropped.len(), &meta, total, started, false);
         Ok(true)
     }
 
@@ -654,6 +638,27 @@ fn add_range(ranges: &mut Vec<(i64, i64)>, from: i64, to: i64) {
         }
     }
     *ranges = out;
+}
+
+/// Logs a merge that read more than 100,000 entries (`read`), into `meta`.
+fn log_merge(
+    table: &str,
+    runs: usize,
+    meta: &RunMeta,
+    read: i64,
+    started: std::time::Instant,
+    from_memory: bool,
+) {
+    if read > 100_000 {
+        tracing::info!(
+            table,
+            runs,
+            keys = meta.entries,
+            ms = started.elapsed().as_millis() as u64,
+            from_memory,
+            "merged record key runs"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -676,21 +676,13 @@ impl Ingest for PgIngest {
             .lock_schema(false)
             .and_then(|_| self.c.get())
             .and_then(|c| rekey::rekey(c, table, how, stop));
-        match r {
-            Ok(Some(out)) if out.conflict.is_none() && how.apply => {
-                self.keys.forget(table);
-                self.commit()?;
-                Ok(Some(out))
-            }
-            Ok(other) => {
-                self.rollback();
-                Ok(other)
-            }
-            Err(e) => {
-                self.rollback();
-                Err(e)
-            }
+        if how.commits(&r) {
+            self.keys.forget(table);
+            self.commit()?;
+        } else {
+            self.rollback();
         }
+        r
     }
 
     fn finish_keys(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {

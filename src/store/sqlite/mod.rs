@@ -497,21 +497,13 @@ impl Ingest for SqliteIngest {
             .tables
             .ensure(&self.conn, table, &[], true)
             .and_then(|_| super::keys::rekey::rekey(&mut keys::Runs(&self.conn), table, how, stop));
-        match r {
-            Ok(Some(out)) if out.conflict.is_none() && how.apply => {
-                self.keys.forget(table);
-                self.commit()?;
-                Ok(Some(out))
-            }
-            Ok(other) => {
-                self.rollback();
-                Ok(other)
-            }
-            Err(e) => {
-                self.rollback();
-                Err(e)
-            }
+        if how.commits(&r) {
+            self.keys.forget(table);
+            self.commit()?;
+        } else {
+            self.rollback();
         }
+        r
     }
 
     fn finish_keys(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {
