@@ -566,3 +566,27 @@ both_stores! {
         assert_eq!(s.count("SELECT count(DISTINCT id) FROM orders"), 30_100);
     }
 }
+
+/// A file replacing more records than are held for one delete (65,536) deletes them in steps
+/// within the file and still leaves one record per key.
+#[test]
+fn a_file_replacing_more_records_than_one_delete_holds_leaves_one_record_per_key() {
+    on(Backend::Postgres, || {
+        let s = Spool::new();
+        orders(&s, "update", true, "");
+        let n = 70_000;
+        let first: Vec<(i64, &str, i64)> = (0..n).map(|i| (i, "new", 1)).collect();
+        s.drop_file("orders/a.csv", csv(&first).as_bytes());
+        s.ferry_ok(&["run"], 0);
+        let again: Vec<(i64, &str, i64)> = (0..n).map(|i| (i, "paid", 2)).collect();
+        s.drop_file("orders/b.csv", csv(&again).as_bytes());
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM orders"), n);
+        assert_eq!(
+            s.count("SELECT count(*) FROM orders WHERE status = 'paid'"),
+            n
+        );
+        let b = "FROM files WHERE path LIKE '%b.csv'";
+        assert_eq!(s.count(&format!("SELECT updated_records {b}")), n);
+    })
+}
