@@ -590,3 +590,65 @@ fn a_file_replacing_more_records_than_one_delete_holds_leaves_one_record_per_key
         assert_eq!(s.count(&format!("SELECT updated_records {b}")), n);
     })
 }
+
+both_stores! {
+    /// Versions compare by value in their type, never by their text: `10` is greater than
+    /// `9.99`, `-10` less than `-1.5`, `2.5` equal to `2.50`; a datetime by its instant,
+    /// whatever its offset.
+    fn versions_compare_by_value_not_by_their_text() {
+        for (ty, rows_a, rows_b) in [
+            (
+                "decimal",
+                ["9.99", "-1.5", "2.50"],
+                ["10", "-10", "2.5"],
+            ),
+            (
+                "datetime",
+                [
+                    "2026-01-01T09:59:59Z",
+                    "2026-01-01T00:00:00Z",
+                    "2026-01-01T01:00:00Z",
+                ],
+                [
+                    "2026-01-01T11:00:00+01:00",
+                    "2026-01-01T00:30:00+01:00",
+                    "2026-01-01T02:00:00+01:00",
+                ],
+            ),
+        ] {
+            let s = Spool::new();
+            fs::write(
+                s.root.join("ferry.toml"),
+                format!(
+                    "[[dataset]]\nname = \"orders\"\nmatch = \"orders/**\"\nkey = [\"id\"]\n\
+                     on_key = \"update\"\nversion = \"v\"\ncolumns = [\n  \
+                     {{ name = \"id\", type = \"int\" }},\n  \
+                     {{ name = \"status\", type = \"string\" }},\n  \
+                     {{ name = \"v\", type = \"{ty}\" }},\n]\n"
+                ),
+            )
+            .unwrap();
+            let body = |status: &str, vs: [&str; 3]| {
+                let mut out = String::from("id,status,v\n");
+                for (i, v) in vs.iter().enumerate() {
+                    out.push_str(&format!("{},{status},{v}\n", i + 1));
+                }
+                out
+            };
+            s.drop_file("orders/a.csv", body("new", rows_a).as_bytes());
+            s.ferry_ok(&["run"], 0);
+            s.drop_file("orders/b.csv", body("paid", rows_b).as_bytes());
+            s.ferry_ok(&["run"], 0);
+            let status: Vec<String> = s
+                .query("SELECT status FROM orders ORDER BY id")
+                .into_iter()
+                .map(|r| r[0].clone().unwrap())
+                .collect();
+            assert_eq!(status, ["paid", "new", "new"], "{ty}");
+            let files = s.files();
+            let b = files.iter().find(|f| f["path"].as_str().unwrap().ends_with("b.csv")).unwrap();
+            assert_eq!(b["updated_records"].as_i64(), Some(1), "{ty}");
+            assert_eq!(b["duplicate_records"].as_i64(), Some(2), "{ty}");
+        }
+    }
+}

@@ -1,36 +1,16 @@
-//! The exact comparison of hash matches with stored records, by the database: key values in
-//! their column types, and the version or every value where `on_key` needs them — one statement
-//! per cluster of ids, the chunk's values sent as binary arrays.
+//! The exact comparison of hash matches with stored records: key values in their column types,
+//! and the version or every value where `on_key` needs them. The stored values are read by one
+//! binary COPY per cluster of ids and compared here with the chunk's values encoded as they
+//! would be stored (`binary::same`, `binary::order`: PostgreSQL's equality and order).
 
 use super::binary::{self, PgType};
 use super::keys::{ranges, Runs, MAX_RANGES, RANGE_GAP};
-use super::tables::{by_id, ident, index_ids, within, TableInfo};
+use super::tables::{by_id, ident, index_ids, TableInfo};
 use crate::record::Cell;
 use crate::store::keys::{Compare, RunStore, Seen, Wants};
 use crate::store::ChunkInsert;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
-
-/// A raw binary parameter (ferry's own encoding of a PostgreSQL array).
-#[derive(Debug)]
-struct Raw(Vec<u8>);
-
-impl postgres::types::ToSql for Raw {
-    fn to_sql(
-        &self,
-        _: &postgres::types::Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(&self.0);
-        Ok(postgres::types::IsNull::No)
-    }
-
-    fn accepts(_: &postgres::types::Type) -> bool {
-        true
-    }
-
-    postgres::types::to_sql_checked!();
-}
 
 /// Compares a chunk's rows with stored records in the database, in the columns' types.
 pub(super) struct PgCompare<'a> {
@@ -119,15 +99,14 @@ impl Compare for PgCompare<'_> {
         }
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         order.sort_unstable_by_key(|&i| pairs[i].0);
+        let sorted: Vec<i64> = order.iter().map(|&i| pairs[i].0).collect();
         // Per cluster of close ids, one range of the `_id` index; ids spread wider are looked
         // up one by one in a single statement.
-        let mut spans: Vec<Option<(i64, i64)>> = ranges(
-            order.iter().map(|&i| (pairs[i].0, pairs[i].0)).collect(),
-            RANGE_GAP,
-        )
-        .into_iter()
-        .map(Some)
-        .collect();
+        let mut spans: Vec<Option<(i64, i64)>> =
+            ranges(sorted.iter().map(|&id| (id, id)).collect(), RANGE_GAP)
+                .into_iter()
+                .map(Some)
+                .collect();
         if spans.len() > MAX_RANGES {
             spans = vec![None];
         }
@@ -135,114 +114,120 @@ impl Compare for PgCompare<'_> {
             index_ids(self.runs.c()?, ins.table)?;
             *self.indexed = true;
         }
+        // The stored values are read (binary COPY) and compared here, in the columns' types
+        // (`binary::same`, `binary::order`): the database only reads by id.
         let all: Vec<&Part> = keys.iter().chain(extra.iter()).collect();
-        let unnest: Vec<String> = std::iter::once("$1::int8[]".to_string())
-            .chain(
-                all.iter()
-                    .enumerate()
-                    .map(|(j, p)| format!("${}::{}[]", j + 2, p.ty.name())),
-            )
-            .collect();
-        let names: Vec<String> = (1..=all.len()).map(|j| format!("p{j}")).collect();
-        let same = |from: usize, parts: &[Part]| -> String {
-            let v: Vec<String> = parts
+        let mut select: Vec<String> = vec!["t._id".into()];
+        for p in &all {
+            // `::text`: a `bpchar` column compares without its padding, as text does.
+            let cast = if p.ty == PgType::Text { "::text" } else { "" };
+            select.push(format!("t.{}{cast}", ident(p.name)));
+        }
+        if !absent.is_empty() {
+            let nulls: Vec<String> = absent
                 .iter()
-                .enumerate()
-                .map(|(j, p)| {
-                    format!(
-                        "t.{} IS NOT DISTINCT FROM s.p{}",
-                        ident(p.name),
-                        from + j + 1
-                    )
-                })
+                .map(|a| format!("t.{} IS NULL", ident(a)))
                 .collect();
-            if v.is_empty() {
-                "true".into()
-            } else {
-                v.join(" AND ")
-            }
-        };
-        let key_eq = same(0, &keys);
-        let second = match wants {
-            Wants::Key => "0".to_string(),
-            Wants::Version => {
-                let v = ident(extra[0].name);
-                let p = format!("s.p{}", keys.len() + 1);
-                format!(
-                    "CASE WHEN t.{v} IS NULL THEN 1 WHEN {p} > t.{v} THEN 1 WHEN {p} = t.{v} \
-                     THEN 0 ELSE -1 END"
-                )
-            }
-            Wants::Content => {
-                let mut eq = same(keys.len(), &extra);
-                for a in &absent {
-                    eq.push_str(&format!(" AND t.{} IS NULL", ident(a)));
-                }
-                format!("CASE WHEN {eq} THEN 1 ELSE 0 END")
-            }
-        };
+            select.push(format!("({})", nulls.join(" AND ")));
+        }
+        let fields = select.len();
         let mut out = vec![Seen::Gone; pairs.len()];
+        let mut mine = Vec::new();
+        let mut judge = |stored: &[Option<(usize, usize)>], buf: &[u8]| -> Result<()> {
+            let at = |f: usize| stored[f].map(|(s, e)| &buf[s..e]);
+            let id = i64::from_be_bytes(
+                at(0)
+                    .and_then(|b| b.try_into().ok())
+                    .context("a stored record without an id")?,
+            );
+            let first = sorted.partition_point(|&x| x < id);
+            for k in first..sorted.len() {
+                if sorted[k] != id {
+                    break;
+                }
+                let i = order[k];
+                let r = pairs[i].1;
+                let mut value = |j: usize| -> Result<bool> {
+                    mine.clear();
+                    encode(ins, all[j], r, &mut mine)?;
+                    Ok(binary::same(all[j].ty, binary::field(&mine), at(1 + j)))
+                };
+                let mut key = true;
+                for j in 0..keys.len() {
+                    if !value(j)? {
+                        key = false;
+                        break;
+                    }
+                }
+                out[i] = if !key {
+                    Seen::Other
+                } else {
+                    match wants {
+                        Wants::Key => Seen::Same {
+                            newer: None,
+                            equal: None,
+                        },
+                        Wants::Version => {
+                            let j = keys.len();
+                            mine.clear();
+                            encode(ins, all[j], r, &mut mine)?;
+                            // As `CASE WHEN stored IS NULL THEN newer WHEN mine > stored THEN
+                            // newer WHEN mine = stored THEN equal ELSE older END`.
+                            let newer = match (binary::field(&mine), at(1 + j)) {
+                                (_, None) => std::cmp::Ordering::Greater,
+                                (None, Some(_)) => std::cmp::Ordering::Less,
+                                (Some(a), Some(b)) => {
+                                    binary::order(all[j].ty, a, b).with_context(|| {
+                                        format!(
+                                            "the version column {} cannot be ordered",
+                                            all[j].name
+                                        )
+                                    })?
+                                }
+                            };
+                            Seen::Same {
+                                newer: Some(newer),
+                                equal: None,
+                            }
+                        }
+                        Wants::Content => {
+                            let mut equal = true;
+                            for j in keys.len()..all.len() {
+                                if !value(j)? {
+                                    equal = false;
+                                    break;
+                                }
+                            }
+                            if equal && !absent.is_empty() {
+                                equal = at(fields - 1) == Some(&[1u8][..]);
+                            }
+                            Seen::Same {
+                                newer: None,
+                                equal: Some(equal),
+                            }
+                        }
+                    }
+                };
+            }
+            Ok(())
+        };
+        let from = format!("{} FROM {} t", select.join(", "), ident(ins.table));
         let client = self.runs.c()?;
         by_id(client, spans == [None], |client| {
             for span in spans {
-                let group: Vec<usize> = order
-                    .iter()
-                    .copied()
-                    .filter(|&i| span.is_none_or(|(lo, hi)| (lo..=hi).contains(&pairs[i].0)))
-                    .collect();
-                let mut arrays = vec![binary::array_header(PgType::Int8, group.len())];
-                for &i in &group {
-                    binary::int8(&mut arrays[0], pairs[i].0);
-                }
-                for part in &all {
-                    let mut a = binary::array_header(part.ty, group.len());
-                    for &i in &group {
-                        encode(ins, part, pairs[i].1, &mut a)?;
+                let sql = match span {
+                    Some((lo, hi)) => format!("SELECT {from} WHERE t._id BETWEEN {lo} AND {hi}"),
+                    None => {
+                        let mut ids: Vec<String> = sorted.iter().map(i64::to_string).collect();
+                        ids.dedup();
+                        format!("SELECT {from} WHERE t._id IN ({})", ids.join(","))
                     }
-                    arrays.push(a);
-                }
-                let sql = within(
-                    &format!(
-                        "SELECT s.i, {key_eq}, {second} FROM {} t JOIN unnest({}) WITH \
-                         ORDINALITY AS s(id, {}, i) ON t._id = s.id WHERE true",
-                        ident(ins.table),
-                        unnest.join(", "),
-                        names.join(", "),
-                    ),
-                    span,
-                );
-                let params: Vec<Raw> = arrays.into_iter().map(Raw).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                for row in client
-                    .query(&sql, &refs)
-                    .context("comparing records with the stored ones")?
-                {
-                    let ordinal: i64 = row.get(0);
-                    let i = group[ordinal as usize - 1];
-                    let key: bool = row.get(1);
-                    let x: i32 = row.get(2);
-                    out[i] = if !key {
-                        Seen::Other
-                    } else {
-                        match wants {
-                            Wants::Key => Seen::Same {
-                                newer: None,
-                                equal: None,
-                            },
-                            Wants::Version => Seen::Same {
-                                newer: Some(x.cmp(&0)),
-                                equal: None,
-                            },
-                            Wants::Content => Seen::Same {
-                                newer: None,
-                                equal: Some(x == 1),
-                            },
-                        }
-                    };
-                }
+                };
+                let reader = client
+                    .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
+                    .context("reading the stored records to compare")?;
+                binary::read_raw_rows(reader, fields, &mut judge)
+                    .context("reading the stored records to compare")?;
             }
             Ok(())
         })?;

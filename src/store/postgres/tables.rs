@@ -222,7 +222,7 @@ pub fn live_ids(c: &mut Client, table: &str, ids: &[i64]) -> Result<HashSet<i64>
 }
 
 /// A statement on `t` narrowed to an id range, if given.
-pub(super) fn within(sql: &str, range: Option<(i64, i64)>) -> String {
+fn within(sql: &str, range: Option<(i64, i64)>) -> String {
     match range {
         Some((lo, hi)) => format!("{sql} AND t._id BETWEEN {lo} AND {hi}"),
         None => sql.to_string(),
