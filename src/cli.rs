@@ -137,6 +137,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Pull only this `[[source]]` (and not the local incoming folder); without it, a run
+    /// pulls every source once and takes what is ready in incoming/
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["keep", "dry_run", "paths"])]
+    pub source: Option<String>,
+
     /// No progress bar, even on a terminal
     #[arg(long)]
     pub no_progress: bool,

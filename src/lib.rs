@@ -25,6 +25,7 @@ pub(crate) mod page;
 pub(crate) mod pipeline;
 pub(crate) mod record;
 pub(crate) mod reject;
+pub(crate) mod remote;
 pub(crate) mod report;
 pub(crate) mod retention;
 pub(crate) mod shutdown;

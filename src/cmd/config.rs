@@ -5,7 +5,7 @@
 use super::Outcome;
 use crate::cli::ConfigCommand;
 use crate::config::Config;
-use crate::report::{self, ConfigView, TableView};
+use crate::report::{self, ConfigView, SourceView, TableView};
 use crate::store::{self, names};
 use anyhow::Result;
 
@@ -30,7 +30,16 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
         }
         tables.push(t);
     }
-    report::print(&ConfigView::of(cfg, tables, st.is_some()), *json)?;
+    // Each source is reached and listed as a pull would judge it (nothing downloaded).
+    let mut sources = Vec::with_capacity(cfg.sources.len());
+    for spec in &cfg.sources {
+        let survey = crate::remote::pull::survey(cfg, spec, st.as_mut());
+        if let Err(e) = &survey {
+            refused.push(format!("source {:?}: {e:#}", spec.name));
+        }
+        sources.push(SourceView::of(spec, survey));
+    }
+    report::print(&ConfigView::of(cfg, tables, sources, st.is_some()), *json)?;
     if !refused.is_empty() {
         return Err(crate::exit::ExitError::Usage(refused.join("; ")).into());
     }

@@ -30,6 +30,14 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
     shutdown::install_signal_handlers();
     let stop = Shutdown::new();
     let (source, files, mode) = source(cfg, args)?;
+    if let Some(name) = &args.source {
+        if !cfg.sources.iter().any(|s| s.name == *name) {
+            return Err(ExitError::Usage(format!(
+                "there is no [[source]] named {name:?} in the config"
+            ))
+            .into());
+        }
+    }
     let mut summary = Summary::default();
     let mut retries = 0;
     loop {
@@ -45,6 +53,19 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
             }
             Err(e) => return Err(e),
             Ok(()) => {
+                if !pass.refused.is_empty() {
+                    // A host key or login refused: nothing more will work until someone looks.
+                    super::report_run(
+                        &source,
+                        started,
+                        summary,
+                        pass.waiting,
+                        None,
+                        args.json,
+                        args.dry_run,
+                    )?;
+                    return Err(ExitError::Usage(pass.refused.join("\n")).into());
+                }
                 let interrupted = stop.is_triggered().then_some(pass.untaken);
                 let outcome = super::report_run(
                     &source,
@@ -84,6 +105,8 @@ struct Pass {
     summary: Summary,
     waiting: Vec<Waiting>,
     untaken: u64,
+    /// Sources refused (host key, login): the run exits 2.
+    refused: Vec<String>,
 }
 
 /// One pass: a fresh claim identity, recovery, one look at the folder (or at the named files
@@ -103,7 +126,17 @@ fn pass(
         list_files: true,
         ..Summary::default()
     };
-    let found = look(cfg, source, files, &mut summary);
+    // With --source, only that source; remote sources are pulled only into the spool's own
+    // incoming folder (not with --keep, --dry-run or named paths).
+    let found = if args.source.is_some() {
+        Found {
+            entries: Vec::new(),
+            waiting: Vec::new(),
+        }
+    } else {
+        look(cfg, source, files, &mut summary)
+    };
+    let pulls = mode == Mode::Move && files.is_empty() && source == cfg.spool.incoming;
     // A dry run leaves processing/ to the next real run.
     let (pipeline, n) = if mode == Mode::DryRun {
         (Pipeline::start(session.clone())?, 0)
@@ -117,10 +150,28 @@ fn pass(
     let bytes = found.entries.iter().map(|e| e.stamp.size).sum();
     let progress = show_progress.then(|| Progress::start((found.entries.len() + n) as u64, bytes));
     let (held, untaken) = feed_when_ready(cfg, &pipeline, found.entries, stop);
+    let pulled = if pulls {
+        crate::remote::pull::tidy(cfg, &session);
+        crate::remote::pull::pull(
+            &session,
+            &pipeline,
+            stop,
+            args.source.as_deref(),
+            &mut summary,
+        )?
+    } else {
+        crate::remote::pull::Pull::default()
+    };
     if stop.is_triggered() {
         session.halt();
     }
     let (done, result) = pipeline.finish_keeping();
+    if let Err(e) = crate::remote::pull::finish(&session, &pulled) {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "cannot record what became of pulled files"
+        );
+    }
     if let Some(p) = progress {
         p.finish();
     }
@@ -134,6 +185,7 @@ fn pass(
         summary,
         waiting,
         untaken,
+        refused: pulled.refused,
     };
     Ok((pass, result))
 }

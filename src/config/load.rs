@@ -110,6 +110,10 @@ impl Config {
             strict_datasets: raw.strict_datasets.unwrap_or(false),
             warnings,
             datasets,
+            sources: super::sources::resolve(&raw.sources, &at.show())?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
             file,
         })
     }
@@ -362,6 +366,8 @@ pub(super) struct RawConfig {
     retention: RawRetention,
     #[serde(default, rename = "dataset")]
     pub(super) datasets: Vec<Spanned<RawDataset>>,
+    #[serde(default, rename = "source")]
+    sources: Vec<super::sources::RawSource>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,9 +10,16 @@
 
 mod lint;
 mod load;
+mod sources;
 mod values;
 
+pub use sources::{After, Scheme, SourceSpec};
 pub use values::parse_duration;
+
+#[cfg(test)]
+pub mod tests_support {
+    pub use super::sources::sftp_source;
+}
 
 use crate::discover::Rules;
 use crate::format::FormatOptions;
@@ -171,6 +178,8 @@ pub struct Config {
     /// Attempts for failures outside a file's content before it is quarantined.
     pub max_attempts: u32,
     pub datasets: Vec<Arc<DatasetSpec>>,
+    /// Remote places files are pulled from (`[[source]]`).
+    pub sources: Vec<Arc<SourceSpec>>,
     /// Files up to this size are read into memory in one go (one read for hash and parse).
     pub small_file: u64,
     /// `ferry watch` settings (flags override them).

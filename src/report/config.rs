@@ -2,7 +2,8 @@
 //! dataset with the table it has (or will get), and warnings about what looks unintended.
 
 use super::Report;
-use crate::config::{Config, DatasetSpec};
+use crate::config::{After, Config, DatasetSpec, SourceSpec};
+use crate::remote::pull::Survey;
 use crate::store::Location;
 use crate::typed::{Case, ColumnSpec};
 use serde::Serialize;
@@ -11,7 +12,12 @@ use std::fmt::Write;
 impl ConfigView {
     /// The view of a config; `tables`: per configured dataset, its table and whether it exists.
     /// `store_ready`: whether the store was reached and is set up.
-    pub fn of(cfg: &Config, tables: Vec<TableView>, store_ready: bool) -> ConfigView {
+    pub fn of(
+        cfg: &Config,
+        tables: Vec<TableView>,
+        sources: Vec<SourceView>,
+        store_ready: bool,
+    ) -> ConfigView {
         let lease = match &cfg.store {
             Location::Postgres(t) => Some(t.lease.as_millis() as u64),
             Location::Sqlite(_) => None,
@@ -40,6 +46,120 @@ impl ConfigView {
                 .zip(tables)
                 .map(|(d, t)| DatasetView::of(d, t))
                 .collect(),
+            sources,
+        }
+    }
+}
+
+/// A remote source as `config check` shows it: its settings (never a secret: only where each
+/// comes from) and what one listing found.
+#[derive(Serialize)]
+pub struct SourceView {
+    name: String,
+    url: String,
+    into: String,
+    #[serde(rename = "match")]
+    matches: Option<String>,
+    after: String,
+    poll_ms: u64,
+    connections: usize,
+    /// How it logs in: `identity_file …`, `password from $VAR`.
+    login: Vec<String>,
+    /// How the server's host key is checked.
+    host_key_check: String,
+    /// Reached and listed.
+    reached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    listed: usize,
+    ready: Vec<String>,
+    loaded: usize,
+    problems: Vec<(String, String)>,
+}
+
+impl SourceView {
+    pub fn of(s: &SourceSpec, survey: anyhow::Result<Survey>) -> SourceView {
+        let mut login = Vec::new();
+        if let Some(k) = &s.identity_file {
+            let mut l = format!("identity_file {}", k.display());
+            if let Some(v) = &s.identity_passphrase_env {
+                l.push_str(&format!(" (passphrase from ${v})"));
+            }
+            login.push(l);
+        }
+        if let Some(v) = &s.password_env {
+            login.push(format!("password from ${v}"));
+        }
+        let host_key_check = match (&s.host_key, &s.known_hosts) {
+            (Some(k), _) => format!("host_key {k}"),
+            (None, Some(f)) => format!("known_hosts {}", f.display()),
+            (None, None) => "none (refused)".into(),
+        };
+        let (reached, error, survey) = match survey {
+            Ok(v) => (true, None, Some(v)),
+            Err(e) => (false, Some(format!("{e:#}")), None),
+        };
+        SourceView {
+            name: s.name.clone(),
+            url: s.url.clone(),
+            into: s.into.clone(),
+            matches: s.pattern.clone(),
+            after: match &s.after {
+                After::Keep => "keep".into(),
+                After::Delete => "delete".into(),
+                After::Move(to) => format!("move:{to}"),
+            },
+            poll_ms: s.poll.as_millis() as u64,
+            connections: s.connections,
+            login,
+            host_key_check,
+            reached,
+            error,
+            listed: survey.as_ref().map_or(0, |v| v.listed),
+            loaded: survey.as_ref().map_or(0, |v| v.loaded),
+            ready: survey.as_ref().map_or_else(Vec::new, |v| v.ready.clone()),
+            problems: survey.map_or_else(Vec::new, |v| v.problems),
+        }
+    }
+}
+
+/// One source as `config check` shows it.
+fn source(o: &mut String, s: &SourceView) {
+    let _ = writeln!(o);
+    let _ = writeln!(o, "source {}  ({})", s.name, s.url);
+    let _ = writeln!(o, "  into               incoming/{}", s.into);
+    let _ = writeln!(
+        o,
+        "  match              {}",
+        s.matches.as_deref().unwrap_or("(every file)")
+    );
+    let _ = writeln!(o, "  after              {}", s.after);
+    let _ = writeln!(
+        o,
+        "  poll               every {}, {} connection(s)",
+        super::duration_ms(s.poll_ms),
+        s.connections
+    );
+    let _ = writeln!(o, "  login              {}", s.login.join("; "));
+    let _ = writeln!(o, "  host key           {}", s.host_key_check);
+    match &s.error {
+        Some(e) => {
+            let _ = writeln!(o, "  REFUSED            {e}");
+        }
+        None => {
+            let _ = writeln!(
+                o,
+                "  listed             {} file(s): {} ready, {} loaded before",
+                s.listed,
+                s.ready.len(),
+                s.loaded
+            );
+            for r in s.ready.iter().take(20) {
+                let _ = writeln!(o, "    ready            {r}");
+            }
+            for (p, why) in s.problems.iter().take(20) {
+                let _ = writeln!(o, "    not fetched      {p}: {why}");
+            }
         }
     }
 }
@@ -110,6 +230,9 @@ impl Report for ConfigView {
         }
         for d in &self.datasets {
             dataset(&mut o, d);
+        }
+        for s in &self.sources {
+            source(&mut o, s);
         }
         o
     }
@@ -234,6 +357,7 @@ pub struct ConfigView {
     /// Valid, but probably not what was meant.
     warnings: Vec<String>,
     datasets: Vec<DatasetView>,
+    sources: Vec<SourceView>,
 }
 
 /// The table a dataset has or will get, and how.

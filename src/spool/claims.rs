@@ -12,12 +12,14 @@
 use super::{RelPath, Spool};
 use crate::fsio::beneath::Dir;
 use crate::fsio::{self, NAME_MAX};
+use crate::store::RemoteKey;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// How owners of claims prove they are alive, and how a dead one is recognized.
 pub trait Liveness: Send + Sync {
@@ -227,6 +229,7 @@ impl Owner {
             path,
             rel: rel.clone(),
             starts,
+            origin: None,
         };
         match move_to(&claim.path) {
             Ok(()) => Ok(Some(claim)),
@@ -239,6 +242,22 @@ impl Owner {
                 Err(e)
             }
         }
+    }
+
+    /// Claims a file downloaded from a remote source (`download`, a temp file inside the
+    /// spool) as if it had been dropped at `rel`: renamed into `processing/` under a new claim
+    /// name, carrying the remote file it came from.
+    pub fn claim_fetched(
+        &self,
+        spool: &Spool,
+        download: &Path,
+        rel: &RelPath,
+        origin: Arc<RemoteKey>,
+    ) -> io::Result<Claim> {
+        let claim = self.claim_with(spool, rel, 0, |to| fs::rename(download, to), || false)?;
+        let mut claim = claim.ok_or_else(|| io::Error::other("the download is gone"))?;
+        claim.origin = Some(origin);
+        Ok(claim)
     }
 
     /// Moves a leftover claim of a dead owner under this owner, so it is processed as ours. It
@@ -320,6 +339,9 @@ pub struct Claim {
     /// For a file taken back from a process that died: how many times a worker started on it
     /// (each start ended with a dead process). 0 for a plain claim (started once, now).
     pub starts: u32,
+    /// The remote file it was downloaded from (`None`: dropped locally, or a leftover taken
+    /// back — its remote claim is reconciled through the store, see `remote::pull`).
+    pub origin: Option<Arc<RemoteKey>>,
 }
 
 impl Claim {

@@ -94,6 +94,59 @@ pub struct NewFile<'a> {
     pub hashed_at: Option<&'a str>,
     pub finished_at: &'a str,
     pub worker: &'a str,
+    /// The remote file it was brought from (a `[[source]]`), if any.
+    pub remote: Option<&'a RemoteKey>,
+}
+
+/// A remote file as its source lists it: the source's name, the path below the source's folder
+/// or prefix, and its version (size and modification time; an S3 ETag). One claim per key: a
+/// new version of a path is a new file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteKey {
+    pub source: String,
+    pub path: String,
+    pub version: String,
+}
+
+/// Where a remote file is in its fetch protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteState {
+    /// Held by an owner: being downloaded, or handed to its pipeline.
+    Claimed,
+    /// Its file committed (a ledger row names it); what `after` says is still to be done.
+    Loaded,
+    /// Loaded and disposed of as `after` says: nothing more to do.
+    Finished,
+}
+
+impl RemoteState {
+    pub fn id(self) -> &'static str {
+        match self {
+            RemoteState::Claimed => "claimed",
+            RemoteState::Loaded => "loaded",
+            RemoteState::Finished => "finished",
+        }
+    }
+
+    pub fn from_id(s: &str) -> Option<RemoteState> {
+        Some(match s {
+            "claimed" => RemoteState::Claimed,
+            "loaded" => RemoteState::Loaded,
+            "finished" => RemoteState::Finished,
+            _ => return None,
+        })
+    }
+}
+
+/// A remote file the store knows.
+#[derive(Debug, Clone)]
+pub struct RemoteRow {
+    pub key: RemoteKey,
+    pub state: RemoteState,
+    /// The owner holding a claim.
+    pub owner: Option<String>,
+    /// Why the last disposal (`after`) failed, if it did.
+    pub error: Option<String>,
 }
 
 /// A change to a ledger row written in the same transaction.
@@ -511,6 +564,25 @@ pub trait Store {
     fn lock_target(&mut self, _key: &TargetKey) -> Result<bool> {
         Ok(true)
     }
+
+    // Remote sources: one claim per remote file and version, shared by every host.
+    /// The remote files of a source the store knows (claimed, loaded or finished).
+    fn remote_files(&mut self, source: &str) -> Result<Vec<RemoteRow>>;
+    /// Claims a remote file for `owner`: `true` when `owner` holds it now — a new claim, or
+    /// one taken over from `dead` (an owner found dead) that still held it.
+    fn remote_claim(&mut self, key: &RemoteKey, owner: &str, dead: Option<&str>) -> Result<bool>;
+    /// Drops `owner`'s claim of a file that was not loaded (a download discarded, a file put
+    /// back): the next listing judges it again.
+    fn remote_release(&mut self, key: &RemoteKey, owner: &str) -> Result<()>;
+    /// The latest ledger row of a file brought from this remote file, if one committed.
+    fn remote_ledger(&mut self, key: &RemoteKey) -> Result<Option<i64>>;
+    /// Moves a remote file on to `state`, with the last disposal error (or none).
+    fn remote_mark(
+        &mut self,
+        key: &RemoteKey,
+        state: RemoteState,
+        error: Option<&str>,
+    ) -> Result<()>;
 }
 
 /// The writer's connection: the only one that stores files and records.

@@ -6,6 +6,7 @@
 #[macro_use]
 mod harness;
 mod pg;
+mod sshd;
 
 mod crash;
 mod dashboards;
@@ -20,6 +21,7 @@ mod names;
 mod operations;
 mod places;
 mod postgres;
+mod remote;
 mod retention;
 mod run;
 mod typed;

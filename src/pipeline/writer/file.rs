@@ -52,6 +52,10 @@ fn new_file<'m>(
         hashed_at: meta.hashed_at.as_deref(),
         finished_at: now,
         worker,
+        remote: match &meta.source {
+            Source::Claimed(c) => c.origin.as_deref(),
+            Source::Kept(_) => None,
+        },
     }
 }
 

@@ -84,7 +84,12 @@ pub fn insert(c: &mut Client, f: &NewFile<'_>) -> Result<i64> {
     let offset = e.and_then(|e| e.offset).map(|v| v as i64);
     let field = e.and_then(|e| e.field.as_deref());
     let rejected = f.rejected as i64;
-    let params: [&(dyn ToSql + Sync); 22] = [
+    let (remote_source, remote_path, remote_version) = (
+        f.remote.map(|r| r.source.as_str()),
+        f.remote.map(|r| r.path.as_str()),
+        f.remote.map(|r| r.version.as_str()),
+    );
+    let params: [&(dyn ToSql + Sync); 25] = [
         &f.path,
         &f.source,
         &f.claim,
@@ -107,14 +112,18 @@ pub fn insert(c: &mut Client, f: &NewFile<'_>) -> Result<i64> {
         &f.finished_at,
         &f.worker,
         &rejected,
+        &remote_source,
+        &remote_path,
+        &remote_version,
     ];
     let row = c.query_one(
         "INSERT INTO files (path, source, claim, sha256, size, state, dataset, format, \
          duplicate_of, error_kind, error_stage, error_message, error_line, error_offset, \
-         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker, rejected) \
+         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker, rejected, \
+         remote_source, remote_path, remote_version) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18::text::timestamptz, $19::text::timestamptz, $20::text::timestamptz, $21, $22) \
-         RETURNING id",
+         $18::text::timestamptz, $19::text::timestamptz, $20::text::timestamptz, $21, $22, $23, \
+         $24, $25) RETURNING id",
         &params,
     )?;
     Ok(row.get(0))

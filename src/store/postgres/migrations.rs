@@ -206,6 +206,28 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE ferry_key_slices ALTER COLUMN data SET STORAGE EXTERNAL;
     ALTER TABLE files ADD COLUMN updated_records bigint NOT NULL DEFAULT 0;
     "#,
+    // 6: remote sources (`[[source]]`): which remote file a ledger row came from, and one
+    // claim per remote file and version, shared by every host (held by its owner until its
+    // file committed, then what `after` says, then finished).
+    r#"
+    ALTER TABLE files ADD COLUMN remote_source text;
+    ALTER TABLE files ADD COLUMN remote_path text;
+    ALTER TABLE files ADD COLUMN remote_version text;
+    CREATE INDEX files_remote ON files (remote_source, remote_path, remote_version)
+        WHERE remote_source IS NOT NULL;
+    CREATE TABLE ferry_remote (
+        source     text NOT NULL,
+        path       text NOT NULL,
+        version    text NOT NULL,
+        state      text NOT NULL CHECK (state IN ('claimed', 'loaded', 'finished')),
+        owner      text,
+        claimed_at timestamptz NOT NULL,
+        changed_at timestamptz NOT NULL,
+        claims     bigint NOT NULL DEFAULT 1,
+        error      text,
+        PRIMARY KEY (source, path, version)
+    );
+    "#,
 ];
 
 /// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side

@@ -25,6 +25,7 @@ mod ledger;
 mod migrations;
 mod registry;
 mod rekey;
+mod remote;
 mod retention;
 mod session;
 mod tables;
@@ -367,6 +368,32 @@ impl Store for PgStore {
                 &[&LOCK_CLASS, &key.dataset, &key.target],
             )?
             .get(0))
+    }
+
+    fn remote_files(&mut self, source: &str) -> Result<Vec<crate::store::RemoteRow>> {
+        remote::files(&mut self.c, source)
+    }
+    fn remote_claim(
+        &mut self,
+        key: &crate::store::RemoteKey,
+        owner: &str,
+        dead: Option<&str>,
+    ) -> Result<bool> {
+        remote::claim(&mut self.c, key, owner, dead)
+    }
+    fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
+        remote::release(&mut self.c, key, owner)
+    }
+    fn remote_ledger(&mut self, key: &crate::store::RemoteKey) -> Result<Option<i64>> {
+        remote::ledger(&mut self.c, key)
+    }
+    fn remote_mark(
+        &mut self,
+        key: &crate::store::RemoteKey,
+        state: crate::store::RemoteState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        remote::mark(&mut self.c, key, state, error)
     }
 }
 

@@ -70,9 +70,10 @@ pub fn insert(conn: &Connection, f: &NewFile<'_>) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO files (path, source, claim, sha256, size, state, dataset, format, \
          duplicate_of, error_kind, error_stage, error_message, error_line, error_offset, \
-         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker, rejected) \
+         error_field, attempt, retry_of, received_at, hashed_at, finished_at, worker, rejected, \
+         remote_source, remote_path, remote_version) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-         ?17, ?18, ?19, ?20, ?21, ?22)",
+         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
     )?
     .execute(rusqlite::params![
         f.path,
@@ -97,6 +98,9 @@ pub fn insert(conn: &Connection, f: &NewFile<'_>) -> Result<i64> {
         f.finished_at,
         f.worker,
         f.rejected as i64,
+        f.remote.map(|r| r.source.as_str()),
+        f.remote.map(|r| r.path.as_str()),
+        f.remote.map(|r| r.version.as_str()),
     ])?;
     Ok(conn.last_insert_rowid())
 }
@@ -350,6 +354,7 @@ mod tests {
             hashed_at: Some(&t),
             finished_at: &t,
             worker: "w",
+            remote: None,
         };
         let id = insert(&conn, &base).unwrap();
         // A second ingest of the same content for the same dataset is refused by the ledger.

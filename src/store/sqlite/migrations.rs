@@ -166,6 +166,28 @@ pub const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE files ADD COLUMN updated_records INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 9: remote sources (`[[source]]`): which remote file a ledger row came from, and one
+    // claim per remote file and version (held by its owner until its file committed, then
+    // what `after` says, then finished).
+    r#"
+    ALTER TABLE files ADD COLUMN remote_source TEXT;
+    ALTER TABLE files ADD COLUMN remote_path TEXT;
+    ALTER TABLE files ADD COLUMN remote_version TEXT;
+    CREATE INDEX files_remote ON files (remote_source, remote_path, remote_version)
+        WHERE remote_source IS NOT NULL;
+    CREATE TABLE ferry_remote (
+        source     TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('claimed', 'loaded', 'finished')),
+        owner      TEXT,                -- the claim's owner token while claimed
+        claimed_at TEXT NOT NULL,
+        changed_at TEXT NOT NULL,
+        claims     INTEGER NOT NULL DEFAULT 1, -- how many times it was claimed (taken over)
+        error      TEXT,                -- the last failed disposal (`after`)
+        PRIMARY KEY (source, path, version)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -11,6 +11,7 @@ mod ledger;
 mod migrations;
 mod registry;
 mod rekey;
+mod remote;
 mod retention;
 mod tables;
 
@@ -231,6 +232,32 @@ impl Store for SqliteStore {
     }
     fn watermark(&mut self, key: &TargetKey) -> Result<i64> {
         export::watermark(&self.conn, key)
+    }
+
+    fn remote_files(&mut self, source: &str) -> Result<Vec<crate::store::RemoteRow>> {
+        remote::files(&self.conn, source)
+    }
+    fn remote_claim(
+        &mut self,
+        key: &crate::store::RemoteKey,
+        owner: &str,
+        dead: Option<&str>,
+    ) -> Result<bool> {
+        remote::claim(&self.conn, key, owner, dead)
+    }
+    fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
+        remote::release(&self.conn, key, owner)
+    }
+    fn remote_ledger(&mut self, key: &crate::store::RemoteKey) -> Result<Option<i64>> {
+        remote::ledger(&self.conn, key)
+    }
+    fn remote_mark(
+        &mut self,
+        key: &crate::store::RemoteKey,
+        state: crate::store::RemoteState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        remote::mark(&self.conn, key, state, error)
     }
 }
 

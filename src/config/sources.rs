@@ -1,0 +1,396 @@
+//! `[[source]]`: remote places ferry pulls files from (R-remote). Resolved here into
+//! `SourceSpec`: the URL split and checked, where its files land under `incoming/`, readiness
+//! and disposal settings, and where each secret comes from — the environment or a file, never
+//! the TOML itself.
+
+use super::values::{Dur, Pattern};
+use crate::exit::ExitError;
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The protocols a source may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Sftp,
+}
+
+/// What happens to a remote file once its file committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    /// Left where it is (the default): its claim in the store keeps it from loading again.
+    Keep,
+    Delete,
+    /// Moved into this folder on the remote (its subfolders kept below it).
+    Move(String),
+}
+
+/// A remote source, resolved.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub name: String,
+    pub scheme: Scheme,
+    /// The URL without secrets, for messages and the ledger.
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The remote folder (or prefix) files are listed under.
+    pub path: String,
+    /// The folder under `incoming/` whose dataset rules judge its files.
+    pub into: String,
+    pub matcher: Option<GlobMatcher>,
+    pub pattern: Option<String>,
+    pub after: After,
+    pub poll: Duration,
+    /// Parallel downloads.
+    pub connections: usize,
+    /// How long size and modification time must stay unchanged between listings.
+    pub settle: Option<Duration>,
+    /// How deep folders below `path` are walked.
+    pub depth: usize,
+    pub timeout: Duration,
+    /// SFTP: a private key file, its passphrase's environment variable, a password's.
+    pub identity_file: Option<PathBuf>,
+    pub identity_passphrase_env: Option<String>,
+    pub password_env: Option<String>,
+    /// SFTP: an OpenSSH known_hosts file, or the host key's `SHA256:` fingerprint.
+    pub known_hosts: Option<PathBuf>,
+    pub host_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    name: String,
+    url: String,
+    into: Option<String>,
+    #[serde(rename = "match")]
+    pattern: Option<Pattern>,
+    after: Option<String>,
+    poll: Option<Dur>,
+    connections: Option<usize>,
+    settle: Option<Dur>,
+    depth: Option<usize>,
+    timeout: Option<Dur>,
+    identity_file: Option<PathBuf>,
+    identity_passphrase_env: Option<String>,
+    password_env: Option<String>,
+    known_hosts: Option<PathBuf>,
+    host_key: Option<String>,
+    // Secrets written into the file are refused with the reason (never read).
+    password: Option<toml::Value>,
+    identity_passphrase: Option<toml::Value>,
+    passphrase: Option<toml::Value>,
+    secret_key: Option<toml::Value>,
+    access_key: Option<toml::Value>,
+}
+
+const MAX_CONNECTIONS: usize = 64;
+const MAX_DEPTH: usize = 64;
+
+/// Resolves every `[[source]]`; names are unique (case-insensitive), and so is where each lands.
+pub(super) fn resolve(raw: &[RawSource], show: &str) -> Result<Vec<SourceSpec>, ExitError> {
+    let mut out: Vec<SourceSpec> = Vec::new();
+    for r in raw {
+        let bad = |why: String| ExitError::Usage(format!("{show}: source {:?}: {why}", r.name));
+        let spec = r.resolve().map_err(bad)?;
+        if let Some(other) = out.iter().find(|o| o.name.eq_ignore_ascii_case(&spec.name)) {
+            return Err(bad(format!(
+                "a source named {:?} is already defined",
+                other.name
+            )));
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+impl RawSource {
+    fn resolve(&self) -> Result<SourceSpec, String> {
+        let name = self.name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err("a source's name is 1 to 64 letters, digits, '-' or '_'".into());
+        }
+        for (key, v) in [
+            ("password", &self.password),
+            ("identity_passphrase", &self.identity_passphrase),
+            ("passphrase", &self.passphrase),
+            ("secret_key", &self.secret_key),
+            ("access_key", &self.access_key),
+        ] {
+            if v.is_some() {
+                return Err(format!(
+                    "{key}: secrets are never read from ferry.toml (it is copied, committed and \
+                     shown); name an environment variable instead, e.g. {key}_env = \"ACME_{}\"",
+                    key.to_uppercase()
+                ));
+            }
+        }
+        let url = Url::parse(&self.url)?;
+        let into = self.into.clone().unwrap_or_else(|| name.to_string());
+        let into = into.trim_matches('/').to_string();
+        if into.is_empty()
+            || into
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with('.'))
+            || into.contains(['\\', '\0'])
+        {
+            return Err(format!(
+                "into = {into:?}: a folder under incoming/ (no '..', no hidden or empty parts)"
+            ));
+        }
+        let matcher = match &self.pattern {
+            Some(p) => Some(
+                Glob::new(&p.0)
+                    .map_err(|e| format!("match: {e}"))?
+                    .compile_matcher(),
+            ),
+            None => None,
+        };
+        let after = match self.after.as_deref().unwrap_or("keep") {
+            "keep" => After::Keep,
+            "delete" => After::Delete,
+            m if m.starts_with("move:") => {
+                let to = m["move:".len()..].trim_end_matches('/').to_string();
+                if to.is_empty() || to.split('/').any(|c| c == "..") || to.contains('\0') {
+                    return Err(format!("after = {m:?}: move:<remote folder>, without '..'"));
+                }
+                After::Move(to)
+            }
+            other => {
+                return Err(format!(
+                    "after = {other:?}: one of \"keep\", \"delete\", \"move:<remote folder>\""
+                ))
+            }
+        };
+        let poll = self.poll.map_or(Duration::from_secs(30), |d| d.0);
+        if poll < Duration::from_millis(100) || poll > Duration::from_secs(86_400) {
+            return Err(format!("poll = {poll:?}: between 100ms and 1d"));
+        }
+        let connections = self.connections.unwrap_or(4);
+        if connections == 0 || connections > MAX_CONNECTIONS {
+            return Err(format!(
+                "connections = {connections}: between 1 and {MAX_CONNECTIONS}"
+            ));
+        }
+        let depth = self.depth.unwrap_or(16);
+        if depth > MAX_DEPTH {
+            return Err(format!("depth = {depth}: at most {MAX_DEPTH}"));
+        }
+        let timeout = self.timeout.map_or(Duration::from_secs(30), |d| d.0);
+        if timeout < Duration::from_secs(1) {
+            return Err(format!("timeout = {timeout:?}: at least 1s"));
+        }
+        for (key, v) in [
+            ("identity_passphrase_env", &self.identity_passphrase_env),
+            ("password_env", &self.password_env),
+        ] {
+            if v.as_deref().is_some_and(|v| {
+                v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }) {
+                return Err(format!("{key}: the name of an environment variable"));
+            }
+        }
+        if self.identity_file.is_none() && self.password_env.is_none() {
+            return Err(
+                "an SFTP source logs in with identity_file (a private key) or password_env".into(),
+            );
+        }
+        if let Some(k) = &self.host_key {
+            if !k.starts_with("SHA256:") || k.len() < 20 {
+                return Err(format!(
+                    "host_key = {k:?}: the key's fingerprint as `ssh-keygen -lf` prints it \
+                     (SHA256:…)"
+                ));
+            }
+        }
+        let known_hosts = match (&self.known_hosts, &self.host_key) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(_)) => None,
+            // As OpenSSH does: the user's own known_hosts, with strict checking.
+            (None, None) => {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
+            }
+        };
+        let settle = self.settle.map(|d| d.0);
+        Ok(SourceSpec {
+            name: name.to_string(),
+            scheme: url.scheme,
+            url: url.shown(),
+            host: url.host,
+            port: url.port,
+            user: url.user,
+            path: url.path,
+            into,
+            matcher,
+            pattern: self.pattern.as_ref().map(|p| p.0.clone()),
+            after,
+            poll,
+            connections,
+            settle,
+            depth,
+            timeout,
+            identity_file: self.identity_file.clone(),
+            identity_passphrase_env: self.identity_passphrase_env.clone(),
+            password_env: self.password_env.clone(),
+            known_hosts,
+            host_key: self.host_key.clone(),
+        })
+    }
+}
+
+/// The URL with any password in it replaced by `***`, for messages.
+fn redacted(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[end..])
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// A source URL: `sftp://user@host:port/path`.
+#[derive(Debug, PartialEq)]
+struct Url {
+    scheme: Scheme,
+    user: String,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl Url {
+    fn parse(s: &str) -> Result<Url, String> {
+        let shown = redacted(s);
+        let bad = |why: &str| format!("url = {shown:?}: {why}");
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| bad("not a URL like sftp://user@host/folder"))?;
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "sftp" => Scheme::Sftp,
+            "ftp" | "ftps" | "s3" => {
+                return Err(bad(&format!(
+                    "{scheme}:// sources are not supported by this ferry yet (sftp:// is)"
+                )))
+            }
+            other => return Err(bad(&format!("unknown scheme {other:?} (use sftp://)"))),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if userinfo.is_some_and(|u| u.contains(':')) {
+            return Err(bad(
+                "a password in the URL is refused (it would be copied with the file); use \
+                 password_env",
+            ));
+        }
+        let user = userinfo
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| bad("name the user: sftp://user@host/folder"))?
+            .to_string();
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("an IPv6 address needs its closing ']'"))?;
+            (h.to_string(), after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None => 22,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad(&format!("{p:?} is not a port")))?,
+        };
+        let path = path.trim_end_matches('/');
+        let path = if path.is_empty() { "/" } else { path };
+        if path.split('/').any(|c| c == "..") || path.contains(['\0', '?', '#']) {
+            return Err(bad("the folder may not hold '..', '?', '#' or NUL"));
+        }
+        Ok(Url {
+            scheme,
+            user,
+            host,
+            port,
+            path: path.to_string(),
+        })
+    }
+
+    fn shown(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("sftp://{}@{host}:{}{}", self.user, self.port, self.path)
+    }
+}
+
+/// A resolved SFTP source for unit tests elsewhere.
+#[cfg(test)]
+pub fn sftp_source(name: &str) -> SourceSpec {
+    let raw: RawSource = toml::from_str(&format!(
+        "name = \"{name}\"\nurl = \"sftp://u@h/x\"\npassword_env = \"P\"\n\
+         host_key = \"SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"\n"
+    ))
+    .unwrap();
+    raw.resolve().unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_split_and_secrets_refused() {
+        let u = Url::parse("sftp://ferry@sftp.acme.example:2222/outbound/").unwrap();
+        assert_eq!(
+            (u.user.as_str(), u.host.as_str(), u.port, u.path.as_str()),
+            ("ferry", "sftp.acme.example", 2222, "/outbound")
+        );
+        let u = Url::parse("sftp://a@[::1]/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 22));
+        assert_eq!(u.shown(), "sftp://a@[::1]:22/x");
+        let e = Url::parse("sftp://ferry:hunter2@host/x").unwrap_err();
+        assert!(
+            !e.contains("hunter2") && e.contains("ferry:***@host"),
+            "{e}"
+        );
+        for bad in [
+            "sftp://ferry:hunter2@host/x",
+            "sftp://host/x",
+            "sftp://a@host:0/x",
+            "sftp://a@host/../etc",
+            "http://a@host/x",
+            "ftp://a@host/x",
+            "host/x",
+        ] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

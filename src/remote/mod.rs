@@ -1,0 +1,124 @@
+//! Remote sources (`[[source]]`, R-remote): places partners' files live that ferry pulls from.
+//!
+//! One seam for "a place files live" (`Place`: list, stat, read, rename, remove), implemented
+//! by SFTP (`sftp`). `pull` is the fetch protocol on top of it: list, judge readiness, claim
+//! each remote file and version in the store (one claim across hosts), download into the spool,
+//! verify, hand the file to the pipeline as a claim of this process, and once its file
+//! committed do what `after` says.
+
+pub mod pull;
+mod sftp;
+
+use crate::config::{Scheme, SourceSpec};
+use crate::spool::RelPath;
+use anyhow::Result;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// A remote file as listed: its path below the source's folder (`/`-separated), size,
+/// modification time (seconds) and version (what changes when its content may have).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub path: String,
+    pub size: u64,
+    pub mtime: i64,
+    pub version: String,
+}
+
+/// A place files live, reached through one connection.
+pub trait Place: Send {
+    /// Every regular file below the source's folder (walked at most `depth` folders down);
+    /// what cannot be listed or is not a regular file goes to `problems` with the reason.
+    fn list(
+        &mut self,
+        out: &mut Vec<RemoteFile>,
+        problems: &mut Vec<(String, String)>,
+    ) -> Result<()>;
+    /// The file at `path` now (`None`: gone, or not a regular file).
+    fn stat(&mut self, path: &str) -> Result<Option<RemoteFile>>;
+    /// Streams the file into `into`; returns the bytes it had. Stops once more than `limit`
+    /// came (the file is growing).
+    fn read(&mut self, path: &str, into: &mut dyn Write, limit: u64) -> Result<u64>;
+    /// Moves a file (folders of `to` are made as needed); `to` relative to the source's
+    /// folder, or absolute.
+    fn rename(&mut self, from: &str, to: &str) -> Result<()>;
+    fn remove(&mut self, path: &str) -> Result<()>;
+}
+
+/// A refusal to go on with a source that retrying cannot fix: a host key unknown or changed, a
+/// login refused, a secret missing. `run` exits 2.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Opens a connection to a source.
+pub fn connect(spec: &SourceSpec) -> Result<Box<dyn Place>> {
+    match spec.scheme {
+        Scheme::Sftp => Ok(Box::new(sftp::SftpPlace::connect(spec)?)),
+    }
+}
+
+/// The longest name a local folder holds.
+const NAME_MAX: usize = 255;
+
+/// Where a remote file lands under `incoming/`: the source's `into` folder, then the remote
+/// path's own folders. A name that cannot be a safe local name (`..`, `.`, empty parts, a
+/// backslash, NUL, a control character, over 255 bytes) is refused with the reason: remote
+/// names never build a path outside the spool.
+pub fn local_rel(spec: &SourceSpec, path: &str) -> Result<RelPath, String> {
+    let mut out = PathBuf::from(&spec.into);
+    for part in path.split('/') {
+        let why = if part.is_empty() {
+            Some("an empty part (a '//' or a leading or trailing '/')")
+        } else if part == "." || part == ".." {
+            Some("a '.' or '..' part")
+        } else if part.contains('\\') {
+            Some("a backslash (a folder separator elsewhere)")
+        } else if part.chars().any(char::is_control) {
+            Some("a control character")
+        } else if part.len() > NAME_MAX {
+            Some("a part longer than 255 bytes")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(format!("the remote name has {why}; it is not fetched"));
+        }
+        out.push(part);
+    }
+    RelPath::from_relative(&out).ok_or_else(|| "not a relative name".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_names_never_leave_the_source_folder() {
+        let spec = crate::config::tests_support::sftp_source("acme");
+        assert_eq!(
+            local_rel(&spec, "2026/orders.csv").unwrap().display(),
+            "acme/2026/orders.csv"
+        );
+        for bad in [
+            "../etc/passwd",
+            "a/../../b",
+            "/abs",
+            "a//b",
+            "a/",
+            "a\\..\\b",
+            "a\0b",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
+            assert!(local_rel(&spec, bad).is_err(), "{bad:?}");
+        }
+    }
+}

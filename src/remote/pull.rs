@@ -1,0 +1,533 @@
+//! The fetch protocol: each remote file and version is loaded once, across hosts.
+//!
+//! 1. **List** the source (`Place::list`); names that cannot be fetched safely, links and
+//!    folders too deep are noted, not fetched.
+//! 2. **Judge readiness** as for local files: temp names and hidden names are skipped, a
+//!    `done_marker` must be listed beside the file, and size and modification time must be the
+//!    same in a second listing `settle` later.
+//! 3. **Claim** the file's `(source, path, version)` in the store under this process's owner
+//!    token. A claim held by a live owner (this host or another) is left alone; one whose owner
+//!    died is taken over (one conditional update decides); a version already loaded is never
+//!    downloaded again.
+//! 4. **Download** into `processing/.fetch/`, streaming; the bytes received must be the listed
+//!    size and the file, stat'ed again, still the same version — else the download is
+//!    discarded and the claim dropped, nothing recorded, and the next listing judges it again.
+//! 5. **Hand over**: the download becomes a claim of this process in `processing/`, as if it
+//!    had been dropped at `incoming/<into>/<remote path>`, and goes through the pipeline like
+//!    any file (dataset rules, content identity, parse, store, archive). Its ledger row names
+//!    the source, remote path and version.
+//! 6. **After the commit** (`finish`): a file whose ledger row committed is `loaded`, then
+//!    disposed of as `after` says (only if the remote file is still that version) and
+//!    `finished`; a disposal that fails is retried at the next pull and never loads the file
+//!    again. A file that did not commit (put back) has its claim dropped.
+//!
+//! A process that dies holding claims: its downloads in `processing/` are recovered like any
+//! claim (content identity makes the re-download that follows a duplicate), and its claims in
+//! the store are taken over once its owner is dead.
+
+use super::{connect, local_rel, Place, Refused, RemoteFile};
+use crate::config::{After, Config, SourceSpec};
+use crate::events::{Event, Summary};
+use crate::pipeline::{Pipeline, Session, Work};
+use crate::shutdown::Shutdown;
+use crate::store::{RemoteKey, RemoteRow, RemoteState, Store};
+use anyhow::{Context, Result};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a pull handed to the pipeline, and what went wrong with whole sources.
+#[derive(Default)]
+pub struct Pull {
+    fetched: Vec<(Arc<SourceSpec>, Vec<RemoteKey>)>,
+    /// Sources refused for good (host key, login, a missing secret): `run` exits 2.
+    pub refused: Vec<String>,
+    /// Sources that could not be pulled this time (unreachable, a listing that failed).
+    pub failed: Vec<String>,
+}
+
+impl Pull {
+    /// How many remote files were handed to the pipeline.
+    pub fn fetched(&self) -> usize {
+        self.fetched.iter().map(|(_, k)| k.len()).sum()
+    }
+}
+
+/// Pulls every source (or the one named) once: list, claim, download, hand over. Each source
+/// on its own: one that fails is reported and the others go on.
+pub fn pull(
+    session: &Session,
+    pipeline: &Pipeline,
+    stop: &Shutdown,
+    only: Option<&str>,
+    summary: &mut Summary,
+) -> Result<Pull> {
+    let cfg = &session.cfg;
+    let mut out = Pull::default();
+    let sources: Vec<&Arc<SourceSpec>> = cfg
+        .sources
+        .iter()
+        .filter(|s| only.is_none_or(|o| s.name == o))
+        .collect();
+    if sources.is_empty() {
+        return Ok(out);
+    }
+    let mut store = crate::store::open(&cfg.store)?;
+    for spec in sources {
+        if stop.is_triggered() {
+            break;
+        }
+        match pull_source(session, pipeline, stop, spec, &mut *store, summary) {
+            Ok(keys) => out.fetched.push((spec.clone(), keys)),
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::error!(source = %spec.name, error = %why, "cannot pull this source");
+                Event::Left {
+                    path: &format!("{} ({})", spec.name, spec.url),
+                    why: &why,
+                }
+                .emit(summary);
+                if e.downcast_ref::<Refused>().is_some() {
+                    out.refused.push(format!("source {}: {why}", spec.name));
+                } else {
+                    out.failed.push(format!("source {}: {why}", spec.name));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A remote file ready to be fetched, and the owner whose claim it takes over, if any.
+struct Ready {
+    file: RemoteFile,
+    rel: crate::spool::RelPath,
+    dead: Option<String>,
+}
+
+fn pull_source(
+    session: &Session,
+    pipeline: &Pipeline,
+    stop: &Shutdown,
+    spec: &Arc<SourceSpec>,
+    store: &mut dyn Store,
+    summary: &mut Summary,
+) -> Result<Vec<RemoteKey>> {
+    let cfg = &session.cfg;
+    let owner = session
+        .owner
+        .as_ref()
+        .context("pulling a source needs a claim identity")?;
+    let mut place = connect(spec)?;
+    let known: HashMap<(String, String), RemoteRow> = store
+        .remote_files(&spec.name)?
+        .into_iter()
+        .map(|r| ((r.key.path.clone(), r.key.version.clone()), r))
+        .collect();
+    // Disposals an earlier pull could not finish.
+    for row in known.values().filter(|r| r.state == RemoteState::Loaded) {
+        dispose(cfg, &mut *place, store, spec, &row.key);
+    }
+    let (listed, problems) = list(&mut *place)?;
+    for (path, why) in problems {
+        note(summary, spec, &path, &why);
+    }
+    let names: HashSet<&str> = listed.iter().map(|f| f.path.as_str()).collect();
+    let mut ready = Vec::new();
+    for f in &listed {
+        if !wanted(cfg, spec, f, &names) {
+            continue;
+        }
+        let rel = match local_rel(spec, &f.path) {
+            Ok(r) => r,
+            Err(why) => {
+                note(summary, spec, &f.path, &why);
+                continue;
+            }
+        };
+        let key = key_of(spec, f);
+        let dead = match known.get(&(f.path.clone(), f.version.clone())) {
+            None => None,
+            Some(r) if r.state != RemoteState::Claimed => continue,
+            Some(r) => {
+                let holder = r.owner.clone().unwrap_or_default();
+                if holder == owner.token()
+                    || !session.liveness.any_dead(std::slice::from_ref(&holder))?
+                {
+                    continue;
+                }
+                // Its owner died: if its file committed, only the disposal is left.
+                if store.remote_ledger(&key)?.is_some() {
+                    store.remote_mark(&key, RemoteState::Loaded, None)?;
+                    dispose(cfg, &mut *place, store, spec, &key);
+                    continue;
+                }
+                Some(holder)
+            }
+        };
+        ready.push(Ready {
+            file: f.clone(),
+            rel,
+            dead,
+        });
+    }
+    let ready = settled(cfg, spec, &mut *place, ready, stop)?;
+    let mut queue = VecDeque::new();
+    for r in ready {
+        let key = key_of(spec, &r.file);
+        if store.remote_claim(&key, owner.token(), r.dead.as_deref())? {
+            queue.push_back(r);
+        }
+    }
+    let outcomes = fetch_all(session, pipeline, stop, spec, place, queue.len(), queue);
+    let mut fetched = Vec::new();
+    for (key, result) in outcomes {
+        match result {
+            Ok(()) => fetched.push(key),
+            Err(e) => {
+                store.remote_release(&key, owner.token())?;
+                note(summary, spec, &key.path, &format!("{e:#}"));
+            }
+        }
+    }
+    Ok(fetched)
+}
+
+/// What `config check` shows of a source: one listing judged as a pull would (no wait for
+/// settling, nothing claimed or downloaded).
+pub struct Survey {
+    pub listed: usize,
+    /// Files a pull would fetch (once they are quiet for `settle`).
+    pub ready: Vec<String>,
+    /// Files already loaded (this version).
+    pub loaded: usize,
+    pub problems: Problems,
+}
+
+pub fn survey(
+    cfg: &Config,
+    spec: &SourceSpec,
+    store: Option<&mut Box<dyn Store>>,
+) -> Result<Survey> {
+    let mut place = connect(spec)?;
+    let known: HashSet<(String, String)> = match store {
+        Some(s) => s
+            .remote_files(&spec.name)?
+            .into_iter()
+            .map(|r| (r.key.path, r.key.version))
+            .collect(),
+        None => HashSet::new(),
+    };
+    let (listed, mut problems) = list(&mut *place)?;
+    let names: HashSet<&str> = listed.iter().map(|f| f.path.as_str()).collect();
+    let mut out = Survey {
+        listed: listed.len(),
+        ready: Vec::new(),
+        loaded: 0,
+        problems: Vec::new(),
+    };
+    for f in &listed {
+        if !wanted(cfg, spec, f, &names) {
+            continue;
+        }
+        if let Err(why) = local_rel(spec, &f.path) {
+            problems.push((f.path.clone(), why));
+        } else if known.contains(&(f.path.clone(), f.version.clone())) {
+            out.loaded += 1;
+        } else {
+            out.ready.push(f.path.clone());
+        }
+    }
+    out.problems = problems;
+    Ok(out)
+}
+
+fn key_of(spec: &SourceSpec, f: &RemoteFile) -> RemoteKey {
+    RemoteKey {
+        source: spec.name.clone(),
+        path: f.path.clone(),
+        version: f.version.clone(),
+    }
+}
+
+fn note(summary: &mut Summary, spec: &SourceSpec, path: &str, why: &str) {
+    Event::Left {
+        path: &format!("{}:{path}", spec.name),
+        why,
+    }
+    .emit(summary);
+}
+
+/// What cannot be fetched, with the reason: (remote path, why).
+type Problems = Vec<(String, String)>;
+
+fn list(place: &mut dyn Place) -> Result<(Vec<RemoteFile>, Problems)> {
+    let (mut files, mut problems) = (Vec::new(), Vec::new());
+    place.list(&mut files, &mut problems)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((files, problems))
+}
+
+/// Whether a listed file is one to fetch: matched by `match`, not a temp, hidden or marker
+/// name, and with its done marker listed beside it when the config asks for one.
+fn wanted(cfg: &Config, spec: &SourceSpec, f: &RemoteFile, names: &HashSet<&str>) -> bool {
+    if spec.matcher.as_ref().is_some_and(|m| !m.is_match(&f.path)) {
+        return false;
+    }
+    let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+    if f.path.split('/').any(|p| p.starts_with('.')) || cfg.rules.ignored(name).is_some() {
+        return false;
+    }
+    match &cfg.rules.done_marker {
+        Some(m) => names.contains(format!("{}{m}", f.path).as_str()),
+        None => true,
+    }
+}
+
+/// The files still the same (size and modification time) in a listing `settle` after the
+/// first; the others are judged again at the next pull.
+fn settled(
+    cfg: &Config,
+    spec: &SourceSpec,
+    place: &mut dyn Place,
+    ready: Vec<Ready>,
+    stop: &Shutdown,
+) -> Result<Vec<Ready>> {
+    let settle = spec.settle.unwrap_or(cfg.rules.settle);
+    if ready.is_empty() || settle.is_zero() {
+        return Ok(ready);
+    }
+    let until = Instant::now() + settle;
+    while Instant::now() < until {
+        if stop.is_triggered() {
+            return Ok(Vec::new());
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+    }
+    let (again, _) = list(place)?;
+    let now: HashMap<&str, &RemoteFile> = again.iter().map(|f| (f.path.as_str(), f)).collect();
+    Ok(ready
+        .into_iter()
+        .filter(|r| now.get(r.file.path.as_str()) == Some(&&r.file))
+        .collect())
+}
+
+/// Downloads the queued files on up to `connections` connections (the first is `place`) and
+/// hands each to the pipeline; returns each file's outcome.
+fn fetch_all(
+    session: &Session,
+    pipeline: &Pipeline,
+    stop: &Shutdown,
+    spec: &Arc<SourceSpec>,
+    place: Box<dyn Place>,
+    n: usize,
+    queue: VecDeque<Ready>,
+) -> Vec<(RemoteKey, Result<()>)> {
+    let queue = Mutex::new(queue);
+    let results = Mutex::new(Vec::new());
+    let seq = AtomicU64::new(0);
+    let first = Mutex::new(Some(place));
+    let threads = spec.connections.min(n).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut place: Option<Box<dyn Place>> = first.lock().expect("not poisoned").take();
+                loop {
+                    let Some(r) = queue.lock().expect("not poisoned").pop_front() else {
+                        return;
+                    };
+                    let key = key_of(spec, &r.file);
+                    let result = if stop.is_triggered() || session.halted() {
+                        Err(anyhow::anyhow!("stopped before it was downloaded"))
+                    } else {
+                        let p = match place.take() {
+                            Some(p) => Ok(p),
+                            None => connect(spec),
+                        };
+                        p.and_then(|mut p| {
+                            let r = fetch(session, pipeline, &mut *p, &r, &key, &seq);
+                            // A connection that failed is not reused.
+                            if r.is_ok() {
+                                place = Some(p);
+                            }
+                            r
+                        })
+                    };
+                    results.lock().expect("not poisoned").push((key, result));
+                }
+            });
+        }
+    });
+    results.into_inner().expect("not poisoned")
+}
+
+/// One file: downloaded, verified, claimed into `processing/`, handed to the pipeline.
+fn fetch(
+    session: &Session,
+    pipeline: &Pipeline,
+    place: &mut dyn Place,
+    r: &Ready,
+    key: &RemoteKey,
+    seq: &AtomicU64,
+) -> Result<()> {
+    let cfg = &session.cfg;
+    let owner = session.owner.as_ref().context("no claim identity")?;
+    let dir = cfg.spool.processing.join(".fetch");
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(
+        "{}.{}.part",
+        owner.token(),
+        seq.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = download(place, &r.file, &tmp).and_then(|()| {
+        let claim = owner.claim_fetched(&cfg.spool, &tmp, &r.rel, Arc::new(key.clone()))?;
+        if !pipeline.submit(Work::Claimed {
+            claim,
+            attempt: 1,
+            retry_of: None,
+        }) {
+            // The pipeline stopped: the claim waits in processing/ for the next start.
+            tracing::warn!(path = %r.file.path, "the pipeline stopped before this download");
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("fetching {}", r.file.path))
+}
+
+/// Streams the remote file into `tmp` and checks it is complete and unchanged.
+fn download(place: &mut dyn Place, file: &RemoteFile, tmp: &Path) -> Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)?,
+    );
+    let got = place.read(&file.path, &mut out, file.size)?;
+    out.flush()?;
+    if got != file.size {
+        anyhow::bail!(
+            "{got} bytes came where the listing said {}: it changed while it was downloaded \
+             (it is fetched again once it settles)",
+            file.size
+        );
+    }
+    match place.stat(&file.path)? {
+        Some(now) if now == *file => Ok(()),
+        _ => anyhow::bail!(
+            "it changed (or went) while it was downloaded; it is fetched again once it settles"
+        ),
+    }
+}
+
+/// After the pipeline finished: each fetched file whose ledger row committed is loaded, then
+/// disposed of; one that did not commit has its claim dropped, to be judged again.
+pub fn finish(session: &Session, pull: &Pull) -> Result<()> {
+    if pull.fetched() == 0 {
+        return Ok(());
+    }
+    let cfg = &session.cfg;
+    let owner = session.owner.as_ref().context("no claim identity")?;
+    let mut store = crate::store::open(&cfg.store)?;
+    for (spec, keys) in &pull.fetched {
+        let mut place: Option<Box<dyn Place>> = None;
+        for key in keys {
+            if store.remote_ledger(key)?.is_none() {
+                store.remote_release(key, owner.token())?;
+                continue;
+            }
+            store.remote_mark(key, RemoteState::Loaded, None)?;
+            if spec.after == After::Keep {
+                store.remote_mark(key, RemoteState::Finished, None)?;
+                continue;
+            }
+            if place.is_none() {
+                match connect(spec) {
+                    Ok(p) => place = Some(p),
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        tracing::warn!(source = %spec.name, error = %why,
+                            "cannot connect to dispose of loaded files; retried at the next pull");
+                        store.remote_mark(key, RemoteState::Loaded, Some(&why))?;
+                        continue;
+                    }
+                }
+            }
+            if let Some(p) = place.as_mut() {
+                dispose(cfg, &mut **p, &mut *store, spec, key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Does what `after` says with a loaded remote file — only while it is still the version that
+/// was loaded (a new upload under the same name is a new file, left for the next listing) —
+/// then marks it finished. A failure is recorded and retried at the next pull.
+fn dispose(
+    cfg: &Config,
+    place: &mut dyn Place,
+    store: &mut dyn Store,
+    spec: &SourceSpec,
+    key: &RemoteKey,
+) {
+    let result = (|| -> Result<()> {
+        let current = place.stat(&key.path)?;
+        if current.is_some_and(|f| f.version == key.version) {
+            match &spec.after {
+                After::Keep => {}
+                After::Delete => place.remove(&key.path)?,
+                After::Move(to) => place.rename(&key.path, &format!("{to}/{}", key.path))?,
+            }
+            if let (Some(m), false) = (&cfg.rules.done_marker, spec.after == After::Keep) {
+                let _ = place.remove(&format!("{}{m}", key.path));
+            }
+        }
+        Ok(())
+    })();
+    let marked = match result {
+        Ok(()) => store.remote_mark(key, RemoteState::Finished, None),
+        Err(e) => {
+            let why = format!("{e:#}");
+            tracing::warn!(source = %spec.name, path = %key.path, error = %why,
+                "cannot dispose of a loaded remote file; retried at the next pull");
+            store.remote_mark(key, RemoteState::Loaded, Some(&why))
+        }
+    };
+    if let Err(e) = marked {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "cannot record a remote file's disposal"
+        );
+    }
+}
+
+/// Where partial downloads go (`processing/.fetch/`): ignored by recovery (a dot folder);
+/// leftovers of dead owners are removed by `tidy`.
+pub fn tidy(cfg: &Config, session: &Session) {
+    let dir: PathBuf = cfg.spool.processing.join(".fetch");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(token) = name.split('.').next() else {
+            continue;
+        };
+        let mine = session.owner.as_ref().is_some_and(|o| o.token() == token);
+        if !mine
+            && session
+                .liveness
+                .any_dead(&[token.to_string()])
+                .unwrap_or(false)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

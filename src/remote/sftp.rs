@@ -1,0 +1,273 @@
+//! SFTP through libssh2 (`ssh2`): blocking, one session per connection, which fits ferry's
+//! threads. The host key is checked before anything else is sent: against an OpenSSH
+//! `known_hosts` file or a `SHA256:` fingerprint; unknown or changed is refused with the
+//! fingerprint seen.
+
+use super::{Place, Refused, RemoteFile};
+use crate::config::SourceSpec;
+use anyhow::{anyhow, Context, Result};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use ssh2::{CheckResult, ErrorCode, FileStat, KnownHostFileKind, Session, Sftp};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// SFTP status codes (draft-ietf-secsh-filexfer-02).
+const NO_SUCH_FILE: i32 = 2;
+
+pub struct SftpPlace {
+    sftp: Sftp,
+    /// Kept alive as long as the SFTP channel.
+    _session: Session,
+    base: String,
+    depth: usize,
+}
+
+/// `SHA256:<base64>`, as `ssh-keygen -lf` prints a key's fingerprint.
+fn fingerprint(key: &[u8]) -> String {
+    let digest = Sha256::digest(key);
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
+impl SftpPlace {
+    pub fn connect(spec: &SourceSpec) -> Result<SftpPlace> {
+        let addr = (spec.host.as_str(), spec.port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {}", spec.host))?
+            .next()
+            .ok_or_else(|| anyhow!("{} has no address", spec.host))?;
+        let tcp = TcpStream::connect_timeout(&addr, spec.timeout)
+            .with_context(|| format!("connecting to {}:{}", spec.host, spec.port))?;
+        let mut session = Session::new()?;
+        session.set_timeout(spec.timeout.as_millis().min(u32::MAX as u128) as u32);
+        session.set_tcp_stream(tcp);
+        session
+            .handshake()
+            .with_context(|| format!("SSH handshake with {}:{}", spec.host, spec.port))?;
+        check_host_key(&session, spec)?;
+        authenticate(&session, spec)?;
+        let sftp = session.sftp().context("starting SFTP")?;
+        Ok(SftpPlace {
+            sftp,
+            _session: session,
+            base: spec.path.clone(),
+            depth: spec.depth,
+        })
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        Path::new(&self.base).join(path)
+    }
+
+    fn walk(
+        &mut self,
+        rel: &str,
+        level: usize,
+        out: &mut Vec<RemoteFile>,
+        problems: &mut Vec<(String, String)>,
+    ) -> Result<()> {
+        let dir = self.full(rel);
+        let entries = match self.sftp.readdir(&dir) {
+            Ok(e) => e,
+            Err(e) if level > 0 => {
+                problems.push((rel.to_string(), format!("cannot list this folder: {e}")));
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("listing {}", dir.display()))),
+        };
+        for (path, stat) in entries {
+            let Some(name) = path.file_name() else {
+                continue;
+            };
+            let Some(name) = name.to_str() else {
+                problems.push((
+                    format!("{rel}/{}", name.to_string_lossy()),
+                    "the name is not UTF-8".into(),
+                ));
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let child = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if stat.is_dir() {
+                if level + 1 > self.depth {
+                    problems.push((child, format!("deeper than depth = {}", self.depth)));
+                } else {
+                    self.walk(&child, level + 1, out, problems)?;
+                }
+            } else if stat.is_file() {
+                out.push(file(child, &stat));
+            } else {
+                // Links and special files are never followed or read.
+                problems.push((child, "not a regular file (a link or special file)".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file(path: String, stat: &FileStat) -> RemoteFile {
+    let (size, mtime) = (stat.size.unwrap_or(0), stat.mtime.unwrap_or(0) as i64);
+    RemoteFile {
+        version: format!("{size}:{mtime}"),
+        path,
+        size,
+        mtime,
+    }
+}
+
+fn check_host_key(session: &Session, spec: &SourceSpec) -> Result<()> {
+    let (key, _) = session
+        .host_key()
+        .ok_or_else(|| anyhow!("the server sent no host key"))?;
+    let seen = fingerprint(key);
+    if let Some(want) = &spec.host_key {
+        if *want == seen {
+            return Ok(());
+        }
+        return Err(Refused(format!(
+            "the host key of {}:{} is {seen}, not the configured host_key {want}; nothing was \
+             downloaded",
+            spec.host, spec.port
+        ))
+        .into());
+    }
+    let file = spec
+        .known_hosts
+        .as_ref()
+        .ok_or_else(|| Refused("no known_hosts or host_key to check the server with".into()))?;
+    let mut known = session.known_hosts()?;
+    known
+        .read_file(file, KnownHostFileKind::OpenSSH)
+        .map_err(|e| Refused(format!("reading known_hosts {}: {e}", file.display())))?;
+    match known.check_port(&spec.host, spec.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::Mismatch => Err(Refused(format!(
+            "the host key of {}:{} CHANGED: the server now shows {seen}, which {} does not \
+             hold for it; nothing was downloaded",
+            spec.host,
+            spec.port,
+            file.display()
+        ))
+        .into()),
+        CheckResult::NotFound | CheckResult::Failure => Err(Refused(format!(
+            "the host key of {}:{} ({seen}) is not in {}; add it (ssh-keyscan, checked with \
+             the partner) or set host_key = \"{seen}\"; nothing was downloaded",
+            spec.host,
+            spec.port,
+            file.display()
+        ))
+        .into()),
+    }
+}
+
+fn secret(var: &str) -> Result<String> {
+    std::env::var(var)
+        .map_err(|_| Refused(format!("the environment variable {var} is not set")).into())
+}
+
+fn authenticate(session: &Session, spec: &SourceSpec) -> Result<()> {
+    let mut tried = Vec::new();
+    if let Some(key) = &spec.identity_file {
+        let passphrase = spec
+            .identity_passphrase_env
+            .as_deref()
+            .map(secret)
+            .transpose()?;
+        match session.userauth_pubkey_file(&spec.user, None, key, passphrase.as_deref()) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => tried.push(format!("the key {}", key.display())),
+            Err(e) => tried.push(format!("the key {} ({e})", key.display())),
+        }
+    }
+    if let Some(var) = &spec.password_env {
+        let password = secret(var)?;
+        match session.userauth_password(&spec.user, &password) {
+            Ok(()) if session.authenticated() => return Ok(()),
+            Ok(()) => tried.push(format!("the password in {var}")),
+            Err(e) => tried.push(format!("the password in {var} ({e})")),
+        }
+    }
+    Err(Refused(format!(
+        "{}@{}:{} refused the login with {}",
+        spec.user,
+        spec.host,
+        spec.port,
+        tried.join(" and ")
+    ))
+    .into())
+}
+
+impl Place for SftpPlace {
+    fn list(
+        &mut self,
+        out: &mut Vec<RemoteFile>,
+        problems: &mut Vec<(String, String)>,
+    ) -> Result<()> {
+        self.walk("", 0, out, problems)
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Option<RemoteFile>> {
+        match self.sftp.lstat(&self.full(path)) {
+            Ok(s) if s.is_file() => Ok(Some(file(path.to_string(), &s))),
+            Ok(_) => Ok(None),
+            Err(e) if e.code() == ErrorCode::SFTP(NO_SUCH_FILE) => Ok(None),
+            Err(e) => Err(anyhow!(e).context(format!("looking at {path}"))),
+        }
+    }
+
+    fn read(&mut self, path: &str, into: &mut dyn Write, limit: u64) -> Result<u64> {
+        let mut f = self
+            .sftp
+            .open(self.full(path))
+            .with_context(|| format!("opening {path}"))?;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0u64;
+        loop {
+            let got = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {path}"))?;
+            if got == 0 {
+                return Ok(n);
+            }
+            n += got as u64;
+            if n > limit {
+                // Growing while it is read: not finished after all.
+                return Ok(n);
+            }
+            into.write_all(&buf[..got])?;
+        }
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Result<()> {
+        let target = self.full(to);
+        // Folders of the target, as far as they are missing.
+        let mut dir = PathBuf::new();
+        if let Some(parent) = target.parent() {
+            for c in parent.components() {
+                dir.push(c);
+                if self.sftp.stat(&dir).is_err() {
+                    let _ = self.sftp.mkdir(&dir, 0o755);
+                }
+            }
+        }
+        self.sftp
+            .rename(&self.full(from), &target, None)
+            .with_context(|| format!("moving {from} to {}", target.display()))
+    }
+
+    fn remove(&mut self, path: &str) -> Result<()> {
+        self.sftp
+            .unlink(&self.full(path))
+            .with_context(|| format!("deleting {path}"))
+    }
+}

@@ -1,0 +1,238 @@
+//! Remote sources (R-remote) against a real OpenSSH server: files pulled over SFTP load once
+//! with their remote origin in the ledger, `after` acts only after the commit, host keys are
+//! verified, secrets never come from the config, remote names never leave the spool, and two
+//! processes pulling one folder take each file once.
+
+use crate::harness::*;
+use crate::sshd::Sshd;
+use std::fs;
+
+const ORDERS: &str = "[[dataset]]\nname = \"orders\"\nmatch = \"acme/**\"\n\
+                      columns = [{ name = \"id\", type = \"int\" }, { name = \"status\" }]\n";
+
+fn configure(s: &Spool, body: &str) {
+    fs::write(s.root.join("ferry.toml"), format!("{ORDERS}{body}")).unwrap();
+}
+
+/// Ledger rows of pulled files: (path, state, remote source, remote path).
+fn pulled(s: &Spool) -> Vec<Vec<Option<String>>> {
+    s.query(
+        "SELECT path, state, remote_source, remote_path FROM files \
+         WHERE remote_source IS NOT NULL ORDER BY id",
+    )
+}
+
+fn cell(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+both_stores! {
+    fn files_pulled_over_sftp_load_once_with_their_remote_origin() {
+        let sshd = Sshd::start();
+        let s = Spool::new();
+        configure(&s, &sshd.source("acme", ""));
+        sshd.put("a.csv", b"id,status\n1,new\n2,new\n");
+        sshd.put("2026/12/b.csv", b"id,status\n3,paid\n");
+        // Not fetched: a temp name and a hidden file.
+        sshd.put("c.csv.part", b"id,status\n9,partial\n");
+        sshd.put(".hidden.csv", b"id,status\n9,hidden\n");
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM orders"), 3);
+        assert_eq!(
+            pulled(&s),
+            vec![
+                vec![cell("acme/2026/12/b.csv"), cell("ingested"), cell("acme"), cell("2026/12/b.csv")],
+                vec![cell("acme/a.csv"), cell("ingested"), cell("acme"), cell("a.csv")],
+            ]
+        );
+        // Kept on the server (after = "keep"), and archived locally with its folders.
+        assert!(sshd.remote.join("a.csv").exists());
+        assert!(!s.leftover_inputs().iter().any(|p| p.contains("b.csv")));
+        // Pulled again: nothing is downloaded or recorded again.
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM files"), 2);
+        // A new version of a path (touched: same bytes) is downloaded and judged by content:
+        // a duplicate. New bytes under the same name load.
+        let a = sshd.remote.join("a.csv");
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        fs::File::options().write(true).open(&a).unwrap().set_modified(t).unwrap();
+        sshd.put("2026/12/b.csv", b"id,status\n3,paid\n4,new\n");
+        s.ferry_ok(&["run"], 0);
+        let states: Vec<(String, String)> = s
+            .query("SELECT remote_path, state FROM files WHERE remote_source = 'acme' ORDER BY id")
+            .into_iter()
+            .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+            .collect();
+        assert_eq!(states.len(), 4, "{states:?}");
+        assert!(states.contains(&("a.csv".into(), "duplicate".into())), "{states:?}");
+        assert_eq!(states.iter().filter(|(_, st)| st == "ingested").count(), 3);
+        assert_eq!(s.count("SELECT count(*) FROM orders"), 5);
+        // Each remote version is claimed once, and finished.
+        assert_eq!(s.count("SELECT count(*) FROM ferry_remote WHERE state = 'finished'"), 4);
+    }
+}
+
+#[test]
+fn after_delete_and_move_act_only_on_committed_files() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    configure(&s, &sshd.source("acme", "after = \"delete\""));
+    sshd.put("good.csv", b"id,status\n1,new\n");
+    // Quarantined (not an int): committed with its reason, so it leaves the server too; its
+    // copy is in quarantine/.
+    sshd.put("bad.csv", b"id,status\nx,new\n");
+    s.ferry_ok(&["run"], 3);
+    assert!(!sshd.remote.join("good.csv").exists());
+    assert!(!sshd.remote.join("bad.csv").exists());
+    assert_eq!(
+        s.count("SELECT count(*) FROM files WHERE state = 'quarantined'"),
+        1
+    );
+    assert!(tree(&s.root.join("quarantine"))
+        .keys()
+        .any(|k| k.ends_with("bad.csv")));
+
+    let s = Spool::new();
+    configure(&s, &sshd.source("acme", "after = \"move:done\""));
+    sshd.put("x/one.csv", b"id,status\n7,new\n");
+    s.ferry_ok(&["run"], 0);
+    assert!(!sshd.remote.join("x/one.csv").exists());
+    assert_eq!(
+        fs::read(sshd.remote.join("done/x/one.csv")).unwrap(),
+        b"id,status\n7,new\n"
+    );
+    // The moved file is not pulled again from done/ — it was loaded under x/one.csv; had it
+    // been, content identity would make it a duplicate, never a second load.
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 1);
+}
+
+#[test]
+fn an_unknown_or_changed_host_key_is_refused_and_nothing_is_downloaded() {
+    let sshd = Sshd::start();
+    sshd.put("a.csv", b"id,status\n1,new\n");
+    let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let empty = sshd.dir.join("empty_known_hosts");
+    fs::write(&empty, "").unwrap();
+    let other = sshd.dir.join("other_known_hosts");
+    fs::write(
+        &other,
+        format!(
+            "[127.0.0.1]:{} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\n",
+            sshd.port
+        ),
+    )
+    .unwrap();
+    let kh_line = format!("known_hosts = \"{}\"\n", sshd.known_hosts.display());
+    let block = sshd.source("acme", "");
+    for check in [
+        format!("host_key = \"{wrong}\"\n"),
+        format!("known_hosts = \"{}\"\n", empty.display()),
+        format!("known_hosts = \"{}\"\n", other.display()),
+    ] {
+        let s = Spool::new();
+        configure(&s, &block.replace(&kh_line, &check));
+        s.ferry_ok(&["run"], 2);
+        s.ferry_ok(&["config", "check"], 2);
+        assert_eq!(s.count_or_zero("SELECT count(*) FROM files"), 0, "{check}");
+        assert!(tree(&s.incoming()).is_empty(), "{check}");
+        assert!(sshd.remote.join("a.csv").exists());
+    }
+    // The right fingerprint works.
+    let s = Spool::new();
+    configure(
+        &s,
+        &block.replace(&kh_line, &format!("host_key = \"{}\"\n", sshd.fingerprint)),
+    );
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 1);
+}
+
+#[test]
+fn secrets_written_into_the_config_are_refused() {
+    let s = Spool::new();
+    for (block, _) in [
+        ("url = \"sftp://u@h/x\"\npassword = \"hunter2\"", "password"),
+        (
+            "url = \"sftp://u:hunter2@h/x\"\npassword_env = \"P\"",
+            "url",
+        ),
+        (
+            "url = \"sftp://u@h/x\"\nidentity_file = \"/k\"\npassphrase = \"p\"",
+            "passphrase",
+        ),
+    ] {
+        fs::write(
+            s.root.join("ferry.toml"),
+            format!("[[source]]\nname = \"acme\"\n{block}\n"),
+        )
+        .unwrap();
+        let out = s.ferry(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(2), "{block}");
+        // The secret is never echoed back.
+        let all = [out.stdout, out.stderr].concat();
+        assert!(
+            !String::from_utf8_lossy(&all).contains("hunter2"),
+            "{block}"
+        );
+    }
+}
+
+#[test]
+fn remote_names_that_cannot_be_local_names_are_reported_not_fetched() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    configure(&s, &sshd.source("acme", ""));
+    sshd.put("ok.csv", b"id,status\n1,new\n");
+    // A backslash and a newline are legal in a remote name; neither becomes a local path.
+    sshd.put("a\\..\\b.csv", b"id,status\n2,new\n");
+    sshd.put("line\nbreak.csv", b"id,status\n3,new\n");
+    // A link on the server is never followed.
+    std::os::unix::fs::symlink("/etc/passwd", sshd.remote.join("passwd.csv")).unwrap();
+    s.ferry_ok(&["run"], 5);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 1);
+    let local = tree(&s.root);
+    assert!(
+        !local
+            .keys()
+            .any(|k| k.contains("passwd") || k.contains('\\') || k.contains('\n')),
+        "{local:?}"
+    );
+    assert!(sshd.remote.join("a\\..\\b.csv").exists());
+}
+
+#[test]
+fn two_hosts_pulling_one_folder_take_each_file_once() {
+    on(Backend::Postgres, || {
+        let sshd = Sshd::start();
+        for i in 0..60 {
+            sshd.put(
+                &format!("f{i:02}.csv"),
+                format!("id,status\n{i},new\n").as_bytes(),
+            );
+        }
+        let a = Spool::new();
+        let b = a.another_host();
+        for s in [&a, &b] {
+            configure(s, &sshd.source("acme", "connections = 3"));
+        }
+        let (ca, cb) = (
+            a.cmd().args(["run"]).spawn().unwrap(),
+            b.cmd().args(["run"]).spawn().unwrap(),
+        );
+        for mut c in [ca, cb] {
+            assert_eq!(c.wait().unwrap().code(), Some(0));
+        }
+        assert_eq!(a.count("SELECT count(*) FROM orders"), 60);
+        assert_eq!(a.count("SELECT count(DISTINCT id) FROM orders"), 60);
+        assert_eq!(
+            a.count("SELECT count(*) FROM files WHERE remote_source = 'acme'"),
+            60,
+            "each remote file downloaded and recorded once"
+        );
+        assert_eq!(
+            a.count("SELECT count(*) FROM ferry_remote WHERE state = 'finished'"),
+            60
+        );
+    });
+}
