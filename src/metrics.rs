@@ -299,6 +299,77 @@ fn process(o: &mut String) {
 
 /// `ferry run --metrics-file`: the counters and gauges, and the run itself — when it ended,
 /// how long it took, its exit code.
+/// Each remote source as the daemon's poller last saw it (`remote::poll::status`).
+fn render_sources(o: &mut String) {
+    let sources = crate::remote::poll::status();
+    if sources.is_empty() {
+        return;
+    }
+    let label = |n: &str| n.replace('\\', "\\\\").replace('"', "\\\"");
+    head(
+        o,
+        "ferry_source_up",
+        "gauge",
+        "1 when the source's last poll worked, 0 while it backs off.",
+    );
+    for (name, st) in &sources {
+        let up = u8::from(st.state == "ok");
+        let _ = writeln!(o, "ferry_source_up{{source=\"{}\"}} {up}", label(name));
+    }
+    for (metric, kind, help, get) in [
+        (
+            "ferry_source_files_seen",
+            "gauge",
+            "Files in the source's last listing.",
+            (|s: &crate::remote::poll::SourceStatus| s.seen) as fn(&_) -> u64,
+        ),
+        (
+            "ferry_source_files_ready",
+            "gauge",
+            "Files of the last listing ready to fetch.",
+            |s| s.ready,
+        ),
+        (
+            "ferry_source_files_fetched_total",
+            "counter",
+            "Files downloaded and handed over.",
+            |s| s.fetched,
+        ),
+        (
+            "ferry_source_fetch_failures_total",
+            "counter",
+            "Downloads discarded (retried).",
+            |s| s.failed,
+        ),
+        (
+            "ferry_source_bytes_fetched_total",
+            "counter",
+            "Bytes downloaded.",
+            |s| s.bytes_fetched,
+        ),
+    ] {
+        head(o, metric, kind, help);
+        for (name, st) in &sources {
+            let _ = writeln!(o, "{metric}{{source=\"{}\"}} {}", label(name), get(st));
+        }
+    }
+    head(
+        o,
+        "ferry_source_last_listing_timestamp_seconds",
+        "gauge",
+        "Unix time the source was last listed.",
+    );
+    for (name, st) in &sources {
+        if let Some(t) = st.last_listing_unix {
+            let _ = writeln!(
+                o,
+                "ferry_source_last_listing_timestamp_seconds{{source=\"{}\"}} {t}",
+                label(name)
+            );
+        }
+    }
+}
+
 pub fn render_run(took: Duration, exit_code: u8) -> String {
     let mut o = render();
     head(
@@ -336,6 +407,7 @@ pub fn render() -> String {
     let c = counters();
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut o = String::new();
+    render_sources(&mut o);
 
     head(
         &mut o,

@@ -121,7 +121,18 @@ pub fn watch(
         health::set(health::State::Running);
         // Files handed to the old pipeline and dropped when it stopped are still in the folder.
         disc.submitted.clear();
-        discover_until_stopped(&mut disc, cfg, &mut events, (&pipeline, &session), stop);
+        crate::remote::pull::tidy(cfg, &session);
+        // Remote sources are polled on threads of their own while discovery runs.
+        let polling_over = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            if !cfg.sources.is_empty() {
+                scope.spawn(|| {
+                    crate::remote::poll::poll_until(&session, &pipeline, stop, &polling_over)
+                });
+            }
+            discover_until_stopped(&mut disc, cfg, &mut events, (&pipeline, &session), stop);
+            polling_over.store(true, Ordering::SeqCst);
+        });
         // Halted already: the writer failed. Otherwise we stopped for a reason of our own.
         let failed = session.halted();
         session.halt();

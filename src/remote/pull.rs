@@ -81,7 +81,7 @@ pub fn pull(
             break;
         }
         match pull_source(session, pipeline, stop, spec, &mut *store, summary) {
-            Ok(keys) => out.fetched.push((spec.clone(), keys)),
+            Ok(polled) => out.fetched.push((spec.clone(), polled.keys)),
             Err(e) => {
                 let why = format!("{e:#}");
                 tracing::error!(source = %spec.name, error = %why, "cannot pull this source");
@@ -101,6 +101,19 @@ pub fn pull(
     Ok(out)
 }
 
+/// What one pull of a source did.
+#[derive(Default)]
+pub struct Polled {
+    /// Files handed to the pipeline.
+    pub keys: Vec<RemoteKey>,
+    /// Files in the listing, and of those ready to fetch.
+    pub listed: usize,
+    pub ready: usize,
+    /// Downloads that failed (retried at the next pull).
+    pub failed: usize,
+    pub bytes: u64,
+}
+
 /// A remote file ready to be fetched, and the owner whose claim it takes over, if any.
 struct Ready {
     file: RemoteFile,
@@ -108,14 +121,14 @@ struct Ready {
     dead: Option<String>,
 }
 
-fn pull_source(
+pub(super) fn pull_source(
     session: &Session,
     pipeline: &Pipeline,
     stop: &Shutdown,
     spec: &Arc<SourceSpec>,
     store: &mut dyn Store,
     summary: &mut Summary,
-) -> Result<Vec<RemoteKey>> {
+) -> Result<Polled> {
     let cfg = &session.cfg;
     let owner = session
         .owner
@@ -182,18 +195,30 @@ fn pull_source(
             queue.push_back(r);
         }
     }
+    let mut polled = Polled {
+        listed: listed.len(),
+        ready: queue.len(),
+        ..Polled::default()
+    };
+    let sizes: HashMap<String, u64> = queue
+        .iter()
+        .map(|r| (r.file.path.clone(), r.file.size))
+        .collect();
     let outcomes = fetch_all(session, pipeline, stop, spec, place, queue.len(), queue);
-    let mut fetched = Vec::new();
     for (key, result) in outcomes {
         match result {
-            Ok(()) => fetched.push(key),
+            Ok(()) => {
+                polled.bytes += sizes.get(&key.path).copied().unwrap_or(0);
+                polled.keys.push(key);
+            }
             Err(e) => {
+                polled.failed += 1;
                 store.remote_release(&key, owner.token())?;
                 note(summary, spec, &key.path, &format!("{e:#}"));
             }
         }
     }
-    Ok(fetched)
+    Ok(polled)
 }
 
 /// What `config check` shows of a source: one listing judged as a pull would (no wait for
@@ -432,39 +457,58 @@ pub fn finish(session: &Session, pull: &Pull) -> Result<()> {
     if pull.fetched() == 0 {
         return Ok(());
     }
-    let cfg = &session.cfg;
-    let owner = session.owner.as_ref().context("no claim identity")?;
-    let mut store = crate::store::open(&cfg.store)?;
+    let mut store = crate::store::open(&session.cfg.store)?;
     for (spec, keys) in &pull.fetched {
-        let mut place: Option<Box<dyn Place>> = None;
-        for key in keys {
-            if store.remote_ledger(key)?.is_none() {
-                store.remote_release(key, owner.token())?;
-                continue;
-            }
-            store.remote_mark(key, RemoteState::Loaded, None)?;
-            if spec.after == After::Keep {
-                store.remote_mark(key, RemoteState::Finished, None)?;
-                continue;
-            }
-            if place.is_none() {
-                match connect(spec) {
-                    Ok(p) => place = Some(p),
-                    Err(e) => {
-                        let why = format!("{e:#}");
-                        tracing::warn!(source = %spec.name, error = %why,
-                            "cannot connect to dispose of loaded files; retried at the next pull");
-                        store.remote_mark(key, RemoteState::Loaded, Some(&why))?;
-                        continue;
-                    }
-                }
-            }
-            if let Some(p) = place.as_mut() {
-                dispose(cfg, &mut **p, &mut *store, spec, key);
-            }
-        }
+        committed(session, &mut *store, spec, keys, true)?;
     }
     Ok(())
+}
+
+/// Of files handed to the pipeline, those whose ledger row committed are loaded, then disposed
+/// of as `after` says. The others: with `release` (the pipeline is done with them: they were
+/// put back) their claims are dropped; without, they are still in the pipeline and returned.
+pub fn committed(
+    session: &Session,
+    store: &mut dyn Store,
+    spec: &SourceSpec,
+    keys: &[RemoteKey],
+    release: bool,
+) -> Result<Vec<RemoteKey>> {
+    let cfg = &session.cfg;
+    let owner = session.owner.as_ref().context("no claim identity")?;
+    let mut place: Option<Box<dyn Place>> = None;
+    let mut pending = Vec::new();
+    for key in keys {
+        if store.remote_ledger(key)?.is_none() {
+            if release {
+                store.remote_release(key, owner.token())?;
+            } else {
+                pending.push(key.clone());
+            }
+            continue;
+        }
+        store.remote_mark(key, RemoteState::Loaded, None)?;
+        if spec.after == After::Keep {
+            store.remote_mark(key, RemoteState::Finished, None)?;
+            continue;
+        }
+        if place.is_none() {
+            match connect(spec) {
+                Ok(p) => place = Some(p),
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    tracing::warn!(source = %spec.name, error = %why,
+                        "cannot connect to dispose of loaded files; retried at the next pull");
+                    store.remote_mark(key, RemoteState::Loaded, Some(&why))?;
+                    continue;
+                }
+            }
+        }
+        if let Some(p) = place.as_mut() {
+            dispose(cfg, &mut **p, store, spec, key);
+        }
+    }
+    Ok(pending)
 }
 
 /// Does what `after` says with a loaded remote file — only while it is still the version that

@@ -236,3 +236,49 @@ fn two_hosts_pulling_one_folder_take_each_file_once() {
         );
     });
 }
+
+/// `ferry watch` polls each source on its own schedule; a source that is down backs off on its
+/// own while the other source and the local inbox go on, and `/metrics` says which is which.
+/// Files disposed of (`after = "delete"`) only once their commit is seen.
+#[test]
+fn watch_polls_each_source_and_one_that_is_down_holds_up_nothing() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    let down = free_port();
+    let dead = format!(
+        "[[source]]\nname = \"down\"\nurl = \"sftp://nobody@127.0.0.1:{down}/x\"\n\
+         identity_file = \"{}\"\nknown_hosts = \"{}\"\ninto = \"acme/down\"\npoll = \"200ms\"\n",
+        sshd.key.display(),
+        sshd.known_hosts.display()
+    );
+    configure(
+        &s,
+        &format!(
+            "{}{dead}",
+            sshd.source("acme", "poll = \"200ms\"\nafter = \"delete\"")
+        ),
+    );
+    let port = free_port();
+    let mut child = start_watch(&s, &["--metrics", &format!("127.0.0.1:{port}")]);
+    sshd.put("one.csv", b"id,status\n1,new\n");
+    s.drop_file("acme/local.csv", b"id,status\n2,new\n");
+    wait_for_files(&s, 2);
+    sshd.put("later/two.csv", b"id,status\n3,new\n");
+    wait_for_files(&s, 3);
+    // Deleted on the server once loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sshd.remote.join("later/two.csv").exists() || sshd.remote.join("one.csv").exists() {
+        assert!(std::time::Instant::now() < deadline, "not disposed of");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let metrics = http_get(port, "/metrics").unwrap();
+    assert!(metrics.contains("ferry_source_up{source=\"acme\"} 1"), "{metrics}");
+    assert!(metrics.contains("ferry_source_up{source=\"down\"} 0"), "{metrics}");
+    assert!(metrics.contains("ferry_source_files_fetched_total{source=\"acme\"} 2"), "{metrics}");
+    assert_eq!(sigterm(&mut child), Some(0));
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 3);
+    assert_eq!(
+        s.count("SELECT count(*) FROM files WHERE remote_source = 'acme' AND state = 'ingested'"),
+        2
+    );
+}
