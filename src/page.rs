@@ -113,6 +113,7 @@ fn html(cfg: &Config, p: &Page) -> String {
     let mut b = String::new();
     daemon(&mut b, cfg, p);
     feeds(&mut b, p);
+    sources(&mut b, &p.status);
     quarantine(&mut b, p);
     waiting(&mut b, &p.status);
     shell(cfg, &b)
@@ -221,6 +222,49 @@ fn quarantine(b: &mut String, p: &Page) {
             esc(f.error_kind.as_deref().unwrap_or("-")),
             esc(f.error_message.as_deref().unwrap_or("")),
             esc(&f.finished_at)
+        );
+    }
+    b.push_str("</tbody></table></section>\n");
+}
+
+/// Remote sources: how each one's last poll went, and its files by state.
+fn sources(b: &mut String, st: &Status) {
+    if st.sources.is_empty() {
+        return;
+    }
+    b.push_str(
+        "<section id=\"sources\"><h2>Sources</h2><table><thead><tr><th>source</th>\
+         <th>state</th><th>last listing</th><th class=\"n\">fetched</th>\
+         <th class=\"n\">loaded</th><th class=\"n\">awaiting disposal</th><th>last error</th>\
+         </tr></thead><tbody>",
+    );
+    for src in &st.sources {
+        let (class, state) = match src.live.as_ref().map(|l| l.state.as_str()) {
+            Some("ok") => ("ok", "ok"),
+            Some(other) => ("bad", other),
+            None => ("warn", "not polled yet"),
+        };
+        let live = src.live.as_ref();
+        let error = live
+            .and_then(|l| l.last_error.clone())
+            .or_else(|| src.last_disposal_error.clone())
+            .unwrap_or_default();
+        let _ = write!(
+            b,
+            "<tr><td data-label=\"source\">{} <span class=\"muted\">{}</span></td>\
+             <td data-label=\"state\"><span class=\"state {class}\">{}</span></td>\
+             <td data-label=\"last listing\">{}</td><td class=\"n\" data-label=\"fetched\">{}</td>\
+             <td class=\"n\" data-label=\"loaded\">{}</td>\
+             <td class=\"n\" data-label=\"awaiting disposal\">{}</td>\
+             <td data-label=\"last error\">{}</td></tr>",
+            esc(&src.name),
+            esc(&src.url),
+            esc(state),
+            esc(live.and_then(|l| l.last_listing.as_deref()).unwrap_or("never")),
+            live.map_or(0, |l| l.fetched),
+            src.finished + src.awaiting_disposal,
+            src.awaiting_disposal,
+            esc(&error)
         );
     }
     b.push_str("</tbody></table></section>\n");

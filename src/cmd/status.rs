@@ -7,8 +7,8 @@ use super::Outcome;
 use crate::cli::StatusArgs;
 use crate::config::Config;
 use crate::discover::{self, Hold, Readiness};
-use crate::report::{self, Status, Waiting};
-use crate::store::{self, FileState, Store};
+use crate::report::{self, SourceState, Status, Waiting};
+use crate::store::{self, FileState, RemoteState, Store};
 use anyhow::Result;
 use std::time::{Instant, SystemTime};
 
@@ -38,7 +38,9 @@ pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result
         last_activity: None,
         exports: Vec::new(),
         keys: Vec::new(),
+        sources: Vec::new(),
     };
+    let live = crate::remote::poll::status();
     if let Some(s) = store {
         st.files = s.state_counts()?;
         st.quarantine = s.quarantine_counts()?;
@@ -53,6 +55,28 @@ pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result
         st.last_activity = s.last_activity()?;
         st.exports = s.targets()?;
         st.keys = s.key_indexes()?;
+        for spec in &cfg.sources {
+            let mut src = SourceState {
+                name: spec.name.clone(),
+                url: spec.url.clone(),
+                finished: 0,
+                awaiting_disposal: 0,
+                in_flight: 0,
+                last_disposal_error: None,
+                live: live.get(&spec.name).cloned(),
+            };
+            for row in s.remote_files(&spec.name)? {
+                match row.state {
+                    RemoteState::Finished => src.finished += 1,
+                    RemoteState::Loaded => {
+                        src.awaiting_disposal += 1;
+                        src.last_disposal_error = row.error.or(src.last_disposal_error);
+                    }
+                    RemoteState::Claimed => src.in_flight += 1,
+                }
+            }
+            st.sources.push(src);
+        }
     }
     if let Ok(rd) = std::fs::read_dir(&cfg.spool.processing) {
         st.processing = rd

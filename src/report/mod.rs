@@ -17,7 +17,7 @@ pub use ledger::{FileShown, FilesReport, QuarantineList};
 pub use progress::Progress;
 pub use rekey::Rekeyed;
 pub use run::RunReport;
-pub use status::Status;
+pub use status::{SourceState, Status};
 
 use crate::discover::Hold;
 use anyhow::Result;

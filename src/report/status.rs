@@ -33,6 +33,26 @@ pub struct Status {
     pub exports: Vec<TargetStatus>,
     /// The key index of each keyed table.
     pub keys: Vec<KeyIndexStatus>,
+    /// Each remote source (`[[source]]`): its files by state in the store, and, in the
+    /// daemon, how its last poll went.
+    pub sources: Vec<SourceState>,
+}
+
+/// A remote source in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceState {
+    pub name: String,
+    pub url: String,
+    /// Remote files loaded and finished with.
+    pub finished: u64,
+    /// Loaded, but what `after` says is not done yet (the last error says why).
+    pub awaiting_disposal: u64,
+    /// Claimed: being downloaded or loaded (by any host).
+    pub in_flight: u64,
+    pub last_disposal_error: Option<String>,
+    /// The daemon's poller (the status page and `/metrics`): `ok` or `backing off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::remote::poll::SourceStatus>,
 }
 
 impl Report for Status {
@@ -122,6 +142,40 @@ impl Report for Status {
                     if k.runs == 1 { "" } else { "s" },
                     thousands(k.tail)
                 );
+            }
+        }
+        if !self.sources.is_empty() {
+            let _ = writeln!(out, "\nsources:");
+            for src in &self.sources {
+                let _ = writeln!(
+                    out,
+                    "  {}  {}: {} loaded, {} awaiting disposal, {} in flight",
+                    src.name,
+                    src.url,
+                    thousands(src.finished + src.awaiting_disposal),
+                    thousands(src.awaiting_disposal),
+                    thousands(src.in_flight)
+                );
+                if let Some(e) = &src.last_disposal_error {
+                    let _ = writeln!(out, "    last disposal error: {e}");
+                }
+                if let Some(l) = &src.live {
+                    let _ = writeln!(
+                        out,
+                        "    {}: last listing {}, {} seen, {} ready, {} fetched ({} bytes), {} failed{}",
+                        l.state,
+                        l.last_listing.as_deref().unwrap_or("never"),
+                        l.seen,
+                        l.ready,
+                        l.fetched,
+                        l.bytes_fetched,
+                        l.failed,
+                        l.last_error
+                            .as_ref()
+                            .map(|e| format!("; last error: {e}"))
+                            .unwrap_or_default()
+                    );
+                }
             }
         }
         if !self.exports.is_empty() {

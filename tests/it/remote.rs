@@ -275,7 +275,19 @@ fn watch_polls_each_source_and_one_that_is_down_holds_up_nothing() {
     assert!(metrics.contains("ferry_source_up{source=\"acme\"} 1"), "{metrics}");
     assert!(metrics.contains("ferry_source_up{source=\"down\"} 0"), "{metrics}");
     assert!(metrics.contains("ferry_source_files_fetched_total{source=\"acme\"} 2"), "{metrics}");
+    let page = http_get(port, "/").unwrap();
+    assert!(page.contains("id=\"sources\"") && page.contains("backing off"), "{page}");
     assert_eq!(sigterm(&mut child), Some(0));
+    let status = s.json(&["status", "--json"]);
+    let acme = status["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "acme")
+        .unwrap()
+        .clone();
+    assert_eq!(acme["finished"].as_u64(), Some(2), "{acme}");
+    assert_eq!(acme["in_flight"].as_u64(), Some(0), "{acme}");
     assert_eq!(s.count("SELECT count(*) FROM orders"), 3);
     assert_eq!(
         s.count("SELECT count(*) FROM files WHERE remote_source = 'acme' AND state = 'ingested'"),
