@@ -260,7 +260,9 @@ fn sources(b: &mut String, st: &Status) {
             esc(&src.name),
             esc(&src.url),
             esc(state),
-            esc(live.and_then(|l| l.last_listing.as_deref()).unwrap_or("never")),
+            esc(live
+                .and_then(|l| l.last_listing.as_deref())
+                .unwrap_or("never")),
             live.map_or(0, |l| l.fetched),
             src.finished + src.awaiting_disposal,
             src.awaiting_disposal,

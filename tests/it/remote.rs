@@ -272,11 +272,23 @@ fn watch_polls_each_source_and_one_that_is_down_holds_up_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let metrics = http_get(port, "/metrics").unwrap();
-    assert!(metrics.contains("ferry_source_up{source=\"acme\"} 1"), "{metrics}");
-    assert!(metrics.contains("ferry_source_up{source=\"down\"} 0"), "{metrics}");
-    assert!(metrics.contains("ferry_source_files_fetched_total{source=\"acme\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("ferry_source_up{source=\"acme\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_source_up{source=\"down\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_source_files_fetched_total{source=\"acme\"} 2"),
+        "{metrics}"
+    );
     let page = http_get(port, "/").unwrap();
-    assert!(page.contains("id=\"sources\"") && page.contains("backing off"), "{page}");
+    assert!(
+        page.contains("id=\"sources\"") && page.contains("backing off"),
+        "{page}"
+    );
     assert_eq!(sigterm(&mut child), Some(0));
     let status = s.json(&["status", "--json"]);
     let acme = status["sources"]
@@ -292,5 +304,97 @@ fn watch_polls_each_source_and_one_that_is_down_holds_up_nothing() {
     assert_eq!(
         s.count("SELECT count(*) FROM files WHERE remote_source = 'acme' AND state = 'ingested'"),
         2
+    );
+}
+
+/// `ferry run` killed (-9) at different points of a pull, then run again: the same records as
+/// one uninterrupted run, each remote file loaded once.
+#[test]
+fn a_pull_killed_at_any_point_and_run_again_loads_every_file_once() {
+    let sshd = Sshd::start();
+    let files = 30;
+    let rows = 4000;
+    for f in 0..files {
+        let mut body = String::from("id,status\n");
+        for r in 0..rows {
+            body.push_str(&format!("{},s{}\n", f * rows + r, r % 7));
+        }
+        sshd.put(&format!("d{}/f{f:02}.csv", f % 3), body.as_bytes());
+    }
+    for (k, after) in [(2, "3"), (8, "1"), (15, "2")] {
+        let s = Spool::new();
+        configure(&s, &sshd.source("acme", &format!("connections = {after}")));
+        let mut child = s.cmd().args(["-q", "run"]).spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let n = s.count_or_zero("SELECT count(*) FROM files");
+            if n >= k || child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no progress");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        sigkill(&mut child);
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(
+            s.count("SELECT count(*) FROM orders"),
+            (files * rows) as i64,
+            "killed after {k} files"
+        );
+        assert_eq!(
+            s.count("SELECT count(DISTINCT id) FROM orders"),
+            (files * rows) as i64
+        );
+        assert_eq!(
+            s.count(
+                "SELECT count(DISTINCT remote_path) FROM files WHERE state = 'ingested' \
+                 AND remote_source = 'acme'"
+            ) + s.count(
+                "SELECT count(*) FROM files WHERE state = 'ingested' AND remote_source IS NULL"
+            ),
+            files as i64
+        );
+        assert_eq!(
+            s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
+            files as i64
+        );
+        // Nothing half-downloaded is left behind.
+        assert!(
+            tree(&s.root.join("processing"))
+                .keys()
+                .all(|k| k.starts_with(".owners")),
+            "{:?}",
+            tree(&s.root.join("processing"))
+        );
+    }
+}
+
+/// A remote file still being written when listed is not fetched half-written: it is judged
+/// again once it has settled, and what loads is the whole file.
+#[test]
+fn a_remote_file_growing_while_listed_loads_only_once_it_is_whole() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    configure(
+        &s,
+        &sshd
+            .source("acme", "")
+            .replace("settle = \"0s\"", "settle = \"1s\""),
+    );
+    let path = sshd.put("growing.csv", b"id,status\n1,new\n");
+    let child = s.cmd().args(["-q", "run"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut f, b"2,new\n3,new\n").unwrap();
+    drop(f);
+    crate::harness::backdate(&path);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    s.ferry_ok(&["run"], 0);
+    // Whatever the first run saw, the rows stored are the whole file's, once.
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 3);
+    assert_eq!(
+        s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
+        1
     );
 }
