@@ -522,6 +522,17 @@ fn the_example_config_documents_and_loads() {
         "scale",
         "decimal_separator",
         "thousands_separator",
+        "url",
+        "into",
+        "after",
+        "connections",
+        "depth",
+        "timeout",
+        "identity_file",
+        "identity_passphrase_env",
+        "password_env",
+        "known_hosts",
+        "host_key",
     ] {
         assert!(
             text.lines().any(|l| l
