@@ -188,13 +188,17 @@ pub(super) fn pull_source(
         });
     }
     let ready = settled(cfg, spec, &mut *place, ready, stop)?;
-    let mut queue = VecDeque::new();
-    for r in ready {
-        let key = key_of(spec, &r.file);
-        if store.remote_claim(&key, owner.token(), r.dead.as_deref())? {
-            queue.push_back(r);
-        }
-    }
+    // One transaction for every claim of this listing.
+    let wanted: Vec<(RemoteKey, Option<String>)> = ready
+        .iter()
+        .map(|r| (key_of(spec, &r.file), r.dead.clone()))
+        .collect();
+    let held = store.remote_claims(&wanted, owner.token())?;
+    let queue: VecDeque<Ready> = ready
+        .into_iter()
+        .zip(held)
+        .filter_map(|(r, held)| held.then_some(r))
+        .collect();
     let mut polled = Polled {
         listed: listed.len(),
         ready: queue.len(),
@@ -476,20 +480,27 @@ pub fn committed(
 ) -> Result<Vec<RemoteKey>> {
     let cfg = &session.cfg;
     let owner = session.owner.as_ref().context("no claim identity")?;
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One transaction: which files committed (loaded; finished when they are kept), and the
+    // claims of the others dropped when the pipeline is done with them.
+    let state = if spec.after == After::Keep {
+        RemoteState::Finished
+    } else {
+        RemoteState::Loaded
+    };
+    let done = store.remote_committed(keys, state, owner.token(), release)?;
     let mut place: Option<Box<dyn Place>> = None;
     let mut pending = Vec::new();
-    for key in keys {
-        if store.remote_ledger(key)?.is_none() {
-            if release {
-                store.remote_release(key, owner.token())?;
-            } else {
+    for (key, loaded) in keys.iter().zip(done) {
+        if !loaded {
+            if !release {
                 pending.push(key.clone());
             }
             continue;
         }
-        store.remote_mark(key, RemoteState::Loaded, None)?;
         if spec.after == After::Keep {
-            store.remote_mark(key, RemoteState::Finished, None)?;
             continue;
         }
         if place.is_none() {

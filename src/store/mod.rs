@@ -568,9 +568,22 @@ pub trait Store {
     // Remote sources: one claim per remote file and version, shared by every host.
     /// The remote files of a source the store knows (claimed, loaded or finished).
     fn remote_files(&mut self, source: &str) -> Result<Vec<RemoteRow>>;
-    /// Claims a remote file for `owner`: `true` when `owner` holds it now — a new claim, or
-    /// one taken over from `dead` (an owner found dead) that still held it.
-    fn remote_claim(&mut self, key: &RemoteKey, owner: &str, dead: Option<&str>) -> Result<bool>;
+    /// Claims remote files for `owner`, in one transaction: for each, whether `owner` holds it
+    /// now — a new claim, or one taken over from the dead owner given (it still held it).
+    fn remote_claims(
+        &mut self,
+        claims: &[(RemoteKey, Option<String>)],
+        owner: &str,
+    ) -> Result<Vec<bool>>;
+    /// In one transaction, for files `owner` handed to its pipeline: each one a ledger row names
+    /// moves on to `state` (`true`); the others, with `release`, have `owner`'s claim dropped.
+    fn remote_committed(
+        &mut self,
+        keys: &[RemoteKey],
+        state: RemoteState,
+        owner: &str,
+        release: bool,
+    ) -> Result<Vec<bool>>;
     /// Drops `owner`'s claim of a file that was not loaded (a download discarded, a file put
     /// back): the next listing judges it again.
     fn remote_release(&mut self, key: &RemoteKey, owner: &str) -> Result<()>;

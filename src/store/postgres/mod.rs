@@ -373,13 +373,21 @@ impl Store for PgStore {
     fn remote_files(&mut self, source: &str) -> Result<Vec<crate::store::RemoteRow>> {
         remote::files(&mut self.c, source)
     }
-    fn remote_claim(
+    fn remote_claims(
         &mut self,
-        key: &crate::store::RemoteKey,
+        claims: &[(crate::store::RemoteKey, Option<String>)],
         owner: &str,
-        dead: Option<&str>,
-    ) -> Result<bool> {
-        remote::claim(&mut self.c, key, owner, dead)
+    ) -> Result<Vec<bool>> {
+        remote::claims(&mut self.c, claims, owner)
+    }
+    fn remote_committed(
+        &mut self,
+        keys: &[crate::store::RemoteKey],
+        state: crate::store::RemoteState,
+        owner: &str,
+        release: bool,
+    ) -> Result<Vec<bool>> {
+        remote::committed(&mut self.c, keys, state, owner, release)
     }
     fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
         remote::release(&mut self.c, key, owner)

@@ -3,7 +3,7 @@
 
 use crate::store::{now, RemoteKey, RemoteRow, RemoteState};
 use anyhow::{Context, Result};
-use postgres::Client;
+use postgres::{Client, GenericClient};
 
 pub fn files(c: &mut Client, source: &str) -> Result<Vec<RemoteRow>> {
     let mut out = Vec::new();
@@ -26,7 +26,12 @@ pub fn files(c: &mut Client, source: &str) -> Result<Vec<RemoteRow>> {
     Ok(out)
 }
 
-pub fn claim(c: &mut Client, key: &RemoteKey, owner: &str, dead: Option<&str>) -> Result<bool> {
+fn claim(
+    c: &mut impl GenericClient,
+    key: &RemoteKey,
+    owner: &str,
+    dead: Option<&str>,
+) -> Result<bool> {
     let t = now();
     let n = match dead {
         None => c.execute(
@@ -45,7 +50,7 @@ pub fn claim(c: &mut Client, key: &RemoteKey, owner: &str, dead: Option<&str>) -
     Ok(n == 1)
 }
 
-pub fn release(c: &mut Client, key: &RemoteKey, owner: &str) -> Result<()> {
+pub fn release(c: &mut impl GenericClient, key: &RemoteKey, owner: &str) -> Result<()> {
     c.execute(
         "DELETE FROM ferry_remote WHERE source = $1 AND path = $2 AND version = $3 \
          AND state = 'claimed' AND owner = $4",
@@ -54,7 +59,7 @@ pub fn release(c: &mut Client, key: &RemoteKey, owner: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn ledger(c: &mut Client, key: &RemoteKey) -> Result<Option<i64>> {
+pub fn ledger(c: &mut impl GenericClient, key: &RemoteKey) -> Result<Option<i64>> {
     Ok(c.query_one(
         "SELECT max(id) FROM files WHERE remote_source = $1 AND remote_path = $2 \
          AND remote_version = $3",
@@ -64,7 +69,7 @@ pub fn ledger(c: &mut Client, key: &RemoteKey) -> Result<Option<i64>> {
 }
 
 pub fn mark(
-    c: &mut Client,
+    c: &mut impl GenericClient,
     key: &RemoteKey,
     state: RemoteState,
     error: Option<&str>,
@@ -82,4 +87,40 @@ pub fn mark(
         ],
     )?;
     Ok(())
+}
+
+pub fn claims(
+    c: &mut Client,
+    claims: &[(RemoteKey, Option<String>)],
+    owner: &str,
+) -> Result<Vec<bool>> {
+    let mut tx = c.transaction()?;
+    let mut out = Vec::with_capacity(claims.len());
+    for (key, dead) in claims {
+        out.push(claim(&mut tx, key, owner, dead.as_deref())?);
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+pub fn committed(
+    c: &mut Client,
+    keys: &[RemoteKey],
+    state: RemoteState,
+    owner: &str,
+    release: bool,
+) -> Result<Vec<bool>> {
+    let mut tx = c.transaction()?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let loaded = ledger(&mut tx, key)?.is_some();
+        if loaded {
+            mark(&mut tx, key, state, None)?;
+        } else if release {
+            self::release(&mut tx, key, owner)?;
+        }
+        out.push(loaded);
+    }
+    tx.commit()?;
+    Ok(out)
 }

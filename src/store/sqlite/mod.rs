@@ -237,13 +237,21 @@ impl Store for SqliteStore {
     fn remote_files(&mut self, source: &str) -> Result<Vec<crate::store::RemoteRow>> {
         remote::files(&self.conn, source)
     }
-    fn remote_claim(
+    fn remote_claims(
         &mut self,
-        key: &crate::store::RemoteKey,
+        claims: &[(crate::store::RemoteKey, Option<String>)],
         owner: &str,
-        dead: Option<&str>,
-    ) -> Result<bool> {
-        remote::claim(&self.conn, key, owner, dead)
+    ) -> Result<Vec<bool>> {
+        remote::claims(&mut self.conn, claims, owner)
+    }
+    fn remote_committed(
+        &mut self,
+        keys: &[crate::store::RemoteKey],
+        state: crate::store::RemoteState,
+        owner: &str,
+        release: bool,
+    ) -> Result<Vec<bool>> {
+        remote::committed(&mut self.conn, keys, state, owner, release)
     }
     fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
         remote::release(&self.conn, key, owner)

@@ -35,7 +35,7 @@ pub fn files(conn: &Connection, source: &str) -> Result<Vec<RemoteRow>> {
     Ok(out)
 }
 
-pub fn claim(conn: &Connection, key: &RemoteKey, owner: &str, dead: Option<&str>) -> Result<bool> {
+fn claim(conn: &Connection, key: &RemoteKey, owner: &str, dead: Option<&str>) -> Result<bool> {
     let t = now();
     let n = match dead {
         None => conn.execute(
@@ -86,4 +86,40 @@ pub fn mark(
         params![key.source, key.path, key.version, state.id(), error, now()],
     )?;
     Ok(())
+}
+
+pub fn claims(
+    conn: &mut Connection,
+    claims: &[(RemoteKey, Option<String>)],
+    owner: &str,
+) -> Result<Vec<bool>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(claims.len());
+    for (key, dead) in claims {
+        out.push(claim(&tx, key, owner, dead.as_deref())?);
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+pub fn committed(
+    conn: &mut Connection,
+    keys: &[RemoteKey],
+    state: RemoteState,
+    owner: &str,
+    release: bool,
+) -> Result<Vec<bool>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let loaded = ledger(&tx, key)?.is_some();
+        if loaded {
+            mark(&tx, key, state, None)?;
+        } else if release {
+            self::release(&tx, key, owner)?;
+        }
+        out.push(loaded);
+    }
+    tx.commit()?;
+    Ok(out)
 }
