@@ -230,7 +230,9 @@ impl Place for SftpPlace {
             .sftp
             .open(self.full(path))
             .with_context(|| format!("opening {path}"))?;
-        let mut buf = vec![0u8; 256 << 10];
+        // libssh2 asks for the whole buffer at once, in several requests: a buffer sized to the
+        // file (one more byte, to see its end) keeps a small file to one request.
+        let mut buf = vec![0u8; (limit as usize).saturating_add(1).clamp(4096, 256 << 10)];
         let mut n = 0u64;
         loop {
             let got = f
