@@ -4,7 +4,7 @@
 A throwaway OpenSSH server (sshd on a free port on 127.0.0.1, a host key and a client key made
 for it) serves a folder holding the files. Two contenders, each on a fresh spool, alternating:
 
-  sftp+run  `sftp -b` (OpenSSH's client) bulk `get -r` of the folder into the spool's
+  sftp+run  `sftp -b` (OpenSSH's client) bulk `get -pr` of the folder into the spool's
             incoming/, then `ferry run` — the cron script teams write
   ferry     `ferry run` with the folder as a `[[source]]` (default settings: settle 1 s, 4
             connections, after = keep): listing, claims in the store, downloads overlapped with

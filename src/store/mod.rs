@@ -207,6 +207,13 @@ pub struct FileRow {
     /// A quarantined file an operator gave up on (`ferry quarantine discard`): when, and why.
     pub discarded_at: Option<String>,
     pub discard_reason: Option<String>,
+    /// The remote file it was pulled from (`[[source]]`): source, remote path, version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_version: Option<String>,
 }
 
 /// What became of a file's records.

@@ -45,6 +45,12 @@ both_stores! {
                 vec![cell("acme/a.csv"), cell("ingested"), cell("acme"), cell("a.csv")],
             ]
         );
+        // `ferry files` shows where each came from.
+        let files = s.files();
+        let a = files.iter().find(|f| f["path"] == "acme/a.csv").unwrap();
+        assert_eq!(a["remote_source"], "acme");
+        assert_eq!(a["remote_path"], "a.csv");
+        assert!(a["remote_version"].as_str().unwrap().starts_with("22:"), "{a}");
         // Kept on the server (after = "keep"), and archived locally with its folders.
         assert!(sshd.remote.join("a.csv").exists());
         assert!(!s.leftover_inputs().iter().any(|p| p.contains("b.csv")));

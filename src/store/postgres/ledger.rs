@@ -19,7 +19,8 @@ pub(super) fn file_columns() -> String {
         "id, path, source, claim, sha256, size, state, dataset, format, records, rejected, \
          duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
          error_offset, error_field, attempt, retry_of, {}, {}, {}, {}, duplicate_records, \
-         rejects_at, warnings::text, {}, {}, discard_reason, updated_records",
+         rejects_at, warnings::text, {}, {}, discard_reason, updated_records, remote_source, \
+         remote_path, remote_version",
         ts("received_at"),
         ts("hashed_at"),
         ts("parsed_at"),
@@ -71,6 +72,9 @@ pub(super) fn file_row(r: &Row) -> Result<FileRow> {
         discarded_at: r.get(29),
         discard_reason: r.get(30),
         updated_records: r.get(31),
+        remote_source: r.get(32),
+        remote_path: r.get(33),
+        remote_version: r.get(34),
     })
 }
 

@@ -12,7 +12,7 @@ pub(super) const FILE_COLUMNS: &str =
     rejected, duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
     error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at, \
     duplicate_records, rejects_at, warnings, pruned_at, discarded_at, discard_reason, \
-    updated_records";
+    updated_records, remote_source, remote_path, remote_version";
 
 /// Rows that are a file's latest attempt: no later row retried them. Every count of files by
 /// state goes through this, so `status`, `quarantine list` and the metrics agree.
@@ -62,6 +62,9 @@ pub(super) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         discarded_at: r.get(29)?,
         discard_reason: r.get(30)?,
         updated_records: r.get(31)?,
+        remote_source: r.get(32)?,
+        remote_path: r.get(33)?,
+        remote_version: r.get(34)?,
     })
 }
 
