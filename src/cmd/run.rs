@@ -177,6 +177,11 @@ fn pass(
     }
     summary.absorb(done);
     let mut waiting = found.waiting;
+    if mode == Mode::DryRun && files.is_empty() && source == cfg.spool.incoming {
+        // A dry run downloads nothing: what each source holds is listed and judged as a pull
+        // would (`pull::survey`), and shown as waiting for the run.
+        waiting.extend(remote_dry_run(cfg));
+    }
     waiting.extend(
         held.into_iter()
             .map(|(e, h)| Waiting::new(e.rel.display(), &h)),
@@ -188,6 +193,37 @@ fn pass(
         refused: pulled.refused,
     };
     Ok((pass, result))
+}
+
+/// What a pull of each source would fetch, and what it could not, for `run --dry-run`.
+fn remote_dry_run(cfg: &Config) -> Vec<Waiting> {
+    let mut out = Vec::new();
+    let mut store = crate::store::open_existing(&cfg.store).ok().flatten();
+    for spec in &cfg.sources {
+        match crate::remote::pull::survey(cfg, spec, store.as_mut()) {
+            Ok(s) => {
+                out.extend(s.ready.into_iter().map(|p| Waiting {
+                    path: format!("{}/{p}", spec.into),
+                    rule: "remote",
+                    reason: format!(
+                        "on source {}: a run downloads it and judges it here",
+                        spec.name
+                    ),
+                }));
+                out.extend(s.problems.into_iter().map(|(p, why)| Waiting {
+                    path: format!("{}:{p}", spec.name),
+                    rule: "remote.not_fetched",
+                    reason: why,
+                }));
+            }
+            Err(e) => out.push(Waiting {
+                path: spec.name.clone(),
+                rule: "remote.unreachable",
+                reason: format!("{e:#}"),
+            }),
+        }
+    }
+    out
 }
 
 /// Where files are taken from (a folder, and the named files in it if any) and how (moved

@@ -149,6 +149,22 @@ pub(super) fn pull_source(
         note(summary, spec, &path, &why);
     }
     let names: HashSet<&str> = listed.iter().map(|f| f.path.as_str()).collect();
+    // What the store keeps of a source is bounded by what the source holds: finished files no
+    // longer listed (deleted, moved, replaced by a new version) are forgotten. One that comes
+    // back is downloaded again and caught by content identity.
+    let now: HashSet<(&str, &str)> = listed
+        .iter()
+        .map(|f| (f.path.as_str(), f.version.as_str()))
+        .collect();
+    let gone: Vec<RemoteKey> = known
+        .values()
+        .filter(|r| r.state == RemoteState::Finished)
+        .filter(|r| !now.contains(&(r.key.path.as_str(), r.key.version.as_str())))
+        .map(|r| r.key.clone())
+        .collect();
+    if !gone.is_empty() {
+        store.remote_forget(&gone)?;
+    }
     let mut ready = Vec::new();
     for f in &listed {
         if !wanted(cfg, spec, f, &names) {
@@ -306,6 +322,10 @@ fn wanted(cfg: &Config, spec: &SourceSpec, f: &RemoteFile, names: &HashSet<&str>
     if spec.matcher.as_ref().is_some_and(|m| !m.is_match(&f.path)) {
         return false;
     }
+    // Files `after = "move:…"` put inside the source's own folder are done with.
+    if moved_into(spec).is_some_and(|to| f.path.starts_with(&format!("{to}/"))) {
+        return false;
+    }
     let name = f.path.rsplit('/').next().unwrap_or(&f.path);
     if f.path.split('/').any(|p| p.starts_with('.')) || cfg.rules.ignored(name).is_some() {
         return false;
@@ -314,6 +334,18 @@ fn wanted(cfg: &Config, spec: &SourceSpec, f: &RemoteFile, names: &HashSet<&str>
         Some(m) => names.contains(format!("{}{m}", f.path).as_str()),
         None => true,
     }
+}
+
+/// The folder `after = "move:…"` names, relative to the source's folder, when it is inside it.
+fn moved_into(spec: &SourceSpec) -> Option<String> {
+    let After::Move(to) = &spec.after else {
+        return None;
+    };
+    if !to.starts_with('/') {
+        return Some(to.trim_start_matches("./").to_string());
+    }
+    to.strip_prefix(&format!("{}/", spec.path.trim_end_matches('/')))
+        .map(str::to_string)
 }
 
 /// The files still the same (size and modification time) in a listing `settle` after the
@@ -538,7 +570,15 @@ fn dispose(
             match &spec.after {
                 After::Keep => {}
                 After::Delete => place.remove(&key.path)?,
-                After::Move(to) => place.rename(&key.path, &format!("{to}/{}", key.path))?,
+                After::Move(to) => {
+                    // A file of the same name moved there before (an earlier version) stays:
+                    // this one gets its version in its name.
+                    let mut target = format!("{to}/{}", key.path);
+                    if place.stat(&target)?.is_some() {
+                        target = format!("{target}.{}", key.version.replace(':', "-"));
+                    }
+                    place.rename(&key.path, &target)?
+                }
             }
             if let (Some(m), false) = (&cfg.rules.done_marker, spec.after == After::Keep) {
                 let _ = place.remove(&format!("{}{m}", key.path));

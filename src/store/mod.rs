@@ -591,6 +591,8 @@ pub trait Store {
         owner: &str,
         release: bool,
     ) -> Result<Vec<bool>>;
+    /// Forgets finished remote files (no longer listed), in one transaction.
+    fn remote_forget(&mut self, keys: &[RemoteKey]) -> Result<()>;
     /// Drops `owner`'s claim of a file that was not loaded (a download discarded, a file put
     /// back): the next listing judges it again.
     fn remote_release(&mut self, key: &RemoteKey, owner: &str) -> Result<()>;

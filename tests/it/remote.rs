@@ -73,8 +73,11 @@ both_stores! {
         assert!(states.contains(&("a.csv".into(), "duplicate".into())), "{states:?}");
         assert_eq!(states.iter().filter(|(_, st)| st == "ingested").count(), 3);
         assert_eq!(s.count("SELECT count(*) FROM orders"), 5);
-        // Each remote version is claimed once, and finished.
-        assert_eq!(s.count("SELECT count(*) FROM ferry_remote WHERE state = 'finished'"), 4);
+        // Each remote version is claimed once, and finished; what the store keeps is bounded by
+        // what the server holds (the replaced versions are forgotten).
+        assert_eq!(s.count("SELECT count(*) FROM ferry_remote WHERE state = 'finished'"), 2);
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(s.count("SELECT count(*) FROM files"), 4);
     }
 }
 
@@ -111,6 +114,27 @@ fn after_delete_and_move_act_only_on_committed_files() {
     // been, content identity would make it a duplicate, never a second load.
     s.ferry_ok(&["run"], 0);
     assert_eq!(s.count("SELECT count(*) FROM orders"), 1);
+    // A new file of the same name is moved beside the first, never over it.
+    sshd.put("x/one.csv", b"id,status\n8,new\n");
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
+    // Files moved into a folder inside the source's are not listed again (they were, and each
+    // run moved them one `done/` deeper).
+    let done: Vec<String> = tree(&sshd.remote.join("done"))
+        .into_keys()
+        .filter(|k| k.ends_with(".csv") || k.contains(".csv."))
+        .collect();
+    assert_eq!(
+        done.len(),
+        2,
+        "{done:?} {:?} {}",
+        tree(&sshd.remote),
+        s.json(&["status", "--json"])["sources"]
+    );
+    assert_eq!(
+        fs::read(sshd.remote.join("done/x/one.csv")).unwrap(),
+        b"id,status\n7,new\n"
+    );
 }
 
 #[test]
@@ -304,8 +328,9 @@ fn watch_polls_each_source_and_one_that_is_down_holds_up_nothing() {
         .find(|v| v["name"] == "acme")
         .unwrap()
         .clone();
-    assert_eq!(acme["finished"].as_u64(), Some(2), "{acme}");
+    // Deleted on the server, so forgotten by the store; nothing in flight or awaiting disposal.
     assert_eq!(acme["in_flight"].as_u64(), Some(0), "{acme}");
+    assert_eq!(acme["awaiting_disposal"].as_u64(), Some(0), "{acme}");
     assert_eq!(s.count("SELECT count(*) FROM orders"), 3);
     assert_eq!(
         s.count("SELECT count(*) FROM files WHERE remote_source = 'acme' AND state = 'ingested'"),
@@ -403,4 +428,25 @@ fn a_remote_file_growing_while_listed_loads_only_once_it_is_whole() {
         s.count("SELECT count(*) FROM files WHERE state = 'ingested'"),
         1
     );
+}
+
+/// `run --dry-run` downloads and records nothing; it lists what a pull would fetch, judged by
+/// the same code (`pull::survey`).
+#[test]
+fn a_dry_run_lists_what_a_pull_would_fetch_and_downloads_nothing() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    configure(&s, &sshd.source("acme", ""));
+    sshd.put("a.csv", b"id,status\n1,new\n");
+    sshd.put("b.csv.tmp", b"id,status\n2,new\n");
+    s.ferry_ok(&["run"], 0);
+    sshd.put("c/d.csv", b"id,status\n3,new\n");
+    let (code, report) = json_any(&s, &["run", "--dry-run", "--json"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(
+        waiting_rules(&report),
+        vec![("acme/c/d.csv".to_string(), "remote".to_string())]
+    );
+    assert_eq!(s.count("SELECT count(*) FROM files"), 1);
+    assert!(!s.incoming().join("acme/c").exists());
 }

@@ -389,6 +389,9 @@ impl Store for PgStore {
     ) -> Result<Vec<bool>> {
         remote::committed(&mut self.c, keys, state, owner, release)
     }
+    fn remote_forget(&mut self, keys: &[crate::store::RemoteKey]) -> Result<()> {
+        remote::forget(&mut self.c, keys)
+    }
     fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
         remote::release(&mut self.c, key, owner)
     }

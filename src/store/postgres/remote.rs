@@ -124,3 +124,16 @@ pub fn committed(
     tx.commit()?;
     Ok(out)
 }
+
+pub fn forget(c: &mut Client, keys: &[RemoteKey]) -> Result<()> {
+    let mut tx = c.transaction()?;
+    for key in keys {
+        tx.execute(
+            "DELETE FROM ferry_remote WHERE source = $1 AND path = $2 AND version = $3 \
+             AND state = 'finished'",
+            &[&key.source, &key.path, &key.version],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

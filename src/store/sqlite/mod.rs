@@ -253,6 +253,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<bool>> {
         remote::committed(&mut self.conn, keys, state, owner, release)
     }
+    fn remote_forget(&mut self, keys: &[crate::store::RemoteKey]) -> Result<()> {
+        remote::forget(&mut self.conn, keys)
+    }
     fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
         remote::release(&self.conn, key, owner)
     }

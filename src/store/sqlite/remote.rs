@@ -123,3 +123,16 @@ pub fn committed(
     tx.commit()?;
     Ok(out)
 }
+
+pub fn forget(conn: &mut Connection, keys: &[RemoteKey]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for key in keys {
+        tx.execute(
+            "DELETE FROM ferry_remote WHERE source = ?1 AND path = ?2 AND version = ?3 \
+             AND state = 'finished'",
+            params![key.source, key.path, key.version],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
