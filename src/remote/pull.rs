@@ -409,7 +409,8 @@ fn fetch_all(
                             None => connect(spec),
                         };
                         p.and_then(|mut p| {
-                            let r = fetch(session, pipeline, &mut *p, &r, &key, &seq);
+                            let cancel = || stop.is_triggered() || session.halted();
+                            let r = fetch(session, pipeline, &mut *p, (&r, &key), &seq, &cancel);
                             // A connection that failed is not reused.
                             if r.is_ok() {
                                 place = Some(p);
@@ -430,9 +431,9 @@ fn fetch(
     session: &Session,
     pipeline: &Pipeline,
     place: &mut dyn Place,
-    r: &Ready,
-    key: &RemoteKey,
+    (r, key): (&Ready, &RemoteKey),
     seq: &AtomicU64,
+    cancel: &dyn Fn() -> bool,
 ) -> Result<()> {
     let cfg = &session.cfg;
     let owner = session.owner.as_ref().context("no claim identity")?;
@@ -443,7 +444,7 @@ fn fetch(
         owner.token(),
         seq.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = download(place, &r.file, &tmp).and_then(|()| {
+    let result = download(place, &r.file, &tmp, cancel).and_then(|()| {
         let claim = owner.claim_fetched(&cfg.spool, &tmp, &r.rel, Arc::new(key.clone()))?;
         if !pipeline.submit(Work::Claimed {
             claim,
@@ -461,15 +462,43 @@ fn fetch(
     result.with_context(|| format!("fetching {}", r.file.path))
 }
 
+/// A download's file, which stops taking bytes once a stop is asked for (a big download is
+/// cut within one read, not finished first).
+struct Cancellable<'a, W> {
+    inner: W,
+    cancel: &'a dyn Fn() -> bool,
+}
+
+impl<W: Write> Write for Cancellable<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.cancel)() {
+            return Err(std::io::Error::other("stopped while it was downloaded"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Streams the remote file into `tmp` and checks it is complete and unchanged.
-fn download(place: &mut dyn Place, file: &RemoteFile, tmp: &Path) -> Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)?,
-    );
+fn download(
+    place: &mut dyn Place,
+    file: &RemoteFile,
+    tmp: &Path,
+    cancel: &dyn Fn() -> bool,
+) -> Result<()> {
+    let mut out = Cancellable {
+        inner: std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(tmp)?,
+        ),
+        cancel,
+    };
     let got = place.read(&file.path, &mut out, file.size)?;
     out.flush()?;
     if got != file.size {
