@@ -450,3 +450,67 @@ fn a_dry_run_lists_what_a_pull_would_fetch_and_downloads_nothing() {
     assert_eq!(s.count("SELECT count(*) FROM files"), 1);
     assert!(!s.incoming().join("acme/c").exists());
 }
+
+/// `run --source NAME` pulls that source only (not the local inbox, not the other sources);
+/// an unknown name is a usage error.
+#[test]
+fn run_source_pulls_only_the_source_named() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    // Another source on another folder of the same server.
+    let elsewhere = sshd.dir.join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let other = sshd.source("other", "into = \"acme/other\"").replace(
+        &format!("{}\"", sshd.remote.display()),
+        &format!("{}\"", elsewhere.display()),
+    );
+    configure(&s, &format!("{}{other}", sshd.source("acme", "")));
+    sshd.put("a.csv", b"id,status\n1,new\n");
+    fs::write(elsewhere.join("b.csv"), b"id,status\n2,new\n").unwrap();
+    backdate(&elsewhere.join("b.csv"));
+    s.drop_file("acme/local.csv", b"id,status\n3,new\n");
+    s.ferry_ok(&["run", "--source", "acme"], 0);
+    assert_eq!(
+        s.query("SELECT path FROM files ORDER BY id"),
+        vec![vec![Some("acme/a.csv".to_string())]]
+    );
+    s.ferry_ok(&["run", "--source", "nope"], 2);
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 3);
+}
+
+/// SIGTERM while `watch` downloads a big file: the download is cut within one read and the
+/// daemon exits; nothing of the file is recorded, and nothing partial is left.
+#[test]
+fn a_stop_cuts_a_download_in_flight() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    configure(&s, &sshd.source("acme", "poll = \"200ms\""));
+    // 4 GiB, sparse on the server: longer to download than `sigterm` waits (30 s).
+    let big = sshd.remote.join("big.csv");
+    fs::File::create(&big).unwrap().set_len(4 << 30).unwrap();
+    backdate(&big);
+    let mut child = start_watch(&s, &[]);
+    let fetch = s.root.join("processing/.fetch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tree(&fetch).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let asked = std::time::Instant::now();
+    assert_eq!(sigterm(&mut child), Some(0));
+    // Cut, not finished: a whole download would take far longer, and would have left a claim.
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(s.count_or_zero("SELECT count(*) FROM files"), 0);
+    assert!(tree(&fetch).is_empty(), "{:?}", tree(&fetch));
+    let processing: Vec<String> = tree(&s.root.join("processing"))
+        .into_keys()
+        .filter(|k| !k.starts_with(".owners") && !k.starts_with(".fetch"))
+        .collect();
+    assert!(processing.is_empty(), "{processing:?}");
+    assert!(!s.incoming().join("acme/big.csv").exists());
+}

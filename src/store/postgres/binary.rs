@@ -309,7 +309,20 @@ fn canonical_date(b: &[u8]) -> Option<i64> {
     }
     let (y, m, d) = (digits(b, 0, 4)?, digits(b, 5, 2)?, digits(b, 8, 2)?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
         return None;
     }
@@ -327,8 +340,7 @@ fn canonical_date(b: &[u8]) -> Option<i64> {
 /// the text is not of that form (the general RFC 3339 parser decides), `Err` when its fraction
 /// holds nanoseconds.
 fn canonical_utc(b: &[u8]) -> Option<Result<i64, ()>> {
-    if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z'
-    {
+    if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
         return None;
     }
     let days = canonical_date(&b[..10])?;
