@@ -48,6 +48,11 @@ impl SftpPlace {
         session
             .handshake()
             .with_context(|| format!("SSH handshake with {}:{}", spec.host, spec.port))?;
+        tracing::debug!(
+            source = %spec.name,
+            cipher = session.methods(ssh2::MethodType::CryptCs).unwrap_or("?"),
+            "connected"
+        );
         check_host_key(&session, spec)?;
         authenticate(&session, spec)?;
         let sftp = session.sftp().context("starting SFTP")?;
