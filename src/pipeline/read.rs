@@ -45,6 +45,17 @@ pub fn failed(e: io::Error) -> Reject {
     )
 }
 
+/// The first pass, done already: a big file downloaded by ferry was hashed as it was written
+/// (`remote::pull`). The parse pass hashes it again, as for any big file, and a difference puts
+/// the file back.
+pub fn identified(hash: FileHash, len: u64) -> Identity {
+    Identity {
+        hash,
+        len,
+        bytes: None,
+    }
+}
+
 /// The first pass: a small file (`size` ≤ `small`) is read into memory, a big one hashed and
 /// rewound.
 pub fn identify(mut file: &File, size: u64, small: bool) -> io::Result<Identity> {

@@ -326,9 +326,15 @@ fn ingest(
 
     // Identity first: the full content's hash.
     let small = before.size <= session.cfg.small_file;
-    let first = match faults::read(rel) {
-        Some(e) => Err(e),
-        None => read::identify(&file, before.size, small),
+    // A big file ferry downloaded was hashed while it was written: no separate hash pass.
+    let fetched = match &meta.source {
+        Source::Claimed(c) => c.fetched.filter(|(_, len)| !small && *len == before.size),
+        Source::Kept(_) => None,
+    };
+    let first = match (faults::read(rel), fetched) {
+        (Some(e), _) => Err(e),
+        (None, Some((hash, len))) => Ok(read::identified(hash, len)),
+        (None, None) => read::identify(&file, before.size, small),
     };
     let mut first = match first {
         Ok(v) => v,

@@ -28,6 +28,7 @@
 use super::{connect, local_rel, Place, Refused, RemoteFile};
 use crate::config::{After, Config, SourceSpec};
 use crate::events::{Event, Summary};
+use crate::hash::{FileHash, Hasher};
 use crate::pipeline::{Pipeline, Session, Work};
 use crate::shutdown::Shutdown;
 use crate::store::{RemoteKey, RemoteRow, RemoteState, Store};
@@ -444,8 +445,9 @@ fn fetch(
         owner.token(),
         seq.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = download(place, &r.file, &tmp, cancel).and_then(|()| {
-        let claim = owner.claim_fetched(&cfg.spool, &tmp, &r.rel, Arc::new(key.clone()))?;
+    let result = download(place, &r.file, &tmp, cancel).and_then(|hashed| {
+        let origin = Arc::new(key.clone());
+        let claim = owner.claim_fetched(&cfg.spool, &tmp, &r.rel, (origin, hashed))?;
         if !pipeline.submit(Work::Claimed {
             claim,
             attempt: 1,
@@ -462,19 +464,23 @@ fn fetch(
     result.with_context(|| format!("fetching {}", r.file.path))
 }
 
-/// A download's file, which stops taking bytes once a stop is asked for (a big download is
-/// cut within one read, not finished first).
-struct Cancellable<'a, W> {
+/// A download's file: hashes what is written (the pipeline then needs no hash pass of its
+/// own), and stops taking bytes once a stop is asked for (a big download is cut within one
+/// read, not finished first).
+struct Download<'a, W> {
     inner: W,
+    hasher: Hasher,
     cancel: &'a dyn Fn() -> bool,
 }
 
-impl<W: Write> Write for Cancellable<'_, W> {
+impl<W: Write> Write for Download<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if (self.cancel)() {
             return Err(std::io::Error::other("stopped while it was downloaded"));
         }
-        self.inner.write(buf)
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -482,14 +488,15 @@ impl<W: Write> Write for Cancellable<'_, W> {
     }
 }
 
-/// Streams the remote file into `tmp` and checks it is complete and unchanged.
+/// Streams the remote file into `tmp` and checks it is complete and unchanged; the SHA-256
+/// and length of what was written.
 fn download(
     place: &mut dyn Place,
     file: &RemoteFile,
     tmp: &Path,
     cancel: &dyn Fn() -> bool,
-) -> Result<()> {
-    let mut out = Cancellable {
+) -> Result<(FileHash, u64)> {
+    let mut out = Download {
         inner: std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::OpenOptions::new()
@@ -497,6 +504,7 @@ fn download(
                 .create_new(true)
                 .open(tmp)?,
         ),
+        hasher: Hasher::default(),
         cancel,
     };
     let got = place.read(&file.path, &mut out, file.size)?;
@@ -509,7 +517,7 @@ fn download(
         );
     }
     match place.stat(&file.path)? {
-        Some(now) if now == *file => Ok(()),
+        Some(now) if now == *file => Ok(out.hasher.finish()),
         _ => anyhow::bail!(
             "it changed (or went) while it was downloaded; it is fetched again once it settles"
         ),

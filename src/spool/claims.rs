@@ -12,6 +12,7 @@
 use super::{RelPath, Spool};
 use crate::fsio::beneath::Dir;
 use crate::fsio::{self, NAME_MAX};
+use crate::hash::FileHash;
 use crate::store::RemoteKey;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -230,6 +231,7 @@ impl Owner {
             rel: rel.clone(),
             starts,
             origin: None,
+            fetched: None,
         };
         match move_to(&claim.path) {
             Ok(()) => Ok(Some(claim)),
@@ -252,11 +254,12 @@ impl Owner {
         spool: &Spool,
         download: &Path,
         rel: &RelPath,
-        origin: Arc<RemoteKey>,
+        (origin, hashed): (Arc<RemoteKey>, (FileHash, u64)),
     ) -> io::Result<Claim> {
         let claim = self.claim_with(spool, rel, 0, |to| fs::rename(download, to), || false)?;
         let mut claim = claim.ok_or_else(|| io::Error::other("the download is gone"))?;
         claim.origin = Some(origin);
+        claim.fetched = Some(hashed);
         Ok(claim)
     }
 
@@ -342,6 +345,8 @@ pub struct Claim {
     /// The remote file it was downloaded from (`None`: dropped locally, or a leftover taken
     /// back — its remote claim is reconciled through the store, see `remote::pull`).
     pub origin: Option<Arc<RemoteKey>>,
+    /// For a download: the SHA-256 and length of the bytes written, computed as they were.
+    pub fetched: Option<(FileHash, u64)>,
 }
 
 impl Claim {

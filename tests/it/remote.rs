@@ -514,3 +514,27 @@ fn a_stop_cuts_a_download_in_flight() {
     assert!(processing.is_empty(), "{processing:?}");
     assert!(!s.incoming().join("acme/big.csv").exists());
 }
+
+/// A big file is hashed while it downloads (the worker skips its own hash pass); the ledger's
+/// SHA-256 is the content's, and the parse pass, which hashes again, agrees.
+#[test]
+fn a_big_pulled_file_is_recorded_with_its_content_hash() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    configure(&s, &sshd.source("acme", ""));
+    let mut body = String::from("id,status\n");
+    for i in 0..400_000 {
+        body.push_str(&format!("{i},status-{}\n", i % 13));
+    }
+    assert!(body.len() > 4 << 20, "bigger than the read-at-once size");
+    sshd.put("big.csv", body.as_bytes());
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(
+        s.query("SELECT sha256, state FROM files"),
+        vec![vec![
+            Some(sha256_hex(body.as_bytes())),
+            Some("ingested".into())
+        ]]
+    );
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 400_000);
+}
