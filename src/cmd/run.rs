@@ -166,7 +166,7 @@ fn pass(
         session.halt();
     }
     let (done, result) = pipeline.finish_keeping();
-    if let Err(e) = crate::remote::pull::finish(&session, &pulled) {
+    if let Err(e) = crate::remote::after::finish(&session, &pulled) {
         tracing::error!(
             error = format!("{e:#}"),
             "cannot record what became of pulled files"

@@ -6,6 +6,7 @@
 //! verify, hand the file to the pipeline as a claim of this process, and once its file
 //! committed do what `after` says.
 
+pub mod after;
 pub mod poll;
 pub mod pull;
 mod sftp;

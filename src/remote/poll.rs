@@ -3,7 +3,8 @@
 //! that is down holds up neither the others nor the local inbox. What each source did last is
 //! kept in `status()` for `/metrics` and the status page.
 
-use super::pull::{committed, pull_source};
+use super::after::committed;
+use super::pull::pull_source;
 use crate::config::SourceSpec;
 use crate::events::Summary;
 use crate::pipeline::{Pipeline, Session};

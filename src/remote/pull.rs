@@ -16,7 +16,7 @@
 //!    had been dropped at `incoming/<into>/<remote path>`, and goes through the pipeline like
 //!    any file (dataset rules, content identity, parse, store, archive). Its ledger row names
 //!    the source, remote path and version.
-//! 6. **After the commit** (`finish`): a file whose ledger row committed is `loaded`, then
+//! 6. **After the commit** (`after::finish`, `after::committed`): a file whose ledger row committed is `loaded`, then
 //!    disposed of as `after` says (only if the remote file is still that version) and
 //!    `finished`; a disposal that fails is retried at the next pull and never loads the file
 //!    again. A file that did not commit (put back) has its claim dropped.
@@ -25,6 +25,7 @@
 //! claim (content identity makes the re-download that follows a duplicate), and its claims in
 //! the store are taken over once its owner is dead.
 
+use super::after::dispose;
 use super::{connect, local_rel, Place, Refused, RemoteFile};
 use crate::config::{After, Config, SourceSpec};
 use crate::events::{Event, Summary};
@@ -43,11 +44,10 @@ use std::time::{Duration, Instant};
 /// What a pull handed to the pipeline, and what went wrong with whole sources.
 #[derive(Default)]
 pub struct Pull {
-    fetched: Vec<(Arc<SourceSpec>, Vec<RemoteKey>)>,
-    /// Sources refused for good (host key, login, a missing secret): `run` exits 2.
+    pub(super) fetched: Vec<(Arc<SourceSpec>, Vec<RemoteKey>)>,
+    /// Sources refused for good (host key, login, a missing secret): `run` exits 2; the others
+    /// that failed are reported as `left` (exit 5).
     pub refused: Vec<String>,
-    /// Sources that could not be pulled this time (unreachable, a listing that failed).
-    pub failed: Vec<String>,
 }
 
 impl Pull {
@@ -93,8 +93,6 @@ pub fn pull(
                 .emit(summary);
                 if e.downcast_ref::<Refused>().is_some() {
                     out.refused.push(format!("source {}: {why}", spec.name));
-                } else {
-                    out.failed.push(format!("source {}: {why}", spec.name));
                 }
             }
         }
@@ -521,122 +519,6 @@ fn download(
         _ => anyhow::bail!(
             "it changed (or went) while it was downloaded; it is fetched again once it settles"
         ),
-    }
-}
-
-/// After the pipeline finished: each fetched file whose ledger row committed is loaded, then
-/// disposed of; one that did not commit has its claim dropped, to be judged again.
-pub fn finish(session: &Session, pull: &Pull) -> Result<()> {
-    if pull.fetched() == 0 {
-        return Ok(());
-    }
-    let mut store = crate::store::open(&session.cfg.store)?;
-    for (spec, keys) in &pull.fetched {
-        committed(session, &mut *store, spec, keys, true)?;
-    }
-    Ok(())
-}
-
-/// Of files handed to the pipeline, those whose ledger row committed are loaded, then disposed
-/// of as `after` says. The others: with `release` (the pipeline is done with them: they were
-/// put back) their claims are dropped; without, they are still in the pipeline and returned.
-pub fn committed(
-    session: &Session,
-    store: &mut dyn Store,
-    spec: &SourceSpec,
-    keys: &[RemoteKey],
-    release: bool,
-) -> Result<Vec<RemoteKey>> {
-    let cfg = &session.cfg;
-    let owner = session.owner.as_ref().context("no claim identity")?;
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    // One transaction: which files committed (loaded; finished when they are kept), and the
-    // claims of the others dropped when the pipeline is done with them.
-    let state = if spec.after == After::Keep {
-        RemoteState::Finished
-    } else {
-        RemoteState::Loaded
-    };
-    let done = store.remote_committed(keys, state, owner.token(), release)?;
-    let mut place: Option<Box<dyn Place>> = None;
-    let mut pending = Vec::new();
-    for (key, loaded) in keys.iter().zip(done) {
-        if !loaded {
-            if !release {
-                pending.push(key.clone());
-            }
-            continue;
-        }
-        if spec.after == After::Keep {
-            continue;
-        }
-        if place.is_none() {
-            match connect(spec) {
-                Ok(p) => place = Some(p),
-                Err(e) => {
-                    let why = format!("{e:#}");
-                    tracing::warn!(source = %spec.name, error = %why,
-                        "cannot connect to dispose of loaded files; retried at the next pull");
-                    store.remote_mark(key, RemoteState::Loaded, Some(&why))?;
-                    continue;
-                }
-            }
-        }
-        if let Some(p) = place.as_mut() {
-            dispose(cfg, &mut **p, store, spec, key);
-        }
-    }
-    Ok(pending)
-}
-
-/// Does what `after` says with a loaded remote file — only while it is still the version that
-/// was loaded (a new upload under the same name is a new file, left for the next listing) —
-/// then marks it finished. A failure is recorded and retried at the next pull.
-fn dispose(
-    cfg: &Config,
-    place: &mut dyn Place,
-    store: &mut dyn Store,
-    spec: &SourceSpec,
-    key: &RemoteKey,
-) {
-    let result = (|| -> Result<()> {
-        let current = place.stat(&key.path)?;
-        if current.is_some_and(|f| f.version == key.version) {
-            match &spec.after {
-                After::Keep => {}
-                After::Delete => place.remove(&key.path)?,
-                After::Move(to) => {
-                    // A file of the same name moved there before (an earlier version) stays:
-                    // this one gets its version in its name.
-                    let mut target = format!("{to}/{}", key.path);
-                    if place.stat(&target)?.is_some() {
-                        target = format!("{target}.{}", key.version.replace(':', "-"));
-                    }
-                    place.rename(&key.path, &target)?
-                }
-            }
-            if let (Some(m), false) = (&cfg.rules.done_marker, spec.after == After::Keep) {
-                let _ = place.remove(&format!("{}{m}", key.path));
-            }
-        }
-        Ok(())
-    })();
-    let marked = match result {
-        Ok(()) => store.remote_mark(key, RemoteState::Finished, None),
-        Err(e) => {
-            let why = format!("{e:#}");
-            tracing::warn!(source = %spec.name, path = %key.path, error = %why,
-                "cannot dispose of a loaded remote file; retried at the next pull");
-            store.remote_mark(key, RemoteState::Loaded, Some(&why))
-        }
-    };
-    if let Err(e) = marked {
-        tracing::warn!(
-            error = format!("{e:#}"),
-            "cannot record a remote file's disposal"
-        );
     }
 }
 

@@ -7,6 +7,7 @@
 //! into the same text the SQLite store holds, so a batch file is the same whichever store wrote
 //! it.
 
+use super::datetime::{canonical_date, canonical_utc};
 use crate::record::Cell;
 use crate::store::Value;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
@@ -138,7 +139,7 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 /// 2000-01-01, PostgreSQL's epoch for dates and timestamps.
-fn epoch() -> NaiveDate {
+pub(super) fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date")
 }
 
@@ -292,75 +293,6 @@ fn text_into(out: &mut Vec<u8>, ty: PgType, s: &str) -> Result<(), String> {
         PgType::Xid8 => return Err("xid8 columns are ferry's own".into()),
     }
     Ok(())
-}
-
-/// `n` ASCII digits at `b[at..]` as a number.
-fn digits(b: &[u8], at: usize, n: usize) -> Option<i64> {
-    let part = b.get(at..at + n)?;
-    part.iter().try_fold(0i64, |v, &c| {
-        c.is_ascii_digit().then(|| v * 10 + (c - b'0') as i64)
-    })
-}
-
-/// Days from 2000-01-01 of a valid `YYYY-MM-DD` (years 0000–9999), else `None`.
-fn canonical_date(b: &[u8]) -> Option<i64> {
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, m, d) = (digits(b, 0, 4)?, digits(b, 5, 2)?, digits(b, 8, 2)?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm), shifted to PostgreSQL's epoch.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468 - 10_957)
-}
-
-/// Microseconds from 2000-01-01T00:00:00Z of `YYYY-MM-DDTHH:MM:SS[.fraction]Z`: `None` when
-/// the text is not of that form (the general RFC 3339 parser decides), `Err` when its fraction
-/// holds nanoseconds.
-fn canonical_utc(b: &[u8]) -> Option<Result<i64, ()>> {
-    if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
-        return None;
-    }
-    let days = canonical_date(&b[..10])?;
-    let (h, mi, sec) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
-    if h > 23 || mi > 59 || sec > 59 {
-        return None;
-    }
-    let mut nanos = 0i64;
-    match &b[19..b.len() - 1] {
-        [] => {}
-        [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
-            nanos = digits(frac, 0, frac.len())? * 10i64.pow(9 - frac.len() as u32);
-        }
-        _ => return None,
-    }
-    if nanos % 1000 != 0 {
-        return Some(Err(()));
-    }
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    Some(Ok(secs * 1_000_000 + nanos / 1000))
 }
 
 /// The most fraction digits PostgreSQL's numeric keeps, and the most base-10000 groups before
@@ -587,102 +519,6 @@ pub fn field(encoded: &[u8]) -> Option<&[u8]> {
         .flatten()
 }
 
-/// Whether two values of a column of type `ty` are the same as PostgreSQL's
-/// `IS NOT DISTINCT FROM` judges them: numerics by value whatever their scale (`1.5` = `1.50`),
-/// floats with `-0` = `0` and NaN = NaN, text byte for byte (what a deterministic collation
-/// does; `bpchar` is read as text, its padding stripped), the rest by their binary form.
-pub fn same(ty: PgType, a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => match ty {
-            PgType::Numeric | PgType::Float8 | PgType::Float4 => {
-                order(ty, a, b) == Some(std::cmp::Ordering::Equal)
-            }
-            _ => a == b,
-        },
-        _ => false,
-    }
-}
-
-/// How two non-NULL values of a column of type `ty` compare in PostgreSQL's order; `None` for
-/// text (its order is the collation's) or a value that does not decode.
-pub fn order(ty: PgType, a: &[u8], b: &[u8]) -> Option<std::cmp::Ordering> {
-    fn int<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
-        b.try_into().ok()
-    }
-    Some(match ty {
-        PgType::Text => return None,
-        PgType::Int8 | PgType::Timestamptz | PgType::Timestamp => {
-            i64::from_be_bytes(int(a)?).cmp(&i64::from_be_bytes(int(b)?))
-        }
-        PgType::Xid8 => u64::from_be_bytes(int(a)?).cmp(&u64::from_be_bytes(int(b)?)),
-        PgType::Int4 | PgType::Date => {
-            i32::from_be_bytes(int(a)?).cmp(&i32::from_be_bytes(int(b)?))
-        }
-        PgType::Int2 => i16::from_be_bytes(int(a)?).cmp(&i16::from_be_bytes(int(b)?)),
-        PgType::Bool => int::<1>(a)?[0].cmp(&int::<1>(b)?[0]),
-        PgType::Float8 => float_order(f64::from_be_bytes(int(a)?), f64::from_be_bytes(int(b)?)),
-        PgType::Float4 => float_order(
-            f32::from_be_bytes(int(a)?) as f64,
-            f32::from_be_bytes(int(b)?) as f64,
-        ),
-        PgType::Numeric => Numeric::read(a)?.cmp(&Numeric::read(b)?),
-    })
-}
-
-/// PostgreSQL's float order: NaN equals NaN and sorts above every other value; `-0` = `0`.
-fn float_order(a: f64, b: f64) -> std::cmp::Ordering {
-    match (a.is_nan(), b.is_nan()) {
-        (true, true) => std::cmp::Ordering::Equal,
-        (true, false) => std::cmp::Ordering::Greater,
-        (false, true) => std::cmp::Ordering::Less,
-        (false, false) => a.partial_cmp(&b).expect("not NaN"),
-    }
-}
-
-/// A binary numeric's value, normalized (no leading or trailing zero groups, no scale), in
-/// PostgreSQL's order: -Infinity, negatives, zero, positives, Infinity, NaN.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Numeric {
-    NegInfinity,
-    /// A negative value: its magnitude reversed, so larger magnitudes sort first.
-    Negative(std::cmp::Reverse<(i16, Vec<i16>)>),
-    Zero,
-    Positive((i16, Vec<i16>)),
-    Infinity,
-    NaN,
-}
-
-impl Numeric {
-    fn read(b: &[u8]) -> Option<Numeric> {
-        let be16 = |i: usize| b.get(i..i + 2).map(|s| i16::from_be_bytes([s[0], s[1]]));
-        let (n, mut weight, sign) = (be16(0)?, be16(2)?, be16(4)? as u16);
-        match sign {
-            0xC000 => return Some(Numeric::NaN),
-            0xD000 => return Some(Numeric::Infinity),
-            0xF000 => return Some(Numeric::NegInfinity),
-            0x0000 | 0x4000 => {}
-            _ => return None,
-        }
-        let mut digits: Vec<i16> = (0..n.max(0) as usize)
-            .map(|i| be16(8 + 2 * i))
-            .collect::<Option<_>>()?;
-        let lead = digits.iter().take_while(|&&d| d == 0).count();
-        digits.drain(..lead);
-        weight = weight.checked_sub(lead as i16)?;
-        while digits.last() == Some(&0) {
-            digits.pop();
-        }
-        Some(if digits.is_empty() {
-            Numeric::Zero
-        } else if sign == 0x4000 {
-            Numeric::Negative(std::cmp::Reverse((weight, digits)))
-        } else {
-            Numeric::Positive((weight, digits))
-        })
-    }
-}
-
 /// A decoded field as a `Value` borrowing from the row.
 pub fn value<'a>(d: &'a Decoded, raw: &'a [u8]) -> Value<'a> {
     match d {
@@ -724,142 +560,6 @@ mod tests {
         let mut out = Vec::new();
         assert!(numeric(&mut out, "1e5").is_err());
         assert!(numeric(&mut out, "").is_err());
-    }
-
-    /// A value as `cell` encodes it into a column of `ty`, without the length.
-    fn enc(ty: PgType, s: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        text_into(&mut out, ty, s).unwrap();
-        field(&out).unwrap().to_vec()
-    }
-
-    #[test]
-    fn stored_values_compare_as_postgresql_compares_them() {
-        use std::cmp::Ordering::*;
-        let n = |s: &str| enc(PgType::Numeric, s);
-        // Numerics by value, whatever their scale.
-        assert!(same(PgType::Numeric, Some(&n("1.5")), Some(&n("1.50"))));
-        assert!(same(PgType::Numeric, Some(&n("0")), Some(&n("-0.00"))));
-        assert!(!same(PgType::Numeric, Some(&n("1.5")), Some(&n("1.05"))));
-        assert!(!same(PgType::Numeric, Some(&n("10000")), Some(&n("1"))));
-        let sorted = [
-            "-100000",
-            "-10000.5",
-            "-10000",
-            "-1",
-            "-0.0001",
-            "0",
-            "0.00001",
-            "0.0001",
-            "1",
-            "1.00000001",
-            "1.5",
-            "9999",
-            "10000",
-            "99999999.99",
-        ];
-        for (i, a) in sorted.iter().enumerate() {
-            for (j, b) in sorted.iter().enumerate() {
-                assert_eq!(
-                    order(PgType::Numeric, &n(a), &n(b)),
-                    Some(i.cmp(&j)),
-                    "{a} vs {b}"
-                );
-            }
-        }
-        // NaN and infinities as PostgreSQL writes them.
-        let special = |sign: u16| [0u8, 0, 0, 0, (sign >> 8) as u8, 0, 0, 0].to_vec();
-        let (nan, inf, ninf) = (special(0xC000), special(0xD000), special(0xF000));
-        assert_eq!(order(PgType::Numeric, &nan, &nan), Some(Equal));
-        assert_eq!(order(PgType::Numeric, &nan, &inf), Some(Greater));
-        assert_eq!(
-            order(PgType::Numeric, &inf, &n("99999999.99")),
-            Some(Greater)
-        );
-        assert_eq!(order(PgType::Numeric, &ninf, &n("-99999")), Some(Less));
-        // Floats: -0 = 0, NaN = NaN above everything.
-        let f = |v: f64| v.to_be_bytes().to_vec();
-        assert!(same(PgType::Float8, Some(&f(-0.0)), Some(&f(0.0))));
-        assert!(same(
-            PgType::Float8,
-            Some(&f(f64::NAN)),
-            Some(&f(-f64::NAN))
-        ));
-        assert_eq!(
-            order(PgType::Float8, &f(f64::NAN), &f(f64::INFINITY)),
-            Some(Greater)
-        );
-        // Dates and datetimes by their time, before the epoch too; text byte for byte.
-        let d = |s: &str| enc(PgType::Date, s);
-        assert_eq!(
-            order(PgType::Date, &d("1999-12-31"), &d("2000-01-01")),
-            Some(Less)
-        );
-        let t = |s: &str| enc(PgType::Timestamptz, s);
-        assert!(same(
-            PgType::Timestamptz,
-            Some(&t("2026-01-01T01:00:00+01:00")),
-            Some(&t("2026-01-01T00:00:00Z"))
-        ));
-        assert_eq!(
-            order(
-                PgType::Timestamptz,
-                &t("1970-01-01T00:00:00Z"),
-                &t("2030-01-01T00:00:00Z")
-            ),
-            Some(Less)
-        );
-        assert!(!same(PgType::Text, Some(b"abc"), Some(b"abc ")));
-        assert!(same(PgType::Text, None, None));
-        assert!(!same(PgType::Text, None, Some(b"")));
-        assert_eq!(order(PgType::Text, b"a", b"b"), None);
-    }
-
-    #[test]
-    fn canonical_dates_and_datetimes_read_fast_as_the_general_parser_reads_them() {
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
-        for _ in 0..20_000 {
-            let (y, m, d) = (next(10_000), 1 + next(12), 1 + next(31));
-            let (h, mi, s) = (next(24), next(60), next(60));
-            let frac = match next(4) {
-                0 => String::new(),
-                1 => format!(".{:03}", next(1000)),
-                2 => format!(".{:06}", next(1_000_000)),
-                _ => format!(".{:09}", next(1_000_000_000)),
-            };
-            let date = format!("{y:04}-{m:02}-{d:02}");
-            let general = NaiveDate::parse_from_str(&date, "%Y-%m-%d")
-                .ok()
-                .map(|v| (v - epoch()).num_days());
-            assert_eq!(canonical_date(date.as_bytes()), general, "{date}");
-            let t = format!("{date}T{h:02}:{mi:02}:{s:02}{frac}Z");
-            let general = DateTime::parse_from_rfc3339(&t).ok().map(|v| {
-                let v = v.with_timezone(&Utc);
-                if v.timestamp_subsec_nanos() % 1000 != 0 {
-                    return Err(());
-                }
-                let base = epoch().and_hms_opt(0, 0, 0).unwrap().and_utc();
-                Ok((v - base).num_microseconds().unwrap())
-            });
-            assert_eq!(canonical_utc(t.as_bytes()), general, "{t}");
-        }
-        // Not the canonical form: left to the general parser.
-        for t in [
-            "2026-01-01T00:00:00+01:00",
-            "2026-01-01 00:00:00Z",
-            "2026-01-01T00:00:60Z",
-            "2026-01-01T00:00:00.Z",
-            "2026-01-01T00:00:00.1234567890Z",
-            "2026-1-01T00:00:00Z",
-        ] {
-            assert_eq!(canonical_utc(t.as_bytes()), None, "{t}");
-        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The exact comparison of hash matches with stored records: key values in their column types,
 //! and the version or every value where `on_key` needs them. The stored values are read by one
 //! binary COPY per cluster of ids and compared here with the chunk's values encoded as they
-//! would be stored (`binary::same`, `binary::order`: PostgreSQL's equality and order).
+//! would be stored (`order::same`, `order::order`: PostgreSQL's equality and order).
 
 use super::binary::{self, PgType};
 use super::keys::{ranges, Runs, MAX_RANGES, RANGE_GAP};
+use super::order;
 use super::tables::{by_id, ident, index_ids, TableInfo};
 use crate::record::Cell;
 use crate::store::keys::{Compare, RunStore, Seen, Wants};
@@ -115,7 +116,7 @@ impl Compare for PgCompare<'_> {
             *self.indexed = true;
         }
         // The stored values are read (binary COPY) and compared here, in the columns' types
-        // (`binary::same`, `binary::order`): the database only reads by id.
+        // (`order::same`, `order::order`): the database only reads by id.
         let all: Vec<&Part> = keys.iter().chain(extra.iter()).collect();
         let mut select: Vec<String> = vec!["t._id".into()];
         for p in &all {
@@ -150,7 +151,7 @@ impl Compare for PgCompare<'_> {
                 let mut value = |j: usize| -> Result<bool> {
                     mine.clear();
                     encode(ins, all[j], r, &mut mine)?;
-                    Ok(binary::same(all[j].ty, binary::field(&mine), at(1 + j)))
+                    Ok(order::same(all[j].ty, binary::field(&mine), at(1 + j)))
                 };
                 let mut key = true;
                 for j in 0..keys.len() {
@@ -177,7 +178,7 @@ impl Compare for PgCompare<'_> {
                                 (_, None) => std::cmp::Ordering::Greater,
                                 (None, Some(_)) => std::cmp::Ordering::Less,
                                 (Some(a), Some(b)) => {
-                                    binary::order(all[j].ty, a, b).with_context(|| {
+                                    order::order(all[j].ty, a, b).with_context(|| {
                                         format!(
                                             "the version column {} cannot be ordered",
                                             all[j].name

@@ -17,12 +17,14 @@
 
 mod binary;
 mod compare;
+mod datetime;
 mod export;
 mod ids;
 mod keys;
 mod lease;
 mod ledger;
 mod migrations;
+mod order;
 mod registry;
 mod rekey;
 mod remote;
