@@ -235,7 +235,7 @@ fn sources(b: &mut String, st: &Status) {
     b.push_str(
         "<section id=\"sources\"><h2>Sources</h2><table><thead><tr><th>source</th>\
          <th>state</th><th>last listing</th><th class=\"n\">fetched</th>\
-         <th class=\"n\">loaded</th><th class=\"n\">awaiting disposal</th><th>last error</th>\
+         <th class=\"n\">loaded, still listed</th><th class=\"n\">awaiting disposal</th><th>last error</th>\
          </tr></thead><tbody>",
     );
     for src in &st.sources {
@@ -254,7 +254,7 @@ fn sources(b: &mut String, st: &Status) {
             "<tr><td data-label=\"source\">{} <span class=\"muted\">{}</span></td>\
              <td data-label=\"state\"><span class=\"state {class}\">{}</span></td>\
              <td data-label=\"last listing\">{}</td><td class=\"n\" data-label=\"fetched\">{}</td>\
-             <td class=\"n\" data-label=\"loaded\">{}</td>\
+             <td class=\"n\" data-label=\"loaded, still listed\">{}</td>\
              <td class=\"n\" data-label=\"awaiting disposal\">{}</td>\
              <td data-label=\"last error\">{}</td></tr>",
             esc(&src.name),

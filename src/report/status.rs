@@ -43,7 +43,8 @@ pub struct Status {
 pub struct SourceState {
     pub name: String,
     pub url: String,
-    /// Remote files loaded and finished with.
+    /// Remote files loaded and finished with that the source still lists (what it no longer
+    /// lists is forgotten: the ledger keeps every file it brought).
     pub finished: u64,
     /// Loaded, but what `after` says is not done yet (the last error says why).
     pub awaiting_disposal: u64,
@@ -149,7 +150,7 @@ impl Report for Status {
             for src in &self.sources {
                 let _ = writeln!(
                     out,
-                    "  {}  {}: {} loaded, {} awaiting disposal, {} in flight",
+                    "  {}  {}: {} loaded and still on the source, {} awaiting disposal, {} in flight",
                     src.name,
                     src.url,
                     thousands(src.finished + src.awaiting_disposal),
