@@ -186,6 +186,7 @@ fn pass(
         held.into_iter()
             .map(|(e, h)| Waiting::new(e.rel.display(), &h)),
     );
+    waiting.extend(pulled.held.iter().map(|(p, h)| Waiting::new(p.clone(), h)));
     let pass = Pass {
         summary,
         waiting,
@@ -210,6 +211,7 @@ fn remote_dry_run(cfg: &Config) -> Vec<Waiting> {
                         spec.name
                     ),
                 }));
+                out.extend(s.held.iter().map(|(p, h)| Waiting::new(p.clone(), h)));
                 out.extend(s.problems.into_iter().map(|(p, why)| Waiting {
                     path: format!("{}:{p}", spec.name),
                     rule: "remote.not_fetched",

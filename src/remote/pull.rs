@@ -28,6 +28,7 @@
 use super::after::dispose;
 use super::{connect, local_rel, Place, Refused, RemoteFile};
 use crate::config::{After, Config, SourceSpec};
+use crate::discover::Hold;
 use crate::events::{Event, Summary};
 use crate::hash::{FileHash, Hasher};
 use crate::pipeline::{Pipeline, Session, Work};
@@ -48,6 +49,8 @@ pub struct Pull {
     /// Sources refused for good (host key, login, a missing secret): `run` exits 2; the others
     /// that failed are reported as `left` (exit 5).
     pub refused: Vec<String>,
+    /// Remote files that wait, and why (shown with the run's waiting files).
+    pub held: Vec<(String, Hold)>,
 }
 
 impl Pull {
@@ -82,7 +85,10 @@ pub fn pull(
             break;
         }
         match pull_source(session, pipeline, stop, spec, &mut *store, summary) {
-            Ok(polled) => out.fetched.push((spec.clone(), polled.keys)),
+            Ok(polled) => {
+                out.held.extend(polled.held);
+                out.fetched.push((spec.clone(), polled.keys));
+            }
             Err(e) => {
                 let why = format!("{e:#}");
                 tracing::error!(source = %spec.name, error = %why, "cannot pull this source");
@@ -111,6 +117,8 @@ pub struct Polled {
     /// Downloads that failed (retried at the next pull).
     pub failed: usize,
     pub bytes: u64,
+    /// Files that wait, and why (where they would land under `incoming/`).
+    pub held: Vec<(String, Hold)>,
 }
 
 /// A remote file ready to be fetched, and the owner whose claim it takes over, if any.
@@ -165,9 +173,15 @@ pub(super) fn pull_source(
         store.remote_forget(&gone)?;
     }
     let mut ready = Vec::new();
+    let mut held = Vec::new();
     for f in &listed {
-        if !wanted(cfg, spec, f, &names) {
-            continue;
+        match judge(cfg, spec, f, &names) {
+            Judged::Take => {}
+            Judged::Skip => continue,
+            Judged::Hold(h) => {
+                held.push((shown(spec, &f.path), h));
+                continue;
+            }
         }
         let rel = match local_rel(spec, &f.path) {
             Ok(r) => r,
@@ -202,21 +216,22 @@ pub(super) fn pull_source(
             dead,
         });
     }
-    let ready = settled(cfg, spec, &mut *place, ready, stop)?;
+    let ready = settled(cfg, spec, &mut *place, ready, stop, &mut held)?;
     // One transaction for every claim of this listing.
     let wanted: Vec<(RemoteKey, Option<String>)> = ready
         .iter()
         .map(|r| (key_of(spec, &r.file), r.dead.clone()))
         .collect();
-    let held = store.remote_claims(&wanted, owner.token())?;
+    let granted = store.remote_claims(&wanted, owner.token())?;
     let queue: VecDeque<Ready> = ready
         .into_iter()
-        .zip(held)
-        .filter_map(|(r, held)| held.then_some(r))
+        .zip(granted)
+        .filter_map(|(r, granted)| granted.then_some(r))
         .collect();
     let mut polled = Polled {
         listed: listed.len(),
         ready: queue.len(),
+        held,
         ..Polled::default()
     };
     let sizes: HashMap<String, u64> = queue
@@ -249,6 +264,8 @@ pub struct Survey {
     /// Files already loaded (this version).
     pub loaded: usize,
     pub problems: Problems,
+    /// Files that wait, and why.
+    pub held: Vec<(String, Hold)>,
 }
 
 pub fn survey(
@@ -272,10 +289,16 @@ pub fn survey(
         ready: Vec::new(),
         loaded: 0,
         problems: Vec::new(),
+        held: Vec::new(),
     };
     for f in &listed {
-        if !wanted(cfg, spec, f, &names) {
-            continue;
+        match judge(cfg, spec, f, &names) {
+            Judged::Take => {}
+            Judged::Skip => continue,
+            Judged::Hold(h) => {
+                out.held.push((shown(spec, &f.path), h));
+                continue;
+            }
         }
         if let Err(why) = local_rel(spec, &f.path) {
             problems.push((f.path.clone(), why));
@@ -315,24 +338,45 @@ fn list(place: &mut dyn Place) -> Result<(Vec<RemoteFile>, Problems)> {
     Ok((files, problems))
 }
 
-/// Whether a listed file is one to fetch: matched by `match`, not a temp, hidden or marker
-/// name, and with its done marker listed beside it when the config asks for one.
-fn wanted(cfg: &Config, spec: &SourceSpec, f: &RemoteFile, names: &HashSet<&str>) -> bool {
+/// What readiness makes of a listed file, as for a local one.
+enum Judged {
+    /// To fetch.
+    Take,
+    /// Not a file of this source: outside `match`, in the `move:` folder, a done marker.
+    Skip,
+    /// Waits, for a reason reports show: a hidden or temp name, its done marker not there yet.
+    Hold(Hold),
+}
+
+/// Readiness of a listed file (one verdict for pull, `config check` and `run --dry-run`).
+fn judge(cfg: &Config, spec: &SourceSpec, f: &RemoteFile, names: &HashSet<&str>) -> Judged {
     if spec.matcher.as_ref().is_some_and(|m| !m.is_match(&f.path)) {
-        return false;
+        return Judged::Skip;
     }
     // Files `after = "move:…"` put inside the source's own folder are done with.
     if moved_into(spec).is_some_and(|to| f.path.starts_with(&format!("{to}/"))) {
-        return false;
+        return Judged::Skip;
+    }
+    if f.path.split('/').any(|p| p.starts_with('.')) {
+        return Judged::Hold(Hold::Hidden);
     }
     let name = f.path.rsplit('/').next().unwrap_or(&f.path);
-    if f.path.split('/').any(|p| p.starts_with('.')) || cfg.rules.ignored(name).is_some() {
-        return false;
+    match cfg.rules.ignored(name) {
+        Some(Hold::IsMarker) => return Judged::Skip,
+        Some(h) => return Judged::Hold(h),
+        None => {}
     }
     match &cfg.rules.done_marker {
-        Some(m) => names.contains(format!("{}{m}", f.path).as_str()),
-        None => true,
+        Some(m) if !names.contains(format!("{}{m}", f.path).as_str()) => {
+            Judged::Hold(Hold::NoMarker { marker: m.clone() })
+        }
+        _ => Judged::Take,
     }
+}
+
+/// Where a remote file would land under `incoming/`, for reports.
+fn shown(spec: &SourceSpec, path: &str) -> String {
+    format!("{}/{path}", spec.into)
 }
 
 /// The folder `after = "move:…"` names, relative to the source's folder, when it is inside it.
@@ -355,6 +399,7 @@ fn settled(
     place: &mut dyn Place,
     ready: Vec<Ready>,
     stop: &Shutdown,
+    held: &mut Vec<(String, Hold)>,
 ) -> Result<Vec<Ready>> {
     let settle = spec.settle.unwrap_or(cfg.rules.settle);
     if ready.is_empty() || settle.is_zero() {
@@ -369,10 +414,17 @@ fn settled(
     }
     let (again, _) = list(place)?;
     let now: HashMap<&str, &RemoteFile> = again.iter().map(|f| (f.path.as_str(), f)).collect();
-    Ok(ready
+    let (quiet, changing): (Vec<Ready>, Vec<Ready>) = ready
         .into_iter()
-        .filter(|r| now.get(r.file.path.as_str()) == Some(&&r.file))
-        .collect())
+        .partition(|r| now.get(r.file.path.as_str()) == Some(&&r.file));
+    held.extend(changing.into_iter().map(|r| {
+        let h = Hold::Settling {
+            quiet: Duration::ZERO,
+            settle,
+        };
+        (shown(spec, &r.file.path), h)
+    }));
+    Ok(quiet)
 }
 
 /// Downloads the queued files on up to `connections` connections (the first is `place`) and

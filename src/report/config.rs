@@ -75,6 +75,8 @@ pub struct SourceView {
     ready: Vec<String>,
     loaded: usize,
     problems: Vec<(String, String)>,
+    /// Files that wait (a temp or hidden name, no done marker yet): path and rule.
+    waiting: Vec<(String, String)>,
 }
 
 impl SourceView {
@@ -118,6 +120,12 @@ impl SourceView {
             listed: survey.as_ref().map_or(0, |v| v.listed),
             loaded: survey.as_ref().map_or(0, |v| v.loaded),
             ready: survey.as_ref().map_or_else(Vec::new, |v| v.ready.clone()),
+            waiting: survey.as_ref().map_or_else(Vec::new, |v| {
+                v.held
+                    .iter()
+                    .map(|(p, h)| (p.clone(), h.to_string()))
+                    .collect()
+            }),
             problems: survey.map_or_else(Vec::new, |v| v.problems),
         }
     }
@@ -156,6 +164,9 @@ fn source(o: &mut String, s: &SourceView) {
             );
             for r in s.ready.iter().take(20) {
                 let _ = writeln!(o, "    ready            {r}");
+            }
+            for (p, why) in s.waiting.iter().take(20) {
+                let _ = writeln!(o, "    waiting          {p}: {why}");
             }
             for (p, why) in s.problems.iter().take(20) {
                 let _ = writeln!(o, "    not fetched      {p}: {why}");

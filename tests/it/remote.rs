@@ -36,7 +36,18 @@ both_stores! {
         // Not fetched: a temp name and a hidden file.
         sshd.put("c.csv.part", b"id,status\n9,partial\n");
         sshd.put(".hidden.csv", b"id,status\n9,hidden\n");
-        s.ferry_ok(&["run"], 0);
+        // Waiting, with the rule, as local files would: never skipped without a note.
+        let (code, report) = json_any(&s, &["run", "--json"]);
+        assert_eq!(code, Some(0));
+        let mut rules = waiting_rules(&report);
+        rules.sort();
+        assert_eq!(
+            rules,
+            vec![
+                ("acme/.hidden.csv".to_string(), "hidden".to_string()),
+                ("acme/c.csv.part".to_string(), "temp_name".to_string()),
+            ]
+        );
         assert_eq!(s.count("SELECT count(*) FROM orders"), 3);
         assert_eq!(
             pulled(&s),
@@ -443,9 +454,14 @@ fn a_dry_run_lists_what_a_pull_would_fetch_and_downloads_nothing() {
     sshd.put("c/d.csv", b"id,status\n3,new\n");
     let (code, report) = json_any(&s, &["run", "--dry-run", "--json"]);
     assert_eq!(code, Some(0), "{report}");
+    let mut rules = waiting_rules(&report);
+    rules.sort();
     assert_eq!(
-        waiting_rules(&report),
-        vec![("acme/c/d.csv".to_string(), "remote".to_string())]
+        rules,
+        vec![
+            ("acme/b.csv.tmp".to_string(), "temp_name".to_string()),
+            ("acme/c/d.csv".to_string(), "remote".to_string()),
+        ]
     );
     assert_eq!(s.count("SELECT count(*) FROM files"), 1);
     assert!(!s.incoming().join("acme/c").exists());
