@@ -8,7 +8,7 @@ use crate::config::SourceSpec;
 use anyhow::{anyhow, Context, Result};
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use ssh2::{CheckResult, ErrorCode, FileStat, KnownHostFileKind, Session, Sftp};
+use ssh2::{CheckResult, ErrorCode, FileStat, KnownHostFileKind, RenameFlags, Session, Sftp};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -256,8 +256,13 @@ impl Place for SftpPlace {
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<()> {
-        let target = self.full(to);
-        // Folders of the target, as far as they are missing.
+        let (source, target) = (self.full(from), self.full(to));
+        // Never over an existing file (no OVERWRITE flag, which libssh2 asks for by default).
+        let flags = Some(RenameFlags::ATOMIC | RenameFlags::NATIVE);
+        if self.sftp.rename(&source, &target, flags).is_ok() {
+            return Ok(());
+        }
+        // The target's folders, as far as they are missing, then once more.
         let mut dir = PathBuf::new();
         if let Some(parent) = target.parent() {
             for c in parent.components() {
@@ -268,7 +273,7 @@ impl Place for SftpPlace {
             }
         }
         self.sftp
-            .rename(&self.full(from), &target, None)
+            .rename(&source, &target, flags)
             .with_context(|| format!("moving {from} to {}", target.display()))
     }
 
