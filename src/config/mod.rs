@@ -13,7 +13,7 @@ mod load;
 mod sources;
 mod values;
 
-pub use sources::{After, Scheme, SourceSpec};
+pub use sources::{After, S3Spec, Scheme, SourceSpec};
 pub use values::parse_duration;
 
 #[cfg(test)]

@@ -14,6 +14,23 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     Sftp,
+    /// FTP, in the clear.
+    Ftp,
+    /// FTP with explicit TLS (`AUTH TLS` on the control connection, protected data connections).
+    Ftps,
+    /// An S3-compatible bucket: `host` is the bucket, `path` the key prefix.
+    S3,
+}
+
+impl Scheme {
+    fn name(self) -> &'static str {
+        match self {
+            Scheme::Sftp => "sftp",
+            Scheme::Ftp => "ftp",
+            Scheme::Ftps => "ftps",
+            Scheme::S3 => "s3",
+        }
+    }
 }
 
 /// What happens to a remote file once its file committed.
@@ -58,6 +75,24 @@ pub struct SourceSpec {
     /// SFTP: an OpenSSH known_hosts file, or the host key's `SHA256:` fingerprint.
     pub known_hosts: Option<PathBuf>,
     pub host_key: Option<String>,
+    /// FTPS and https S3 endpoints: certificates of a private CA trusted instead of the public
+    /// roots.
+    pub ca_file: Option<PathBuf>,
+    pub s3: Option<S3Spec>,
+}
+
+/// How an S3 source reaches its bucket.
+#[derive(Debug, Clone)]
+pub struct S3Spec {
+    /// `http(s)://host[:port]`: the service (AWS's regional endpoint when not set).
+    pub endpoint: String,
+    pub region: String,
+    /// `endpoint/bucket/key` rather than `bucket.endpoint/key`.
+    pub path_style: bool,
+    /// Environment variables the credentials are read from.
+    pub access_key_env: String,
+    pub secret_key_env: String,
+    pub session_token_env: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +114,13 @@ pub(super) struct RawSource {
     password_env: Option<String>,
     known_hosts: Option<PathBuf>,
     host_key: Option<String>,
+    ca_file: Option<PathBuf>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: Option<bool>,
+    access_key_env: Option<String>,
+    secret_key_env: Option<String>,
+    session_token_env: Option<String>,
     // Secrets written into the file are refused with the reason (never read).
     password: Option<toml::Value>,
     identity_passphrase: Option<toml::Value>,
@@ -191,6 +233,9 @@ impl RawSource {
         for (key, v) in [
             ("identity_passphrase_env", &self.identity_passphrase_env),
             ("password_env", &self.password_env),
+            ("access_key_env", &self.access_key_env),
+            ("secret_key_env", &self.secret_key_env),
+            ("session_token_env", &self.session_token_env),
         ] {
             if v.as_deref().is_some_and(|v| {
                 v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -198,11 +243,17 @@ impl RawSource {
                 return Err(format!("{key}: the name of an environment variable"));
             }
         }
-        if self.identity_file.is_none() && self.password_env.is_none() {
+        self.only_for(url.scheme)?;
+        if url.scheme == Scheme::Sftp && self.identity_file.is_none() && self.password_env.is_none()
+        {
             return Err(
                 "an SFTP source logs in with identity_file (a private key) or password_env".into(),
             );
         }
+        let s3 = match url.scheme {
+            Scheme::S3 => Some(self.s3()?),
+            _ => None,
+        };
         if let Some(k) = &self.host_key {
             if !k.starts_with("SHA256:") || k.len() < 20 {
                 return Err(format!(
@@ -215,9 +266,10 @@ impl RawSource {
             (Some(k), _) => Some(k.clone()),
             (None, Some(_)) => None,
             // As OpenSSH does: the user's own known_hosts, with strict checking.
-            (None, None) => {
+            (None, None) if url.scheme == Scheme::Sftp => {
                 std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
             }
+            (None, None) => None,
         };
         let settle = self.settle.map(|d| d.0);
         Ok(SourceSpec {
@@ -242,6 +294,99 @@ impl RawSource {
             password_env: self.password_env.clone(),
             known_hosts,
             host_key: self.host_key.clone(),
+            ca_file: self.ca_file.clone(),
+            s3,
+        })
+    }
+
+    /// Settings of one protocol given to a source of another are refused, not ignored.
+    fn only_for(&self, scheme: Scheme) -> Result<(), String> {
+        use Scheme::*;
+        let set: [(&str, bool, &[Scheme]); 12] = [
+            ("identity_file", self.identity_file.is_some(), &[Sftp]),
+            (
+                "identity_passphrase_env",
+                self.identity_passphrase_env.is_some(),
+                &[Sftp],
+            ),
+            ("known_hosts", self.known_hosts.is_some(), &[Sftp]),
+            ("host_key", self.host_key.is_some(), &[Sftp]),
+            (
+                "password_env",
+                self.password_env.is_some(),
+                &[Sftp, Ftp, Ftps],
+            ),
+            ("ca_file", self.ca_file.is_some(), &[Ftps, S3]),
+            ("endpoint", self.endpoint.is_some(), &[S3]),
+            ("region", self.region.is_some(), &[S3]),
+            ("path_style", self.path_style.is_some(), &[S3]),
+            ("access_key_env", self.access_key_env.is_some(), &[S3]),
+            ("secret_key_env", self.secret_key_env.is_some(), &[S3]),
+            ("session_token_env", self.session_token_env.is_some(), &[S3]),
+        ];
+        for (key, given, schemes) in set {
+            if given && !schemes.contains(&scheme) {
+                let names: Vec<String> =
+                    schemes.iter().map(|s| format!("{}://", s.name())).collect();
+                return Err(format!(
+                    "{key} is a setting of {} sources, not of {}:// ones",
+                    names.join(" and "),
+                    scheme.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn s3(&self) -> Result<S3Spec, String> {
+        let region = match &self.region {
+            Some(r) => r.clone(),
+            None => ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()))
+                .unwrap_or_else(|| "us-east-1".into()),
+        };
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("region = {region:?}: a region name like eu-west-1"));
+        }
+        let endpoint = match &self.endpoint {
+            Some(e) => {
+                let e = e.trim_end_matches('/');
+                let rest = e
+                    .strip_prefix("https://")
+                    .or_else(|| e.strip_prefix("http://"))
+                    .ok_or_else(|| format!("endpoint = {e:?}: http://host[:port] or https://…"))?;
+                if rest.is_empty() || rest.contains(['@', '?', '#', ' ']) {
+                    return Err(format!(
+                        "endpoint = {:?}: http(s)://host[:port][/path], without credentials",
+                        redacted(e)
+                    ));
+                }
+                e.to_string()
+            }
+            None => format!("https://s3.{region}.amazonaws.com"),
+        };
+        Ok(S3Spec {
+            // Servers other than AWS (MinIO, SeaweedFS, Ceph) are mostly reached by path.
+            path_style: self.path_style.unwrap_or(self.endpoint.is_some()),
+            endpoint,
+            region,
+            access_key_env: self
+                .access_key_env
+                .clone()
+                .unwrap_or_else(|| "AWS_ACCESS_KEY_ID".into()),
+            secret_key_env: self
+                .secret_key_env
+                .clone()
+                .unwrap_or_else(|| "AWS_SECRET_ACCESS_KEY".into()),
+            session_token_env: self
+                .session_token_env
+                .clone()
+                .unwrap_or_else(|| "AWS_SESSION_TOKEN".into()),
         })
     }
 }
@@ -280,12 +425,14 @@ impl Url {
             .ok_or_else(|| bad("not a URL like sftp://user@host/folder"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "sftp" => Scheme::Sftp,
-            "ftp" | "ftps" | "s3" => {
+            "ftp" => Scheme::Ftp,
+            "ftps" => Scheme::Ftps,
+            "s3" => Scheme::S3,
+            other => {
                 return Err(bad(&format!(
-                    "{scheme}:// sources are not supported by this ferry yet (sftp:// is)"
+                    "unknown scheme {other:?} (sftp://, ftp://, ftps:// or s3://)"
                 )))
             }
-            other => return Err(bad(&format!("unknown scheme {other:?} (use sftp://)"))),
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -301,10 +448,18 @@ impl Url {
                  password_env",
             ));
         }
-        let user = userinfo
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| bad("name the user: sftp://user@host/folder"))?
-            .to_string();
+        let user = match (scheme, userinfo.filter(|u| !u.is_empty())) {
+            (Scheme::S3, Some(_)) => {
+                return Err(bad(
+                    "s3://bucket/prefix has no user (credentials come from the environment)",
+                ))
+            }
+            (Scheme::S3, None) => String::new(),
+            (Scheme::Sftp, None) => return Err(bad("name the user: sftp://user@host/folder")),
+            // FTP without a user is an anonymous login, as every FTP client does.
+            (_, None) => "anonymous".to_string(),
+            (_, Some(u)) => u.to_string(),
+        };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (h, after) = v6
                 .split_once(']')
@@ -319,8 +474,25 @@ impl Url {
         if host.is_empty() {
             return Err(bad("no host"));
         }
+        if scheme == Scheme::S3
+            && (port.is_some()
+                || host.len() < 3
+                || host.len() > 63
+                || !host
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'))
+        {
+            return Err(bad(
+                "s3://bucket/prefix: a bucket name (3 to 63 lowercase letters, digits, '-', \
+                     '.'); the server is set with endpoint = \"http(s)://host:port\"",
+            ));
+        }
         let port = match port {
-            None => 22,
+            None => match scheme {
+                Scheme::Sftp => 22,
+                Scheme::Ftp | Scheme::Ftps => 21,
+                Scheme::S3 => 443,
+            },
             Some(p) => p
                 .parse::<u16>()
                 .ok()
@@ -331,6 +503,9 @@ impl Url {
         let path = if path.is_empty() { "/" } else { path };
         if path.split('/').any(|c| c == "..") || path.contains(['\0', '?', '#']) {
             return Err(bad("the folder may not hold '..', '?', '#' or NUL"));
+        }
+        if scheme == Scheme::S3 && path.contains("//") {
+            return Err(bad("the prefix may not hold '//'"));
         }
         Ok(Url {
             scheme,
@@ -347,7 +522,16 @@ impl Url {
         } else {
             self.host.clone()
         };
-        format!("sftp://{}@{host}:{}{}", self.user, self.port, self.path)
+        match self.scheme {
+            Scheme::S3 => format!("s3://{host}{}", self.path),
+            s => format!(
+                "{}://{}@{host}:{}{}",
+                s.name(),
+                self.user,
+                self.port,
+                self.path
+            ),
+        }
     }
 }
 
@@ -373,6 +557,14 @@ mod tests {
             (u.user.as_str(), u.host.as_str(), u.port, u.path.as_str()),
             ("ferry", "sftp.acme.example", 2222, "/outbound")
         );
+        let u = Url::parse("ftp://host/in").unwrap();
+        assert_eq!((u.user.as_str(), u.port), ("anonymous", 21));
+        let u = Url::parse("s3://inbox/partners/acme/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.path.as_str()),
+            ("inbox", "/partners/acme")
+        );
+        assert_eq!(u.shown(), "s3://inbox/partners/acme");
         let u = Url::parse("sftp://a@[::1]/x").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 22));
         assert_eq!(u.shown(), "sftp://a@[::1]:22/x");
@@ -387,7 +579,10 @@ mod tests {
             "sftp://a@host:0/x",
             "sftp://a@host/../etc",
             "http://a@host/x",
-            "ftp://a@host/x",
+            "s3://u@bucket/x",
+            "s3://Bucket/x",
+            "s3://bucket:9000/x",
+            "s3://bucket/a//b",
             "host/x",
         ] {
             assert!(Url::parse(bad).is_err(), "{bad}");

@@ -372,6 +372,11 @@ pub struct Pipeline {
     session: Arc<Session>,
     feeder: Option<JoinHandle<()>>,
     writers: Vec<JoinHandle<(Summary, Result<()>)>>,
+    /// Held while a file gets its turn and is queued: files are queued in turn order even
+    /// when several threads submit (parallel downloads). Otherwise a worker could wait for an
+    /// earlier turn still held by a submitter that waits for room in the full queue — which
+    /// the waiting workers never make.
+    submitting: std::sync::Mutex<()>,
 }
 
 /// Files waiting for a worker. Small: discovery should not run far ahead of claiming.
@@ -452,6 +457,7 @@ impl Pipeline {
             session,
             feeder: Some(feeder),
             writers: handles,
+            submitting: std::sync::Mutex::new(()),
         })
     }
 
@@ -501,7 +507,8 @@ impl Pipeline {
         let Some(tx) = self.work.as_ref() else {
             return false;
         };
-        // Turns are handed out here, in the order files are submitted.
+        // Turns are handed out here, in the order files are queued.
+        let _order = self.submitting.lock().unwrap_or_else(|e| e.into_inner());
         let turn = self.turn_for(&w);
         let mut w = (w, turn);
         loop {

@@ -9,12 +9,14 @@
 pub mod after;
 pub mod poll;
 pub mod pull;
+mod s3;
 mod sftp;
+mod tls;
 
 use crate::config::{Scheme, SourceSpec};
 use crate::spool::RelPath;
-use anyhow::Result;
-use std::io::Write;
+use anyhow::{Context, Result};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// A remote file as listed: its path below the source's folder (`/`-separated), size,
@@ -47,6 +49,33 @@ pub trait Place: Send {
     fn remove(&mut self, path: &str) -> Result<()>;
 }
 
+/// Copies `from` into `into` with a buffer of `buf` bytes; returns the bytes it had. Stops once
+/// more than `limit` came (the file grew, or was replaced by a longer one, since it was
+/// listed): the caller sees more than it expected and discards the download.
+fn copy_upto(
+    from: &mut dyn Read,
+    into: &mut dyn Write,
+    limit: u64,
+    buf: usize,
+    path: &str,
+) -> Result<u64> {
+    let mut buf = vec![0u8; buf];
+    let mut n = 0u64;
+    loop {
+        let got = from
+            .read(&mut buf)
+            .with_context(|| format!("reading {path}"))?;
+        if got == 0 {
+            return Ok(n);
+        }
+        n += got as u64;
+        if n > limit {
+            return Ok(n);
+        }
+        into.write_all(&buf[..got])?;
+    }
+}
+
 /// A refusal to go on with a source that retrying cannot fix: a host key unknown or changed, a
 /// login refused, a secret missing. `run` exits 2.
 #[derive(Debug)]
@@ -64,6 +93,12 @@ impl std::error::Error for Refused {}
 pub fn connect(spec: &SourceSpec) -> Result<Box<dyn Place>> {
     match spec.scheme {
         Scheme::Sftp => Ok(Box::new(sftp::SftpPlace::connect(spec)?)),
+        Scheme::S3 => Ok(Box::new(s3::S3Place::connect(spec)?)),
+        Scheme::Ftp | Scheme::Ftps => Err(Refused(format!(
+            "{}: FTP sources are not supported by this ferry yet",
+            spec.url
+        ))
+        .into()),
     }
 }
 

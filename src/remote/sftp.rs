@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use ssh2::{CheckResult, ErrorCode, FileStat, KnownHostFileKind, RenameFlags, Session, Sftp};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -237,22 +237,8 @@ impl Place for SftpPlace {
             .with_context(|| format!("opening {path}"))?;
         // libssh2 asks for the whole buffer at once, in several requests: a buffer sized to the
         // file (one more byte, to see its end) keeps a small file to one request.
-        let mut buf = vec![0u8; (limit as usize).saturating_add(1).clamp(4096, 256 << 10)];
-        let mut n = 0u64;
-        loop {
-            let got = f
-                .read(&mut buf)
-                .with_context(|| format!("reading {path}"))?;
-            if got == 0 {
-                return Ok(n);
-            }
-            n += got as u64;
-            if n > limit {
-                // Growing while it is read: not finished after all.
-                return Ok(n);
-            }
-            into.write_all(&buf[..got])?;
-        }
+        let size = (limit as usize).saturating_add(1).clamp(4096, 256 << 10);
+        super::copy_upto(&mut f, into, limit, size, path)
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<()> {

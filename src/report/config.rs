@@ -2,7 +2,7 @@
 //! dataset with the table it has (or will get), and warnings about what looks unintended.
 
 use super::Report;
-use crate::config::{After, Config, DatasetSpec, SourceSpec};
+use crate::config::{After, Config, DatasetSpec, Scheme, SourceSpec};
 use crate::remote::pull::Survey;
 use crate::store::Location;
 use crate::typed::{Case, ColumnSpec};
@@ -65,7 +65,7 @@ pub struct SourceView {
     connections: usize,
     /// How it logs in: `identity_file …`, `password from $VAR`.
     login: Vec<String>,
-    /// How the server's host key is checked.
+    /// How the server is checked: the SSH host key, or TLS and what it trusts.
     host_key_check: String,
     /// Reached and listed.
     reached: bool,
@@ -92,11 +92,31 @@ impl SourceView {
         if let Some(v) = &s.password_env {
             login.push(format!("password from ${v}"));
         }
-        let host_key_check = match (&s.host_key, &s.known_hosts) {
-            (Some(k), _) => format!("host_key {k}"),
-            (None, Some(f)) => format!("known_hosts {}", f.display()),
-            (None, None) => "none (refused)".into(),
+        if let Some(s3) = &s.s3 {
+            login.push(format!(
+                "access key from ${}, secret from ${} (session token from ${} when set)",
+                s3.access_key_env, s3.secret_key_env, s3.session_token_env
+            ));
+        }
+        let tls = |plain: bool| match (&s.ca_file, plain) {
+            (_, true) => "none: plain text (no TLS)".to_string(),
+            (Some(ca), false) => format!("TLS, certificates of ca_file {}", ca.display()),
+            (None, false) => "TLS, public root certificates".to_string(),
         };
+        let host_key_check = match (s.scheme, &s.host_key, &s.known_hosts) {
+            (Scheme::Sftp, Some(k), _) => format!("host_key {k}"),
+            (Scheme::Sftp, None, Some(f)) => format!("known_hosts {}", f.display()),
+            (Scheme::Sftp, None, None) => "none (refused)".into(),
+            (Scheme::Ftp, ..) => tls(true),
+            (Scheme::Ftps, ..) => tls(false),
+            (Scheme::S3, ..) => {
+                let s3 = s.s3.as_ref().map(|v| v.endpoint.as_str()).unwrap_or("");
+                format!("{} ({s3})", tls(s3.starts_with("http://")))
+            }
+        };
+        if s.scheme == Scheme::Ftp && s.password_env.is_none() {
+            login.push("anonymous".into());
+        }
         let (reached, error, survey) = match survey {
             Ok(v) => (true, None, Some(v)),
             Err(e) => (false, Some(format!("{e:#}")), None),
@@ -149,7 +169,7 @@ fn source(o: &mut String, s: &SourceView) {
         s.connections
     );
     let _ = writeln!(o, "  login              {}", s.login.join("; "));
-    let _ = writeln!(o, "  host key           {}", s.host_key_check);
+    let _ = writeln!(o, "  server check       {}", s.host_key_check);
     match &s.error {
         Some(e) => {
             let _ = writeln!(o, "  REFUSED            {e}");

@@ -6,8 +6,10 @@
 #[macro_use]
 mod harness;
 mod pg;
+mod seaweed;
 mod sshd;
 
+mod bucket;
 mod crash;
 mod dashboards;
 mod edges;

@@ -494,7 +494,7 @@ impl TableKeys {
                 }
                 group.push((h, i));
                 seen += 1;
-                if seen % 65_536 == 0 && stop() {
+                if seen.is_multiple_of(65_536) && stop() {
                     stopped = true;
                     anyhow::bail!("stopped");
                 }
@@ -546,7 +546,7 @@ impl TableKeys {
                 group.push((h, i));
             }
             seen += 1;
-            if seen % 65_536 == 0 && stop() {
+            if seen.is_multiple_of(65_536) && stop() {
                 return Ok(false);
             }
         }
