@@ -250,6 +250,17 @@ impl RawSource {
                 "an SFTP source logs in with identity_file (a private key) or password_env".into(),
             );
         }
+        if matches!(url.scheme, Scheme::Ftp | Scheme::Ftps)
+            && url.user != "anonymous"
+            && self.password_env.is_none()
+        {
+            return Err(format!(
+                "{}://{}@… logs in with password_env (without a user in the URL, the login is \
+                 anonymous)",
+                url.scheme.name(),
+                url.user
+            ));
+        }
         let s3 = match url.scheme {
             Scheme::S3 => Some(self.s3()?),
             _ => None,

@@ -7,6 +7,7 @@
 //! committed do what `after` says.
 
 pub mod after;
+mod ftp;
 pub mod poll;
 pub mod pull;
 mod s3;
@@ -27,6 +28,10 @@ pub struct RemoteFile {
     pub size: u64,
     pub mtime: i64,
     pub version: String,
+    /// How coarse `mtime` is, in seconds, when the version is made of it (0: it is not — an
+    /// ETag). A file is only taken once its time's window is over: a rewrite within the same
+    /// window would keep its version, and so be mistaken for the file already loaded.
+    pub granularity: i64,
 }
 
 /// A place files live, reached through one connection.
@@ -94,11 +99,7 @@ pub fn connect(spec: &SourceSpec) -> Result<Box<dyn Place>> {
     match spec.scheme {
         Scheme::Sftp => Ok(Box::new(sftp::SftpPlace::connect(spec)?)),
         Scheme::S3 => Ok(Box::new(s3::S3Place::connect(spec)?)),
-        Scheme::Ftp | Scheme::Ftps => Err(Refused(format!(
-            "{}: FTP sources are not supported by this ferry yet",
-            spec.url
-        ))
-        .into()),
+        Scheme::Ftp | Scheme::Ftps => Ok(Box::new(ftp::FtpPlace::connect(spec)?)),
     }
 }
 

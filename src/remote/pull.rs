@@ -366,12 +366,24 @@ fn judge(cfg: &Config, spec: &SourceSpec, f: &RemoteFile, names: &HashSet<&str>)
         Some(h) => return Judged::Hold(h),
         None => {}
     }
-    match &cfg.rules.done_marker {
-        Some(m) if !names.contains(format!("{}{m}", f.path).as_str()) => {
-            Judged::Hold(Hold::NoMarker { marker: m.clone() })
+    if let Some(m) = &cfg.rules.done_marker {
+        if !names.contains(format!("{}{m}", f.path).as_str()) {
+            return Judged::Hold(Hold::NoMarker { marker: m.clone() });
         }
-        _ => Judged::Take,
     }
+    // Within its time's window (the minute of an FTP `ls -l` line) a rewrite would not change
+    // the version: taken once that window is over (by ferry's clock, a second of skew allowed).
+    if f.granularity > 0 {
+        let now = chrono::Utc::now().timestamp();
+        let over = f.mtime + f.granularity + 1;
+        if now < over {
+            return Judged::Hold(Hold::Settling {
+                quiet: Duration::from_secs(now.saturating_sub(f.mtime).max(0) as u64),
+                settle: Duration::from_secs((f.granularity + 1) as u64),
+            });
+        }
+    }
+    Judged::Take
 }
 
 /// Where a remote file would land under `incoming/`, for reports.

@@ -232,6 +232,7 @@ impl Place for S3Place {
                     size,
                     mtime,
                     version: tag,
+                    granularity: 0,
                 });
             }
             match page.next_continuation_token {
@@ -265,6 +266,7 @@ impl Place for S3Place {
                 size,
                 mtime,
                 version,
+                granularity: 0,
             })),
             _ => bail!("looking at {path}: no size, ETag or date in the answer"),
         }

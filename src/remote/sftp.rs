@@ -127,6 +127,7 @@ fn file(path: String, stat: &FileStat) -> RemoteFile {
         path,
         size,
         mtime,
+        granularity: 1,
     }
 }
 

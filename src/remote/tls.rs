@@ -1,10 +1,12 @@
 //! Trust for TLS connections to sources: the public roots (Mozilla's, built in) unless a
 //! source's `ca_file` names a private CA's certificates (PEM), which are then trusted instead.
 //! Names are always checked against the certificate: there is no switch to turn that off.
+//! HTTPS (S3) goes through ureq's settings, FTPS through a rustls client configuration.
 
 use super::Refused;
 use anyhow::Result;
 use std::path::Path;
+use std::sync::Arc;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// The certificates in a PEM file; none is an error (a file that trusts nothing is a mistake).
@@ -35,20 +37,54 @@ pub fn ureq_roots(ca_file: &Path) -> Result<TlsConfig> {
 /// A TLS failure that trying again cannot fix: the server's certificate refused (unknown
 /// issuer, wrong name, expired), or no protocol both sides speak.
 pub fn refused(e: &ureq::Error) -> bool {
-    let tls = match e {
-        ureq::Error::Rustls(r) => Some(r),
-        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
-        _ => None,
-    };
-    matches!(e, ureq::Error::Tls(_) | ureq::Error::TlsRequired)
-        || tls.is_some_and(|t| {
-            matches!(
-                t,
-                rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::UnsupportedNameType
-                    | rustls::Error::PeerIncompatible(_)
-                    | rustls::Error::AlertReceived(_)
-            )
-        })
+    match e {
+        ureq::Error::Tls(_) | ureq::Error::TlsRequired => true,
+        ureq::Error::Rustls(r) => refused_by_rustls(r),
+        ureq::Error::Io(io) => io_refused(io),
+        _ => false,
+    }
+}
+
+/// An I/O error that is a TLS refusal (how rustls reports one through a stream).
+pub fn io_refused(io: &std::io::Error) -> bool {
+    io.get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .is_some_and(refused_by_rustls)
+}
+
+fn refused_by_rustls(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::UnsupportedNameType
+            | rustls::Error::PeerIncompatible(_)
+            | rustls::Error::AlertReceived(_)
+    )
+}
+
+/// A TLS client's settings for FTPS: the public roots, or only `ca_file`'s certificates.
+/// Sessions are resumed (rustls keeps them in memory), which FTPS servers require of the data
+/// connections.
+pub fn rustls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(ca) => {
+            for c in certificates(ca)? {
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+                    .map_err(|e| Refused(format!("ca_file {}: {e}", ca.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    // ring, as ureq's HTTPS uses (deprecated for lacking post-quantum key exchange, which FTPS
+    // servers do not offer).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }

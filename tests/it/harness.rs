@@ -218,11 +218,12 @@ impl Spool {
             .env_remove("FERRY_CONFIG")
             .env_remove("FERRY_ROOT")
             .env_remove("FERRY_STORE");
-        // The S3 test server's credentials (crate::seaweed), under names of the tests' own,
-        // and a wrong secret for the tests of refusals.
+        // The S3 and FTP test servers' secrets (crate::seaweed, crate::vsftpd), under names of
+        // the tests' own, and a wrong secret for the tests of refusals.
         c.env("FERRY_TEST_KEY", crate::seaweed::KEY)
             .env("FERRY_TEST_SECRET", crate::seaweed::SECRET)
             .env("FERRY_TEST_WRONG_SECRET", "wrongsecret")
+            .env("FERRY_TEST_FTP_PASSWORD", crate::vsftpd::PASSWORD)
             .env_remove("FERRY_TEST_UNSET");
         if let Some(url) = &self.pg {
             c.env("FERRY_STORE", url);

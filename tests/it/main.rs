@@ -8,6 +8,7 @@ mod harness;
 mod pg;
 mod seaweed;
 mod sshd;
+mod vsftpd;
 
 mod bucket;
 mod crash;
@@ -17,6 +18,7 @@ mod edges_files;
 mod edges_ops;
 mod export;
 mod formats;
+mod ftp;
 mod keys;
 mod model;
 mod names;

@@ -14,11 +14,12 @@ fn configure(s: &Spool, body: &str) {
     fs::write(s.root.join("ferry.toml"), format!("{ORDERS}{body}")).unwrap();
 }
 
-/// Ledger rows of pulled files: (path, state, remote source, remote path).
+/// Ledger rows of pulled files: (path, state, remote source, remote path), by path (parallel
+/// downloads commit in any order).
 fn pulled(s: &Spool) -> Vec<Vec<Option<String>>> {
     s.query(
         "SELECT path, state, remote_source, remote_path FROM files \
-         WHERE remote_source IS NOT NULL ORDER BY id",
+         WHERE remote_source IS NOT NULL ORDER BY path",
     )
 }
 

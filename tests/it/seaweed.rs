@@ -58,7 +58,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA and a certificate for `localhost` and 127.0.0.1 signed by it.
-fn certificates(dir: &Path) {
+pub fn certificates(dir: &Path) {
     openssl(
         dir,
         &[
