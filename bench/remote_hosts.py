@@ -212,12 +212,19 @@ def run(lab, args):
     time.sleep(1.0)
     t0 = time.time()
     threads, expected = writers(lab, args.files, 4, args.pace)
+    # A third of the way, at a moment host 2 holds remote claims (a download in flight).
     while ingested(lab) < args.files // 3:
         time.sleep(0.05)
+    wait_until = time.time() + 30
+    held = 0
+    while time.time() < wait_until:
+        held = held_by(lab, "host2")
+        if held > 0:
+            break
+        time.sleep(0.01)
     victim = lab.ferry_pid(2)
     sh("ip", "link", "set", "ferryh2", "down")
     time.sleep(1.0)
-    held = held_by(lab, "host2")
     os.kill(victim, signal.SIGKILL)
     killed = time.time()
     print("host 2 cut off and killed at %.1f s, holding %d remote claims" % (killed - t0, held), flush=True)

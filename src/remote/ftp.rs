@@ -217,8 +217,13 @@ impl Place for FtpPlace {
             Some((d, n)) => (d.to_string(), n.to_string()),
             None => (".".to_string(), full.clone()),
         };
-        if self.ftp.cwd(&dir).is_err() {
-            return Ok(None);
+        match self.ftp.cwd(&dir) {
+            Ok(()) => {}
+            // The folder is gone, so is the file; anything else is not an answer.
+            Err(FtpError::UnexpectedResponse(r)) if r.status == Status::FileUnavailable => {
+                return Ok(None)
+            }
+            Err(e) => return Err(wrap(e, format!("looking at {path}"))),
         }
         // The file's own entry, the same form the listing gave.
         let found = if self.mlsd {

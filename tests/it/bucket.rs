@@ -5,15 +5,8 @@
 //! names are reported, never fetched.
 
 use crate::harness::*;
+use crate::remote::configure;
 use crate::seaweed::Seaweed;
-use std::fs;
-
-const ORDERS: &str = "[[dataset]]\nname = \"orders\"\nmatch = \"acme/**\"\n\
-                      columns = [{ name = \"id\", type = \"int\" }, { name = \"status\" }]\n";
-
-fn configure(s: &Spool, body: &str) {
-    fs::write(s.root.join("ferry.toml"), format!("{ORDERS}{body}")).unwrap();
-}
 
 fn rows(s: &Spool, sql: &str) -> Vec<Vec<String>> {
     s.query(sql)
@@ -216,4 +209,13 @@ fn tls_to_the_bucket_is_verified_against_the_ca_file() {
     configure(&s, &with_ca);
     s.ferry_ok(&["run"], 0);
     assert_eq!(s.count("SELECT count(*) FROM orders"), 1);
+}
+
+#[test]
+fn a_pull_from_a_bucket_killed_at_any_point_and_run_again_loads_every_object_once() {
+    let s3 = Seaweed::start();
+    crate::remote::killed_pulls_load_every_file_once(
+        |path, bytes| s3.put(&format!("in/{path}"), bytes),
+        |extra| s3.source("acme", "in", extra),
+    );
 }

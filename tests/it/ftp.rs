@@ -5,15 +5,9 @@
 //! commit.
 
 use crate::harness::*;
+use crate::remote::configure;
 use crate::vsftpd::Vsftpd;
 use std::fs;
-
-const ORDERS: &str = "[[dataset]]\nname = \"orders\"\nmatch = \"acme/**\"\n\
-                      columns = [{ name = \"id\", type = \"int\" }, { name = \"status\" }]\n";
-
-fn configure(s: &Spool, body: &str) {
-    fs::write(s.root.join("ferry.toml"), format!("{ORDERS}{body}")).unwrap();
-}
 
 both_stores! {
     fn files_pulled_over_ftp_load_once_byte_for_byte() {
@@ -150,4 +144,15 @@ fn after_move_and_delete_over_ftp_act_only_on_committed_files() {
     s.ferry_ok(&["run"], 3);
     assert!(!ftp.root.join("del/good.csv").exists());
     assert!(!ftp.root.join("del/bad.csv").exists());
+}
+
+#[test]
+fn a_pull_over_ftp_killed_at_any_point_and_run_again_loads_every_file_once() {
+    let ftp = Vsftpd::start();
+    crate::remote::killed_pulls_load_every_file_once(
+        |path, bytes| {
+            ftp.put(&format!("out/{path}"), bytes);
+        },
+        |extra| ftp.source("acme", "out", extra),
+    );
 }

@@ -10,7 +10,8 @@ use std::fs;
 const ORDERS: &str = "[[dataset]]\nname = \"orders\"\nmatch = \"acme/**\"\n\
                       columns = [{ name = \"id\", type = \"int\" }, { name = \"status\" }]\n";
 
-fn configure(s: &Spool, body: &str) {
+/// A spool whose `orders` dataset takes `acme/**` (where the tests' sources land), plus `body`.
+pub fn configure(s: &Spool, body: &str) {
     fs::write(s.root.join("ferry.toml"), format!("{ORDERS}{body}")).unwrap();
 }
 
@@ -355,6 +356,21 @@ fn watch_polls_each_source_and_one_that_is_down_holds_up_nothing() {
 #[test]
 fn a_pull_killed_at_any_point_and_run_again_loads_every_file_once() {
     let sshd = Sshd::start();
+    killed_pulls_load_every_file_once(
+        |path, bytes| {
+            sshd.put(path, bytes);
+        },
+        |extra| sshd.source("acme", extra),
+    );
+}
+
+/// 30 files of 4,000 rows on a source (`put`, `source` with extra settings); `run` SIGKILLed
+/// after 2, 8 and 15 files were recorded, with 3, 1 and 2 connections; a second run loads
+/// every record once and leaves nothing half-downloaded.
+pub fn killed_pulls_load_every_file_once(
+    put: impl Fn(&str, &[u8]),
+    source: impl Fn(&str) -> String,
+) {
     let files = 30;
     let rows = 4000;
     for f in 0..files {
@@ -362,11 +378,11 @@ fn a_pull_killed_at_any_point_and_run_again_loads_every_file_once() {
         for r in 0..rows {
             body.push_str(&format!("{},s{}\n", f * rows + r, r % 7));
         }
-        sshd.put(&format!("d{}/f{f:02}.csv", f % 3), body.as_bytes());
+        put(&format!("d{}/f{f:02}.csv", f % 3), body.as_bytes());
     }
     for (k, after) in [(2, "3"), (8, "1"), (15, "2")] {
         let s = Spool::new();
-        configure(&s, &sshd.source("acme", &format!("connections = {after}")));
+        configure(&s, &source(&format!("connections = {after}")));
         let mut child = s.cmd().args(["-q", "run"]).spawn().unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
