@@ -156,3 +156,34 @@ fn a_pull_over_ftp_killed_at_any_point_and_run_again_loads_every_file_once() {
         |extra| ftp.source("acme", "out", extra),
     );
 }
+
+/// A file the FTP user may not read is reported (the run exits 5) and retried at the next pull;
+/// the others load, and nothing of it is recorded.
+#[test]
+fn a_file_the_server_refuses_to_send_is_reported_and_the_others_load() {
+    use std::os::unix::fs::PermissionsExt;
+    let ftp = Vsftpd::start();
+    let s = Spool::new();
+    configure(&s, &ftp.source("acme", "out", ""));
+    ftp.put("out/a.csv", b"id,status\n1,new\n");
+    let locked = ftp.put("out/locked.csv", b"id,status\n2,new\n");
+    std::process::Command::new("chown")
+        .arg("root")
+        .arg(&locked)
+        .status()
+        .unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o600)).unwrap();
+    s.ferry_ok(&["run"], 5);
+    assert_eq!(
+        s.query("SELECT id FROM orders"),
+        vec![vec![Some("1".to_string())]]
+    );
+    assert_eq!(
+        s.count("SELECT count(*) FROM files WHERE remote_path = 'locked.csv'"),
+        0
+    );
+    // Readable again: the next pull takes it.
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o644)).unwrap();
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
+}
