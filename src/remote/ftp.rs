@@ -102,15 +102,28 @@ impl FtpPlace {
     }
 
     /// The entries of a folder (entered first: a name is never read as `ls` options or a
-    /// pattern).
-    fn entries(&mut self, dir: &str) -> Result<Vec<File>, FtpError> {
+    /// pattern), and the lines that are not an entry ferry can read — never dropped without a
+    /// note: a name with a line break in it, a listing format of its own.
+    fn entries(&mut self, dir: &str) -> Result<(Vec<File>, Vec<String>), FtpError> {
         self.ftp.cwd(dir)?;
         let lines = if self.mlsd {
             self.ftp.mlsd(None)?
         } else {
             self.ftp.list(None)?
         };
-        Ok(lines.iter().filter_map(|l| self.parse(l)).collect())
+        let (mut files, mut unread) = (Vec::new(), Vec::new());
+        for line in &lines {
+            let line = line.trim_end_matches(['\r', '\n']);
+            // `ls -l`'s block count, which some servers send first.
+            if line.is_empty() || (!self.mlsd && line.starts_with("total ")) {
+                continue;
+            }
+            match self.parse(line) {
+                Some(f) => files.push(f),
+                None => unread.push(line.to_string()),
+            }
+        }
+        Ok((files, unread))
     }
 
     /// MLSD gives times to the second; `ls -l` lines to the minute.
@@ -144,7 +157,7 @@ impl FtpPlace {
         } else {
             self.full(rel)
         };
-        let entries = match self.entries(&dir) {
+        let (entries, unread) = match self.entries(&dir) {
             Ok(e) => e,
             Err(e) if level > 0 => {
                 problems.push((rel.to_string(), format!("cannot list this folder: {e}")));
@@ -152,6 +165,12 @@ impl FtpPlace {
             }
             Err(e) => return Err(wrap(e, format!("listing {dir}"))),
         };
+        for line in unread {
+            problems.push((
+                format!("{rel}/{line}").trim_start_matches('/').to_string(),
+                "a listing line that is not a file ferry can read (a line break in a name?)".into(),
+            ));
+        }
         for f in entries {
             let name = f.name();
             if name == "." || name == ".." || name.is_empty() {
@@ -240,6 +259,7 @@ impl Place for FtpPlace {
         } else if unsafe_for_list(&name) {
             self.entries(&dir)
                 .map_err(|e| wrap(e, format!("looking at {path}")))?
+                .0
         } else {
             match self.ftp.list(Some(&name)) {
                 Ok(lines) => lines.iter().filter_map(|l| self.parse(l)).collect(),

@@ -187,3 +187,24 @@ fn a_file_the_server_refuses_to_send_is_reported_and_the_others_load() {
     s.ferry_ok(&["run"], 0);
     assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
 }
+
+/// A name with a line break in it splits its `LIST` line in two. Regression: the line that was
+/// not a file was dropped without a note. Now it is reported, and nothing of that file loads
+/// under a name cut at the break.
+#[test]
+fn a_listing_line_ferry_cannot_read_is_reported_not_dropped() {
+    let ftp = Vsftpd::start();
+    let s = Spool::new();
+    configure(&s, &ftp.source("acme", "out", ""));
+    ftp.put("out/ok.csv", b"id,status\n1,new\n");
+    ftp.put("out/line\nbreak.csv", b"id,status\n2,new\n");
+    let (code, report) = json_any(&s, &["run", "--dry-run", "--json"]);
+    assert_eq!(code, Some(0), "{report}");
+    let rules: Vec<String> = waiting_rules(&report).into_iter().map(|(_, r)| r).collect();
+    assert!(rules.iter().any(|r| r == "remote.not_fetched"), "{report}");
+    assert_ne!(s.ferry(&["run"]).status.code(), Some(0));
+    assert_eq!(
+        s.query("SELECT id FROM orders"),
+        vec![vec![Some("1".to_string())]]
+    );
+}
