@@ -119,6 +119,35 @@ pub fn certificates(dir: &Path) {
     );
 }
 
+/// curl signing for the test identity, trusting `ca` when given.
+fn curl(ca: Option<&Path>) -> Command {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-S",
+        "-f",
+        "--path-as-is",
+        "--aws-sigv4",
+        "aws:amz:us-east-1:s3",
+        "--user",
+    ])
+    .arg(format!("{KEY}:{SECRET}"));
+    if let Some(ca) = ca {
+        c.arg("--cacert").arg(ca);
+    }
+    c
+}
+
+/// Whether the server lists the bucket.
+fn try_list(endpoint: &str, ca: Option<&Path>) -> bool {
+    curl(ca)
+        .arg(format!("{endpoint}/{BUCKET}?list-type=2"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 impl Seaweed {
     pub fn start() -> Seaweed {
         Seaweed::launch(false)
@@ -143,104 +172,92 @@ impl Seaweed {
             ),
         )
         .unwrap();
-        let port = |_| free_port();
-        let p: Vec<u16> = (0..10).map(port).collect();
-        let mut cmd = Command::new(weed());
-        cmd.arg("mini")
-            .arg(format!("-dir={}", dir.join("data").display()))
-            .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-admin.ui=false",
-                "-webdav=false",
-            ])
-            // Listeners on fixed ports would collide between tests; nothing leaves the machine.
-            .args([
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-                "-master.telemetry=false",
-            ])
-            .arg(format!("-master.port={}", p[0]))
-            .arg(format!("-master.port.grpc={}", p[1]))
-            .arg(format!("-volume.port={}", p[2]))
-            .arg(format!("-volume.port.grpc={}", p[3]))
-            .arg(format!("-filer.port={}", p[4]))
-            .arg(format!("-filer.port.grpc={}", p[5]))
-            .arg(format!("-s3.port={}", p[6]))
-            .arg(format!("-s3.port.grpc={}", p[7]))
-            .arg(format!("-admin.port={}", p[8]))
-            .arg(format!("-admin.port.grpc={}", p[9]))
-            .arg(format!("-s3.config={}", dir.join("s3.json").display()))
-            .arg(format!("-bucket={BUCKET}"));
         let mut ca = None;
         if tls {
             certificates(&dir);
-            cmd.arg(format!(
-                "-s3.cert.file={}",
-                dir.join("server.pem").display()
-            ))
-            .arg(format!("-s3.key.file={}", dir.join("server.key").display()));
             ca = Some(dir.join("ca.pem"));
         }
-        let child = cmd
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("weed.log")).unwrap())
-            .spawn()
-            .expect("cannot start SeaweedFS");
-        let endpoint = if tls {
-            format!("https://localhost:{}", p[6])
-        } else {
-            format!("http://127.0.0.1:{}", p[6])
-        };
-        let s = Seaweed {
-            dir,
-            endpoint,
-            ca,
-            child,
-        };
-        // Up once the bucket lists.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if TcpStream::connect(("127.0.0.1", p[6])).is_ok() && s.try_list() {
-                break;
+        // Free ports are only free until taken: a server that lost one to another test's
+        // server exits at once, and is started again on other ports.
+        let mut log = String::new();
+        for _ in 0..5 {
+            let p: Vec<u16> = (0..10).map(|_| free_port()).collect();
+            let _ = fs::remove_dir_all(dir.join("data"));
+            fs::create_dir_all(dir.join("data")).unwrap();
+            let mut cmd = Command::new(weed());
+            cmd.arg("mini")
+                .arg(format!("-dir={}", dir.join("data").display()))
+                .args([
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-admin.ui=false",
+                    "-webdav=false",
+                ])
+                // Listeners on fixed ports would collide between tests; nothing leaves the
+                // machine.
+                .args([
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    "-master.telemetry=false",
+                ])
+                .arg(format!("-master.port={}", p[0]))
+                .arg(format!("-master.port.grpc={}", p[1]))
+                .arg(format!("-volume.port={}", p[2]))
+                .arg(format!("-volume.port.grpc={}", p[3]))
+                .arg(format!("-filer.port={}", p[4]))
+                .arg(format!("-filer.port.grpc={}", p[5]))
+                .arg(format!("-s3.port={}", p[6]))
+                .arg(format!("-s3.port.grpc={}", p[7]))
+                .arg(format!("-admin.port={}", p[8]))
+                .arg(format!("-admin.port.grpc={}", p[9]))
+                .arg(format!("-s3.config={}", dir.join("s3.json").display()))
+                .arg(format!("-bucket={BUCKET}"));
+            if tls {
+                cmd.arg(format!(
+                    "-s3.cert.file={}",
+                    dir.join("server.pem").display()
+                ))
+                .arg(format!("-s3.key.file={}", dir.join("server.key").display()));
             }
-            assert!(
-                Instant::now() < deadline,
-                "SeaweedFS did not start: {}",
-                fs::read_to_string(s.dir.join("weed.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+            let mut child = cmd
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(dir.join("weed.log")).unwrap())
+                .spawn()
+                .expect("cannot start SeaweedFS");
+            let endpoint = if tls {
+                format!("https://localhost:{}", p[6])
+            } else {
+                format!("http://127.0.0.1:{}", p[6])
+            };
+            // Up once the bucket lists.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if TcpStream::connect(("127.0.0.1", p[6])).is_ok()
+                    && try_list(&endpoint, ca.as_deref())
+                {
+                    return Seaweed {
+                        dir,
+                        endpoint,
+                        ca,
+                        child,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    log = fs::read_to_string(dir.join("weed.log")).unwrap_or_default();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        s
+        panic!("SeaweedFS did not start: {log}");
     }
 
     fn curl(&self) -> Command {
-        let mut c = Command::new("curl");
-        c.args([
-            "-s",
-            "-S",
-            "-f",
-            "--path-as-is",
-            "--aws-sigv4",
-            "aws:amz:us-east-1:s3",
-            "--user",
-        ])
-        .arg(format!("{KEY}:{SECRET}"));
-        if let Some(ca) = &self.ca {
-            c.arg("--cacert").arg(ca);
-        }
-        c
-    }
-
-    fn try_list(&self) -> bool {
-        self.curl()
-            .arg(format!("{}/{BUCKET}?list-type=2", self.endpoint))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        curl(self.ca.as_deref())
     }
 
     /// A `[[source]]` block for `s3://inbox/<prefix>`, credentials from the environment

@@ -88,9 +88,8 @@ impl Vsftpd {
         fs::create_dir_all(&root).unwrap();
         chown(&root);
         fs::create_dir_all(dir.join("empty")).unwrap();
-        let port = free_port();
         let mut conf = format!(
-            "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\n\
+            "listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\n\
              background=NO\nanonymous_enable=NO\nlocal_enable=YES\nwrite_enable=YES\n\
              local_umask=022\nlocal_root={root}\nchroot_local_user=YES\n\
              allow_writeable_chroot=YES\npasv_enable=YES\npasv_address=127.0.0.1\n\
@@ -111,30 +110,48 @@ impl Vsftpd {
             ));
             ca = Some(dir.join("ca.pem"));
         }
-        fs::write(dir.join("vsftpd.conf"), conf).unwrap();
-        let child = Command::new("/usr/sbin/vsftpd")
-            .arg(dir.join("vsftpd.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .expect("vsftpd is not installed (./test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "vsftpd did not start on port {port}: {}",
-                fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        // A free port is only free until taken: a server that lost it to another test's server
+        // exits at once, and is started again on another.
+        for _ in 0..5 {
+            let port = free_port();
+            fs::write(
+                dir.join("vsftpd.conf"),
+                format!("{conf}listen_port={port}\n"),
+            )
+            .unwrap();
+            let mut child = Command::new("/usr/sbin/vsftpd")
+                .arg(dir.join("vsftpd.conf"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(dir.join("stderr.log")).unwrap())
+                .spawn()
+                .expect("vsftpd is not installed (./test installs it)");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Vsftpd {
+                        port,
+                        dir,
+                        root,
+                        ca,
+                        child,
+                    };
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "vsftpd did not start on port {port}: {}",
+                    fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        Vsftpd {
-            port,
-            dir,
-            root,
-            ca,
-            child,
-        }
+        panic!(
+            "vsftpd did not start: {}",
+            fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+        );
     }
 
     /// A `[[source]]` block for `/<folder>` on this server, logging in with the password in
