@@ -654,9 +654,8 @@ both_stores! {
 }
 
 both_stores! {
-    /// A keyed chunk's rows are encoded in two halves on PostgreSQL (the second on a helper
-    /// thread): every record keeps its own line, values and id order, skipped duplicate keys
-    /// included, across chunks of 4,096 rows.
+    /// Every stored record of a keyed file keeps its own line, values and id order, with
+    /// skipped duplicate keys among its rows, across chunks of 4,096 rows.
     fn every_keyed_record_keeps_its_line_values_and_id_order() {
         let s = Spool::new();
         orders(&s, "skip", false, "");

@@ -461,14 +461,8 @@ impl Tables {
     }
 }
 
-/// Rows of a keyed chunk from which its encoding is split over two threads.
-const SPLIT_FROM: usize = 2048;
-
 /// The chunk's rows (those `pick` names, in its order, if given) as binary COPY tuples (no
 /// header, no trailer): `_id`, `_file_id`, `_line`, `_key` when keyed, then the stored cells.
-/// A keyed table's records are stored by one writer at a time (its keys are decided in turn),
-/// so that writer encodes a big chunk's second half on a helper thread meanwhile; unkeyed files
-/// already spread over the writers.
 fn encode(
     out: &mut Vec<u8>,
     ins: &ChunkInsert,
@@ -478,6 +472,9 @@ fn encode(
     pick: Option<&[u32]>,
 ) -> Result<()> {
     let chunk: &Chunk = ins.chunk;
+    out.reserve(chunk.text.len() + chunk.rows() * (40 + 4 * cells.len()));
+    let fields = 3 + keyed as usize + cells.len();
+    let mut next = ids.iter().flat_map(|&(first, n)| first..first + n as i64);
     let all: Vec<u32>;
     let rows = match pick {
         Some(p) => p,
@@ -486,48 +483,10 @@ fn encode(
             &all
         }
     };
-    let id_list: Vec<i64> = ids
-        .iter()
-        .flat_map(|&(first, n)| first..first + n as i64)
-        .take(rows.len())
-        .collect();
-    anyhow::ensure!(id_list.len() == rows.len(), "fewer ids than rows");
-    if !keyed || rows.len() < SPLIT_FROM {
-        return encode_rows(out, ins, cells, &id_list, keyed, rows);
-    }
-    let mid = rows.len() / 2;
-    let (rows_a, rows_b) = rows.split_at(mid);
-    let (ids_a, ids_b) = id_list.split_at(mid);
-    let mut second = Vec::new();
-    std::thread::scope(|scope| {
-        let helper = scope.spawn(|| encode_rows(&mut second, ins, cells, ids_b, keyed, rows_b));
-        let first = encode_rows(out, ins, cells, ids_a, keyed, rows_a);
-        let second = helper
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        first.and(second)
-    })?;
-    out.extend_from_slice(&second);
-    Ok(())
-}
-
-/// `rows` of the chunk with their `ids`, encoded into `out`.
-fn encode_rows(
-    out: &mut Vec<u8>,
-    ins: &ChunkInsert,
-    cells: &[(usize, &str, PgType)],
-    ids: &[i64],
-    keyed: bool,
-    rows: &[u32],
-) -> Result<()> {
-    let chunk: &Chunk = ins.chunk;
-    let share = rows.len() as f64 / chunk.rows().max(1) as f64;
-    out.reserve((chunk.text.len() as f64 * share) as usize + rows.len() * (40 + 4 * cells.len()));
-    let fields = 3 + keyed as usize + cells.len();
-    for (&r, &id) in rows.iter().zip(ids) {
+    for &r in rows {
         let r = r as usize;
         binary::tuple(out, fields);
-        binary::int8(out, id);
+        binary::int8(out, next.next().context("fewer ids than rows")?);
         binary::int8(out, ins.file_id);
         binary::int8(out, chunk.lines[r] as i64);
         if keyed {
