@@ -41,7 +41,7 @@ def free_port():
 
 
 class Sshd:
-    def __init__(self):
+    def __init__(self, listen="127.0.0.1"):
         self.dir = tempfile.mkdtemp(prefix="ferry-bench-sshd-")
         self.remote = os.path.join(self.dir, "remote")
         os.makedirs(self.remote)
@@ -55,14 +55,16 @@ class Sshd:
         with open(self.known_hosts, "w") as fh:
             fh.write("[127.0.0.1]:%d %s %s\n" % (self.port, kind, blob))
         self.user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        self.fingerprint = subprocess.run(["ssh-keygen", "-lf", os.path.join(self.dir, "host_key.pub")],
+                                          capture_output=True, text=True, check=True).stdout.split()[1]
         self.key = os.path.join(self.dir, "client_key")
         cfg = os.path.join(self.dir, "sshd_config")
         with open(cfg, "w") as fh:
-            fh.write("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nPidFile %s\nAuthorizedKeysFile %s\n"
+            fh.write("Port %d\nListenAddress %s\nHostKey %s\nPidFile %s\nAuthorizedKeysFile %s\n"
                      "PasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
                      "UsePAM no\nPermitRootLogin yes\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
                      "MaxStartups 100\nMaxSessions 100\n" % (
-                         self.port, os.path.join(self.dir, "host_key"), os.path.join(self.dir, "sshd.pid"),
+                         self.port, listen, os.path.join(self.dir, "host_key"), os.path.join(self.dir, "sshd.pid"),
                          os.path.join(self.dir, "authorized_keys")))
         os.makedirs("/run/sshd", exist_ok=True)
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfg], stderr=subprocess.DEVNULL)

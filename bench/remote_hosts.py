@@ -22,9 +22,7 @@ Needs root (namespaces), PostgreSQL's server binaries, sshd, and SeaweedFS with 
 """
 
 import argparse
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,12 +33,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hosts import HOSTS, NET, Lab, sh  # noqa: E402
 from ingest import FERRY, REPO  # noqa: E402
 from postgres import psql  # noqa: E402
-from remote import free_port  # noqa: E402
-from remote_s3 import BUCKET, KEY, SECRET  # noqa: E402
+from remote import Sshd  # noqa: E402
+from remote_s3 import BUCKET, KEY, SECRET, Seaweed  # noqa: E402
 
-import boto3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
-from botocore.config import Config  # noqa: E402
 
 BIG_ROWS = 520_000  # ~6 MiB: a multipart upload in 5 MiB parts
 
@@ -49,55 +45,13 @@ class RemoteLab(Lab):
     """bench/hosts.py's lab (namespaces, PostgreSQL), plus the servers, and a spool per host."""
 
     def servers(self):
-        # SeaweedFS, listening on every address (loopback and the host sides of the links).
-        self.s3dir = os.path.join(self.dir, "seaweed")
-        os.makedirs(os.path.join(self.s3dir, "data"))
-        with open(os.path.join(self.s3dir, "s3.json"), "w") as fh:
-            json.dump({"identities": [{"name": "bench", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
-                                       "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}, fh)
-        p = [free_port() for _ in range(10)]
-        names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-                 "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
-        args = ["weed", "mini", "-dir=" + os.path.join(self.s3dir, "data"), "-ip=127.0.0.1", "-ip.bind=0.0.0.0",
-                "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.telemetry=false", "-s3.config=" + os.path.join(self.s3dir, "s3.json"), "-bucket=" + BUCKET]
-        args += ["-%s=%d" % (n, v) for n, v in zip(names, p)]
-        self.weed = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(self.s3dir, "log"), "w"))
-        self.s3port = p[6]
-        self.s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:%d" % self.s3port, aws_access_key_id=KEY,
-                               aws_secret_access_key=SECRET, region_name="us-east-1",
-                               config=Config(max_pool_connections=16, s3={"addressing_style": "path"}))
-        deadline = time.time() + 60
-        while True:
-            try:
-                self.s3.list_objects_v2(Bucket=BUCKET, MaxKeys=1)
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise SystemExit("SeaweedFS did not start")
-                time.sleep(0.2)
-        # sshd with a host key and a client key, on every address.
-        self.sshdir = os.path.join(self.dir, "sshd")
-        os.makedirs(self.sshdir)
-        for k in ("host_key", "client_key"):
-            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(self.sshdir, k))
-        shutil.copy(os.path.join(self.sshdir, "client_key.pub"), os.path.join(self.sshdir, "authorized_keys"))
-        self.sshport = free_port()
-        self.fingerprint = sh("ssh-keygen", "-lf", os.path.join(self.sshdir, "host_key.pub")).stdout.split()[1]
-        self.sftp_root = os.path.join(self.sshdir, "remote")
+        """SeaweedFS and sshd, listening on every address (loopback and the links' host sides)."""
+        self.seaweed = Seaweed(bind="0.0.0.0")
+        self.s3, self.s3port = self.seaweed.client, self.seaweed.port
+        self.sshd = Sshd(listen="0.0.0.0")
+        self.sshport, self.fingerprint = self.sshd.port, self.sshd.fingerprint
+        self.sftp_root = self.sshd.remote
         os.makedirs(os.path.join(self.sftp_root, "feed"))
-        cfg = os.path.join(self.sshdir, "sshd_config")
-        with open(cfg, "w") as fh:
-            fh.write("Port %d\nListenAddress 0.0.0.0\nHostKey %s\nPidFile %s\nAuthorizedKeysFile %s\n"
-                     "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
-                     "StrictModes no\nUsePAM no\nPermitRootLogin yes\nSubsystem sftp internal-sftp\n"
-                     "LogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n" % (
-                         self.sshport, os.path.join(self.sshdir, "host_key"), os.path.join(self.sshdir, "pid"),
-                         os.path.join(self.sshdir, "authorized_keys")))
-        os.makedirs("/run/sshd", exist_ok=True)
-        self.sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", cfg], stdout=subprocess.DEVNULL,
-                                     stderr=open(os.path.join(self.sshdir, "log"), "w"))
 
     def configure(self, h):
         spool = os.path.join(self.dir, "spool%d" % h)
@@ -109,10 +63,9 @@ class RemoteLab(Lab):
                      'columns = [{ name = "n", type = "int" }, { name = "writer", type = "int" }]\n\n')
             fh.write('[[source]]\nname = "bucket"\nurl = "s3://%s/feed"\nendpoint = "http://%s:%d"\n'
                      'poll = "500ms"\nsettle = "1s"\nconnections = 4\n\n' % (BUCKET, side, self.s3port))
-            fh.write('[[source]]\nname = "sftp"\nurl = "sftp://root@%s:%d%s/feed"\nidentity_file = "%s"\n'
+            fh.write('[[source]]\nname = "sftp"\nurl = "sftp://%s@%s:%d%s/feed"\nidentity_file = "%s"\n'
                      'host_key = "%s"\npoll = "500ms"\nsettle = "1s"\nconnections = 4\n' % (
-                         side, self.sshport, self.sftp_root, os.path.join(self.sshdir, "client_key"),
-                         self.fingerprint))
+                         self.sshd.user, side, self.sshport, self.sftp_root, self.sshd.key, self.fingerprint))
         return spool
 
     def start_remote(self, h):
@@ -128,10 +81,9 @@ class RemoteLab(Lab):
         self.workers[h] = p
 
     def cleanup(self):
-        for p in (getattr(self, "weed", None), getattr(self, "sshd", None)):
-            if p and p.poll() is None:
-                p.kill()
-                p.wait()
+        for server in (getattr(self, "seaweed", None), getattr(self, "sshd", None)):
+            if server:
+                server.stop()
         super().cleanup()
 
 

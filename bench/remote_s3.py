@@ -44,7 +44,7 @@ KEY, SECRET, BUCKET = "benchkey", "benchsecret", "inbox"
 
 
 class Seaweed:
-    def __init__(self):
+    def __init__(self, bind="127.0.0.1"):
         self.dir = tempfile.mkdtemp(prefix="ferry-bench-seaweed-")
         with open(os.path.join(self.dir, "s3.json"), "w") as fh:
             json.dump({"identities": [{"name": "bench", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
@@ -52,13 +52,14 @@ class Seaweed:
         p = [free_port() for _ in range(10)]
         names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
                  "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
-        args = ["weed", "mini", "-dir=" + os.path.join(self.dir, "data"), "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        args = ["weed", "mini", "-dir=" + os.path.join(self.dir, "data"), "-ip=127.0.0.1", "-ip.bind=" + bind,
                 "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                 "-master.telemetry=false", "-s3.config=" + os.path.join(self.dir, "s3.json"), "-bucket=" + BUCKET]
         args += ["-%s=%d" % (n, v) for n, v in zip(names, p)]
         os.makedirs(os.path.join(self.dir, "data"))
         self.log = open(os.path.join(self.dir, "weed.log"), "w")
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self.log)
+        self.port = p[6]
         self.endpoint = "http://127.0.0.1:%d" % p[6]
         self.client = boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=KEY,
                                    aws_secret_access_key=SECRET, region_name="us-east-1",

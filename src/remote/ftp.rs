@@ -6,7 +6,7 @@
 //! Passive data connections go to the control connection's address, whatever address the
 //! server names (as curl does), so a server cannot point ferry at another host.
 
-use super::{Place, Refused, RemoteFile};
+use super::{Entry, Place, Refused, RemoteFile};
 use crate::config::{Scheme, SourceSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -104,7 +104,7 @@ impl FtpPlace {
     /// The entries of a folder (entered first: a name is never read as `ls` options or a
     /// pattern), and the lines that are not an entry ferry can read — never dropped without a
     /// note: a name with a line break in it, a listing format of its own.
-    fn entries(&mut self, dir: &str) -> Result<(Vec<File>, Vec<String>), FtpError> {
+    fn read_folder(&mut self, dir: &str) -> Result<(Vec<File>, Vec<String>), FtpError> {
         self.ftp.cwd(dir)?;
         let lines = if self.mlsd {
             self.ftp.mlsd(None)?
@@ -144,57 +144,41 @@ impl FtpPlace {
                 .ok()
         }
     }
+}
 
-    fn walk(
-        &mut self,
-        rel: &str,
-        level: usize,
-        out: &mut Vec<RemoteFile>,
-        problems: &mut Vec<(String, String)>,
-    ) -> Result<()> {
+impl super::Folders for FtpPlace {
+    fn entries(&mut self, rel: &str) -> Result<Vec<Entry>> {
         let dir = if rel.is_empty() {
             self.base.clone()
         } else {
             self.full(rel)
         };
-        let (entries, unread) = match self.entries(&dir) {
-            Ok(e) => e,
-            Err(e) if level > 0 => {
-                problems.push((rel.to_string(), format!("cannot list this folder: {e}")));
-                return Ok(());
-            }
-            Err(e) => return Err(wrap(e, format!("listing {dir}"))),
-        };
-        for line in unread {
-            problems.push((
-                format!("{rel}/{line}").trim_start_matches('/').to_string(),
-                "a listing line that is not a file ferry can read (a line break in a name?)".into(),
-            ));
-        }
-        for f in entries {
-            let name = f.name();
-            if name == "." || name == ".." || name.is_empty() {
-                continue;
-            }
-            let child = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if f.is_directory() {
-                if level + 1 > self.depth {
-                    problems.push((child, format!("deeper than depth = {}", self.depth)));
-                } else {
-                    self.walk(&child, level + 1, out, problems)?;
-                }
+        let (listed, unread) = self
+            .read_folder(&dir)
+            .map_err(|e| wrap(e, format!("listing {dir}")))?;
+        let granularity = self.granularity();
+        let mut out: Vec<Entry> = unread
+            .into_iter()
+            .map(|line| {
+                Entry::Problem(
+                    line,
+                    "a listing line that is not a file ferry can read (a line break in a name?)"
+                        .into(),
+                )
+            })
+            .collect();
+        for f in listed {
+            let name = f.name().to_string();
+            out.push(if f.is_directory() {
+                Entry::Folder(name)
             } else if f.is_file() {
-                out.push(file(child, &f, self.granularity()));
+                Entry::File(file(name, &f, granularity))
             } else {
                 // Links are never followed.
-                problems.push((child, "not a regular file (a link)".into()));
-            }
+                Entry::Problem(name, "not a regular file (a link)".into())
+            });
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -226,7 +210,8 @@ impl Place for FtpPlace {
         out: &mut Vec<RemoteFile>,
         problems: &mut Vec<(String, String)>,
     ) -> Result<()> {
-        self.walk("", 0, out, problems)
+        let depth = self.depth;
+        super::walk(self, depth, "", 0, out, problems)
     }
 
     fn stat(&mut self, path: &str) -> Result<Option<RemoteFile>> {
@@ -257,7 +242,7 @@ impl Place for FtpPlace {
                 Err(e) => return Err(wrap(e, format!("looking at {path}"))),
             }
         } else if unsafe_for_list(&name) {
-            self.entries(&dir)
+            self.read_folder(&dir)
                 .map_err(|e| wrap(e, format!("looking at {path}")))?
                 .0
         } else {

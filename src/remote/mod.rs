@@ -54,6 +54,65 @@ pub trait Place: Send {
     fn remove(&mut self, path: &str) -> Result<()>;
 }
 
+/// One entry of a remote folder, as a walk sees it (named by its last part).
+pub(crate) enum Entry {
+    Folder(String),
+    /// A regular file; its `path` is its name.
+    File(RemoteFile),
+    /// Not read, and why: a link, a special file, a name or listing line ferry cannot read.
+    Problem(String, String),
+}
+
+/// A place whose files are found by walking folders (SFTP, FTP).
+pub(crate) trait Folders {
+    /// The entries of the folder at `rel` (below the source's folder; empty: that folder).
+    fn entries(&mut self, rel: &str) -> Result<Vec<Entry>>;
+}
+
+/// Every regular file below the source's folder, at most `depth` folders down. A folder below
+/// the top that cannot be listed, one deeper than `depth` and every entry that is not read go
+/// to `problems` with the reason; the top folder failing fails the listing.
+pub(crate) fn walk(
+    place: &mut dyn Folders,
+    depth: usize,
+    rel: &str,
+    level: usize,
+    out: &mut Vec<RemoteFile>,
+    problems: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let entries = match place.entries(rel) {
+        Ok(e) => e,
+        Err(e) if level > 0 => {
+            problems.push((rel.to_string(), format!("cannot list this folder: {e:#}")));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let child = |name: &str| {
+        if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        }
+    };
+    for entry in entries {
+        match entry {
+            Entry::Folder(name) if name == "." || name == ".." || name.is_empty() => {}
+            Entry::Folder(name) if level + 1 > depth => {
+                problems.push((child(&name), format!("deeper than depth = {depth}")));
+            }
+            Entry::Folder(name) => walk(place, depth, &child(&name), level + 1, out, problems)?,
+            Entry::File(f) if f.path == "." || f.path == ".." || f.path.is_empty() => {}
+            Entry::File(mut f) => {
+                f.path = child(&f.path);
+                out.push(f);
+            }
+            Entry::Problem(name, why) => problems.push((child(&name), why)),
+        }
+    }
+    Ok(())
+}
+
 /// Copies `from` into `into` with a buffer of `buf` bytes; returns the bytes it had. Stops once
 /// more than `limit` came (the file grew, or was replaced by a longer one, since it was
 /// listed): the caller sees more than it expected and discards the download.

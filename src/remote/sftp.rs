@@ -3,7 +3,7 @@
 //! `known_hosts` file or a `SHA256:` fingerprint; unknown or changed is refused with the
 //! fingerprint seen.
 
-use super::{Place, Refused, RemoteFile};
+use super::{Entry, Place, Refused, RemoteFile};
 use crate::config::SourceSpec;
 use anyhow::{anyhow, Context, Result};
 use base64::Engine;
@@ -67,56 +67,40 @@ impl SftpPlace {
     fn full(&self, path: &str) -> PathBuf {
         Path::new(&self.base).join(path)
     }
+}
 
-    fn walk(
-        &mut self,
-        rel: &str,
-        level: usize,
-        out: &mut Vec<RemoteFile>,
-        problems: &mut Vec<(String, String)>,
-    ) -> Result<()> {
+impl super::Folders for SftpPlace {
+    fn entries(&mut self, rel: &str) -> Result<Vec<Entry>> {
         let dir = self.full(rel);
-        let entries = match self.sftp.readdir(&dir) {
-            Ok(e) => e,
-            Err(e) if level > 0 => {
-                problems.push((rel.to_string(), format!("cannot list this folder: {e}")));
-                return Ok(());
-            }
-            Err(e) => return Err(anyhow!(e).context(format!("listing {}", dir.display()))),
-        };
-        for (path, stat) in entries {
+        let listed = self
+            .sftp
+            .readdir(&dir)
+            .map_err(|e| anyhow!(e).context(format!("listing {}", dir.display())))?;
+        let mut out = Vec::with_capacity(listed.len());
+        for (path, stat) in listed {
             let Some(name) = path.file_name() else {
                 continue;
             };
             let Some(name) = name.to_str() else {
-                problems.push((
-                    format!("{rel}/{}", name.to_string_lossy()),
+                out.push(Entry::Problem(
+                    name.to_string_lossy().into_owned(),
                     "the name is not UTF-8".into(),
                 ));
                 continue;
             };
-            if name == "." || name == ".." {
-                continue;
-            }
-            let child = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if stat.is_dir() {
-                if level + 1 > self.depth {
-                    problems.push((child, format!("deeper than depth = {}", self.depth)));
-                } else {
-                    self.walk(&child, level + 1, out, problems)?;
-                }
+            out.push(if stat.is_dir() {
+                Entry::Folder(name.to_string())
             } else if stat.is_file() {
-                out.push(file(child, &stat));
+                Entry::File(file(name.to_string(), &stat))
             } else {
                 // Links and special files are never followed or read.
-                problems.push((child, "not a regular file (a link or special file)".into()));
-            }
+                Entry::Problem(
+                    name.to_string(),
+                    "not a regular file (a link or special file)".into(),
+                )
+            });
         }
-        Ok(())
+        Ok(out)
     }
 }
 
@@ -219,7 +203,8 @@ impl Place for SftpPlace {
         out: &mut Vec<RemoteFile>,
         problems: &mut Vec<(String, String)>,
     ) -> Result<()> {
-        self.walk("", 0, out, problems)
+        let depth = self.depth;
+        super::walk(self, depth, "", 0, out, problems)
     }
 
     fn stat(&mut self, path: &str) -> Result<Option<RemoteFile>> {
