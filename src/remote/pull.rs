@@ -373,10 +373,12 @@ fn judge(cfg: &Config, spec: &SourceSpec, f: &RemoteFile, names: &HashSet<&str>)
     }
     // Within its time's window (the minute of an FTP `ls -l` line) a rewrite would not change
     // the version: taken once that window is over (by ferry's clock, a second of skew allowed).
+    // A time further ahead than one window is the server's clock or time zone (`ls -l` lines in
+    // local time), not a recent write: waiting for it would hold the file for hours.
     if f.granularity > 0 {
         let now = chrono::Utc::now().timestamp();
         let over = f.mtime + f.granularity + 1;
-        if now < over {
+        if now < over && over - now <= f.granularity + 1 {
             return Judged::Hold(Hold::Settling {
                 quiet: Duration::from_secs(now.saturating_sub(f.mtime).max(0) as u64),
                 settle: Duration::from_secs((f.granularity + 1) as u64),

@@ -114,6 +114,20 @@ fn a_file_listed_within_its_minute_waits_until_the_minute_is_over() {
     );
 }
 
+/// A listing time hours ahead of ferry's clock is the server's time zone or clock (`ls -l`
+/// lines in local time), not a write within the last minute: the file is taken, not held for
+/// hours.
+#[test]
+fn a_listing_time_hours_ahead_is_not_waited_for() {
+    let ftp = Vsftpd::start();
+    let s = Spool::new();
+    configure(&s, &ftp.source("acme", "out", ""));
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(2 * 3600);
+    ftp.put_at("out/a.csv", b"id,status\n1,new\n", ahead);
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 1);
+}
+
 #[test]
 fn after_move_and_delete_over_ftp_act_only_on_committed_files() {
     let ftp = Vsftpd::start();

@@ -176,10 +176,18 @@ impl Vsftpd {
 
     /// Writes a file modified `age` seconds ago.
     pub fn put_aged(&self, rel: &str, bytes: &[u8], age: u64) -> PathBuf {
+        self.put_at(
+            rel,
+            bytes,
+            std::time::SystemTime::now() - Duration::from_secs(age),
+        )
+    }
+
+    /// Writes a file with its modification time `t`.
+    pub fn put_at(&self, rel: &str, bytes: &[u8], t: std::time::SystemTime) -> PathBuf {
         let p = self.root.join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, bytes).unwrap();
-        let t = std::time::SystemTime::now() - Duration::from_secs(age);
         fs::File::options()
             .write(true)
             .open(&p)
