@@ -132,7 +132,8 @@ pub(super) struct RawSource {
 const MAX_CONNECTIONS: usize = 64;
 const MAX_DEPTH: usize = 64;
 
-/// Resolves every `[[source]]`; names are unique (case-insensitive), and so is where each lands.
+/// Resolves every `[[source]]`; names are unique (case-insensitive). Two sources may land in
+/// one folder: each download is claimed under a name of its own.
 pub(super) fn resolve(raw: &[RawSource], show: &str) -> Result<Vec<SourceSpec>, ExitError> {
     let mut out: Vec<SourceSpec> = Vec::new();
     for r in raw {

@@ -210,7 +210,10 @@ impl Place for S3Place {
                 let Some(rel) = o.key.strip_prefix(self.prefix.as_str()) else {
                     continue;
                 };
-                let size = o.size.unwrap_or(0);
+                let Some(size) = o.size else {
+                    problems.push((rel.to_string(), "listed without a size".into()));
+                    continue;
+                };
                 if rel.ends_with('/') && size == 0 {
                     // A folder placeholder (consoles make them): not a file.
                     continue;
@@ -236,6 +239,13 @@ impl Place for S3Place {
                 });
             }
             match page.next_continuation_token {
+                // A server that hands back the token it was given would be listed forever.
+                Some(t) if token.as_deref() == Some(t.as_str()) => {
+                    bail!(
+                        "listing {}: the server repeated its continuation token",
+                        self.shown
+                    )
+                }
                 Some(t) => token = Some(t),
                 None => break,
             }
