@@ -317,9 +317,13 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value_t = crate::export::BatchFormat::Csv)]
     pub format: crate::export::BatchFormat,
 
-    /// Compress batch files with gzip
+    /// Compress batch files with gzip (csv and ndjson)
     #[arg(long)]
     pub gzip: bool,
+
+    /// Compression of Parquet pages [default: zstd]
+    #[arg(long, value_enum, value_name = "CODEC")]
+    pub compression: Option<crate::export::parquet::Compression>,
 
     /// Most records per batch file
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]

@@ -1,15 +1,19 @@
-//! `ferry export DATASET [--to DIR] [--format csv|ndjson] [--gzip] [--max-rows N] [--target NAME]`
+//! `ferry export DATASET [--to DIR] [--format csv|ndjson|parquet] [--gzip] [--compression CODEC]
+//! [--max-rows N] [--target NAME]`
 //! and `ferry export --list`. The protocol lives in `crate::export`; this is the command's shape.
 
 use super::Outcome;
 use crate::cli::ExportArgs;
 use crate::config::Config;
-use crate::export::{self, Request};
+use crate::exit::ExitError;
+use crate::export::parquet::Declared;
+use crate::export::{self, BatchFormat, Request};
 use crate::fsio;
 use crate::report::{self, ExportAllReport, ExportReport, TargetsReport};
 use crate::store;
 use crate::store::TargetStatus;
 use anyhow::Result;
+use std::collections::HashMap;
 
 pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
     if args.list {
@@ -54,14 +58,50 @@ fn request(
         .map_err(|e| fsio::with_path(e, "cannot create the target folder", &dir))?;
     let dir = dir.canonicalize()?;
     let target = target.unwrap_or_else(|| dir.display().to_string());
+    let parquet = args.format == BatchFormat::Parquet;
+    if parquet && args.gzip {
+        return Err(ExitError::Usage(
+            "--gzip is for csv and ndjson batches; Parquet compresses its pages itself \
+             (--compression zstd|snappy|none)"
+                .into(),
+        )
+        .into());
+    }
+    if !parquet && args.compression.is_some() {
+        return Err(ExitError::Usage(
+            "--compression is for Parquet batches; csv and ndjson take --gzip".into(),
+        )
+        .into());
+    }
     Ok(Request {
+        declared: declared(cfg, &dataset),
         dataset,
         dir,
         target,
         format: args.format,
         gzip: args.gzip,
+        compression: args.compression.unwrap_or_default(),
         max_rows: args.max_rows,
     })
+}
+
+/// The dataset's declared columns by lowercased name: declared columns are stored under their
+/// own names. An undeclared dataset (or one not in the config) has none: its columns are text.
+fn declared(cfg: &Config, dataset: &str) -> HashMap<String, Declared> {
+    cfg.datasets
+        .iter()
+        .filter(|d| d.name == dataset)
+        .flat_map(|d| d.columns.iter())
+        .map(|c| {
+            (
+                c.name.to_lowercase(),
+                Declared {
+                    ty: c.ty,
+                    scale: c.scale,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Every target with what it has pending, and every dataset with records that was never

@@ -1,9 +1,10 @@
 //! A batch on disk: the data file under a hidden temp name, fsynced and renamed; then its
 //! manifest and done marker, each also complete under its final name only; the folder fsynced
 //! after each rename. Encoding runs on the calling thread, hashing, compression and writes on a
-//! second one, so the two overlap. Reads records through the store, writes no state.
+//! second one, so the two overlap (Parquet: `parquet`, the same way a row group at a time). Reads records through the store, writes no state.
 
 use super::encode::Encoder;
+use super::parquet::{self, Field};
 use super::{BatchFormat, Request};
 use crate::fsio;
 use crate::store::{BatchPlan, Store};
@@ -35,6 +36,9 @@ struct Manifest<'a> {
     file: &'a str,
     format: BatchFormat,
     compression: Option<&'static str>,
+    /// Parquet batches: each column's Parquet type, ferry's own columns first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parquet_schema: Option<&'a [Field]>,
     rows: u64,
     first_record_id: i64,
     last_record_id: i64,
@@ -77,9 +81,15 @@ pub fn write_batch(
     let dir = &req.dir;
     let final_path = dir.join(&plan.name);
     let tmp = fsio::temp_path(dir, plan.name.as_ref());
-    let written = write_data(store, table, plan, format, &tmp)
-        .with_context(|| format!("writing {}", final_path.display()));
-    let written = match written {
+    let written = match format {
+        BatchFormat::Parquet => {
+            parquet::write(store, table, plan, &req.declared, req.compression, &tmp)
+                .map(|(w, fields)| (w, Some(fields)))
+        }
+        _ => write_data(store, table, plan, format, &tmp).map(|w| (w, None)),
+    }
+    .with_context(|| format!("writing {}", final_path.display()));
+    let (written, schema) = match written {
         Ok(w) => w,
         Err(e) => {
             let _ = fs::remove_file(&tmp);
@@ -103,7 +113,11 @@ pub fn write_batch(
         target: &req.target,
         file: &plan.name,
         format,
-        compression: plan.gzip.then_some("gzip"),
+        compression: match format {
+            BatchFormat::Parquet => req.compression.id(),
+            _ => plan.gzip.then_some("gzip"),
+        },
+        parquet_schema: schema.as_deref(),
         rows: written.rows,
         first_record_id: plan.first,
         last_record_id: plan.last,
@@ -122,10 +136,39 @@ pub fn write_batch(
 }
 
 /// Counts and hashes what goes into the file.
-struct Hashing<W> {
+pub(super) struct Hashing<W> {
     inner: W,
     sha: Sha256,
     bytes: u64,
+}
+
+impl<W> Hashing<W> {
+    pub(super) fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Hashing<io::BufWriter<File>> {
+    /// Flushes and fsyncs the file; its SHA-256 and size (`rows` left to the caller).
+    pub(super) fn sync(mut self) -> io::Result<Written> {
+        self.flush()?;
+        let file = self.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(Written {
+            sha256: self
+                .sha
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            bytes: self.bytes,
+            rows: 0,
+        })
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -149,16 +192,12 @@ fn sink(
     full: crossbeam_channel::Receiver<Vec<u8>>,
     empty: crossbeam_channel::Sender<Vec<u8>>,
 ) -> io::Result<Written> {
-    let hashing = Hashing {
-        inner: io::BufWriter::with_capacity(BUFFER, file),
-        sha: Sha256::new(),
-        bytes: 0,
-    };
+    let hashing = Hashing::new(io::BufWriter::with_capacity(BUFFER, file));
     let reuse = |mut buf: Vec<u8>| {
         buf.clear();
         let _ = empty.send(buf);
     };
-    let mut hashing = if gzip {
+    let hashing = if gzip {
         // No name and mtime 0 in the gzip header: the same batch is the same bytes.
         let mut gz = flate2::GzBuilder::new()
             .mtime(0)
@@ -176,19 +215,7 @@ fn sink(
         }
         h
     };
-    hashing.flush()?;
-    let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(Written {
-        sha256: hashing
-            .sha
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-        bytes: hashing.bytes,
-        rows: 0,
-    })
+    hashing.sync()
 }
 
 /// Reads the batch's records and writes them to `tmp`, fsynced.

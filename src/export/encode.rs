@@ -7,7 +7,8 @@ use crate::store::Value;
 
 /// Turns stored values into CSV or NDJSON, a row at a time.
 pub struct Encoder {
-    format: BatchFormat,
+    /// NDJSON, else CSV (Parquet batches are written by `parquet`, not here).
+    ndjson: bool,
     columns: Vec<String>,
     /// NDJSON: `"name":` per column, JSON-escaped once.
     keys: Vec<Vec<u8>>,
@@ -24,14 +25,14 @@ impl Encoder {
             })
             .collect();
         Encoder {
-            format,
+            ndjson: format == BatchFormat::Ndjson,
             columns: columns.to_vec(),
             keys,
         }
     }
 
     pub fn header(&self, out: &mut Vec<u8>) {
-        if self.format == BatchFormat::Csv {
+        if !self.ndjson {
             for (i, c) in self.columns.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
@@ -43,8 +44,8 @@ impl Encoder {
     }
 
     pub fn value(&self, out: &mut Vec<u8>, i: usize, v: Value<'_>) {
-        match self.format {
-            BatchFormat::Csv => {
+        match self.ndjson {
+            false => {
                 if i > 0 {
                     out.push(b',');
                 }
@@ -55,7 +56,7 @@ impl Encoder {
                     Value::Text(t) => csv_text(out, t, false),
                 }
             }
-            BatchFormat::Ndjson => {
+            true => {
                 out.push(if i == 0 { b'{' } else { b',' });
                 out.extend_from_slice(&self.keys[i]);
                 match v {
@@ -70,9 +71,9 @@ impl Encoder {
     }
 
     pub fn end_row(&self, out: &mut Vec<u8>) {
-        match self.format {
-            BatchFormat::Csv => out.extend_from_slice(b"\r\n"),
-            BatchFormat::Ndjson => {
+        match self.ndjson {
+            false => out.extend_from_slice(b"\r\n"),
+            true => {
                 if self.columns.is_empty() {
                     out.push(b'{');
                 }
@@ -136,7 +137,7 @@ fn push_int(out: &mut Vec<u8>, n: i64) {
 
 /// The shortest text that reads back as the same float; exponent form for very large or small
 /// magnitudes.
-fn push_float(out: &mut Vec<u8>, f: f64) {
+pub(super) fn push_float(out: &mut Vec<u8>, f: f64) {
     let a = f.abs();
     let s = if a != 0.0 && !(1e-5..1e16).contains(&a) {
         format!("{f:e}")

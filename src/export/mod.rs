@@ -26,6 +26,7 @@
 
 mod batch;
 mod encode;
+pub mod parquet;
 
 use crate::exit::ExitError;
 use crate::fsio;
@@ -34,6 +35,7 @@ use crate::store::{now, BatchPlan, BatchRange, Store, TargetKey};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +45,8 @@ use std::path::{Path, PathBuf};
 pub enum BatchFormat {
     Csv,
     Ndjson,
+    /// Columnar, typed (see `parquet`)
+    Parquet,
 }
 
 impl BatchFormat {
@@ -50,6 +54,7 @@ impl BatchFormat {
         match self {
             BatchFormat::Csv => "csv",
             BatchFormat::Ndjson => "ndjson",
+            BatchFormat::Parquet => "parquet",
         }
     }
 
@@ -57,6 +62,7 @@ impl BatchFormat {
         match s {
             "csv" => Some(BatchFormat::Csv),
             "ndjson" => Some(BatchFormat::Ndjson),
+            "parquet" => Some(BatchFormat::Parquet),
             _ => None,
         }
     }
@@ -72,6 +78,11 @@ pub struct Request {
     pub target: String,
     pub format: BatchFormat,
     pub gzip: bool,
+    /// Parquet batches: the page compression.
+    pub compression: parquet::Compression,
+    /// Parquet batches: the dataset's declared columns, by lowercased table column name (the
+    /// others are text).
+    pub declared: HashMap<String, parquet::Declared>,
     pub max_rows: u64,
 }
 

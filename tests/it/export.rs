@@ -315,47 +315,60 @@ both_stores! {
         s.ferry_ok(&["run"], 0);
         let out = s.scratch("out");
         let out_s = out.to_str().unwrap().to_string();
-        let mut rng = Rng::from_time();
-        // First sight of each final-named file: it must never change afterwards.
-        let mut seen: BTreeMap<String, String> = BTreeMap::new();
-        let mut finished = false;
-        for _ in 0..40 {
-            let mut child = s
-                .cmd()
-                .args(["export", "ev", "--to", &out_s, "--max-rows", "97"])
-                .env("FERRY_FAULT_EXPORT_PAUSE_MS", "3")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.below(60)));
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            for (name, hash) in tree(&out) {
-                if !name.starts_with('.') {
-                    let first = seen.entry(name.clone()).or_insert(hash.clone());
-                    assert_eq!(*first, hash, "{name} changed after it appeared");
-                }
-            }
-            if status.success() {
-                finished = true;
-                break;
-            }
-        }
-        if !finished {
-            s.ferry_ok(&["export", "ev", "--to", &out_s, "--max-rows", "97"], 0);
-        }
-        s.ferry_ok(&["export", "ev", "--to", &out_s, "--max-rows", "97"], 0);
+        kill_exports_then_finish(&s, &["export", "ev", "--to", &out_s, "--max-rows", "97"], &out, 40, 60);
         let (rows, ranges) = check_batches(&out);
         assert_contiguous(&s, &ranges, 5000);
         assert_in_stored_order(&s, &rows, 5000);
-        assert!(tree(&out).keys().all(|k| !k.starts_with('.')));
-        for (name, hash) in tree(&out) {
-            if let Some(first) = seen.get(&name) {
+    }
+}
+
+/// Runs the export `args` again and again, killing it (SIGKILL) after up to `within_ms`, at most
+/// `tries` times or until one finishes; then to the end. A final-named file never changes after
+/// it first appeared, and no temp file is left.
+pub fn kill_exports_then_finish(
+    s: &Spool,
+    args: &[&str],
+    out: &Path,
+    tries: usize,
+    within_ms: u64,
+) {
+    let mut rng = Rng::from_time();
+    // First sight of each final-named file: it must never change afterwards.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let check = |seen: &mut BTreeMap<String, String>| {
+        for (name, hash) in tree(out) {
+            if !name.starts_with('.') {
+                let first = seen.entry(name.clone()).or_insert(hash.clone());
                 assert_eq!(*first, hash, "{name} changed after it appeared");
             }
         }
+    };
+    for _ in 0..tries {
+        let mut child = s
+            .cmd()
+            .args(args)
+            .env("FERRY_FAULT_EXPORT_PAUSE_MS", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(within_ms)));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        check(&mut seen);
+        if status.success() {
+            break;
+        }
     }
+    // Once to finish what is left, once more to find nothing left.
+    s.ferry_ok(args, 0);
+    s.ferry_ok(args, 0);
+    check(&mut seen);
+    assert!(
+        tree(out).keys().all(|k| !k.starts_with('.')),
+        "{:?}",
+        tree(out)
+    );
 }
 
 both_stores! {

@@ -23,6 +23,7 @@ mod keys;
 mod model;
 mod names;
 mod operations;
+mod parquet;
 mod places;
 mod postgres;
 mod remote;
