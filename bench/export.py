@@ -56,12 +56,17 @@ def rows_in_spool(spool):
     return int(out.stdout.strip() or 0) if out.returncode == 0 else 0
 
 
-def load(expected, ferry, spool):
+def load(expected, ferry, spool, config=None):
+    """The big set in `spool` (loaded once, kept while it holds `expected` rows); `config`: a
+    ferry.toml for it (typed columns)."""
     if rows_in_spool(spool) == expected:
         return
     shutil.rmtree(spool, ignore_errors=True)
     inc = os.path.join(spool, "incoming", "vehicles")
     os.makedirs(inc)
+    if config:
+        with open(os.path.join(spool, "ferry.toml"), "w") as fh:
+            fh.write(config)
     d = ingest.generate("big")
     for f in sorted(os.listdir(d)):
         if f.endswith(".csv"):

@@ -9,13 +9,22 @@ use ferry::exit::ExitError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Output piped into `head` and the like: end quietly when the reader goes away, as other
-    // command-line tools do, instead of failing on a closed pipe.
-    // SAFETY: setting a signal disposition at startup, before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // SIGPIPE stays ignored (Rust's default): a write to a connection the other end closed —
+    // an FTP, SFTP, S3 or PostgreSQL server going away — is an error to handle, never the end
+    // of the process (TLS writes with `writev`, which raises the signal). Reports printed into
+    // a closed pipe (`ferry files | head`) end quietly (`report::print`). Only the commands that
+    // print with clap's writers and open no connection take the signal's default, so they end
+    // quietly too.
+    if matches!(
+        cli.command,
+        ferry::cli::Command::Completions { .. } | ferry::cli::Command::Man { .. }
+    ) {
+        // SAFETY: setting a signal disposition at startup, before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The daemon's log is its record of what happened: one line per file by default. One-shot
     // commands print a summary instead and log only what needs attention.
     let default_level = match cli.command {

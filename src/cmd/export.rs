@@ -4,16 +4,17 @@
 
 use super::Outcome;
 use crate::cli::ExportArgs;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::exit::ExitError;
 use crate::export::parquet::Declared;
-use crate::export::{self, BatchFormat, Request};
+use crate::export::{self, BatchFormat, Request, To};
 use crate::fsio;
 use crate::report::{self, ExportAllReport, ExportReport, TargetsReport};
 use crate::store;
 use crate::store::TargetStatus;
 use anyhow::Result;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub fn run(cfg: &Config, args: &ExportArgs) -> Result<Outcome> {
     if args.list {
@@ -47,17 +48,7 @@ fn request(
     to: Option<&std::path::Path>,
     target: Option<String>,
 ) -> Result<Request> {
-    // A folder has one identity however it is written (`./a/../b`, a symlink, the absolute
-    // path): the target's name defaults to it, so the same records are never exported twice
-    // into one folder under two names.
-    let dir = match to {
-        Some(d) => std::path::absolute(d)?,
-        None => cfg.spool.outgoing.join(&dataset),
-    };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| fsio::with_path(e, "cannot create the target folder", &dir))?;
-    let dir = dir.canonicalize()?;
-    let target = target.unwrap_or_else(|| dir.display().to_string());
+    let (to, target) = destination(cfg, dataset.as_str(), to, target)?;
     let parquet = args.format == BatchFormat::Parquet;
     if parquet && args.gzip {
         return Err(ExitError::Usage(
@@ -76,13 +67,73 @@ fn request(
     Ok(Request {
         declared: declared(cfg, &dataset),
         dataset,
-        dir,
+        to,
         target,
         format: args.format,
         gzip: args.gzip,
         compression: args.compression.unwrap_or_default(),
         max_rows: args.max_rows,
     })
+}
+
+/// Where the export goes, and the target's name (its watermark's identity):
+/// - `--target NAME` of a `[[target]]`: its remote place (`--to`, if given, must be its URL);
+/// - `--to URL` (sftp://, ftp://, ftps://, s3://): the `[[target]]` with that URL, if one has
+///   it (and its name), else the URL with a source's defaults, named after itself;
+/// - `--to DIR` or nothing (`<root>/outgoing/<DATASET>`): a local folder, named after its
+///   canonical path unless `--target` names it. A folder has one identity however it is written
+///   (`./a/../b`, a symlink, the absolute path), so the same records are never exported twice
+///   into one folder under two names.
+fn destination(
+    cfg: &Config,
+    dataset: &str,
+    to: Option<&std::path::Path>,
+    target: Option<String>,
+) -> Result<(To, String)> {
+    let named = target
+        .as_deref()
+        .and_then(|t| cfg.targets.iter().find(|s| s.name.eq_ignore_ascii_case(t)));
+    let url = to.and_then(|t| t.to_str()).map(str::to_string);
+    let remote = url.as_deref().and_then(config::remote_url);
+    if let Some(spec) = named {
+        if let Some(r) = remote {
+            let given = r.map_err(ExitError::Usage)?;
+            if given.url != spec.url {
+                return Err(ExitError::Usage(format!(
+                    "target {:?} is {}, not {}; give --target or --to, not both",
+                    spec.name, spec.url, given.url
+                ))
+                .into());
+            }
+        } else if to.is_some() {
+            return Err(ExitError::Usage(format!(
+                "target {:?} is {} (ferry.toml); give --target or --to, not both",
+                spec.name, spec.url
+            ))
+            .into());
+        }
+        return Ok((To::Remote(spec.clone()), spec.name.clone()));
+    }
+    if let Some(r) = remote {
+        let given = r.map_err(ExitError::Usage)?;
+        if let Some(spec) = cfg.targets.iter().find(|s| s.url == given.url) {
+            return Ok((
+                To::Remote(spec.clone()),
+                target.unwrap_or(spec.name.clone()),
+            ));
+        }
+        let name = target.unwrap_or_else(|| given.url.clone());
+        return Ok((To::Remote(Arc::new(given)), name));
+    }
+    let dir = match to {
+        Some(d) => std::path::absolute(d)?,
+        None => cfg.spool.outgoing.join(dataset),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| fsio::with_path(e, "cannot create the target folder", &dir))?;
+    let dir = dir.canonicalize()?;
+    let target = target.unwrap_or_else(|| dir.display().to_string());
+    Ok((To::Folder(dir), target))
 }
 
 /// The dataset's declared columns by lowercased name: declared columns are stored under their

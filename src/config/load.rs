@@ -114,6 +114,10 @@ impl Config {
                 .into_iter()
                 .map(Arc::new)
                 .collect(),
+            targets: super::sources::resolve_targets(&raw.targets, &at.show())?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
             file,
         })
     }
@@ -368,6 +372,8 @@ pub(super) struct RawConfig {
     pub(super) datasets: Vec<Spanned<RawDataset>>,
     #[serde(default, rename = "source")]
     sources: Vec<super::sources::RawSource>,
+    #[serde(default, rename = "target")]
+    targets: Vec<super::sources::RawSource>,
 }
 
 #[derive(Debug, Default, Deserialize)]

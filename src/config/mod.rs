@@ -13,7 +13,7 @@ mod load;
 mod sources;
 mod values;
 
-pub use sources::{After, S3Spec, Scheme, SourceSpec};
+pub use sources::{remote_url, After, S3Spec, Scheme, SourceSpec};
 pub use values::parse_duration;
 
 #[cfg(test)]
@@ -180,6 +180,9 @@ pub struct Config {
     pub datasets: Vec<Arc<DatasetSpec>>,
     /// Remote places files are pulled from (`[[source]]`).
     pub sources: Vec<Arc<SourceSpec>>,
+    /// Remote places batches are exported to (`[[target]]`), resolved as sources are (their
+    /// folder-walking and pulling settings unused).
+    pub targets: Vec<Arc<SourceSpec>>,
     /// Files up to this size are read into memory in one go (one read for hash and parse).
     pub small_file: u64,
     /// `ferry watch` settings (flags override them).

@@ -79,6 +79,8 @@ pub struct SourceSpec {
     /// roots.
     pub ca_file: Option<PathBuf>,
     pub s3: Option<S3Spec>,
+    /// An export target (`[[target]]`, `--to URL`): files are written there, not pulled.
+    pub target: bool,
 }
 
 /// How an S3 source reaches its bucket.
@@ -127,6 +129,48 @@ pub(super) struct RawSource {
     passphrase: Option<toml::Value>,
     secret_key: Option<toml::Value>,
     access_key: Option<toml::Value>,
+}
+
+/// Resolves every `[[target]]` (a remote place `ferry export` writes batches to): the URL and
+/// connection settings of a source, checked by the same rules; a source's pulling settings are
+/// refused. Names are unique (case-insensitive).
+pub(super) fn resolve_targets(raw: &[RawSource], show: &str) -> Result<Vec<SourceSpec>, ExitError> {
+    let mut out: Vec<SourceSpec> = Vec::new();
+    for r in raw {
+        let bad = |why: String| ExitError::Usage(format!("{show}: target {:?}: {why}", r.name));
+        let spec = r.as_target().map_err(bad)?;
+        if out.iter().any(|o| o.name.eq_ignore_ascii_case(&spec.name)) {
+            return Err(bad(format!(
+                "a target named {:?} is already defined",
+                spec.name
+            )));
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// A remote place named by its URL alone (`ferry export --to s3://…`): a source's defaults
+/// (S3 credentials from the environment, anonymous FTP, the user's known_hosts); other
+/// settings need a `[[target]]`. `None` when `url` is not a remote URL.
+pub fn remote_url(url: &str) -> Option<Result<SourceSpec, String>> {
+    let remote = ["sftp://", "ftp://", "ftps://", "s3://"]
+        .iter()
+        .any(|s| url.len() > s.len() && url[..s.len()].eq_ignore_ascii_case(s));
+    if !remote {
+        return None;
+    }
+    let mut table = toml::Table::new();
+    table.insert("name".into(), "url".into());
+    table.insert("url".into(), url.into());
+    let raw = RawSource::deserialize(table).map_err(|e| e.to_string());
+    Some(raw.and_then(|r| r.as_target()).map_err(|why| {
+        format!(
+            "{}: {why} (a [[target]] in ferry.toml holds the settings a URL cannot: a key, a \
+             password, an endpoint, a CA)",
+            redacted(url)
+        )
+    }))
 }
 
 const MAX_CONNECTIONS: usize = 64;
@@ -308,7 +352,33 @@ impl RawSource {
             host_key: self.host_key.clone(),
             ca_file: self.ca_file.clone(),
             s3,
+            target: false,
         })
+    }
+
+    /// As an export target: no pulling settings; folders below the target are not walked.
+    fn as_target(&self) -> Result<SourceSpec, String> {
+        for (key, given) in [
+            ("into", self.into.is_some()),
+            ("match", self.pattern.is_some()),
+            ("after", self.after.is_some()),
+            ("poll", self.poll.is_some()),
+            ("connections", self.connections.is_some()),
+            ("settle", self.settle.is_some()),
+            ("depth", self.depth.is_some()),
+        ] {
+            if given {
+                return Err(format!(
+                    "{key} is a setting of sources (pulling files), not of targets"
+                ));
+            }
+        }
+        let mut spec = self
+            .resolve()
+            .map_err(|why| why.replace("source", "target"))?;
+        spec.depth = 0;
+        spec.target = true;
+        Ok(spec)
     }
 
     /// Settings of one protocol given to a source of another are refused, not ignored.

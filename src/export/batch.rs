@@ -1,12 +1,12 @@
-//! A batch on disk: the data file under a hidden temp name, fsynced and renamed; then its
-//! manifest and done marker, each also complete under its final name only; the folder fsynced
-//! after each rename. Encoding runs on the calling thread, hashing, compression and writes on a
+//! A batch: the data file written where the target stages it (`outbox`), fsynced, then
+//! published under its final name; then its manifest and done marker, each also complete under
+//! its final name only. Encoding runs on the calling thread, hashing, compression and writes on a
 //! second one, so the two overlap (Parquet: `parquet`, the same way a row group at a time). Reads records through the store, writes no state.
 
 use super::encode::Encoder;
+use super::outbox::Outbox;
 use super::parquet::{self, Field};
 use super::{BatchFormat, Request};
-use crate::fsio;
 use crate::store::{BatchPlan, Store};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::bounded;
@@ -49,27 +49,6 @@ struct Manifest<'a> {
     ferry_version: &'static str,
 }
 
-/// A batch published before an interrupted export could record it: its done marker is there and
-/// its data file has the SHA-256 its manifest says. Downstream may have read it already, so it
-/// is recorded as it is, never written again.
-pub fn published(dir: &Path, plan: &BatchPlan) -> Option<Written> {
-    if !dir.join(format!("{}.done", plan.name)).exists() {
-        return None;
-    }
-    let manifest = fs::read(dir.join(format!("{}.manifest.json", plan.name))).ok()?;
-    let m: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
-    let sha256 = m["sha256"].as_str()?.to_string();
-    let mut f = File::open(dir.join(&plan.name)).ok()?;
-    let mut h = Sha256::new();
-    let bytes = io::copy(&mut f, &mut h).ok()?;
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    (hex == sha256 && m["bytes"].as_u64() == Some(bytes)).then(|| Written {
-        sha256,
-        bytes,
-        rows: m["rows"].as_u64().unwrap_or(plan.rows),
-    })
-}
-
 /// Writes the data file, its manifest and its done marker, each visible only when complete.
 pub fn write_batch(
     store: &mut dyn Store,
@@ -77,22 +56,21 @@ pub fn write_batch(
     req: &Request,
     plan: &BatchPlan,
     format: BatchFormat,
+    out: &mut Outbox,
 ) -> Result<Written> {
-    let dir = &req.dir;
-    let final_path = dir.join(&plan.name);
-    let tmp = fsio::temp_path(dir, plan.name.as_ref());
+    let staged = out.stage(&plan.name);
     let written = match format {
         BatchFormat::Parquet => {
-            parquet::write(store, table, plan, &req.declared, req.compression, &tmp)
+            parquet::write(store, table, plan, &req.declared, req.compression, &staged)
                 .map(|(w, fields)| (w, Some(fields)))
         }
-        _ => write_data(store, table, plan, format, &tmp).map(|w| (w, None)),
+        _ => write_data(store, table, plan, format, &staged).map(|w| (w, None)),
     }
-    .with_context(|| format!("writing {}", final_path.display()));
+    .with_context(|| format!("writing {}", plan.name));
     let (written, schema) = match written {
         Ok(w) => w,
         Err(e) => {
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&staged);
             return Err(e);
         }
     };
@@ -104,8 +82,10 @@ pub fn write_batch(
             "records of the batch were replaced since it was planned; their successors follow"
         );
     }
-    fs::rename(&tmp, &final_path)?;
-    fsio::sync_dir(dir)?;
+    if let Err(e) = out.publish(&staged, &plan.name) {
+        let _ = fs::remove_file(&staged);
+        return Err(e);
+    }
     crate::faults::export_die("data");
 
     let manifest = Manifest {
@@ -129,9 +109,12 @@ pub fn write_batch(
     };
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
-    fsio::write_atomic(&dir.join(format!("{}.manifest.json", plan.name)), &json)?;
-    fsio::write_atomic(&dir.join(format!("{}.done", plan.name)), b"")?;
-    fsio::sync_dir(dir)?;
+    out.publish_bytes(&format!("{}.manifest.json", plan.name), &json)?;
+    // The done marker holds the data file's SHA-256 as `sha256sum` writes it (`sha256sum -c`
+    // checks the batch); never empty, which some FTPS servers refuse to store.
+    let done = format!("{}  {}\n", written.sha256, plan.name);
+    out.publish_bytes(&format!("{}.done", plan.name), done.as_bytes())?;
+    out.sync()?;
     Ok(written)
 }
 
@@ -150,6 +133,15 @@ impl<W> Hashing<W> {
             bytes: 0,
         }
     }
+
+    /// The SHA-256 (hex) and size of what went through.
+    pub(super) fn digest(self) -> (String, u64) {
+        (hex(self.sha), self.bytes)
+    }
+}
+
+fn hex(sha: Sha256) -> String {
+    sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Hashing<io::BufWriter<File>> {
@@ -159,12 +151,7 @@ impl Hashing<io::BufWriter<File>> {
         let file = self.inner.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(Written {
-            sha256: self
-                .sha
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: hex(self.sha),
             bytes: self.bytes,
             rows: 0,
         })

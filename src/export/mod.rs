@@ -6,9 +6,11 @@
 //! 1. **Plan** (one short write transaction in the store): the next `max_rows` records after the
 //!    target's watermark fix the batch — first id, last id, row count, name, format, creation
 //!    time, columns — recorded as the target's *pending* batch before a byte is written.
-//! 2. **Write** (`batch`): the data file under a hidden temp name in the target folder, fsync,
-//!    rename to its final name, fsync the folder; then `<batch>.manifest.json` and the empty
-//!    `<batch>.done` marker, each the same way.
+//! 2. **Write** (`batch`, `outbox`): the data file (CSV, NDJSON or Parquet) under a hidden temp
+//!    name in the target folder, fsync, rename to its final name, fsync the folder — or, for a
+//!    remote target (SFTP, FTP(S), S3), staged in the spool and uploaded: a temp name renamed
+//!    over the final one, or a put that appears whole (S3); then `<batch>.manifest.json` and
+//!    the empty `<batch>.done` marker, each the same way.
 //! 3. **Commit** (one transaction): the batch is recorded, the watermark moves to its last id,
 //!    the pending batch is cleared.
 //!
@@ -26,18 +28,22 @@
 
 mod batch;
 mod encode;
+mod outbox;
 pub mod parquet;
 
+use crate::config::SourceSpec;
 use crate::exit::ExitError;
 use crate::fsio;
 use crate::spool::Spool;
 use crate::store::{now, BatchPlan, BatchRange, Store, TargetKey};
 use anyhow::{Context, Result};
+use outbox::Outbox;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The format of batch files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -68,12 +74,30 @@ impl BatchFormat {
     }
 }
 
+/// Where a target is.
+#[derive(Debug, Clone)]
+pub enum To {
+    /// A local folder (created if missing), canonical.
+    Folder(PathBuf),
+    /// A remote place: SFTP, FTP(S) or S3, resolved as a source's URL and settings are.
+    Remote(Arc<SourceSpec>),
+}
+
+impl To {
+    /// The folder's path or the URL (without secrets), as recorded with the target.
+    pub fn shown(&self) -> String {
+        match self {
+            To::Folder(d) => d.display().to_string(),
+            To::Remote(spec) => spec.url.clone(),
+        }
+    }
+}
+
 /// What to export, and where.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub dataset: String,
-    /// The target folder (created if missing), canonical.
-    pub dir: PathBuf,
+    pub to: To,
     /// The target's name: its identity for the watermark.
     pub target: String,
     pub format: BatchFormat,
@@ -169,17 +193,43 @@ fn table_of(store: &mut dyn Store, dataset: &str) -> Result<String> {
 }
 
 /// Another target of the dataset that writes into the request's folder (compared as canonical
-/// paths), if any.
+/// paths) or remote place (the same URL), if any.
 fn other_target_in(store: &mut dyn Store, req: &Request) -> Result<Option<String>> {
-    let here = req.dir.canonicalize().unwrap_or_else(|_| req.dir.clone());
+    let same_place = |dir: &str| match &req.to {
+        To::Folder(here) => {
+            let here = here.canonicalize().unwrap_or_else(|_| here.clone());
+            let dir = Path::new(dir);
+            dir.canonicalize().map_or(dir == here, |d| d == here)
+        }
+        To::Remote(spec) => dir == spec.url,
+    };
     Ok(store
         .target_dirs(&req.dataset)?
         .into_iter()
-        .find_map(|(target, dir)| {
-            let dir = Path::new(&dir);
-            let same = dir.canonicalize().map_or(dir == here, |d| d == here);
-            (same && target != req.target).then_some(target)
-        }))
+        .find_map(|(target, dir)| (same_place(&dir) && target != req.target).then_some(target)))
+}
+
+/// Opens the target: its folder (made if missing), or a connection to its remote place with a
+/// staging folder in the spool.
+fn open(spool: &Spool, req: &Request) -> Result<Outbox> {
+    Ok(match &req.to {
+        To::Folder(dir) => {
+            fs::create_dir_all(dir)
+                .with_context(|| format!("creating the target folder {}", dir.display()))?;
+            Outbox::Folder(dir.clone())
+        }
+        To::Remote(spec) => {
+            let place = crate::remote::connect(spec)
+                .with_context(|| format!("connecting to the target {}", spec.url))?;
+            let h = Sha256::digest(format!("{}\0{}", req.dataset, req.target).as_bytes());
+            let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+            Outbox::Remote {
+                place,
+                url: spec.url.clone(),
+                staging: spool.root.join(".staging").join(format!("export-{hex}")),
+            }
+        }
+    })
 }
 
 /// Exports everything not yet exported to the target; returns what was written.
@@ -202,32 +252,43 @@ pub fn export(spool: &Spool, store: &mut dyn Store, req: &Request) -> Result<Exp
         ))
         .into());
     }
-    fs::create_dir_all(&req.dir)
-        .with_context(|| format!("creating the target folder {}", req.dir.display()))?;
     if let Some(other) = other_target_in(store, req)? {
         return Err(ExitError::Usage(format!(
             "{} is already the folder of target {other:?} of dataset {:?}: two targets in one \
              folder would write the same records twice. Use --target {other:?}, or another \
              folder",
-            req.dir.display(),
+            req.to.shown(),
             req.dataset
         ))
         .into());
     }
-    let removed = remove_stray_temps(&req.dir, &req.dataset)?;
+    // Reaching the target lists it (and removes what an interrupted export left): a refusal
+    // (credentials, host key, certificate) stops here, before the target is recorded.
+    let reached = open(spool, req).and_then(|mut out| {
+        let removed = out
+            .remove_stray_temps(&file_stem(&req.dataset))
+            .with_context(|| format!("looking at the target {}", req.to.shown()))?;
+        Ok((out, removed))
+    });
+    let (mut out, removed) = match reached {
+        Err(e) if e.downcast_ref::<crate::remote::Refused>().is_some() => {
+            return Err(ExitError::Usage(format!("{e:#}")).into())
+        }
+        r => r?,
+    };
     store
-        .upsert_target(&req.key(), &req.dir.display().to_string())
+        .upsert_target(&req.key(), &req.to.shown())
         .context("recording the export target")?;
     let mut summary = ExportSummary {
         dataset: req.dataset.clone(),
         target: req.target.clone(),
-        dir: req.dir.display().to_string(),
+        dir: req.to.shown(),
         batches: Vec::new(),
         rows: 0,
         watermark: 0,
         stray_temp_files_removed: removed,
     };
-    while let Some(batch) = export_one(store, &table, req)? {
+    while let Some(batch) = export_one(store, &table, req, &mut out)? {
         summary.rows += batch.rows;
         summary.batches.push(batch);
         crate::faults::export_pause();
@@ -238,7 +299,12 @@ pub fn export(spool: &Spool, store: &mut dyn Store, req: &Request) -> Result<Exp
 
 /// Plans, writes and commits the next batch (or rewrites an interrupted one); `None` when
 /// everything is exported.
-fn export_one(store: &mut dyn Store, table: &str, req: &Request) -> Result<Option<Batch>> {
+fn export_one(
+    store: &mut dyn Store,
+    table: &str,
+    req: &Request,
+    out: &mut Outbox,
+) -> Result<Option<Batch>> {
     let mut make = |r: BatchRange| BatchPlan {
         name: batch_name(&req.dataset, r.first, r.last, req.format, req.gzip),
         format: req.format.id().to_string(),
@@ -262,9 +328,15 @@ fn export_one(store: &mut dyn Store, table: &str, req: &Request) -> Result<Optio
         )
     })?;
     crate::faults::export_die("planned");
-    let written = match resumed.then(|| batch::published(&req.dir, &plan)).flatten() {
+    let published = if resumed {
+        out.published(&plan)
+            .with_context(|| format!("looking for batch {} at the target", plan.name))?
+    } else {
+        None
+    };
+    let written = match published {
         Some(w) => w,
-        None => batch::write_batch(store, table, req, &plan, format)?,
+        None => batch::write_batch(store, table, req, &plan, format, out)?,
     };
     crate::faults::export_die("written");
     let plan = BatchPlan {
@@ -293,29 +365,6 @@ fn export_one(store: &mut dyn Store, table: &str, req: &Request) -> Result<Optio
         bytes: written.bytes,
         resumed,
     }))
-}
-
-/// Removes temp files left in a target folder by an interrupted export of this dataset: hidden,
-/// named after one of its batches, ending in `.ferry-tmp`. Runs under the target's lock.
-fn remove_stray_temps(dir: &Path, dataset: &str) -> Result<u64> {
-    let prefix = format!(".{}-", file_stem(dataset));
-    let mut n = 0;
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&prefix)
-            && name.ends_with(fsio::TEMP_SUFFIX)
-            && e.file_type()?.is_file()
-        {
-            fs::remove_file(e.path())?;
-            n += 1;
-        }
-    }
-    if n > 0 {
-        fsio::sync_dir(dir)?;
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ impl FtpPlace {
             .passive_stream_builder(move |a| tcp(a, timeout).map_err(FtpError::ConnectionError));
         ftp.set_passive_nat_workaround(true);
         if spec.scheme == Scheme::Ftps {
-            let config = super::tls::rustls_config(spec.ca_file.as_deref())?;
+            let config = super::tls::rustls_config(spec.ca_file.as_deref(), spec.target)?;
             ftp = ftp
                 .into_secure(RustlsConnector::from(config), &spec.host)
                 .map_err(|e| wrap(e, format!("TLS with {at}")))?;
@@ -99,6 +99,20 @@ impl FtpPlace {
             return path.to_string();
         }
         format!("{}/{path}", self.base.trim_end_matches('/'))
+    }
+
+    /// Makes the folders of `target` that are missing (failures show in the next step).
+    fn make_parents(&mut self, target: &str) {
+        let mut dir = String::new();
+        if let Some((parent, _)) = target.rsplit_once('/') {
+            for part in parent.split('/').filter(|p| !p.is_empty()) {
+                dir.push('/');
+                dir.push_str(part);
+                if self.ftp.cwd(&dir).is_err() {
+                    let _ = self.ftp.mkdir(&dir);
+                }
+            }
+        }
     }
 
     /// The entries of a folder (entered first: a name is never read as `ls` options or a
@@ -285,19 +299,46 @@ impl Place for FtpPlace {
             return Ok(());
         }
         // The target's folders, as far as they are missing, then once more.
-        let mut dir = String::new();
-        if let Some((parent, _)) = target.rsplit_once('/') {
-            for part in parent.split('/').filter(|p| !p.is_empty()) {
-                dir.push('/');
-                dir.push_str(part);
-                if self.ftp.cwd(&dir).is_err() {
-                    let _ = self.ftp.mkdir(&dir);
-                }
-            }
-        }
+        self.make_parents(&target);
         self.ftp
             .rename(&source, &target)
             .map_err(|e| wrap(e, format!("moving {from} to {target}")))
+    }
+
+    fn put(&mut self, path: &str, from: &std::path::Path) -> Result<()> {
+        let target = self.full(path);
+        let open = || {
+            std::fs::File::open(from)
+                .map(|f| std::io::BufReader::with_capacity(256 << 10, f))
+                .with_context(|| format!("opening {}", from.display()))
+        };
+        // `STOR` in binary; the server's completion reply is read (a cut transfer fails).
+        if self.ftp.put_file(&target, &mut open()?).is_ok() {
+            return Ok(());
+        }
+        self.make_parents(&target);
+        self.ftp
+            .put_file(&target, &mut open()?)
+            .map_err(|e| wrap(e, format!("writing {path}")))?;
+        Ok(())
+    }
+
+    fn make_folder(&mut self) -> Result<()> {
+        let probe = self.full("x");
+        self.make_parents(&probe);
+        Ok(())
+    }
+
+    fn replace(&mut self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.full(from), self.full(to));
+        if self.ftp.rename(&source, &target).is_ok() {
+            return Ok(());
+        }
+        // A server that does not rename over a file: the old one goes first.
+        let _ = self.ftp.rm(&target);
+        self.ftp
+            .rename(&source, &target)
+            .map_err(|e| wrap(e, format!("moving {from} to {to}")))
     }
 
     fn remove(&mut self, path: &str) -> Result<()> {

@@ -1,7 +1,7 @@
 //! Remote sources (`[[source]]`, R-remote): places partners' files live that ferry pulls from.
 //!
-//! One seam for "a place files live" (`Place`: list, stat, read, rename, remove), implemented
-//! by SFTP (`sftp`). `pull` is the fetch protocol on top of it: list, judge readiness, claim
+//! One seam for "a place files live" (`Place`: list, stat, read, rename, remove; put and
+//! replace for export targets), implemented by SFTP (`sftp`), FTP(S) (`ftp`) and S3 (`s3`). `pull` is the fetch protocol on top of it: list, judge readiness, claim
 //! each remote file and version in the store (one claim across hosts), download into the spool,
 //! verify, hand the file to the pipeline as a claim of this process, and once its file
 //! committed do what `after` says.
@@ -52,6 +52,21 @@ pub trait Place: Send {
     /// folder, or absolute.
     fn rename(&mut self, from: &str, to: &str) -> Result<()>;
     fn remove(&mut self, path: &str) -> Result<()>;
+    /// Writes the local file `from` as the file at `path` (its folders made as needed),
+    /// replacing one there. Seen whole or not at all only where `puts_whole` says so; elsewhere
+    /// callers put a temp name and `replace` the final one with it.
+    fn put(&mut self, path: &str, from: &std::path::Path) -> Result<()>;
+    /// Moves `from` to `to`, replacing a file there.
+    fn replace(&mut self, from: &str, to: &str) -> Result<()>;
+    /// Makes the folder files are put in, if it is missing (S3 has no folders).
+    fn make_folder(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Whether a `put` is seen whole or not at all under its name (S3: an object appears when
+    /// its upload completes).
+    fn puts_whole(&self) -> bool {
+        false
+    }
 }
 
 /// One entry of a remote folder, as a walk sees it (named by its last part).

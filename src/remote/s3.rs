@@ -7,16 +7,19 @@
 use super::{Place, Refused, RemoteFile};
 use crate::config::{S3Spec, SourceSpec};
 use anyhow::{anyhow, bail, Context, Result};
-use rusty_s3::actions::{ListObjectsV2, ListObjectsV2Response};
+use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2, ListObjectsV2Response};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 use ureq::http::{Response, StatusCode};
 use ureq::Body;
 
 /// How long a signed request stays valid (it is sent at once).
 const SIGNED_FOR: Duration = Duration::from_secs(600);
+/// Files up to this size are written with one `PUT`, larger ones in parts of this size (S3
+/// takes parts of 5 MiB to 5 GiB, at most 10,000 of them).
+const PART: u64 = 16 << 20;
 
 pub struct S3Place {
     agent: ureq::Agent,
@@ -57,7 +60,8 @@ impl S3Place {
         if let Some(ca) = &spec.ca_file {
             config = config.tls_config(super::tls::ureq_roots(ca)?);
         }
-        let prefix = spec.path.trim_start_matches('/').to_string();
+        // `s3://bucket/in/` and `s3://bucket/in` are the same prefix (never `in//`).
+        let prefix = spec.path.trim_matches('/').to_string();
         let prefix = if prefix.is_empty() {
             prefix
         } else {
@@ -87,7 +91,20 @@ impl S3Place {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(()).context("building a request")?;
+        self.run(method, req.body(()).context("building a request")?)
+    }
+
+    /// Sends a signed request with a body; the response whatever its status.
+    fn send_body(&self, method: &str, url: &str, body: Vec<u8>) -> Result<Response<Body>> {
+        let req = ureq::http::Request::builder().method(method).uri(url);
+        self.run(method, req.body(body).context("building a request")?)
+    }
+
+    fn run(
+        &self,
+        method: &str,
+        req: ureq::http::Request<impl ureq::AsSendBody>,
+    ) -> Result<Response<Body>> {
         self.agent.run(req).map_err(|e| {
             let why = format!("{} {method}: {e}", self.shown);
             if super::tls::refused(&e) {
@@ -96,6 +113,63 @@ impl S3Place {
                 anyhow!(why)
             }
         })
+    }
+
+    /// The parts of a multipart upload (`len` bytes of `file`), `PART` bytes each (the last
+    /// one less), then the completion.
+    fn put_parts(
+        &self,
+        path: &str,
+        key: &str,
+        id: &str,
+        file: &mut std::fs::File,
+        len: u64,
+    ) -> Result<()> {
+        let parts = len.div_ceil(PART);
+        if parts > 10_000 {
+            bail!("{path} is too large for an upload of 10,000 parts of {PART} bytes");
+        }
+        let mut etags = Vec::with_capacity(parts as usize);
+        for number in 1..=parts as u16 {
+            let want = PART.min(len - (number as u64 - 1) * PART);
+            let mut part = Vec::with_capacity(want as usize);
+            (&mut *file).take(want).read_to_end(&mut part)?;
+            if part.len() as u64 != want {
+                bail!("{path} got shorter while it was uploaded");
+            }
+            let action = self
+                .bucket
+                .upload_part(Some(&self.credentials), key, number, id);
+            let resp = self.send_body("PUT", action.sign(SIGNED_FOR).as_str(), part)?;
+            let status = resp.status();
+            let tag = header(&resp, "etag").map(str::to_string);
+            if !status.is_success() {
+                let text = read_text(resp).unwrap_or_default();
+                bail!(
+                    "writing part {number} of {path}: {}",
+                    error_text(status, &text)
+                );
+            }
+            etags.push(tag.with_context(|| format!("part {number} of {path}: no ETag"))?);
+        }
+        let action = self.bucket.complete_multipart_upload(
+            Some(&self.credentials),
+            key,
+            id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(SIGNED_FOR);
+        let resp = self.send_body("POST", url.as_str(), action.body().into_bytes())?;
+        let status = resp.status();
+        let text = read_text(resp)?;
+        // Like a copy, a completion can fail after its 200: the error is then in the body.
+        if !status.is_success() || text.contains("<Error>") {
+            bail!(
+                "completing the upload of {path}: {}",
+                error_text(status, &text)
+            );
+        }
+        Ok(())
     }
 
     fn list_page(&self, token: Option<&str>) -> Result<ListObjectsV2Response> {
@@ -315,6 +389,61 @@ impl Place for S3Place {
             bail!("copying {from} to {to}: {}", error_text(status, &text));
         }
         self.remove(from)
+    }
+
+    fn put(&mut self, path: &str, from: &std::path::Path) -> Result<()> {
+        let key = self.key(path);
+        let mut file =
+            std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+        let len = file.metadata()?.len();
+        if len <= PART {
+            let mut body = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut body)?;
+            let action = self.bucket.put_object(Some(&self.credentials), &key);
+            let resp = self.send_body("PUT", action.sign(SIGNED_FOR).as_str(), body)?;
+            let status = resp.status();
+            if !status.is_success() {
+                let text = read_text(resp).unwrap_or_default();
+                bail!("writing {path}: {}", error_text(status, &text));
+            }
+            return Ok(());
+        }
+        // Larger: a multipart upload, which the object appears with only once completed.
+        let action = self
+            .bucket
+            .create_multipart_upload(Some(&self.credentials), &key);
+        let resp = self.send("POST", action.sign(SIGNED_FOR).as_str(), &[])?;
+        let status = resp.status();
+        let text = read_text(resp)?;
+        if !status.is_success() {
+            bail!(
+                "starting the upload of {path}: {}",
+                error_text(status, &text)
+            );
+        }
+        let upload = CreateMultipartUpload::parse_response(&text).map_err(|e| {
+            anyhow!("starting the upload of {path}: an answer ferry cannot read: {e}")
+        })?;
+        let id = upload.upload_id().to_string();
+        let sent = self.put_parts(path, &key, &id, &mut file, len);
+        if sent.is_err() {
+            // The parts uploaded so far are dropped (else kept, and billed, until a lifecycle
+            // rule removes them).
+            let abort = self
+                .bucket
+                .abort_multipart_upload(Some(&self.credentials), &key, &id);
+            let _ = self.send("DELETE", abort.sign(SIGNED_FOR).as_str(), &[]);
+        }
+        sent
+    }
+
+    fn replace(&mut self, from: &str, to: &str) -> Result<()> {
+        // A copy over the target (S3 replaces objects whole), then the source deleted.
+        self.rename(from, to)
+    }
+
+    fn puts_whole(&self) -> bool {
+        true
     }
 
     fn remove(&mut self, path: &str) -> Result<()> {

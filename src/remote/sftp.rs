@@ -67,6 +67,19 @@ impl SftpPlace {
     fn full(&self, path: &str) -> PathBuf {
         Path::new(&self.base).join(path)
     }
+
+    /// Makes the folders of `target` that are missing (failures show in the next step).
+    fn make_parents(&mut self, target: &Path) {
+        let mut dir = PathBuf::new();
+        if let Some(parent) = target.parent() {
+            for c in parent.components() {
+                dir.push(c);
+                if self.sftp.stat(&dir).is_err() {
+                    let _ = self.sftp.mkdir(&dir, 0o755);
+                }
+            }
+        }
+    }
 }
 
 impl super::Folders for SftpPlace {
@@ -235,18 +248,68 @@ impl Place for SftpPlace {
             return Ok(());
         }
         // The target's folders, as far as they are missing, then once more.
-        let mut dir = PathBuf::new();
-        if let Some(parent) = target.parent() {
-            for c in parent.components() {
-                dir.push(c);
-                if self.sftp.stat(&dir).is_err() {
-                    let _ = self.sftp.mkdir(&dir, 0o755);
-                }
-            }
-        }
+        self.make_parents(&target);
         self.sftp
             .rename(&source, &target, flags)
             .with_context(|| format!("moving {from} to {}", target.display()))
+    }
+
+    fn put(&mut self, path: &str, from: &Path) -> Result<()> {
+        let target = self.full(path);
+        let mut local =
+            std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+        let mut f = match self.sftp.create(&target) {
+            Ok(f) => f,
+            Err(_) => {
+                self.make_parents(&target);
+                self.sftp
+                    .create(&target)
+                    .with_context(|| format!("creating {path}"))?
+            }
+        };
+        // Large writes: libssh2 sends them as pipelined requests.
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = std::io::Read::read(&mut local, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n])
+                .with_context(|| format!("writing {path}"))?;
+        }
+        // On disk before it is renamed into place, where the server can (OpenSSH's fsync
+        // extension); a server without it is not an error.
+        if let Err(e) = f.fsync() {
+            tracing::debug!(path, error = %e, "the server did not fsync the file");
+        }
+        f.close().with_context(|| format!("closing {path}"))
+    }
+
+    fn make_folder(&mut self) -> Result<()> {
+        let base = PathBuf::from(&self.base);
+        if self.sftp.stat(&base).is_err() {
+            self.make_parents(&base.join("x"));
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.full(from), self.full(to));
+        let flags = Some(RenameFlags::ATOMIC | RenameFlags::NATIVE | RenameFlags::OVERWRITE);
+        if self.sftp.rename(&source, &target, flags).is_ok() {
+            return Ok(());
+        }
+        // SFTP version 3 servers (OpenSSH) never rename over a file: the old one goes first.
+        if self.sftp.lstat(&target).is_ok() {
+            self.sftp
+                .unlink(&target)
+                .with_context(|| format!("replacing {to}"))?;
+        } else {
+            self.make_parents(&target);
+        }
+        self.sftp
+            .rename(&source, &target, flags)
+            .with_context(|| format!("moving {from} to {to}"))
     }
 
     fn remove(&mut self, path: &str) -> Result<()> {

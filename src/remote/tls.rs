@@ -65,8 +65,13 @@ fn refused_by_rustls(e: &rustls::Error) -> bool {
 
 /// A TLS client's settings for FTPS: the public roots, or only `ca_file`'s certificates.
 /// Sessions are resumed (rustls keeps them in memory), which FTPS servers require of the data
-/// connections.
-pub fn rustls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>> {
+/// connections. `uploads`: TLS 1.2 only. A TLS 1.3 session is resumed from a ticket, and rustls
+/// uses each ticket once; the server hands out new ones on each data connection, which a
+/// download reads but an upload never does — so after the control connection's tickets ran out
+/// (two, from OpenSSL servers) a third upload would need a full handshake, which servers that
+/// require session reuse (vsftpd's default) refuse. A TLS 1.2 session is resumed any number of
+/// times, as FTPS clients have always done.
+pub fn rustls_config(ca_file: Option<&Path>, uploads: bool) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(ca) => {
@@ -82,9 +87,12 @@ pub fn rustls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     // servers do not offer).
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider);
+    let builder = if uploads {
+        builder.with_protocol_versions(&[&rustls::version::TLS12])?
+    } else {
+        builder.with_safe_default_protocol_versions()?
+    };
+    let config = builder.with_root_certificates(roots).with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -29,13 +29,22 @@ pub trait Report: Serialize {
 }
 
 /// Prints a report on stdout, as JSON or as its table.
+/// Prints a report (JSON or a table) on standard output. A reader that went away (`| head`)
+/// ends the output quietly, as other command-line tools do.
 pub fn print(report: &impl Report, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+    use std::io::Write;
+    let text = if json {
+        let mut t = serde_json::to_string_pretty(report)?;
+        t.push('\n');
+        t
     } else {
-        print!("{}", report.table());
+        report.table()
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
     }
-    Ok(())
 }
 
 /// A file that was not taken, and the rule holding it.

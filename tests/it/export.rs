@@ -100,7 +100,7 @@ fn last_id(s: &Spool) -> i64 {
 }
 
 /// Drops `files` files of `rows` rows each into `incoming/ev/`, numbering records from `*next`.
-fn drop_events(s: &Spool, tag: &str, files: usize, rows: usize, next: &mut u64) {
+pub fn drop_events(s: &Spool, tag: &str, files: usize, rows: usize, next: &mut u64) {
     for f in 0..files {
         let mut body = String::from("n,label\n");
         for _ in 0..rows {
@@ -332,11 +332,22 @@ pub fn kill_exports_then_finish(
     tries: usize,
     within_ms: u64,
 ) {
+    kill_exports_then_finish_at(s, args, &|| tree(out), tries, within_ms);
+}
+
+/// `kill_exports_then_finish` for any place: `files` lists what is there (name → SHA-256).
+pub fn kill_exports_then_finish_at(
+    s: &Spool,
+    args: &[&str],
+    files: &dyn Fn() -> BTreeMap<String, String>,
+    tries: usize,
+    within_ms: u64,
+) {
     let mut rng = Rng::from_time();
     // First sight of each final-named file: it must never change afterwards.
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let check = |seen: &mut BTreeMap<String, String>| {
-        for (name, hash) in tree(out) {
+        for (name, hash) in files() {
             if !name.starts_with('.') {
                 let first = seen.entry(name.clone()).or_insert(hash.clone());
                 assert_eq!(*first, hash, "{name} changed after it appeared");
@@ -364,11 +375,8 @@ pub fn kill_exports_then_finish(
     s.ferry_ok(args, 0);
     s.ferry_ok(args, 0);
     check(&mut seen);
-    assert!(
-        tree(out).keys().all(|k| !k.starts_with('.')),
-        "{:?}",
-        tree(out)
-    );
+    let left = files();
+    assert!(left.keys().all(|k| !k.starts_with('.')), "{left:?}");
 }
 
 both_stores! {

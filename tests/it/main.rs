@@ -29,6 +29,7 @@ mod postgres;
 mod remote;
 mod retention;
 mod run;
+mod targets;
 mod typed;
 mod watch;
 mod workbooks;

@@ -302,6 +302,33 @@ impl Seaweed {
         self.put_many(&[(key.to_string(), bytes.to_vec())]);
     }
 
+    /// The keys under `prefix` (less the prefix), with the SHA-256 of each object.
+    pub fn objects(&self, prefix: &str) -> std::collections::BTreeMap<String, String> {
+        let out = self
+            .curl()
+            .arg(format!(
+                "{}/{BUCKET}?list-type=2&max-keys=1000&prefix={}",
+                self.endpoint,
+                // Encoded as the signature's canonical query has it.
+                prefix.replace('/', "%2F")
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(!text.contains("<IsTruncated>true"), "more than one page");
+        text.split("<Key>")
+            .skip(1)
+            .map(|k| k.split("</Key>").next().unwrap().to_string())
+            .map(|k| {
+                let bytes = self.get(&k).unwrap();
+                (
+                    k[prefix.len()..].to_string(),
+                    crate::harness::sha256_hex(&bytes),
+                )
+            })
+            .collect()
+    }
+
     /// The object's bytes, or None when it is not there.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let out = self
