@@ -16,8 +16,10 @@ bench/work/parquet-spool), then alternates:
             a batch into one file (no fsync, no hash, no manifest)
 
 and prints rows/s for each, the ratios, the files' sizes and ferry's peak RSS.
+With `--s3`, also `parquet-s3`: the same Parquet export to a `[[target]]` in a throwaway
+SeaweedFS on 127.0.0.1 (needs `weed`, which ./test --deps installs, and boto3).
   python3 bench/export_parquet.py              # 3 rounds
-  python3 bench/export_parquet.py --rounds 2
+  python3 bench/export_parquet.py --rounds 2 --s3
 """
 
 import argparse
@@ -82,6 +84,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--s3", action="store_true", help="also export to a SeaweedFS bucket")
     args = ap.parse_args()
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
@@ -93,13 +96,21 @@ def main():
     db = os.path.join(SPOOL, "ferry.db")
     out_base = os.path.join(WORK, "parquet-out")
     tools = ["parquet", "csv", "pyarrow"]
+    s3 = None
+    if args.s3:
+        import remote_s3
+        s3 = remote_s3.Seaweed()
+        with open(os.path.join(SPOOL, "ferry.toml"), "w") as fh:
+            fh.write(CONFIG + '[[target]]\nname = "bucket"\nurl = "s3://%s/out"\nendpoint = "%s"\n'
+                     % (remote_s3.BUCKET, s3.endpoint))
+        tools.append("parquet-s3")
     rates = {t: [] for t in tools}
     sizes = {}
     rss = {t: 0.0 for t in tools}
     print("export of %s rows; rounds alternate, first tool rotates" % format(rows, ","))
     for r in range(args.rounds):
         for tool in tools[r % len(tools):] + tools[:r % len(tools)]:
-            out_dir = "%s-%d-%d" % (out_base, os.getpid(), r)
+            out_dir = "%s-%s-%d-%d" % (out_base, tool, os.getpid(), r)
             shutil.rmtree(out_dir, ignore_errors=True)
             os.makedirs(out_dir)
             target = "bench-%s-%d-%d" % (tool, os.getpid(), r)
@@ -111,9 +122,16 @@ def main():
                 files = [path]
             else:
                 fmt = "csv" if tool == "csv" else "parquet"
-                cmd = [FERRY, "--root", SPOOL, "-q", "export", "vehicles", "--to", out_dir, "--target", target,
-                       "--format", fmt]
-                el, peak = run_measured(cmd, stdout=subprocess.DEVNULL)
+                cmd = [FERRY, "--root", SPOOL, "-q", "export", "vehicles", "--format", fmt]
+                if tool == "parquet-s3":
+                    # The bucket's target, its watermark reset so every round sends everything.
+                    subprocess.run(["sqlite3", db, "DELETE FROM export_batches WHERE target = 'bucket'; "
+                                    "DELETE FROM exports WHERE target = 'bucket'"], check=True)
+                    cmd += ["--target", "bucket"]
+                else:
+                    cmd += ["--to", out_dir, "--target", target]
+                el, peak = run_measured(cmd, stdout=subprocess.DEVNULL,
+                                        env=remote_s3.env() if tool == "parquet-s3" else None)
                 files = [os.path.join(out_dir, f) for f in os.listdir(out_dir) if f.endswith("." + fmt)]
             size = sum(os.path.getsize(f) for f in files)
             if files:
@@ -135,6 +153,9 @@ def main():
     print("ferry Parquet / pyarrow script: %.2f×   (target ≥ 2×)" % (med["parquet"] / med["pyarrow"]))
     print("ferry Parquet / ferry CSV:      %.2f×   (target ≥ 0.8×)" % (med["parquet"] / med["csv"]))
     print("Parquet size / CSV size:        %.2f" % (sizes["parquet"] / sizes["csv"]))
+    if s3:
+        print("Parquet to S3 / to a folder:    %.2f×   (target ≥ 0.7×)" % (med["parquet-s3"] / med["parquet"]))
+        s3.stop()
 
 
 if __name__ == "__main__":

@@ -139,6 +139,14 @@ mod points {
             unsafe { libc::_exit(137) };
         }
     }
+
+    /// Dies after a receipt was written and before it was recorded as delivered.
+    pub fn notice_die() {
+        if setting!("FERRY_FAULT_NOTICE_DIE").is_some() {
+            // SAFETY: as above.
+            unsafe { libc::_exit(137) };
+        }
+    }
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -177,6 +185,8 @@ mod points {
     pub fn export_pause() {}
     #[inline(always)]
     pub fn export_die(_: &str) {}
+    #[inline(always)]
+    pub fn notice_die() {}
 }
 
 pub use points::*;

@@ -21,6 +21,7 @@ pub(crate) mod hash;
 pub(crate) mod health;
 pub mod logging;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod page;
 pub(crate) mod pipeline;
 pub(crate) mod record;

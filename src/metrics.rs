@@ -299,6 +299,37 @@ fn process(o: &mut String) {
 
 /// `ferry run --metrics-file`: the counters and gauges, and the run itself — when it ended,
 /// how long it took, its exit code.
+/// Each receipts or webhook channel as the daemon's deliverer last counted it.
+fn render_deliveries(o: &mut String) {
+    let channels = crate::notify::live();
+    if channels.is_empty() {
+        return;
+    }
+    for (name, help, get) in [
+        (
+            "ferry_notices_delivered",
+            "Receipts and webhook calls delivered, by channel.",
+            (|c: &crate::store::ChannelStatus| c.delivered)
+                as fn(&crate::store::ChannelStatus) -> u64,
+        ),
+        (
+            "ferry_notices_owed",
+            "Finished files whose receipt or webhook call is not delivered yet, by channel.",
+            |c| c.owed,
+        ),
+        (
+            "ferry_notices_failing",
+            "Owed notices whose last attempt failed (retried with back-off), by channel.",
+            |c| c.failing,
+        ),
+    ] {
+        head(o, name, "gauge", help);
+        for c in &channels {
+            let _ = writeln!(o, "{name}{{channel=\"{}\"}} {}", label(&c.channel), get(c));
+        }
+    }
+}
+
 /// Each remote source as the daemon's poller last saw it (`remote::poll::status`).
 fn render_sources(o: &mut String) {
     let sources = crate::remote::poll::status();
@@ -408,6 +439,7 @@ pub fn render() -> String {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut o = String::new();
     render_sources(&mut o);
+    render_deliveries(&mut o);
 
     head(
         &mut o,

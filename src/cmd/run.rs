@@ -38,6 +38,9 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
             .into());
         }
     }
+    if !args.dry_run {
+        crate::notify::open_channels(cfg)?;
+    }
     let mut summary = Summary::default();
     let mut retries = 0;
     loop {
@@ -65,6 +68,11 @@ pub fn run(cfg: &Config, args: &RunArgs) -> Result<Outcome> {
                         args.dry_run,
                     )?;
                     return Err(ExitError::Usage(pass.refused.join("\n")).into());
+                }
+                // Receipts and webhooks of what finished, once the files are in (a place
+                // that is down leaves them owed; it never changes the run's outcome).
+                if !args.dry_run && !stop.is_triggered() {
+                    crate::notify::after_run(cfg, &stop);
                 }
                 let interrupted = stop.is_triggered().then_some(pass.untaken);
                 let outcome = super::report_run(

@@ -39,6 +39,7 @@ pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result
         exports: Vec::new(),
         keys: Vec::new(),
         sources: Vec::new(),
+        deliveries: Vec::new(),
     };
     let live = crate::remote::poll::status();
     if let Some(s) = store {
@@ -77,6 +78,7 @@ pub fn gather(cfg: &Config, store: Option<&mut (dyn Store + 'static)>) -> Result
             }
             st.sources.push(src);
         }
+        st.deliveries = s.channels(&crate::notify::covers(cfg))?;
     }
     if let Ok(rd) = std::fs::read_dir(&cfg.spool.processing) {
         st.processing = rd

@@ -55,6 +55,8 @@ const TURN: Duration = Duration::from_millis(200);
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 /// A pipeline that ran this long without failing resets the back-off.
 const HEALTHY: Duration = Duration::from_secs(60);
+/// How often the daemon delivers owed receipts and webhook calls.
+const NOTICES: Duration = Duration::from_secs(1);
 
 /// Loads the config again, as the command line named it (for SIGHUP).
 pub type Reload<'a> = &'a dyn Fn() -> Result<Config>;
@@ -91,6 +93,16 @@ pub fn watch(
         waiting_since: HashMap::new(),
     };
     let _retention = retention(&live, stop)?;
+    crate::notify::open_channels(cfg)?;
+    // Receipts and webhooks, beside loading (a place that is down never holds a file up).
+    let _notices = Joined(
+        Some(crate::notify::deliverer(
+            live.clone(),
+            stop.clone(),
+            NOTICES,
+        )?),
+        stop.clone(),
+    );
     let mut backoff = BACKOFF.0;
     let mut first = true;
     loop {

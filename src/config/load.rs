@@ -118,9 +118,85 @@ impl Config {
                 .into_iter()
                 .map(Arc::new)
                 .collect(),
+            notify: notify(&raw.notify, &at)?,
             file,
         })
     }
+}
+
+/// `receipts` and `receipt_rejects` of a dataset or source, checked.
+pub(super) fn receipts(
+    to: Option<&str>,
+    rejects: Option<&str>,
+) -> Result<Option<super::Receipts>, String> {
+    let rejects_csv = match rejects {
+        None => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(format!(
+                "receipt_rejects = {other:?}: the one format is \"csv\""
+            ))
+        }
+    };
+    let Some(to) = to.map(str::trim) else {
+        if rejects_csv {
+            return Err("receipt_rejects needs receipts = \"<folder or URL>\"".into());
+        }
+        return Ok(None);
+    };
+    if to.is_empty() || to.contains('\0') {
+        return Err("receipts: a folder, or an sftp://, ftp://, ftps:// or s3:// URL".into());
+    }
+    if to.contains("://") && super::remote_url(to).is_none() {
+        return Err(format!(
+            "receipts = {to:?}: a folder, or an sftp://, ftp://, ftps:// or s3:// URL"
+        ));
+    }
+    Ok(Some(super::Receipts {
+        to: to.to_string(),
+        rejects_csv,
+    }))
+}
+
+/// `[notify]`, checked.
+fn notify(raw: &Option<RawNotify>, at: &Where) -> Result<Option<super::Notify>, ExitError> {
+    let Some(n) = raw else {
+        return Ok(None);
+    };
+    let url = n.url.trim();
+    if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.contains(char::is_whitespace)
+    {
+        return Err(at.bad(
+            "notify.url",
+            format!("{url:?} is not an http:// or https:// URL"),
+        ));
+    }
+    if let Some(v) = &n.secret_env {
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(at.bad(
+                "notify.secret_env",
+                "the name of an environment variable".into(),
+            ));
+        }
+    }
+    if n.secret.is_some() {
+        return Err(at.bad(
+            "notify.secret",
+            "secrets are never read from ferry.toml; name an environment variable: \
+             secret_env = \"FERRY_WEBHOOK_SECRET\""
+                .into(),
+        ));
+    }
+    let timeout = n
+        .timeout
+        .map_or(std::time::Duration::from_secs(10), |d| d.0);
+    Ok(Some(super::Notify {
+        url: url.to_string(),
+        secret_env: n.secret_env.clone(),
+        ca_file: n.ca_file.clone(),
+        timeout,
+    }))
 }
 
 /// Where a setting came from, for messages.
@@ -374,6 +450,18 @@ pub(super) struct RawConfig {
     sources: Vec<super::sources::RawSource>,
     #[serde(default, rename = "target")]
     targets: Vec<super::sources::RawSource>,
+    notify: Option<RawNotify>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: String,
+    secret_env: Option<String>,
+    ca_file: Option<PathBuf>,
+    timeout: Option<Dur>,
+    // Refused with the reason (never read).
+    secret: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -458,6 +546,10 @@ pub(super) struct RawDataset {
     max_bad_records: Option<BadLimitRaw>,
     on_new_column: Option<PolicyName>,
     on_missing_column: Option<PolicyName>,
+    /// A folder or URL a receipt for each finished file goes to.
+    receipts: Option<String>,
+    /// `"csv"`: the rejected records beside each receipt.
+    receipt_rejects: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -550,6 +642,7 @@ impl RawDataset {
             max_bad: self.max_bad_records.map_or(BadLimit::Count(0), |b| b.0),
             on_new_column,
             on_missing_column,
+            receipts: receipts(self.receipts.as_deref(), self.receipt_rejects.as_deref())?,
         })
     }
 

@@ -13,7 +13,7 @@ mod load;
 mod sources;
 mod values;
 
-pub use sources::{remote_url, After, S3Spec, Scheme, SourceSpec};
+pub use sources::{remote_url, same_server, After, S3Spec, Scheme, SourceSpec};
 pub use values::parse_duration;
 
 #[cfg(test)]
@@ -59,6 +59,30 @@ pub struct DatasetSpec {
     pub on_new_column: Policy,
     /// A dataset column the file does not have.
     pub on_missing_column: Policy,
+    /// Where a receipt for each finished file of the dataset goes (`receipts`).
+    pub receipts: Option<Receipts>,
+}
+
+/// `receipts = "<folder or URL>"` (and `receipt_rejects = "csv"`) of a dataset or a source: a
+/// `<file>.<sha256 prefix>.receipt.json` for every file it finishes, delivered once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipts {
+    /// A local folder (relative: to the spool's root), or an sftp://, ftp(s)://, s3:// URL.
+    pub to: String,
+    /// The rejected records beside each receipt, as CSV.
+    pub rejects_csv: bool,
+}
+
+/// `[notify]`: a webhook POSTed the receipt of every finished file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notify {
+    /// `http(s)://…`.
+    pub url: String,
+    /// The environment variable holding the HMAC-SHA256 key of the signature header.
+    pub secret_env: Option<String>,
+    /// Certificates of a private CA trusted instead of the public roots (https).
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
 }
 
 impl DatasetSpec {
@@ -78,6 +102,7 @@ impl DatasetSpec {
             max_bad: BadLimit::Count(0),
             on_new_column: Policy::Add,
             on_missing_column: Policy::Ignore,
+            receipts: None,
         }
     }
 
@@ -183,6 +208,8 @@ pub struct Config {
     /// Remote places batches are exported to (`[[target]]`), resolved as sources are (their
     /// folder-walking and pulling settings unused).
     pub targets: Vec<Arc<SourceSpec>>,
+    /// A webhook told of every finished file (`[notify]`).
+    pub notify: Option<Notify>,
     /// Files up to this size are read into memory in one go (one read for hash and parse).
     pub small_file: u64,
     /// `ferry watch` settings (flags override them).

@@ -81,6 +81,8 @@ pub struct SourceSpec {
     pub s3: Option<S3Spec>,
     /// An export target (`[[target]]`, `--to URL`): files are written there, not pulled.
     pub target: bool,
+    /// Where a receipt for each file pulled from here goes (`receipts`).
+    pub receipts: Option<super::Receipts>,
 }
 
 /// How an S3 source reaches its bucket.
@@ -123,6 +125,8 @@ pub(super) struct RawSource {
     access_key_env: Option<String>,
     secret_key_env: Option<String>,
     session_token_env: Option<String>,
+    receipts: Option<String>,
+    receipt_rejects: Option<String>,
     // Secrets written into the file are refused with the reason (never read).
     password: Option<toml::Value>,
     identity_passphrase: Option<toml::Value>,
@@ -171,6 +175,31 @@ pub fn remote_url(url: &str) -> Option<Result<SourceSpec, String>> {
             redacted(url)
         )
     }))
+}
+
+/// `url` as a place on `source`'s own server (the same scheme, host, port and user; for S3
+/// the same endpoint, any bucket): the source's settings — login, host key, TLS, credentials
+/// — with the URL's folder, as an upload target (a source's receipts written back to the
+/// partner's server). `None` for any other URL.
+pub fn same_server(source: &SourceSpec, url: &str) -> Option<SourceSpec> {
+    let u = Url::parse(url).ok()?;
+    let same = u.scheme == source.scheme
+        && (u.scheme == Scheme::S3
+            || (u.host.eq_ignore_ascii_case(&source.host)
+                && u.port == source.port
+                && u.user == source.user));
+    if !same {
+        return None;
+    }
+    let mut spec = source.clone();
+    spec.name = format!("{}-receipts", source.name);
+    spec.url = u.shown();
+    spec.host = u.host;
+    spec.path = u.path;
+    spec.depth = 0;
+    spec.target = true;
+    spec.receipts = None;
+    Some(spec)
 }
 
 const MAX_CONNECTIONS: usize = 64;
@@ -353,6 +382,10 @@ impl RawSource {
             ca_file: self.ca_file.clone(),
             s3,
             target: false,
+            receipts: super::load::receipts(
+                self.receipts.as_deref(),
+                self.receipt_rejects.as_deref(),
+            )?,
         })
     }
 
@@ -366,6 +399,8 @@ impl RawSource {
             ("connections", self.connections.is_some()),
             ("settle", self.settle.is_some()),
             ("depth", self.depth.is_some()),
+            ("receipts", self.receipts.is_some()),
+            ("receipt_rejects", self.receipt_rejects.is_some()),
         ] {
             if given {
                 return Err(format!(

@@ -28,7 +28,7 @@
 
 mod batch;
 mod encode;
-mod outbox;
+pub(crate) mod outbox;
 pub mod parquet;
 
 use crate::config::SourceSpec;
@@ -212,7 +212,13 @@ fn other_target_in(store: &mut dyn Store, req: &Request) -> Result<Option<String
 /// Opens the target: its folder (made if missing), or a connection to its remote place with a
 /// staging folder in the spool.
 fn open(spool: &Spool, req: &Request) -> Result<Outbox> {
-    Ok(match &req.to {
+    open_place(spool, &req.to, &format!("{}\0{}", req.dataset, req.target))
+}
+
+/// Opens a place files are published to: a folder (made if missing), or a connection to a
+/// remote place with a staging folder in the spool of its own (named after `key`).
+pub(crate) fn open_place(spool: &Spool, to: &To, key: &str) -> Result<Outbox> {
+    Ok(match to {
         To::Folder(dir) => {
             fs::create_dir_all(dir)
                 .with_context(|| format!("creating the target folder {}", dir.display()))?;
@@ -221,12 +227,14 @@ fn open(spool: &Spool, req: &Request) -> Result<Outbox> {
         To::Remote(spec) => {
             let place = crate::remote::connect(spec)
                 .with_context(|| format!("connecting to the target {}", spec.url))?;
-            let h = Sha256::digest(format!("{}\0{}", req.dataset, req.target).as_bytes());
+            let h = Sha256::digest(key.as_bytes());
             let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+            let staging = spool.root.join(".staging").join(format!("out-{hex}"));
+            fs::create_dir_all(&staging)?;
             Outbox::Remote {
                 place,
                 url: spec.url.clone(),
-                staging: spool.root.join(".staging").join(format!("export-{hex}")),
+                staging,
             }
         }
     })

@@ -168,6 +168,11 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// The TLS settings of an HTTPS client trusting only `ca_file`'s certificates.
+pub fn tls_roots(ca_file: &std::path::Path) -> Result<ureq::tls::TlsConfig> {
+    tls::ureq_roots(ca_file)
+}
+
 /// Opens a connection to a source.
 pub fn connect(spec: &SourceSpec) -> Result<Box<dyn Place>> {
     match spec.scheme {

@@ -36,6 +36,8 @@ pub struct Status {
     /// Each remote source (`[[source]]`): its files by state in the store, and, in the
     /// daemon, how its last poll went.
     pub sources: Vec<SourceState>,
+    /// Receipts and webhooks: per channel, notices delivered, owed and failing.
+    pub deliveries: Vec<crate::store::ChannelStatus>,
 }
 
 /// A remote source in `status`.
@@ -177,6 +179,23 @@ impl Report for Status {
                             .unwrap_or_default()
                     );
                 }
+            }
+        }
+        if !self.deliveries.is_empty() {
+            let _ = writeln!(out, "\nreceipts and webhooks:");
+            for d in &self.deliveries {
+                let _ = writeln!(
+                    out,
+                    "  {}: {} delivered, {} owed ({} failing){}",
+                    d.channel,
+                    thousands(d.delivered),
+                    thousands(d.owed),
+                    thousands(d.failing),
+                    d.last_error
+                        .as_ref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
+                );
             }
         }
         if !self.exports.is_empty() {

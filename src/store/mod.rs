@@ -454,6 +454,31 @@ pub enum Value<'a> {
     Text(&'a [u8]),
 }
 
+/// Which finished files a delivery channel (receipts, a webhook) owes a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Covers {
+    /// The files of a dataset.
+    Dataset(String),
+    /// The files pulled from a source (`[[source]]`).
+    Source(String),
+    /// Every file.
+    All,
+}
+
+/// A delivery channel's state, for `status` and `/metrics`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChannelStatus {
+    pub channel: String,
+    /// Finished files it has delivered a notice of.
+    pub delivered: u64,
+    /// Finished files whose notice it still owes (failing ones included).
+    pub owed: u64,
+    /// Of those, the ones whose last attempt failed (retried with back-off).
+    pub failing: u64,
+    /// The last failure, while the channel is failing.
+    pub last_error: Option<String>,
+}
+
 /// What the commands and recovery ask of the store, and record in it.
 pub trait Store {
     // The ledger.
@@ -596,6 +621,34 @@ pub trait Store {
     /// Drops `owner`'s claim of a file that was not loaded (a download discarded, a file put
     /// back): the next listing judges it again.
     fn remote_release(&mut self, key: &RemoteKey, owner: &str) -> Result<()>;
+
+    // Deliveries: one notice (receipt, webhook call) per finished file and channel.
+    /// Opens a channel: files finished from now on are owed (an open channel is left as it is).
+    fn channel_open(&mut self, channel: &str) -> Result<()>;
+    /// Finished files (ingested, duplicate, quarantined) the channel owes and may try now (not
+    /// delivered, not waiting for a retry after `now`), of those it `covers`, oldest first;
+    /// with the attempts made so far.
+    fn deliveries_due(
+        &mut self,
+        channel: &str,
+        covers: &Covers,
+        now: &str,
+        limit: u64,
+    ) -> Result<Vec<(FileRow, u32)>>;
+    /// Whether another file of the channel was delivered as `name`.
+    fn delivery_name_taken(&mut self, channel: &str, name: &str, file_id: i64) -> Result<bool>;
+    /// Records a notice delivered as `name`.
+    fn delivery_done(&mut self, channel: &str, file_id: i64, name: &str) -> Result<()>;
+    /// Records a failed attempt: why, and not before when to try again.
+    fn delivery_failed(
+        &mut self,
+        channel: &str,
+        file_id: i64,
+        error: &str,
+        retry_at: &str,
+    ) -> Result<()>;
+    /// Every open channel's counts, given what each covers.
+    fn channels(&mut self, covers: &[(String, Covers)]) -> Result<Vec<ChannelStatus>>;
     /// The latest ledger row of a file brought from this remote file, if one committed.
     fn remote_ledger(&mut self, key: &RemoteKey) -> Result<Option<i64>>;
     /// Moves a remote file on to `state`, with the last disposal error (or none).

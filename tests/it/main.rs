@@ -26,6 +26,7 @@ mod operations;
 mod parquet;
 mod places;
 mod postgres;
+mod receipts;
 mod remote;
 mod retention;
 mod run;

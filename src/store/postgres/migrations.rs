@@ -228,6 +228,25 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, path, version)
     );
     "#,
+    // 7: deliveries (receipts, webhooks): each channel's start, and one row per file it
+    // delivered or tried to.
+    r#"
+    CREATE TABLE ferry_channels (
+        channel text PRIMARY KEY,
+        since   timestamptz NOT NULL
+    );
+    CREATE TABLE ferry_deliveries (
+        channel      text NOT NULL,
+        file_id      bigint NOT NULL,
+        name         text,
+        attempts     bigint NOT NULL DEFAULT 0,
+        delivered_at timestamptz,
+        error        text,
+        retry_at     timestamptz,
+        PRIMARY KEY (channel, file_id)
+    );
+    CREATE INDEX ferry_deliveries_name ON ferry_deliveries (channel, name);
+    "#,
 ];
 
 /// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side

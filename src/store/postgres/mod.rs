@@ -18,6 +18,7 @@
 mod binary;
 mod compare;
 mod datetime;
+mod deliveries;
 mod export;
 mod ids;
 mod keys;
@@ -393,6 +394,39 @@ impl Store for PgStore {
     }
     fn remote_forget(&mut self, keys: &[crate::store::RemoteKey]) -> Result<()> {
         remote::forget(&mut self.c, keys)
+    }
+    fn channel_open(&mut self, channel: &str) -> Result<()> {
+        deliveries::open(&mut self.c, channel)
+    }
+    fn deliveries_due(
+        &mut self,
+        channel: &str,
+        covers: &crate::store::Covers,
+        now: &str,
+        limit: u64,
+    ) -> Result<Vec<(FileRow, u32)>> {
+        deliveries::due(&mut self.c, channel, covers, now, limit)
+    }
+    fn delivery_name_taken(&mut self, channel: &str, name: &str, file_id: i64) -> Result<bool> {
+        deliveries::name_taken(&mut self.c, channel, name, file_id)
+    }
+    fn delivery_done(&mut self, channel: &str, file_id: i64, name: &str) -> Result<()> {
+        deliveries::done(&mut self.c, channel, file_id, name)
+    }
+    fn delivery_failed(
+        &mut self,
+        channel: &str,
+        file_id: i64,
+        error: &str,
+        retry_at: &str,
+    ) -> Result<()> {
+        deliveries::failed(&mut self.c, channel, file_id, error, retry_at)
+    }
+    fn channels(
+        &mut self,
+        covers: &[(String, crate::store::Covers)],
+    ) -> Result<Vec<crate::store::ChannelStatus>> {
+        deliveries::channels(&mut self.c, covers)
     }
     fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
         remote::release(&mut self.c, key, owner)

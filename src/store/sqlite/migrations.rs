@@ -188,6 +188,26 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (source, path, version)
     );
     "#,
+    // 10: deliveries (receipts, webhooks): each channel's start, and one row per file it
+    // delivered or tried to.
+    r#"
+    CREATE TABLE ferry_channels (
+        channel TEXT PRIMARY KEY,
+        since   TEXT NOT NULL           -- files finished from then on are owed a notice
+    );
+    CREATE TABLE ferry_deliveries (
+        channel      TEXT NOT NULL,
+        file_id      INTEGER NOT NULL,
+        name         TEXT,              -- what it was delivered as
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        delivered_at TEXT,
+        error        TEXT,              -- the last failed attempt's
+        retry_at     TEXT,              -- not tried again before
+        PRIMARY KEY (channel, file_id)
+    );
+    CREATE INDEX ferry_deliveries_name ON ferry_deliveries (channel, name);
+    CREATE INDEX files_finished_at ON files (finished_at);
+    "#,
 ];
 
 /// The schema version this build writes.

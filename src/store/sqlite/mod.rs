@@ -5,6 +5,7 @@
 //! transactions start with `BEGIN IMMEDIATE` and wait on SQLite's busy timeout.
 
 mod checkpoint;
+mod deliveries;
 mod export;
 mod keys;
 mod ledger;
@@ -255,6 +256,39 @@ impl Store for SqliteStore {
     }
     fn remote_forget(&mut self, keys: &[crate::store::RemoteKey]) -> Result<()> {
         remote::forget(&mut self.conn, keys)
+    }
+    fn channel_open(&mut self, channel: &str) -> Result<()> {
+        deliveries::open(&self.conn, channel)
+    }
+    fn deliveries_due(
+        &mut self,
+        channel: &str,
+        covers: &crate::store::Covers,
+        now: &str,
+        limit: u64,
+    ) -> Result<Vec<(FileRow, u32)>> {
+        deliveries::due(&self.conn, channel, covers, now, limit)
+    }
+    fn delivery_name_taken(&mut self, channel: &str, name: &str, file_id: i64) -> Result<bool> {
+        deliveries::name_taken(&self.conn, channel, name, file_id)
+    }
+    fn delivery_done(&mut self, channel: &str, file_id: i64, name: &str) -> Result<()> {
+        deliveries::done(&self.conn, channel, file_id, name)
+    }
+    fn delivery_failed(
+        &mut self,
+        channel: &str,
+        file_id: i64,
+        error: &str,
+        retry_at: &str,
+    ) -> Result<()> {
+        deliveries::failed(&self.conn, channel, file_id, error, retry_at)
+    }
+    fn channels(
+        &mut self,
+        covers: &[(String, crate::store::Covers)],
+    ) -> Result<Vec<crate::store::ChannelStatus>> {
+        deliveries::channels(&self.conn, covers)
     }
     fn remote_release(&mut self, key: &crate::store::RemoteKey, owner: &str) -> Result<()> {
         remote::release(&self.conn, key, owner)

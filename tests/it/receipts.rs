@@ -1,0 +1,357 @@
+//! Receipts (`receipts = "<folder or URL>"`) and webhooks (`[notify]`): one receipt per
+//! finished file — accepted, accepted with errors, duplicate, rejected — even when killed
+//! between writing and recording it; back to the partner's own SFTP server; a place that is
+//! down never holds up loading; webhook calls signed, retried until a flaky receiver took them.
+
+use crate::harness::*;
+use crate::sshd::Sshd;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ORDERS: &str = "[[dataset]]\nname = \"orders\"\nmatch = \"orders/**\"\n\
+max_bad_records = \"50%\"\nreceipts = \"acks\"\nreceipt_rejects = \"csv\"\n\
+columns = [\n  { name = \"id\", type = \"int\", required = true },\n  \
+{ name = \"amount\", type = \"decimal\", scale = 2 },\n]\n";
+
+/// The receipts in a folder, by name.
+fn receipts(dir: &Path) -> BTreeMap<String, Value> {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return BTreeMap::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".receipt.json").then(|| {
+                (
+                    n,
+                    serde_json::from_slice(&fs::read(e.path()).unwrap()).unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The receipt of the file named `file` (exactly one).
+fn receipt_of<'a>(all: &'a BTreeMap<String, Value>, file: &str) -> &'a Value {
+    let found: Vec<&Value> = all.values().filter(|r| r["file"] == file).collect();
+    assert_eq!(found.len(), 1, "{file}: {all:#?}");
+    found[0]
+}
+
+fn drop_orders(s: &Spool) {
+    s.drop_file("orders/good.csv", b"id,amount\n1,10.00\n2,20.50\n");
+    s.drop_file(
+        "orders/some-bad.csv",
+        b"id,amount\n3,1.00\nx,2.00\n5,abc\n6,3.00\n7,4.00\n",
+    );
+    // The same content as good.csv under another name: a duplicate.
+    s.drop_file("orders/good-again.csv", b"id,amount\n1,10.00\n2,20.50\n");
+    // More than half bad: the file is rejected (quarantined).
+    s.drop_file("orders/all-bad.csv", b"id,amount\nq,1\nr,2\ns,3\n");
+}
+
+both_stores! {
+    fn every_finished_file_gets_exactly_one_receipt_saying_what_became_of_it() {
+        let s = Spool::new();
+        fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
+        drop_orders(&s);
+        assert_eq!(s.ferry(&["run"]).status.code(), Some(3));
+        let acks = s.root.join("acks");
+        let all = receipts(&acks);
+        assert_eq!(all.len(), 4, "{all:#?}");
+
+        // good.csv and good-again.csv hold the same content: whichever finished first was
+        // loaded, the other is its duplicate.
+        let (a, b) = (receipt_of(&all, "good.csv"), receipt_of(&all, "good-again.csv"));
+        let (good, dup) = if a["status"] == "accepted" { (a, b) } else { (b, a) };
+        assert_eq!(good["status"], "accepted");
+        assert_eq!(good["records"]["stored"], 2);
+        let sha = sha256_hex(b"id,amount\n1,10.00\n2,20.50\n");
+        assert_eq!(good["sha256"], sha);
+        assert_eq!(good["size"], 26);
+        let good_name = format!("{}.{}.receipt.json", good["file"].as_str().unwrap(), &sha[..12]);
+        assert!(all.contains_key(&good_name));
+
+        let some = receipt_of(&all, "some-bad.csv");
+        assert_eq!(some["status"], "accepted_with_errors");
+        assert_eq!(some["records"]["stored"], 3);
+        assert_eq!(some["records"]["rejected"], 2);
+        let errors = some["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0]["line"], 3);
+        assert_eq!(errors[0]["column"], "id");
+        assert_eq!(errors[0]["value"], "x");
+        assert_eq!(errors[1]["line"], 4);
+        assert_eq!(errors[1]["column"], "amount");
+        // The rejected records beside it, as CSV.
+        let csv_name = some["rejects_file"].as_str().unwrap();
+        let mut r = csv::Reader::from_path(acks.join(csv_name)).unwrap();
+        let rows: Vec<Vec<String>> = r
+            .records()
+            .map(|x| x.unwrap().iter().map(str::to_string).collect())
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1][..3], ["4", "amount", "abc"]);
+
+        assert_eq!(dup["status"], "duplicate");
+        assert_eq!(dup["duplicate_of"], good["ledger_id"]);
+        // The same content, so the same SHA-256 prefix: named apart by their file names.
+        let bad = receipt_of(&all, "all-bad.csv");
+        assert_eq!(bad["status"], "rejected");
+        assert_eq!(bad["records"]["stored"], 0);
+        assert!(bad["reason"]["kind"].as_str().is_some());
+
+        // Nothing owed: another run writes nothing again.
+        let before = tree(&acks);
+        s.ferry_ok(&["run"], 0);
+        assert_eq!(tree(&acks), before);
+        let st = s.json(&["status", "--json"]);
+        assert_eq!(st["deliveries"][0]["delivered"], 4);
+        assert_eq!(st["deliveries"][0]["owed"], 0);
+
+        // The loaded file sent again under its own name: a receipt of its own, not over the
+        // first.
+        let again = format!("orders/{}", good["file"].as_str().unwrap());
+        s.drop_file(&again, b"id,amount\n1,10.00\n2,20.50\n");
+        s.ferry_ok(&["run"], 0);
+        let all = receipts(&acks);
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[&good_name]["status"], "accepted", "the first receipt is never overwritten");
+    }
+}
+
+#[test]
+fn a_run_killed_after_writing_a_receipt_leaves_exactly_one_receipt_per_file() {
+    let s = Spool::new();
+    fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
+    drop_orders(&s);
+    // Killed after the first receipt was written, before it was recorded.
+    let died = s
+        .cmd()
+        .arg("run")
+        .env("FERRY_FAULT_NOTICE_DIE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(died.status.code(), Some(137));
+    assert_eq!(receipts(&s.root.join("acks")).len(), 1);
+    assert_eq!(
+        s.count("SELECT count(*) FROM orders"),
+        5,
+        "the files were loaded"
+    );
+    assert_eq!(s.ferry(&["run"]).status.code(), Some(0));
+    let all = receipts(&s.root.join("acks"));
+    assert_eq!(all.len(), 4, "{:?}", all.keys().collect::<Vec<_>>());
+    for file in ["good.csv", "some-bad.csv", "good-again.csv", "all-bad.csv"] {
+        receipt_of(&all, file);
+    }
+}
+
+#[test]
+fn receipts_go_back_to_the_partners_own_sftp_server() {
+    let sshd = Sshd::start();
+    let s = Spool::new();
+    let acks = format!(
+        "sftp://{}@127.0.0.1:{}{}/acks",
+        sshd.user,
+        sshd.port,
+        sshd.remote.display()
+    );
+    let source = sshd.source(
+        "acme",
+        &format!("match = \"*.csv\"\ninto = \"orders\"\nreceipts = \"{acks}\"\n"),
+    );
+    fs::write(s.root.join("ferry.toml"), format!("{ORDERS}{source}")).unwrap();
+    sshd.put("a.csv", b"id,amount\n1,1.00\n");
+    sshd.put("b.csv", b"id,amount\n2,2.00\nz,1\n3,3.00\n");
+    s.ferry_ok(&["run"], 0);
+    let back = receipts(&sshd.remote.join("acks"));
+    assert_eq!(back.len(), 2, "{back:#?}");
+    let b = receipt_of(&back, "b.csv");
+    assert_eq!(b["status"], "accepted_with_errors");
+    assert_eq!(b["remote"]["source"], "acme");
+    assert_eq!(b["remote"]["path"], "b.csv");
+    // No temp names left on the partner's server.
+    assert!(tree(&sshd.remote.join("acks"))
+        .keys()
+        .all(|k| !k.starts_with('.')));
+}
+
+#[test]
+fn a_receipt_place_that_is_down_never_holds_up_loading_and_shows_in_status() {
+    let s = Spool::new();
+    let port = free_port();
+    // Nothing listens on that port.
+    let down = ORDERS.replace(
+        "receipts = \"acks\"\nreceipt_rejects = \"csv\"\n",
+        &format!("receipts = \"ftp://127.0.0.1:{port}/acks\"\n"),
+    );
+    fs::write(s.root.join("ferry.toml"), &down).unwrap();
+    drop_orders(&s);
+    let started = Instant::now();
+    assert_eq!(s.ferry(&["run"]).status.code(), Some(3));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 5);
+    let st = s.json(&["status", "--json"]);
+    let ch = &st["deliveries"][0];
+    assert_eq!(ch["owed"], 4);
+    assert_eq!(ch["delivered"], 0);
+    assert!(ch["failing"].as_u64().unwrap() >= 1);
+    assert!(ch["last_error"].as_str().is_some());
+    // The place comes back (here: a folder instead): what was owed is delivered.
+    fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
+    std::thread::sleep(Duration::from_millis(5_500));
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(receipts(&s.root.join("acks")).len(), 4);
+}
+
+/// A webhook receiver on loopback that answers 500 to the first call of every idempotency key,
+/// checks each signature, and logs every call as a JSON line.
+struct Receiver {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &Path, secret: &str) -> Receiver {
+        let script = r#"
+import hashlib, hmac, http.server, json, sys
+port, secret, log = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+seen = set()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        want = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        key = self.headers.get("idempotency-key")
+        fail = key not in seen
+        seen.add(key)
+        with open(log, "a") as f:
+            f.write(json.dumps({"key": key, "signed": self.headers.get("x-ferry-signature") == want,
+                                "failed": fail, "body": json.loads(body)}) + "\n")
+        self.send_response(500 if fail else 204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+        let port = free_port();
+        let log = dir.join("calls.ndjson");
+        let child = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &port.to_string(),
+                secret,
+                log.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the receiver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Receiver { child, port, log }
+    }
+
+    fn calls(&self) -> Vec<Value> {
+        let Ok(f) = fs::File::open(&self.log) else {
+            return Vec::new();
+        };
+        BufReader::new(f)
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+both_stores! {
+    fn webhook_calls_are_signed_and_retried_until_the_receiver_took_each_file() {
+        let s = Spool::new();
+        let rx = Receiver::start(&s.scratch("hook"), "s3cret-key");
+        let config = format!(
+            "{ORDERS}[notify]\nurl = \"http://127.0.0.1:{}/ferry\"\nsecret_env = \"FERRY_TEST_HOOK\"\n",
+            rx.port
+        );
+        fs::write(s.root.join("ferry.toml"), config).unwrap();
+        drop_orders(&s);
+        let run = || {
+            s.cmd()
+                .arg("run")
+                .env("FERRY_TEST_HOOK", "s3cret-key")
+                .output()
+                .unwrap()
+        };
+        assert_eq!(run().status.code(), Some(3));
+        // Every first call fails: after three failures in a row the channel waits for its next
+        // pass, every file still owed.
+        assert_eq!(rx.calls().len(), 3);
+        let st = s.json(&["status", "--json"]);
+        let hook = st["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == "webhook")
+            .unwrap()
+            .clone();
+        assert_eq!(hook["owed"], 4);
+        // Once each back-off is over: the three go through, the fourth fails its first call;
+        // after its own back-off it goes through too.
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(5_500));
+            assert_eq!(run().status.code(), Some(0));
+        }
+        let calls = rx.calls();
+        assert_eq!(calls.len(), 8, "{calls:#?}");
+        assert!(calls.iter().all(|c| c["signed"] == true), "{calls:#?}");
+        let took: Vec<&Value> = calls.iter().filter(|c| c["failed"] == false).collect();
+        let mut keys: Vec<String> = took.iter().map(|c| c["key"].as_str().unwrap().into()).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 4, "each file once");
+        let mut statuses: Vec<String> =
+            took.iter().map(|c| c["body"]["status"].as_str().unwrap().into()).collect();
+        statuses.sort();
+        assert_eq!(statuses, ["accepted", "accepted_with_errors", "duplicate", "rejected"]);
+        // A retry carries the same key and the same body.
+        for c in &took {
+            let first = calls.iter().find(|f| f["key"] == c["key"]).unwrap();
+            assert_eq!(first["body"], c["body"]);
+        }
+        // Delivered: nothing more is sent.
+        assert_eq!(run().status.code(), Some(0));
+        assert_eq!(rx.calls().len(), 8);
+    }
+}
+
+#[test]
+fn the_daemon_delivers_receipts_beside_loading() {
+    let s = Spool::new();
+    fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
+    let mut d = start_watch(&s, &[]);
+    s.drop_file("orders/a.csv", b"id,amount\n1,1.00\n");
+    wait_for_files(&s, 1);
+    let acks = s.root.join("acks");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while receipts(&acks).is_empty() {
+        assert!(Instant::now() < deadline, "no receipt from the daemon");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sigterm(&mut d), Some(0));
+    let all = receipts(&acks);
+    assert_eq!(receipt_of(&all, "a.csv")["status"], "accepted");
+}
