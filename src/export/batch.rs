@@ -59,12 +59,14 @@ pub fn write_batch(
     out: &mut Outbox,
 ) -> Result<Written> {
     let staged = out.stage(&plan.name);
+    // A copy staged for an upload is not fsynced: a crash writes it again.
+    let to = (staged.as_path(), out.stages_in_place());
     let written = match format {
         BatchFormat::Parquet => {
-            parquet::write(store, table, plan, &req.declared, req.compression, &staged)
+            parquet::write(store, table, plan, (&req.declared, req.compression), to)
                 .map(|(w, fields)| (w, Some(fields)))
         }
-        _ => write_data(store, table, plan, format, &staged).map(|w| (w, None)),
+        _ => write_data(store, table, plan, format, to).map(|w| (w, None)),
     }
     .with_context(|| format!("writing {}", plan.name));
     let (written, schema) = match written {
@@ -145,11 +147,15 @@ fn hex(sha: Sha256) -> String {
 }
 
 impl Hashing<io::BufWriter<File>> {
-    /// Flushes and fsyncs the file; its SHA-256 and size (`rows` left to the caller).
-    pub(super) fn sync(mut self) -> io::Result<Written> {
+    /// Flushes the file, and fsyncs it when it is to be `durable` where it is (not a copy
+    /// staged for an upload, which a crash makes again); its SHA-256 and size (`rows` left to
+    /// the caller).
+    pub(super) fn sync(mut self, durable: bool) -> io::Result<Written> {
         self.flush()?;
         let file = self.inner.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         Ok(Written {
             sha256: hex(self.sha),
             bytes: self.bytes,
@@ -175,7 +181,7 @@ impl<W: Write> Write for Hashing<W> {
 /// same batch is the same bytes) and writes them, fsyncs, and hands buffers back for reuse.
 fn sink(
     file: File,
-    gzip: bool,
+    (gzip, durable): (bool, bool),
     full: crossbeam_channel::Receiver<Vec<u8>>,
     empty: crossbeam_channel::Sender<Vec<u8>>,
 ) -> io::Result<Written> {
@@ -202,7 +208,7 @@ fn sink(
         }
         h
     };
-    hashing.sync()
+    hashing.sync(durable)
 }
 
 /// Reads the batch's records and writes them to `tmp`, fsynced.
@@ -211,7 +217,7 @@ fn write_data(
     table: &str,
     plan: &BatchPlan,
     format: BatchFormat,
-    tmp: &Path,
+    (tmp, durable): (&Path, bool),
 ) -> Result<Written> {
     let file = File::create(tmp)?;
     let (full_tx, full_rx) = bounded::<Vec<u8>>(2);
@@ -222,7 +228,7 @@ fn write_data(
     let gzip = plan.gzip;
     let io_thread = std::thread::Builder::new()
         .name("ferry-export-io".into())
-        .spawn(move || sink(file, gzip, full_rx, empty_tx))?;
+        .spawn(move || sink(file, (gzip, durable), full_rx, empty_tx))?;
 
     let enc = Encoder::new(format, &plan.columns);
     let mut buf = empty_rx.recv()?;

@@ -44,7 +44,13 @@ impl Outbox {
         }
     }
 
-    /// Makes the staged (fsynced) file visible as `name`, whole.
+    /// Whether a staged file stays where it is written (a folder's temp name, renamed: it is
+    /// fsynced first) rather than being a copy for an upload (which a crash writes again).
+    pub fn stages_in_place(&self) -> bool {
+        matches!(self, Outbox::Folder(_))
+    }
+
+    /// Makes the staged file visible as `name`, whole.
     pub fn publish(&mut self, staged: &Path, name: &str) -> Result<()> {
         match self {
             Outbox::Folder(dir) => {
@@ -180,10 +186,10 @@ impl Outbox {
     }
 }
 
-/// The hidden name a file is uploaded under before it is renamed to `name` (as local temp
-/// files are named).
+/// The hidden name a file is uploaded under before it is renamed to `name`: the same for every
+/// attempt (one export per target at a time), so an upload a crash cut short is overwritten by
+/// the next attempt at that batch — whether or not the server lists hidden names (FTP servers
+/// mostly do not), nothing is left behind.
 fn temp_name(name: &str) -> String {
-    fsio::temp_path(Path::new(""), name.as_ref())
-        .to_string_lossy()
-        .into_owned()
+    format!(".{name}{}", fsio::TEMP_SUFFIX)
 }

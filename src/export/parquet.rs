@@ -28,17 +28,21 @@
 use super::batch::{Hashing, Written};
 use crate::store::{BatchPlan, Store, Value};
 use crate::typed::ColType;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use crossbeam_channel::bounded;
 use parquet::basic::{
     Compression as Codec, LogicalType, Repetition, TimeUnit, Type as Physical, ZstdLevel,
+};
+use parquet::column::writer::{
+    get_column_writer, get_typed_column_writer_mut, ColumnCloseResult, ColumnWriter,
 };
 use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, DoubleType, FixedLenByteArray, FixedLenByteArrayType,
     Int32Type, Int64Type,
 };
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::writer::{SerializedFileWriter, SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
 use parquet::schema::types::Type;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -52,6 +56,8 @@ const SYSTEM: [&str; 3] = ["_id", "_file_id", "_line"];
 /// The precision of every decimal column: the most a 16-byte decimal holds, and the most
 /// DuckDB, Spark and Snowflake read.
 const DECIMAL_DIGITS: u32 = 38;
+/// Rows handed to the column encoders at a time.
+const CHUNK: usize = 8192;
 /// A row group ends at this many rows…
 const GROUP_ROWS: usize = 1 << 20;
 /// …or at this many bytes of values, whichever comes first.
@@ -79,8 +85,8 @@ impl Compression {
 
     fn codec(self) -> Codec {
         match self {
-            // Level 3: zstd's own default, and pyarrow's.
-            Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(3).expect("3 is a zstd level")),
+            // Level 1: Arrow's (pyarrow's, DuckDB's) default for Parquet.
+            Compression::Zstd => Codec::ZSTD(ZstdLevel::try_new(1).expect("1 is a zstd level")),
             Compression::Snappy => Codec::SNAPPY,
             Compression::None => Codec::UNCOMPRESSED,
         }
@@ -237,9 +243,8 @@ pub fn write(
     store: &mut dyn Store,
     table: &str,
     plan: &BatchPlan,
-    declared: &HashMap<String, Declared>,
-    compression: Compression,
-    tmp: &Path,
+    (declared, compression): (&HashMap<String, Declared>, Compression),
+    to: (&Path, bool),
 ) -> Result<(Written, Vec<Field>)> {
     let mut names: Vec<String> = SYSTEM.iter().map(|s| s.to_string()).collect();
     names.extend(plan.columns.iter().cloned());
@@ -269,7 +274,7 @@ pub fn write(
     }
     let mut layout = Layout { names, kinds };
     loop {
-        match attempt(store, table, plan, &layout, compression, tmp)? {
+        match attempt(store, table, plan, &layout, compression, to)? {
             Ok(written) => {
                 let fields = layout.fields();
                 return Ok((written, fields));
@@ -305,123 +310,223 @@ fn scales(
     Ok(scales)
 }
 
+/// What the reading thread sends a column's encoder.
+enum Msg {
+    /// The column's values of the next rows.
+    Values(Col),
+    /// The row group is over: close the column chunk and hand it back.
+    EndGroup,
+}
+
+/// A column chunk encoded in memory, with what its writer reported on closing.
+type Encoded = Result<(Vec<u8>, ColumnCloseResult)>;
+
 /// One try at the file: `Ok(Err(column))` when a datetime column turned out to need
 /// nanoseconds (the file is to be written again with it so).
+///
+/// The calling thread reads the records, converts them into column buffers and hands the
+/// buffers, `CHUNK` rows at a time, to one encoder thread per column, which encodes and
+/// compresses its column chunk in memory while the next rows are read. At a row group's end
+/// the chunks are appended to the file in column order (`append_column`), hashed as written.
 fn attempt(
     store: &mut dyn Store,
     table: &str,
     plan: &BatchPlan,
     layout: &Layout,
     compression: Compression,
-    tmp: &Path,
+    (tmp, durable): (&Path, bool),
 ) -> Result<std::result::Result<Written, usize>> {
     let file = File::create(tmp)?;
     let schema = Arc::new(layout.schema()?);
-    let props = Arc::new(
+    let builder = || {
         WriterProperties::builder()
             .set_compression(compression.codec())
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_created_by(format!("ferry {}", env!("CARGO_PKG_VERSION")))
-            .build(),
-    );
-    let (tx, rx) = bounded::<Group>(1);
-    let io = std::thread::Builder::new()
-        .name("ferry-parquet".into())
-        .spawn(move || sink(file, schema, props, rx))?;
-
+    };
+    let props = Arc::new(builder().build());
+    let plain = Arc::new(builder().set_dictionary_enabled(false).build());
+    let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
+    let mut w = SerializedFileWriter::new(out, schema, props.clone())?;
+    let descrs = w.schema_descr().columns().to_vec();
     let read = BatchPlan {
         columns: layout.names.clone(),
         ..plan.clone()
     };
-    let mut group = Group::new(&layout.kinds);
-    let mut nanos = None;
-    let mut sink_gone = false;
-    let mut rows = 0u64;
-    let n = store.read_batch(table, &read, &mut |record| {
-        if nanos.is_some() || sink_gone {
-            return Ok(());
+    std::thread::scope(|scope| {
+        let mut to = Vec::with_capacity(descrs.len());
+        let mut back = Vec::with_capacity(descrs.len());
+        for (i, descr) in descrs.iter().enumerate() {
+            let (tx, rx) = bounded::<Msg>(4);
+            let (done_tx, done_rx) = bounded::<Encoded>(1);
+            let (descr, props) = (descr.clone(), [plain.clone(), props.clone()]);
+            std::thread::Builder::new()
+                .name(format!("ferry-parquet-{i}"))
+                .spawn_scoped(scope, move || encoder(descr, props, i > 0, rx, done_tx))?;
+            to.push(tx);
+            back.push(done_rx);
         }
-        for (i, col) in group.cols.iter_mut().enumerate() {
-            let v = record.value(i)?;
-            match col.push(layout.kinds[i], layout.required(i), v) {
-                Ok(bytes) => group.bytes += bytes,
-                Err(Bad::Nanos) => {
-                    nanos = Some(i);
-                    return Ok(());
-                }
-                Err(Bad::Why(why)) => {
-                    let id = match record.value(0)? {
-                        Value::Int(id) => id.to_string(),
-                        _ => "?".into(),
-                    };
-                    bail!(
-                        "record {id}, column {}: {why}; Parquet cannot hold it exactly (export \
-                         this dataset as csv or ndjson, or correct the value)",
-                        layout.names[i]
-                    );
+        let mut chunk = Group::new(&layout.kinds);
+        let (mut group_rows, mut group_bytes, mut rows) = (0usize, 0usize, 0u64);
+        let mut nanos = None;
+        let mut failed: Option<anyhow::Error> = None;
+        let n = store.read_batch(table, &read, &mut |record| {
+            if nanos.is_some() || failed.is_some() {
+                return Ok(());
+            }
+            for (i, col) in chunk.cols.iter_mut().enumerate() {
+                let v = record.value(i)?;
+                match col.push(layout.kinds[i], layout.required(i), v) {
+                    Ok(bytes) => group_bytes += bytes,
+                    Err(Bad::Nanos) => {
+                        nanos = Some(i);
+                        return Ok(());
+                    }
+                    Err(Bad::Why(why)) => {
+                        let id = match record.value(0)? {
+                            Value::Int(id) => id.to_string(),
+                            _ => "?".into(),
+                        };
+                        bail!(
+                            "record {id}, column {}: {why}; Parquet cannot hold it exactly \
+                             (export this dataset as csv or ndjson, or correct the value)",
+                            layout.names[i]
+                        );
+                    }
                 }
             }
-        }
-        group.rows += 1;
-        rows += 1;
-        if group.rows >= GROUP_ROWS || group.bytes >= GROUP_BYTES {
-            let full = std::mem::replace(&mut group, Group::new(&layout.kinds));
-            if tx.send(full).is_err() {
-                sink_gone = true; // the writing thread failed; its error is reported below
+            chunk.rows += 1;
+            group_rows += 1;
+            rows += 1;
+            let end = group_rows >= GROUP_ROWS || group_bytes >= GROUP_BYTES;
+            if chunk.rows >= CHUNK || end {
+                let next = chunk.like();
+                let full = std::mem::replace(&mut chunk, next);
+                if let Err(e) = send(&to, full) {
+                    failed = Some(e);
+                }
+            }
+            if end && failed.is_none() {
+                if let Err(e) = end_group(&mut w, &to, &back) {
+                    failed = Some(e);
+                }
+                (group_rows, group_bytes) = (0, 0);
+            }
+            Ok(())
+        });
+        if n.is_ok() && nanos.is_none() && failed.is_none() && group_rows > 0 {
+            let last = send(&to, chunk).and_then(|()| end_group(&mut w, &to, &back));
+            if let Err(e) = last {
+                failed = Some(e);
             }
         }
-        Ok(())
-    });
-    let complete = n.is_ok() && nanos.is_none() && !sink_gone;
-    if complete && group.rows > 0 {
-        let _ = tx.send(group);
-    }
-    if complete {
-        // An empty group tells the sink the batch is whole.
-        let _ = tx.send(Group::end());
-    }
-    drop(tx);
-    let written = io
-        .join()
-        .map_err(|_| anyhow!("the Parquet writing thread panicked"))?;
-    let n = n?;
-    if let Some(i) = nanos {
-        return Ok(Err(i));
-    }
-    let written = written?;
-    debug_assert_eq!(n, rows);
-    Ok(Ok(Written { rows, ..written }))
+        // The encoders end when their channels close.
+        drop(to);
+        let n = n?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some(i) = nanos {
+            return Ok(Err(i));
+        }
+        debug_assert_eq!(n, rows);
+        let written = w.into_inner()?.sync(durable)?;
+        Ok(Ok(Written { rows, ..written }))
+    })
 }
 
-/// The second thread: encodes, compresses, hashes and writes each row group, then the footer;
-/// fsyncs. Without the end mark the file is abandoned (an error).
-fn sink(
-    file: File,
-    schema: Arc<Type>,
-    props: Arc<WriterProperties>,
-    groups: crossbeam_channel::Receiver<Group>,
-) -> Result<Written> {
-    let out = Hashing::new(BufWriter::with_capacity(1 << 20, file));
-    let mut w = SerializedFileWriter::new(out, schema, props)?;
-    let mut ended = false;
-    for g in groups {
-        if g.cols.is_empty() {
-            ended = true;
-            break;
+/// Hands each column's buffer to its encoder.
+fn send(to: &[crossbeam_channel::Sender<Msg>], chunk: Group) -> Result<()> {
+    if chunk.rows == 0 {
+        return Ok(());
+    }
+    for (tx, col) in to.iter().zip(chunk.cols) {
+        tx.send(Msg::Values(col))
+            .map_err(|_| anyhow!("a Parquet column encoder stopped"))?;
+    }
+    Ok(())
+}
+
+/// Ends the row group: every column chunk closed, then appended to the file in column order.
+fn end_group<W: Write + Send>(
+    w: &mut SerializedFileWriter<W>,
+    to: &[crossbeam_channel::Sender<Msg>],
+    back: &[crossbeam_channel::Receiver<Encoded>],
+) -> Result<()> {
+    for tx in to {
+        tx.send(Msg::EndGroup)
+            .map_err(|_| anyhow!("a Parquet column encoder stopped"))?;
+    }
+    let mut rg = w.next_row_group()?;
+    for rx in back {
+        let (bytes, close) = rx
+            .recv()
+            .map_err(|_| anyhow!("a Parquet column encoder stopped"))??;
+        rg.append_column(&bytes::Bytes::from(bytes), close)?;
+    }
+    rg.close()?;
+    Ok(())
+}
+
+/// One column's encoder: a column chunk per row group, encoded and compressed in memory from
+/// the buffers it is sent, handed back at the group's end. Ends when its channel closes.
+fn encoder(
+    descr: ColumnDescPtr,
+    props: [Arc<WriterProperties>; 2],
+    nullable: bool,
+    values: crossbeam_channel::Receiver<Msg>,
+    done: crossbeam_channel::Sender<Encoded>,
+) {
+    // The reading thread is the one the others wait for: encoders run at the lowest priority,
+    // so it keeps a core while they take what is left (and yield to loading on the same host).
+    // SAFETY: setpriority on this thread's own id.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19);
+    }
+    // Dictionary encoding or not, decided on the file's first buffer: a column of mostly
+    // distinct values (ids, names, free text) would only fill a dictionary and fall back.
+    let mut dictionary: Option<bool> = None;
+    let mut first = values.recv().ok();
+    loop {
+        let mut sink = TrackedWrite::new(Vec::new());
+        let closed = {
+            let Some(msg) = first.take().or_else(|| values.recv().ok()) else {
+                return;
+            };
+            if let Msg::Values(col) = &msg {
+                dictionary.get_or_insert_with(|| col.repeats());
+            }
+            let props = props[usize::from(dictionary.unwrap_or(true))].clone();
+            let pages = SerializedPageWriter::new(&mut sink);
+            let mut cw = get_column_writer(descr.clone(), props, Box::new(pages));
+            let mut result = Ok(());
+            let mut msg = Some(msg);
+            loop {
+                match msg.take().or_else(|| values.recv().ok()) {
+                    Some(Msg::Values(col)) => {
+                        if result.is_ok() {
+                            result = col.write(&mut cw, nullable);
+                        }
+                    }
+                    Some(Msg::EndGroup) => break,
+                    // The batch is over (or was given up): nothing more to hand back.
+                    None => return,
+                }
+            }
+            result.and_then(|()| Ok(cw.close()?))
+        };
+        let encoded = closed.and_then(|close| Ok((sink.into_inner()?, close)));
+        let failed = encoded.is_err();
+        if done.send(encoded).is_err() || failed {
+            return;
         }
-        g.write(&mut w)?;
     }
-    if !ended {
-        bail!("the batch was not read whole");
-    }
-    Ok(w.into_inner()?.sync()?)
 }
 
 /// A row group's values, column by column.
 struct Group {
     cols: Vec<Col>,
     rows: usize,
-    bytes: usize,
 }
 
 impl Group {
@@ -429,56 +534,49 @@ impl Group {
         Group {
             cols: kinds.iter().map(|&k| Col::new(k)).collect(),
             rows: 0,
-            bytes: 0,
         }
     }
 
-    /// The end mark.
-    fn end() -> Group {
+    /// An empty group with room for as much as this one holds (no growing while filled).
+    fn like(&self) -> Group {
         Group {
-            cols: Vec::new(),
+            cols: self.cols.iter().map(Col::like).collect(),
             rows: 0,
-            bytes: 0,
         }
     }
+}
 
-    fn write<W: Write + Send>(self, w: &mut SerializedFileWriter<W>) -> Result<()> {
-        let mut rg = w.next_row_group()?;
-        for (i, col) in self.cols.into_iter().enumerate() {
-            let mut cw = rg
-                .next_column()?
-                .context("the Parquet schema has fewer columns than the batch")?;
-            // The first column (`_id`) is required: no definition levels.
-            let defs = (i > 0).then_some(col.defs.as_slice());
-            match col.data {
-                Data::I64(v) => {
-                    cw.typed::<Int64Type>().write_batch(&v, defs, None)?;
-                }
-                Data::I32(v) => {
-                    cw.typed::<Int32Type>().write_batch(&v, defs, None)?;
-                }
-                Data::F64(v) => {
-                    cw.typed::<DoubleType>().write_batch(&v, defs, None)?;
-                }
-                Data::Bool(v) => {
-                    cw.typed::<BoolType>().write_batch(&v, defs, None)?;
-                }
-                Data::Bytes { data, ends } => {
-                    let vals: Vec<ByteArray> = slices(data, &ends).map(ByteArray::from).collect();
-                    cw.typed::<ByteArrayType>().write_batch(&vals, defs, None)?;
-                }
-                Data::Fixed(data) => {
-                    let ends: Vec<usize> = (1..=data.len() / 16).map(|k| k * 16).collect();
-                    let vals: Vec<FixedLenByteArray> = slices(data, &ends)
-                        .map(|b| FixedLenByteArray::from(ByteArray::from(b)))
-                        .collect();
-                    cw.typed::<FixedLenByteArrayType>()
-                        .write_batch(&vals, defs, None)?;
-                }
+impl Col {
+    /// Writes the buffered values into the column's writer.
+    fn write(self, cw: &mut ColumnWriter<'_>, nullable: bool) -> Result<()> {
+        // ferry's `_id` is required: no definition levels.
+        let defs = nullable.then_some(self.defs.as_slice());
+        match self.data {
+            Data::I64(v) => {
+                get_typed_column_writer_mut::<Int64Type>(cw).write_batch(&v, defs, None)?;
             }
-            cw.close()?;
+            Data::I32(v) => {
+                get_typed_column_writer_mut::<Int32Type>(cw).write_batch(&v, defs, None)?;
+            }
+            Data::F64(v) => {
+                get_typed_column_writer_mut::<DoubleType>(cw).write_batch(&v, defs, None)?;
+            }
+            Data::Bool(v) => {
+                get_typed_column_writer_mut::<BoolType>(cw).write_batch(&v, defs, None)?;
+            }
+            Data::Bytes { data, ends } => {
+                let vals: Vec<ByteArray> = slices(data, &ends).map(ByteArray::from).collect();
+                get_typed_column_writer_mut::<ByteArrayType>(cw).write_batch(&vals, defs, None)?;
+            }
+            Data::Fixed(data) => {
+                let ends: Vec<usize> = (1..=data.len() / 16).map(|k| k * 16).collect();
+                let vals: Vec<FixedLenByteArray> = slices(data, &ends)
+                    .map(|b| FixedLenByteArray::from(ByteArray::from(b)))
+                    .collect();
+                get_typed_column_writer_mut::<FixedLenByteArrayType>(cw)
+                    .write_batch(&vals, defs, None)?;
+            }
         }
-        rg.close()?;
         Ok(())
     }
 }
@@ -530,6 +628,55 @@ impl Col {
         Col {
             defs: Vec::new(),
             data,
+        }
+    }
+
+    /// An empty column with room for as much as this one holds.
+    fn like(&self) -> Col {
+        let data = match &self.data {
+            Data::I64(v) => Data::I64(Vec::with_capacity(v.len())),
+            Data::I32(v) => Data::I32(Vec::with_capacity(v.len())),
+            Data::F64(v) => Data::F64(Vec::with_capacity(v.len())),
+            Data::Bool(v) => Data::Bool(Vec::with_capacity(v.len())),
+            Data::Fixed(v) => Data::Fixed(Vec::with_capacity(v.len())),
+            Data::Bytes { data, ends } => Data::Bytes {
+                data: Vec::with_capacity(data.len() + data.len() / 8),
+                ends: Vec::with_capacity(ends.len()),
+            },
+        };
+        Col {
+            defs: Vec::with_capacity(self.defs.len()),
+            data,
+        }
+    }
+
+    /// Whether values repeat enough for a dictionary to pay: at most half of them distinct.
+    fn repeats(&self) -> bool {
+        fn few<T: std::hash::Hash + Eq>(it: impl Iterator<Item = T>, n: usize) -> bool {
+            let mut seen = std::collections::HashSet::with_capacity(n / 2 + 1);
+            for v in it {
+                seen.insert(v);
+                if seen.len() > n / 2 {
+                    return false;
+                }
+            }
+            true
+        }
+        match &self.data {
+            Data::I64(v) => few(v.iter(), v.len()),
+            Data::I32(v) => few(v.iter(), v.len()),
+            Data::F64(v) => few(v.iter().map(|f| f.to_bits()), v.len()),
+            Data::Bool(_) => true,
+            Data::Fixed(v) => few(v.chunks(16), v.len() / 16),
+            Data::Bytes { data, ends } => {
+                let mut start = 0;
+                let slices = ends.iter().map(|&e| {
+                    let s = &data[start..e];
+                    start = e;
+                    s
+                });
+                few(slices, ends.len())
+            }
         }
     }
 
@@ -617,13 +764,77 @@ fn show(v: Value<'_>) -> String {
 /// Days since 1970-01-01 of a canonical date (`YYYY-MM-DD`, or a signed year beyond 9999).
 fn days(t: &[u8]) -> Option<i32> {
     use chrono::{Datelike, NaiveDate};
-    let s = std::str::from_utf8(t).ok()?;
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    let d = match ymd(t) {
+        Some(d) if t.len() == 10 => d,
+        _ => NaiveDate::parse_from_str(std::str::from_utf8(t).ok()?, "%Y-%m-%d").ok()?,
+    };
     Some(d.num_days_from_ce() - 719_163)
+}
+
+/// `YYYY-MM-DD` at the start of `t` (four-digit years: the canonical form of every year from
+/// 0 to 9999), if it is one and a real date.
+fn ymd(t: &[u8]) -> Option<chrono::NaiveDate> {
+    if t.len() < 10 || t[4] != b'-' || t[7] != b'-' {
+        return None;
+    }
+    let y = digits(&t[..4])?;
+    let m = digits(&t[5..7])?;
+    let d = digits(&t[8..10])?;
+    chrono::NaiveDate::from_ymd_opt(y as i32, m, d)
+}
+
+fn digits(t: &[u8]) -> Option<u32> {
+    t.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// Seconds since the epoch and nanoseconds of the canonical UTC datetime
+/// `YYYY-MM-DDTHH:MM:SS[.f…]Z` (up to nine fraction digits), if `t` is exactly that; a leap
+/// second is not (the general parser says why).
+fn canonical_utc(t: &[u8]) -> Option<(i64, u32)> {
+    let date = ymd(t)?;
+    if t.len() < 20 || t[10] != b'T' || t[13] != b':' || t[16] != b':' || t.last() != Some(&b'Z') {
+        return None;
+    }
+    let (h, mi, sec) = (
+        digits(&t[11..13])?,
+        digits(&t[14..16])?,
+        digits(&t[17..19])?,
+    );
+    if h > 23 || mi > 59 || sec > 59 {
+        return None;
+    }
+    let frac = &t[19..t.len() - 1];
+    let nanos = match frac.split_first() {
+        None => 0,
+        Some((b'.', f)) if (1..=9).contains(&f.len()) => digits(f)? * 10u32.pow(9 - f.len() as u32),
+        _ => return None,
+    };
+    let days = i64::from(chrono::Datelike::num_days_from_ce(&date)) - 719_163;
+    Some((days * 86_400 + i64::from(h * 3600 + mi * 60 + sec), nanos))
 }
 
 /// Microseconds (or nanoseconds) since the epoch of a canonical UTC datetime.
 fn timestamp(t: &[u8], nanos: bool) -> Result<i64, Bad> {
+    if let Some((secs, sub)) = canonical_utc(t) {
+        if nanos {
+            return secs
+                .checked_mul(1_000_000_000)
+                .and_then(|n| n.checked_add(i64::from(sub)))
+                .ok_or_else(|| {
+                    Bad::Why(format!(
+                        "{:?} needs nanoseconds, and Parquet's nanosecond timestamps hold only \
+                         1677 to 2262",
+                        String::from_utf8_lossy(t)
+                    ))
+                });
+        }
+        if sub % 1000 != 0 {
+            return Err(Bad::Nanos);
+        }
+        return Ok(secs * 1_000_000 + i64::from(sub / 1000));
+    }
     let s = std::str::from_utf8(t).map_err(|_| Bad::Why("is not a datetime".into()))?;
     let dt = chrono::DateTime::parse_from_rfc3339(s)
         .map_err(|_| Bad::Why(format!("{s:?} is not a datetime")))?
@@ -728,6 +939,21 @@ mod tests {
         );
         assert!(why(t("2300-01-01T00:00:00.000000001Z", true)).contains("1677 to 2262"));
         assert!(why(t("2016-12-31T23:59:60Z", false)).contains("leap second"));
+        // The fast path and the general parser agree.
+        for s in [
+            "2026-03-01T10:00:00.123456Z",
+            "1969-12-31T23:59:59.999999Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999Z",
+            "2000-02-29T12:00:00.5Z",
+        ] {
+            let dt = chrono::DateTime::parse_from_rfc3339(s).unwrap();
+            assert_eq!(t(s, false).ok(), Some(dt.timestamp_micros()), "{s}");
+            assert!(canonical_utc(s.as_bytes()).is_some(), "{s}");
+        }
+        assert!(canonical_utc(b"2026-02-30T00:00:00Z").is_none());
+        assert!(canonical_utc(b"2026-01-01T24:00:00Z").is_none());
+        assert!(canonical_utc(b"2026-01-01T00:00:00.Z").is_none());
     }
 
     #[test]
