@@ -246,3 +246,44 @@ fn targets_are_refused_with_the_reason_before_anything_is_recorded() {
         Some(2)
     );
 }
+
+#[test]
+fn a_batch_larger_than_one_part_is_uploaded_in_parts_and_arrives_whole() {
+    let s3 = Seaweed::start();
+    let s = Spool::new();
+    fs::write(
+        s.root.join("ferry.toml"),
+        as_target(&s3.source("big", "big/", "")),
+    )
+    .unwrap();
+    // About 37 MB of CSV in one batch: two parts of 16 MiB and a last, shorter one.
+    let mut body = String::from("n,label\n");
+    for i in 0..400_000 {
+        body.push_str(&format!(
+            "{i},\"a label long enough to make the batch big, {i:>40}\"\n"
+        ));
+    }
+    s.drop_file("ev/big.csv", body.as_bytes());
+    s.ferry_ok(&["run"], 0);
+    s.ferry_ok(
+        &["export", "ev", "--target", "big", "--max-rows", "1000000"],
+        0,
+    );
+    let local = s.scratch("local");
+    s.ferry_ok(
+        &[
+            "export",
+            "ev",
+            "--to",
+            local.to_str().unwrap(),
+            "--max-rows",
+            "1000000",
+        ],
+        0,
+    );
+    let name = "ev-000000000001-000000400000.csv";
+    let here = fs::read(local.join(name)).unwrap();
+    assert!(here.len() > 2 * (16 << 20), "{} bytes", here.len());
+    let there = s3.get(&format!("big/{name}")).unwrap();
+    assert_eq!(sha256_hex(&there), sha256_hex(&here));
+}
