@@ -123,10 +123,9 @@ pub fn deliver(cfg: &Config, store: &mut dyn Store, stop: &Shutdown) -> Result<D
                     break 'channel;
                 }
                 let sent = match &mut sender {
-                    Some(s) => deliver_one(store, &ch, s, &row),
-                    None => {
-                        open(cfg, &ch).and_then(|s| deliver_one(store, &ch, sender.insert(s), &row))
-                    }
+                    Some(s) => deliver_one(cfg, store, &ch, s, &row),
+                    None => open(cfg, &ch)
+                        .and_then(|s| deliver_one(cfg, store, &ch, sender.insert(s), &row)),
                 };
                 match sent {
                     Ok(name) => {
@@ -170,6 +169,7 @@ pub fn deliver(cfg: &Config, store: &mut dyn Store, stop: &Shutdown) -> Result<D
 }
 
 fn deliver_one(
+    cfg: &Config,
     store: &mut dyn Store,
     ch: &Channel,
     sender: &mut Sender,
@@ -194,7 +194,25 @@ fn deliver_one(
                 .then(|| format!("{}.rejects.csv", name.trim_end_matches(".receipt.json")));
             if let Some(r) = &rejects {
                 let all = store.rejects(row.id, None)?;
-                out.publish_bytes(r, &receipt::rejects_csv(&all))?;
+                let records = row
+                    .stored_at
+                    .as_deref()
+                    .filter(|_| row.pruned_at.is_none())
+                    .and_then(|at| {
+                        let spec = cfg
+                            .datasets
+                            .iter()
+                            .find(|d| Some(d.name.as_str()) == row.dataset.as_deref())
+                            .cloned()?;
+                        receipt::rejected_records(
+                            &cfg.spool.resolve(at),
+                            receipt::file_name(row),
+                            &spec,
+                            &all,
+                        )
+                    });
+                let csv = records.unwrap_or_else(|| receipt::rejects_csv(&all));
+                out.publish_bytes(r, &csv)?;
             }
             let body = body(&receipt::build(row, &errors, rejects))?;
             // The receipt last: once it is there, so is everything it names.

@@ -143,7 +143,89 @@ pub fn build<'a>(
     }
 }
 
-/// Every rejected record as CSV: line, column, value, reason (RFC 4180, header, CRLF).
+/// The rejected records as the file had them, read again from where the ledger placed it:
+/// `_line`, the file's columns (values as the parser read them, before any typing), `_errors`
+/// (each reason, `column: why`). `None` when the file cannot be read any more (pruned, moved):
+/// the caller lists the located errors instead (`rejects_csv`).
+pub fn rejected_records(
+    file: &std::path::Path,
+    name: &str,
+    spec: &crate::config::DatasetSpec,
+    rejects: &[RecordReject],
+) -> Option<Vec<u8>> {
+    use crate::format::{RowOut, Stop};
+    use std::collections::BTreeMap;
+    struct Pick {
+        why: BTreeMap<u64, String>,
+        names: Vec<String>,
+        rows: Vec<(u64, Vec<String>)>,
+    }
+    impl RowOut for Pick {
+        fn columns(&mut self, names: &[String]) -> Result<(), Stop> {
+            self.names = names.to_vec();
+            Ok(())
+        }
+        fn row(
+            &mut self,
+            line: u64,
+            text: &str,
+            spans: &[Option<(usize, usize)>],
+        ) -> Result<(), Stop> {
+            if self.why.contains_key(&line) {
+                let values = spans
+                    .iter()
+                    .map(|s| s.map_or(String::new(), |(a, b)| text[a..b].to_string()))
+                    .collect();
+                self.rows.push((line, values));
+            }
+            Ok(())
+        }
+        fn bad_row(&mut self, line: u64, _: &str, _: Option<&str>, _: String) -> Result<(), Stop> {
+            if self.why.contains_key(&line) {
+                self.rows.push((line, Vec::new()));
+            }
+            Ok(())
+        }
+    }
+    let mut why: BTreeMap<u64, String> = BTreeMap::new();
+    for r in rejects {
+        let e = why.entry(r.line).or_default();
+        if !e.is_empty() {
+            e.push_str("; ");
+        }
+        match &r.field {
+            Some(f) => e.push_str(&format!("{f}: {}", r.reason)),
+            None => e.push_str(&r.reason),
+        }
+    }
+    let raw = crate::fsio::open_regular(file).ok()?;
+    let opened =
+        crate::format::open(Box::new(raw), name, &spec.options, &spec.pointer, false).ok()?;
+    let mut pick = Pick {
+        why,
+        names: Vec::new(),
+        rows: Vec::new(),
+    };
+    opened.parse(&mut pick).ok()?;
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .flexible(true)
+        .from_writer(Vec::new());
+    let mut header = vec!["_line".to_string()];
+    header.extend(pick.names.iter().cloned());
+    header.push("_errors".into());
+    w.write_record(&header).ok()?;
+    for (line, values) in &pick.rows {
+        let mut rec = vec![line.to_string()];
+        rec.extend(values.iter().cloned());
+        rec.resize(pick.names.len() + 1, String::new());
+        rec.push(pick.why[line].clone());
+        w.write_record(&rec).ok()?;
+    }
+    w.into_inner().ok()
+}
+
+/// Every rejected record located: line, column, value, reason (RFC 4180, header, CRLF).
 pub fn rejects_csv(rejects: &[RecordReject]) -> Vec<u8> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)

@@ -88,15 +88,19 @@ both_stores! {
         assert_eq!(errors[0]["value"], "x");
         assert_eq!(errors[1]["line"], 4);
         assert_eq!(errors[1]["column"], "amount");
-        // The rejected records beside it, as CSV.
+        // The rejected records beside it, as the file had them, with why.
         let csv_name = some["rejects_file"].as_str().unwrap();
         let mut r = csv::Reader::from_path(acks.join(csv_name)).unwrap();
+        let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+        assert_eq!(header, ["_line", "id", "amount", "_errors"]);
         let rows: Vec<Vec<String>> = r
             .records()
             .map(|x| x.unwrap().iter().map(str::to_string).collect())
             .collect();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1][..3], ["4", "amount", "abc"]);
+        assert_eq!(rows[0][..3], ["3", "x", "2.00"]);
+        assert_eq!(rows[1][..3], ["4", "5", "abc"]);
+        assert!(rows[1][3].starts_with("amount: "), "{rows:?}");
 
         assert_eq!(dup["status"], "duplicate");
         assert_eq!(dup["duplicate_of"], good["ledger_id"]);
@@ -342,7 +346,8 @@ both_stores! {
 fn the_daemon_delivers_receipts_beside_loading() {
     let s = Spool::new();
     fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
-    let mut d = start_watch(&s, &[]);
+    let port = free_port();
+    let mut d = start_watch(&s, &["--metrics", &format!("127.0.0.1:{port}")]);
     s.drop_file("orders/a.csv", b"id,amount\n1,1.00\n");
     wait_for_files(&s, 1);
     let acks = s.root.join("acks");
@@ -351,6 +356,20 @@ fn the_daemon_delivers_receipts_beside_loading() {
         assert!(Instant::now() < deadline, "no receipt from the daemon");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The deliverer's counts, as /metrics serves them.
+    let want = "ferry_notices_delivered{channel=\"receipts:dataset:orders\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(port, "/metrics").is_some_and(|m| m.contains(want)) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            http_get(port, "/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(http_get(port, "/metrics")
+        .unwrap()
+        .contains("ferry_notices_owed{channel=\"receipts:dataset:orders\"} 0"));
     assert_eq!(sigterm(&mut d), Some(0));
     let all = receipts(&acks);
     assert_eq!(receipt_of(&all, "a.csv")["status"], "accepted");
