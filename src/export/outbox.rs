@@ -167,12 +167,13 @@ impl Outbox {
                     fs::remove_dir_all(&*staging)?;
                 }
                 fs::create_dir_all(&*staging)?;
-                // Listed on every target (it checks the target can be reached); only SFTP and
-                // FTP uploads leave temp names.
-                let (mut files, mut problems) = (Vec::new(), Vec::new());
+                // The target reached (a refusal stops here); only SFTP and FTP uploads leave
+                // temp names behind, found by listing the folder.
                 place.make_folder()?;
-                place.list(&mut files, &mut problems)?;
+                place.check()?;
                 if !place.puts_whole() {
+                    let (mut files, mut problems) = (Vec::new(), Vec::new());
+                    place.list(&mut files, &mut problems)?;
                     for f in files.iter().filter(|f| !f.path.contains('/')) {
                         if stray(&f.path) {
                             place.remove(&f.path)?;

@@ -58,6 +58,11 @@ pub trait Place: Send {
     fn put(&mut self, path: &str, from: &std::path::Path) -> Result<()>;
     /// Moves `from` to `to`, replacing a file there.
     fn replace(&mut self, from: &str, to: &str) -> Result<()>;
+    /// Reaches the place the way a listing does: a refused login, key or bucket is `Refused`
+    /// (SFTP and FTP log in when they connect).
+    fn check(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Makes the folder files are put in, if it is missing (S3 has no folders).
     fn make_folder(&mut self) -> Result<()> {
         Ok(())

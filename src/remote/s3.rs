@@ -173,6 +173,11 @@ impl S3Place {
     }
 
     fn list_page(&self, token: Option<&str>) -> Result<ListObjectsV2Response> {
+        self.list_keys(token, 1000)
+    }
+
+    /// One page of at most `max` keys under the prefix (403, 404, 400: `Refused`).
+    fn list_keys(&self, token: Option<&str>, max: u16) -> Result<ListObjectsV2Response> {
         let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
         if !self.prefix.is_empty() {
             action.with_prefix(self.prefix.as_str());
@@ -180,7 +185,7 @@ impl S3Place {
         if let Some(t) = token {
             action.with_continuation_token(t);
         }
-        action.with_max_keys(1000);
+        action.with_max_keys(max as usize);
         let resp = self.send("GET", action.sign(SIGNED_FOR).as_str(), &[])?;
         let status = resp.status();
         let text = read_text(resp)?;
@@ -444,6 +449,12 @@ impl Place for S3Place {
 
     fn puts_whole(&self) -> bool {
         true
+    }
+
+    fn check(&mut self) -> Result<()> {
+        // One key listed: the credentials, the bucket and the permission to list, without
+        // reading a prefix that grows with every batch.
+        self.list_keys(None, 1).map(|_| ())
     }
 
     fn remove(&mut self, path: &str) -> Result<()> {
