@@ -374,3 +374,59 @@ fn the_daemon_delivers_receipts_beside_loading() {
     let all = receipts(&acks);
     assert_eq!(receipt_of(&all, "a.csv")["status"], "accepted");
 }
+
+#[test]
+fn kill_9_at_random_moments_then_every_finished_file_has_exactly_one_receipt() {
+    let s = Spool::new();
+    fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
+    for i in 0..30 {
+        let bad = if i % 3 == 0 { "\nzz,1.00" } else { "" };
+        s.drop_file(
+            &format!("orders/f{i:02}.csv"),
+            format!("id,amount\n{i},{i}.00{bad}\n").as_bytes(),
+        );
+    }
+    let mut rng = Rng::from_time();
+    for _ in 0..20 {
+        let mut child = s
+            .cmd()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    s.ferry(&["run"]);
+    s.ferry_ok(&["run"], 0);
+    let all = receipts(&s.root.join("acks"));
+    // One receipt per finished file: by ledger id, and no file named twice.
+    let finished = s.count("SELECT count(*) FROM files");
+    assert_eq!(
+        all.len() as i64,
+        finished,
+        "{:?}",
+        all.keys().collect::<Vec<_>>()
+    );
+    let mut ids: Vec<i64> = all
+        .values()
+        .map(|r| r["ledger_id"].as_i64().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len());
+    for i in 0..30 {
+        let r = receipt_of(&all, &format!("f{i:02}.csv"));
+        let want = if i % 3 == 0 {
+            "accepted_with_errors"
+        } else {
+            "accepted"
+        };
+        assert_eq!(r["status"], want, "f{i:02}.csv");
+    }
+    assert!(tree(&s.root.join("acks"))
+        .keys()
+        .all(|k| !k.starts_with('.')));
+}
