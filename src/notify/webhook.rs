@@ -2,8 +2,10 @@
 //!
 //! Headers: `Content-Type: application/json`; `Idempotency-Key: <dataset>:<sha256>:<ledger
 //! id>` — the same on every retry of one notice, another for each finished file (a duplicate
-//! re-sent, or a retried file's new outcome, is an event of its own); `X-Ferry-Signature:
-//! sha256=<hex>`, the HMAC-SHA256 of the body with the key in `secret_env`. Any 2xx is
+//! re-sent, or a retried file's new outcome after a rejection, is an event of its own, which a
+//! receiver deduplicating on dataset and SHA-256 alone would drop); `X-Ferry-Content-Key:
+//! <dataset>:<sha256>`, the content's identity, for receivers that want one notice per content;
+//! `X-Ferry-Signature: sha256=<hex>`, the HMAC-SHA256 of the body with the key in `secret_env`. Any 2xx is
 //! delivered; anything else, or no answer within the timeout, is retried with back-off.
 
 use crate::config::Notify;
@@ -46,17 +48,17 @@ impl Webhook {
 
     /// POSTs `body` (the receipt of `row`); Ok when the receiver answered 2xx.
     pub fn post(&self, row: &FileRow, body: &[u8]) -> Result<()> {
-        let key = format!(
-            "{}:{}:{}",
+        let content = format!(
+            "{}:{}",
             row.dataset.as_deref().unwrap_or(""),
-            row.sha256.as_deref().unwrap_or(""),
-            row.id
+            row.sha256.as_deref().unwrap_or("")
         );
         let mut req = ureq::http::Request::builder()
             .method("POST")
             .uri(&self.url)
             .header("content-type", "application/json")
-            .header("idempotency-key", key);
+            .header("idempotency-key", format!("{content}:{}", row.id))
+            .header("x-ferry-content-key", content);
         if let Some(secret) = &self.secret {
             req = req.header(
                 "x-ferry-signature",

@@ -233,10 +233,12 @@ class H(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["content-length"]))
         want = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
         key = self.headers.get("idempotency-key")
+        content = self.headers.get("x-ferry-content-key")
         fail = key not in seen
         seen.add(key)
         with open(log, "a") as f:
-            f.write(json.dumps({"key": key, "signed": self.headers.get("x-ferry-signature") == want,
+            f.write(json.dumps({"key": key, "content": content,
+                                "signed": self.headers.get("x-ferry-signature") == want,
                                 "failed": fail, "body": json.loads(body)}) + "\n")
         self.send_response(500 if fail else 204)
         self.end_headers()
@@ -331,6 +333,15 @@ both_stores! {
             took.iter().map(|c| c["body"]["status"].as_str().unwrap().into()).collect();
         statuses.sort();
         assert_eq!(statuses, ["accepted", "accepted_with_errors", "duplicate", "rejected"]);
+        // The content key is the dataset and the SHA-256 the body names.
+        for c in &calls {
+            let want = format!(
+                "{}:{}",
+                c["body"]["dataset"].as_str().unwrap(),
+                c["body"]["sha256"].as_str().unwrap()
+            );
+            assert_eq!(c["content"], want);
+        }
         // A retry carries the same key and the same body.
         for c in &took {
             let first = calls.iter().find(|f| f["key"] == c["key"]).unwrap();
