@@ -1,11 +1,12 @@
 //! `ferry config check`: validates the config (loading it already did) and shows the datasets
 //! as ferry resolved them, each with the table it has or will get. Opening the store checks
-//! that it can be reached (a PostgreSQL connection failure is the command's error).
+//! that it can be reached (a PostgreSQL connection failure is the command's error); every
+//! source is listed and every export target reached.
 
 use super::Outcome;
 use crate::cli::ConfigCommand;
 use crate::config::Config;
-use crate::report::{self, ConfigView, SourceView, TableView};
+use crate::report::{self, ConfigView, SourceView, TableView, TargetView};
 use crate::store::{self, names};
 use anyhow::Result;
 
@@ -39,7 +40,24 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
         }
         sources.push(SourceView::of(spec, survey));
     }
-    report::print(&ConfigView::of(cfg, tables, sources, st.is_some()), *json)?;
+    // Each export target is reached the way an export reaches it (nothing written).
+    let mut targets = Vec::with_capacity(cfg.targets.len());
+    for spec in &cfg.targets {
+        let reached = crate::remote::connect(spec).and_then(|mut p| p.check());
+        if let Err(e) = &reached {
+            refused.push(format!("target {:?}: {e:#}", spec.name));
+        }
+        targets.push(TargetView {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            reached: reached.is_ok(),
+            error: reached.err().map(|e| format!("{e:#}")),
+        });
+    }
+    report::print(
+        &ConfigView::of(cfg, tables, (sources, targets), st.is_some()),
+        *json,
+    )?;
     if !refused.is_empty() {
         return Err(crate::exit::ExitError::Usage(refused.join("; ")).into());
     }

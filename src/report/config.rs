@@ -15,7 +15,7 @@ impl ConfigView {
     pub fn of(
         cfg: &Config,
         tables: Vec<TableView>,
-        sources: Vec<SourceView>,
+        (sources, targets): (Vec<SourceView>, Vec<TargetView>),
         store_ready: bool,
     ) -> ConfigView {
         let lease = match &cfg.store {
@@ -47,8 +47,19 @@ impl ConfigView {
                 .map(|(d, t)| DatasetView::of(d, t))
                 .collect(),
             sources,
+            targets,
         }
     }
+}
+
+/// An export target (`[[target]]`) as `config check` shows it: reached, or why not.
+#[derive(Serialize)]
+pub struct TargetView {
+    pub name: String,
+    pub url: String,
+    pub reached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A remote source as `config check` shows it: its settings (never a secret: only where each
@@ -265,6 +276,18 @@ impl Report for ConfigView {
         for s in &self.sources {
             source(&mut o, s);
         }
+        for t in &self.targets {
+            let _ = writeln!(o);
+            let _ = writeln!(o, "target {}  ({})", t.name, t.url);
+            match &t.error {
+                None => {
+                    let _ = writeln!(o, "  reached");
+                }
+                Some(e) => {
+                    let _ = writeln!(o, "  not reached: {e}");
+                }
+            }
+        }
         o
     }
 }
@@ -389,6 +412,7 @@ pub struct ConfigView {
     warnings: Vec<String>,
     datasets: Vec<DatasetView>,
     sources: Vec<SourceView>,
+    targets: Vec<TargetView>,
 }
 
 /// The table a dataset has or will get, and how.

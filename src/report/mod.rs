@@ -11,7 +11,7 @@ mod rekey;
 mod run;
 mod status;
 
-pub use config::{ConfigView, SourceView, TableView};
+pub use config::{ConfigView, SourceView, TableView, TargetView};
 pub use export::{ExportAllReport, ExportReport, TargetsReport};
 pub use ledger::{FileShown, FilesReport, QuarantineList};
 pub use progress::Progress;

@@ -68,6 +68,9 @@ both_stores! {
             as_target(&s3.source("s3-out", "out/ev", "")),
         ) + &as_target(&s3.source("s3-pq", "pq", ""));
         let total = events(&s, &config) as usize;
+        let (code, view) = json_any(&s, &["config", "check", "--json"]);
+        assert_eq!(code, Some(0), "{view}");
+        assert!(view["targets"].as_array().unwrap().iter().all(|t| t["reached"] == true));
         for target in ["sftp-out", "ftps-out", "s3-out"] {
             s.ferry_ok(&["export", "ev", "--target", target, "--max-rows", "25"], 0);
         }
@@ -222,6 +225,11 @@ fn targets_are_refused_with_the_reason_before_anything_is_recorded() {
         .source("s3-out", "x/", "")
         .replace("FERRY_TEST_SECRET", "FERRY_TEST_WRONG_SECRET");
     events(&s, &as_target(&wrong));
+    // `config check` reaches each target: refused, with the reason.
+    let (code, view) = json_any(&s, &["config", "check", "--json"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(view["targets"][0]["name"], "s3-out");
+    assert_eq!(view["targets"][0]["reached"], false);
     // A wrong secret: refused (exit 2), nothing exported, no target recorded.
     let out = s.ferry(&["export", "ev", "--target", "s3-out"]);
     assert_eq!(
