@@ -95,17 +95,20 @@ fn destination(
         .and_then(|t| cfg.targets.iter().find(|s| s.name.eq_ignore_ascii_case(t)));
     let url = to.and_then(|t| t.to_str()).map(str::to_string);
     let remote = url.as_deref().and_then(config::remote_url);
+    // The URL as a resolved target shows it: a [[target]] with that URL gives its settings (a
+    // login the URL alone cannot) and its name.
+    let shown = url.as_deref().and_then(config::shown_url);
     if let Some(spec) = named {
-        if let Some(r) = remote {
-            let given = r.map_err(ExitError::Usage)?;
-            if given.url != spec.url {
-                return Err(ExitError::Usage(format!(
-                    "target {:?} is {}, not {}; give --target or --to, not both",
-                    spec.name, spec.url, given.url
-                ))
-                .into());
-            }
-        } else if to.is_some() {
+        if remote.is_some() && shown.as_ref() != Some(&spec.url) {
+            return Err(ExitError::Usage(format!(
+                "target {:?} is {}, not {}; give --target or --to, not both",
+                spec.name,
+                spec.url,
+                shown.unwrap_or_default()
+            ))
+            .into());
+        }
+        if remote.is_none() && to.is_some() {
             return Err(ExitError::Usage(format!(
                 "target {:?} is {} (ferry.toml); give --target or --to, not both",
                 spec.name, spec.url
@@ -115,13 +118,13 @@ fn destination(
         return Ok((To::Remote(spec.clone()), spec.name.clone()));
     }
     if let Some(r) = remote {
-        let given = r.map_err(ExitError::Usage)?;
-        if let Some(spec) = cfg.targets.iter().find(|s| s.url == given.url) {
+        if let Some(spec) = cfg.targets.iter().find(|s| Some(&s.url) == shown.as_ref()) {
             return Ok((
                 To::Remote(spec.clone()),
                 target.unwrap_or(spec.name.clone()),
             ));
         }
+        let given = r.map_err(ExitError::Usage)?;
         let name = target.unwrap_or_else(|| given.url.clone());
         return Ok((To::Remote(Arc::new(given)), name));
     }

@@ -13,7 +13,7 @@ mod load;
 mod sources;
 mod values;
 
-pub use sources::{remote_url, same_server, After, S3Spec, Scheme, SourceSpec};
+pub use sources::{remote_url, same_server, shown_url, After, S3Spec, Scheme, SourceSpec};
 pub use values::parse_duration;
 
 #[cfg(test)]

@@ -177,6 +177,12 @@ pub fn remote_url(url: &str) -> Option<Result<SourceSpec, String>> {
     }))
 }
 
+/// The URL as ferry shows it (the form a resolved source's or target's `url` has), if it is a
+/// remote URL ferry can read: to find the `[[target]]` a URL names before resolving it alone.
+pub fn shown_url(url: &str) -> Option<String> {
+    Url::parse(url).ok().map(|u| u.shown())
+}
+
 /// `url` as a place on `source`'s own server (the same scheme, host, port and user; for S3
 /// the same endpoint, any bucket): the source's settings — login, host key, TLS, credentials
 /// — with the URL's folder, as an upload target (a source's receipts written back to the

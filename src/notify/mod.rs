@@ -251,12 +251,12 @@ fn destination(cfg: &Config, r: &Receipts, source: Option<&SourceSpec>) -> Resul
     if let Some(s) = source.and_then(|s| crate::config::same_server(s, &r.to)) {
         return Ok(To::Remote(Arc::new(s)));
     }
+    let shown = crate::config::shown_url(&r.to);
+    if let Some(t) = cfg.targets.iter().find(|t| Some(&t.url) == shown.as_ref()) {
+        return Ok(To::Remote(t.clone()));
+    }
     if let Some(url) = crate::config::remote_url(&r.to) {
-        let given = url.map_err(anyhow::Error::msg)?;
-        if let Some(t) = cfg.targets.iter().find(|t| t.url == given.url) {
-            return Ok(To::Remote(t.clone()));
-        }
-        return Ok(To::Remote(Arc::new(given)));
+        return Ok(To::Remote(Arc::new(url.map_err(anyhow::Error::msg)?)));
     }
     let dir = cfg.spool.root.join(&r.to);
     std::fs::create_dir_all(&dir)

@@ -87,11 +87,18 @@ pub fn file_name(row: &FileRow) -> &str {
 }
 
 /// `<file name>.<first 12 hex of its SHA-256>` (the ledger id for a file never hashed): what a
-/// file's receipt and rejects are named after.
+/// file's receipt and rejects are named after. A partner's file name may hold what a remote
+/// place would read otherwise — a line break ends an FTP command, a backslash is a folder
+/// elsewhere — so control characters and backslashes become `_` (the receipt's `file` keeps
+/// the name as it was).
 pub fn stem(row: &FileRow) -> String {
+    let name: String = file_name(row)
+        .chars()
+        .map(|c| if c.is_control() || c == '\\' { '_' } else { c })
+        .collect();
     match &row.sha256 {
-        Some(h) => format!("{}.{}", file_name(row), &h[..h.len().min(12)]),
-        None => format!("{}.id{}", file_name(row), row.id),
+        Some(h) => format!("{name}.{}", &h[..h.len().min(12)]),
+        None => format!("{name}.id{}", row.id),
     }
 }
 

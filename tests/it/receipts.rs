@@ -441,3 +441,31 @@ fn kill_9_at_random_moments_then_every_finished_file_has_exactly_one_receipt() {
         .keys()
         .all(|k| !k.starts_with('.')));
 }
+
+#[test]
+fn a_file_name_with_a_line_break_never_reaches_an_ftp_command_as_one() {
+    let ftp = crate::vsftpd::Vsftpd::start();
+    let s = Spool::new();
+    let target = ftp
+        .source("acks", "acks", "")
+        .replace("[[source]]", "[[target]]")
+        .replace("settle = \"0s\"\n", "");
+    let url = target
+        .lines()
+        .find_map(|l| l.strip_prefix("url = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+    let config = ORDERS.replace(
+        "receipts = \"acks\"\nreceipt_rejects = \"csv\"\n",
+        &format!("receipts = \"{url}\"\n"),
+    );
+    fs::write(s.root.join("ferry.toml"), format!("{config}{target}")).unwrap();
+    s.drop_file("orders/odd\nDELE x.csv", b"id,amount\n1,1.00\n");
+    s.ferry_ok(&["run"], 0);
+    let all = receipts(&ftp.root.join("acks"));
+    assert_eq!(all.len(), 1, "{:?}", tree(&ftp.root.join("acks")));
+    let (name, r) = all.iter().next().unwrap();
+    assert!(name.starts_with("odd_DELE x.csv."), "{name}");
+    assert_eq!(r["file"], "odd\nDELE x.csv");
+}

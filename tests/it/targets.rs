@@ -96,6 +96,17 @@ both_stores! {
         assert_eq!(strip(tree(&ftp_dir)), strip(want.clone()));
         assert_eq!(strip(tree(&s3_dir)), strip(want));
 
+        // The URL of a [[target]] given to --to: that target (its login), the same watermark.
+        let ftps_url = ftp
+            .source("x", "out", "")
+            .lines()
+            .find_map(|l| l.strip_prefix("url = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string();
+        let again = s.json(&["export", "ev", "--to", &ftps_url, "--json"]);
+        assert_eq!(again["target"], "ftps-out");
+        assert_eq!(again["rows"], 0);
         // New records: only they go out, in a batch of their own.
         let mut next = total as u64;
         drop_events(&s, "b", 1, 10, &mut next);
