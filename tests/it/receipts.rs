@@ -469,3 +469,24 @@ fn a_file_name_with_a_line_break_never_reaches_an_ftp_command_as_one() {
     assert!(name.starts_with("odd_DELE x.csv."), "{name}");
     assert_eq!(r["file"], "odd\nDELE x.csv");
 }
+
+#[test]
+fn receipts_of_objects_pulled_from_a_bucket_go_back_into_it() {
+    let s3 = crate::seaweed::Seaweed::start();
+    let s = Spool::new();
+    crate::remote::configure(
+        &s,
+        &s3.source("acme", "in", "receipts = \"s3://inbox/acks/\"\n"),
+    );
+    s3.put("in/a.csv", b"id,status\n1,new\n");
+    s3.put("in/b.csv", b"id,status\n2,paid\n");
+    s.ferry_ok(&["run"], 0);
+    let acks = s3.objects("acks/");
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    let sha = sha256_hex(b"id,status\n1,new\n");
+    let key = format!("acks/a.csv.{}.receipt.json", &sha[..12]);
+    let r: Value = serde_json::from_slice(&s3.get(&key).unwrap()).unwrap();
+    assert_eq!(r["status"], "accepted");
+    assert_eq!(r["remote"]["source"], "acme");
+    assert_eq!(r["sha256"], sha);
+}
