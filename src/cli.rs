@@ -309,8 +309,9 @@ pub struct ExportArgs {
     #[arg(required_unless_present_any = ["list", "all"])]
     pub dataset: Option<String>,
 
-    /// Target folder [default: <root>/outgoing/<DATASET>]
-    #[arg(long, value_name = "DIR")]
+    /// Target folder, or sftp://, ftp://, ftps://, s3://bucket/prefix URL (a [[target]] with
+    /// that URL lends its settings) [default: <root>/outgoing/<DATASET>]
+    #[arg(long, value_name = "DIR|URL")]
     pub to: Option<PathBuf>,
 
     /// Batch file format
@@ -329,7 +330,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_rows: u64,
 
-    /// The target's name, which owns its own watermark [default: the target folder's path]
+    /// The target's name, which owns its own watermark; the name of a [[target]] exports to it
+    /// [default: the target folder's path, or the URL]
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
 

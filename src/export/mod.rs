@@ -51,7 +51,7 @@ use std::sync::Arc;
 pub enum BatchFormat {
     Csv,
     Ndjson,
-    /// Columnar, typed (see `parquet`)
+    /// Columnar, in the dataset's declared types (zstd; see --compression)
     Parquet,
 }
 
