@@ -35,6 +35,9 @@ impl Webhook {
         };
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // A redirect is an answer to fix in the config, not a place to send the signed body.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .timeout_global(Some(n.timeout));
         if let Some(ca) = &n.ca_file {
             config = config.tls_config(crate::remote::tls_roots(ca)?);

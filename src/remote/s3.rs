@@ -52,6 +52,10 @@ impl S3Place {
             .map_err(|e| Refused(format!("bucket {} at {}: {e}", spec.host, s3.endpoint)))?;
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // A signed request is for one host: a redirect (another region, a proxy) is an
+            // answer to report, never a place to send the request or its body again.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .timeout_connect(Some(spec.timeout))
             .timeout_recv_response(Some(spec.timeout))
             .timeout_per_read(Some(spec.timeout))
