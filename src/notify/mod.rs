@@ -104,8 +104,9 @@ enum Sender {
     Webhook(webhook::Webhook),
 }
 
-/// Delivers every notice due now, channel by channel. A channel whose place fails three files
-/// in a row is left for the next pass (each failure recorded, retried after its back-off).
+/// Delivers every notice due now, channel by channel. A channel whose place cannot be reached,
+/// or fails three files in a row, is left for the next pass (each failure recorded, retried
+/// after its back-off).
 pub fn deliver(cfg: &Config, store: &mut dyn Store, stop: &Shutdown) -> Result<Delivered> {
     let mut done = Delivered::default();
     for ch in channels(cfg) {
@@ -122,6 +123,7 @@ pub fn deliver(cfg: &Config, store: &mut dyn Store, stop: &Shutdown) -> Result<D
                 if stop.is_triggered() {
                     break 'channel;
                 }
+                let reaching = sender.is_none();
                 let sent = match &mut sender {
                     Some(s) => deliver_one(cfg, store, &ch, s, &row),
                     None => open(cfg, &ch)
@@ -157,7 +159,9 @@ pub fn deliver(cfg: &Config, store: &mut dyn Store, stop: &Shutdown) -> Result<D
                         if matches!(sender, Some(Sender::Receipts { .. })) {
                             sender = None;
                         }
-                        if failing >= GIVE_UP_AFTER {
+                        // A place that could not be reached (each try may take its timeout)
+                        // or that failed three files in a row waits for the next pass.
+                        if sender.is_none() && reaching || failing >= GIVE_UP_AFTER {
                             break 'channel;
                         }
                     }
