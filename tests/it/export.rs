@@ -23,7 +23,8 @@ fn batch_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn manifest(data: &Path) -> Value {
+/// The manifest beside a batch's data file.
+pub fn manifest(data: &Path) -> Value {
     let mut m = data.as_os_str().to_owned();
     m.push(".manifest.json");
     serde_json::from_slice(&fs::read(m).unwrap()).unwrap()

@@ -3,6 +3,7 @@
 //! canonical text on both stores), in the declared types; values Parquet cannot hold exactly
 //! refuse the batch; kill -9 during Parquet exports.
 
+use crate::export::manifest;
 use crate::harness::*;
 use serde_json::{json, Value};
 use std::fs;
@@ -38,12 +39,6 @@ fn data_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-fn manifest(data: &Path) -> Value {
-    let mut m = data.as_os_str().to_owned();
-    m.push(".manifest.json");
-    serde_json::from_slice(&fs::read(m).unwrap()).unwrap()
 }
 
 /// Every row of every Parquet batch in `dir`, as pyarrow read it, after checking DuckDB read the

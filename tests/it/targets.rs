@@ -19,6 +19,22 @@ fn as_target(source: &str) -> String {
         .replace("settle = \"0s\"\n", "")
 }
 
+/// `[[target]]` blocks `sftp-out` (the server's folder), `ftps-out` and `s3-out` (the folder
+/// and the prefix given).
+fn three_targets(
+    sshd: &Sshd,
+    ftp: &Vsftpd,
+    s3: &Seaweed,
+    (folder, prefix): (&str, &str),
+) -> String {
+    format!(
+        "{}{}{}",
+        as_target(&sshd.source("sftp-out", "")),
+        as_target(&ftp.source("ftps-out", folder, "")),
+        as_target(&s3.source("s3-out", prefix, "")),
+    )
+}
+
 /// The events dataset: 3 files of 40 records.
 fn events(s: &Spool, targets: &str) -> u64 {
     fs::write(s.root.join("ferry.toml"), targets).unwrap();
@@ -57,16 +73,10 @@ fn assert_every_record_once(s: &Spool, dir: &Path, total: usize) {
 
 both_stores! {
     fn batches_exported_to_sftp_ftps_and_s3_arrive_whole_and_the_watermark_follows() {
-        let sshd = Sshd::start();
-        let ftp = Vsftpd::start_tls();
-        let s3 = Seaweed::start();
+        let (sshd, ftp, s3) = (Sshd::start(), Vsftpd::start_tls(), Seaweed::start());
         let s = Spool::new();
-        let config = format!(
-            "{}{}{}",
-            as_target(&sshd.source("sftp-out", "")),
-            as_target(&ftp.source("ftps-out", "out", "")),
-            as_target(&s3.source("s3-out", "out/ev", "")),
-        ) + &as_target(&s3.source("s3-pq", "pq", ""));
+        let config =
+            three_targets(&sshd, &ftp, &s3, ("out", "out/ev")) + &as_target(&s3.source("s3-pq", "pq", ""));
         let total = events(&s, &config) as usize;
         let (code, view) = json_any(&s, &["config", "check", "--json"]);
         assert_eq!(code, Some(0), "{view}");
@@ -142,17 +152,9 @@ both_stores! {
 
 #[test]
 fn kill_9_during_exports_to_sftp_ftps_and_s3_then_every_record_is_in_exactly_one_batch() {
-    let sshd = Sshd::start();
-    let ftp = Vsftpd::start_tls();
-    let s3 = Seaweed::start();
+    let (sshd, ftp, s3) = (Sshd::start(), Vsftpd::start_tls(), Seaweed::start());
     let s = Spool::new();
-    let config = format!(
-        "{}{}{}",
-        as_target(&sshd.source("sftp-out", "")),
-        as_target(&ftp.source("ftps-out", "k", "")),
-        as_target(&s3.source("s3-out", "k/", "")),
-    );
-    let total = events(&s, &config) as usize;
+    let total = events(&s, &three_targets(&sshd, &ftp, &s3, ("k", "k/"))) as usize;
     let sftp = ["export", "ev", "--target", "sftp-out", "--max-rows", "25"];
     kill_exports_then_finish_at(&s, &sftp, &|| tree(&sshd.remote), 25, 150);
     assert_every_record_once(&s, &sshd.remote, total);
