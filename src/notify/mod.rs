@@ -111,6 +111,11 @@ pub fn deliver(cfg: &Config, store: &mut dyn Store, stop: &Shutdown) -> Result<D
     let mut done = Delivered::default();
     for ch in channels(cfg) {
         store.channel_open(&ch.key)?;
+        // What a pass reads: files from the oldest owed one (at most an hour back when nothing
+        // older is owed), not every file since the channel opened.
+        let horizon = (chrono::Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        store.channel_advance(&ch.key, &ch.covers, &horizon)?;
         let mut sender: Option<Sender> = None;
         // Failures in a row: a place that fails every file is left for the next pass.
         let mut failing = 0;

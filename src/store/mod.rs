@@ -635,6 +635,10 @@ pub trait Store {
         now: &str,
         limit: u64,
     ) -> Result<Vec<(FileRow, u32)>>;
+    /// Moves the channel's start past what it no longer owes: to its oldest owed file, but never
+    /// later than `horizon` (files finished after it may still be committing, on another host
+    /// or with another clock), so a pass reads the recent ledger and the backlog, not all of it.
+    fn channel_advance(&mut self, channel: &str, covers: &Covers, horizon: &str) -> Result<()>;
     /// Whether another file of the channel was delivered as `name`.
     fn delivery_name_taken(&mut self, channel: &str, name: &str, file_id: i64) -> Result<bool>;
     /// Records a notice delivered as `name`.

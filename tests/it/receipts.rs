@@ -490,3 +490,51 @@ fn receipts_of_objects_pulled_from_a_bucket_go_back_into_it() {
     assert_eq!(r["remote"]["source"], "acme");
     assert_eq!(r["sha256"], sha);
 }
+
+#[test]
+fn a_channel_reads_from_its_oldest_owed_file_on_and_never_skips_one() {
+    let s = Spool::new();
+    fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
+    s.drop_file("orders/old.csv", b"id,amount\n1,1.00\n");
+    s.drop_file("orders/new.csv", b"id,amount\n2,2.00\n");
+    s.ferry_ok(&["run"], 0);
+    let acks = s.root.join("acks");
+    assert_eq!(receipts(&acks).len(), 2);
+    // As if old.csv had finished long ago and its receipt were still owed.
+    let db = s.db();
+    db.execute_batch(
+        "UPDATE files SET finished_at = '2020-01-01T00:00:00.000Z' WHERE path = 'orders/old.csv';
+         DELETE FROM ferry_deliveries WHERE file_id =
+           (SELECT id FROM files WHERE path = 'orders/old.csv');
+         UPDATE ferry_channels SET since = '2019-06-01T00:00:00.000Z';",
+    )
+    .unwrap();
+    for (name, _) in receipts(&acks) {
+        if name.starts_with("old.csv.") {
+            fs::remove_file(acks.join(name)).unwrap();
+        }
+    }
+    s.ferry_ok(&["run"], 0);
+    // The owed file held the channel's start back, and was delivered.
+    assert_eq!(
+        receipt_of(&receipts(&acks), "old.csv")["status"],
+        "accepted"
+    );
+    let since = |s: &Spool| {
+        s.query("SELECT since FROM ferry_channels")[0][0]
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(since(&s), "2020-01-01T00:00:00.000Z");
+    // Nothing owed any more: the start moves up to an hour ago, never past it.
+    s.ferry_ok(&["run"], 0);
+    let moved = since(&s);
+    assert!(moved.as_str() > "2026-01-01", "{moved}");
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::minutes(59))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert!(moved < hour_ago, "{moved} {hour_ago}");
+    // Files still arrive and get their receipts.
+    s.drop_file("orders/later.csv", b"id,amount\n3,3.00\n");
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(receipts(&acks).len(), 3);
+}

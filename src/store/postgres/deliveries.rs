@@ -1,7 +1,7 @@
-//! Deliveries in PostgreSQL: `ferry_channels` (when each channel opened) and `ferry_deliveries`
-//! (one row per file a channel delivered or tried to), shared by every host. A file is owed by a
-//! channel when it finished since the channel opened, is one the channel covers, and has no
-//! delivered row. Two hosts delivering at once may both deliver a file (a receipt is then
+//! Deliveries in PostgreSQL: `ferry_channels` (from when each channel owes notices) and
+//! `ferry_deliveries` (one row per file a channel delivered or tried to), shared by every host. A
+//! file is owed by a channel when it finished since the channel's `since`, is one the channel
+//! covers, and has no delivered row. Two hosts delivering at once may both deliver a file (a receipt is then
 //! written twice under the same name, the same bytes; a webhook called twice with the same
 //! idempotency key): deliveries are at least once, and receipts exactly one file per name.
 
@@ -82,6 +82,20 @@ pub fn due(
             (r, n)
         })
         .collect())
+}
+
+pub fn advance(c: &mut Client, channel: &str, covers: &Covers, horizon: &str) -> Result<()> {
+    let name = covered(covers);
+    c.execute(
+        &format!(
+            "UPDATE ferry_channels SET since = GREATEST(since, LEAST($3::text::timestamptz, \
+               COALESCE((SELECT min(files.finished_at) {}), $3::text::timestamptz))) \
+             WHERE channel = $1",
+            owed(covers)
+        ),
+        &[&channel, &name, &horizon],
+    )?;
+    Ok(())
 }
 
 pub fn name_taken(c: &mut Client, channel: &str, name: &str, file_id: i64) -> Result<bool> {

@@ -407,6 +407,14 @@ impl Store for PgStore {
     ) -> Result<Vec<(FileRow, u32)>> {
         deliveries::due(&mut self.c, channel, covers, now, limit)
     }
+    fn channel_advance(
+        &mut self,
+        channel: &str,
+        covers: &crate::store::Covers,
+        horizon: &str,
+    ) -> Result<()> {
+        deliveries::advance(&mut self.c, channel, covers, horizon)
+    }
     fn delivery_name_taken(&mut self, channel: &str, name: &str, file_id: i64) -> Result<bool> {
         deliveries::name_taken(&mut self.c, channel, name, file_id)
     }

@@ -1,6 +1,7 @@
-//! Deliveries in SQLite: `ferry_channels` (when each channel opened) and `ferry_deliveries` (one
-//! row per file a channel delivered or tried to). A file is owed by a channel when it finished
-//! since the channel opened, is one the channel covers, and has no delivered row.
+//! Deliveries in SQLite: `ferry_channels` (from when each channel owes notices) and
+//! `ferry_deliveries` (one row per file a channel delivered or tried to). A file is owed by a
+//! channel when it finished since the channel's `since`, is one the channel covers, and has no
+//! delivered row.
 
 use super::ledger::{file_row, FILE_COLUMNS};
 use crate::store::{now, ChannelStatus, Covers, FileRow};
@@ -67,6 +68,18 @@ pub fn due(
         ))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn advance(conn: &Connection, channel: &str, covers: &Covers, horizon: &str) -> Result<()> {
+    conn.execute(
+        &format!(
+            "UPDATE ferry_channels SET since = max(since, min(?3, \
+               coalesce((SELECT min(f.finished_at) {}), ?3))) WHERE channel = ?1",
+            owed(covers)
+        ),
+        params![channel, covered(covers), horizon],
+    )?;
+    Ok(())
 }
 
 pub fn name_taken(conn: &Connection, channel: &str, name: &str, file_id: i64) -> Result<bool> {

@@ -193,7 +193,8 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE ferry_channels (
         channel TEXT PRIMARY KEY,
-        since   TEXT NOT NULL           -- files finished from then on are owed a notice
+        since   TEXT NOT NULL           -- files finished from then on are owed a notice;
+                                        -- moved on past what was delivered
     );
     CREATE TABLE ferry_deliveries (
         channel      TEXT NOT NULL,

@@ -269,6 +269,14 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(FileRow, u32)>> {
         deliveries::due(&self.conn, channel, covers, now, limit)
     }
+    fn channel_advance(
+        &mut self,
+        channel: &str,
+        covers: &crate::store::Covers,
+        horizon: &str,
+    ) -> Result<()> {
+        deliveries::advance(&self.conn, channel, covers, horizon)
+    }
     fn delivery_name_taken(&mut self, channel: &str, name: &str, file_id: i64) -> Result<bool> {
         deliveries::name_taken(&self.conn, channel, name, file_id)
     }
