@@ -139,8 +139,8 @@ fn destination(
     Ok((To::Folder(dir), target))
 }
 
-/// The dataset's declared columns by lowercased name: declared columns are stored under their
-/// own names. An undeclared dataset (or one not in the config) has none: its columns are text.
+/// The dataset's declared columns by name: declared columns are stored under their own names.
+/// An undeclared dataset (or one not in the config) has none: its columns are text.
 fn declared(cfg: &Config, dataset: &str) -> HashMap<String, Declared> {
     cfg.datasets
         .iter()
@@ -148,7 +148,7 @@ fn declared(cfg: &Config, dataset: &str) -> HashMap<String, Declared> {
         .flat_map(|d| d.columns.iter())
         .map(|c| {
             (
-                c.name.to_lowercase(),
+                c.name.clone(),
                 Declared {
                     ty: c.ty,
                     scale: c.scale,

@@ -104,8 +104,7 @@ pub struct Request {
     pub gzip: bool,
     /// Parquet batches: the page compression.
     pub compression: parquet::Compression,
-    /// Parquet batches: the dataset's declared columns, by lowercased table column name (the
-    /// others are text).
+    /// Parquet batches: the dataset's declared columns by name (the others are text).
     pub declared: HashMap<String, parquet::Declared>,
     pub max_rows: u64,
 }

@@ -237,8 +237,29 @@ impl Layout {
     }
 }
 
+/// What each of the batch's columns is declared as: the declared column of exactly its name, or
+/// of its name in another case (a table adopted with `AMOUNT` for a declared `amount`) when no
+/// other column of the batch has that name in any case — two columns differing only in case
+/// never both take one declaration; the one that is not it stays text.
+fn declarations(columns: &[String], declared: &HashMap<String, Declared>) -> Vec<Option<Declared>> {
+    columns
+        .iter()
+        .map(|n| {
+            declared.get(n).copied().or_else(|| {
+                let lower = n.to_lowercase();
+                let alone = columns.iter().filter(|m| m.to_lowercase() == lower).count() == 1;
+                let mut by_case = declared.iter().filter(|(k, _)| k.to_lowercase() == lower);
+                match (alone, by_case.next(), by_case.next()) {
+                    (true, Some((_, d)), None) => Some(*d),
+                    _ => None,
+                }
+            })
+        })
+        .collect()
+}
+
 /// Writes the batch's records to `tmp` as Parquet, fsynced. `declared`: the dataset's declared
-/// columns by lowercased table column name.
+/// columns by name.
 pub fn write(
     store: &mut dyn Store,
     table: &str,
@@ -248,21 +269,24 @@ pub fn write(
 ) -> Result<(Written, Vec<Field>)> {
     let mut names: Vec<String> = SYSTEM.iter().map(|s| s.to_string()).collect();
     names.extend(plan.columns.iter().cloned());
-    let decl = |n: &str| declared.get(&n.to_lowercase()).copied();
-    let mut kinds: Vec<Kind> = names
+    let decl: Vec<Option<Declared>> = [None; SYSTEM.len()]
+        .into_iter()
+        .chain(declarations(&plan.columns, declared))
+        .collect();
+    let mut kinds: Vec<Kind> = decl
         .iter()
         .enumerate()
-        .map(|(i, n)| {
+        .map(|(i, d)| {
             if i < SYSTEM.len() {
                 Kind::Int
             } else {
-                Kind::of(decl(n))
+                Kind::of(*d)
             }
         })
         .collect();
     // Decimals declared without a scale: the batch's greatest.
     let unscaled: Vec<usize> = (SYSTEM.len()..names.len())
-        .filter(|&i| matches!(decl(&names[i]), Some(d) if d.ty == ColType::Decimal && d.scale.is_none()))
+        .filter(|&i| matches!(decl[i], Some(d) if d.ty == ColType::Decimal && d.scale.is_none()))
         .collect();
     if !unscaled.is_empty() {
         for (i, scale) in unscaled
@@ -907,6 +931,30 @@ mod tests {
             Err(Bad::Nanos) => "nanos".into(),
             Ok(v) => panic!("accepted: {v:?}"),
         }
+    }
+
+    #[test]
+    fn a_declaration_goes_to_one_column_only() {
+        let d = |ty| Declared { ty, scale: None };
+        let declared: HashMap<String, Declared> = [
+            ("amount".to_string(), d(ColType::Decimal)),
+            ("day".to_string(), d(ColType::Date)),
+        ]
+        .into();
+        let cols = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Exact names; another case when it is the only one; two cases: the exact one only.
+        assert_eq!(
+            declarations(&cols(&["amount", "DAY", "note"]), &declared),
+            [Some(d(ColType::Decimal)), Some(d(ColType::Date)), None]
+        );
+        assert_eq!(
+            declarations(&cols(&["Amount", "amount"]), &declared),
+            [None, Some(d(ColType::Decimal))]
+        );
+        assert_eq!(
+            declarations(&cols(&["Day", "DAY"]), &declared),
+            [None, None]
+        );
     }
 
     #[test]
