@@ -152,8 +152,9 @@ pub fn build<'a>(
 
 /// The rejected records as the file had them, read again from where the ledger placed it:
 /// `_line`, the file's columns (values as the parser read them, before any typing), `_errors`
-/// (each reason, `column: why`). `None` when the file cannot be read any more (pruned, moved):
-/// the caller lists the located errors instead (`rejects_csv`).
+/// (each reason, `column: why`). `None` when the file cannot be read any more (pruned, moved)
+/// or no longer holds every rejected record: the caller lists the located errors instead
+/// (`rejects_csv`).
 pub fn rejected_records(
     file: &std::path::Path,
     name: &str,
@@ -214,6 +215,12 @@ pub fn rejected_records(
         rows: Vec::new(),
     };
     opened.parse(&mut pick).ok()?;
+    // Every rejected record found again, or the located list instead: never a partial file
+    // that looks whole.
+    let found: std::collections::BTreeSet<u64> = pick.rows.iter().map(|(l, _)| *l).collect();
+    if found.len() != pick.why.len() {
+        return None;
+    }
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .flexible(true)

@@ -538,3 +538,33 @@ fn a_channel_reads_from_its_oldest_owed_file_on_and_never_skips_one() {
     s.ferry_ok(&["run"], 0);
     assert_eq!(receipts(&acks).len(), 3);
 }
+
+#[test]
+fn a_rejects_file_is_never_partial_when_the_archived_file_changed() {
+    let s = Spool::new();
+    fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
+    // Delivered only on the second run: the archived copy is cut short in between.
+    s.drop_file(
+        "orders/some-bad.csv",
+        b"id,amount\n3,1.00\nx,2.00\n5,abc\n6,3.00\n7,4.00\n",
+    );
+    let died = s
+        .cmd()
+        .arg("run")
+        .env("FERRY_FAULT_NOTICE_DIE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(died.status.code(), Some(137));
+    let stored = s.query("SELECT stored_at FROM files")[0][0]
+        .clone()
+        .unwrap();
+    fs::write(s.root.join(stored), b"id,amount\n3,1.00\nx,2.00\n").unwrap();
+    s.ferry_ok(&["run"], 0);
+    let acks = s.root.join("acks");
+    let r = receipt_of(&receipts(&acks), "some-bad.csv").clone();
+    let mut csv = csv::Reader::from_path(acks.join(r["rejects_file"].as_str().unwrap())).unwrap();
+    let header: Vec<String> = csv.headers().unwrap().iter().map(str::to_string).collect();
+    // Line 4 is gone from the file: the located errors, both of them, instead.
+    assert_eq!(header, ["line", "column", "value", "reason"]);
+    assert_eq!(csv.records().count(), 2);
+}
