@@ -162,21 +162,27 @@ def claims(spool):
     return out
 
 
-def main():
+def lab_main(make_lab, run_in, pace):
+    """The command line of a many-hosts benchmark: parse, check root, build, run in a lab that is
+    always cleaned up."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=2000)
-    ap.add_argument("--pace", type=float, default=150.0, help="files per second, all writers together")
+    ap.add_argument("--pace", type=float, default=pace, help="files per second, all writers together")
     ap.add_argument("--lease", default="10s")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root: network and PID namespaces")
     if not os.path.exists(FERRY):
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-    lab = Lab(args.lease)
+    lab = make_lab(args.lease)
     try:
-        run(lab, args)
+        run_in(lab, args)
     finally:
         lab.cleanup()
+
+
+def main():
+    lab_main(Lab, run, 150.0)
 
 
 def run(lab, args):

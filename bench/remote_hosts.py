@@ -21,7 +21,6 @@ Needs root (namespaces), PostgreSQL's server binaries, sshd, and SeaweedFS with 
   sudo python3 bench/remote_hosts.py --files 4000 --lease 15s
 """
 
-import argparse
 import os
 import signal
 import subprocess
@@ -30,8 +29,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hosts import HOSTS, NET, Lab, sh  # noqa: E402
-from ingest import FERRY, REPO  # noqa: E402
+from hosts import HOSTS, NET, Lab, lab_main, sh  # noqa: E402
+from ingest import FERRY  # noqa: E402
 from postgres import psql  # noqa: E402
 from remote import Sshd  # noqa: E402
 from remote_s3 import BUCKET, KEY, SECRET, Seaweed  # noqa: E402
@@ -218,20 +217,7 @@ def run(lab, args):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=2000)
-    ap.add_argument("--pace", type=float, default=100.0, help="files per second, all writers together")
-    ap.add_argument("--lease", default="10s")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("needs root: network and PID namespaces")
-    if not os.path.exists(FERRY):
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
-    lab = RemoteLab(args.lease)
-    try:
-        run(lab, args)
-    finally:
-        lab.cleanup()
+    lab_main(RemoteLab, run, 100.0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Final-named data files in a target folder, sorted (manifests, markers and temp files aside).
-fn batch_files(dir: &Path) -> Vec<PathBuf> {
+pub fn batch_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .flatten()

@@ -43,6 +43,17 @@ fn receipt_of<'a>(all: &'a BTreeMap<String, Value>, file: &str) -> &'a Value {
     found[0]
 }
 
+/// A run killed (as by kill -9) right after it wrote its first receipt, before recording it.
+fn run_killed_after_the_first_receipt(s: &Spool) {
+    let died = s
+        .cmd()
+        .arg("run")
+        .env("FERRY_FAULT_NOTICE_DIE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(died.status.code(), Some(137));
+}
+
 fn drop_orders(s: &Spool) {
     s.drop_file("orders/good.csv", b"id,amount\n1,10.00\n2,20.50\n");
     s.drop_file(
@@ -135,13 +146,7 @@ fn a_run_killed_after_writing_a_receipt_leaves_exactly_one_receipt_per_file() {
     fs::write(s.root.join("ferry.toml"), ORDERS).unwrap();
     drop_orders(&s);
     // Killed after the first receipt was written, before it was recorded.
-    let died = s
-        .cmd()
-        .arg("run")
-        .env("FERRY_FAULT_NOTICE_DIE", "1")
-        .output()
-        .unwrap();
-    assert_eq!(died.status.code(), Some(137));
+    run_killed_after_the_first_receipt(&s);
     assert_eq!(receipts(&s.root.join("acks")).len(), 1);
     assert_eq!(
         s.count("SELECT count(*) FROM orders"),
@@ -548,13 +553,7 @@ fn a_rejects_file_is_never_partial_when_the_archived_file_changed() {
         "orders/some-bad.csv",
         b"id,amount\n3,1.00\nx,2.00\n5,abc\n6,3.00\n7,4.00\n",
     );
-    let died = s
-        .cmd()
-        .arg("run")
-        .env("FERRY_FAULT_NOTICE_DIE", "1")
-        .output()
-        .unwrap();
-    assert_eq!(died.status.code(), Some(137));
+    run_killed_after_the_first_receipt(&s);
     let stored = s.query("SELECT stored_at FROM files")[0][0]
         .clone()
         .unwrap();
