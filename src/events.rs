@@ -28,6 +28,15 @@ pub enum Event<'a> {
         reject: &'a Reject,
         bytes: u64,
     },
+    /// A container (archive, OpenPGP file) whose members all finished: each member has its
+    /// own event.
+    Unpacked {
+        path: &'a str,
+        id: i64,
+        dataset: &'a str,
+        members: u64,
+        bytes: u64,
+    },
     /// `--keep`: this exact file was handled before; nothing to do.
     Unchanged {
         path: &'a str,
@@ -192,6 +201,8 @@ pub struct Summary {
     pub ingested: u64,
     pub duplicate: u64,
     pub quarantined: u64,
+    /// Containers (archives, OpenPGP files) whose members all finished.
+    pub unpacked: u64,
     pub unchanged: u64,
     pub released: u64,
     /// Files that could not be read and were left where they are.
@@ -261,6 +272,14 @@ impl Event<'_> {
                 v.id = Some(id);
                 v.error_kind = Some(reject.kind.id());
                 v.reason = Some(reject.message.clone());
+            }
+            Event::Unpacked {
+                path, id, dataset, ..
+            } => {
+                v.path = path.into();
+                v.dataset = Some(dataset.to_string());
+                v.outcome = "unpacked";
+                v.id = Some(id);
             }
             Event::Unchanged { path } => {
                 v.path = path.into();
@@ -341,6 +360,7 @@ impl Summary {
         self.ingested += o.ingested;
         self.duplicate += o.duplicate;
         self.quarantined += o.quarantined;
+        self.unpacked += o.unpacked;
         self.unchanged += o.unchanged;
         self.released += o.released;
         self.left += o.left;
@@ -559,6 +579,17 @@ impl Event<'_> {
                 summary.quarantined += 1;
                 summary.bytes += bytes;
                 c.count_quarantined(dataset, reject, bytes);
+            }
+            Event::Unpacked {
+                path,
+                id,
+                dataset,
+                members,
+                bytes,
+            } => {
+                tracing::info!(path, id, dataset, members, "container unpacked; its members finished");
+                summary.unpacked += 1;
+                summary.bytes += bytes;
             }
             Event::Unchanged { path } => {
                 tracing::debug!(path, "file already handled; skipped");

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cmd;
 pub(crate) mod config;
+pub(crate) mod container;
 pub(crate) mod discover;
 pub(crate) mod events;
 pub mod exit;

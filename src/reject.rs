@@ -90,6 +90,29 @@ pub enum Kind {
     EncodingNul,
     /// The gzip stream is corrupt or truncated.
     GzipCorrupt,
+    /// A member of an archive loaded as one unit failed: the archive is set aside whole.
+    ArchiveMemberFailed,
+    /// A member whose name would leave the folder (`..`, absolute, a drive), a link, a device
+    /// or a name two members share: member names never become paths.
+    ArchiveUnsafeMember,
+    /// More bytes, a greater expansion or more members than the limits allow (a bomb).
+    ArchiveTooBig,
+    /// An archive inside an archive (one level is unpacked).
+    ArchiveNested,
+    /// An encrypted zip entry (ferry reads OpenPGP, not zip passwords).
+    ArchiveEncrypted,
+    /// A truncated or corrupt archive, or a member that does not match its checksum.
+    ArchiveCorrupt,
+    /// A zip compression method ferry does not read.
+    ArchiveUnsupported,
+    /// An OpenPGP file that is not signed where the dataset requires a signature.
+    PgpUnsigned,
+    /// A signature that does not verify with the partner's key (or made by another key).
+    PgpBadSignature,
+    /// Encrypted to a key ferry does not hold (or no key is configured).
+    PgpNoKey,
+    /// A malformed OpenPGP message, or one whose integrity check (MDC/AEAD) fails.
+    PgpCorrupt,
     /// A column the dataset requires is missing from the file.
     SchemaMissingColumn,
     /// The file has a column the dataset does not declare, and the dataset refuses new columns.
@@ -170,6 +193,17 @@ impl Kind {
         Kind::XlsxCellTooBig,
         Kind::EncodingNul,
         Kind::GzipCorrupt,
+        Kind::ArchiveMemberFailed,
+        Kind::ArchiveUnsafeMember,
+        Kind::ArchiveTooBig,
+        Kind::ArchiveNested,
+        Kind::ArchiveEncrypted,
+        Kind::ArchiveCorrupt,
+        Kind::ArchiveUnsupported,
+        Kind::PgpUnsigned,
+        Kind::PgpBadSignature,
+        Kind::PgpNoKey,
+        Kind::PgpCorrupt,
         Kind::SchemaMissingColumn,
         Kind::SchemaNewColumn,
         Kind::SchemaAmbiguousColumn,
@@ -224,6 +258,17 @@ impl Kind {
             Kind::XlsxCellTooBig => "xlsx.cell_too_big",
             Kind::EncodingNul => "encoding.nul",
             Kind::GzipCorrupt => "gzip.corrupt",
+            Kind::ArchiveMemberFailed => "archive.member_failed",
+            Kind::ArchiveUnsafeMember => "archive.unsafe_member",
+            Kind::ArchiveTooBig => "archive.too_big",
+            Kind::ArchiveNested => "archive.nested",
+            Kind::ArchiveEncrypted => "archive.encrypted",
+            Kind::ArchiveCorrupt => "archive.corrupt",
+            Kind::ArchiveUnsupported => "archive.unsupported",
+            Kind::PgpUnsigned => "pgp.unsigned",
+            Kind::PgpBadSignature => "pgp.bad_signature",
+            Kind::PgpNoKey => "pgp.no_key",
+            Kind::PgpCorrupt => "pgp.corrupt",
             Kind::SchemaMissingColumn => "schema.missing_column",
             Kind::SchemaNewColumn => "schema.new_column",
             Kind::SchemaAmbiguousColumn => "schema.ambiguous_column",

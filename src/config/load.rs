@@ -77,7 +77,13 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
         );
         let incoming = raw.incoming.as_ref().map(|i| absolute(&root.join(i)));
-        let datasets = datasets(&raw, text, &at)?;
+        let unpack = Arc::new(match &raw.unpack {
+            Some(u) => u
+                .apply(&super::Unpack::default())
+                .map_err(|e| at.bad("unpack", e))?,
+            None => super::Unpack::default(),
+        });
+        let datasets = datasets(&raw, text, &at, &unpack)?;
         let spool = Spool::new(&root, incoming.as_deref());
         let store = store_location(&raw, store, &spool, &at)?;
         let mut warnings = pattern_warnings(&datasets);
@@ -119,6 +125,7 @@ impl Config {
                 .map(Arc::new)
                 .collect(),
             notify: notify(&raw.notify, &at)?,
+            unpack,
             file,
         })
     }
@@ -241,7 +248,12 @@ fn rules(raw: &RawConfig, at: &Where) -> Result<Rules, ExitError> {
     Rules::new(&ignore, marker, settle).map_err(|e| at.bad("ready.ignore", e.to_string()))
 }
 
-fn datasets(raw: &RawConfig, text: &str, at: &Where) -> Result<Vec<Arc<DatasetSpec>>, ExitError> {
+fn datasets(
+    raw: &RawConfig,
+    text: &str,
+    at: &Where,
+    unpack: &Arc<super::Unpack>,
+) -> Result<Vec<Arc<DatasetSpec>>, ExitError> {
     let mut datasets = Vec::new();
     let mut names = std::collections::HashSet::new();
     let mut tables = std::collections::HashMap::new();
@@ -258,7 +270,11 @@ fn datasets(raw: &RawConfig, text: &str, at: &Where) -> Result<Vec<Arc<DatasetSp
         if !names.insert(d.name.0.to_lowercase()) {
             return Err(here("a dataset with this name is already defined".into()));
         }
-        let spec = d.resolve(text).map_err(here)?;
+        let mut spec = d.resolve(text).map_err(here)?;
+        let own = d.unpack();
+        if own.any() {
+            spec.unpack = Some(Arc::new(own.apply(unpack).map_err(here)?));
+        }
         if let Some(t) = &spec.table {
             if let Some(other) = tables.insert(t.to_lowercase(), spec.name.clone()) {
                 return Err(here(format!(
@@ -451,6 +467,7 @@ pub(super) struct RawConfig {
     #[serde(default, rename = "target")]
     targets: Vec<super::sources::RawSource>,
     notify: Option<RawNotify>,
+    unpack: Option<super::unpack::RawUnpack>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -550,6 +567,30 @@ pub(super) struct RawDataset {
     receipts: Option<String>,
     /// `"csv"`: the rejected records beside each receipt.
     receipt_rejects: Option<String>,
+    // How its archives and OpenPGP files are opened (`[unpack]`'s keys).
+    archive_members: Option<String>,
+    max_archive_bytes: Option<toml::Value>,
+    max_archive_ratio: Option<u64>,
+    max_archive_members: Option<usize>,
+    pgp_secret_key: Option<PathBuf>,
+    pgp_passphrase_env: Option<String>,
+    pgp_verify_key: Option<PathBuf>,
+    pgp_passphrase: Option<toml::Value>,
+}
+
+impl RawDataset {
+    fn unpack(&self) -> super::unpack::RawUnpack {
+        super::unpack::RawUnpack {
+            archive_members: self.archive_members.clone(),
+            max_archive_bytes: self.max_archive_bytes.clone(),
+            max_archive_ratio: self.max_archive_ratio,
+            max_archive_members: self.max_archive_members,
+            pgp_secret_key: self.pgp_secret_key.clone(),
+            pgp_passphrase_env: self.pgp_passphrase_env.clone(),
+            pgp_verify_key: self.pgp_verify_key.clone(),
+            pgp_passphrase: self.pgp_passphrase.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -643,6 +684,7 @@ impl RawDataset {
             on_new_column,
             on_missing_column,
             receipts: receipts(self.receipts.as_deref(), self.receipt_rejects.as_deref())?,
+            unpack: None,
         })
     }
 

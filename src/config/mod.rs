@@ -11,6 +11,7 @@
 mod lint;
 mod load;
 mod sources;
+mod unpack;
 mod values;
 
 pub use sources::{remote_url, same_server, shown_url, After, S3Spec, Scheme, SourceSpec};
@@ -61,6 +62,42 @@ pub struct DatasetSpec {
     pub on_missing_column: Policy,
     /// Where a receipt for each finished file of the dataset goes (`receipts`).
     pub receipts: Option<Receipts>,
+    /// How archives and OpenPGP files this dataset's rules match are opened (`None`: the
+    /// top-level `[unpack]`).
+    pub unpack: Option<Arc<Unpack>>,
+}
+
+/// How containers are opened (`[unpack]`, or the same keys on a `[[dataset]]`): archives
+/// (zip, tar, tar.gz) and OpenPGP files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpack {
+    /// `archive_members = "each"`: each member is its own unit (default: the archive is one).
+    pub each: bool,
+    /// The most bytes an archive's members (or a decrypted file) may hold together.
+    pub max_bytes: u64,
+    /// The greatest expansion over the container's own size (above `RATIO_FLOOR`).
+    pub max_ratio: u64,
+    /// The most members an archive may have.
+    pub max_members: usize,
+    /// The key OpenPGP files are decrypted with, and where its passphrase is.
+    pub pgp_secret_key: Option<PathBuf>,
+    pub pgp_passphrase_env: Option<String>,
+    /// The partner's public key: a valid signature by it is required.
+    pub pgp_verify_key: Option<PathBuf>,
+}
+
+impl Default for Unpack {
+    fn default() -> Unpack {
+        Unpack {
+            each: false,
+            max_bytes: 16 << 30,
+            max_ratio: 1000,
+            max_members: 10_000,
+            pgp_secret_key: None,
+            pgp_passphrase_env: None,
+            pgp_verify_key: None,
+        }
+    }
 }
 
 /// `receipts = "<folder or URL>"` (and `receipt_rejects = "csv"`) of a dataset or a source: a
@@ -103,6 +140,7 @@ impl DatasetSpec {
             on_new_column: Policy::Add,
             on_missing_column: Policy::Ignore,
             receipts: None,
+            unpack: None,
         }
     }
 
@@ -210,6 +248,8 @@ pub struct Config {
     pub targets: Vec<Arc<SourceSpec>>,
     /// A webhook told of every finished file (`[notify]`).
     pub notify: Option<Notify>,
+    /// How containers are opened where a dataset says nothing else (`[unpack]`).
+    pub unpack: Arc<Unpack>,
     /// Files up to this size are read into memory in one go (one read for hash and parse).
     pub small_file: u64,
     /// `ferry watch` settings (flags override them).
@@ -276,6 +316,14 @@ impl Config {
             None if self.strict_datasets => None,
             None => Some(Arc::new(DatasetSpec::implied(&name))),
         }
+    }
+
+    /// How a container found at `rel` is opened: the settings of the dataset its path names,
+    /// else `[unpack]`'s.
+    pub fn unpack_for(&self, rel: &RelPath) -> Arc<Unpack> {
+        self.dataset_for(rel)
+            .and_then(|d| d.unpack.clone())
+            .unwrap_or_else(|| self.unpack.clone())
     }
 
     /// What holds a file back for config reasons: no dataset takes it (`strict_datasets`).

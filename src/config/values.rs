@@ -179,8 +179,8 @@ impl<'de> Deserialize<'de> for RecordsName {
 #[derive(Debug, Clone, Copy)]
 pub struct Size(pub usize);
 
-/// Parses a size like `16MiB`; see `Size`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+/// Parses a size like `16MiB` (any number of bytes; `parse_size` bounds it).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -202,6 +202,12 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         }
     };
     let bytes = n.saturating_mul(mult);
+    Ok(bytes)
+}
+
+/// Parses a size like `16MiB` between 1 KiB and 1 GiB; see `Size`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(s)?;
     if !(1024..=1 << 30).contains(&bytes) {
         return Err(format!("size {s:?} must be between 1KiB and 1GiB"));
     }

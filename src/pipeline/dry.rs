@@ -16,7 +16,7 @@ use super::{key_rule, Body, ColumnSource, Columns, End, FileMeta, Job, Msg};
 use crate::config::DatasetSpec;
 use crate::events::{Summary, Verdict};
 use crate::record::{Cell, Chunk};
-use crate::reject::Reject;
+use crate::reject::{Kind, Reject, Stage};
 use crate::store::keys::decide::{compare_versions, version_of, Version};
 use crate::store::keys::map::IdMap;
 use crate::store::keys::{decide, Rule, Seen, TableKeys, DEFAULT_CAP};
@@ -150,6 +150,78 @@ impl Judge {
                 self.verdict(&meta, "changed", |_| {});
             }
             Body::Records(rx) => self.records(meta, rx)?,
+            Body::Unit(unit) => self.unit(meta, unit)?,
+        }
+        Ok(())
+    }
+
+    /// A container judged as the writer judges it: a duplicate of a stored one, or its members
+    /// one by one; in unit mode a member that would fail sets the whole container aside (what
+    /// the members would have done is not counted then).
+    fn unit(&mut self, meta: FileMeta, unit: crate::pipeline::Unit) -> Result<()> {
+        let dataset = meta.dataset().unwrap_or_default().to_string();
+        let sha = meta.sha256.clone().unwrap_or_default();
+        let stored = match &mut self.store {
+            Some(s) => s.ingested_as(&dataset, &sha)?,
+            None => None,
+        };
+        let done = |u: crate::pipeline::Unit| {
+            let _ = u.verdict.send(crate::pipeline::Verdict::Done);
+            let _ = std::fs::remove_dir_all(&u.dir);
+        };
+        if stored.is_some() || !self.seen.insert((dataset.clone(), sha)) {
+            done(unit);
+            self.summary.duplicate += 1;
+            self.verdict(&meta, "duplicate", |v| v.duplicate_of = stored);
+            return Ok(());
+        }
+        let before = self.summary.clone();
+        let mut failed = None;
+        let mut ended = false;
+        for part in unit.parts.iter() {
+            match part {
+                crate::pipeline::Part::Member(job) => {
+                    let at = self.summary.verdicts.len();
+                    let path = job.meta.rel.display();
+                    self.job(job)?;
+                    let bad = self.summary.verdicts[at..]
+                        .iter()
+                        .find(|v| v.outcome == "quarantine");
+                    if let (Some(v), false) = (bad, unit.each) {
+                        let why = v.reason.clone().unwrap_or_default();
+                        let kind = v.error_kind.unwrap_or("internal");
+                        failed = Some(Reject::new(
+                            Kind::ArchiveMemberFailed,
+                            Stage::Decode,
+                            format!(
+                                "member {path:?} failed ({kind}): {why}; nothing of the archive \
+                                 is loaded"
+                            ),
+                        ));
+                        break;
+                    }
+                }
+                crate::pipeline::Part::Failed(r) => {
+                    failed = Some(r);
+                    break;
+                }
+                crate::pipeline::Part::End(_) => ended = true,
+            }
+        }
+        done(unit);
+        match failed {
+            Some(r) => {
+                self.summary = before;
+                self.quarantine(&meta, &r);
+            }
+            None if !ended => {
+                let r = Reject::new(Kind::Internal, Stage::Decode, "the container was not opened whole");
+                self.quarantine(&meta, &r);
+            }
+            None => {
+                self.summary.unpacked += 1;
+                self.verdict(&meta, "unpack", |_| {});
+            }
         }
         Ok(())
     }

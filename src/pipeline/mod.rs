@@ -15,6 +15,7 @@ pub mod place;
 mod read;
 pub mod stages;
 mod turns;
+mod unit;
 pub mod worker;
 pub mod writer;
 
@@ -216,6 +217,37 @@ pub enum Body {
     Left(String),
     /// Changed since it was judged finished (before any byte was read): it goes back.
     Changed,
+    /// A container (archive, OpenPGP file): its members follow as files of their own.
+    Unit(Unit),
+}
+
+/// A container's members, handed over one at a time by the worker that opens it (`unit`).
+pub struct Unit {
+    pub wrap: crate::container::Wrap,
+    /// `archive_members = "each"`: each member its own unit.
+    pub each: bool,
+    pub parts: Receiver<Part>,
+    /// What the writer decided: the worker waits for it before it forgets the container.
+    pub verdict: Sender<Verdict>,
+    /// Where the members are written out; removed once the container is placed.
+    pub dir: PathBuf,
+}
+
+/// What comes out of a container.
+pub enum Part {
+    Member(Job),
+    /// The container cannot be opened (whole, or past the members already sent).
+    Failed(Reject),
+    /// Every member was sent.
+    End(crate::container::Facts),
+}
+
+/// The writer's answer to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Done,
+    /// Nothing of it was kept (another writer held what a member needed): open it again.
+    Again,
 }
 
 /// Where one of the columns a file's chunks carry comes from.

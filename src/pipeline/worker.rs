@@ -49,7 +49,7 @@ pub fn process(session: &Session, work: Work, turn: Option<Turn>, jobs: &Jobs) {
     }
 }
 
-fn meta_for(
+pub(super) fn meta_for(
     session: &Session,
     rel: &RelPath,
     source: Source,
@@ -72,7 +72,7 @@ fn meta_for(
     }
 }
 
-fn send(jobs: &Jobs, meta: FileMeta, body: Body) {
+pub(super) fn send(jobs: &Jobs, meta: FileMeta, body: Body) {
     // Fails only if the writer is gone; it reports its own error.
     jobs.send(Job { meta, body });
 }
@@ -320,9 +320,6 @@ fn ingest(
     };
     let mut meta = meta_for(session, rel, source, before.size, attempt, retry_of);
     meta.turn = turn;
-    let Some(dataset) = meta.spec.clone() else {
-        return send(jobs, meta, Body::Rejected(no_dataset()));
-    };
 
     // Identity first: the full content's hash.
     let small = before.size <= session.cfg.small_file;
@@ -352,11 +349,75 @@ fn ingest(
         return send(jobs, meta, Body::Rejected(r));
     }
 
+    match crate::container::detect(rel.file_name(), &file) {
+        Ok(Some(wrap)) => {
+            // Its members are judged by their own paths; the container's identity is taken
+            // under the dataset its path names (or its folder's, which need not be configured).
+            if meta.spec.is_none() {
+                let name = rel.first_dir().unwrap_or_else(|| "default".to_string());
+                meta.spec = Some(std::sync::Arc::new(crate::config::DatasetSpec::implied(&name)));
+            }
+            return super::unit::open(session, file, meta, wrap, jobs);
+        }
+        Ok(None) => {}
+        Err(e) => return again_or_reject(session, meta, read::failed(e), jobs),
+    }
+    if meta.spec.is_none() {
+        return send(jobs, meta, Body::Rejected(no_dataset()));
+    }
     if !small {
         faults::between_passes(meta.source.path(), rel);
     }
-    let (tx, unsent) = records_channel(small, &meta, jobs);
-    let (pass, raw) = match read::Pass::start(&file, &mut first) {
+    let hand = |job: Job| {
+        jobs.send(job);
+    };
+    let read = ToParse {
+        file: &file,
+        before: &before,
+        small,
+        retry: true,
+    };
+    if let Some(r) = parse_into(session, read, &meta, &mut first, &hand) {
+        again_or_reject(session, meta, r, jobs)
+    }
+}
+
+/// A file about to be parsed: open, as it was judged (`before`), small (read into memory) or
+/// big (streamed), and whether a read failing outside the content is tried again.
+pub(super) struct ToParse<'a> {
+    pub file: &'a File,
+    pub before: &'a Stamp,
+    pub small: bool,
+    pub retry: bool,
+}
+
+/// Parses an identified file through its dataset's stages into a stream `hand` gives the
+/// writer. Returns the reason when the read failed outside the content and may be tried again
+/// (the writer was told to forget the attempt).
+pub(super) fn parse_into(
+    session: &Session,
+    read: ToParse,
+    meta: &FileMeta,
+    first: &mut read::Identity,
+    hand: &dyn Fn(Job),
+) -> Option<Reject> {
+    let ToParse {
+        file,
+        before,
+        small,
+        retry,
+    } = read;
+    let dataset = meta.spec.clone().expect("a parsed file has a dataset");
+    let (tx, unsent) = records_channel(small, meta, hand);
+    let handed = |rx: Option<Receiver<Msg>>| {
+        if let Some(rx) = rx {
+            hand(Job {
+                meta: meta.clone(),
+                body: Body::Records(rx),
+            });
+        }
+    };
+    let (pass, raw) = match read::Pass::start(file, first) {
         Ok(v) => v,
         Err(e) => {
             let _ = tx.send(Msg::End(End::Rejected {
@@ -365,32 +426,34 @@ fn ingest(
                 rejects: Vec::new(),
                 rejected: 0,
             }));
-            return;
+            drop(tx);
+            handed(unsent);
+            return None;
         }
     };
-    let (format, parsed, rejects) = parse_caught(rel, raw, &dataset, &tx);
-    let changed = pass.changed(&file, &before, first.hash, !small && parsed.is_ok());
+    let (format, parsed, rejects) = parse_caught(&meta.rel, raw, &dataset, &tx);
+    let changed = pass.changed(file, before, first.hash, !small && parsed.is_ok());
     let end = match parsed {
-        Err(Stop::Cancelled) => return,
+        Err(Stop::Cancelled) => return None,
         _ if changed => End::Changed,
-        Err(Stop::Reject(r)) if !r.kind.is_content() && attempt < session.cfg.max_attempts => {
+        Err(Stop::Reject(r))
+            if retry && !r.kind.is_content() && meta.attempt < session.cfg.max_attempts =>
+        {
             // Not the content's fault: the writer forgets what it stored of this attempt, and
             // the file is read again after a pause.
             if unsent.is_none() {
                 let _ = tx.send(Msg::End(End::Retry));
             }
-            drop(tx);
-            return again_or_reject(session, meta, r, jobs);
+            return Some(r);
         }
         parsed => ended(format, parsed, rejects),
     };
     if tx.send(Msg::End(end)).is_err() {
-        return;
+        return None;
     }
     drop(tx);
-    if let Some(rx) = unsent {
-        send(jobs, meta, Body::Records(rx));
-    }
+    handed(unsent);
+    None
 }
 
 /// The channel a file's records go through. A big file's receiver goes to the writer now (it
@@ -400,20 +463,23 @@ fn ingest(
 fn records_channel(
     small: bool,
     meta: &FileMeta,
-    jobs: &Jobs,
+    hand: &dyn Fn(Job),
 ) -> (Sender<Msg>, Option<Receiver<Msg>>) {
     if small {
         let (tx, rx) = unbounded();
         (tx, Some(rx))
     } else {
         let (tx, rx) = bounded(CHUNKS_IN_FLIGHT);
-        send(jobs, meta.clone(), Body::Records(rx));
+        hand(Job {
+            meta: meta.clone(),
+            body: Body::Records(rx),
+        });
         (tx, None)
     }
 }
 
 /// A file no dataset takes, under `strict_datasets`.
-fn no_dataset() -> Reject {
+pub(super) fn no_dataset() -> Reject {
     Reject::new(
         Kind::NoDataset,
         Stage::Claim,

@@ -37,7 +37,7 @@ use crate::store::{RemoteKey, RemoteRow, RemoteState, Store};
 use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -588,11 +588,17 @@ fn download(
     }
 }
 
-/// Where partial downloads go (`processing/.fetch/`): ignored by recovery (a dot folder);
-/// leftovers of dead owners are removed by `tidy`.
+/// Where partial downloads go (`processing/.fetch/`) and containers are unpacked
+/// (`processing/.unpack/`): ignored by recovery (dot folders); leftovers of dead owners are
+/// removed by `tidy` (the container is opened again from its claim).
 pub fn tidy(cfg: &Config, session: &Session) {
-    let dir: PathBuf = cfg.spool.processing.join(".fetch");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    for area in [".fetch", ".unpack"] {
+        tidy_area(&cfg.spool.processing.join(area), session);
+    }
+}
+
+fn tidy_area(dir: &std::path::Path, session: &Session) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
@@ -607,7 +613,12 @@ pub fn tidy(cfg: &Config, session: &Session) {
                 .any_dead(&[token.to_string()])
                 .unwrap_or(false)
         {
-            let _ = std::fs::remove_file(e.path());
+            let p = e.path();
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }

@@ -163,6 +163,10 @@ pub enum FileUpdate<'a> {
     StoredAt(&'a str),
     /// Where its rejected records' report goes, relative to the spool root.
     RejectsAt(&'a str),
+    /// A member of the container (archive, OpenPGP file) with this ledger row.
+    MemberOf(i64),
+    /// The fingerprint of the key whose signature on the file verified (OpenPGP).
+    Signer(&'a str),
 }
 
 /// A ledger row as reported by `ferry files` and friends.
@@ -214,6 +218,12 @@ pub struct FileRow {
     pub remote_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_version: Option<String>,
+    /// The container (archive, OpenPGP file) it was a member of: that file's ledger row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<i64>,
+    /// The fingerprint of the key whose signature on the file verified (OpenPGP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 /// What became of a file's records.

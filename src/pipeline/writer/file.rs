@@ -26,7 +26,7 @@ const SIDECAR: usize = REPORT.len();
 
 /// A file's ledger row as the writer first records it; `source` is the folder files are taken
 /// from, `worker` this process.
-fn new_file<'m>(
+pub(super) fn new_file<'m>(
     source: &'m str,
     worker: &'m str,
     meta: &'m FileMeta,
@@ -94,6 +94,11 @@ impl Writer<'_> {
                     drop(rx);
                     return self.duplicate(meta, original);
                 }
+                Identity::Busy if self.in_unit => {
+                    drop(rx);
+                    let (dataset, sha) = (spec.name.clone(), sha);
+                    return Err(super::unit::Restart::Busy { dataset, sha }.into());
+                }
                 Identity::Busy => {
                     // Another writer stores the same content right now: wait for it holding
                     // nothing, so no two writers ever wait on each other.
@@ -116,6 +121,14 @@ impl Writer<'_> {
             let mut file = FileColumns::default();
             match self.store_records((&spec, &meta.rel), id, &rx, &mut file, again.take()) {
                 Ok(Stream::End(end)) => break (id, file, end),
+                Ok(Stream::Again(_)) if self.in_unit => {
+                    self.store.undo_file()?;
+                    return Err(super::unit::Restart::Schema.into());
+                }
+                Ok(Stream::Rekey(_, need)) if self.in_unit => {
+                    self.store.undo_file()?;
+                    return Err(super::unit::Restart::Rekey(spec, need).into());
+                }
                 Ok(Stream::Again(cols)) => {
                     self.store.undo_file()?;
                     self.new_group()?;
@@ -197,7 +210,7 @@ impl Writer<'_> {
     /// Re-keys a table whose records are keyed otherwise than the dataset's key now. A conflict
     /// (records the new key cannot tell apart) refuses the dataset's files with the reason for
     /// as long as this process runs; nothing of the table changes.
-    fn rekey(&mut self, spec: &DatasetSpec, need: RekeyNeeded) -> Result<()> {
+    pub(super) fn rekey(&mut self, spec: &DatasetSpec, need: RekeyNeeded) -> Result<()> {
         let RekeyNeeded { table, def, from } = need;
         let dataset = spec.name.as_str();
         let what = match &from {
@@ -263,7 +276,7 @@ impl Writer<'_> {
     }
 
     /// A file whose content this dataset already holds: recorded, nothing stored.
-    fn duplicate(&mut self, meta: FileMeta, original: i64) -> Result<()> {
+    pub(super) fn duplicate(&mut self, meta: FileMeta, original: i64) -> Result<()> {
         let (path, now) = (meta.rel.display(), now());
         let row = NewFile {
             duplicate_of: Some(original),
@@ -517,7 +530,7 @@ impl Writer<'_> {
 
     /// Where an ingested or duplicate file goes: `archive/<date>/<path>`, after its rejects
     /// report if it has one. With `--keep` nothing moves, but the report is still written.
-    fn archive(
+    pub(super) fn archive(
         &mut self,
         id: i64,
         meta: &FileMeta,

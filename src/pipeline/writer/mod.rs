@@ -14,6 +14,7 @@
 
 mod columns;
 mod file;
+mod unit;
 
 use super::place::Placement;
 use super::{Body, FileMeta, Inbox, Job, Session, Source};
@@ -51,6 +52,11 @@ enum FileOutcome {
         id: i64,
         reject: Reject,
     },
+    /// A container whose members all finished (each has its own outcome).
+    Unpacked {
+        id: i64,
+        members: u64,
+    },
     Unchanged,
     Released,
 }
@@ -83,6 +89,11 @@ struct Writer<'a> {
     /// Tables whose records cannot take a dataset's new key (table and key definition): its
     /// files are refused with the reason.
     refused: std::collections::HashMap<(String, String), Reject>,
+    /// A container's members are being stored as one unit: what needs a new group starts the
+    /// container over instead (`unit::Restart`).
+    in_unit: bool,
+    /// Folders containers were unpacked into, removed once the group's files are placed.
+    unpacked: Vec<std::path::PathBuf>,
 }
 
 /// Runs until every worker has hung up; returns what was committed, and the error that stopped
@@ -101,6 +112,8 @@ pub fn run(session: &Session, store: Box<dyn Ingest>, mut jobs: Inbox) -> (Summa
         keys_dirty: false,
         order: Default::default(),
         refused: Default::default(),
+        in_unit: false,
+        unpacked: Vec::new(),
     };
     let r = w.run(&mut jobs);
     if r.is_err() {
@@ -227,6 +240,9 @@ impl Writer<'_> {
             }
             self.emit(&f);
         }
+        for dir in std::mem::take(&mut self.unpacked) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         Ok(())
     }
 
@@ -306,6 +322,13 @@ impl Writer<'_> {
                 reject,
                 bytes: m.size,
             },
+            FileOutcome::Unpacked { id, members } => Event::Unpacked {
+                path: &path,
+                id: *id,
+                dataset: m.dataset().unwrap_or_default(),
+                members: *members,
+                bytes: m.size,
+            },
             FileOutcome::Unchanged => Event::Unchanged { path: &path },
             FileOutcome::Released => Event::Released { path: &path },
         };
@@ -356,6 +379,16 @@ impl Writer<'_> {
                     return Ok(());
                 }
                 self.records(meta, rx)
+            }
+            Body::Unit(unit) => {
+                self.begin()?;
+                self.count(&meta);
+                if self.unchanged(&meta)? {
+                    let _ = unit.verdict.send(crate::pipeline::Verdict::Done);
+                    self.unpacked.push(unit.dir);
+                    return Ok(());
+                }
+                self.unit(meta, unit)
             }
         }
     }

@@ -20,7 +20,7 @@ pub(super) fn file_columns() -> String {
          duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
          error_offset, error_field, attempt, retry_of, {}, {}, {}, {}, duplicate_records, \
          rejects_at, warnings::text, {}, {}, discard_reason, updated_records, remote_source, \
-         remote_path, remote_version",
+         remote_path, remote_version, container_id, signer",
         ts("received_at"),
         ts("hashed_at"),
         ts("parsed_at"),
@@ -75,6 +75,8 @@ pub(super) fn file_row(r: &Row) -> Result<FileRow> {
         remote_source: r.get(32),
         remote_path: r.get(33),
         remote_version: r.get(34),
+        container_id: r.get(35),
+        signer: r.get(36),
     })
 }
 
@@ -162,6 +164,15 @@ pub fn update(c: &mut Client, id: i64, u: &FileUpdate<'_>) -> Result<()> {
         }
         FileUpdate::StoredAt(at) => {
             c.execute("UPDATE files SET stored_at = $2 WHERE id = $1", &[&id, at])?;
+        }
+        FileUpdate::MemberOf(container) => {
+            c.execute(
+                "UPDATE files SET container_id = $2 WHERE id = $1",
+                &[&id, container],
+            )?;
+        }
+        FileUpdate::Signer(fp) => {
+            c.execute("UPDATE files SET signer = $2 WHERE id = $1", &[&id, fp])?;
         }
         FileUpdate::RejectsAt(at) => {
             c.execute("UPDATE files SET rejects_at = $2 WHERE id = $1", &[&id, at])?;

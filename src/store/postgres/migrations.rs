@@ -247,6 +247,13 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX ferry_deliveries_name ON ferry_deliveries (channel, name);
     "#,
+    // 8: containers (archives, OpenPGP files): a member's row names its container's, and a
+    // verified signer is kept.
+    r#"
+    ALTER TABLE files ADD COLUMN container_id bigint;
+    ALTER TABLE files ADD COLUMN signer text;
+    CREATE INDEX files_container ON files (container_id) WHERE container_id IS NOT NULL;
+    "#,
 ];
 
 /// Ids in one block of `ferry_record_ids`. Each block costs the writer a round trip on its side

@@ -12,7 +12,7 @@ pub(super) const FILE_COLUMNS: &str =
     rejected, duplicate_of, stored_at, error_kind, error_stage, error_message, error_line, \
     error_offset, error_field, attempt, retry_of, received_at, hashed_at, parsed_at, finished_at, \
     duplicate_records, rejects_at, warnings, pruned_at, discarded_at, discard_reason, \
-    updated_records, remote_source, remote_path, remote_version";
+    updated_records, remote_source, remote_path, remote_version, container_id, signer";
 
 /// Rows that are a file's latest attempt: no later row retried them. Every count of files by
 /// state goes through this, so `status`, `quarantine list` and the metrics agree.
@@ -65,6 +65,8 @@ pub(super) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         remote_source: r.get(32)?,
         remote_path: r.get(33)?,
         remote_version: r.get(34)?,
+        container_id: r.get(35)?,
+        signer: r.get(36)?,
     })
 }
 
@@ -141,6 +143,14 @@ pub fn update(conn: &Connection, id: i64, u: &FileUpdate<'_>) -> Result<()> {
         FileUpdate::RejectsAt(at) => {
             conn.prepare_cached("UPDATE files SET rejects_at = ?2 WHERE id = ?1")?
                 .execute((id, at))?;
+        }
+        FileUpdate::MemberOf(container) => {
+            conn.prepare_cached("UPDATE files SET container_id = ?2 WHERE id = ?1")?
+                .execute((id, container))?;
+        }
+        FileUpdate::Signer(fp) => {
+            conn.prepare_cached("UPDATE files SET signer = ?2 WHERE id = ?1")?
+                .execute((id, fp))?;
         }
     }
     Ok(())

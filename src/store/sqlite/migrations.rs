@@ -209,6 +209,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX ferry_deliveries_name ON ferry_deliveries (channel, name);
     CREATE INDEX files_finished_at ON files (finished_at);
     "#,
+    // 11: containers (archives, OpenPGP files): a member's row names its container's, and a
+    // verified signer is kept.
+    r#"
+    ALTER TABLE files ADD COLUMN container_id INTEGER;
+    ALTER TABLE files ADD COLUMN signer TEXT;
+    CREATE INDEX files_container ON files (container_id) WHERE container_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.
