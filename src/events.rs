@@ -587,7 +587,13 @@ impl Event<'_> {
                 members,
                 bytes,
             } => {
-                tracing::info!(path, id, dataset, members, "container unpacked; its members finished");
+                tracing::info!(
+                    path,
+                    id,
+                    dataset,
+                    members,
+                    "container unpacked; its members finished"
+                );
                 summary.unpacked += 1;
                 summary.bytes += bytes;
             }

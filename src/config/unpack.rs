@@ -49,9 +49,11 @@ impl RawUnpack {
                 toml::Value::String(s) => super::values::parse_bytes(s).ok(),
                 _ => None,
             };
-            u.max_bytes = n.filter(|n| (1 << 20..=1 << 40).contains(n)).ok_or_else(|| {
-                format!("max_archive_bytes = {v}: a size between 1MiB and 1024GiB (\"16GiB\")")
-            })?;
+            u.max_bytes = n
+                .filter(|n| (1 << 20..=1 << 40).contains(n))
+                .ok_or_else(|| {
+                    format!("max_archive_bytes = {v}: a size between 1MiB and 1024GiB (\"16GiB\")")
+                })?;
         }
         if let Some(r) = self.max_archive_ratio {
             if !(2..=1_000_000).contains(&r) {
@@ -66,9 +68,11 @@ impl RawUnpack {
             u.max_members = m;
         }
         if self.pgp_passphrase.is_some() {
-            return Err("pgp_passphrase: secrets are never read from ferry.toml; name an \
+            return Err(
+                "pgp_passphrase: secrets are never read from ferry.toml; name an \
                         environment variable: pgp_passphrase_env = \"FERRY_PGP_PASSPHRASE\""
-                .into());
+                    .into(),
+            );
         }
         if let Some(v) = &self.pgp_passphrase_env {
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {

@@ -23,7 +23,13 @@ pub(super) fn members(
     let mut names = Names::default();
     match wrap {
         Wrap::Zip => zip(file, u, spill, &mut names, each),
-        Wrap::Tar => tar(BufReader::with_capacity(256 << 10, file), u, spill, &mut names, each),
+        Wrap::Tar => tar(
+            BufReader::with_capacity(256 << 10, file),
+            u,
+            spill,
+            &mut names,
+            each,
+        ),
         Wrap::TarGz => {
             let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 << 10, file));
             tar(gz, u, spill, &mut names, each)
@@ -87,7 +93,11 @@ fn corrupt(why: String, offset: Option<u64>) -> Reject {
 
 /// Whether a member's name says it is a container itself.
 fn nested_by_name(path: &Path) -> bool {
-    let name = path.file_name().unwrap_or_default().to_string_lossy().to_lowercase();
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_lowercase();
     [".zip", ".tar", ".tgz", ".tar.gz", ".pgp", ".gpg"]
         .iter()
         .any(|e| name.ends_with(e))
@@ -163,13 +173,24 @@ fn zip(
     if z.len() > u.max_members {
         return Err(too_many(u));
     }
+    // The zip reader keeps one entry per name: a directory listing more entries than it kept
+    // holds a name twice, and which one is meant cannot be told.
+    if let Some(listed) = listed_entries(file) {
+        if listed != z.len() as u64 {
+            return Err(unsafe_member(format!(
+                "the archive's directory lists {listed} entries but only {} distinct names: \
+                 members share a name, and which one is meant cannot be told",
+                z.len()
+            )));
+        }
+    }
     // Every member judged from the central directory before any is written.
     let mut plan = Vec::new();
     let mut announced = 0u64;
     for i in 0..z.len() {
-        let f = z.by_index_raw(i).map_err(|e| {
-            corrupt(format!("entry {i} of the central directory: {e}"), None)
-        })?;
+        let f = z
+            .by_index_raw(i)
+            .map_err(|e| corrupt(format!("entry {i} of the central directory: {e}"), None))?;
         if f.is_dir() {
             continue;
         }
@@ -203,7 +224,10 @@ fn zip(
             return Err(nested(&format!("member {shown:?} is an archive")));
         }
         announced = announced.saturating_add(f.size());
-        spill.check_announced("the archive's members as its directory lists them", announced)?;
+        spill.check_announced(
+            "the archive's members as its directory lists them",
+            announced,
+        )?;
         plan.push((i, path, f.size(), offset));
     }
     for (i, path, size, offset) in plan {
@@ -264,13 +288,13 @@ fn tar(
                     "member {shown:?} is a link or a device, not a regular file"
                 )))
             }
-            other => {
-                return Err(Reject::new(
-                    Kind::ArchiveUnsupported,
-                    Stage::Decode,
-                    format!("member {shown:?} is a tar entry of type {other:?}, which ferry does not read"),
-                ))
-            }
+            other => return Err(Reject::new(
+                Kind::ArchiveUnsupported,
+                Stage::Decode,
+                format!(
+                    "member {shown:?} is a tar entry of type {other:?}, which ferry does not read"
+                ),
+            )),
         }
         let Some(path) = names.take(&raw)? else {
             continue;
@@ -286,4 +310,18 @@ fn tar(
         }
     }
     Ok(())
+}
+
+/// The entries a zip's end-of-central-directory record lists (`None`: not found, or zip64,
+/// where the zip reader's own count stands).
+fn listed_entries(file: &File) -> Option<u64> {
+    let size = file.metadata().ok()?.len();
+    let tail = size.min(66 << 10);
+    let mut buf = vec![0u8; tail as usize];
+    let got = super::read_at_most(file, &mut buf, size - tail).ok()?;
+    buf.truncate(got);
+    let at = buf.windows(4).rposition(|w| w == b"PK\x05\x06")?;
+    let rec = buf.get(at..at + 22)?;
+    let total = u16::from_le_bytes([rec[10], rec[11]]);
+    (total != 0xFFFF).then_some(u64::from(total))
 }

@@ -365,7 +365,11 @@ mod tests {
             b"a\0b",
             b"./",
         ] {
-            assert!(member_path(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                member_path(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

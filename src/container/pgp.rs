@@ -44,8 +44,8 @@ pub(super) fn decrypt(
     facts: &mut Facts,
 ) -> Result<Member, Reject> {
     let input = BufReader::with_capacity(256 << 10, file);
-    let (mut msg, _) = Message::from_reader(input)
-        .map_err(|e| corrupt("not a readable OpenPGP message", e))?;
+    let (mut msg, _) =
+        Message::from_reader(input).map_err(|e| corrupt("not a readable OpenPGP message", e))?;
     if msg.is_encrypted() {
         let Some(at) = &u.pgp_secret_key else {
             return Err(reject(
@@ -105,8 +105,8 @@ pub(super) fn decrypt(
                 ),
             ));
         }
-        let valid = msg.verify(&key).is_ok()
-            || key.public_subkeys.iter().any(|s| msg.verify(s).is_ok());
+        let valid =
+            msg.verify(&key).is_ok() || key.public_subkeys.iter().any(|s| msg.verify(s).is_ok());
         if !valid {
             let _ = std::fs::remove_file(&plain.spill);
             return Err(reject(

@@ -215,7 +215,11 @@ impl Judge {
                 self.quarantine(&meta, &r);
             }
             None if !ended => {
-                let r = Reject::new(Kind::Internal, Stage::Decode, "the container was not opened whole");
+                let r = Reject::new(
+                    Kind::Internal,
+                    Stage::Decode,
+                    "the container was not opened whole",
+                );
                 self.quarantine(&meta, &r);
             }
             None => {

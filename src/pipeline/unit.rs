@@ -95,12 +95,17 @@ fn member(session: &Session, outer: &FileMeta, m: Member, parts: &Sender<Part>) 
             open.set(false);
         }
     };
-    let reject = |meta: FileMeta, r: Reject| hand(Job {
-        meta,
-        body: Body::Rejected(r),
-    });
+    let reject = |meta: FileMeta, r: Reject| {
+        hand(Job {
+            meta,
+            body: Body::Rejected(r),
+        })
+    };
     if m.len == 0 {
-        reject(meta, Reject::new(Kind::Empty, Stage::Read, "the member is empty (0 bytes)"));
+        reject(
+            meta,
+            Reject::new(Kind::Empty, Stage::Read, "the member is empty (0 bytes)"),
+        );
         return open.get();
     }
     if meta.spec.is_none() {

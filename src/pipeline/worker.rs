@@ -355,7 +355,9 @@ fn ingest(
             // under the dataset its path names (or its folder's, which need not be configured).
             if meta.spec.is_none() {
                 let name = rel.first_dir().unwrap_or_else(|| "default".to_string());
-                meta.spec = Some(std::sync::Arc::new(crate::config::DatasetSpec::implied(&name)));
+                meta.spec = Some(std::sync::Arc::new(crate::config::DatasetSpec::implied(
+                    &name,
+                )));
             }
             return super::unit::open(session, file, meta, wrap, jobs);
         }

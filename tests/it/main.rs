@@ -10,6 +10,7 @@ mod seaweed;
 mod sshd;
 mod vsftpd;
 
+mod archives;
 mod bucket;
 mod crash;
 mod dashboards;
