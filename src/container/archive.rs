@@ -288,13 +288,15 @@ fn tar(
                     "member {shown:?} is a link or a device, not a regular file"
                 )))
             }
-            other => return Err(Reject::new(
-                Kind::ArchiveUnsupported,
-                Stage::Decode,
-                format!(
+            other => {
+                return Err(Reject::new(
+                    Kind::ArchiveUnsupported,
+                    Stage::Decode,
+                    format!(
                     "member {shown:?} is a tar entry of type {other:?}, which ferry does not read"
                 ),
-            )),
+                ))
+            }
         }
         let Some(path) = names.take(&raw)? else {
             continue;

@@ -66,6 +66,19 @@ pub(super) fn decrypt(
             },
             None => Password::empty(),
         };
+        if !matches!(key.primary_key.unlock(&pw, |_, _| Ok(())), Ok(Ok(()))) {
+            let from = match &u.pgp_passphrase_env {
+                Some(var) => format!("the passphrase in {var}"),
+                None => "no passphrase (set pgp_passphrase_env)".to_string(),
+            };
+            return Err(reject(
+                Kind::PgpNoKey,
+                format!(
+                    "pgp_secret_key {} cannot be unlocked with {from}",
+                    at.display()
+                ),
+            ));
+        }
         msg = msg.decrypt(&pw, &key).map_err(|e| match e {
             pgp::errors::Error::MissingKey => reject(
                 Kind::PgpNoKey,

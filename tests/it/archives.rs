@@ -2,7 +2,6 @@
 //! paths name, the archive as one unit (or each member its own), and hostile archives refused
 //! with the reason — nothing stored, nothing written outside the spool.
 
-use crate::both_stores;
 use crate::harness::*;
 use std::fs;
 use std::path::Path;

@@ -10,7 +10,7 @@ mod seaweed;
 mod sshd;
 mod vsftpd;
 
-mod archives;
+pub mod archives;
 mod bucket;
 mod crash;
 mod dashboards;
@@ -23,6 +23,7 @@ mod ftp;
 mod keys;
 mod model;
 mod names;
+mod openpgp;
 mod operations;
 mod parquet;
 mod places;
