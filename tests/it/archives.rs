@@ -414,3 +414,73 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
     // The quarantined archives are the partner's bytes, untouched; nothing is left unpacked.
     assert!(fs::read_dir(s.root.join("processing/.unpack")).map_or(true, |d| d.count() == 0));
 }
+
+/// Archives of several members, one of them big enough to be streamed (over 4 MiB).
+fn drop_archives(s: &Spool) -> usize {
+    let mut n = 0;
+    for i in 0..4 {
+        let small: Vec<(String, Vec<u8>)> = (0..5)
+            .map(|m| {
+                let rows: String = (0..200).map(|r| format!("{i}-{m}-{r},n{r}\n")).collect();
+                (format!("orders/a{i}-{m}.csv"), format!("id,name\n{rows}").into_bytes())
+            })
+            .collect();
+        let big: String = (0..160_000).map(|r| format!("{i}-big-{r},name {r} of archive {i}\n")).collect();
+        let mut members: Vec<(&str, &[u8])> = small.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let big = format!("id,name\n{big}");
+        members.push(("orders/big.csv", big.as_bytes()));
+        let kind = if i % 2 == 0 { "zip" } else { "tar.gz" };
+        let p = s.incoming().join(format!("bank/day{i}.{kind}"));
+        archive(&p, kind, &members);
+        backdated(&p);
+        n += members.len();
+    }
+    n
+}
+
+both_stores! {
+    fn kill_9_while_archives_load_never_loses_or_doubles_a_member() {
+        let mut rng = Rng::from_time();
+        for each in [false, true] {
+            let s = Spool::new();
+            let config = format!("{CONFIG}\n[unpack]\narchive_members = \"{}\"\n", if each { "each" } else { "unit" });
+            fs::write(s.root.join("ferry.toml"), config).unwrap();
+            let members = drop_archives(&s);
+            let mut kills = 0;
+            for _ in 0..4 {
+                let mut child = s.cmd().arg("run").arg("--no-progress").spawn().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50 + rng.below(1500)));
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap();
+                    kills += 1;
+                }
+                child.wait().unwrap();
+            }
+            s.ferry_ok(&["run"], 0);
+            eprintln!("each = {each}: {kills} kills");
+            // Every record once: 4 archives of 5 × 200 small and 160,000 big rows.
+            assert_eq!(s.count("SELECT count(*) FROM orders"), 4 * (5 * 200 + 160_000));
+            assert_eq!(s.count("SELECT count(DISTINCT id) FROM orders"), 4 * (5 * 200 + 160_000));
+            // Each member ingested once; each archive once. In unit mode every ingested member
+            // names its archive; with each member its own unit, a member committed before a
+            // kill is found again as a duplicate, and that row names the archive.
+            assert_eq!(
+                s.count("SELECT count(*) FROM files WHERE state = 'ingested' AND path LIKE 'bank/orders/%'"),
+                members as i64
+            );
+            let linked = if each {
+                "SELECT count(DISTINCT coalesce(duplicate_of, id)) FROM files \
+                 WHERE container_id IS NOT NULL AND state <> 'quarantined'"
+            } else {
+                "SELECT count(*) FROM files WHERE state = 'ingested' AND container_id IS NOT NULL"
+            };
+            assert_eq!(s.count(linked), members as i64);
+            assert_eq!(
+                s.count("SELECT count(*) FROM files WHERE state = 'ingested' AND format IN ('zip', 'tar.gz')"),
+                4
+            );
+            assert!(s.leftover_inputs().is_empty(), "{:?}", s.leftover_inputs());
+            assert!(fs::read_dir(s.root.join("processing/.unpack")).map_or(true, |d| d.count() == 0));
+        }
+    }
+}
