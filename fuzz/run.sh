@@ -14,7 +14,7 @@ SECONDS_EACH=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(csv json compact_json xml fixed xlsx ooxml ods text config)
+  TARGETS=(csv json compact_json xml fixed xlsx ooxml ods text config archive pgp)
 fi
 JOBS=${JOBS:-1}
 REPO=..
@@ -64,6 +64,28 @@ fi
 seed text "$REPO"/fixtures/incoming/orders/*.gz "$REPO"/tests/data/formats/gzip_*/input* \
   "$REPO"/tests/data/formats/utf16_with_bom/input* "$REPO"/fixtures/incoming/customers/*latin1*
 seed config "$REPO"/config/ferry.toml "$REPO"/fixtures/*/ferry.toml
+# Archives (the first byte picks zip, tar, tar.gz) and OpenPGP messages made by the tools.
+if [ ! -d corpus/archive ] || [ -z "$(ls -A corpus/archive 2>/dev/null)" ]; then
+  mkdir -p corpus/archive corpus/pgp
+  python3 - corpus/archive <<'PY'
+import io, sys, tarfile, zipfile
+out = sys.argv[1]
+members = [("orders/a.csv", b"id,name\n1,a\n"), ("stock/b.csv", b"sku\nx\n")]
+for i, kind in enumerate(["zip", "tar", "tar.gz"]):
+    buf = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for n, d in members:
+                z.writestr(n, d)
+    else:
+        with tarfile.open(fileobj=buf, mode="w:gz" if kind == "tar.gz" else "w") as t:
+            for n, d in members:
+                info = tarfile.TarInfo(n); info.size = len(d); t.addfile(info, io.BytesIO(d))
+    open(f"{out}/seed-{kind}", "wb").write(bytes([i]) + buf.getvalue())
+PY
+  printf 'id,name\n1,a\n' | gpg --batch --store --compress-algo zlib > corpus/pgp/seed-literal 2>/dev/null || true
+  printf 'id,name\n1,a\n' | gpg --batch --armor --store > corpus/pgp/seed-armored 2>/dev/null || true
+fi
 
 cargo +nightly fuzz build -O
 

@@ -296,3 +296,66 @@ pub fn config(data: &[u8]) {
         let _ = crate::config::Config::from_text(text);
     }
 }
+
+/// Archives: the bytes as a zip, tar or tar.gz (the first byte picks), unpacked within small
+/// bounds. Every member handed over is a plain relative path, written inside the unpack folder,
+/// exactly as long as its hash says, and all of them together within the bound; anything else
+/// is a reject with a reason.
+pub fn archive(data: &[u8]) {
+    use crate::container::Wrap;
+    let (o, body) = split(data);
+    let wrap = [Wrap::Zip, Wrap::Tar, Wrap::TarGz][usize::from(o % 3)];
+    unpack_checked(wrap, body);
+}
+
+/// OpenPGP files (no keys: encrypted ones stop at `pgp.no_key`; literal, compressed and signed
+/// messages are read whole), with the archive target's checks on what comes out.
+pub fn pgp(data: &[u8]) {
+    unpack_checked(crate::container::Wrap::Pgp, data);
+}
+
+fn unpack_checked(wrap: crate::container::Wrap, body: &[u8]) {
+    use crate::container::{unpack, Flow};
+    use std::path::Component;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ferry-fuzz-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input");
+    std::fs::write(&input, body).unwrap();
+    let file = std::fs::File::open(&input).unwrap();
+    let u = crate::config::Unpack {
+        max_bytes: 1 << 20,
+        max_members: 64,
+        ..Default::default()
+    };
+    let out = dir.join("out");
+    let mut total = 0u64;
+    let _ = unpack(
+        wrap,
+        &file,
+        std::ffi::OsStr::new("input.csv.pgp"),
+        &u,
+        &out,
+        &mut |m| {
+            assert!(
+                m.spill.starts_with(&out),
+                "a member written outside its folder"
+            );
+            assert!(
+                m.path
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_))),
+                "member path {:?}",
+                m.path
+            );
+            let bytes = std::fs::read(&m.spill).unwrap();
+            assert_eq!(bytes.len() as u64, m.len);
+            assert_eq!(crate::hash::FileHash::of_bytes(&bytes).hex(), m.hash.hex());
+            total += m.len;
+            assert!(total <= u.max_bytes, "members past the bound");
+            Flow::Next
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

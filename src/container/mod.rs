@@ -78,7 +78,9 @@ pub fn detect(name: &OsStr, file: &File) -> io::Result<Option<Wrap>> {
         return Ok(None);
     }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return Ok(Some(Wrap::Zip));
+        // A workbook without its extension is still a workbook (format detection's), not an
+        // archive: its first part is `[Content_Types].xml` (OOXML) or `mimetype` (ODF).
+        return Ok((!is_workbook(head)).then_some(Wrap::Zip));
     }
     if is_tar_header(head) {
         return Ok(Some(Wrap::Tar));
@@ -103,6 +105,17 @@ pub fn detect(name: &OsStr, file: &File) -> io::Result<Option<Wrap>> {
         return Ok(Some(Wrap::Pgp));
     }
     Ok(None)
+}
+
+fn is_workbook(head: &[u8]) -> bool {
+    let Some(len) = head
+        .get(26..28)
+        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    else {
+        return false;
+    };
+    let name = head.get(30..30 + len).unwrap_or_default();
+    name == b"[Content_Types].xml" || name == b"mimetype"
 }
 
 fn is_tar_header(b: &[u8]) -> bool {

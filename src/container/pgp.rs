@@ -7,7 +7,9 @@
 use super::{Facts, Member, SpillError, Spiller};
 use crate::config::Unpack;
 use crate::reject::{Kind, Reject, Stage};
-use pgp::composed::{Deserializable, Message, SignedPublicKey, SignedSecretKey};
+use pgp::composed::{
+    DecryptionOptions, Deserializable, Message, SignedPublicKey, SignedSecretKey, TheRing,
+};
 use pgp::types::{KeyDetails, Password};
 use std::fs::File;
 use std::io::BufReader;
@@ -79,16 +81,29 @@ pub(super) fn decrypt(
                 ),
             ));
         }
-        msg = msg.decrypt(&pw, &key).map_err(|e| match e {
-            pgp::errors::Error::MissingKey => reject(
-                Kind::PgpNoKey,
-                format!(
-                    "the file is encrypted to another key than pgp_secret_key ({})",
-                    fingerprint_of(&key.to_public_key())
+        // Streaming: the plaintext is only written out here, never parsed before the whole
+        // message was read and its integrity check (at the end) passed — so rpgp need not hold
+        // the ciphertext in memory to check it first (its default, up to 1 GiB).
+        let ring = TheRing {
+            secret_keys: vec![&key],
+            key_passwords: vec![&pw],
+            decrypt_options: DecryptionOptions::new()
+                .set_seipdv1_read_mode(pgp::types::Seipdv1ReadMode::Streaming),
+            ..Default::default()
+        };
+        msg = msg
+            .decrypt_the_ring(ring, true)
+            .map(|(m, _)| m)
+            .map_err(|e| match e {
+                pgp::errors::Error::MissingKey => reject(
+                    Kind::PgpNoKey,
+                    format!(
+                        "the file is encrypted to another key than pgp_secret_key ({})",
+                        fingerprint_of(&key.to_public_key())
+                    ),
                 ),
-            ),
-            e => corrupt("decrypting it failed", e),
-        })?;
+                e => corrupt("decrypting it failed", e),
+            })?;
     }
     while msg.is_compressed() {
         msg = msg

@@ -126,6 +126,13 @@ impl RunReport {
             ""
         };
         let _ = writeln!(out, "  quarantined  {:>8}{hint}", thousands(s.quarantined));
+        if s.unpacked > 0 {
+            let _ = writeln!(
+                out,
+                "  unpacked     {:>8}  archives and OpenPGP files (their members are counted above)",
+                thousands(s.unpacked)
+            );
+        }
         if s.unchanged > 0 {
             let _ = writeln!(
                 out,

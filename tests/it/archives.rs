@@ -422,11 +422,19 @@ fn drop_archives(s: &Spool) -> usize {
         let small: Vec<(String, Vec<u8>)> = (0..5)
             .map(|m| {
                 let rows: String = (0..200).map(|r| format!("{i}-{m}-{r},n{r}\n")).collect();
-                (format!("orders/a{i}-{m}.csv"), format!("id,name\n{rows}").into_bytes())
+                (
+                    format!("orders/a{i}-{m}.csv"),
+                    format!("id,name\n{rows}").into_bytes(),
+                )
             })
             .collect();
-        let big: String = (0..160_000).map(|r| format!("{i}-big-{r},name {r} of archive {i}\n")).collect();
-        let mut members: Vec<(&str, &[u8])> = small.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let big: String = (0..160_000)
+            .map(|r| format!("{i}-big-{r},name {r} of archive {i}\n"))
+            .collect();
+        let mut members: Vec<(&str, &[u8])> = small
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
         let big = format!("id,name\n{big}");
         members.push(("orders/big.csv", big.as_bytes()));
         let kind = if i % 2 == 0 { "zip" } else { "tar.gz" };
