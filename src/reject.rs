@@ -294,6 +294,12 @@ impl Kind {
         Kind::ALL.iter().copied().find(|k| k.id() == id)
     }
 
+    /// Whether the rejection is about a container itself (how it is packed, encrypted or
+    /// signed) rather than about one of its members' content.
+    pub fn is_container(self) -> bool {
+        self.id().starts_with("archive.") || self.id().starts_with("pgp.")
+    }
+
     /// Whether the rejection is about the file's content (retrying the same bytes under the same
     /// config cannot help) rather than about the environment.
     pub fn is_content(self) -> bool {

@@ -185,7 +185,7 @@ pub fn unpack(
     let mut facts = Facts::default();
     if wrap == Wrap::Pgp {
         let inner_name = plain_name(name);
-        let plain = pgp::decrypt(file, u, &mut spill, &mut facts)?;
+        let plain = pgp::decrypt(file, u, &mut spill, &mut facts, &|_| true)?;
         let opened = File::open(&plain.spill).map_err(|e| io_reject("cannot read it back", e))?;
         match detect(&inner_name, &opened).map_err(|e| io_reject("cannot read it back", e))? {
             Some(w) if w.is_archive() => {
@@ -206,6 +206,153 @@ pub fn unpack(
         archive::members(wrap, file, u, &mut spill, each, &mut facts)?;
     }
     Ok(facts)
+}
+
+/// Opens an archive that came out of an OpenPGP file (`plain`, already written out in `dir`):
+/// its members are handed to `each` as `unpack` does, within the same bounds.
+pub fn unpack_inner(
+    wrap: Wrap,
+    plain: &File,
+    outer_size: u64,
+    u: &Unpack,
+    dir: &Path,
+    each: &mut dyn FnMut(Member) -> Flow,
+    facts: &mut Facts,
+) -> Result<(), Reject> {
+    if !wrap.is_archive() {
+        return Err(nested("an OpenPGP message inside an OpenPGP file"));
+    }
+    let inner = dir.join("inner");
+    std::fs::create_dir_all(&inner)
+        .map_err(|e| io_reject("cannot create its unpacking folder", e))?;
+    let mut spill = Spiller::new(u, outer_size, &inner);
+    facts.inner = Some(wrap);
+    archive::members(wrap, plain, u, &mut spill, each, facts)
+}
+
+/// Decrypts an OpenPGP file into `dir/1` while `growing` tells a reader how far it is. The
+/// plaintext may be read as it is written (`Follow`), but it counts only once `growing` ended
+/// well: the whole message read, its integrity check and its signature passed.
+pub fn decrypt_following(
+    file: &File,
+    u: &Unpack,
+    dir: &Path,
+    growing: &Growing,
+) -> Result<Facts, Reject> {
+    let r = (|| -> Result<(Facts, Member), Reject> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_reject("cannot create its unpacking folder", e))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut spill = Spiller::new(u, size, dir);
+        let mut facts = Facts::default();
+        let m = pgp::decrypt(file, u, &mut spill, &mut facts, &|n| growing.wrote(n))?;
+        Ok((facts, m))
+    })();
+    match r {
+        Ok((facts, m)) => {
+            growing.finish(Ok((m.hash, m.len)));
+            Ok(facts)
+        }
+        Err(r) => {
+            growing.finish(Err(r.clone()));
+            Err(r)
+        }
+    }
+}
+
+/// A member being written out while it is read: how much is written, and at the end its
+/// identity (hash, length) or why it failed.
+#[derive(Default)]
+pub struct Growing {
+    state: std::sync::Mutex<Grow>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Grow {
+    written: u64,
+    end: Option<Result<(FileHash, u64), Reject>>,
+    abandoned: bool,
+}
+
+impl Growing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Grow> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `n` more bytes are written; false once nobody wants them.
+    fn wrote(&self, n: u64) -> bool {
+        let mut g = self.lock();
+        g.written += n;
+        self.changed.notify_all();
+        !g.abandoned
+    }
+
+    fn finish(&self, end: Result<(FileHash, u64), Reject>) {
+        self.lock().end = Some(end);
+        self.changed.notify_all();
+    }
+
+    /// Stops the writing at its next write (its end is then an error nobody reads).
+    pub fn abandon(&self) {
+        self.lock().abandoned = true;
+    }
+
+    /// Waits until at least `n` bytes are written or the writing ended.
+    pub fn wait_for(&self, n: u64) {
+        let mut g = self.lock();
+        while g.written < n && g.end.is_none() {
+            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits for the end: the identity, or why the file failed.
+    pub fn end(&self) -> Result<(FileHash, u64), Reject> {
+        let mut g = self.lock();
+        loop {
+            if let Some(e) = &g.end {
+                return e.clone();
+            }
+            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Whether the writing failed already.
+    pub fn failed(&self) -> Option<Reject> {
+        match &self.lock().end {
+            Some(Err(r)) => Some(r.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a growing member as it is written: waits for more, ends where the writing ended well,
+/// and fails where it failed.
+pub struct Follow {
+    pub file: File,
+    pub pos: u64,
+    pub growing: std::sync::Arc<Growing>,
+}
+
+impl Read for Follow {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let g = &self.growing;
+        let mut state = g.lock();
+        loop {
+            if self.pos < state.written {
+                let want = (state.written - self.pos).min(buf.len() as u64) as usize;
+                drop(state);
+                let n = self.file.read_at(&mut buf[..want], self.pos)?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            match &state.end {
+                Some(Ok(_)) => return Ok(0),
+                Some(Err(r)) => return Err(io::Error::other(r.message.clone())),
+                None => state = g.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
+            }
+        }
+    }
 }
 
 /// The name an OpenPGP file's content is judged under: its own without `.pgp`, `.gpg` or
@@ -305,7 +452,18 @@ impl<'a> Spiller<'a> {
 
     /// Copies one member out; `Err(Ok(reject))` for the bounds, `Err(Err(io))` for a read
     /// failure the caller names.
-    fn spill(&mut self, what: &str, mut r: impl Read) -> Result<Member, SpillError> {
+    fn spill(&mut self, what: &str, r: impl Read) -> Result<Member, SpillError> {
+        self.spill_telling(what, r, &|_| true)
+    }
+
+    /// `spill`, telling `progress` of every write; it says false to stop (nobody waits for the
+    /// member any more).
+    fn spill_telling(
+        &mut self,
+        what: &str,
+        mut r: impl Read,
+        progress: &dyn Fn(u64) -> bool,
+    ) -> Result<Member, SpillError> {
         self.seq += 1;
         let path = self.dir.join(self.seq.to_string());
         let mut out = std::fs::OpenOptions::new()
@@ -329,6 +487,9 @@ impl<'a> Spiller<'a> {
             }
             h.update(&buf[..n]);
             out.write_all(&buf[..n]).map_err(SpillError::Write)?;
+            if !progress(n as u64) {
+                return Err(SpillError::Read(io::Error::other("no longer wanted")));
+            }
         }
         let (hash, len) = h.finish();
         Ok(Member {

@@ -44,6 +44,7 @@ pub(super) fn decrypt(
     u: &Unpack,
     spill: &mut Spiller,
     facts: &mut Facts,
+    progress: &dyn Fn(u64) -> bool,
 ) -> Result<Member, Reject> {
     let input = BufReader::with_capacity(256 << 10, file);
     let (mut msg, _) =
@@ -110,7 +111,7 @@ pub(super) fn decrypt(
             .decompress()
             .map_err(|e| corrupt("its compressed data cannot be read", e))?;
     }
-    let plain = match spill.spill("the decrypted content", &mut msg) {
+    let plain = match spill.spill_telling("the decrypted content", &mut msg, progress) {
         Ok(m) => m,
         Err(SpillError::Bounds(r)) => return Err(r),
         Err(SpillError::Read(e)) => {

@@ -190,6 +190,11 @@ impl Judge {
                     if let (Some(v), false) = (bad, unit.each) {
                         let why = v.reason.clone().unwrap_or_default();
                         let kind = v.error_kind.unwrap_or("internal");
+                        // A container's own failure (its signature, say) is its reason.
+                        if let Some(k) = Kind::from_id(kind).filter(|k| k.is_container()) {
+                            failed = Some(Reject::new(k, Stage::Decode, why));
+                            break;
+                        }
                         failed = Some(Reject::new(
                             Kind::ArchiveMemberFailed,
                             Stage::Decode,
@@ -232,12 +237,14 @@ impl Judge {
 
     fn records(&mut self, meta: FileMeta, rx: Receiver<Msg>) -> Result<()> {
         let dataset = meta.dataset().unwrap_or_default().to_string();
-        let sha = meta.sha256.clone().unwrap_or_default();
+        let mut sha = meta.sha256.clone().unwrap_or_default();
         let stored = match &mut self.store {
             Some(s) => s.ingested_as(&dataset, &sha)?,
             None => None,
         };
-        if stored.is_some() || self.seen.contains(&(dataset.clone(), sha.clone())) {
+        if meta.sha256.is_some()
+            && (stored.is_some() || self.seen.contains(&(dataset.clone(), sha.clone())))
+        {
             drop(rx);
             self.summary.duplicate += 1;
             self.summary.datasets.entry(dataset).or_default();
@@ -248,8 +255,21 @@ impl Judge {
         let keyed = spec.as_ref().is_some_and(|s| !s.key.is_empty());
         let mut file = FileKeys::default();
         let mut end = None;
+        // An identity learned after the records (an OpenPGP file's plaintext) that is stored.
+        let mut late_duplicate = None;
         for m in rx.iter() {
             match m {
+                Msg::Identity { sha256, .. } => {
+                    sha = sha256;
+                    let stored = match &mut self.store {
+                        Some(s) => s.ingested_as(&dataset, &sha)?,
+                        None => None,
+                    };
+                    if stored.is_some() || self.seen.contains(&(dataset.clone(), sha.clone())) {
+                        late_duplicate = Some(stored);
+                        break;
+                    }
+                }
                 Msg::Columns(cols) if keyed => {
                     let spec = spec.as_deref().expect("keyed");
                     self.columns(spec, &cols, &mut file)?;
@@ -285,6 +305,12 @@ impl Judge {
                     };
                 }
             }
+        }
+        if let Some(stored) = late_duplicate {
+            self.summary.duplicate += 1;
+            self.summary.datasets.entry(dataset).or_default();
+            self.verdict(&meta, "duplicate", |v| v.duplicate_of = stored);
+            return Ok(());
         }
         match end {
             Some(End::Done {

@@ -291,6 +291,12 @@ pub enum Msg {
     Rows(Chunk),
     /// Records set aside within the dataset's `max_bad_records`.
     Rejects(Vec<RecordReject>),
+    /// The file's identity, known only after its records (an OpenPGP file's plaintext, parsed
+    /// while it is decrypted): the writer judges a duplicate now, before `End`.
+    Identity {
+        sha256: String,
+        size: u64,
+    },
     End(End),
 }
 

@@ -7,7 +7,8 @@
 
 use super::worker::{meta_for, no_dataset, parse_into, send, ToParse};
 use super::{read, Body, FileMeta, Job, Jobs, Part, Session, Source, Unit, Verdict};
-use crate::container::{self, Flow, Member, Wrap};
+use crate::container::{self, Facts, Flow, Follow, Growing, Member, Wrap};
+use crate::pipeline::{End, Msg};
 use crate::reject::{Kind, Reject, Stage};
 use crate::spool::RelPath;
 use crossbeam_channel::{bounded, Sender};
@@ -16,6 +17,7 @@ use std::fs::File;
 use std::io::Seek;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Opens a claimed container and hands its members over; returns once the writer decided.
 pub(super) fn open(session: &Session, file: File, meta: FileMeta, wrap: Wrap, jobs: &Jobs) {
@@ -27,7 +29,9 @@ pub(super) fn open(session: &Session, file: File, meta: FileMeta, wrap: Wrap, jo
         let (verdict, decided) = bounded::<Verdict>(1);
         let unit = Unit {
             wrap,
-            each: u.each,
+            // An OpenPGP file's plaintext is one member whose identity comes after its records:
+            // it is always a unit (an archive inside it too).
+            each: u.each && wrap != Wrap::Pgp,
             parts: taken,
             verdict,
             dir: dir.clone(),
@@ -43,7 +47,12 @@ pub(super) fn open(session: &Session, file: File, meta: FileMeta, wrap: Wrap, jo
                         Flow::Stop
                     }
                 };
-                match container::unpack(wrap, &file, &name, &u, &dir, &mut each) {
+                let opened = if wrap == Wrap::Pgp {
+                    pgp(session, (&file, &meta), &u, &dir, &parts)
+                } else {
+                    container::unpack(wrap, &file, &name, &u, &dir, &mut each)
+                };
+                match opened {
                     Ok(facts) => Part::End(facts),
                     Err(r) => Part::Failed(r),
                 }
@@ -144,4 +153,147 @@ fn member(session: &Session, outer: &FileMeta, m: Member, parts: &Sender<Part>) 
     };
     parse_into(session, how, &meta, &mut first, &hand);
     open.get()
+}
+
+/// An OpenPGP file: decrypted on a thread of its own while this worker parses the plaintext as
+/// it is written (`container::Follow`), so decrypting and loading overlap. Nothing of it counts
+/// before the decryption ended well — the whole message read, its integrity check and its
+/// signature passed: the writer gets the plaintext's identity only then (`Msg::Identity`), and
+/// any failure ends the member rejected, which undoes what was stored. An archive inside is
+/// opened once the plaintext is whole and checked.
+fn pgp(
+    session: &Session,
+    (file, outer): (&File, &FileMeta),
+    u: &crate::config::Unpack,
+    dir: &std::path::Path,
+    parts: &Sender<Part>,
+) -> Result<Facts, Reject> {
+    let growing = Arc::new(Growing::default());
+    let name = container::plain_name(outer.rel.file_name());
+    std::thread::scope(|scope| {
+        let decrypting = scope.spawn(|| container::decrypt_following(file, u, dir, &growing));
+        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<Facts, Reject>>| {
+            h.join().unwrap_or_else(|_| {
+                Err(Reject::new(
+                    Kind::Internal,
+                    Stage::Decode,
+                    "decrypting panicked",
+                ))
+            })
+        };
+        let finish = |growing: &Growing, h| {
+            growing.abandon();
+            joined(h)
+        };
+        // The first bytes say what is inside.
+        growing.wait_for(512);
+        if let Some(r) = growing.failed() {
+            return finish(&growing, decrypting).and(Err(r));
+        }
+        let spill = dir.join("1");
+        let plain = match File::open(&spill) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = finish(&growing, decrypting);
+                return Err(read::failed(e));
+            }
+        };
+        match container::detect(&name, &plain) {
+            Ok(Some(w)) => {
+                // Whole and checked first, then opened as any archive.
+                let mut facts = joined(decrypting)?;
+                let mut each = |m: Member| {
+                    if member(session, outer, m, parts) {
+                        Flow::Next
+                    } else {
+                        Flow::Stop
+                    }
+                };
+                let size = file.metadata().map_or(0, |m| m.len());
+                container::unpack_inner(w, &plain, size, u, dir, &mut each, &mut facts)?;
+                Ok(facts)
+            }
+            Ok(None) => {
+                following(session, outer, &name, (plain, spill, &growing), parts);
+                joined(decrypting)
+            }
+            Err(e) => {
+                let _ = finish(&growing, decrypting);
+                Err(read::failed(e))
+            }
+        }
+    })
+}
+
+/// Parses the plaintext as it grows, as a file at the OpenPGP file's folder under its name
+/// without `.pgp`; its identity and the decryption's verdict go to the writer at the end.
+fn following(
+    session: &Session,
+    outer: &FileMeta,
+    name: &std::ffi::OsStr,
+    (plain, spill, growing): (File, PathBuf, &Arc<Growing>),
+    parts: &Sender<Part>,
+) {
+    let rel = match outer.rel.parent() {
+        Some(p) => p.join(name),
+        None => PathBuf::from(name),
+    };
+    let Some(rel) = RelPath::from_relative(&rel) else {
+        return;
+    };
+    let meta = meta_for(session, &rel, Source::Kept(spill), 0, 1, None);
+    let Some(dataset) = meta.spec.clone() else {
+        let _ = parts.send(Part::Member(Job {
+            meta,
+            body: Body::Rejected(no_dataset()),
+        }));
+        return;
+    };
+    let (tx, rx) = bounded(super::worker::CHUNKS_IN_FLIGHT);
+    let job = Job {
+        meta: meta.clone(),
+        body: Body::Records(rx),
+    };
+    if parts.send(Part::Member(job)).is_err() {
+        return;
+    }
+    let raw = Box::new(std::io::BufReader::with_capacity(
+        256 << 10,
+        Follow {
+            file: plain,
+            pos: 0,
+            growing: growing.clone(),
+        },
+    ));
+    let (format, parsed, rejects) = super::worker::parse_caught(&meta.rel, raw, &dataset, &tx);
+    if matches!(parsed, Err(crate::format::Stop::Cancelled)) {
+        return;
+    }
+    // The content is refused whatever follows: no need to decrypt the rest — unless the parse
+    // failed because the decryption did (the reader fails where it failed): that is the reason.
+    let refused = parsed.is_err() && growing.failed().is_none();
+    if refused {
+        growing.abandon();
+    }
+    let end = match growing.end() {
+        Ok((hash, len)) => {
+            let identity = Msg::Identity {
+                sha256: hash.hex(),
+                size: len,
+            };
+            if tx.send(identity).is_err() {
+                return;
+            }
+            super::worker::ended(format, parsed, rejects)
+        }
+        // The decryption's failure is the reason, unless the parse stopped it.
+        Err(r) if !refused => End::Rejected {
+            format: None,
+            reject: r,
+            rejects: Vec::new(),
+            rejected: 0,
+        },
+        _ => super::worker::ended(format, parsed, rejects),
+    };
+    let _ = tx.send(Msg::End(end));
 }

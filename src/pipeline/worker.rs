@@ -25,7 +25,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 /// Chunks buffered per big file between its worker and the writer.
-const CHUNKS_IN_FLIGHT: usize = 4;
+pub(super) const CHUNKS_IN_FLIGHT: usize = 4;
 
 pub fn process(session: &Session, work: Work, turn: Option<Turn>, jobs: &Jobs) {
     let rel = match &work {
@@ -490,7 +490,7 @@ pub(super) fn no_dataset() -> Reject {
 }
 
 /// How a parse that the writer should record ended.
-fn ended(
+pub(super) fn ended(
     format: Option<Format>,
     parsed: Result<(u64, u64, Vec<String>), Stop>,
     (rejects, rejected): (Vec<crate::reject::RecordReject>, u64),
@@ -514,7 +514,7 @@ fn ended(
 
 /// Parses with a guard: a bug in a parser must not strand the file; it is set aside as
 /// `internal`.
-fn parse_caught(
+pub(super) fn parse_caught(
     rel: &RelPath,
     raw: Box<dyn Read + Send>,
     dataset: &crate::config::DatasetSpec,
@@ -540,7 +540,7 @@ fn parse_caught(
 
 /// The format, the parse's outcome (good and bad records, notes), and the bad records: the
 /// first ones and how many there were (kept on the ledger row of a rejected file too).
-type Parsed = (
+pub(super) type Parsed = (
     Option<Format>,
     Result<(u64, u64, Vec<String>), Stop>,
     (Vec<crate::reject::RecordReject>, u64),

@@ -165,6 +165,8 @@ pub enum FileUpdate<'a> {
     RejectsAt(&'a str),
     /// A member of the container (archive, OpenPGP file) with this ledger row.
     MemberOf(i64),
+    /// Its content's identity, learned after its records (an OpenPGP file's plaintext).
+    Identity { sha256: &'a str, size: u64 },
     /// The fingerprint of the key whose signature on the file verified (OpenPGP).
     Signer(&'a str),
 }

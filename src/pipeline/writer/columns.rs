@@ -49,6 +49,8 @@ pub(super) struct FileColumns {
     pub rows_seen: bool,
     /// What the file was stored with that a reader should know (renamed columns, …).
     pub warnings: Vec<String>,
+    /// Its identity (SHA-256, size), when it came after its records (`Msg::Identity`).
+    pub identity: Option<(String, u64)>,
 }
 
 impl FileColumns {

@@ -78,8 +78,10 @@ impl Writer<'_> {
         Ok(true)
     }
 
-    pub(super) fn records(&mut self, meta: FileMeta, rx: Receiver<Msg>) -> Result<()> {
+    pub(super) fn records(&mut self, mut meta: FileMeta, rx: Receiver<Msg>) -> Result<()> {
         let path = meta.rel.display();
+        // An identity that comes after the records (`Msg::Identity`) is judged then.
+        let late = meta.sha256.is_none();
         let sha = meta.sha256.clone().unwrap_or_default();
         let now = now();
         let spec = meta
@@ -88,8 +90,9 @@ impl Writer<'_> {
             .context("a file with records has a dataset")?;
         // A Columns message to take again when the file starts over in a new group.
         let mut again: Option<Columns> = None;
-        let (id, file, end) = loop {
+        let (id, mut file, end) = loop {
             match self.store.identity(&spec.name, &sha)? {
+                _ if late => {}
                 Identity::Stored(original) => {
                     drop(rx);
                     return self.duplicate(meta, original);
@@ -121,6 +124,21 @@ impl Writer<'_> {
             let mut file = FileColumns::default();
             match self.store_records((&spec, &meta.rel), id, &rx, &mut file, again.take()) {
                 Ok(Stream::End(end)) => break (id, file, end),
+                Ok(Stream::Duplicate { original, sha256 }) => {
+                    self.store.undo_file()?;
+                    drop(rx);
+                    meta.sha256 = Some(sha256);
+                    return self.duplicate(meta, original);
+                }
+                Ok(Stream::Busy { sha256 }) => {
+                    self.store.undo_file()?;
+                    let dataset = spec.name.clone();
+                    return Err(super::unit::Restart::Busy {
+                        dataset,
+                        sha: sha256,
+                    }
+                    .into());
+                }
                 Ok(Stream::Again(_)) if self.in_unit => {
                     self.store.undo_file()?;
                     return Err(super::unit::Restart::Schema.into());
@@ -147,6 +165,10 @@ impl Writer<'_> {
             }
         };
         drop(rx);
+        if let Some((sha256, size)) = file.identity.take() {
+            meta.sha256 = Some(sha256);
+            meta.size = size;
+        }
         let end = reconcile(end, &file);
         self.file_outcome(id, meta, file, end)
     }
@@ -421,6 +443,25 @@ impl Writer<'_> {
                         }
                     }
                 }
+                Ok(Msg::Identity { sha256, size }) => {
+                    match self.store.identity(&spec.name, &sha256)? {
+                        Identity::Stored(original) => {
+                            return Ok(Stream::Duplicate { original, sha256 })
+                        }
+                        // Only a unit's member learns its identity late (an OpenPGP file's
+                        // plaintext): it starts over as a whole.
+                        Identity::Busy => return Ok(Stream::Busy { sha256 }),
+                        Identity::New => {}
+                    }
+                    self.store.update_file(
+                        id,
+                        &FileUpdate::Identity {
+                            sha256: &sha256,
+                            size,
+                        },
+                    )?;
+                    file.identity = Some((sha256, size));
+                }
                 Ok(Msg::End(end)) => {
                     if let End::Done {
                         records,
@@ -605,6 +646,15 @@ enum Stream {
     Again(Columns),
     /// The table must be re-keyed first; then the file starts over with these columns.
     Rekey(Columns, RekeyNeeded),
+    /// Its identity, learned after its records, is a stored file's: undone, a duplicate.
+    Duplicate {
+        original: i64,
+        sha256: String,
+    },
+    /// Another writer stores the same content right now (late identity): the unit starts over.
+    Busy {
+        sha256: String,
+    },
 }
 
 /// A file rejected for a reason found while storing it.

@@ -131,7 +131,7 @@ impl Writer<'_> {
                 self.undo_unit(start);
                 self.begin()?;
             }
-            let reject = if member.is_empty() {
+            let reject = if member.is_empty() || r.kind.is_container() {
                 r
             } else {
                 Reject {

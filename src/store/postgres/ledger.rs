@@ -165,6 +165,12 @@ pub fn update(c: &mut Client, id: i64, u: &FileUpdate<'_>) -> Result<()> {
         FileUpdate::StoredAt(at) => {
             c.execute("UPDATE files SET stored_at = $2 WHERE id = $1", &[&id, at])?;
         }
+        FileUpdate::Identity { sha256, size } => {
+            c.execute(
+                "UPDATE files SET sha256 = $2, size = $3 WHERE id = $1",
+                &[&id, sha256, &(*size as i64)],
+            )?;
+        }
         FileUpdate::MemberOf(container) => {
             c.execute(
                 "UPDATE files SET container_id = $2 WHERE id = $1",

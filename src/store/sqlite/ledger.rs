@@ -144,6 +144,10 @@ pub fn update(conn: &Connection, id: i64, u: &FileUpdate<'_>) -> Result<()> {
             conn.prepare_cached("UPDATE files SET rejects_at = ?2 WHERE id = ?1")?
                 .execute((id, at))?;
         }
+        FileUpdate::Identity { sha256, size } => {
+            conn.prepare_cached("UPDATE files SET sha256 = ?2, size = ?3 WHERE id = ?1")?
+                .execute((id, sha256, *size as i64))?;
+        }
         FileUpdate::MemberOf(container) => {
             conn.prepare_cached("UPDATE files SET container_id = ?2 WHERE id = ?1")?
                 .execute((id, container))?;
