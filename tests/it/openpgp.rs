@@ -210,8 +210,13 @@ fn openpgp_files_that_fail_a_check_are_set_aside_with_the_reason() {
             "stranger-signed.csv.pgp",
             "pgp.bad_signature",
             Box::new(|p| {
+                // Big enough that records reach the writer long before the signature is
+                // checked: they are undone.
+                let body: String = (0..300_000)
+                    .map(|i| format!("{i},name {i} of a big file\n"))
+                    .collect();
                 keys.wrap(
-                    ORDERS,
+                    format!("id,name\n{body}").as_bytes(),
                     p,
                     &[
                         "-r",
