@@ -183,7 +183,7 @@ impl Judge {
                 crate::pipeline::Part::Member(job) => {
                     let at = self.summary.verdicts.len();
                     let path = job.meta.rel.display();
-                    self.job(job)?;
+                    self.job(*job)?;
                     let bad = self.summary.verdicts[at..]
                         .iter()
                         .find(|v| v.outcome == "quarantine");

@@ -235,7 +235,7 @@ pub struct Unit {
 
 /// What comes out of a container.
 pub enum Part {
-    Member(Job),
+    Member(Box<Job>),
     /// The container cannot be opened (whole, or past the members already sent).
     Failed(Reject),
     /// Every member was sent.

@@ -100,7 +100,7 @@ fn member(session: &Session, outer: &FileMeta, m: Member, parts: &Sender<Part>) 
     meta.hashed_at = Some(crate::store::now());
     let open = Cell::new(true);
     let hand = |job: Job| {
-        if parts.send(Part::Member(job)).is_err() {
+        if parts.send(Part::Member(Box::new(job))).is_err() {
             open.set(false);
         }
     };
@@ -243,10 +243,11 @@ fn following(
     };
     let meta = meta_for(session, &rel, Source::Kept(spill), 0, 1, None);
     let Some(dataset) = meta.spec.clone() else {
-        let _ = parts.send(Part::Member(Job {
+        let job = Job {
             meta,
             body: Body::Rejected(no_dataset()),
-        }));
+        };
+        let _ = parts.send(Part::Member(Box::new(job)));
         return;
     };
     let (tx, rx) = bounded(super::worker::CHUNKS_IN_FLIGHT);
@@ -254,7 +255,7 @@ fn following(
         meta: meta.clone(),
         body: Body::Records(rx),
     };
-    if parts.send(Part::Member(job)).is_err() {
+    if parts.send(Part::Member(Box::new(job))).is_err() {
         return;
     }
     let raw = Box::new(std::io::BufReader::with_capacity(

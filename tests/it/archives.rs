@@ -200,6 +200,9 @@ both_stores! {
     }
 }
 
+/// A hostile input: its name, the reject kind it must get, and how to make it.
+pub type Case<'a> = (&'a str, &'a str, Box<dyn Fn(&Path) + 'a>);
+
 /// A hostile archive: refused with `kind`, nothing stored, nothing written outside the spool.
 fn refused(s: &Spool, name: &str, kind: &str) {
     eprintln!("hostile archive: {name}");
@@ -221,7 +224,7 @@ fn hostile_archives_are_refused_with_the_reason_and_nothing_escapes() {
     let config = format!("{CONFIG}\n[unpack]\nmax_archive_members = 50\nmax_archive_ratio = 100\n");
     fs::write(s.root.join("ferry.toml"), config).unwrap();
     let place = |name: &str| s.incoming().join("bank").join(name);
-    let hostile: Vec<(&str, &str, Box<dyn Fn(&Path)>)> = vec![
+    let hostile: Vec<Case> = vec![
         (
             "slip.zip",
             "archive.unsafe_member",

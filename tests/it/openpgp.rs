@@ -200,7 +200,7 @@ fn openpgp_files_that_fail_a_check_are_set_aside_with_the_reason() {
     let s = Spool::new();
     let keys = Keys::new(&s.scratch("keys"));
     fs::write(s.root.join("ferry.toml"), keys.config()).unwrap();
-    let cases: Vec<(&str, &str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<crate::archives::Case> = vec![
         (
             "unsigned.csv.pgp",
             "pgp.unsigned",

@@ -205,7 +205,7 @@ impl Writer<'_> {
                 Part::Member(job) => {
                     let path = job.meta.rel.display();
                     let spill = job.meta.source.path().to_path_buf();
-                    match self.member(job) {
+                    match self.member(*job) {
                         Ok(()) => {}
                         Err(e) if e.is::<Restart>() => {
                             got.restart = Some(e.downcast::<Restart>().expect("checked"));
