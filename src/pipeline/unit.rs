@@ -185,8 +185,8 @@ fn pgp(
             growing.abandon();
             joined(h)
         };
-        // The first bytes say what is inside.
-        growing.wait_for(512);
+        // The first bytes say what is inside (a gzip file's first 64 KiB: a tar inside?).
+        growing.wait_for(64 << 10);
         if let Some(r) = growing.failed() {
             return finish(&growing, decrypting).and(Err(r));
         }
@@ -238,11 +238,14 @@ fn following(
         Some(p) => p.join(name),
         None => PathBuf::from(name),
     };
+    // Whatever ends the member early also stops the decryption.
     let Some(rel) = RelPath::from_relative(&rel) else {
+        growing.abandon();
         return;
     };
     let meta = meta_for(session, &rel, Source::Kept(spill), 0, 1, None);
     let Some(dataset) = meta.spec.clone() else {
+        growing.abandon();
         let job = Job {
             meta,
             body: Body::Rejected(no_dataset()),
@@ -256,6 +259,8 @@ fn following(
         body: Body::Records(rx),
     };
     if parts.send(Part::Member(Box::new(job))).is_err() {
+        // The writer no longer wants the container: stop decrypting.
+        growing.abandon();
         return;
     }
     let raw = Box::new(std::io::BufReader::with_capacity(
@@ -268,6 +273,7 @@ fn following(
     ));
     let (format, parsed, rejects) = super::worker::parse_caught(&meta.rel, raw, &dataset, &tx);
     if matches!(parsed, Err(crate::format::Stop::Cancelled)) {
+        growing.abandon();
         return;
     }
     // The content is refused whatever follows: no need to decrypt the rest — unless the parse

@@ -91,8 +91,11 @@ impl Writer<'_> {
         // A Columns message to take again when the file starts over in a new group.
         let mut again: Option<Columns> = None;
         let (id, mut file, end) = loop {
-            match self.store.identity(&spec.name, &sha)? {
-                _ if late => {}
+            let identity = match late {
+                true => Identity::New,
+                false => self.store.identity(&spec.name, &sha)?,
+            };
+            match identity {
                 Identity::Stored(original) => {
                     drop(rx);
                     return self.duplicate(meta, original);
