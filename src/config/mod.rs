@@ -318,12 +318,22 @@ impl Config {
         }
     }
 
-    /// How a container found at `rel` is opened: the settings of the dataset its path names,
-    /// else `[unpack]`'s.
-    pub fn unpack_for(&self, rel: &RelPath) -> Arc<Unpack> {
-        self.dataset_for(rel)
+    /// How a container found at `rel` (pulled from the `[[source]]` named `source`, if it
+    /// was) is opened: the source's keys over the settings of the dataset its path names, else
+    /// over `[unpack]`'s.
+    pub fn unpack_for(&self, rel: &RelPath, source: Option<&str>) -> Arc<Unpack> {
+        let base = self
+            .dataset_for(rel)
             .and_then(|d| d.unpack.clone())
-            .unwrap_or_else(|| self.unpack.clone())
+            .unwrap_or_else(|| self.unpack.clone());
+        let own = source
+            .and_then(|name| self.sources.iter().find(|s| s.name == name))
+            .and_then(|s| s.unpack.as_ref());
+        match own.map(|raw| raw.apply(&base)) {
+            Some(Ok(u)) => Arc::new(u),
+            // Checked when the config was read.
+            _ => base,
+        }
     }
 
     /// What holds a file back for config reasons: no dataset takes it (`strict_datasets`).

@@ -83,6 +83,9 @@ pub struct SourceSpec {
     pub target: bool,
     /// Where a receipt for each file pulled from here goes (`receipts`).
     pub receipts: Option<super::Receipts>,
+    /// How archives and OpenPGP files pulled from here are opened (`[unpack]`'s keys: a
+    /// partner's verify key, say), over the dataset's and `[unpack]`'s settings.
+    pub(super) unpack: Option<super::unpack::RawUnpack>,
 }
 
 /// How an S3 source reaches its bucket.
@@ -127,7 +130,12 @@ pub(super) struct RawSource {
     session_token_env: Option<String>,
     receipts: Option<String>,
     receipt_rejects: Option<String>,
+    pgp_secret_key: Option<PathBuf>,
+    pgp_passphrase_env: Option<String>,
+    pgp_verify_key: Option<PathBuf>,
+    archive_members: Option<String>,
     // Secrets written into the file are refused with the reason (never read).
+    pgp_passphrase: Option<toml::Value>,
     password: Option<toml::Value>,
     identity_passphrase: Option<toml::Value>,
     passphrase: Option<toml::Value>,
@@ -205,6 +213,7 @@ pub fn same_server(source: &SourceSpec, url: &str) -> Option<SourceSpec> {
     spec.depth = 0;
     spec.target = true;
     spec.receipts = None;
+    spec.unpack = None;
     Some(spec)
 }
 
@@ -392,7 +401,25 @@ impl RawSource {
                 self.receipts.as_deref(),
                 self.receipt_rejects.as_deref(),
             )?,
+            unpack: self.unpack()?,
         })
+    }
+
+    /// The source's own container settings, checked now (applied over others when used).
+    fn unpack(&self) -> Result<Option<super::unpack::RawUnpack>, String> {
+        let raw = super::unpack::RawUnpack {
+            archive_members: self.archive_members.clone(),
+            pgp_secret_key: self.pgp_secret_key.clone(),
+            pgp_passphrase_env: self.pgp_passphrase_env.clone(),
+            pgp_verify_key: self.pgp_verify_key.clone(),
+            pgp_passphrase: self.pgp_passphrase.clone(),
+            ..Default::default()
+        };
+        if !raw.any() {
+            return Ok(None);
+        }
+        raw.apply(&super::Unpack::default())?;
+        Ok(Some(raw))
     }
 
     /// As an export target: no pulling settings; folders below the target are not walked.
@@ -407,6 +434,10 @@ impl RawSource {
             ("depth", self.depth.is_some()),
             ("receipts", self.receipts.is_some()),
             ("receipt_rejects", self.receipt_rejects.is_some()),
+            ("pgp_secret_key", self.pgp_secret_key.is_some()),
+            ("pgp_passphrase_env", self.pgp_passphrase_env.is_some()),
+            ("pgp_verify_key", self.pgp_verify_key.is_some()),
+            ("archive_members", self.archive_members.is_some()),
         ] {
             if given {
                 return Err(format!(

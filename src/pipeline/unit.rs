@@ -21,7 +21,11 @@ use std::sync::Arc;
 
 /// Opens a claimed container and hands its members over; returns once the writer decided.
 pub(super) fn open(session: &Session, file: File, meta: FileMeta, wrap: Wrap, jobs: &Jobs) {
-    let u = session.cfg.unpack_for(&meta.rel);
+    let source = match &meta.source {
+        Source::Claimed(c) => c.origin.as_ref().map(|o| o.source.as_str()),
+        Source::Kept(_) => None,
+    };
+    let u = session.cfg.unpack_for(&meta.rel, source);
     let name = meta.rel.file_name().to_os_string();
     loop {
         let dir = unpack_dir(session);

@@ -307,3 +307,36 @@ fn openpgp_files_that_fail_a_check_are_set_aside_with_the_reason() {
     );
     assert!(fs::read_dir(s.root.join("processing/.unpack")).map_or(true, |d| d.count() == 0));
 }
+
+#[test]
+fn a_sources_own_keys_open_the_files_pulled_from_it() {
+    let s = Spool::new();
+    let keys = Keys::new(&s.scratch("keys"));
+    let acme = crate::sshd::Sshd::start();
+    let dir = keys.dir.display().to_string();
+    let with_keys = format!(
+        "pgp_secret_key = \"{dir}/ferry.sec.asc\"\npgp_passphrase_env = \"FERRY_TEST_PGP\"\n\
+         pgp_verify_key = \"{dir}/partner.pub\"\n"
+    );
+    let config = format!(
+        "{}{}",
+        acme.source("acme", &with_keys),
+        // The same server's folder pulled again by a source with no keys of its own.
+        acme.source("plain", "into = \"plain\"")
+    );
+    fs::write(s.root.join("ferry.toml"), config).unwrap();
+    let enc = s.scratch("out").join("orders.csv.pgp");
+    keys.wrap(ORDERS, &enc, SIGNED);
+    acme.put("orders.csv.pgp", &fs::read(&enc).unwrap());
+    run(&s, 3);
+    let files = s.files();
+    let pulled = row(&files, "acme/orders.csv.pgp");
+    assert_eq!(pulled["state"], "ingested");
+    assert_eq!(pulled["signer"], keys.fingerprint("partner@test"));
+    assert_eq!(s.count("SELECT count(*) FROM acme"), 2);
+    // Without the source's keys the same file cannot be opened.
+    assert_eq!(
+        row(&files, "plain/orders.csv.pgp")["error_kind"],
+        "pgp.no_key"
+    );
+}
