@@ -156,35 +156,28 @@ fn fingerprint_of(key: &SignedPublicKey) -> String {
     format!("{:X}", key.primary_key.fingerprint())
 }
 
-fn key_file(at: &Path, what: &str) -> Result<File, Reject> {
-    File::open(at).map_err(|e| {
+/// A key from a file (armored or binary): `what` names the setting, `is` what it must be.
+fn read_key<K: Deserializable>(at: &Path, what: &str, is: &str) -> Result<K, Reject> {
+    let f = File::open(at).map_err(|e| {
         reject(
             Kind::PgpNoKey,
             format!("cannot read {what} {}: {e}", at.display()),
         )
-    })
+    })?;
+    K::from_reader_single(BufReader::new(f))
+        .map(|(k, _)| k)
+        .map_err(|e| {
+            reject(
+                Kind::PgpNoKey,
+                format!("{what} {} is not {is}: {e}", at.display()),
+            )
+        })
 }
 
 fn secret_key(at: &Path) -> Result<SignedSecretKey, Reject> {
-    let f = key_file(at, "pgp_secret_key")?;
-    SignedSecretKey::from_reader_single(BufReader::new(f))
-        .map(|(k, _)| k)
-        .map_err(|e| {
-            reject(
-                Kind::PgpNoKey,
-                format!("pgp_secret_key {} is not a secret key: {e}", at.display()),
-            )
-        })
+    read_key(at, "pgp_secret_key", "a secret key")
 }
 
 fn public_key(at: &Path) -> Result<SignedPublicKey, Reject> {
-    let f = key_file(at, "pgp_verify_key")?;
-    SignedPublicKey::from_reader_single(BufReader::new(f))
-        .map(|(k, _)| k)
-        .map_err(|e| {
-            reject(
-                Kind::PgpNoKey,
-                format!("pgp_verify_key {} is not a public key: {e}", at.display()),
-            )
-        })
+    read_key(at, "pgp_verify_key", "a public key")
 }

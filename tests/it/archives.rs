@@ -80,7 +80,7 @@ const B: &[u8] = b"id,name\n3,carl\n";
 const S: &[u8] = b"sku,qty\nx1,4\nx2,5\n";
 const BAD: &[u8] = b"id,name\n4,dora\n5,eve,extra\n";
 
-fn row_of<'a>(files: &'a [serde_json::Value], path: &str) -> &'a serde_json::Value {
+pub fn row_of<'a>(files: &'a [serde_json::Value], path: &str) -> &'a serde_json::Value {
     files
         .iter()
         .find(|f| f["path"] == path)

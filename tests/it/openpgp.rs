@@ -2,7 +2,7 @@
 //! partner's, and every failure (unsigned, another signer, another recipient, a changed byte)
 //! set aside with its reason and nothing stored.
 
-use crate::archives::archive;
+use crate::archives::{archive, row_of};
 use crate::harness::*;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -146,13 +146,6 @@ fn run(s: &Spool, code: i32) {
     );
 }
 
-fn row<'a>(files: &'a [serde_json::Value], path: &str) -> &'a serde_json::Value {
-    files
-        .iter()
-        .find(|f| f["path"] == path)
-        .unwrap_or_else(|| panic!("no row for {path}: {files:#?}"))
-}
-
 both_stores! {
     fn signed_and_encrypted_files_load_their_plaintext_with_the_signer_recorded() {
         let s = Spool::new();
@@ -171,17 +164,17 @@ both_stores! {
         run(&s, 0);
         assert_eq!(s.count("SELECT count(*) FROM orders"), 6);
         let files = s.files();
-        let c = row(&files, "bank/orders.csv.pgp");
+        let c = row_of(&files, "bank/orders.csv.pgp");
         assert_eq!(c["state"], "ingested");
         assert_eq!(c["format"], "pgp");
         assert_eq!(c["sha256"], enc_sha);
         assert_eq!(c["signer"], keys.fingerprint("partner@test"));
-        let m = row(&files, "bank/orders.csv");
+        let m = row_of(&files, "bank/orders.csv");
         assert_eq!(m["sha256"], sha256_hex(ORDERS));
         assert_eq!(m["container_id"], c["id"]);
         assert_eq!(m["dataset"], "orders");
-        let day = row(&files, "bank/day.zip.pgp");
-        assert_eq!(row(&files, "bank/e.csv")["container_id"], day["id"]);
+        let day = row_of(&files, "bank/day.zip.pgp");
+        assert_eq!(row_of(&files, "bank/e.csv")["container_id"], day["id"]);
 
         // The same content encrypted again is new ciphertext but the same plaintext: a
         // duplicate, nothing stored twice.
@@ -189,7 +182,7 @@ both_stores! {
         run(&s, 0);
         assert_eq!(s.count("SELECT count(*) FROM orders"), 6);
         let files = s.files();
-        let again = row(&files, "bank/orders-again.csv");
+        let again = row_of(&files, "bank/orders-again.csv");
         assert_eq!(again["state"], "duplicate");
         assert_eq!(again["duplicate_of"], m["id"]);
     }
@@ -279,7 +272,7 @@ fn openpgp_files_that_fail_a_check_are_set_aside_with_the_reason() {
         make(&s.incoming().join("bank").join(name));
         run(&s, 3);
         let files = s.files();
-        let f = row(&files, &format!("bank/{name}"));
+        let f = row_of(&files, &format!("bank/{name}"));
         assert_eq!(f["state"], "quarantined", "{name}: {f:#}");
         assert_eq!(f["error_kind"], kind, "{name}: {f:#}");
         assert_eq!(s.count_or_zero("SELECT count(*) FROM orders"), 0, "{name}");
@@ -296,7 +289,7 @@ fn openpgp_files_that_fail_a_check_are_set_aside_with_the_reason() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(s.count_or_zero("SELECT count(*) FROM orders"), 0);
     let files = s.files();
-    let late = row(&files, "bank/late.csv.pgp");
+    let late = row_of(&files, "bank/late.csv.pgp");
     assert_eq!(late["error_kind"], "pgp.no_key", "{late:#}");
     assert!(
         late["error_message"]
@@ -330,13 +323,13 @@ fn a_sources_own_keys_open_the_files_pulled_from_it() {
     acme.put("orders.csv.pgp", &fs::read(&enc).unwrap());
     run(&s, 3);
     let files = s.files();
-    let pulled = row(&files, "acme/orders.csv.pgp");
+    let pulled = row_of(&files, "acme/orders.csv.pgp");
     assert_eq!(pulled["state"], "ingested");
     assert_eq!(pulled["signer"], keys.fingerprint("partner@test"));
     assert_eq!(s.count("SELECT count(*) FROM acme"), 2);
     // Without the source's keys the same file cannot be opened.
     assert_eq!(
-        row(&files, "plain/orders.csv.pgp")["error_kind"],
+        row_of(&files, "plain/orders.csv.pgp")["error_kind"],
         "pgp.no_key"
     );
 }
