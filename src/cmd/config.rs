@@ -40,6 +40,12 @@ pub fn run(cfg: &Config, cmd: &ConfigCommand) -> Result<Outcome> {
         }
         sources.push(SourceView::of(spec, survey));
     }
+    // OpenPGP keys are read and unlocked as a file would need them.
+    for (whose, u) in cfg.unpack_settings() {
+        if let Err(r) = crate::container::check_keys(&u) {
+            refused.push(format!("{whose}: {}", r.message));
+        }
+    }
     // Each export target is reached the way an export reaches it (nothing written).
     let mut targets = Vec::with_capacity(cfg.targets.len());
     for spec in &cfg.targets {

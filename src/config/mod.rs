@@ -336,6 +336,23 @@ impl Config {
         }
     }
 
+    /// Every container setting the config makes, named for messages: `[unpack]`, each
+    /// dataset's own, each source's own (over `[unpack]`).
+    pub fn unpack_settings(&self) -> Vec<(String, Arc<Unpack>)> {
+        let mut out = vec![("[unpack]".to_string(), self.unpack.clone())];
+        for d in &self.datasets {
+            if let Some(u) = &d.unpack {
+                out.push((format!("dataset {:?}", d.name), u.clone()));
+            }
+        }
+        for s in &self.sources {
+            if let Some(Ok(u)) = s.unpack.as_ref().map(|raw| raw.apply(&self.unpack)) {
+                out.push((format!("source {:?}", s.name), Arc::new(u)));
+            }
+        }
+        out
+    }
+
     /// What holds a file back for config reasons: no dataset takes it (`strict_datasets`).
     pub fn hold(&self, rel: &RelPath) -> Option<crate::discover::Hold> {
         self.dataset_for(rel)

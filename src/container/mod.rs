@@ -355,6 +355,11 @@ impl Read for Follow {
     }
 }
 
+/// Whether a container setting's OpenPGP keys can be used (`config check`).
+pub fn check_keys(u: &Unpack) -> Result<(), Reject> {
+    pgp::check_keys(u)
+}
+
 /// The name an OpenPGP file's content is judged under: its own without `.pgp`, `.gpg` or
 /// `.asc` (`orders.csv.pgp` → `orders.csv`).
 pub fn plain_name(name: &OsStr) -> std::ffi::OsString {

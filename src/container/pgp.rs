@@ -57,31 +57,8 @@ pub(super) fn decrypt(
             ));
         };
         let key = secret_key(at)?;
-        let pw = match &u.pgp_passphrase_env {
-            Some(var) => match std::env::var(var) {
-                Ok(v) => Password::from(v),
-                Err(_) => {
-                    return Err(reject(
-                        Kind::PgpNoKey,
-                        format!("pgp_passphrase_env names {var}, which is not set"),
-                    ))
-                }
-            },
-            None => Password::empty(),
-        };
-        if !matches!(key.primary_key.unlock(&pw, |_, _| Ok(())), Ok(Ok(()))) {
-            let from = match &u.pgp_passphrase_env {
-                Some(var) => format!("the passphrase in {var}"),
-                None => "no passphrase (set pgp_passphrase_env)".to_string(),
-            };
-            return Err(reject(
-                Kind::PgpNoKey,
-                format!(
-                    "pgp_secret_key {} cannot be unlocked with {from}",
-                    at.display()
-                ),
-            ));
-        }
+        let pw = passphrase(u)?;
+        unlocked(&key, &pw, u, at)?;
         // Streaming: the plaintext is only written out here, never parsed before the whole
         // message was read and its integrity check (at the end) passed — so rpgp need not hold
         // the ciphertext in memory to check it first (its default, up to 1 GiB).
@@ -152,6 +129,20 @@ pub(super) fn decrypt(
     Ok(plain)
 }
 
+/// Whether the configured keys can be used: the secret key read and unlocked with its
+/// passphrase, the verify key read (for `config check`, before any file depends on them).
+pub(super) fn check_keys(u: &Unpack) -> Result<(), Reject> {
+    if let Some(at) = &u.pgp_secret_key {
+        let key = secret_key(at)?;
+        let pw = passphrase(u)?;
+        unlocked(&key, &pw, u, at)?;
+    }
+    if let Some(at) = &u.pgp_verify_key {
+        public_key(at)?;
+    }
+    Ok(())
+}
+
 fn fingerprint_of(key: &SignedPublicKey) -> String {
     format!("{:X}", key.primary_key.fingerprint())
 }
@@ -180,4 +171,36 @@ fn secret_key(at: &Path) -> Result<SignedSecretKey, Reject> {
 
 fn public_key(at: &Path) -> Result<SignedPublicKey, Reject> {
     read_key(at, "pgp_verify_key", "a public key")
+}
+
+/// The secret key's passphrase, from the environment variable `pgp_passphrase_env` names.
+fn passphrase(u: &Unpack) -> Result<Password, Reject> {
+    match &u.pgp_passphrase_env {
+        Some(var) => match std::env::var(var) {
+            Ok(v) => Ok(Password::from(v)),
+            Err(_) => Err(reject(
+                Kind::PgpNoKey,
+                format!("pgp_passphrase_env names {var}, which is not set"),
+            )),
+        },
+        None => Ok(Password::empty()),
+    }
+}
+
+/// Checks that the passphrase unlocks the key (rpgp would otherwise say "another key").
+fn unlocked(key: &SignedSecretKey, pw: &Password, u: &Unpack, at: &Path) -> Result<(), Reject> {
+    if matches!(key.primary_key.unlock(pw, |_, _| Ok(())), Ok(Ok(()))) {
+        return Ok(());
+    }
+    let from = match &u.pgp_passphrase_env {
+        Some(var) => format!("the passphrase in {var}"),
+        None => "no passphrase (set pgp_passphrase_env)".to_string(),
+    };
+    Err(reject(
+        Kind::PgpNoKey,
+        format!(
+            "pgp_secret_key {} cannot be unlocked with {from}",
+            at.display()
+        ),
+    ))
 }

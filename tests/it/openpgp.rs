@@ -333,3 +333,34 @@ fn a_sources_own_keys_open_the_files_pulled_from_it() {
         "pgp.no_key"
     );
 }
+
+#[test]
+fn config_check_reads_and_unlocks_the_keys_before_any_file_needs_them() {
+    let s = Spool::new();
+    let keys = Keys::new(&s.scratch("keys"));
+    fs::write(s.root.join("ferry.toml"), keys.config()).unwrap();
+    let check = |pass: Option<&str>| {
+        let mut c = s.cmd();
+        c.args(["config", "check"]);
+        match pass {
+            Some(p) => c.env("FERRY_TEST_PGP", p),
+            None => c.env_remove("FERRY_TEST_PGP"),
+        };
+        c.output().unwrap()
+    };
+    assert_eq!(check(Some(PASSPHRASE)).status.code(), Some(0));
+    for bad in [Some("wrong"), None] {
+        let out = check(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("pgp_"),
+            "{out:?}"
+        );
+    }
+    // A verify key that is not one.
+    let config = keys
+        .config()
+        .replace("partner.pub", "ferry.sec.asc.missing");
+    fs::write(s.root.join("ferry.toml"), config).unwrap();
+    assert_eq!(check(Some(PASSPHRASE)).status.code(), Some(2));
+}
