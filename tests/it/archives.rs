@@ -495,3 +495,30 @@ both_stores! {
         }
     }
 }
+
+#[test]
+fn each_member_its_own_unit_keeps_the_members_before_a_cut_and_they_name_the_archive() {
+    let s = Spool::new();
+    let config = format!("{CONFIG}\n[unpack]\narchive_members = \"each\"\n");
+    fs::write(s.root.join("ferry.toml"), config).unwrap();
+    let p = s.incoming().join("bank/cut.tar");
+    let rows: String = (0..50_000).map(|i| format!("{i},name{i}\n")).collect();
+    let big = format!("id,name\n{rows}");
+    archive(
+        &p,
+        "tar",
+        &[("orders/a.csv", A), ("orders/big.csv", big.as_bytes())],
+    );
+    let bytes = fs::read(&p).unwrap();
+    fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    backdated(&p);
+    s.ferry_ok(&["run"], 3);
+    let files = s.files();
+    let cut = row_of(&files, "bank/cut.tar");
+    assert_eq!(cut["state"], "quarantined");
+    assert_eq!(cut["error_kind"], "archive.corrupt");
+    let a = row_of(&files, "bank/orders/a.csv");
+    assert_eq!(a["state"], "ingested");
+    assert_eq!(a["container_id"], cut["id"]);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
+}

@@ -149,7 +149,17 @@ impl Writer<'_> {
                 rejects: &[],
                 rejected: 0,
             };
-            return self.quarantine(meta, Some(wrap.id()), why);
+            self.quarantine(meta, Some(wrap.id()), why)?;
+            // With each member its own unit, those that finished stay: they name the archive.
+            if let Some(FileOutcome::Quarantined { id, .. }) =
+                self.finished.last().map(|f| &f.outcome)
+            {
+                let id = *id;
+                for m in got.ids.iter().filter(|_| each) {
+                    self.store.update_file(*m, &FileUpdate::MemberOf(id))?;
+                }
+            }
+            return Ok(());
         }
         let facts = got.facts.unwrap_or_default();
         let (path, now) = (meta.rel.display(), now());
