@@ -355,8 +355,9 @@ impl Config {
 
     /// What holds a file back for config reasons: no dataset takes it (`strict_datasets`).
     pub fn hold(&self, rel: &RelPath) -> Option<crate::discover::Hold> {
-        self.dataset_for(rel)
-            .is_none()
+        // A container's members are judged by their own paths (an archive named as one is
+        // taken even when no dataset's match takes its own path).
+        (self.dataset_for(rel).is_none() && !crate::container::named(rel.file_name()))
             .then_some(crate::discover::Hold::NoDataset)
     }
 }

@@ -51,6 +51,14 @@ impl Wrap {
     }
 }
 
+/// Whether a file's name says it is a container (what discovery can tell without reading it).
+pub fn named(name: &OsStr) -> bool {
+    let lower = name.as_bytes().to_ascii_lowercase();
+    [".zip", ".tar", ".tar.gz", ".tgz", ".pgp", ".gpg", ".asc"]
+        .iter()
+        .any(|e| lower.ends_with(e.as_bytes()))
+}
+
 /// Whether a file is a container, by its name or its first bytes. Workbooks (which are zip
 /// files) and gzip files that do not hold a tar archive are not.
 pub fn detect(name: &OsStr, file: &File) -> io::Result<Option<Wrap>> {

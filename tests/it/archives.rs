@@ -522,3 +522,29 @@ fn each_member_its_own_unit_keeps_the_members_before_a_cut_and_they_name_the_arc
     assert_eq!(a["container_id"], cut["id"]);
     assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
 }
+
+#[test]
+fn with_strict_datasets_an_archive_is_taken_for_its_members_and_retried_once_they_have_one() {
+    let s = Spool::new();
+    let only_orders =
+        "strict_datasets = true\n[[dataset]]\nname = \"orders\"\nmatch = \"bank/orders/*.csv\"\n";
+    fs::write(s.root.join("ferry.toml"), only_orders).unwrap();
+    let zip = s.incoming().join("bank/day.zip");
+    archive(&zip, "zip", &[("orders/a.csv", A), ("stock/s.csv", S)]);
+    backdated(&zip);
+    // No dataset matches the archive's own path, yet it is taken: its members are what count,
+    // and one of them has no dataset.
+    s.ferry_ok(&["run"], 3);
+    let day = row_of(&s.files(), "bank/day.zip").clone();
+    assert_eq!(day["error_kind"], "archive.member_failed");
+    assert!(day["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("config.no_dataset"));
+    assert_eq!(s.count_or_zero("SELECT count(*) FROM orders"), 0);
+    fs::write(s.root.join("ferry.toml"), format!("{only_orders}{CONFIG}").replace("[[dataset]]\nname = \"orders\"\nmatch = \"bank/orders/*.csv\"\n\n[[dataset]]\nname = \"orders\"\nmatch = \"bank/orders/*.csv\"\n", "[[dataset]]\nname = \"orders\"\nmatch = \"bank/orders/*.csv\"\n")).unwrap();
+    s.ferry_ok(&["quarantine", "retry", "--all"], 0);
+    s.ferry_ok(&["run"], 0);
+    assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
+    assert_eq!(s.count("SELECT count(*) FROM stock"), 2);
+}
