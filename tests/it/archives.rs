@@ -542,7 +542,8 @@ fn with_strict_datasets_an_archive_is_taken_for_its_members_and_retried_once_the
         .unwrap()
         .contains("config.no_dataset"));
     assert_eq!(s.count_or_zero("SELECT count(*) FROM orders"), 0);
-    fs::write(s.root.join("ferry.toml"), format!("{only_orders}{CONFIG}").replace("[[dataset]]\nname = \"orders\"\nmatch = \"bank/orders/*.csv\"\n\n[[dataset]]\nname = \"orders\"\nmatch = \"bank/orders/*.csv\"\n", "[[dataset]]\nname = \"orders\"\nmatch = \"bank/orders/*.csv\"\n")).unwrap();
+    let both = format!("strict_datasets = true\n{CONFIG}");
+    fs::write(s.root.join("ferry.toml"), both).unwrap();
     s.ferry_ok(&["quarantine", "retry", "--all"], 0);
     s.ferry_ok(&["run"], 0);
     assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
