@@ -314,8 +314,8 @@ fn tar(
     Ok(())
 }
 
-/// The entries a zip's end-of-central-directory record lists (`None`: not found, or zip64,
-/// where the zip reader's own count stands).
+/// The entries a zip's end-of-central-directory record lists — its zip64 record's when the
+/// count did not fit (`None`: no record found, where the zip reader's own count stands).
 fn listed_entries(file: &File) -> Option<u64> {
     let size = file.metadata().ok()?.len();
     let tail = size.min(66 << 10);
@@ -325,5 +325,18 @@ fn listed_entries(file: &File) -> Option<u64> {
     let at = buf.windows(4).rposition(|w| w == b"PK\x05\x06")?;
     let rec = buf.get(at..at + 22)?;
     let total = u16::from_le_bytes([rec[10], rec[11]]);
-    (total != 0xFFFF).then_some(u64::from(total))
+    if total != 0xFFFF {
+        return Some(u64::from(total));
+    }
+    // Zip64: a locator just before the record names where the zip64 record is.
+    let loc = buf.get(at.checked_sub(20)?..at)?;
+    if &loc[..4] != b"PK\x06\x07" {
+        return None;
+    }
+    let offset = u64::from_le_bytes(loc[8..16].try_into().ok()?);
+    let mut rec64 = [0u8; 56];
+    if super::read_at_most(file, &mut rec64, offset).ok()? < 56 || &rec64[..4] != b"PK\x06\x06" {
+        return None;
+    }
+    Some(u64::from_le_bytes(rec64[32..40].try_into().ok()?))
 }

@@ -549,3 +549,24 @@ fn with_strict_datasets_an_archive_is_taken_for_its_members_and_retried_once_the
     assert_eq!(s.count("SELECT count(*) FROM orders"), 2);
     assert_eq!(s.count("SELECT count(*) FROM stock"), 2);
 }
+
+#[test]
+fn a_name_listed_twice_in_a_zip64_directory_is_refused_too() {
+    let s = Spool::new();
+    let config = format!("{CONFIG}\n[unpack]\nmax_archive_members = 100000\n");
+    fs::write(s.root.join("ferry.toml"), config).unwrap();
+    let p = s.incoming().join("bank/many.zip");
+    // Over 65,535 entries: the count is in the zip64 record only.
+    python(
+        r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for i in range(65536):
+        z.writestr(f"orders/f{i}.csv", b"")
+    z.writestr("orders/f7.csv", b"id,name\n1,x\n")
+"#,
+        &[p.to_str().unwrap()],
+    );
+    backdated(&p);
+    refused(&s, "many.zip", "archive.unsafe_member");
+}
