@@ -308,10 +308,46 @@ pub fn archive(data: &[u8]) {
     unpack_checked(wrap, body);
 }
 
-/// OpenPGP files (no keys: encrypted ones stop at `pgp.no_key`; literal, compressed and signed
-/// messages are read whole), with the archive target's checks on what comes out.
+/// OpenPGP files as ferry reads them (no keys: encrypted ones stop at `pgp.no_key`; literal,
+/// compressed and signed messages are read whole) while a reader follows the plaintext: the
+/// reader gets exactly the bytes whose hash the end gives, and never more than the bound.
 pub fn pgp(data: &[u8]) {
-    unpack_checked(crate::container::Wrap::Pgp, data);
+    use crate::container::{decrypt_following, Follow, Growing};
+    use std::io::Read;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ferry-fuzz-pgp-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input");
+    std::fs::write(&input, data).unwrap();
+    let file = std::fs::File::open(&input).unwrap();
+    let u = crate::config::Unpack {
+        max_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let out = dir.join("out");
+    let growing = std::sync::Arc::new(Growing::default());
+    std::thread::scope(|scope| {
+        let t = scope.spawn(|| decrypt_following(&file, &u, &out, &growing));
+        growing.wait_for(1);
+        let mut read = Vec::new();
+        let followed = std::fs::File::open(out.join("1")).map(|f| {
+            let mut r = Follow {
+                file: f,
+                pos: 0,
+                growing: growing.clone(),
+            };
+            r.read_to_end(&mut read)
+        });
+        let end = t.join().unwrap();
+        if let (Ok(_), Ok(Ok(_))) = (&end, &followed) {
+            let (hash, len) = growing.end().unwrap();
+            assert_eq!(read.len() as u64, len);
+            assert_eq!(crate::hash::FileHash::of_bytes(&read).hex(), hash.hex());
+            assert!(len <= u.max_bytes, "plaintext past the bound");
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn unpack_checked(wrap: crate::container::Wrap, body: &[u8]) {
@@ -331,31 +367,24 @@ fn unpack_checked(wrap: crate::container::Wrap, body: &[u8]) {
     };
     let out = dir.join("out");
     let mut total = 0u64;
-    let _ = unpack(
-        wrap,
-        &file,
-        std::ffi::OsStr::new("input.csv.pgp"),
-        &u,
-        &out,
-        &mut |m| {
-            assert!(
-                m.spill.starts_with(&out),
-                "a member written outside its folder"
-            );
-            assert!(
-                m.path
-                    .components()
-                    .all(|c| matches!(c, Component::Normal(_))),
-                "member path {:?}",
-                m.path
-            );
-            let bytes = std::fs::read(&m.spill).unwrap();
-            assert_eq!(bytes.len() as u64, m.len);
-            assert_eq!(crate::hash::FileHash::of_bytes(&bytes).hex(), m.hash.hex());
-            total += m.len;
-            assert!(total <= u.max_bytes, "members past the bound");
-            Flow::Next
-        },
-    );
+    let _ = unpack(wrap, &file, &u, &out, &mut |m| {
+        assert!(
+            m.spill.starts_with(&out),
+            "a member written outside its folder"
+        );
+        assert!(
+            m.path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_))),
+            "member path {:?}",
+            m.path
+        );
+        let bytes = std::fs::read(&m.spill).unwrap();
+        assert_eq!(bytes.len() as u64, m.len);
+        assert_eq!(crate::hash::FileHash::of_bytes(&bytes).hex(), m.hash.hex());
+        total += m.len;
+        assert!(total <= u.max_bytes, "members past the bound");
+        Flow::Next
+    });
     let _ = std::fs::remove_dir_all(&dir);
 }

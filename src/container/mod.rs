@@ -176,13 +176,13 @@ pub struct Facts {
     pub inner: Option<Wrap>,
 }
 
-/// Opens `file` (a `wrap` found at a path whose file name is `name`) and hands each member to
-/// `each`, spilled into `dir` (created; the caller removes it). A member the callback is given
-/// is complete and within bounds; an error names the member and what is wrong.
+/// Opens an archive (`wrap`: zip, tar or tar.gz) and hands each member to `each`, spilled into
+/// `dir` (created; the caller removes it). A member the callback is given is complete and
+/// within bounds; an error names the member and what is wrong. OpenPGP files are opened by
+/// `decrypt_following` (their plaintext is read as it is written).
 pub fn unpack(
     wrap: Wrap,
     file: &File,
-    name: &OsStr,
     u: &Unpack,
     dir: &Path,
     each: &mut dyn FnMut(Member) -> Flow,
@@ -191,28 +191,7 @@ pub fn unpack(
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut spill = Spiller::new(u, size, dir);
     let mut facts = Facts::default();
-    if wrap == Wrap::Pgp {
-        let inner_name = plain_name(name);
-        let plain = pgp::decrypt(file, u, &mut spill, &mut facts, &|_| true)?;
-        let opened = File::open(&plain.spill).map_err(|e| io_reject("cannot read it back", e))?;
-        match detect(&inner_name, &opened).map_err(|e| io_reject("cannot read it back", e))? {
-            Some(w) if w.is_archive() => {
-                facts.inner = Some(w);
-                let r = archive::members(w, &opened, u, &mut spill, each, &mut facts);
-                let _ = std::fs::remove_file(&plain.spill);
-                r?;
-            }
-            Some(_) => return Err(nested("an OpenPGP message inside an OpenPGP file")),
-            None => {
-                let _ = each(Member {
-                    path: PathBuf::from(&inner_name),
-                    ..plain
-                });
-            }
-        }
-    } else {
-        archive::members(wrap, file, u, &mut spill, each, &mut facts)?;
-    }
+    archive::members(wrap, file, u, &mut spill, each, &mut facts)?;
     Ok(facts)
 }
 

@@ -26,7 +26,6 @@ pub(super) fn open(session: &Session, file: File, meta: FileMeta, wrap: Wrap, jo
         Source::Kept(_) => None,
     };
     let u = session.cfg.unpack_for(&meta.rel, source);
-    let name = meta.rel.file_name().to_os_string();
     loop {
         let dir = unpack_dir(session);
         let (parts, taken) = bounded::<Part>(1);
@@ -54,7 +53,7 @@ pub(super) fn open(session: &Session, file: File, meta: FileMeta, wrap: Wrap, jo
                 let opened = if wrap == Wrap::Pgp {
                     pgp(session, (&file, &meta), &u, &dir, &parts)
                 } else {
-                    container::unpack(wrap, &file, &name, &u, &dir, &mut each)
+                    container::unpack(wrap, &file, &u, &dir, &mut each)
                 };
                 match opened {
                     Ok(facts) => Part::End(facts),
