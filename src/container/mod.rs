@@ -388,6 +388,13 @@ pub fn member_path(name: &[u8]) -> Result<PathBuf, String> {
     if out.as_os_str().is_empty() {
         return Err(format!("member {shown:?} names no file"));
     }
+    // A name no filesystem holds could never be placed (a report, a quarantined copy).
+    if out.components().any(|c| c.as_os_str().len() > 255) || name.len() > 4096 {
+        return Err(format!(
+            "member {shown:?} has a name longer than a filesystem holds (255 bytes a part, \
+             4096 in all)"
+        ));
+    }
     Ok(out)
 }
 
@@ -531,6 +538,11 @@ mod tests {
             b"a\0b",
             b"./",
         ] {
+            assert!(member_path(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        let long = format!("{}/a.csv", "x".repeat(256));
+        let deep = "d/".repeat(2100) + "a.csv";
+        for bad in [long.as_bytes(), deep.as_bytes()] {
             assert!(
                 member_path(bad).is_err(),
                 "{:?}",
