@@ -538,7 +538,11 @@ mod tests {
             b"a\0b",
             b"./",
         ] {
-            assert!(member_path(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                member_path(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let long = format!("{}/a.csv", "x".repeat(256));
         let deep = "d/".repeat(2100) + "a.csv";

@@ -82,7 +82,8 @@ pub fn identify(mut file: &File, size: u64, small: bool) -> io::Result<Identity>
 
 /// The parser's pass over one file, and for a big file the hash of what it read.
 pub struct Pass {
-    rehash: Arc<Mutex<Hasher>>,
+    /// `None` for ferry's own copy (an unpacked member): nobody else writes it.
+    rehash: Option<Arc<Mutex<Hasher>>>,
 }
 
 impl Pass {
@@ -92,20 +93,33 @@ impl Pass {
         file: &File,
         first: &mut Identity,
     ) -> io::Result<(Pass, Box<dyn Read + Send + 'static>)> {
-        let pass = Pass {
-            rehash: Arc::new(Mutex::new(Hasher::default())),
-        };
+        let hasher = Arc::new(Mutex::new(Hasher::default()));
         let raw: Box<dyn Read + Send> = match first.bytes.take() {
             Some(b) => Box::new(io::Cursor::new(b)),
             None => Box::new(io::BufReader::with_capacity(
                 256 * 1024,
                 Hashing {
                     inner: file.try_clone()?,
-                    hasher: pass.rehash.clone(),
+                    hasher: hasher.clone(),
                 },
             )),
         };
-        Ok((pass, raw))
+        Ok((
+            Pass {
+                rehash: Some(hasher),
+            },
+            raw,
+        ))
+    }
+
+    /// The parser's pass over ferry's own copy of a file (an archive member it unpacked and
+    /// hashed while writing it): read as it is, not hashed again.
+    pub fn own(file: &File, first: &mut Identity) -> io::Result<(Pass, Box<dyn Read + Send>)> {
+        let raw: Box<dyn Read + Send> = match first.bytes.take() {
+            Some(b) => Box::new(io::Cursor::new(b)),
+            None => Box::new(io::BufReader::with_capacity(256 * 1024, file.try_clone()?)),
+        };
+        Ok((Pass { rehash: None }, raw))
     }
 
     /// Whether the file changed since `before` (size or mtime), or — for a big file whose
@@ -117,15 +131,15 @@ impl Pass {
             let after = Stamp::of(&m);
             after.size != before.size || after.mtime_ns != before.mtime_ns
         });
-        if moved || !streamed {
+        let Some(rehash) = self.rehash.filter(|_| streamed && !moved) else {
             return moved;
-        }
+        };
         let mut rest = Hashing {
             inner: file,
-            hasher: self.rehash.clone(),
+            hasher: rehash.clone(),
         };
         let again = io::copy(&mut rest, &mut io::sink()).ok().map(|_| {
-            let mut h = self.rehash.lock().unwrap_or_else(|p| p.into_inner());
+            let mut h = rehash.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *h).finish().0
         });
         if again != Some(hash) {

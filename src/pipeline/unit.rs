@@ -153,6 +153,7 @@ fn member(session: &Session, outer: &FileMeta, m: Member, parts: &Sender<Part>) 
         before: &before,
         small,
         retry: false,
+        own: true,
     };
     parse_into(session, how, &meta, &mut first, &hand);
     open.get()

@@ -378,6 +378,7 @@ fn ingest(
         before: &before,
         small,
         retry: true,
+        own: false,
     };
     if let Some(r) = parse_into(session, read, &meta, &mut first, &hand) {
         again_or_reject(session, meta, r, jobs)
@@ -385,12 +386,14 @@ fn ingest(
 }
 
 /// A file about to be parsed: open, as it was judged (`before`), small (read into memory) or
-/// big (streamed), and whether a read failing outside the content is tried again.
+/// big (streamed), whether a read failing outside the content is tried again, and whether it
+/// is ferry's own copy (an unpacked member, hashed as it was written: not hashed again).
 pub(super) struct ToParse<'a> {
     pub file: &'a File,
     pub before: &'a Stamp,
     pub small: bool,
     pub retry: bool,
+    pub own: bool,
 }
 
 /// Parses an identified file through its dataset's stages into a stream `hand` gives the
@@ -408,6 +411,7 @@ pub(super) fn parse_into(
         before,
         small,
         retry,
+        own,
     } = read;
     let dataset = meta.spec.clone().expect("a parsed file has a dataset");
     let (tx, unsent) = records_channel(small, meta, hand);
@@ -419,7 +423,11 @@ pub(super) fn parse_into(
             });
         }
     };
-    let (pass, raw) = match read::Pass::start(file, first) {
+    let started = match own {
+        true => read::Pass::own(file, first),
+        false => read::Pass::start(file, first),
+    };
+    let (pass, raw) = match started {
         Ok(v) => v,
         Err(e) => {
             let _ = tx.send(Msg::End(End::Rejected {
