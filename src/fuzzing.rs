@@ -314,13 +314,7 @@ pub fn archive(data: &[u8]) {
 pub fn pgp(data: &[u8]) {
     use crate::container::{decrypt_following, Follow, Growing};
     use std::io::Read;
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("ferry-fuzz-pgp-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let input = dir.join("input");
-    std::fs::write(&input, data).unwrap();
-    let file = std::fs::File::open(&input).unwrap();
+    let (dir, file) = scratch_input(data);
     let u = crate::config::Unpack {
         max_bytes: 1 << 20,
         ..Default::default()
@@ -353,13 +347,7 @@ pub fn pgp(data: &[u8]) {
 fn unpack_checked(wrap: crate::container::Wrap, body: &[u8]) {
     use crate::container::{unpack, Flow};
     use std::path::Component;
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("ferry-fuzz-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let input = dir.join("input");
-    std::fs::write(&input, body).unwrap();
-    let file = std::fs::File::open(&input).unwrap();
+    let (dir, file) = scratch_input(body);
     let u = crate::config::Unpack {
         max_bytes: 1 << 20,
         max_members: 64,
@@ -387,4 +375,17 @@ fn unpack_checked(wrap: crate::container::Wrap, body: &[u8]) {
         Flow::Next
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh folder in the temp folder holding `data` as a file, and that file opened (the
+/// caller removes the folder).
+fn scratch_input(data: &[u8]) -> (std::path::PathBuf, std::fs::File) {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ferry-fuzz-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("input");
+    std::fs::write(&input, data).unwrap();
+    let file = std::fs::File::open(&input).unwrap();
+    (dir, file)
 }
