@@ -172,8 +172,6 @@ pub struct Facts {
     pub signer: Option<String>,
     /// Members passed over (folders are not counted), as warnings for the container's row.
     pub notes: Vec<String>,
-    /// What was inside an OpenPGP file, when it was an archive.
-    pub inner: Option<Wrap>,
 }
 
 /// Opens an archive (`wrap`: zip, tar or tar.gz) and hands each member to `each`, spilled into
@@ -213,7 +211,6 @@ pub fn unpack_inner(
     std::fs::create_dir_all(&inner)
         .map_err(|e| io_reject("cannot create its unpacking folder", e))?;
     let mut spill = Spiller::new(u, outer_size, &inner);
-    facts.inner = Some(wrap);
     archive::members(wrap, plain, u, &mut spill, each, facts)
 }
 
