@@ -52,9 +52,10 @@ impl Wrap {
 }
 
 /// Whether a file's name says it is a container (what discovery can tell without reading it).
+/// Not `.asc`: partners also send detached signatures under that name.
 pub fn named(name: &OsStr) -> bool {
     let lower = name.as_bytes().to_ascii_lowercase();
-    [".zip", ".tar", ".tar.gz", ".tgz", ".pgp", ".gpg", ".asc"]
+    [".zip", ".tar", ".tar.gz", ".tgz", ".pgp", ".gpg"]
         .iter()
         .any(|e| lower.ends_with(e.as_bytes()))
 }
