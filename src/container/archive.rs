@@ -146,6 +146,18 @@ fn spilled(
     Ok(m)
 }
 
+/// A folder entry is passed over only when it holds nothing: bytes under a folder's name would
+/// be content no one sees.
+fn folder_without_bytes(shown: &str, size: u64) -> Result<(), Reject> {
+    if size == 0 {
+        return Ok(());
+    }
+    Err(unsafe_member(format!(
+        "member {shown:?} is a folder entry holding {size} bytes: content under a folder's name \
+         is never loaded, so the archive is refused rather than read without it"
+    )))
+}
+
 fn too_many(u: &Unpack) -> Reject {
     Reject::new(
         Kind::ArchiveTooBig,
@@ -191,10 +203,11 @@ fn zip(
         let f = z
             .by_index_raw(i)
             .map_err(|e| corrupt(format!("entry {i} of the central directory: {e}"), None))?;
+        let shown = String::from_utf8_lossy(f.name_raw()).into_owned();
         if f.is_dir() {
+            folder_without_bytes(&shown, f.size())?;
             continue;
         }
-        let shown = String::from_utf8_lossy(f.name_raw()).into_owned();
         let offset = f.header_start();
         let regular = f.unix_mode().is_none_or(|m| {
             let t = m & libc::S_IFMT;
@@ -282,7 +295,11 @@ fn tar(
         use tar::EntryType as T;
         match e.header().entry_type() {
             T::Regular | T::Continuous => {}
-            T::Directory | T::XGlobalHeader => continue,
+            T::Directory => {
+                folder_without_bytes(&shown, e.size())?;
+                continue;
+            }
+            T::XGlobalHeader => continue,
             T::Symlink | T::Link | T::Char | T::Block | T::Fifo => {
                 return Err(unsafe_member(format!(
                     "member {shown:?} is a link or a device, not a regular file"
@@ -311,7 +328,7 @@ fn tar(
             return Ok(());
         }
     }
-    Ok(())
+    nothing_after(a.into_inner(), spill, last)
 }
 
 /// The entries a zip's end-of-central-directory record lists — its zip64 record's when the
@@ -339,4 +356,40 @@ fn listed_entries(file: &File) -> Option<u64> {
         return None;
     }
     Some(u64::from_le_bytes(rec64[32..40].try_into().ok()?))
+}
+
+/// What follows a tar archive's end must be its zero padding: bytes there would be content
+/// nobody reads (a second archive appended, say), so the archive is refused, not loaded without
+/// them. Read within the expansion bound.
+fn nothing_after(mut r: impl Read, spill: &Spiller, last: u64) -> Result<(), Reject> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut seen = 0u64;
+    loop {
+        let n =
+            match r.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(corrupt(
+                    format!(
+                        "the archive is corrupt after its last member (header at byte {last}): {e}"
+                    ),
+                    Some(last),
+                )),
+            };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(corrupt(
+                format!(
+                    "bytes after the archive's end (its last member's header is at byte {last}) \
+                     hold data ferry would not read; the archive is refused rather than loaded \
+                     without them"
+                ),
+                Some(last),
+            ));
+        }
+        seen += n as u64;
+        if seen > spill.budget() {
+            return Err(spill.too_big("the padding after the archive's end"));
+        }
+    }
 }

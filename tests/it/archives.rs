@@ -246,6 +246,30 @@ fn hostile_archives_are_refused_with_the_reason_and_nothing_escapes() {
             Box::new(|p| archive(p, "zip", &[("..\\..\\evil.csv", A)])),
         ),
         (
+            "folder-bytes.zip",
+            "archive.unsafe_member",
+            Box::new(|p| {
+                archive(
+                    p,
+                    "zip",
+                    &[("orders/", b"id,name\n1,hidden\n"), ("orders/a.csv", A)],
+                )
+            }),
+        ),
+        (
+            "appended.tar",
+            "archive.corrupt",
+            Box::new(|p| {
+                let second = p.with_extension("second");
+                archive(&second, "tar", &[("orders/hidden.csv", B)]);
+                archive(p, "tar", &[("orders/a.csv", A)]);
+                let mut bytes = fs::read(p).unwrap();
+                bytes.extend(fs::read(&second).unwrap());
+                fs::remove_file(&second).unwrap();
+                fs::write(p, bytes).unwrap();
+            }),
+        ),
+        (
             "twice.zip",
             "archive.unsafe_member",
             Box::new(|p| archive(p, "zip", &[("orders/a.csv", A), ("orders/a.csv", B)])),
