@@ -365,18 +365,19 @@ fn nothing_after(mut r: impl Read, spill: &Spiller, last: u64) -> Result<(), Rej
     let mut buf = vec![0u8; 64 << 10];
     let mut seen = 0u64;
     loop {
-        let n =
-            match r.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(corrupt(
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(corrupt(
                     format!(
                         "the archive is corrupt after its last member (header at byte {last}): {e}"
                     ),
                     Some(last),
-                )),
-            };
+                ))
+            }
+        };
         if buf[..n].iter().any(|&b| b != 0) {
             return Err(corrupt(
                 format!(

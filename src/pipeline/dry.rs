@@ -189,20 +189,12 @@ impl Judge {
                         .find(|v| v.outcome == "quarantine");
                     if let (Some(v), false) = (bad, unit.each) {
                         let why = v.reason.clone().unwrap_or_default();
-                        let kind = v.error_kind.unwrap_or("internal");
-                        // A container's own failure (its signature, say) is its reason.
-                        if let Some(k) = Kind::from_id(kind).filter(|k| k.is_container()) {
-                            failed = Some(Reject::new(k, Stage::Decode, why));
-                            break;
-                        }
-                        failed = Some(Reject::new(
-                            Kind::ArchiveMemberFailed,
-                            Stage::Decode,
-                            format!(
-                                "member {path:?} failed ({kind}): {why}; nothing of the archive \
-                                 is loaded"
-                            ),
-                        ));
+                        let kind = v
+                            .error_kind
+                            .and_then(Kind::from_id)
+                            .unwrap_or(Kind::Internal);
+                        let r = Reject::new(kind, Stage::Decode, why);
+                        failed = Some(super::unit::unit_failed(&path, r));
                         break;
                     }
                 }

@@ -15,7 +15,7 @@ pub mod place;
 mod read;
 pub mod stages;
 mod turns;
-mod unit;
+pub(crate) mod unit;
 pub mod worker;
 pub mod writer;
 

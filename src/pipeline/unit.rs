@@ -19,6 +19,25 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Why a container loaded as one unit is set aside when `member` failed with `r` (the run and
+/// the dry run say the same): the container's own failures (how it is packed, encrypted,
+/// signed) as they are, a member's content as `archive.member_failed` naming it. An empty
+/// `member` is the container itself.
+pub(crate) fn unit_failed(member: &str, r: Reject) -> Reject {
+    if member.is_empty() || r.kind.is_container() {
+        return r;
+    }
+    Reject {
+        kind: Kind::ArchiveMemberFailed,
+        message: format!(
+            "member {member:?} failed ({}): {}; nothing of the archive is loaded",
+            r.kind.id(),
+            r.message
+        ),
+        ..r
+    }
+}
+
 /// Opens a claimed container and hands its members over; returns once the writer decided.
 pub(super) fn open(session: &Session, file: File, meta: FileMeta, wrap: Wrap, jobs: &Jobs) {
     let source = match &meta.source {

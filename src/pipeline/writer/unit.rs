@@ -131,19 +131,7 @@ impl Writer<'_> {
                 self.undo_unit(start);
                 self.begin()?;
             }
-            let reject = if member.is_empty() || r.kind.is_container() {
-                r
-            } else {
-                Reject {
-                    kind: Kind::ArchiveMemberFailed,
-                    message: format!(
-                        "member {member:?} failed ({}): {}; nothing of the archive is loaded",
-                        r.kind.id(),
-                        r.message
-                    ),
-                    ..r
-                }
-            };
+            let reject = crate::pipeline::unit::unit_failed(&member, r);
             let why = Why {
                 reject,
                 rejects: &[],
