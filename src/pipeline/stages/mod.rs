@@ -58,6 +58,9 @@ pub struct Stages<'a> {
     pub notes: Vec<String>,
 }
 
+/// The rows of a file's first chunk (later ones are `record::CHUNK_ROWS`).
+const FIRST_CHUNK_ROWS: u64 = 512;
+
 impl<'a> Stages<'a> {
     pub fn new(tx: &'a Sender<Msg>, spec: &'a DatasetSpec, fixed: bool) -> Stages<'a> {
         Stages {
@@ -307,7 +310,10 @@ impl RowOut for Stages<'_> {
             }
             self.good += 1;
         }
-        if self.chunk.is_full() {
+        // A file's first chunk is sent early: the writer cannot store anything of the file
+        // before it, and the store waits meanwhile.
+        let first = self.chunk.rows() as u64 == self.good && self.good >= FIRST_CHUNK_ROWS;
+        if first || self.chunk.is_full() {
             self.flush()?;
         }
         Ok(())

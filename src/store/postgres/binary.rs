@@ -133,7 +133,7 @@ pub fn int8(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as i32).to_be_bytes());
     out.extend_from_slice(b);
 }

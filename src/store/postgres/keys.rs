@@ -113,10 +113,11 @@ impl Keys {
 
     /// Before the commit: logs the ids each table got under the group's epoch, and writes the
     /// tail as a run when it has grown.
-    pub fn log(&mut self, c: &mut Client) -> Result<()> {
+    pub fn log(&mut self, session: &mut Session) -> Result<()> {
         for (table, s) in &mut self.by_table {
             let Some(h) = &s.held else { continue };
             if !h.runs.is_empty() {
+                let c = session.get()?;
                 let first: Vec<i64> = h.runs.iter().map(|&(f, _)| f).collect();
                 let last: Vec<i64> = h.runs.iter().map(|&(f, n)| f + n as i64 - 1).collect();
                 c.execute(
@@ -126,8 +127,13 @@ impl Keys {
                 )
                 .with_context(|| format!("logging the record keys stored in {table}"))?;
             }
-            s.keys
-                .maintain(&mut Runs::of(c), table, false, None, &|| false)?;
+            s.keys.maintain(
+                &mut Runs(Conn::Session(session)),
+                table,
+                false,
+                None,
+                &|| false,
+            )?;
         }
         Ok(())
     }
@@ -203,16 +209,23 @@ impl Keys {
 
     /// Writes every table's tail as a run and merges runs as far as `stop` lets it (at the end
     /// of a run or when the writer is idle), holding each table's key row.
-    pub fn finish(&mut self, c: &mut Client, stop: &dyn Fn() -> bool) -> Result<Option<bool>> {
+    pub fn finish(
+        &mut self,
+        session: &mut Session,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<bool>> {
         let mut changed = false;
         for (table, st) in &mut self.by_table {
             if st.held.is_none() {
-                hold(st, c, table)?;
+                hold(st, session.get()?, table)?;
             }
-            match st
-                .keys
-                .maintain(&mut Runs::of(c), table, true, Some(u64::MAX), stop)?
-            {
+            match st.keys.maintain(
+                &mut Runs(Conn::Session(session)),
+                table,
+                true,
+                Some(u64::MAX),
+                stop,
+            )? {
                 Some(x) => changed |= x,
                 None => return Ok(None),
             }
@@ -444,6 +457,17 @@ impl RunStore for Runs<'_> {
     fn put_slices(&mut self, run: i64, slices: &[(u32, Vec<u8>)]) -> Result<()> {
         if slices.is_empty() {
             return Ok(());
+        }
+        if let Conn::Session(s) = &mut self.0 {
+            // Into the session's copy: the server stores these slices while the writer cuts
+            // the next ones (a statement would make the two take turns).
+            let mut data = Vec::with_capacity(slices.iter().map(|(_, b)| b.len() + 20).sum());
+            for (s, b) in slices {
+                binary::tuple(&mut data, 2);
+                binary::int8(&mut data, slice_key(run, *s));
+                binary::bytes(&mut data, b);
+            }
+            return s.copy_rows("ferry_key_slices (k, data)", &data, slices.len() as u64);
         }
         let keys: Vec<i64> = slices.iter().map(|(s, _)| slice_key(run, *s)).collect();
         let data: Vec<&[u8]> = slices.iter().map(|(_, b)| b.as_slice()).collect();

@@ -542,12 +542,10 @@ impl Ingest for PgIngest {
     fn commit(&mut self) -> Result<()> {
         // Every file's replaced records are gone by its end; this only makes sure of it.
         let logged = match self.c.get() {
-            Ok(c) => self
-                .tables
-                .delete_replaced(c)
-                .and_then(|()| self.keys.log(c)),
+            Ok(c) => self.tables.delete_replaced(c),
             Err(e) => Err(e),
-        };
+        }
+        .and_then(|()| self.keys.log(&mut self.c));
         if let Err(e) = logged.and_then(|()| self.fence(true)) {
             let _ = self.c.abandon().batch_execute("ROLLBACK");
             self.keys.rolled_back();
@@ -770,9 +768,8 @@ impl Ingest for PgIngest {
     fn finish_keys(&mut self, stop: &dyn Fn() -> bool) -> Result<()> {
         self.begin()?;
         let done = self
-            .c
-            .get()
-            .and_then(|c| self.keys.finish(c, stop))
+            .keys
+            .finish(&mut self.c, stop)
             .and_then(|changed| match changed {
                 Some(true) => self.commit().map(|()| true),
                 _ => Ok(false),

@@ -12,6 +12,24 @@ use anyhow::{Context, Result};
 use postgres::{Client, CopyInWriter};
 use std::io::Write;
 
+/// The size of the messages a chunk's rows are sent in. The connection writes to its socket only
+/// while a call on it is under way (the client has no thread of its own), and a message handed
+/// over waits in its queue until the next call: a chunk sent as one message would reach the
+/// server only when the next chunk is sent, so the server would sit idle while the writer
+/// prepares that one, and the writer wait while the server stores this one. In pieces, each
+/// piece's call pushes the ones before it to the socket, and all but the last piece are with the
+/// server (or in the socket's buffers) by the time the writer turns to the next chunk.
+const PIECE: usize = 32 << 10;
+
+/// Hands `tuples` to the copy in `PIECE`-sized messages (see there).
+fn send_pieces(w: &mut CopyInWriter<'static>, tuples: &[u8]) -> std::io::Result<()> {
+    for piece in tuples.chunks(PIECE) {
+        w.write_all(piece)?;
+        w.flush()?;
+    }
+    Ok(())
+}
+
 /// A connection with at most one open copy.
 pub struct Session {
     // Declared first: it borrows `*client` and must be dropped before it.
@@ -92,8 +110,7 @@ impl Session {
             self.copy = Some(open);
         }
         let open = self.copy.as_mut().expect("opened above");
-        // Handed to the server now, so it stores these rows while the next ones are prepared.
-        let sent = open.w.write_all(tuples).and_then(|()| open.w.flush());
+        let sent = send_pieces(&mut open.w, tuples);
         if let Err(e) = sent {
             // The server refused the copy (bad data) or the connection broke: the copy is over.
             // Its own error says why, if it has one; the connection is free for a rollback.
