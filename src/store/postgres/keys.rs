@@ -458,16 +458,16 @@ impl RunStore for Runs<'_> {
         if slices.is_empty() {
             return Ok(());
         }
-        if let Conn::Session(s) = &mut self.0 {
+        if let Conn::Session(session) = &mut self.0 {
             // Into the session's copy: the server stores these slices while the writer cuts
             // the next ones (a statement would make the two take turns).
             let mut data = Vec::with_capacity(slices.iter().map(|(_, b)| b.len() + 20).sum());
-            for (s, b) in slices {
+            for (slice, b) in slices {
                 binary::tuple(&mut data, 2);
-                binary::int8(&mut data, slice_key(run, *s));
+                binary::int8(&mut data, slice_key(run, *slice));
                 binary::bytes(&mut data, b);
             }
-            return s.copy_rows("ferry_key_slices (k, data)", &data, slices.len() as u64);
+            return session.copy_rows("ferry_key_slices (k, data)", &data, slices.len() as u64);
         }
         let keys: Vec<i64> = slices.iter().map(|(s, _)| slice_key(run, *s)).collect();
         let data: Vec<&[u8]> = slices.iter().map(|(_, b)| b.as_slice()).collect();
