@@ -47,6 +47,11 @@ impl Ids {
         self.left = 0;
     }
 
+    /// What is left of the current block is never used (the sequence was moved past it).
+    pub fn spend_block(&mut self) {
+        self.left = 0;
+    }
+
     /// `n` ids in row order, as runs of (first, count). `writer` is the group's session (used
     /// once per group, for its transaction id).
     pub fn take(&mut self, writer: &mut Session, n: u64) -> Result<Vec<(i64, u64)>> {

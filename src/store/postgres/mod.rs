@@ -646,7 +646,11 @@ impl Ingest for PgIngest {
     }
     fn create_table_name(&mut self, dataset: &str, wanted: Option<&str>) -> Result<String> {
         self.lock_schema(false)?;
-        self.registry.create_table(self.c.get()?, dataset, wanted)
+        let table = self.registry.create_table(self.c.get()?, dataset, wanted)?;
+        // An adopted table's rows moved the id sequence past them: what is left of the block
+        // in hand (taken before) could fall below them.
+        self.ids.spend_block();
+        Ok(table)
     }
     fn table_owner(&mut self, table: &str) -> Result<Option<String>> {
         registry::table_owner(self.c.get()?, table)
