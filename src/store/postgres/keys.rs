@@ -458,24 +458,18 @@ impl RunStore for Runs<'_> {
         if slices.is_empty() {
             return Ok(());
         }
-        if let Conn::Session(session) = &mut self.0 {
-            // Into the session's copy: the server stores these slices while the writer cuts
-            // the next ones (a statement would make the two take turns).
-            let mut data = Vec::with_capacity(slices.iter().map(|(_, b)| b.len() + 20).sum());
-            for (slice, b) in slices {
-                binary::tuple(&mut data, 2);
-                binary::int8(&mut data, slice_key(run, *slice));
-                binary::bytes(&mut data, b);
-            }
-            return session.copy_rows("ferry_key_slices (k, data)", &data, slices.len() as u64);
+        // Into the session's copy: the server stores these slices while the writer cuts the
+        // next ones (a statement each time would make the two take turns).
+        let Conn::Session(session) = &mut self.0 else {
+            bail!("key runs are written through the writer's session");
+        };
+        let mut data = Vec::with_capacity(slices.iter().map(|(_, b)| b.len() + 20).sum());
+        for (slice, b) in slices {
+            binary::tuple(&mut data, 2);
+            binary::int8(&mut data, slice_key(run, *slice));
+            binary::bytes(&mut data, b);
         }
-        let keys: Vec<i64> = slices.iter().map(|(s, _)| slice_key(run, *s)).collect();
-        let data: Vec<&[u8]> = slices.iter().map(|(_, b)| b.as_slice()).collect();
-        self.c()?.execute(
-            "INSERT INTO ferry_key_slices (k, data) SELECT * FROM unnest($1::int8[], $2::bytea[])",
-            &[&keys, &data],
-        )?;
-        Ok(())
+        session.copy_rows("ferry_key_slices (k, data)", &data, slices.len() as u64)
     }
 
     fn add_run(&mut self, table: &str, m: &RunMeta) -> Result<()> {

@@ -758,8 +758,7 @@ impl Ingest for PgIngest {
         self.begin()?;
         let r = self
             .lock_schema(false)
-            .and_then(|_| self.c.get())
-            .and_then(|c| rekey::rekey(c, table, how, stop));
+            .and_then(|_| rekey::rekey(&mut self.c, table, how, stop));
         if how.commits(&r) {
             self.keys.forget(table);
             self.commit()?;

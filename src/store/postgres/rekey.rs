@@ -2,7 +2,8 @@
 //! before keyed records are stored (`key_ready`), and the key indexes for `ferry status`.
 
 use super::binary::{self, Decoded, PgType};
-use super::keys::Runs;
+use super::keys::{Conn, Runs};
+use super::session::Session;
 use super::tables::{delete_ids, ident, index_ids};
 use crate::store::keys::def::{KeyDef, KeyValue};
 use crate::store::keys::rekey::{RekeyStore, Rekeyed};
@@ -209,11 +210,12 @@ fn drop_all_runs(c: &mut Client, table: &str) -> Result<()> {
 /// Takes a table's key row for a re-key (no keyed writer of it on any host meanwhile) and
 /// re-keys its records.
 pub fn rekey(
-    c: &mut Client,
+    session: &mut Session,
     table: &str,
     how: &crate::store::Rekey,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<Rekeyed>> {
+    let c = session.get()?;
     c.query_one(
         "INSERT INTO ferry_keys (table_name, epoch) VALUES ($1, 1) \
          ON CONFLICT (table_name) DO UPDATE SET epoch = ferry_keys.epoch + 1 RETURNING epoch",
@@ -225,7 +227,7 @@ pub fn rekey(
         ident(table)
     ))?;
     index_ids(c, table)?;
-    crate::store::keys::rekey::rekey(&mut Runs::of(c), table, how, stop)
+    crate::store::keys::rekey::rekey(&mut Runs(Conn::Session(session)), table, how, stop)
 }
 
 /// Every keyed table's index, for `ferry status`.
