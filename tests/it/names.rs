@@ -65,6 +65,40 @@ fn a_declared_column_named_like_a_system_column_is_refused_by_the_config() {
 }
 
 both_stores! {
+    fn ids_in_an_adopted_table_came_below_its_rows_when_another_file_took_ids_first() {
+        // One worker and names that sort first: files of a table ferry makes are stored (and
+        // take record ids) before, and in the same group as, the file that adopts `sales`.
+        let s = Spool::new();
+        s.ferry_ok(&["run", "--init"], 0);
+        let (id, int) = if s.is_postgres() {
+            ("bigint NOT NULL", "bigint NOT NULL")
+        } else {
+            ("INTEGER PRIMARY KEY", "INTEGER")
+        };
+        s.query(&format!(
+            "CREATE TABLE sales (_id {id}, _file_id {int}, _line {int}, amount text)"
+        ));
+        s.query("INSERT INTO sales (_id, _file_id, _line, amount) VALUES (70000, 0, 2, '9.5')");
+        fs::write(
+            s.root.join("ferry.toml"),
+            "workers = 1\n[[dataset]]\nname = \"feed\"\ntable = \"sales\"\n",
+        )
+        .unwrap();
+        for i in 0..5 {
+            s.drop_file(&format!("a_made/{i}.csv"), format!("n\n{i}\n").as_bytes());
+        }
+        s.drop_file("feed/a.csv", b"amount\n1.5\n2.5\n");
+        s.ferry_ok(&["run"], 0);
+        let ids = s.query("SELECT _id FROM sales WHERE _file_id <> 0 ORDER BY _id");
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        for row in &ids {
+            let id: i64 = row[0].as_deref().unwrap().parse().unwrap();
+            assert!(id > 70000, "ferry's ids come after the rows the table had: {ids:?}");
+        }
+    }
+}
+
+both_stores! {
     fn a_dataset_adopts_the_table_it_names_when_it_fits_and_says_why_when_not() {
         let s = Spool::new();
         s.ferry_ok(&["run", "--init"], 0);
